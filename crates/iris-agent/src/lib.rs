@@ -1,0 +1,16 @@
+//! Agent drivers: how Iris talks to an agent CLI.
+//!
+//! This crate knows nothing about teams, sessions or storage. It knows how to
+//! build the command line of an agent ([`launch`]), how to read and write the
+//! stream-json protocol ([`protocol`]), how to own a child process safely
+//! ([`process`]), and it carries the built-in `echo` agent ([`echo`]) that
+//! speaks the same protocol as Claude Code so tests exercise the real path.
+
+pub mod echo;
+pub mod launch;
+pub mod process;
+pub mod protocol;
+
+pub use launch::{AgentKind, LaunchSpec, PromptVia, SessionMode};
+pub use process::{AgentProcess, LineError, ProcessError};
+pub use protocol::{AgentEvent, ToolUse};

@@ -1,0 +1,270 @@
+//! The stream-json protocol of Claude Code, which the echo agent speaks too.
+//!
+//! Input (one JSON object per line on the agent's stdin): user messages and
+//! control requests. Output (one JSON object per line on stdout): `system`,
+//! `stream_event`, `assistant`, `user`, `result` and `control_response`.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// A tool call the agent made during a turn.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolUse {
+    pub id: String,
+    pub name: String,
+    pub input: Value,
+}
+
+/// One parsed line of agent output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// `system`/`init`: the agent is up and tells its session id.
+    Init {
+        session_id: Option<String>,
+        model: Option<String>,
+    },
+    /// A partial text delta (`stream_event` → `content_block_delta`).
+    TextDelta(String),
+    /// A complete assistant message: its text and tool uses.
+    Assistant { text: String, tool_uses: Vec<ToolUse> },
+    /// A `user` message from the agent loop (tool results).
+    ToolResult { tool_use_id: String, is_error: bool },
+    /// End of the turn.
+    Result(TurnResult),
+    /// Answer to a control request (interrupt).
+    ControlResponse {
+        request_id: String,
+        success: bool,
+        error: Option<String>,
+    },
+    /// Any other well-formed line (other stream events, hooks, …).
+    Other { kind: String },
+}
+
+/// The `result` line that ends a turn.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TurnResult {
+    pub is_error: bool,
+    pub subtype: Option<String>,
+    pub text: Option<String>,
+    pub session_id: Option<String>,
+    pub usage: Option<Value>,
+    pub cost_usd: Option<f64>,
+    pub duration_ms: Option<u64>,
+    pub num_turns: Option<u64>,
+}
+
+/// Why a line could not be understood.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ParseError {
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("JSON line without a string `type`")]
+    NoType,
+}
+
+/// Parse one stdout line. The raw value is returned too, since turns keep
+/// their raw events.
+pub fn parse_line(line: &str) -> Result<(AgentEvent, Value), ParseError> {
+    let raw: Value = serde_json::from_str(line).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let event = interpret(&raw)?;
+    Ok((event, raw))
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn interpret(raw: &Value) -> Result<AgentEvent, ParseError> {
+    let kind = str_at(raw, "type").ok_or(ParseError::NoType)?;
+    Ok(match kind {
+        "system" if str_at(raw, "subtype") == Some("init") => AgentEvent::Init {
+            session_id: str_at(raw, "session_id").map(str::to_owned),
+            model: str_at(raw, "model").map(str::to_owned),
+        },
+        "stream_event" => {
+            let delta = raw
+                .get("event")
+                .filter(|e| str_at(e, "type") == Some("content_block_delta"))
+                .and_then(|e| e.get("delta"))
+                .filter(|d| str_at(d, "type") == Some("text_delta"))
+                .and_then(|d| str_at(d, "text"));
+            match delta {
+                Some(text) => AgentEvent::TextDelta(text.to_owned()),
+                None => AgentEvent::Other {
+                    kind: "stream_event".into(),
+                },
+            }
+        }
+        "assistant" => assistant(raw),
+        "user" => {
+            let block = raw
+                .pointer("/message/content")
+                .and_then(Value::as_array)
+                .and_then(|blocks| blocks.iter().find(|b| str_at(b, "type") == Some("tool_result")));
+            match block {
+                Some(b) => AgentEvent::ToolResult {
+                    tool_use_id: str_at(b, "tool_use_id").unwrap_or_default().to_owned(),
+                    is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+                },
+                None => AgentEvent::Other { kind: "user".into() },
+            }
+        }
+        "result" => AgentEvent::Result(TurnResult {
+            is_error: raw.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+            subtype: str_at(raw, "subtype").map(str::to_owned),
+            text: str_at(raw, "result").map(str::to_owned),
+            session_id: str_at(raw, "session_id").map(str::to_owned),
+            usage: raw.get("usage").cloned(),
+            cost_usd: raw.get("total_cost_usd").and_then(Value::as_f64),
+            duration_ms: raw.get("duration_ms").and_then(Value::as_u64),
+            num_turns: raw.get("num_turns").and_then(Value::as_u64),
+        }),
+        "control_response" => {
+            let resp = raw.get("response").unwrap_or(&Value::Null);
+            AgentEvent::ControlResponse {
+                request_id: str_at(resp, "request_id").unwrap_or_default().to_owned(),
+                success: str_at(resp, "subtype") == Some("success"),
+                error: str_at(resp, "error").map(str::to_owned),
+            }
+        }
+        other => AgentEvent::Other { kind: other.to_owned() },
+    })
+}
+
+fn assistant(raw: &Value) -> AgentEvent {
+    let mut text = String::new();
+    let mut tool_uses = Vec::new();
+    let blocks = raw.pointer("/message/content").and_then(Value::as_array);
+    for block in blocks.into_iter().flatten() {
+        match str_at(block, "type") {
+            Some("text") => text.push_str(str_at(block, "text").unwrap_or_default()),
+            Some("tool_use") => tool_uses.push(ToolUse {
+                id: str_at(block, "id").unwrap_or_default().to_owned(),
+                name: str_at(block, "name").unwrap_or_default().to_owned(),
+                input: block.get("input").cloned().unwrap_or(Value::Null),
+            }),
+            _ => {}
+        }
+    }
+    AgentEvent::Assistant { text, tool_uses }
+}
+
+/// The stdin line that sends a user message.
+pub fn user_message_line(text: &str) -> String {
+    let v = json!({
+        "type": "user",
+        "message": {"role": "user", "content": [{"type": "text", "text": text}]},
+        "parent_tool_use_id": null,
+    });
+    let mut line = v.to_string();
+    line.push('\n');
+    line
+}
+
+/// The stdin line that interrupts the running turn (Claude Code's control
+/// protocol; the echo agent honours it too).
+pub fn interrupt_line(request_id: &str) -> String {
+    let v = json!({
+        "type": "control_request",
+        "request_id": request_id,
+        "request": {"subtype": "interrupt"},
+    });
+    let mut line = v.to_string();
+    line.push('\n');
+    line
+}
+
+/// Extract the text of a user message line as written by [`user_message_line`]
+/// (or a plain string `content`, as other clients send).
+pub fn user_message_text(raw: &Value) -> Option<String> {
+    let content = raw.pointer("/message/content")?;
+    if let Some(s) = content.as_str() {
+        return Some(s.to_owned());
+    }
+    let mut out = String::new();
+    for block in content.as_array()? {
+        if str_at(block, "type") == Some("text") {
+            out.push_str(str_at(block, "text").unwrap_or_default());
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_claude_line_kinds() {
+        let (e, _) = parse_line(r#"{"type":"system","subtype":"init","session_id":"s1","model":"m"}"#).unwrap();
+        assert_eq!(
+            e,
+            AgentEvent::Init {
+                session_id: Some("s1".into()),
+                model: Some("m".into())
+            }
+        );
+        let (e, _) = parse_line(
+            r#"{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"He"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(e, AgentEvent::TextDelta("He".into()));
+        let (e, _) = parse_line(
+            r#"{"type":"assistant","message":{"content":[{"type":"text","text":"Hi"},{"type":"tool_use","id":"t1","name":"Read","input":{"p":1}}]}}"#,
+        )
+        .unwrap();
+        match e {
+            AgentEvent::Assistant { text, tool_uses } => {
+                assert_eq!(text, "Hi");
+                assert_eq!(tool_uses[0].name, "Read");
+                assert_eq!(tool_uses[0].input["p"], 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let (e, _) = parse_line(
+            r#"{"type":"result","subtype":"success","is_error":false,"result":"Hi","total_cost_usd":0.5,"usage":{"input_tokens":3},"duration_ms":12,"num_turns":1,"session_id":"s1"}"#,
+        )
+        .unwrap();
+        match e {
+            AgentEvent::Result(r) => {
+                assert!(!r.is_error);
+                assert_eq!(r.text.as_deref(), Some("Hi"));
+                assert_eq!(r.cost_usd, Some(0.5));
+                assert_eq!(r.usage.unwrap()["input_tokens"], 3);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let (e, _) = parse_line(
+            r#"{"type":"control_response","response":{"subtype":"success","request_id":"r1","response":{}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            AgentEvent::ControlResponse {
+                request_id: "r1".into(),
+                success: true,
+                error: None
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_non_json_and_untyped_lines() {
+        assert!(matches!(parse_line("hello"), Err(ParseError::NotJson(_))));
+        assert_eq!(parse_line(r#"{"a":1}"#).unwrap_err(), ParseError::NoType);
+        let (e, _) = parse_line(r#"{"type":"weird"}"#).unwrap();
+        assert_eq!(e, AgentEvent::Other { kind: "weird".into() });
+    }
+
+    #[test]
+    fn user_message_round_trips() {
+        let line = user_message_line("hi \"there\"\nsecond");
+        assert!(line.ends_with('\n') && !line.trim_end().contains('\n'));
+        let raw: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(user_message_text(&raw).unwrap(), "hi \"there\"\nsecond");
+        let plain = json!({"type":"user","message":{"content":"x"}});
+        assert_eq!(user_message_text(&plain).unwrap(), "x");
+    }
+}

@@ -1,0 +1,116 @@
+//! Durable state of Iris in SQLite (WAL): sessions, turns and turn events.
+//!
+//! Records here are plain data; the core decides what they mean. Every
+//! timestamp is Unix milliseconds.
+
+mod sessions;
+mod turns;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use sessions::SessionRow;
+pub use turns::{EventRow, HistoryFilter, TurnFinish, TurnRow};
+
+/// A storage failure, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct StoreError {
+    context: &'static str,
+    #[source]
+    source: sqlx::Error,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub(crate) trait Context<T> {
+    fn ctx(self, context: &'static str) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
+    fn ctx(self, context: &'static str) -> Result<T> {
+        self.map_err(|source| StoreError { context, source })
+    }
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Open (creating if needed) the database file and apply migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError {
+                context: "creating the database folder",
+                source: sqlx::Error::Io(e),
+            })?;
+        }
+        let url = format!("sqlite://{}", path.display());
+        let options = SqliteConnectOptions::from_str(&url)
+            .ctx("parsing the database path")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .ctx("opening the database")?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError {
+                context: "applying migrations",
+                source: e.into(),
+            })?;
+        Ok(Store { pool })
+    }
+
+    /// Round-trip time of a trivial query, for health checks.
+    pub async fn ping(&self) -> Result<Duration> {
+        let start = std::time::Instant::now();
+        sqlx::query("SELECT 1").execute(&self.pool).await.ctx("pinging the database")?;
+        Ok(start.elapsed())
+    }
+
+    /// At start-up nothing runs yet: mark every process stopped and fail the
+    /// turns a previous run left unfinished. Returns how many turns were failed.
+    pub async fn recover(&self, now: i64) -> Result<u64> {
+        sqlx::query("UPDATE sessions SET process_state = 'stopped' WHERE process_state <> 'stopped'")
+            .execute(&self.pool)
+            .await
+            .ctx("resetting process states")?;
+        let done = sqlx::query(
+            "UPDATE turns SET status = 'failed', error = 'Iris restarted before the turn ended', completed_at = ?
+             WHERE status IN ('queued', 'running')",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .ctx("failing unfinished turns")?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Store;
+
+    pub async fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("data/iris.db")).await.expect("open store");
+        (store, dir)
+    }
+}

@@ -1,0 +1,190 @@
+//! Session records.
+
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{Context, Result, Store};
+
+/// One conversation between a caller (`from_team`) and a team (`to_team`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRow {
+    pub id: String,
+    pub from_team: String,
+    pub to_team: String,
+    /// The session used when a caller names no session id.
+    pub is_default: bool,
+    /// The session this one was forked from; its first spawn forks.
+    pub fork_of: Option<String>,
+    /// The agent has received a message, so a respawn resumes.
+    pub started: bool,
+    pub message_count: i64,
+    pub process_state: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+}
+
+macro_rules! select_sessions {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, from_team, to_team, is_default, fork_of, started, message_count, process_state, created_at, last_used_at FROM sessions ",
+            $rest
+        )
+    };
+}
+
+fn from_row(r: &SqliteRow) -> SessionRow {
+    SessionRow {
+        id: r.get("id"),
+        from_team: r.get("from_team"),
+        to_team: r.get("to_team"),
+        is_default: r.get::<i64, _>("is_default") != 0,
+        fork_of: r.get("fork_of"),
+        started: r.get::<i64, _>("started") != 0,
+        message_count: r.get("message_count"),
+        process_state: r.get("process_state"),
+        created_at: r.get("created_at"),
+        last_used_at: r.get("last_used_at"),
+    }
+}
+
+impl Store {
+    pub async fn insert_session(&self, s: &SessionRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, from_team, to_team, is_default, fork_of, started, message_count, process_state, created_at, last_used_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(&s.from_team)
+        .bind(&s.to_team)
+        .bind(s.is_default as i64)
+        .bind(&s.fork_of)
+        .bind(s.started as i64)
+        .bind(s.message_count)
+        .bind(&s.process_state)
+        .bind(s.created_at)
+        .bind(s.last_used_at)
+        .execute(&self.pool)
+        .await
+        .ctx("inserting a session")?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>> {
+        let row = sqlx::query(select_sessions!("WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx("reading a session")?;
+        Ok(row.as_ref().map(from_row))
+    }
+
+    /// The default session of an exact (from, to) pair.
+    pub async fn default_session(&self, from: &str, to: &str) -> Result<Option<SessionRow>> {
+        let row = sqlx::query(select_sessions!(
+            "WHERE from_team = ? AND to_team = ? AND is_default = 1"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_optional(&self.pool)
+        .await
+        .ctx("reading the default session")?;
+        Ok(row.as_ref().map(from_row))
+    }
+
+    /// Sessions, newest use first; optionally only those to one team.
+    pub async fn sessions(&self, to_team: Option<&str>) -> Result<Vec<SessionRow>> {
+        let rows = sqlx::query(select_sessions!(
+            "WHERE (?1 IS NULL OR to_team = ?1) ORDER BY last_used_at DESC"
+        ))
+        .bind(to_team)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("listing sessions")?;
+        Ok(rows.iter().map(from_row).collect())
+    }
+
+    /// Record that a message went to the session's agent.
+    pub async fn session_used(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE sessions SET started = 1, message_count = message_count + 1, last_used_at = ? WHERE id = ?",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .ctx("updating session use")?;
+        Ok(())
+    }
+
+    pub async fn set_process_state(&self, id: &str, state: &str) -> Result<()> {
+        sqlx::query("UPDATE sessions SET process_state = ? WHERE id = ?")
+            .bind(state)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .ctx("updating process state")?;
+        Ok(())
+    }
+
+    /// Stop a session being the default of its pair (reboot keeps its history).
+    pub async fn retire_session(&self, id: &str) -> Result<()> {
+        sqlx::query("UPDATE sessions SET is_default = 0 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .ctx("retiring a session")?;
+        Ok(())
+    }
+
+    /// Delete a session with its turns and events.
+    pub async fn delete_session(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .ctx("deleting a session")?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::store;
+
+    fn row(id: &str, default: bool) -> SessionRow {
+        SessionRow {
+            id: id.into(),
+            from_team: "a".into(),
+            to_team: "b".into(),
+            is_default: default,
+            fork_of: None,
+            started: false,
+            message_count: 0,
+            process_state: "stopped".into(),
+            created_at: 1,
+            last_used_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_default_per_pair_and_exact_lookup() {
+        let (s, _d) = store().await;
+        s.insert_session(&row("s1", true)).await.unwrap();
+        assert!(s.insert_session(&row("s2", true)).await.is_err(), "second default must be refused");
+        s.insert_session(&row("s3", false)).await.unwrap();
+        assert_eq!(s.default_session("a", "b").await.unwrap().unwrap().id, "s1");
+        assert!(s.default_session("a", "bb").await.unwrap().is_none());
+        assert!(s.default_session("aa", "b").await.unwrap().is_none());
+        s.retire_session("s1").await.unwrap();
+        assert!(s.default_session("a", "b").await.unwrap().is_none());
+        s.session_used("s3", 9).await.unwrap();
+        let s3 = s.session("s3").await.unwrap().unwrap();
+        assert!(s3.started && s3.message_count == 1 && s3.last_used_at == 9);
+        assert_eq!(s.sessions(Some("b")).await.unwrap()[0].id, "s3");
+        assert!(s.delete_session("s3").await.unwrap());
+        assert!(!s.delete_session("s3").await.unwrap());
+    }
+}

@@ -1,0 +1,324 @@
+//! Turn records and their raw events.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::{Context, Result, Store};
+
+/// One user message to a team and what came of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnRow {
+    pub id: String,
+    pub session_id: String,
+    pub from_team: String,
+    pub to_team: String,
+    pub kind: String,
+    pub status: String,
+    pub request: String,
+    pub response: Option<String>,
+    pub error: Option<String>,
+    pub tool_uses: Option<Value>,
+    pub usage: Option<Value>,
+    pub cost_usd: Option<f64>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub events_dropped: i64,
+}
+
+/// The end of a turn.
+#[derive(Debug, Clone, Default)]
+pub struct TurnFinish {
+    pub status: String,
+    pub response: String,
+    pub error: Option<String>,
+    pub tool_uses: Option<Value>,
+    pub usage: Option<Value>,
+    pub cost_usd: Option<f64>,
+    pub completed_at: i64,
+    pub events_dropped: i64,
+}
+
+/// One raw agent event of a turn.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRow {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: String,
+    pub data: Value,
+}
+
+/// Filters of the message history.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    pub to_team: Option<String>,
+    pub from_team: Option<String>,
+    pub session_id: Option<String>,
+    pub status: Option<String>,
+    pub since: Option<i64>,
+    pub limit: i64,
+    pub offset: i64,
+    /// Oldest first (a conversation) rather than newest first (a log).
+    pub oldest_first: bool,
+}
+
+macro_rules! select_turns {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, session_id, from_team, to_team, kind, status, request, response, error, tool_uses, usage, ",
+            "cost_usd, created_at, started_at, completed_at, events_dropped FROM turns",
+            $rest
+        )
+    };
+}
+
+fn json_col(r: &SqliteRow, name: &str) -> Option<Value> {
+    r.get::<Option<String>, _>(name).and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn from_row(r: &SqliteRow) -> TurnRow {
+    TurnRow {
+        id: r.get("id"),
+        session_id: r.get("session_id"),
+        from_team: r.get("from_team"),
+        to_team: r.get("to_team"),
+        kind: r.get("kind"),
+        status: r.get("status"),
+        request: r.get("request"),
+        response: r.get("response"),
+        error: r.get("error"),
+        tool_uses: json_col(r, "tool_uses"),
+        usage: json_col(r, "usage"),
+        cost_usd: r.get("cost_usd"),
+        created_at: r.get("created_at"),
+        started_at: r.get("started_at"),
+        completed_at: r.get("completed_at"),
+        events_dropped: r.get("events_dropped"),
+    }
+}
+
+fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &HistoryFilter) {
+    q.push(" WHERE 1 = 1");
+    if let Some(v) = &f.to_team {
+        q.push(" AND to_team = ").push_bind(v);
+    }
+    if let Some(v) = &f.from_team {
+        q.push(" AND from_team = ").push_bind(v);
+    }
+    if let Some(v) = &f.session_id {
+        q.push(" AND session_id = ").push_bind(v);
+    }
+    if let Some(v) = &f.status {
+        q.push(" AND status = ").push_bind(v);
+    }
+    if let Some(v) = f.since {
+        q.push(" AND created_at >= ").push_bind(v);
+    }
+}
+
+impl Store {
+    pub async fn insert_turn(&self, t: &TurnRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO turns (id, session_id, from_team, to_team, kind, status, request, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.session_id)
+        .bind(&t.from_team)
+        .bind(&t.to_team)
+        .bind(&t.kind)
+        .bind(&t.status)
+        .bind(&t.request)
+        .bind(t.created_at)
+        .execute(&self.pool)
+        .await
+        .ctx("inserting a turn")?;
+        Ok(())
+    }
+
+    pub async fn turn_started(&self, id: &str, at: i64) -> Result<()> {
+        sqlx::query("UPDATE turns SET status = 'running', started_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .ctx("marking a turn running")?;
+        Ok(())
+    }
+
+    /// Write the end of a turn and its raw events in one transaction.
+    pub async fn turn_finished(&self, id: &str, f: &TurnFinish, events: &[EventRow]) -> Result<()> {
+        let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
+        sqlx::query(
+            "UPDATE turns SET status = ?, response = ?, error = ?, tool_uses = ?, usage = ?, cost_usd = ?,
+             completed_at = ?, events_dropped = ? WHERE id = ?",
+        )
+        .bind(&f.status)
+        .bind(&f.response)
+        .bind(&f.error)
+        .bind(f.tool_uses.as_ref().map(Value::to_string))
+        .bind(f.usage.as_ref().map(Value::to_string))
+        .bind(f.cost_usd)
+        .bind(f.completed_at)
+        .bind(f.events_dropped)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .ctx("finishing a turn")?;
+        // Bounded batches keep each statement under SQLite's variable limit.
+        for batch in events.chunks(200) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT OR REPLACE INTO turn_events (turn_id, seq, at, kind, data) ");
+            q.push_values(batch, |mut b, e| {
+                b.push_bind(id)
+                    .push_bind(e.seq)
+                    .push_bind(e.at)
+                    .push_bind(&e.kind)
+                    .push_bind(e.data.to_string());
+            });
+            q.build().execute(&mut *tx).await.ctx("writing turn events")?;
+        }
+        tx.commit().await.ctx("committing a turn")?;
+        Ok(())
+    }
+
+    pub async fn turn(&self, id: &str) -> Result<Option<TurnRow>> {
+        let row = sqlx::query(select_turns!(" WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx("reading a turn")?;
+        Ok(row.as_ref().map(from_row))
+    }
+
+    /// Turns matching `f`, with the total count before paging.
+    pub async fn turns(&self, f: &HistoryFilter) -> Result<(Vec<TurnRow>, i64)> {
+        let mut q = QueryBuilder::<Sqlite>::new(select_turns!(""));
+        push_filters(&mut q, f);
+        q.push(if f.oldest_first {
+            " ORDER BY created_at ASC, id ASC"
+        } else {
+            " ORDER BY created_at DESC, id DESC"
+        });
+        q.push(" LIMIT ").push_bind(f.limit).push(" OFFSET ").push_bind(f.offset);
+        let rows = q.build().fetch_all(&self.pool).await.ctx("reading turns")?;
+        let mut c = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM turns");
+        push_filters(&mut c, f);
+        let total: i64 = c.build().fetch_one(&self.pool).await.ctx("counting turns")?.get(0);
+        Ok((rows.iter().map(from_row).collect(), total))
+    }
+
+    pub async fn turn_events(&self, id: &str, after_seq: i64) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query("SELECT seq, at, kind, data FROM turn_events WHERE turn_id = ? AND seq > ? ORDER BY seq")
+            .bind(id)
+            .bind(after_seq)
+            .fetch_all(&self.pool)
+            .await
+            .ctx("reading turn events")?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                seq: r.get("seq"),
+                at: r.get("at"),
+                kind: r.get("kind"),
+                data: serde_json::from_str(&r.get::<String, _>("data")).unwrap_or(Value::Null),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SessionRow;
+    use crate::testing::store;
+
+    #[tokio::test]
+    async fn turn_lifecycle_events_and_history() {
+        let (s, _d) = store().await;
+        s.insert_session(&SessionRow {
+            id: "s".into(),
+            from_team: "a".into(),
+            to_team: "b".into(),
+            is_default: true,
+            fork_of: None,
+            started: false,
+            message_count: 0,
+            process_state: "stopped".into(),
+            created_at: 1,
+            last_used_at: 1,
+        })
+        .await
+        .unwrap();
+        for (i, id) in ["m1", "m2", "m3"].iter().enumerate() {
+            s.insert_turn(&TurnRow {
+                id: (*id).into(),
+                session_id: "s".into(),
+                from_team: "a".into(),
+                to_team: "b".into(),
+                kind: "message".into(),
+                status: "queued".into(),
+                request: format!("q{i}"),
+                response: None,
+                error: None,
+                tool_uses: None,
+                usage: None,
+                cost_usd: None,
+                created_at: 10 + i as i64,
+                started_at: None,
+                completed_at: None,
+                events_dropped: 0,
+            })
+            .await
+            .unwrap();
+        }
+        s.turn_started("m1", 20).await.unwrap();
+        let events: Vec<EventRow> = (1..=450)
+            .map(|seq| EventRow {
+                seq,
+                at: 21,
+                kind: "chunk".into(),
+                data: serde_json::json!({"n": seq}),
+            })
+            .collect();
+        let finish = TurnFinish {
+            status: "completed".into(),
+            response: "r".into(),
+            usage: Some(serde_json::json!({"input_tokens": 2})),
+            completed_at: 30,
+            ..Default::default()
+        };
+        s.turn_finished("m1", &finish, &events).await.unwrap();
+        let t = s.turn("m1").await.unwrap().unwrap();
+        assert_eq!((t.status.as_str(), t.response.as_deref()), ("completed", Some("r")));
+        assert_eq!(t.usage.unwrap()["input_tokens"], 2);
+        assert_eq!(s.turn_events("m1", 440).await.unwrap().len(), 10);
+
+        let (page, total) = s
+            .turns(&HistoryFilter {
+                to_team: Some("b".into()),
+                limit: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(total, 3);
+        assert_eq!(page.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["m3", "m2"]);
+        let (done, _) = s
+            .turns(&HistoryFilter {
+                status: Some("completed".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(s.recover(99).await.unwrap(), 2, "queued turns fail at start-up");
+        assert_eq!(s.turn("m2").await.unwrap().unwrap().status, "failed");
+        assert!(s.delete_session("s").await.unwrap());
+        assert!(s.turn("m1").await.unwrap().is_none(), "turns go with their session");
+    }
+}
