@@ -49,7 +49,9 @@ fn parse_directives(text: &str) -> (Directives, String) {
     let mut rest = String::new();
     let mut s = text;
     while let Some(start) = s.find("[[") {
-        let Some(len) = s[start..].find("]]") else { break };
+        let Some(len) = s[start..].find("]]") else {
+            break;
+        };
         rest.push_str(&s[..start]);
         let body = &s[start + 2..start + len];
         let (name, value) = match body.split_once('=') {
@@ -169,7 +171,11 @@ impl<W: Write> Agent<W> {
     /// messages wait their turn. Returns true for an interrupt.
     fn absorb(&mut self, v: Value) -> bool {
         if v.get("type").and_then(Value::as_str) == Some("control_request") {
-            let id = v.get("request_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let id = v
+                .get("request_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             self.control_ok(&id);
             return v.pointer("/request/subtype").and_then(Value::as_str) == Some("interrupt");
         }
@@ -177,7 +183,14 @@ impl<W: Write> Agent<W> {
         false
     }
 
-    fn result(&mut self, text: &str, is_error: bool, subtype: &str, started: Instant, words: usize) {
+    fn result(
+        &mut self,
+        text: &str,
+        is_error: bool,
+        subtype: &str,
+        started: Instant,
+        words: usize,
+    ) {
         let session_id = self.session_id.clone();
         self.emit(json!({
             "type": "result",
@@ -200,7 +213,10 @@ impl<W: Write> Agent<W> {
         let session_id = self.session_id.clone();
         if !self.started {
             self.started = true;
-            if let Some(ms) = std::env::var("IRIS_ECHO_START_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+            if let Some(ms) = std::env::var("IRIS_ECHO_START_DELAY_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
                 std::thread::sleep(Duration::from_millis(ms));
             }
             let forked_from = self.forked_from.clone();
@@ -221,7 +237,9 @@ impl<W: Write> Agent<W> {
         let reply = if d.argv {
             json!(self.argv).to_string()
         } else if d.cwd {
-            std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default()
+            std::env::current_dir()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
         } else if let Some(name) = &d.env {
             std::env::var(name).unwrap_or_default()
         } else if rest.is_empty() {
@@ -233,13 +251,21 @@ impl<W: Write> Agent<W> {
             let id = format!("toolu_echo_{}_{i}", self.turns);
             self.emit(json!({"type":"assistant","session_id":session_id,"message":{"role":"assistant","content":[
                 {"type":"tool_use","id":id,"name":tool,"input":{"command":"echo"}}]}}));
-            self.emit(json!({"type":"user","session_id":session_id,"message":{"role":"user","content":[
-                {"type":"tool_result","tool_use_id":id,"content":"ok","is_error":false}]}}));
+            self.emit(
+                json!({"type":"user","session_id":session_id,"message":{"role":"user","content":[
+                {"type":"tool_result","tool_use_id":id,"content":"ok","is_error":false}]}}),
+            );
         }
         let chunks = split_chunks(&reply, d.chunks);
         for (i, chunk) in chunks.iter().enumerate() {
             if d.delay_ms > 0 && self.pause(d.delay_ms) {
-                self.result("interrupted", true, "error_during_execution", started, words);
+                self.result(
+                    "interrupted",
+                    true,
+                    "error_during_execution",
+                    started,
+                    words,
+                );
                 return Flow::Continue;
             }
             self.emit(json!({"type":"stream_event","session_id":session_id,"event":{
@@ -257,8 +283,10 @@ impl<W: Write> Agent<W> {
             self.result(&err, true, "error_during_execution", started, words);
             return Flow::Continue;
         }
-        self.emit(json!({"type":"assistant","session_id":session_id,"message":{"role":"assistant",
-            "content":[{"type":"text","text":reply}]}}));
+        self.emit(
+            json!({"type":"assistant","session_id":session_id,"message":{"role":"assistant",
+            "content":[{"type":"text","text":reply}]}}),
+        );
         self.result(&reply, false, "success", started, words);
         Flow::Continue
     }
@@ -267,7 +295,12 @@ impl<W: Write> Agent<W> {
 /// Run the echo agent with the given arguments (those after the subcommand);
 /// returns the process exit code.
 pub fn run(args: Vec<String>) -> i32 {
-    let value_of = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
+    let value_of = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let fork = args.iter().any(|a| a == "--fork-session");
     let resume = value_of("--resume");
     let session_id = match (fork, value_of("--session-id"), &resume) {
@@ -318,7 +351,11 @@ pub fn run(args: Vec<String>) -> i32 {
                 }
             }
             Some("control_request") => {
-                let id = next.get("request_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let id = next
+                    .get("request_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
                 agent.control_ok(&id);
             }
             _ => eprintln!("echo agent: ignoring an unknown message"),
@@ -332,7 +369,8 @@ mod tests {
 
     #[test]
     fn directives_are_parsed_and_stripped() {
-        let (d, rest) = parse_directives("hello [[delay=5]] world [[chunks=3]][[tool=Read]] [[unknown]]");
+        let (d, rest) =
+            parse_directives("hello [[delay=5]] world [[chunks=3]][[tool=Read]] [[unknown]]");
         assert_eq!(d.delay_ms, 5);
         assert_eq!(d.chunks, Some(3));
         assert_eq!(d.tools, ["Read"]);

@@ -184,12 +184,23 @@ mod tests {
             ".".into(),
         );
         assert_eq!(spec.args[0], ECHO_SUBCOMMAND);
-        assert!(spec.args.join(" ").ends_with("--resume a --fork-session --session-id b"));
+        assert!(
+            spec.args
+                .join(" ")
+                .ends_with("--resume a --fork-session --session-id b")
+        );
     }
 
     #[test]
     fn command_prompt_goes_where_asked() {
-        let a = LaunchSpec::per_turn("x".into(), &["-q".into()], vec![], ".".into(), "hi", PromptVia::Arg);
+        let a = LaunchSpec::per_turn(
+            "x".into(),
+            &["-q".into()],
+            vec![],
+            ".".into(),
+            "hi",
+            PromptVia::Arg,
+        );
         assert_eq!(a.args, ["-q", "hi"]);
         let b = LaunchSpec::per_turn(
             "x".into(),

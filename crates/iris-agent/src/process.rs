@@ -149,7 +149,9 @@ impl AgentProcess {
     pub async fn next_line(&mut self) -> Option<Result<String, LineError>> {
         match self.lines.next().await? {
             Ok(line) => Some(Ok(line)),
-            Err(LinesCodecError::MaxLineLengthExceeded) => Some(Err(LineError::TooLong { max: self.max_line })),
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                Some(Err(LineError::TooLong { max: self.max_line }))
+            }
             Err(LinesCodecError::Io(e)) => Some(Err(LineError::Io(e.to_string()))),
         }
     }
@@ -164,13 +166,18 @@ impl AgentProcess {
 
     /// Wait for the process to exit, at most `limit`.
     pub async fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
-        tokio::time::timeout(limit, self.child.wait()).await.ok()?.ok()
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .ok()?
+            .ok()
     }
 
     /// Send a signal to the whole process group.
     fn signal_group(&self, sig: libc::c_int) {
         if let Some(pid) = self.pid {
-            let Ok(pgid) = libc::pid_t::try_from(pid) else { return };
+            let Ok(pgid) = libc::pid_t::try_from(pid) else {
+                return;
+            };
             // SAFETY: plain syscall on a process group we created.
             unsafe {
                 libc::kill(-pgid, sig);

@@ -27,7 +27,10 @@ pub enum AgentEvent {
     /// A partial text delta (`stream_event` → `content_block_delta`).
     TextDelta(String),
     /// A complete assistant message: its text and tool uses.
-    Assistant { text: String, tool_uses: Vec<ToolUse> },
+    Assistant {
+        text: String,
+        tool_uses: Vec<ToolUse>,
+    },
     /// A `user` message from the agent loop (tool results).
     ToolResult { tool_use_id: String, is_error: bool },
     /// End of the turn.
@@ -102,17 +105,26 @@ fn interpret(raw: &Value) -> Result<AgentEvent, ParseError> {
             let block = raw
                 .pointer("/message/content")
                 .and_then(Value::as_array)
-                .and_then(|blocks| blocks.iter().find(|b| str_at(b, "type") == Some("tool_result")));
+                .and_then(|blocks| {
+                    blocks
+                        .iter()
+                        .find(|b| str_at(b, "type") == Some("tool_result"))
+                });
             match block {
                 Some(b) => AgentEvent::ToolResult {
                     tool_use_id: str_at(b, "tool_use_id").unwrap_or_default().to_owned(),
                     is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
                 },
-                None => AgentEvent::Other { kind: "user".into() },
+                None => AgentEvent::Other {
+                    kind: "user".into(),
+                },
             }
         }
         "result" => AgentEvent::Result(TurnResult {
-            is_error: raw.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+            is_error: raw
+                .get("is_error")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             subtype: str_at(raw, "subtype").map(str::to_owned),
             text: str_at(raw, "result").map(str::to_owned),
             session_id: str_at(raw, "session_id").map(str::to_owned),
@@ -129,7 +141,9 @@ fn interpret(raw: &Value) -> Result<AgentEvent, ParseError> {
                 error: str_at(resp, "error").map(str::to_owned),
             }
         }
-        other => AgentEvent::Other { kind: other.to_owned() },
+        other => AgentEvent::Other {
+            kind: other.to_owned(),
+        },
     })
 }
 
@@ -198,7 +212,9 @@ mod tests {
 
     #[test]
     fn parses_the_claude_line_kinds() {
-        let (e, _) = parse_line(r#"{"type":"system","subtype":"init","session_id":"s1","model":"m"}"#).unwrap();
+        let (e, _) =
+            parse_line(r#"{"type":"system","subtype":"init","session_id":"s1","model":"m"}"#)
+                .unwrap();
         assert_eq!(
             e,
             AgentEvent::Init {
@@ -255,7 +271,12 @@ mod tests {
         assert!(matches!(parse_line("hello"), Err(ParseError::NotJson(_))));
         assert_eq!(parse_line(r#"{"a":1}"#).unwrap_err(), ParseError::NoType);
         let (e, _) = parse_line(r#"{"type":"weird"}"#).unwrap();
-        assert_eq!(e, AgentEvent::Other { kind: "weird".into() });
+        assert_eq!(
+            e,
+            AgentEvent::Other {
+                kind: "weird".into()
+            }
+        );
     }
 
     #[test]

@@ -1,1 +1,115 @@
-fn main(){}
+//! `iris`: the single binary of Iris.
+
+mod commands;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "iris",
+    version,
+    about = "Iris: coding agents as a programmable service"
+)]
+struct Cli {
+    /// Configuration file (default: $IRIS_CONFIG_PATH, else $IRIS_HOME/config.yaml, else built-in defaults).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run Iris: keep the teams' agents, serve the API.
+    Serve,
+    /// Run one operation and print its JSON result.
+    Call {
+        /// Operation name (see `iris tools`).
+        operation: String,
+        /// Parameters as a JSON object.
+        #[arg(long, default_value = "{}")]
+        params: String,
+        /// Run in this process against the configuration, without a server.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Send a message to a team and print the answer.
+    Tell {
+        team: String,
+        message: String,
+        /// Milliseconds to wait (0: until done).
+        #[arg(long, default_value_t = 0)]
+        timeout: i64,
+        #[arg(long)]
+        from: Option<String>,
+        /// Run in this process against the configuration, without a server.
+        #[arg(long)]
+        local: bool,
+    },
+    /// List the operations with their parameter schemas.
+    Tools,
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Write a commented starter configuration to $IRIS_HOME/config.yaml.
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Validate the configuration; exits non-zero with the problems.
+    Check,
+}
+
+fn main() -> ExitCode {
+    // The echo agent is spawned by the pool as `iris agent-echo …`; it takes
+    // the path before clap so it starts fast and accepts Claude's flags as is.
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some(iris_agent::launch::ECHO_SUBCOMMAND) {
+        let code = iris_agent::echo::run(args.collect());
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    let cli = Cli::parse();
+    let source = iris_core::config::ConfigSource { flag: cli.config };
+    match cli.command {
+        Command::Config {
+            action: ConfigAction::Check,
+        } => commands::config_check(&source),
+        Command::Init { force } => commands::init(force),
+        Command::Tools => commands::tools(),
+        Command::Serve => commands::run_async(commands::serve(source)),
+        Command::Call {
+            operation,
+            params,
+            local,
+        } => commands::run_async(commands::call(source, operation, params, local)),
+        Command::Tell {
+            team,
+            message,
+            timeout,
+            from,
+            local,
+        } => {
+            let mut params =
+                serde_json::json!({"toTeam": team, "message": message, "timeout": timeout});
+            if let Some(f) = from {
+                params["fromTeam"] = f.into();
+            }
+            commands::run_async(commands::call(
+                source,
+                "send_message".into(),
+                params.to_string(),
+                local,
+            ))
+        }
+    }
+}

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 pub use sessions::SessionRow;
 pub use turns::{EventRow, HistoryFilter, TurnFinish, TurnRow};
@@ -77,17 +79,22 @@ impl Store {
     /// Round-trip time of a trivial query, for health checks.
     pub async fn ping(&self) -> Result<Duration> {
         let start = std::time::Instant::now();
-        sqlx::query("SELECT 1").execute(&self.pool).await.ctx("pinging the database")?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .ctx("pinging the database")?;
         Ok(start.elapsed())
     }
 
     /// At start-up nothing runs yet: mark every process stopped and fail the
     /// turns a previous run left unfinished. Returns how many turns were failed.
     pub async fn recover(&self, now: i64) -> Result<u64> {
-        sqlx::query("UPDATE sessions SET process_state = 'stopped' WHERE process_state <> 'stopped'")
-            .execute(&self.pool)
-            .await
-            .ctx("resetting process states")?;
+        sqlx::query(
+            "UPDATE sessions SET process_state = 'stopped' WHERE process_state <> 'stopped'",
+        )
+        .execute(&self.pool)
+        .await
+        .ctx("resetting process states")?;
         let done = sqlx::query(
             "UPDATE turns SET status = 'failed', error = 'Iris restarted before the turn ended', completed_at = ?
              WHERE status IN ('queued', 'running')",
@@ -110,7 +117,9 @@ pub(crate) mod testing {
 
     pub async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("data/iris.db")).await.expect("open store");
+        let store = Store::open(&dir.path().join("data/iris.db"))
+            .await
+            .expect("open store");
         (store, dir)
     }
 }

@@ -173,7 +173,10 @@ mod tests {
     async fn one_default_per_pair_and_exact_lookup() {
         let (s, _d) = store().await;
         s.insert_session(&row("s1", true)).await.unwrap();
-        assert!(s.insert_session(&row("s2", true)).await.is_err(), "second default must be refused");
+        assert!(
+            s.insert_session(&row("s2", true)).await.is_err(),
+            "second default must be refused"
+        );
         s.insert_session(&row("s3", false)).await.unwrap();
         assert_eq!(s.default_session("a", "b").await.unwrap().unwrap().id, "s1");
         assert!(s.default_session("a", "bb").await.unwrap().is_none());

@@ -77,7 +77,8 @@ macro_rules! select_turns {
 }
 
 fn json_col(r: &SqliteRow, name: &str) -> Option<Value> {
-    r.get::<Option<String>, _>(name).and_then(|s| serde_json::from_str(&s).ok())
+    r.get::<Option<String>, _>(name)
+        .and_then(|s| serde_json::from_str(&s).ok())
 }
 
 fn from_row(r: &SqliteRow) -> TurnRow {
@@ -171,7 +172,9 @@ impl Store {
         .ctx("finishing a turn")?;
         // Bounded batches keep each statement under SQLite's variable limit.
         for batch in events.chunks(200) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT OR REPLACE INTO turn_events (turn_id, seq, at, kind, data) ");
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO turn_events (turn_id, seq, at, kind, data) ",
+            );
             q.push_values(batch, |mut b, e| {
                 b.push_bind(id)
                     .push_bind(e.seq)
@@ -179,7 +182,10 @@ impl Store {
                     .push_bind(&e.kind)
                     .push_bind(e.data.to_string());
             });
-            q.build().execute(&mut *tx).await.ctx("writing turn events")?;
+            q.build()
+                .execute(&mut *tx)
+                .await
+                .ctx("writing turn events")?;
         }
         tx.commit().await.ctx("committing a turn")?;
         Ok(())
@@ -203,11 +209,19 @@ impl Store {
         } else {
             " ORDER BY created_at DESC, id DESC"
         });
-        q.push(" LIMIT ").push_bind(f.limit).push(" OFFSET ").push_bind(f.offset);
+        q.push(" LIMIT ")
+            .push_bind(f.limit)
+            .push(" OFFSET ")
+            .push_bind(f.offset);
         let rows = q.build().fetch_all(&self.pool).await.ctx("reading turns")?;
         let mut c = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM turns");
         push_filters(&mut c, f);
-        let total: i64 = c.build().fetch_one(&self.pool).await.ctx("counting turns")?.get(0);
+        let total: i64 = c
+            .build()
+            .fetch_one(&self.pool)
+            .await
+            .ctx("counting turns")?
+            .get(0);
         Ok((rows.iter().map(from_row).collect(), total))
     }
 
@@ -293,7 +307,10 @@ mod tests {
         };
         s.turn_finished("m1", &finish, &events).await.unwrap();
         let t = s.turn("m1").await.unwrap().unwrap();
-        assert_eq!((t.status.as_str(), t.response.as_deref()), ("completed", Some("r")));
+        assert_eq!(
+            (t.status.as_str(), t.response.as_deref()),
+            ("completed", Some("r"))
+        );
         assert_eq!(t.usage.unwrap()["input_tokens"], 2);
         assert_eq!(s.turn_events("m1", 440).await.unwrap().len(), 10);
 
@@ -306,7 +323,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(total, 3);
-        assert_eq!(page.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["m3", "m2"]);
+        assert_eq!(
+            page.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+            ["m3", "m2"]
+        );
         let (done, _) = s
             .turns(&HistoryFilter {
                 status: Some("completed".into()),
@@ -316,9 +336,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(done.len(), 1);
-        assert_eq!(s.recover(99).await.unwrap(), 2, "queued turns fail at start-up");
+        assert_eq!(
+            s.recover(99).await.unwrap(),
+            2,
+            "queued turns fail at start-up"
+        );
         assert_eq!(s.turn("m2").await.unwrap().unwrap().status, "failed");
         assert!(s.delete_session("s").await.unwrap());
-        assert!(s.turn("m1").await.unwrap().is_none(), "turns go with their session");
+        assert!(
+            s.turn("m1").await.unwrap().is_none(),
+            "turns go with their session"
+        );
     }
 }

@@ -1,0 +1,164 @@
+//! The subcommands.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use iris_core::config::{Config, ConfigSource, STARTER, iris_home};
+use iris_core::{Ctx, Iris, StartOptions, now_ms, registry};
+use serde_json::Value;
+
+/// Run an async command on a fresh runtime.
+pub fn run_async(f: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("iris: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("iris: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn config_check(source: &ConfigSource) -> ExitCode {
+    let cfg = match Config::load(source) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let problems = cfg.problems();
+    let origin = cfg
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "<embedded defaults>".into());
+    if problems.is_empty() {
+        println!("{origin}: ok ({} teams)", cfg.teams.len());
+        return ExitCode::SUCCESS;
+    }
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    ExitCode::FAILURE
+}
+
+pub fn init(force: bool) -> ExitCode {
+    let path = iris_home().join("config.yaml");
+    if path.exists() && !force {
+        eprintln!("{} exists; pass --force to overwrite it", path.display());
+        return ExitCode::FAILURE;
+    }
+    let written = path
+        .parent()
+        .map(std::fs::create_dir_all)
+        .unwrap_or(Ok(()))
+        .and_then(|_| std::fs::write(&path, STARTER));
+    match written {
+        Ok(()) => {
+            println!("wrote {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot write {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn tools() -> ExitCode {
+    let list: Vec<Value> = registry().all().iter().map(|o| o.describe()).collect();
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&list).unwrap_or_default()
+    );
+    ExitCode::SUCCESS
+}
+
+async fn start(source: ConfigSource) -> anyhow::Result<Arc<Iris>> {
+    let cfg = Config::load(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Iris::start(cfg, StartOptions::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))
+        .context("starting Iris")
+}
+
+pub async fn serve(source: ConfigSource) -> anyhow::Result<ExitCode> {
+    crate::logging::init("info");
+    let iris = start(source).await?;
+    let teams: Vec<String> = iris.teams().iter().map(|t| t.name.clone()).collect();
+    tracing::info!(teams = ?teams, database = %iris.config.database_path().display(), "Iris is running; Ctrl-C stops it");
+    wait_for_signal().await;
+    tracing::info!("shutting down: stopping the agents");
+    iris.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn call(
+    source: ConfigSource,
+    operation: String,
+    params: String,
+    local: bool,
+) -> anyhow::Result<ExitCode> {
+    crate::logging::init("warn");
+    let params: Value = match serde_json::from_str(&params) {
+        Ok(v) => v,
+        Err(e) => {
+            let err = iris_core::IrisError::new(
+                iris_core::ErrorKind::MalformedJson,
+                format!("--params is not JSON: {e}"),
+            );
+            println!("{}", err.body(None, now_ms()));
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if !local {
+        anyhow::bail!(
+            "talking to a running server arrives with the HTTP API; use --local to run the operation in this process"
+        );
+    }
+    let iris = start(source).await?;
+    let result = iris.dispatch(Ctx::local(), &operation, params).await;
+    iris.shutdown().await;
+    match result {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{}", serde_json::to_string_pretty(&e.body(None, now_ms()))?);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

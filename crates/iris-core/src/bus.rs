@@ -1,0 +1,230 @@
+//! The in-process event bus. Topics: `session:<id>`, `team:<name>`, `system`.
+//!
+//! Each topic is a bounded broadcast channel, so publishing never waits for a
+//! subscriber. A subscriber that falls behind by more than the channel holds
+//! is dropped with a notice instead of slowing the agent.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    TurnQueued,
+    TurnStarted,
+    Chunk,
+    ToolUse,
+    ToolResult,
+    TurnCompleted,
+    ProcessSpawned,
+    ProcessTerminated,
+    ProcessError,
+    ProcessState,
+}
+
+impl EventKind {
+    /// Chunks and tool traffic are per conversation; lifecycle goes to `system` too.
+    fn is_system(self) -> bool {
+        !matches!(
+            self,
+            EventKind::Chunk | EventKind::ToolUse | EventKind::ToolResult
+        )
+    }
+}
+
+/// One event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Increases by one per published event, process-wide.
+    pub seq: u64,
+    pub at: i64,
+    pub kind: EventKind,
+    pub team: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn_id: Option<String>,
+    pub data: Value,
+}
+
+/// What a subscriber receives.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    Event(Arc<Event>),
+    /// The subscriber fell behind and was dropped; nothing more will come.
+    Dropped {
+        missed: u64,
+    },
+}
+
+pub struct Bus {
+    topics: Mutex<HashMap<String, broadcast::Sender<Arc<Event>>>>,
+    capacity: usize,
+    seq: AtomicU64,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Bus {
+    /// `capacity`: events a subscriber may fall behind before it is dropped.
+    pub fn new(capacity: usize) -> Self {
+        Bus {
+            topics: Mutex::new(HashMap::new()),
+            capacity: capacity.max(16),
+            seq: AtomicU64::new(0),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Publish an event to its topics; returns it with its sequence number.
+    pub fn publish(
+        &self,
+        kind: EventKind,
+        team: &str,
+        session_id: Option<&str>,
+        turn_id: Option<&str>,
+        data: Value,
+    ) -> Arc<Event> {
+        let event = Arc::new(Event {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            at: crate::now_ms(),
+            kind,
+            team: team.to_owned(),
+            session_id: session_id.map(str::to_owned),
+            turn_id: turn_id.map(str::to_owned),
+            data,
+        });
+        let Ok(mut topics) = self.topics.lock() else {
+            return event;
+        };
+        let mut send = |topic: String| {
+            if let Some(tx) = topics.get(&topic) {
+                if tx.send(event.clone()).is_err() {
+                    topics.remove(&topic); // nobody listens any more
+                }
+            }
+        };
+        if let Some(id) = session_id {
+            send(format!("session:{id}"));
+        }
+        send(format!("team:{team}"));
+        if kind.is_system() {
+            send("system".to_owned());
+        }
+        event
+    }
+
+    pub fn subscribe(&self, topic: &str) -> Subscription {
+        let rx = match self.topics.lock() {
+            Ok(mut topics) => topics
+                .entry(topic.to_owned())
+                .or_insert_with(|| broadcast::channel(self.capacity).0)
+                .subscribe(),
+            Err(_) => broadcast::channel(1).1,
+        };
+        Subscription {
+            rx: Some(rx),
+            dropped: self.dropped.clone(),
+        }
+    }
+
+    /// Subscribers dropped for falling behind, since start.
+    pub fn dropped_subscribers(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A live subscription to one topic.
+pub struct Subscription {
+    rx: Option<broadcast::Receiver<Arc<Event>>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// The next delivery; `None` once the subscription has ended.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        let rx = self.rx.as_mut()?;
+        match rx.recv().await {
+            Ok(e) => Some(Delivery::Event(e)),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                self.rx = None;
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                Some(Delivery::Dropped { missed })
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                self.rx = None;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn events_reach_their_topics_only() {
+        let bus = Bus::new(16);
+        let mut session = bus.subscribe("session:s1");
+        let mut team = bus.subscribe("team:web");
+        let mut system = bus.subscribe("system");
+        let mut other = bus.subscribe("team:api");
+        bus.publish(
+            EventKind::Chunk,
+            "web",
+            Some("s1"),
+            Some("m1"),
+            json!({"text":"a"}),
+        );
+        bus.publish(
+            EventKind::TurnCompleted,
+            "web",
+            Some("s1"),
+            Some("m1"),
+            json!({}),
+        );
+        for sub in [&mut session, &mut team] {
+            let Some(Delivery::Event(e)) = sub.recv().await else {
+                panic!("no chunk")
+            };
+            assert_eq!(e.kind, EventKind::Chunk);
+            assert_eq!(e.data["text"], "a");
+        }
+        let Some(Delivery::Event(e)) = system.recv().await else {
+            panic!("no lifecycle event")
+        };
+        assert_eq!(
+            e.kind,
+            EventKind::TurnCompleted,
+            "chunks do not go to system"
+        );
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), other.recv())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_is_dropped_with_a_notice() {
+        let bus = Bus::new(16);
+        let mut slow = bus.subscribe("team:web");
+        for i in 0..100 {
+            bus.publish(EventKind::Chunk, "web", None, None, json!(i));
+        }
+        match slow.recv().await {
+            Some(Delivery::Dropped { missed }) => assert!(missed > 0),
+            other => panic!("expected a drop notice, got {other:?}"),
+        }
+        assert!(slow.recv().await.is_none());
+        assert_eq!(bus.dropped_subscribers(), 1);
+    }
+}

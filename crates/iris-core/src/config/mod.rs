@@ -1,0 +1,521 @@
+//! Configuration: `$IRIS_HOME/config.yaml`, or embedded defaults when there
+//! is none. Keys follow seed 000 and the original Iris (camelCase); every
+//! duration is in milliseconds. Unknown keys are errors, never dropped.
+
+mod interpolate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use iris_agent::{AgentKind, PromptVia};
+use serde::{Deserialize, Serialize};
+
+pub use interpolate::{MissingVar, interpolate};
+
+/// Process-pool and runtime settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Settings {
+    /// Most agent processes alive at once.
+    pub max_processes: usize,
+    /// A process idle this long (ms) is stopped by the reaper.
+    pub idle_timeout: u64,
+    /// A running turn with no agent output for this long (ms) is timed out.
+    pub response_timeout: u64,
+    /// A new process must answer its first message within this (ms).
+    pub spawn_timeout: u64,
+    pub health_check_interval: u64,
+    /// Messages waiting per team before `QUEUE_FULL`.
+    pub max_queue_per_team: usize,
+    /// Legacy name of the API port (seed 001); `api.port` wins.
+    pub http_port: Option<u16>,
+    /// Raw agent events kept per turn.
+    pub max_events_per_turn: usize,
+    /// Longest agent output line accepted (bytes); longer fails the turn.
+    pub max_line_bytes: usize,
+    /// Grace between the steps of stopping a process (ms).
+    pub shutdown_grace: u64,
+    /// Log records kept in memory for `get_logs`.
+    pub log_buffer: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_processes: 10,
+            idle_timeout: 300_000,
+            response_timeout: 300_000,
+            spawn_timeout: 30_000,
+            health_check_interval: 30_000,
+            max_queue_per_team: 100,
+            http_port: None,
+            max_events_per_turn: 1000,
+            max_line_bytes: 4 * 1024 * 1024,
+            shutdown_grace: 3000,
+            log_buffer: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct CorsConfig {
+    pub enabled: bool,
+    pub origins: Vec<String>,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            enabled: true,
+            origins: vec!["http://localhost:3100".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub window_ms: u64,
+    pub max_requests: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            window_ms: 60_000,
+            max_requests: 600,
+        }
+    }
+}
+
+/// The API server (REST, SSE, WebSocket, MCP over HTTP).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub enabled: bool,
+    pub host: String,
+    /// Default 1615; `settings.httpPort` is the legacy name. 0 picks a free port.
+    pub port: Option<u16>,
+    pub require_auth: bool,
+    pub cors: CorsConfig,
+    pub rate_limit: RateLimitConfig,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            enabled: true,
+            host: "127.0.0.1".into(),
+            port: None,
+            require_auth: true,
+            cors: CorsConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    pub enabled: bool,
+    pub host: String,
+    pub http: u16,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        DashboardConfig {
+            enabled: true,
+            host: "127.0.0.1".into(),
+            http: 3100,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// SQLite file; default `$IRIS_HOME/data/iris.db`. Relative paths are
+    /// against the config file's folder.
+    pub path: Option<String>,
+}
+
+/// How much the agent may do without asking (Claude teams).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GrantPermission {
+    /// Skip permission prompts (`--dangerously-skip-permissions`).
+    Yes,
+    /// The agent's own defaults.
+    #[default]
+    No,
+}
+
+/// One team: an agent working in a folder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TeamConfig {
+    pub path: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub color: Option<String>,
+    #[serde(default = "default_agent")]
+    pub agent: AgentKind,
+    /// The `claude` executable (claude teams).
+    #[serde(default)]
+    pub claude_path: Option<String>,
+    /// The executable of a `command` team.
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub grant_permission: GrantPermission,
+    /// Overrides `settings.idleTimeout` for this team (ms).
+    #[serde(default)]
+    pub idle_timeout: Option<u64>,
+    /// Start this team's default process at start-up.
+    #[serde(default)]
+    pub prewarm: bool,
+    /// How a `command` team gets its prompt.
+    #[serde(default)]
+    pub prompt_via: PromptVia,
+}
+
+fn default_agent() -> AgentKind {
+    AgentKind::Claude
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    pub settings: Settings,
+    pub api: ApiConfig,
+    pub dashboard: DashboardConfig,
+    pub database: DatabaseConfig,
+    pub teams: BTreeMap<String, TeamConfig>,
+    /// Where it was read from; `None` for the embedded defaults.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// `IRIS_HOME` in force when it was loaded.
+    #[serde(skip)]
+    pub home: PathBuf,
+}
+
+/// A configuration problem: the file, the key path, and what was expected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key_path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key_path.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.key_path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// `--config`.
+    pub flag: Option<PathBuf>,
+}
+
+/// The embedded defaults: one `demo` team on the built-in echo agent in the
+/// current folder, so `iris serve` works on a machine without Claude.
+pub const EMBEDDED: &str = include_str!("embedded.yaml");
+
+/// `IRIS_HOME`, or `~/.iris`.
+pub fn iris_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("IRIS_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(h);
+    }
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".iris")
+}
+
+fn env_lookup(home: &Path) -> impl Fn(&str) -> Option<String> + '_ {
+    move |name| match std::env::var(name) {
+        Ok(v) => Some(v),
+        Err(_) if name == "IRIS_HOME" => Some(home.display().to_string()),
+        Err(_) => None,
+    }
+}
+
+impl Config {
+    /// Find and load the configuration: `--config`, else `IRIS_CONFIG_PATH`,
+    /// else `$IRIS_HOME/config.yaml`, else the embedded defaults.
+    pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
+        let home = iris_home();
+        let explicit = source.flag.clone().or_else(|| {
+            std::env::var_os("IRIS_CONFIG_PATH")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        });
+        let path = match explicit {
+            Some(p) => p,
+            None => {
+                let default = home.join("config.yaml");
+                if !default.exists() {
+                    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+                    return Config::parse(
+                        EMBEDDED,
+                        "<embedded defaults>",
+                        &cwd,
+                        &home,
+                        &env_lookup(&home),
+                    );
+                }
+                default
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            key_path: String::new(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        let mut cfg = Config::parse(
+            &text,
+            &path.display().to_string(),
+            &base,
+            &home,
+            &env_lookup(&home),
+        )?;
+        cfg.source = Some(path);
+        Ok(cfg)
+    }
+
+    /// Parse YAML text; relative team paths are resolved against `base`.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        base: &Path,
+        home: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let err = |key_path: String, message: String| ConfigError {
+            file: file.to_owned(),
+            key_path,
+            message,
+        };
+        let mut tree: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| err(String::new(), e.to_string()))?;
+        if tree.is_null() {
+            tree = serde_yaml_ng::Value::Mapping(Default::default());
+        }
+        interpolate(&mut tree, "", lookup).map_err(|m| {
+            err(
+                m.key_path,
+                format!(
+                    "environment variable `{}` is not set (use ${{{}:-default}} for a default)",
+                    m.var, m.var
+                ),
+            )
+        })?;
+        let mut cfg: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            err(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
+        })?;
+        cfg.home = home.to_path_buf();
+        for (name, team) in cfg.teams.iter_mut() {
+            if !valid_team_name(name) {
+                return Err(err(
+                    format!("teams.{name}"),
+                    "a team name is 1-64 letters, digits, `-` or `_`".into(),
+                ));
+            }
+            team.path = resolve(base, &team.path).display().to_string();
+        }
+        if let Some(p) = cfg.database.path.as_mut() {
+            *p = resolve(base, p).display().to_string();
+        }
+        let s = &cfg.settings;
+        let positive = [
+            ("settings.maxProcesses", s.max_processes as u64),
+            ("settings.maxQueuePerTeam", s.max_queue_per_team as u64),
+            ("settings.responseTimeout", s.response_timeout),
+            ("settings.spawnTimeout", s.spawn_timeout),
+            ("settings.maxLineBytes", s.max_line_bytes as u64),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(err(key.into(), "expected a number greater than 0".into()));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Problems that do not stop loading but stop a team from working:
+    /// missing folders, missing agent binaries. Used by `iris config check`.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let file = self
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<embedded defaults>".into());
+        let mut out = Vec::new();
+        for (name, team) in &self.teams {
+            if !Path::new(&team.path).is_dir() {
+                out.push(ConfigError {
+                    file: file.clone(),
+                    key_path: format!("teams.{name}.path"),
+                    message: format!("folder `{}` does not exist", team.path),
+                });
+            }
+            if team.agent == AgentKind::Command && team.command.is_none() {
+                out.push(ConfigError {
+                    file: file.clone(),
+                    key_path: format!("teams.{name}.command"),
+                    message: "a `command` team needs the executable to run".into(),
+                });
+            }
+        }
+        out
+    }
+
+    /// The API port: `api.port`, else `settings.httpPort`, else 1615.
+    pub fn api_port(&self) -> u16 {
+        self.api.port.or(self.settings.http_port).unwrap_or(1615)
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.database
+            .path
+            .as_ref()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.home.join("data").join("iris.db"))
+    }
+}
+
+/// Team names appear in URLs, topics and session keys.
+pub fn valid_team_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let expanded = match p.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(rest),
+        None => PathBuf::from(p),
+    };
+    let joined = if expanded.is_absolute() {
+        expanded
+    } else {
+        base.join(expanded)
+    };
+    // Tidy `.` and `..` lexically so messages show a clean path, existing or not.
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A commented starter configuration, written by `iris init`.
+pub const STARTER: &str = include_str!("starter.yaml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let lookup = |name: &str| (name == "PORT").then(|| "9000".to_owned());
+        Config::parse(
+            text,
+            "c.yaml",
+            Path::new("/base"),
+            Path::new("/home/x/.iris"),
+            &lookup,
+        )
+    }
+
+    #[test]
+    fn embedded_and_starter_configs_parse() {
+        let cfg = parse(EMBEDDED).unwrap();
+        assert_eq!(cfg.teams["demo"].agent, AgentKind::Echo);
+        assert_eq!(cfg.api_port(), 1615);
+        assert_eq!(cfg.database_path(), Path::new("/home/x/.iris/data/iris.db"));
+        let starter = parse(STARTER).unwrap();
+        assert!(starter.teams.contains_key("demo"));
+    }
+
+    #[test]
+    fn values_are_typed_after_interpolation_and_paths_resolved() {
+        let cfg = parse("settings:\n  maxProcesses: ${N:-4}\napi:\n  port: ${PORT}\nteams:\n  web:\n    path: ./web\n    agent: echo\n").unwrap();
+        assert_eq!(cfg.settings.max_processes, 4);
+        assert_eq!(cfg.api_port(), 9000);
+        assert_eq!(cfg.teams["web"].path, "/base/web");
+    }
+
+    #[test]
+    fn errors_name_file_key_path_and_expectation() {
+        let e = parse("teams:\n  backend:\n    path: .\n    agent: robot\n").unwrap_err();
+        assert_eq!(e.file, "c.yaml");
+        assert_eq!(e.key_path, "teams.backend.agent");
+        assert!(e.message.contains("unknown variant"), "{e}");
+        let e = parse("settings:\n  maxProcesses: many\n").unwrap_err();
+        assert_eq!(e.key_path, "settings.maxProcesses");
+        assert!(
+            e.to_string()
+                .starts_with("c.yaml: settings.maxProcesses: invalid type"),
+            "{e}"
+        );
+        let e = parse("settings:\n  maxProcess: 3\n").unwrap_err();
+        assert!(e.message.contains("unknown field `maxProcess`"), "{e}");
+        let e = parse("teams:\n  web:\n    path: ${NOPE}\n").unwrap_err();
+        assert_eq!(e.key_path, "teams.web.path");
+        assert!(e.message.contains("NOPE"));
+        let e = parse("settings:\n  maxProcesses: 0\n").unwrap_err();
+        assert_eq!(e.key_path, "settings.maxProcesses");
+        let e = parse("teams:\n  'bad name':\n    path: .\n").unwrap_err();
+        assert_eq!(e.key_path, "teams.bad name");
+    }
+
+    #[test]
+    fn problems_report_missing_folders() {
+        let cfg = parse("teams:\n  ghost:\n    path: /definitely/not/here\n").unwrap();
+        let p = cfg.problems();
+        assert_eq!(p[0].key_path, "teams.ghost.path");
+    }
+}

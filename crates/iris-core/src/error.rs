@@ -1,0 +1,282 @@
+//! The one error type of Iris, and its one table of HTTP statuses and
+//! JSON-RPC codes (DESIGN section 6). Every transport maps errors through here.
+
+use serde_json::{Map, Value, json};
+
+/// What went wrong, as a caller sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Validation,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    TeamNotFound,
+    SessionNotFound,
+    Timeout,
+    Conflict,
+    RateLimited,
+    QueueFull,
+    Process,
+    Internal,
+    PoolExhausted,
+    ServiceUnavailable,
+    MethodNotFound,
+    MalformedJson,
+}
+
+/// `(error name, code, HTTP status, JSON-RPC code)` for each kind.
+const TABLE: &[(ErrorKind, &str, &str, u16, i32)] = &[
+    (
+        ErrorKind::Validation,
+        "ValidationError",
+        "VALIDATION_ERROR",
+        400,
+        -32602,
+    ),
+    (
+        ErrorKind::Unauthorized,
+        "UnauthorizedError",
+        "UNAUTHORIZED",
+        401,
+        -32001,
+    ),
+    (
+        ErrorKind::Forbidden,
+        "ForbiddenError",
+        "FORBIDDEN",
+        403,
+        -32003,
+    ),
+    (
+        ErrorKind::NotFound,
+        "NotFoundError",
+        "NOT_FOUND",
+        404,
+        -32004,
+    ),
+    (
+        ErrorKind::TeamNotFound,
+        "TeamNotFoundError",
+        "TEAM_NOT_FOUND",
+        404,
+        -32004,
+    ),
+    (
+        ErrorKind::SessionNotFound,
+        "SessionNotFoundError",
+        "SESSION_NOT_FOUND",
+        404,
+        -32004,
+    ),
+    (ErrorKind::Timeout, "TimeoutError", "TIMEOUT", 408, -32008),
+    (
+        ErrorKind::Conflict,
+        "ConflictError",
+        "CONFLICT",
+        409,
+        -32009,
+    ),
+    (
+        ErrorKind::RateLimited,
+        "TooManyRequestsError",
+        "RATE_LIMITED",
+        429,
+        -32029,
+    ),
+    (
+        ErrorKind::QueueFull,
+        "QueueFullError",
+        "QUEUE_FULL",
+        429,
+        -32029,
+    ),
+    (
+        ErrorKind::Process,
+        "ProcessError",
+        "PROCESS_ERROR",
+        500,
+        -32603,
+    ),
+    (
+        ErrorKind::Internal,
+        "InternalError",
+        "INTERNAL_ERROR",
+        500,
+        -32603,
+    ),
+    (
+        ErrorKind::PoolExhausted,
+        "ProcessPoolLimitError",
+        "POOL_EXHAUSTED",
+        503,
+        -32053,
+    ),
+    (
+        ErrorKind::ServiceUnavailable,
+        "ServiceUnavailableError",
+        "SERVICE_UNAVAILABLE",
+        503,
+        -32053,
+    ),
+    (
+        ErrorKind::MethodNotFound,
+        "MethodNotFoundError",
+        "METHOD_NOT_FOUND",
+        404,
+        -32601,
+    ),
+    (
+        ErrorKind::MalformedJson,
+        "ParseError",
+        "MALFORMED_JSON",
+        400,
+        -32700,
+    ),
+];
+
+impl ErrorKind {
+    fn row(self) -> (&'static str, &'static str, u16, i32) {
+        TABLE
+            .iter()
+            .find(|r| r.0 == self)
+            .map(|r| (r.1, r.2, r.3, r.4))
+            .unwrap_or(("InternalError", "INTERNAL_ERROR", 500, -32603))
+    }
+    pub fn name(self) -> &'static str {
+        self.row().0
+    }
+    pub fn code(self) -> &'static str {
+        self.row().1
+    }
+    pub fn http_status(self) -> u16 {
+        self.row().2
+    }
+    pub fn jsonrpc_code(self) -> i32 {
+        self.row().3
+    }
+}
+
+/// An error with a message safe to show a caller (no paths of the server,
+/// no secrets, no stack traces) and optional structured details.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct IrisError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+pub type Result<T, E = IrisError> = std::result::Result<T, E>;
+
+impl IrisError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        IrisError {
+            kind,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn validation(field: &str, problem: impl Into<String>) -> Self {
+        let problem = problem.into();
+        Self::new(ErrorKind::Validation, format!("{field}: {problem}"))
+            .with_details(json!({"fields": {field: problem}}))
+    }
+    pub fn team_not_found(team: &str) -> Self {
+        Self::new(
+            ErrorKind::TeamNotFound,
+            format!("team `{team}` does not exist"),
+        )
+        .with_details(json!({"team": team}))
+    }
+    pub fn session_not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(ErrorKind::SessionNotFound, format!("no session {what}"))
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
+    }
+    pub fn process(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Process, message)
+    }
+    /// An unexpected failure: the cause is logged, the caller sees a generic message.
+    pub fn internal(context: &str, cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "{context}");
+        Self::new(
+            ErrorKind::Internal,
+            format!("internal error while {context}"),
+        )
+    }
+
+    /// The flat JSON body of DESIGN section 6.
+    pub fn body(&self, request_id: Option<&str>, timestamp: i64) -> Value {
+        let mut m = Map::new();
+        m.insert("error".into(), self.kind.name().into());
+        m.insert("code".into(), self.kind.code().into());
+        m.insert("message".into(), self.message.clone().into());
+        m.insert("statusCode".into(), self.kind.http_status().into());
+        m.insert("timestamp".into(), timestamp.into());
+        if let Some(id) = request_id {
+            m.insert("requestId".into(), id.into());
+        }
+        if let Some(d) = &self.details {
+            m.insert("details".into(), d.clone());
+        }
+        Value::Object(m)
+    }
+
+    /// A JSON-RPC 2.0 error object; `data` carries the flat body.
+    pub fn jsonrpc(&self, request_id: Option<&str>, timestamp: i64) -> Value {
+        json!({
+            "code": self.kind.jsonrpc_code(),
+            "message": self.message,
+            "data": self.body(request_id, timestamp),
+        })
+    }
+}
+
+impl From<iris_storage::StoreError> for IrisError {
+    fn from(e: iris_storage::StoreError) -> Self {
+        IrisError::internal("using the database", e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_row_and_the_body_is_flat() {
+        for (kind, name, code, status, rpc) in TABLE {
+            assert_eq!(
+                (
+                    kind.name(),
+                    kind.code(),
+                    kind.http_status(),
+                    kind.jsonrpc_code()
+                ),
+                (*name, *code, *status, *rpc)
+            );
+        }
+        let b = IrisError::team_not_found("x").body(Some("req_1"), 5);
+        assert_eq!(b["error"], "TeamNotFoundError");
+        assert_eq!(b["code"], "TEAM_NOT_FOUND");
+        assert_eq!(b["statusCode"], 404);
+        assert_eq!(b["timestamp"], 5);
+        assert_eq!(b["requestId"], "req_1");
+        assert_eq!(b["details"]["team"], "x");
+        let r = IrisError::validation("message", "must not be empty").jsonrpc(None, 1);
+        assert_eq!(r["code"], -32602);
+        assert_eq!(
+            r["data"]["details"]["fields"]["message"],
+            "must not be empty"
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! The runtime: configuration, teams, storage, bus and pool held together,
+//! with the few domain actions the operations are built from.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use iris_storage::{SessionRow, Store, TurnRow};
+use serde_json::Value;
+
+use crate::auth::Principal;
+use crate::bus::Bus;
+use crate::config::Config;
+use crate::error::{IrisError, Result};
+use crate::now_ms;
+use crate::pool::turn::{Priority, TurnTracker};
+use crate::pool::{Pool, ProcessInfo};
+use crate::registry::{self, Ctx};
+use crate::team::Team;
+
+/// Options that do not come from the configuration file.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// The `iris` binary, which runs the built-in echo agent.
+    pub echo_program: PathBuf,
+    /// Events a bus subscriber may fall behind before it is dropped.
+    pub bus_capacity: usize,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            echo_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("iris")),
+            bus_capacity: 1024,
+        }
+    }
+}
+
+/// What to send, to whom.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub from: String,
+    pub to: String,
+    pub text: String,
+    pub session_id: Option<String>,
+    pub priority: Priority,
+    pub kind: &'static str,
+}
+
+pub struct Iris {
+    pub config: Config,
+    teams: RwLock<BTreeMap<String, Arc<Team>>>,
+    pub store: Store,
+    pub bus: Arc<Bus>,
+    pub pool: Pool,
+    pub started_at: i64,
+    session_lock: tokio::sync::Mutex<()>,
+}
+
+impl Iris {
+    /// Open the database, recover from a previous run, and warm the teams
+    /// marked `prewarm`.
+    pub async fn start(config: Config, options: StartOptions) -> Result<Arc<Iris>> {
+        let store = Store::open(&config.database_path())
+            .await
+            .map_err(|e| IrisError::internal("opening the database", e))?;
+        let failed = store.recover(now_ms()).await?;
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "turns left unfinished by a previous run were marked failed"
+            );
+        }
+        crate::logs::ring().set_capacity(config.settings.log_buffer);
+        let bus = Arc::new(Bus::new(options.bus_capacity));
+        let pool = Pool::new(
+            config.settings.clone(),
+            store.clone(),
+            bus.clone(),
+            options.echo_program,
+        );
+        let teams = config
+            .teams
+            .iter()
+            .map(|(name, t)| (name.clone(), Arc::new(Team::new(name, t.clone()))))
+            .collect();
+        let iris = Arc::new(Iris {
+            config,
+            teams: RwLock::new(teams),
+            store,
+            bus,
+            pool,
+            started_at: now_ms(),
+            session_lock: tokio::sync::Mutex::new(()),
+        });
+        for team in iris.teams().into_iter().filter(|t| t.config.prewarm) {
+            let iris2 = iris.clone();
+            tokio::spawn(async move {
+                let from = Principal::local().name;
+                let woke = async {
+                    let session = iris2.session(&from, &team.name, None).await?;
+                    iris2.pool.wake(&team, &session).await
+                };
+                match woke.await {
+                    Ok(pid) => tracing::info!(team = %team.name, pid, "prewarmed"),
+                    Err(e) => tracing::warn!(team = %team.name, error = %e, "prewarm failed"),
+                }
+            });
+        }
+        Ok(iris)
+    }
+
+    /// Run one operation (every transport ends here).
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        operation: &str,
+        params: Value,
+    ) -> Result<Value> {
+        registry::dispatch(self.clone(), ctx, operation, params).await
+    }
+
+    pub fn teams(&self) -> Vec<Arc<Team>> {
+        self.teams
+            .read()
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A team the caller may see.
+    pub fn team(&self, ctx: &Ctx, name: &str) -> Result<Arc<Team>> {
+        if !ctx.principal.can_see_team(name) {
+            return Err(IrisError::team_not_found(name));
+        }
+        self.teams
+            .read()
+            .ok()
+            .and_then(|t| t.get(name).cloned())
+            .ok_or_else(|| IrisError::team_not_found(name))
+    }
+
+    /// The session for an exact (from, to) pair, or the named one; created on
+    /// first use. A named session must belong to `to`.
+    pub async fn session(
+        &self,
+        from: &str,
+        to: &str,
+        session_id: Option<&str>,
+    ) -> Result<SessionRow> {
+        let _guard = self.session_lock.lock().await;
+        if let Some(id) = session_id {
+            if uuid::Uuid::parse_str(id).is_err() {
+                return Err(IrisError::validation("sessionId", "must be a UUID"));
+            }
+            if let Some(s) = self.store.session(id).await? {
+                if s.to_team != to {
+                    return Err(IrisError::session_not_found(format!(
+                        "`{id}` for team `{to}`"
+                    )));
+                }
+                return Ok(s);
+            }
+            return self.create_session(from, to, Some(id), false, None).await;
+        }
+        if let Some(s) = self.store.default_session(from, to).await? {
+            return Ok(s);
+        }
+        self.create_session(from, to, None, true, None).await
+    }
+
+    /// An existing session: the named one, or the default of the pair.
+    pub async fn existing_session(
+        &self,
+        from: &str,
+        to: &str,
+        session_id: Option<&str>,
+    ) -> Result<SessionRow> {
+        let found = match session_id {
+            Some(id) => self.store.session(id).await?.filter(|s| s.to_team == to),
+            None => self.store.default_session(from, to).await?,
+        };
+        found.ok_or_else(|| match session_id {
+            Some(id) => IrisError::session_not_found(format!("`{id}` for team `{to}`")),
+            None => IrisError::session_not_found(format!("from `{from}` to `{to}`")),
+        })
+    }
+
+    pub(crate) async fn create_session(
+        &self,
+        from: &str,
+        to: &str,
+        id: Option<&str>,
+        is_default: bool,
+        fork_of: Option<String>,
+    ) -> Result<SessionRow> {
+        let now = now_ms();
+        let row = SessionRow {
+            id: id
+                .map(str::to_owned)
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            from_team: from.to_owned(),
+            to_team: to.to_owned(),
+            is_default,
+            fork_of,
+            started: false,
+            message_count: 0,
+            process_state: "stopped".into(),
+            created_at: now,
+            last_used_at: now,
+        };
+        self.store.insert_session(&row).await?;
+        Ok(row)
+    }
+
+    /// Queue a message as a new turn; returns its tracker at once.
+    pub async fn send(&self, ctx: &Ctx, out: Outgoing) -> Result<Arc<TurnTracker>> {
+        let team = self.team(ctx, &out.to)?;
+        let session = self
+            .session(&out.from, &out.to, out.session_id.as_deref())
+            .await?;
+        let tracker = Arc::new(TurnTracker::new(
+            format!("msg_{}", ulid::Ulid::new()),
+            session.id.clone(),
+            team.name.clone(),
+            out.from.clone(),
+            out.text,
+        ));
+        self.store
+            .insert_turn(&TurnRow {
+                id: tracker.id.clone(),
+                session_id: session.id.clone(),
+                from_team: out.from,
+                to_team: team.name.clone(),
+                kind: out.kind.to_owned(),
+                status: "queued".into(),
+                request: tracker.request.clone(),
+                response: None,
+                error: None,
+                tool_uses: None,
+                usage: None,
+                cost_usd: None,
+                created_at: tracker.created_at,
+                started_at: None,
+                completed_at: None,
+                events_dropped: 0,
+            })
+            .await?;
+        if let Err(e) = self
+            .pool
+            .submit(&team, &session, tracker.clone(), out.priority)
+        {
+            // Refused before it could run: the record says so.
+            let finish = iris_storage::TurnFinish {
+                status: "failed".into(),
+                error: Some(e.message.clone()),
+                completed_at: now_ms(),
+                ..Default::default()
+            };
+            self.store.turn_finished(&tracker.id, &finish, &[]).await?;
+            return Err(e);
+        }
+        self.bus.publish(
+            crate::bus::EventKind::TurnQueued,
+            &team.name,
+            Some(&session.id),
+            Some(&tracker.id),
+            serde_json::json!({"messageId": tracker.id, "from": tracker.from}),
+        );
+        Ok(tracker)
+    }
+
+    /// Processes of one team.
+    pub fn team_processes(&self, team: &str) -> Vec<ProcessInfo> {
+        self.pool
+            .processes()
+            .into_iter()
+            .filter(|p| p.team == team)
+            .collect()
+    }
+
+    /// Stop every agent and close the database.
+    pub async fn shutdown(&self) {
+        self.pool.shutdown().await;
+        self.store.close().await;
+    }
+}

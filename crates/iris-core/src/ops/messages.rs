@@ -1,0 +1,210 @@
+//! Sending messages to teams: `send_message`, `ask_message`, `quick_message`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::caller;
+use crate::auth::scope;
+use crate::error::{ErrorKind, IrisError, Result};
+use crate::iris::{Iris, Outgoing};
+use crate::pool::turn::{Priority, TurnStatus, TurnTracker};
+use crate::registry::{Ctx, Operation};
+
+/// Longest a caller may wait for a turn: one day.
+const MAX_WAIT_MS: i64 = 86_400_000;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendParams {
+    /// The team to message.
+    #[schemars(length(min = 1, max = 64))]
+    pub to_team: String,
+    /// The message text.
+    #[schemars(length(min = 1, max = 1_000_000))]
+    pub message: String,
+    /// Who is asking (a team or any caller name); defaults to the caller's identity.
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub from_team: Option<String>,
+    /// Milliseconds to wait: -1 returns at once, 0 waits until the turn ends.
+    /// When a positive wait runs out the call fails with TIMEOUT; the turn goes on.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = -1, max = 86_400_000))]
+    pub timeout: i64,
+    /// Continue a particular conversation instead of the pair's default one.
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+fn default_timeout() -> i64 {
+    30_000
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuickParams {
+    #[schemars(length(min = 1, max = 64))]
+    pub to_team: String,
+    #[schemars(length(min = 1, max = 1_000_000))]
+    pub message: String,
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub from_team: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+/// The answer to a message (seed 001's `tell` response, plus ids).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageResult {
+    pub message_id: String,
+    pub session_id: String,
+    pub from: String,
+    pub to: String,
+    pub message: String,
+    /// The agent's answer; absent while the turn has not ended.
+    pub response: Option<String>,
+    pub status: TurnStatus,
+    /// Milliseconds from queueing to the end (or to the return, when async).
+    pub duration: u64,
+    pub timestamp: i64,
+    #[serde(rename = "async")]
+    pub is_async: bool,
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub tool_uses: Vec<iris_agent::ToolUse>,
+    pub usage: Option<serde_json::Value>,
+    pub cost_usd: Option<f64>,
+}
+
+fn result_of(t: &TurnTracker, is_async: bool) -> MessageResult {
+    let outcome = t.outcome();
+    MessageResult {
+        message_id: t.id.clone(),
+        session_id: t.session_id.clone(),
+        from: t.from.clone(),
+        to: t.team.clone(),
+        message: t.request.clone(),
+        response: outcome.map(|o| o.response.clone()),
+        status: t.status(),
+        duration: (crate::now_ms() - t.created_at).max(0) as u64,
+        timestamp: crate::now_ms(),
+        is_async,
+        tool_uses: outcome.map(|o| o.tool_uses.clone()).unwrap_or_default(),
+        usage: outcome.and_then(|o| o.usage.clone()),
+        cost_usd: outcome.and_then(|o| o.cost_usd),
+    }
+}
+
+/// Send, then wait as the caller asked. Failed and timed-out turns become
+/// `PROCESS_ERROR`; a wait that runs out becomes `TIMEOUT` with the partial
+/// response and the message id to poll.
+pub(crate) async fn deliver(
+    iris: &Arc<Iris>,
+    ctx: &Ctx,
+    p: SendParams,
+    kind: &'static str,
+) -> Result<MessageResult> {
+    let timeout = p.timeout.clamp(-1, MAX_WAIT_MS);
+    let tracker = iris
+        .send(
+            ctx,
+            Outgoing {
+                from: caller(ctx, p.from_team),
+                to: p.to_team,
+                text: p.message,
+                session_id: p.session_id,
+                priority: p.priority,
+                kind,
+            },
+        )
+        .await?;
+    if timeout == -1 {
+        return Ok(result_of(&tracker, true));
+    }
+    let limit = (timeout > 0).then(|| Duration::from_millis(timeout as u64));
+    let Some(outcome) = tracker.wait(limit).await else {
+        return Err(IrisError::new(
+            ErrorKind::Timeout,
+            format!(
+                "no answer from `{}` within {timeout} ms; the turn goes on",
+                tracker.team
+            ),
+        )
+        .with_details(json!({
+            "messageId": tracker.id,
+            "sessionId": tracker.session_id,
+            "status": tracker.status(),
+            "partialResponse": tracker.partial(),
+        })));
+    };
+    match outcome.status {
+        TurnStatus::Failed | TurnStatus::TimedOut => Err(IrisError::process(
+            outcome
+                .error
+                .clone()
+                .unwrap_or_else(|| "the turn failed".into()),
+        )
+        .with_details(json!({
+            "messageId": tracker.id,
+            "sessionId": tracker.session_id,
+            "status": outcome.status,
+            "partialResponse": outcome.response,
+        }))),
+        _ => Ok(result_of(&tracker, false)),
+    }
+}
+
+pub(super) fn operations() -> Vec<Operation> {
+    vec![
+        Operation::new(
+            "send_message",
+            "Send a message to a team and wait for its answer (timeout -1: return at once; 0: wait until done).",
+            Some(scope::MESSAGES_WRITE),
+            true,
+            |iris: Arc<Iris>, ctx: Ctx, p: SendParams| async move {
+                deliver(&iris, &ctx, p, "message").await
+            },
+        ),
+        Operation::new(
+            "ask_message",
+            "Ask a team a question and wait for the answer (timeout 0: as long as it takes).",
+            Some(scope::MESSAGES_WRITE),
+            true,
+            |iris: Arc<Iris>, ctx: Ctx, p: SendParams| async move {
+                if p.timeout == -1 {
+                    return Err(IrisError::validation(
+                        "timeout",
+                        "ask waits for the answer; use quick_message to not wait",
+                    ));
+                }
+                deliver(&iris, &ctx, p, "message").await
+            },
+        ),
+        Operation::new(
+            "quick_message",
+            "Queue a message for a team and return its message id at once.",
+            Some(scope::MESSAGES_WRITE),
+            true,
+            |iris: Arc<Iris>, ctx: Ctx, p: QuickParams| async move {
+                let p = SendParams {
+                    to_team: p.to_team,
+                    message: p.message,
+                    from_team: p.from_team,
+                    timeout: -1,
+                    session_id: p.session_id,
+                    priority: p.priority,
+                };
+                deliver(&iris, &ctx, p, "message").await
+            },
+        ),
+    ]
+}

@@ -1,0 +1,24 @@
+//! The operations of Iris, one module per area. Each is declared once with
+//! [`Operation::new`]; transports never add logic of their own.
+
+mod messages;
+mod sessions;
+mod system;
+mod teams;
+
+use crate::registry::{Ctx, Operation};
+
+pub(crate) fn all() -> Vec<Operation> {
+    let mut ops = Vec::new();
+    ops.extend(messages::operations());
+    ops.extend(sessions::operations());
+    ops.extend(teams::operations());
+    ops.extend(system::operations());
+    ops
+}
+
+/// The caller's name for `fromTeam` when none is given.
+fn caller(ctx: &Ctx, from: Option<String>) -> String {
+    from.filter(|f| !f.is_empty())
+        .unwrap_or_else(|| ctx.principal.name.clone())
+}

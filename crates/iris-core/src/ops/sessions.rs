@@ -1,0 +1,278 @@
+//! Conversations: cancel, reboot, delete, fork, report.
+
+use std::sync::Arc;
+
+use iris_storage::{HistoryFilter, TurnRow};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::caller;
+use crate::auth::scope;
+use crate::error::{IrisError, Result};
+use crate::iris::Iris;
+use crate::pool::ProcessInfo;
+use crate::registry::{Ctx, Operation};
+
+/// Names one conversation: the pair's default, or an explicit session id.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionParams {
+    #[schemars(length(min = 1, max = 64))]
+    pub to_team: String,
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub from_team: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CancelParams {
+    #[schemars(length(min = 1, max = 64))]
+    pub to_team: String,
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub from_team: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// A particular queued or running message; default: the running one.
+    #[serde(default)]
+    pub message_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReportParams {
+    #[schemars(length(min = 1, max = 64))]
+    pub to_team: String,
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub from_team: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    /// Most recent messages to include (oldest first).
+    #[serde(default = "default_report_limit")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: i64,
+}
+
+fn default_report_limit() -> i64 {
+    100
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelResult {
+    pub team: String,
+    pub session_id: String,
+    /// Whether a queued or running message was found and cancelled.
+    pub cancelled: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebootResult {
+    pub team: String,
+    pub from: String,
+    pub old_session_id: Option<String>,
+    pub new_session_id: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteResult {
+    pub team: String,
+    pub session_id: String,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkResult {
+    pub team: String,
+    /// The new session: pass it as `sessionId` to continue the fork.
+    pub session_id: String,
+    pub forked_from: String,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportEntry {
+    pub message_id: String,
+    pub from: String,
+    pub status: String,
+    pub request: String,
+    pub response: Option<String>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+impl From<TurnRow> for ReportEntry {
+    fn from(t: TurnRow) -> Self {
+        ReportEntry {
+            message_id: t.id,
+            from: t.from_team,
+            status: t.status,
+            request: t.request,
+            response: t.response,
+            error: t.error,
+            created_at: t.created_at,
+            completed_at: t.completed_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportResult {
+    pub team: String,
+    pub from: String,
+    pub session_id: String,
+    pub forked_from: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub message_count: i64,
+    pub messages: Vec<ReportEntry>,
+    pub process: Option<ProcessInfo>,
+}
+
+pub(crate) async fn report(iris: &Iris, ctx: &Ctx, p: ReportParams) -> Result<ReportResult> {
+    let team = iris.team(ctx, &p.to_team)?;
+    let from = caller(ctx, p.from_team);
+    let s = iris
+        .existing_session(&from, &team.name, p.session_id.as_deref())
+        .await?;
+    let (mut turns, total) = iris
+        .store
+        .turns(&HistoryFilter {
+            session_id: Some(s.id.clone()),
+            limit: p.limit,
+            ..Default::default()
+        })
+        .await?;
+    turns.reverse();
+    let process = iris
+        .pool
+        .processes()
+        .into_iter()
+        .find(|x| x.session_id == s.id);
+    Ok(ReportResult {
+        team: team.name.clone(),
+        from: s.from_team,
+        session_id: s.id,
+        forked_from: s.fork_of,
+        created_at: s.created_at,
+        last_used_at: s.last_used_at,
+        message_count: total,
+        messages: turns.into_iter().map(ReportEntry::from).collect(),
+        process,
+    })
+}
+
+pub(super) fn operations() -> Vec<Operation> {
+    vec![
+        Operation::new(
+            "session_cancel",
+            "Cancel the running message of a conversation (or a queued one by messageId).",
+            Some(scope::MESSAGES_WRITE),
+            true,
+            |iris: Arc<Iris>, ctx: Ctx, p: CancelParams| async move {
+                let team = iris.team(&ctx, &p.to_team)?;
+                let from = caller(&ctx, p.from_team);
+                let s = iris
+                    .existing_session(&from, &team.name, p.session_id.as_deref())
+                    .await?;
+                let cancelled = iris.pool.cancel(&s.id, p.message_id).await;
+                Ok(CancelResult {
+                    team: team.name.clone(),
+                    session_id: s.id,
+                    cancelled,
+                })
+            },
+        ),
+        Operation::new(
+            "session_reboot",
+            "Start a fresh conversation for a (from, to) pair; the old one's history is kept.",
+            Some(scope::PROCESSES_MANAGE),
+            true,
+            |iris: Arc<Iris>, ctx: Ctx, p: SessionParams| async move {
+                let team = iris.team(&ctx, &p.to_team)?;
+                let from = caller(&ctx, p.from_team);
+                let old = iris.store.default_session(&from, &team.name).await?;
+                if let Some(old) = &old {
+                    let id = old.id.clone();
+                    iris.pool
+                        .stop_where(|x| x.session_id == id, "session rebooted")
+                        .await;
+                    iris.store.retire_session(&old.id).await?;
+                }
+                let new = iris.session(&from, &team.name, None).await?;
+                Ok(RebootResult {
+                    team: team.name.clone(),
+                    from,
+                    old_session_id: old.map(|o| o.id),
+                    new_session_id: new.id,
+                })
+            },
+        ),
+        Operation::new(
+            "session_delete",
+            "Stop a conversation's process and delete the conversation with its history.",
+            Some(scope::CACHE_WRITE),
+            true,
+            |iris: Arc<Iris>, ctx: Ctx, p: SessionParams| async move {
+                let team = iris.team(&ctx, &p.to_team)?;
+                let from = caller(&ctx, p.from_team);
+                let s = iris
+                    .existing_session(&from, &team.name, p.session_id.as_deref())
+                    .await?;
+                let id = s.id.clone();
+                iris.pool
+                    .stop_where(|x| x.session_id == id, "session deleted")
+                    .await;
+                let deleted = iris.store.delete_session(&s.id).await?;
+                Ok(DeleteResult {
+                    team: team.name.clone(),
+                    session_id: s.id,
+                    deleted,
+                })
+            },
+        ),
+        Operation::new(
+            "session_fork",
+            "Fork a conversation: a new session that starts from the old one's history, through the agent's own fork support.",
+            Some(scope::TEAMS_WRITE),
+            true,
+            |iris: Arc<Iris>, ctx: Ctx, p: SessionParams| async move {
+                let team = iris.team(&ctx, &p.to_team)?;
+                let from = caller(&ctx, p.from_team);
+                let s = iris
+                    .existing_session(&from, &team.name, p.session_id.as_deref())
+                    .await?;
+                if !s.started {
+                    return Err(IrisError::conflict(
+                        "the conversation has no messages yet; nothing to fork",
+                    ));
+                }
+                let fork = iris
+                    .create_session(&from, &team.name, None, false, Some(s.id.clone()))
+                    .await?;
+                Ok(ForkResult {
+                    team: team.name.clone(),
+                    session_id: fork.id,
+                    forked_from: s.id,
+                })
+            },
+        ),
+        Operation::new(
+            "session_report",
+            "A conversation's messages (oldest first) and its process, read from the database.",
+            Some(scope::CACHE_READ),
+            false,
+            |iris: Arc<Iris>, ctx: Ctx, p: ReportParams| async move { report(&iris, &ctx, p).await },
+        ),
+    ]
+}

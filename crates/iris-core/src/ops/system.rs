@@ -1,0 +1,270 @@
+//! Logs, time, and message records.
+
+use std::sync::Arc;
+
+use iris_storage::{HistoryFilter, TurnRow};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::scope;
+use crate::error::IrisError;
+use crate::iris::Iris;
+use crate::logs::LogRecord;
+use crate::registry::{Ctx, Operation};
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogsParams {
+    /// Lowest level shown: trace, debug, info, warn or error.
+    #[serde(default = "default_level")]
+    #[schemars(regex(pattern = r"^(trace|debug|info|warn|error)$"))]
+    pub level: String,
+    /// Only records about this team.
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default = "default_log_limit")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub limit: usize,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+fn default_log_limit() -> usize {
+    100
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsResult {
+    #[schemars(with = "Vec<serde_json::Value>")]
+    pub logs: Vec<LogRecord>,
+    pub count: usize,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DateResult {
+    pub timestamp: i64,
+    pub iso: String,
+    pub timezone: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MessageParams {
+    #[schemars(length(min = 1, max = 64))]
+    pub message_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HistoryParams {
+    #[serde(default)]
+    pub team: Option<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^(queued|running|completed|failed|cancelled|timed_out)$"))]
+    pub status: Option<String>,
+    /// Only messages created at or after this time (Unix ms).
+    #[serde(default)]
+    pub since: Option<i64>,
+    #[serde(default = "default_page")]
+    #[schemars(range(min = 1))]
+    pub page: i64,
+    #[serde(default = "default_page_limit")]
+    #[schemars(range(min = 1, max = 500))]
+    pub limit: i64,
+}
+
+fn default_page() -> i64 {
+    1
+}
+fn default_page_limit() -> i64 {
+    50
+}
+
+/// A message record (seed 002's message status).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRecord {
+    #[serde(flatten)]
+    #[schemars(with = "serde_json::Value")]
+    pub turn: TurnRow,
+    /// Milliseconds from creation to the end, once ended.
+    pub duration: Option<i64>,
+}
+
+impl From<TurnRow> for MessageRecord {
+    fn from(turn: TurnRow) -> Self {
+        MessageRecord {
+            duration: turn.completed_at.map(|c| c - turn.created_at),
+            turn,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pagination {
+    pub page: i64,
+    pub limit: i64,
+    pub total: i64,
+    pub has_next: bool,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryResult {
+    pub messages: Vec<MessageRecord>,
+    pub pagination: Pagination,
+}
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// RFC 3339 in UTC with milliseconds.
+pub fn iso8601(ms: i64) -> String {
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub(super) fn operations() -> Vec<Operation> {
+    vec![
+        Operation::new(
+            "get_logs",
+            "Recent log records of this Iris, newest last.",
+            Some(scope::PROCESSES_READ),
+            false,
+            |_iris: Arc<Iris>, ctx: Ctx, p: LogsParams| async move {
+                if let Some(t) = &p.team {
+                    if !ctx.principal.can_see_team(t) {
+                        return Err(IrisError::team_not_found(t));
+                    }
+                }
+                let logs = crate::logs::ring().query(&p.level, p.team.as_deref(), p.limit);
+                Ok(LogsResult {
+                    count: logs.len(),
+                    logs,
+                })
+            },
+        ),
+        Operation::new(
+            "get_date",
+            "The server's current time.",
+            None,
+            false,
+            |_iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
+                let now = crate::now_ms();
+                Ok(DateResult {
+                    timestamp: now,
+                    iso: iso8601(now),
+                    timezone: "UTC".into(),
+                })
+            },
+        ),
+        Operation::new(
+            "get_message",
+            "One message: its status, request, response and timings.",
+            Some(scope::MESSAGES_READ),
+            false,
+            |iris: Arc<Iris>, ctx: Ctx, p: MessageParams| async move {
+                let turn = iris
+                    .store
+                    .turn(&p.message_id)
+                    .await?
+                    .filter(|t| ctx.principal.can_see_team(&t.to_team))
+                    .ok_or_else(|| {
+                        IrisError::not_found(format!("no message `{}`", p.message_id))
+                    })?;
+                let mut record = MessageRecord::from(turn);
+                if let Some(live) = iris.pool.live_turn(&p.message_id) {
+                    // Still running: show what it has said so far.
+                    if record.turn.response.is_none() {
+                        record.turn.response = Some(live.partial());
+                    }
+                    record.turn.status = live.status().as_str().to_owned();
+                }
+                Ok(record)
+            },
+        ),
+        Operation::new(
+            "message_history",
+            "Messages, newest first, filtered by team, caller, session, status and time, with pagination.",
+            Some(scope::MESSAGES_READ),
+            false,
+            |iris: Arc<Iris>, ctx: Ctx, p: HistoryParams| async move {
+                if let Some(t) = &p.team {
+                    if !ctx.principal.can_see_team(t) {
+                        return Err(IrisError::team_not_found(t));
+                    }
+                }
+                let limit = p.limit;
+                let page = p.page;
+                let (rows, total) = iris
+                    .store
+                    .turns(&HistoryFilter {
+                        to_team: p.team,
+                        from_team: p.from,
+                        session_id: p.session_id,
+                        status: p.status,
+                        since: p.since,
+                        limit,
+                        offset: (page - 1) * limit,
+                        oldest_first: false,
+                    })
+                    .await?;
+                let messages: Vec<MessageRecord> = rows
+                    .into_iter()
+                    .filter(|t| ctx.principal.can_see_team(&t.to_team))
+                    .map(MessageRecord::from)
+                    .collect();
+                Ok(HistoryResult {
+                    messages,
+                    pagination: Pagination {
+                        page,
+                        limit,
+                        total,
+                        has_next: page * limit < total,
+                    },
+                })
+            },
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_697_567_890_123), "2023-10-17T18:38:10.123Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

@@ -1,0 +1,828 @@
+//! The task that owns one session's agent process.
+//!
+//! Nobody else touches the process: the pool and the operations send
+//! [`Command`]s. The actor queues turns, runs them one at a time, watches
+//! for silence, restarts after a crash with `--resume`, and stops itself
+//! when idle too long.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use iris_agent::protocol::{self, AgentEvent, TurnResult};
+use iris_agent::{AgentProcess, LineError, SessionMode, ToolUse};
+use iris_storage::{EventRow, TurnFinish};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::turn::{Priority, TurnOutcome, TurnStatus, TurnTracker};
+use super::{PoolInner, ProcState, SlotShared};
+use crate::bus::EventKind;
+use crate::error::{IrisError, Result};
+use crate::now_ms;
+use crate::team::Team;
+
+/// What the rest of Iris may ask of an actor.
+pub(crate) enum Command {
+    Turn(TurnJob),
+    /// Start the process now (team_wake); answers when it is up.
+    Wake(oneshot::Sender<Result<Option<u32>>>),
+    /// Cancel the running turn (or a queued one by id); answers whether one was found.
+    Cancel {
+        turn_id: Option<String>,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Stop the process and end the actor; pending turns are cancelled with `reason`.
+    Stop {
+        reason: String,
+        reply: Option<oneshot::Sender<()>>,
+    },
+}
+
+pub(crate) struct TurnJob {
+    pub tracker: Arc<TurnTracker>,
+    pub priority: Priority,
+}
+
+/// The session the actor serves.
+pub(crate) struct SessionInfo {
+    pub id: String,
+    pub fork_of: Option<String>,
+    /// The agent has seen a message: respawns resume.
+    pub started: bool,
+}
+
+struct Running {
+    tracker: Arc<TurnTracker>,
+    started: Instant,
+    last_output: Instant,
+    /// Output seen since this turn began (the spawn timeout applies until then).
+    got_output: bool,
+    fresh_process: bool,
+    deltas: String,
+    assistant_text: String,
+    tool_uses: Vec<ToolUse>,
+    events: Vec<EventRow>,
+    events_dropped: i64,
+    interrupt_sent: Option<Instant>,
+}
+
+/// Why the actor woke up.
+enum Wake {
+    Command(Option<Command>),
+    Line(Option<std::result::Result<String, LineError>>),
+    Deadline,
+}
+
+pub(crate) struct Actor {
+    pool: Arc<PoolInner>,
+    shared: Arc<SlotShared>,
+    team: Arc<Team>,
+    session: SessionInfo,
+    rx: mpsc::UnboundedReceiver<Command>,
+    process: Option<AgentProcess>,
+    queue: [VecDeque<TurnJob>; 3],
+    current: Option<Running>,
+    last_used: Instant,
+    interrupt_seq: u64,
+}
+
+async fn read_line(p: &mut Option<AgentProcess>) -> Option<std::result::Result<String, LineError>> {
+    match p {
+        Some(p) => p.next_line().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Actor {
+    pub(crate) fn new(
+        pool: Arc<PoolInner>,
+        shared: Arc<SlotShared>,
+        team: Arc<Team>,
+        session: SessionInfo,
+        rx: mpsc::UnboundedReceiver<Command>,
+    ) -> Self {
+        Actor {
+            pool,
+            shared,
+            team,
+            session,
+            rx,
+            process: None,
+            queue: Default::default(),
+            current: None,
+            last_used: Instant::now(),
+            interrupt_seq: 0,
+        }
+    }
+
+    fn grace(&self) -> Duration {
+        Duration::from_millis(self.pool.settings.shutdown_grace)
+    }
+
+    fn set_state(&self, state: ProcState) {
+        let old = self.shared.state.swap(state as u8, Ordering::AcqRel);
+        if old != state as u8 {
+            self.publish(
+                EventKind::ProcessState,
+                None,
+                json!({"state": state.as_str()}),
+            );
+        }
+    }
+
+    fn publish(&self, kind: EventKind, turn_id: Option<&str>, data: Value) {
+        self.pool
+            .bus
+            .publish(kind, &self.team.name, Some(&self.session.id), turn_id, data);
+    }
+
+    fn idle(&self) -> bool {
+        self.current.is_none() && self.queue.iter().all(VecDeque::is_empty)
+    }
+
+    /// The next moment something must happen without outside input.
+    fn deadline(&self) -> Option<Instant> {
+        let s = &self.pool.settings;
+        match &self.current {
+            Some(r) => Some(match r.interrupt_sent {
+                Some(at) => at + self.grace(),
+                None if r.fresh_process && !r.got_output => {
+                    r.started + Duration::from_millis(s.spawn_timeout)
+                }
+                None => r.last_output + Duration::from_millis(s.response_timeout),
+            }),
+            None if self.idle() => Some(self.last_used + self.team.idle_timeout(s)),
+            None => None,
+        }
+    }
+
+    async fn next_wake(&mut self) -> Wake {
+        let deadline = self.deadline();
+        tokio::select! {
+            cmd = self.rx.recv() => Wake::Command(cmd),
+            line = read_line(&mut self.process) => Wake::Line(line),
+            _ = sleep_until(deadline) => Wake::Deadline,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            self.begin_next().await;
+            match self.next_wake().await {
+                Wake::Command(Some(cmd)) => {
+                    if let Some(reply) = self.on_command(cmd).await {
+                        self.stop_everything("stopped").await;
+                        let _ = reply.map(|r| r.send(()));
+                        return;
+                    }
+                }
+                Wake::Command(None) => {
+                    self.stop_everything("the pool shut down").await;
+                    return;
+                }
+                Wake::Line(Some(Ok(line))) => self.on_line(line).await,
+                Wake::Line(Some(Err(e))) => self.on_bad_output(e).await,
+                Wake::Line(None) => self.on_exit().await,
+                Wake::Deadline => {
+                    if self.on_deadline().await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handle a command; `Some(reply)` means stop and end the actor.
+    async fn on_command(&mut self, cmd: Command) -> Option<Option<oneshot::Sender<()>>> {
+        match cmd {
+            Command::Turn(job) => {
+                let idx = job.priority as usize;
+                self.queue[idx].push_back(job);
+            }
+            Command::Wake(reply) => {
+                let r = self
+                    .ensure_process()
+                    .await
+                    .map(|_| self.process.as_ref().and_then(AgentProcess::pid));
+                self.last_used = Instant::now();
+                let _ = reply.send(r);
+            }
+            Command::Cancel { turn_id, reply } => {
+                let found = self.cancel(turn_id.as_deref()).await;
+                let _ = reply.send(found);
+            }
+            Command::Stop { reason, reply } => {
+                self.cancel_pending(&reason).await;
+                return Some(reply);
+            }
+        }
+        None
+    }
+
+    fn spawn_mode(&self) -> SessionMode {
+        let id = self.session.id.clone();
+        match (&self.session.fork_of, self.session.started) {
+            (_, true) => SessionMode::Resume(id),
+            (Some(from), false) => SessionMode::Fork {
+                from: from.clone(),
+                new_id: id,
+            },
+            (None, false) => SessionMode::New(id),
+        }
+    }
+
+    /// Start the persistent process if it is not running.
+    async fn ensure_process(&mut self) -> Result<()> {
+        if self.process.is_some() || !self.team.agent().is_persistent() {
+            return Ok(());
+        }
+        self.set_state(ProcState::Spawning);
+        let spec = self
+            .team
+            .launch_session(&self.spawn_mode(), &self.pool.echo_program);
+        match AgentProcess::spawn(&spec, self.pool.settings.max_line_bytes) {
+            Ok(p) => {
+                let pid = p.pid();
+                self.process = Some(p);
+                self.shared.pid.store(pid.unwrap_or(0), Ordering::Relaxed);
+                self.shared.spawned_at.store(now_ms(), Ordering::Relaxed);
+                self.set_state(ProcState::Ready);
+                self.publish(
+                    EventKind::ProcessSpawned,
+                    None,
+                    json!({"team": self.team.name, "pid": pid}),
+                );
+                tracing::info!(team = %self.team.name, session = %self.session.id, pid, "agent process spawned");
+                let _ = self
+                    .pool
+                    .store
+                    .set_process_state(&self.session.id, "ready")
+                    .await;
+                Ok(())
+            }
+            Err(e) => {
+                self.set_state(ProcState::Failed);
+                let message = match &e {
+                    iris_agent::ProcessError::NotFound { program } => format!(
+                        "team `{}`: agent binary `{}` was not found",
+                        self.team.name,
+                        short_program(program)
+                    ),
+                    iris_agent::ProcessError::MissingFolder { .. } => {
+                        format!("team `{}`: its folder does not exist", self.team.name)
+                    }
+                    iris_agent::ProcessError::Spawn { program, .. } => {
+                        format!(
+                            "team `{}`: could not start `{}`",
+                            self.team.name,
+                            short_program(program)
+                        )
+                    }
+                };
+                tracing::warn!(team = %self.team.name, error = %e, "agent spawn failed");
+                self.publish(
+                    EventKind::ProcessError,
+                    None,
+                    json!({"team": self.team.name, "error": message}),
+                );
+                Err(IrisError::process(message).with_details(json!({"team": self.team.name})))
+            }
+        }
+    }
+
+    /// Start the next queued turn if nothing runs.
+    async fn begin_next(&mut self) {
+        while self.current.is_none() {
+            let Some(job) = self.queue.iter_mut().find_map(VecDeque::pop_front) else {
+                return;
+            };
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            let fresh = self.process.is_none();
+            if let Err(e) = self.ensure_process().await {
+                self.finish_job(&job.tracker, TurnStatus::Failed, Some(e.message))
+                    .await;
+                continue;
+            }
+            let tracker = job.tracker;
+            let now = Instant::now();
+            let text = tracker.request.clone();
+            tracker.set_running();
+            self.set_state(ProcState::Busy);
+            let at = now_ms();
+            if let Err(e) = self.pool.store.turn_started(&tracker.id, at).await {
+                tracing::error!(error = %e, "recording a turn start");
+            }
+            if let Err(e) = self.pool.store.session_used(&self.session.id, at).await {
+                tracing::error!(error = %e, "recording session use");
+            }
+            self.session.started = true;
+            self.shared.turns.fetch_add(1, Ordering::Relaxed);
+            self.publish(
+                EventKind::TurnStarted,
+                Some(&tracker.id),
+                json!({"messageId": tracker.id}),
+            );
+            let sent = if self.team.agent().is_persistent() {
+                match self.process.as_mut() {
+                    Some(p) => p
+                        .send(&protocol::user_message_line(&text))
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err("no process".to_owned()),
+                }
+            } else {
+                let spec = self.team.launch_turn(&text, &self.pool.echo_program);
+                match AgentProcess::spawn(&spec, self.pool.settings.max_line_bytes) {
+                    Ok(p) => {
+                        self.shared
+                            .pid
+                            .store(p.pid().unwrap_or(0), Ordering::Relaxed);
+                        self.process = Some(p);
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            self.current = Some(Running {
+                tracker,
+                started: now,
+                last_output: now,
+                got_output: false,
+                fresh_process: fresh,
+                deltas: String::new(),
+                assistant_text: String::new(),
+                tool_uses: Vec::new(),
+                events: Vec::new(),
+                events_dropped: 0,
+                interrupt_sent: None,
+            });
+            if let Err(e) = sent {
+                tracing::warn!(team = %self.team.name, error = %e, "could not hand the message to the agent");
+                let message = format!(
+                    "team `{}`: could not hand the message to the agent",
+                    self.team.name
+                );
+                self.kill_process().await;
+                self.end_turn(TurnStatus::Failed, Some(message), None).await;
+            }
+        }
+    }
+
+    fn record(&mut self, kind: &str, data: Value) {
+        let max = self.pool.settings.max_events_per_turn;
+        if let Some(r) = self.current.as_mut() {
+            if r.events.len() < max {
+                r.events.push(EventRow {
+                    seq: r.events.len() as i64 + 1,
+                    at: now_ms(),
+                    kind: kind.to_owned(),
+                    data,
+                });
+            } else {
+                r.events_dropped += 1;
+            }
+        }
+    }
+
+    fn chunk(&mut self, text: &str) {
+        let Some(r) = self.current.as_mut() else {
+            return;
+        };
+        r.deltas.push_str(text);
+        r.tracker.push_partial(text);
+        let id = r.tracker.id.clone();
+        self.publish(EventKind::Chunk, Some(&id), json!({"text": text}));
+    }
+
+    async fn on_line(&mut self, line: String) {
+        if let Some(r) = self.current.as_mut() {
+            r.last_output = Instant::now();
+            r.got_output = true;
+        }
+        if !self.team.agent().is_persistent() {
+            // A command agent: every line is a chunk.
+            self.record("line", Value::String(line.clone()));
+            self.chunk(&format!("{line}\n"));
+            return;
+        }
+        let (event, raw) = match protocol::parse_line(&line) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(team = %self.team.name, error = %e, "skipping agent output that is not stream-json");
+                return;
+            }
+        };
+        let Some(turn_id) = self.current.as_ref().map(|r| r.tracker.id.clone()) else {
+            if !matches!(event, AgentEvent::ControlResponse { .. }) {
+                tracing::debug!(team = %self.team.name, "agent output outside a turn");
+            }
+            return;
+        };
+        let kind = raw
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_owned();
+        self.record(&kind, raw);
+        match event {
+            AgentEvent::TextDelta(text) => self.chunk(&text),
+            AgentEvent::Assistant { text, tool_uses } => {
+                for t in tool_uses {
+                    self.publish(
+                        EventKind::ToolUse,
+                        Some(&turn_id),
+                        json!({"id": t.id, "name": t.name, "input": t.input}),
+                    );
+                    if let Some(r) = self.current.as_mut() {
+                        r.tool_uses.push(t);
+                    }
+                }
+                if let Some(r) = self.current.as_mut() {
+                    r.assistant_text.push_str(&text);
+                }
+            }
+            AgentEvent::ToolResult {
+                tool_use_id,
+                is_error,
+            } => {
+                self.publish(
+                    EventKind::ToolResult,
+                    Some(&turn_id),
+                    json!({"toolUseId": tool_use_id, "isError": is_error}),
+                );
+            }
+            AgentEvent::Result(result) => {
+                let interrupted = self
+                    .current
+                    .as_ref()
+                    .is_some_and(|r| r.interrupt_sent.is_some());
+                let (status, error) = if interrupted {
+                    (TurnStatus::Cancelled, Some("cancelled".to_owned()))
+                } else if result.is_error {
+                    let reason = result
+                        .text
+                        .clone()
+                        .filter(|t| !t.is_empty())
+                        .or_else(|| result.subtype.clone())
+                        .unwrap_or_else(|| "the agent reported an error".into());
+                    (TurnStatus::Failed, Some(reason))
+                } else {
+                    (TurnStatus::Completed, None)
+                };
+                self.end_turn(status, error, Some(result)).await;
+            }
+            AgentEvent::ControlResponse { success, error, .. } => {
+                if !success {
+                    tracing::warn!(team = %self.team.name, error = ?error, "agent refused a control request");
+                }
+            }
+            AgentEvent::Init { .. } | AgentEvent::Other { .. } => {}
+        }
+    }
+
+    async fn on_bad_output(&mut self, e: LineError) {
+        tracing::warn!(team = %self.team.name, error = %e, "bad agent output; restarting the process");
+        self.kill_process().await;
+        if self.current.is_some() {
+            self.end_turn(
+                TurnStatus::Failed,
+                Some(format!("team `{}`: {e}", self.team.name)),
+                None,
+            )
+            .await;
+        }
+    }
+
+    /// stdout closed: the process ended (a crash, or a command agent finishing).
+    async fn on_exit(&mut self) {
+        let Some(mut p) = self.process.take() else {
+            return;
+        };
+        let status = p.wait_for(Duration::from_secs(2)).await;
+        if status.is_none() {
+            p.kill_now().await;
+        }
+        let code = status.and_then(|s| s.code());
+        self.shared.pid.store(0, Ordering::Relaxed);
+        if !self.team.agent().is_persistent() {
+            if self.current.is_some() {
+                match code {
+                    Some(0) => self.end_turn(TurnStatus::Completed, None, None).await,
+                    _ if self
+                        .current
+                        .as_ref()
+                        .is_some_and(|r| r.interrupt_sent.is_some()) =>
+                    {
+                        self.end_turn(TurnStatus::Cancelled, Some("cancelled".into()), None)
+                            .await
+                    }
+                    _ => {
+                        let msg = format!(
+                            "team `{}`: command exited with status {}",
+                            self.team.name,
+                            describe(code)
+                        );
+                        self.end_turn(TurnStatus::Failed, Some(msg), None).await
+                    }
+                }
+            }
+            self.set_state(ProcState::Ready);
+            return;
+        }
+        tracing::warn!(team = %self.team.name, session = %self.session.id, code, stderr = %p.stderr_tail(), "agent process exited");
+        self.publish(
+            EventKind::ProcessTerminated,
+            None,
+            json!({"team": self.team.name, "exitCode": code}),
+        );
+        self.set_state(ProcState::Stopped);
+        let _ = self
+            .pool
+            .store
+            .set_process_state(&self.session.id, "stopped")
+            .await;
+        if let Some(r) = &self.current {
+            let (status, msg) = if r.interrupt_sent.is_some() {
+                (TurnStatus::Cancelled, "cancelled".to_owned())
+            } else {
+                (
+                    TurnStatus::Failed,
+                    format!(
+                        "team `{}`: agent process exited with status {} during the turn",
+                        self.team.name,
+                        describe(code)
+                    ),
+                )
+            };
+            self.end_turn(status, Some(msg), None).await;
+        }
+    }
+
+    /// Returns true when the actor has ended.
+    async fn on_deadline(&mut self) -> bool {
+        let Some(deadline) = self.deadline() else {
+            return false;
+        };
+        if Instant::now() < deadline {
+            return false;
+        }
+        let Some(r) = &self.current else {
+            // Idle too long: leave the pool, unless a command is on its way.
+            if !self.pool.retire(&self.shared, &mut self.rx) {
+                self.last_used = Instant::now();
+                return false;
+            }
+            tracing::info!(team = %self.team.name, session = %self.session.id, "idle timeout: stopping the process");
+            self.stop_everything("idle timeout").await;
+            return true;
+        };
+        let (status, msg) = if r.interrupt_sent.is_some() {
+            (
+                TurnStatus::Cancelled,
+                "cancelled; the agent did not stop in time and was killed".to_owned(),
+            )
+        } else if r.fresh_process && !r.got_output {
+            (
+                TurnStatus::Failed,
+                format!(
+                    "team `{}`: the agent did not start within {} ms",
+                    self.team.name, self.pool.settings.spawn_timeout
+                ),
+            )
+        } else {
+            (
+                TurnStatus::TimedOut,
+                format!(
+                    "team `{}`: no output from the agent for {} ms",
+                    self.team.name, self.pool.settings.response_timeout
+                ),
+            )
+        };
+        tracing::warn!(team = %self.team.name, "{msg}; restarting the process");
+        self.kill_process().await;
+        self.end_turn(status, Some(msg), None).await;
+        false
+    }
+
+    async fn cancel(&mut self, turn_id: Option<&str>) -> bool {
+        if let Some(id) = turn_id {
+            for q in self.queue.iter_mut() {
+                if let Some(pos) = q.iter().position(|j| j.tracker.id == id) {
+                    let job = q.remove(pos);
+                    self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(job) = job {
+                        self.finish_job(
+                            &job.tracker,
+                            TurnStatus::Cancelled,
+                            Some("cancelled".into()),
+                        )
+                        .await;
+                    }
+                    return true;
+                }
+            }
+        }
+        let Some(r) = self.current.as_mut() else {
+            return false;
+        };
+        if turn_id.is_some_and(|id| id != r.tracker.id) {
+            return false;
+        }
+        if r.interrupt_sent.is_some() {
+            return true;
+        }
+        r.interrupt_sent = Some(Instant::now());
+        if self.team.agent().is_persistent() {
+            self.interrupt_seq += 1;
+            let line = protocol::interrupt_line(&format!("iris_interrupt_{}", self.interrupt_seq));
+            let sent = match self.process.as_mut() {
+                Some(p) => p.send(&line).await.is_ok(),
+                None => false,
+            };
+            if !sent {
+                self.kill_process().await;
+                self.end_turn(TurnStatus::Cancelled, Some("cancelled".into()), None)
+                    .await;
+            }
+        } else {
+            self.kill_process().await;
+            self.end_turn(TurnStatus::Cancelled, Some("cancelled".into()), None)
+                .await;
+        }
+        true
+    }
+
+    /// Cancel every queued turn and interrupt the running one.
+    async fn cancel_pending(&mut self, reason: &str) {
+        let jobs: Vec<TurnJob> = self.queue.iter_mut().flat_map(|q| q.drain(..)).collect();
+        self.shared.queued.fetch_sub(jobs.len(), Ordering::AcqRel);
+        for job in jobs {
+            self.finish_job(&job.tracker, TurnStatus::Cancelled, Some(reason.to_owned()))
+                .await;
+        }
+        if self.current.is_some() {
+            self.cancel(None).await;
+        }
+    }
+
+    /// End the actor: cancel everything, stop the process politely, then firmly.
+    async fn stop_everything(&mut self, reason: &str) {
+        self.set_state(ProcState::Stopping);
+        self.cancel_pending(reason).await;
+        if let Some(p) = self.process.take() {
+            let status = p.shutdown(self.grace()).await;
+            self.publish(
+                EventKind::ProcessTerminated,
+                None,
+                json!({"team": self.team.name, "exitCode": status.and_then(|s| s.code())}),
+            );
+        }
+        if self.current.is_some() {
+            self.end_turn(TurnStatus::Cancelled, Some(reason.to_owned()), None)
+                .await;
+        }
+        self.shared.pid.store(0, Ordering::Relaxed);
+        self.set_state(ProcState::Stopped);
+        let _ = self
+            .pool
+            .store
+            .set_process_state(&self.session.id, "stopped")
+            .await;
+    }
+
+    async fn kill_process(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill_now().await;
+            self.shared.pid.store(0, Ordering::Relaxed);
+            if self.team.agent().is_persistent() {
+                self.publish(
+                    EventKind::ProcessTerminated,
+                    None,
+                    json!({"team": self.team.name, "killed": true}),
+                );
+                self.set_state(ProcState::Stopped);
+                let _ = self
+                    .pool
+                    .store
+                    .set_process_state(&self.session.id, "stopped")
+                    .await;
+            }
+        }
+    }
+
+    /// Finish the running turn.
+    async fn end_turn(
+        &mut self,
+        status: TurnStatus,
+        error: Option<String>,
+        result: Option<TurnResult>,
+    ) {
+        let Some(r) = self.current.take() else { return };
+        let result = result.unwrap_or_default();
+        let response = match result
+            .text
+            .filter(|t| !t.is_empty() && status == TurnStatus::Completed)
+        {
+            Some(t) => t,
+            None if !r.deltas.is_empty() => r.deltas,
+            None => r.assistant_text,
+        };
+        let outcome = TurnOutcome {
+            status,
+            response,
+            error,
+            tool_uses: r.tool_uses,
+            usage: result.usage,
+            cost_usd: result.cost_usd,
+            duration_ms: r.started.elapsed().as_millis() as u64,
+        };
+        self.last_used = Instant::now();
+        self.shared.last_used.store(now_ms(), Ordering::Relaxed);
+        if self.process.is_some() || !self.team.agent().is_persistent() {
+            self.set_state(ProcState::Ready);
+        }
+        self.complete(&r.tracker, outcome, r.events, r.events_dropped)
+            .await;
+    }
+
+    /// Finish a turn that never ran.
+    async fn finish_job(
+        &mut self,
+        tracker: &Arc<TurnTracker>,
+        status: TurnStatus,
+        error: Option<String>,
+    ) {
+        let outcome = TurnOutcome {
+            status,
+            response: String::new(),
+            error,
+            tool_uses: Vec::new(),
+            usage: None,
+            cost_usd: None,
+            duration_ms: 0,
+        };
+        self.complete(tracker, outcome, Vec::new(), 0).await;
+    }
+
+    /// Tell waiters, publish, then persist (waiters are not held up by the write).
+    async fn complete(
+        &self,
+        tracker: &Arc<TurnTracker>,
+        outcome: TurnOutcome,
+        events: Vec<EventRow>,
+        dropped: i64,
+    ) {
+        let finish = TurnFinish {
+            status: outcome.status.as_str().to_owned(),
+            response: outcome.response.clone(),
+            error: outcome.error.clone(),
+            tool_uses: (!outcome.tool_uses.is_empty()).then(|| json!(outcome.tool_uses)),
+            usage: outcome.usage.clone(),
+            cost_usd: outcome.cost_usd,
+            completed_at: now_ms(),
+            events_dropped: dropped,
+        };
+        let data = json!({
+            "messageId": tracker.id,
+            "status": outcome.status,
+            "response": outcome.response,
+            "error": outcome.error,
+            "durationMs": outcome.duration_ms,
+            "usage": outcome.usage,
+            "costUsd": outcome.cost_usd,
+        });
+        if !tracker.finish(outcome) {
+            return;
+        }
+        self.publish(EventKind::TurnCompleted, Some(&tracker.id), data);
+        if let Err(e) = self
+            .pool
+            .store
+            .turn_finished(&tracker.id, &finish, &events)
+            .await
+        {
+            tracing::error!(error = %e, turn = %tracker.id, "recording a turn's end");
+        }
+        self.pool.forget(&tracker.id);
+    }
+}
+
+fn describe(code: Option<i32>) -> String {
+    code.map(|c| c.to_string())
+        .unwrap_or_else(|| "a signal".into())
+}
+
+/// The program's file name only: messages never show the server's paths.
+fn short_program(program: &str) -> &str {
+    program.rsplit('/').next().unwrap_or(program)
+}

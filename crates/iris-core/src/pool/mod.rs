@@ -1,0 +1,383 @@
+//! The process pool: one actor per live session, within `maxProcesses`.
+//!
+//! The pool only routes and enforces limits; every process is owned by its
+//! actor ([`actor`]). Sends to actors happen under the pool lock, and an
+//! actor leaves the pool under the same lock only when its inbox is empty,
+//! so no command is ever lost to an actor that is going away.
+
+mod actor;
+pub mod turn;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bus::Bus;
+use crate::config::Settings;
+use crate::error::{ErrorKind, IrisError, Result};
+use crate::team::Team;
+use actor::{Actor, Command, SessionInfo, TurnJob};
+use iris_storage::{SessionRow, Store};
+use turn::{Priority, TurnTracker};
+
+/// The state machine of an agent process (DESIGN section 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum ProcState {
+    Stopped = 0,
+    Spawning = 1,
+    Ready = 2,
+    Busy = 3,
+    Stopping = 4,
+    Failed = 5,
+}
+
+impl ProcState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => ProcState::Spawning,
+            2 => ProcState::Ready,
+            3 => ProcState::Busy,
+            4 => ProcState::Stopping,
+            5 => ProcState::Failed,
+            _ => ProcState::Stopped,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcState::Stopped => "stopped",
+            ProcState::Spawning => "spawning",
+            ProcState::Ready => "ready",
+            ProcState::Busy => "busy",
+            ProcState::Stopping => "stopping",
+            ProcState::Failed => "failed",
+        }
+    }
+}
+
+/// What anyone may read about a slot without asking its actor.
+pub(crate) struct SlotShared {
+    pub team: String,
+    pub session_id: String,
+    pub from: String,
+    generation: u64,
+    pub state: AtomicU8,
+    pub queued: AtomicUsize,
+    pub last_used: AtomicI64,
+    pub pid: AtomicU32,
+    pub spawned_at: AtomicI64,
+    pub turns: AtomicU64,
+}
+
+struct Slot {
+    tx: mpsc::UnboundedSender<Command>,
+    shared: Arc<SlotShared>,
+}
+
+/// A snapshot of one live session process, for status operations.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessInfo {
+    pub team: String,
+    pub session_id: String,
+    pub from_team: String,
+    pub state: String,
+    pub pid: Option<u32>,
+    pub queued: usize,
+    pub messages_processed: u64,
+    pub last_used: i64,
+    pub spawned_at: Option<i64>,
+}
+
+pub(crate) struct PoolInner {
+    slots: Mutex<HashMap<String, Slot>>,
+    live: Mutex<HashMap<String, Arc<TurnTracker>>>,
+    generation: AtomicU64,
+    pub settings: Settings,
+    pub store: Store,
+    pub bus: Arc<Bus>,
+    pub echo_program: PathBuf,
+}
+
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+fn info(s: &SlotShared) -> ProcessInfo {
+    let pid = s.pid.load(Ordering::Relaxed);
+    let spawned = s.spawned_at.load(Ordering::Relaxed);
+    ProcessInfo {
+        team: s.team.clone(),
+        session_id: s.session_id.clone(),
+        from_team: s.from.clone(),
+        state: ProcState::from_u8(s.state.load(Ordering::Relaxed))
+            .as_str()
+            .to_owned(),
+        pid: (pid != 0).then_some(pid),
+        queued: s.queued.load(Ordering::Relaxed),
+        messages_processed: s.turns.load(Ordering::Relaxed),
+        last_used: s.last_used.load(Ordering::Relaxed),
+        spawned_at: (spawned != 0).then_some(spawned),
+    }
+}
+
+impl PoolInner {
+    /// An idle actor asks to leave. Refused (false) if a command is waiting.
+    pub(crate) fn retire(
+        &self,
+        shared: &SlotShared,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> bool {
+        let Ok(mut slots) = self.slots.lock() else {
+            return true;
+        };
+        if !rx.is_empty() {
+            return false;
+        }
+        if slots
+            .get(&shared.session_id)
+            .is_some_and(|s| s.shared.generation == shared.generation)
+        {
+            slots.remove(&shared.session_id);
+        }
+        rx.close();
+        true
+    }
+
+    /// A turn has been persisted; it no longer needs to be found in memory.
+    pub(crate) fn forget(&self, turn_id: &str) {
+        if let Ok(mut live) = self.live.lock() {
+            live.remove(turn_id);
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(settings: Settings, store: Store, bus: Arc<Bus>, echo_program: PathBuf) -> Self {
+        Pool {
+            inner: Arc::new(PoolInner {
+                slots: Mutex::new(HashMap::new()),
+                live: Mutex::new(HashMap::new()),
+                generation: AtomicU64::new(0),
+                settings,
+                store,
+                bus,
+                echo_program,
+            }),
+        }
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Slot>>> {
+        self.inner
+            .slots
+            .lock()
+            .map_err(|_| IrisError::internal("using the process pool", "lock poisoned"))
+    }
+
+    /// Find or create the slot of `session`, evicting the least recently used
+    /// idle process if the pool is full. Called with the lock held.
+    fn slot<'a>(
+        &self,
+        slots: &'a mut HashMap<String, Slot>,
+        team: &Arc<Team>,
+        session: &SessionRow,
+    ) -> Result<&'a mut Slot> {
+        let alive = slots.get(&session.id).is_some_and(|s| !s.tx.is_closed());
+        if !alive {
+            slots.remove(&session.id);
+            if slots.len() >= self.inner.settings.max_processes {
+                let victim = slots
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.shared.queued.load(Ordering::Acquire) == 0
+                            && matches!(
+                                ProcState::from_u8(s.shared.state.load(Ordering::Acquire)),
+                                ProcState::Ready | ProcState::Stopped | ProcState::Failed
+                            )
+                    })
+                    .min_by_key(|(_, s)| s.shared.last_used.load(Ordering::Acquire))
+                    .map(|(k, _)| k.clone());
+                let Some(victim) = victim else {
+                    return Err(IrisError::new(
+                        ErrorKind::PoolExhausted,
+                        format!(
+                            "all {} agent processes are busy; try again later",
+                            self.inner.settings.max_processes
+                        ),
+                    )
+                    .with_details(
+                        serde_json::json!({"maxProcesses": self.inner.settings.max_processes}),
+                    ));
+                };
+                if let Some(v) = slots.remove(&victim) {
+                    tracing::info!(team = %v.shared.team, session = %victim, "evicting the least recently used idle process");
+                    let _ = v.tx.send(Command::Stop {
+                        reason: "evicted to make room".into(),
+                        reply: None,
+                    });
+                }
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            let shared = Arc::new(SlotShared {
+                team: team.name.clone(),
+                session_id: session.id.clone(),
+                from: session.from_team.clone(),
+                generation: self.inner.generation.fetch_add(1, Ordering::Relaxed),
+                state: AtomicU8::new(ProcState::Stopped as u8),
+                queued: AtomicUsize::new(0),
+                last_used: AtomicI64::new(crate::now_ms()),
+                pid: AtomicU32::new(0),
+                spawned_at: AtomicI64::new(0),
+                turns: AtomicU64::new(0),
+            });
+            let info = SessionInfo {
+                id: session.id.clone(),
+                fork_of: session.fork_of.clone(),
+                started: session.started,
+            };
+            let actor = Actor::new(self.inner.clone(), shared.clone(), team.clone(), info, rx);
+            tokio::spawn(actor.run());
+            slots.insert(session.id.clone(), Slot { tx, shared });
+        }
+        slots
+            .get_mut(&session.id)
+            .ok_or_else(|| IrisError::internal("using the process pool", "slot vanished"))
+    }
+
+    /// Queue a turn on the session's process.
+    pub fn submit(
+        &self,
+        team: &Arc<Team>,
+        session: &SessionRow,
+        tracker: Arc<TurnTracker>,
+        priority: Priority,
+    ) -> Result<()> {
+        let mut slots = self.lock()?;
+        let waiting: usize = slots
+            .values()
+            .filter(|s| s.shared.team == team.name)
+            .map(|s| s.shared.queued.load(Ordering::Acquire))
+            .sum();
+        let max = self.inner.settings.max_queue_per_team;
+        if waiting >= max {
+            return Err(IrisError::new(
+                ErrorKind::QueueFull,
+                format!("team `{}` already has {max} messages waiting", team.name),
+            )
+            .with_details(serde_json::json!({"team": team.name, "maxQueuePerTeam": max})));
+        }
+        let slot = self.slot(&mut slots, team, session)?;
+        slot.shared.queued.fetch_add(1, Ordering::AcqRel);
+        slot.shared
+            .last_used
+            .store(crate::now_ms(), Ordering::Relaxed);
+        if let Ok(mut live) = self.inner.live.lock() {
+            live.insert(tracker.id.clone(), tracker.clone());
+        }
+        slot.tx
+            .send(Command::Turn(TurnJob { tracker, priority }))
+            .map_err(|_| IrisError::internal("queueing a turn", "actor gone"))
+    }
+
+    /// Start the session's process now; returns its pid.
+    pub async fn wake(&self, team: &Arc<Team>, session: &SessionRow) -> Result<Option<u32>> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let mut slots = self.lock()?;
+            let slot = self.slot(&mut slots, team, session)?;
+            slot.tx
+                .send(Command::Wake(reply))
+                .map_err(|_| IrisError::internal("waking a team", "actor gone"))?;
+        }
+        rx.await.map_err(|_| {
+            IrisError::process(format!(
+                "team `{}`: the process stopped while starting",
+                team.name
+            ))
+        })?
+    }
+
+    /// Cancel the running turn of a session (or a queued one by id).
+    pub async fn cancel(&self, session_id: &str, turn_id: Option<String>) -> bool {
+        let (reply, rx) = oneshot::channel();
+        {
+            let Ok(slots) = self.lock() else { return false };
+            let Some(slot) = slots.get(session_id) else {
+                return false;
+            };
+            if slot.tx.send(Command::Cancel { turn_id, reply }).is_err() {
+                return false;
+            }
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Stop the processes of the sessions chosen by `which`; waits until they are down.
+    pub async fn stop_where(
+        &self,
+        which: impl Fn(&ProcessInfo) -> bool,
+        reason: &str,
+    ) -> Vec<ProcessInfo> {
+        let mut waits = Vec::new();
+        let mut stopped = Vec::new();
+        if let Ok(mut slots) = self.lock() {
+            let keys: Vec<String> = slots
+                .iter()
+                .filter(|(_, s)| which(&info(&s.shared)))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in keys {
+                if let Some(slot) = slots.remove(&k) {
+                    stopped.push(info(&slot.shared));
+                    let (reply, rx) = oneshot::channel();
+                    if slot
+                        .tx
+                        .send(Command::Stop {
+                            reason: reason.to_owned(),
+                            reply: Some(reply),
+                        })
+                        .is_ok()
+                    {
+                        waits.push(rx);
+                    }
+                }
+            }
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+        stopped
+    }
+
+    /// Every live session process.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        let Ok(slots) = self.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<ProcessInfo> = slots.values().map(|s| info(&s.shared)).collect();
+        out.sort_by(|a, b| {
+            (&a.team, &a.from_team, &a.session_id).cmp(&(&b.team, &b.from_team, &b.session_id))
+        });
+        out
+    }
+
+    /// A turn still in memory (queued or running, or just finished).
+    pub fn live_turn(&self, id: &str) -> Option<Arc<TurnTracker>> {
+        self.inner.live.lock().ok()?.get(id).cloned()
+    }
+
+    /// Stop everything (Iris is shutting down).
+    pub async fn shutdown(&self) {
+        self.stop_where(|_| true, "Iris is shutting down").await;
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+}

@@ -1,0 +1,157 @@
+//! A turn in flight: its status, partial response and outcome, shared
+//! between the actor running it and everyone waiting for it.
+
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use iris_agent::ToolUse;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl TurnStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnStatus::Queued => "queued",
+            TurnStatus::Running => "running",
+            TurnStatus::Completed => "completed",
+            TurnStatus::Failed => "failed",
+            TurnStatus::Cancelled => "cancelled",
+            TurnStatus::TimedOut => "timed_out",
+        }
+    }
+    pub fn is_final(self) -> bool {
+        !matches!(self, TurnStatus::Queued | TurnStatus::Running)
+    }
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TurnOutcome {
+    pub status: TurnStatus,
+    pub response: String,
+    pub error: Option<String>,
+    pub tool_uses: Vec<ToolUse>,
+    pub usage: Option<Value>,
+    pub cost_usd: Option<f64>,
+    pub duration_ms: u64,
+}
+
+/// Priority of a queued turn; FIFO within one priority.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    High,
+    #[default]
+    Normal,
+    Low,
+}
+
+pub struct TurnTracker {
+    pub id: String,
+    pub session_id: String,
+    pub team: String,
+    pub from: String,
+    pub request: String,
+    pub created_at: i64,
+    status: watch::Sender<TurnStatus>,
+    partial: Mutex<String>,
+    outcome: OnceLock<TurnOutcome>,
+}
+
+impl TurnTracker {
+    pub fn new(
+        id: String,
+        session_id: String,
+        team: String,
+        from: String,
+        request: String,
+    ) -> Self {
+        TurnTracker {
+            id,
+            session_id,
+            team,
+            from,
+            request,
+            created_at: crate::now_ms(),
+            status: watch::channel(TurnStatus::Queued).0,
+            partial: Mutex::new(String::new()),
+            outcome: OnceLock::new(),
+        }
+    }
+
+    pub fn status(&self) -> TurnStatus {
+        *self.status.borrow()
+    }
+
+    pub(crate) fn set_running(&self) {
+        self.status.send_replace(TurnStatus::Running);
+    }
+
+    pub(crate) fn push_partial(&self, text: &str) {
+        if let Ok(mut p) = self.partial.lock() {
+            p.push_str(text);
+        }
+    }
+
+    /// The response so far (the final one once the turn ended).
+    pub fn partial(&self) -> String {
+        if let Some(o) = self.outcome.get() {
+            return o.response.clone();
+        }
+        self.partial.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Record the end; only the first call counts.
+    pub(crate) fn finish(&self, outcome: TurnOutcome) -> bool {
+        let status = outcome.status;
+        let first = self.outcome.set(outcome).is_ok();
+        if first {
+            self.status.send_replace(status);
+        }
+        first
+    }
+
+    pub fn outcome(&self) -> Option<&TurnOutcome> {
+        self.outcome.get()
+    }
+
+    /// Wait for the end, at most `limit` (`None`: as long as it takes).
+    pub async fn wait(&self, limit: Option<Duration>) -> Option<&TurnOutcome> {
+        let mut rx = self.status.subscribe();
+        let ended = rx.wait_for(|s| s.is_final());
+        match limit {
+            Some(d) => {
+                let _ = tokio::time::timeout(d, ended).await;
+            }
+            None => {
+                let _ = ended.await;
+            }
+        }
+        self.outcome.get()
+    }
+}

@@ -1,0 +1,243 @@
+//! The operation registry and the one `dispatch`.
+//!
+//! Each operation is declared once: name, description, required scope, JSON
+//! Schemas of its parameters and result (from the Rust types, by schemars),
+//! and one handler. Parameters are validated against the schema before the
+//! handler sees them, so every transport reports the same per-field errors.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use crate::auth::Principal;
+use crate::error::{ErrorKind, IrisError, Result};
+use crate::iris::Iris;
+
+/// The context of one call.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub principal: Principal,
+    pub request_id: Option<String>,
+}
+
+impl Ctx {
+    pub fn local() -> Self {
+        Ctx {
+            principal: Principal::local(),
+            request_id: None,
+        }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
+type Handler = Box<dyn Fn(Arc<Iris>, Ctx, Value) -> BoxFuture + Send + Sync>;
+
+/// One operation.
+pub struct Operation {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// `None`: any authenticated caller.
+    pub scope: Option<&'static str>,
+    /// Changes state (audited, never retried blindly).
+    pub mutating: bool,
+    pub params_schema: Value,
+    pub result_schema: Value,
+    validator: jsonschema::Validator,
+    handler: Handler,
+}
+
+impl Operation {
+    /// Declare an operation from a typed async handler.
+    pub fn new<P, R, F, Fut>(
+        name: &'static str,
+        description: &'static str,
+        scope: Option<&'static str>,
+        mutating: bool,
+        handler: F,
+    ) -> Self
+    where
+        P: DeserializeOwned + JsonSchema + Send + 'static,
+        R: Serialize + JsonSchema + 'static,
+        F: Fn(Arc<Iris>, Ctx, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+    {
+        let params_schema = schemars::schema_for!(P).to_value();
+        let result_schema = schemars::schema_for!(R).to_value();
+        // The schemas come from our own types; a failure here is a bug
+        // caught by the registry's unit test, never by a caller.
+        #[allow(clippy::expect_used)]
+        let validator =
+            jsonschema::validator_for(&params_schema).expect("generated schema compiles");
+        let handler = Arc::new(handler);
+        Operation {
+            name,
+            description,
+            scope,
+            mutating,
+            params_schema,
+            result_schema,
+            validator,
+            handler: Box::new(move |iris, ctx, params| {
+                let handler = handler.clone();
+                Box::pin(async move {
+                    let p: P = serde_path_to_error::deserialize(params).map_err(|e| {
+                        let path = e.path().to_string();
+                        IrisError::validation(&path, e.into_inner().to_string())
+                    })?;
+                    let r = handler(iris, ctx, p).await?;
+                    serde_json::to_value(r).map_err(|e| IrisError::internal("encoding a result", e))
+                })
+            }),
+        }
+    }
+
+    /// Per-field problems of `params`, empty when valid.
+    pub fn validate(&self, params: &Value) -> Map<String, Value> {
+        let mut fields = Map::new();
+        for err in self.validator.iter_errors(params) {
+            let mut path = err
+                .instance_path()
+                .to_string()
+                .trim_start_matches('/')
+                .replace('/', ".");
+            let message = err.to_string();
+            if path.is_empty() {
+                // A missing or unknown property is reported on the object itself.
+                if let Some(name) = message.split('"').nth(1) {
+                    path = name.to_owned();
+                }
+            }
+            fields.entry(path).or_insert(Value::String(message));
+        }
+        fields
+    }
+
+    /// A description for tool listings (`GET /tools`, MCP `tools/list`).
+    pub fn describe(&self) -> Value {
+        json!({
+            "name": self.name,
+            "description": self.description,
+            "scope": self.scope,
+            "mutating": self.mutating,
+            "inputSchema": self.params_schema,
+            "outputSchema": self.result_schema,
+        })
+    }
+}
+
+/// All operations, in a fixed order.
+pub struct Registry {
+    ops: Vec<Operation>,
+}
+
+impl Registry {
+    pub fn get(&self, name: &str) -> Option<&Operation> {
+        self.ops.iter().find(|o| o.name == name)
+    }
+    pub fn all(&self) -> &[Operation] {
+        &self.ops
+    }
+}
+
+/// The registry of this build.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
+        ops: crate::ops::all(),
+    });
+    &REGISTRY
+}
+
+/// Run `operation` for `ctx`: look it up, check the scope, validate, handle.
+pub async fn dispatch(iris: Arc<Iris>, ctx: Ctx, operation: &str, params: Value) -> Result<Value> {
+    let Some(op) = registry().get(operation) else {
+        return Err(IrisError::new(
+            ErrorKind::MethodNotFound,
+            format!("unknown operation `{operation}`"),
+        )
+        .with_details(json!({"operation": operation})));
+    };
+    if let Some(scope) = op.scope {
+        if !ctx.principal.allows(scope) {
+            return Err(IrisError::new(
+                ErrorKind::Forbidden,
+                format!("`{operation}` needs the `{scope}` scope"),
+            )
+            .with_details(json!({"requiredScope": scope})));
+        }
+    }
+    let params = if params.is_null() { json!({}) } else { params };
+    let problems = op.validate(&params);
+    if !problems.is_empty() {
+        let summary: Vec<String> = problems
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap_or_default()))
+            .collect();
+        return Err(IrisError::new(
+            ErrorKind::Validation,
+            format!("invalid parameters: {}", summary.join("; ")),
+        )
+        .with_details(json!({"fields": problems})));
+    }
+    (op.handler)(iris, ctx, params).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_has_schemas_and_unique_names() {
+        let r = registry();
+        let mut names: Vec<&str> = r.all().iter().map(|o| o.name).collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "duplicate operation names");
+        for op in r.all() {
+            assert_eq!(op.params_schema["type"], "object", "{}", op.name);
+            assert!(!op.description.is_empty());
+        }
+        for name in [
+            "send_message",
+            "ask_message",
+            "quick_message",
+            "session_cancel",
+            "session_reboot",
+            "session_delete",
+            "session_fork",
+            "session_report",
+            "team_status",
+            "team_wake",
+            "team_launch",
+            "team_sleep",
+            "team_wake_all",
+            "list_teams",
+            "get_logs",
+            "get_date",
+        ] {
+            assert!(r.get(name).is_some(), "missing {name}");
+        }
+    }
+
+    #[test]
+    fn validation_names_each_field() {
+        let op = registry().get("send_message").unwrap();
+        let problems = op.validate(&json!({"message": "", "timeout": -5}));
+        assert!(problems.contains_key("toTeam"), "{problems:?}");
+        assert!(problems.contains_key("message"), "{problems:?}");
+        assert!(problems.contains_key("timeout"), "{problems:?}");
+        assert!(
+            op.validate(&json!({"toTeam": "demo", "message": "hi"}))
+                .is_empty()
+        );
+        assert!(
+            !op.validate(&json!({"toTeam": "demo", "message": "hi", "bogus": 1}))
+                .is_empty()
+        );
+    }
+}
