@@ -104,10 +104,10 @@ impl Bus {
             return event;
         };
         let mut send = |topic: String| {
-            if let Some(tx) = topics.get(&topic) {
-                if tx.send(event.clone()).is_err() {
-                    topics.remove(&topic); // nobody listens any more
-                }
+            if let Some(tx) = topics.get(&topic)
+                && tx.send(event.clone()).is_err()
+            {
+                topics.remove(&topic); // nobody listens any more
             }
         };
         if let Some(id) = session_id {

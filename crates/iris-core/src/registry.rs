@@ -161,14 +161,14 @@ pub async fn dispatch(iris: Arc<Iris>, ctx: Ctx, operation: &str, params: Value)
         )
         .with_details(json!({"operation": operation})));
     };
-    if let Some(scope) = op.scope {
-        if !ctx.principal.allows(scope) {
-            return Err(IrisError::new(
-                ErrorKind::Forbidden,
-                format!("`{operation}` needs the `{scope}` scope"),
-            )
-            .with_details(json!({"requiredScope": scope})));
-        }
+    if let Some(scope) = op.scope
+        && !ctx.principal.allows(scope)
+    {
+        return Err(IrisError::new(
+            ErrorKind::Forbidden,
+            format!("`{operation}` needs the `{scope}` scope"),
+        )
+        .with_details(json!({"requiredScope": scope})));
     }
     let params = if params.is_null() { json!({}) } else { params };
     let problems = op.validate(&params);

@@ -6,6 +6,7 @@ mod sessions;
 mod system;
 mod teams;
 
+use crate::error::{IrisError, Result};
 use crate::registry::{Ctx, Operation};
 
 pub(crate) fn all() -> Vec<Operation> {
@@ -21,4 +22,12 @@ pub(crate) fn all() -> Vec<Operation> {
 fn caller(ctx: &Ctx, from: Option<String>) -> String {
     from.filter(|f| !f.is_empty())
         .unwrap_or_else(|| ctx.principal.name.clone())
+}
+
+/// A team filter the caller named must be a team it may see.
+fn visible(ctx: &Ctx, team: Option<&str>) -> Result<()> {
+    match team {
+        Some(t) if !ctx.principal.can_see_team(t) => Err(IrisError::team_not_found(t)),
+        _ => Ok(()),
+    }
 }

@@ -161,11 +161,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::PROCESSES_READ),
             false,
             |_iris: Arc<Iris>, ctx: Ctx, p: LogsParams| async move {
-                if let Some(t) = &p.team {
-                    if !ctx.principal.can_see_team(t) {
-                        return Err(IrisError::team_not_found(t));
-                    }
-                }
+                super::visible(&ctx, p.team.as_deref())?;
                 let logs = crate::logs::ring().query(&p.level, p.team.as_deref(), p.limit);
                 Ok(LogsResult {
                     count: logs.len(),
@@ -203,11 +199,12 @@ pub(super) fn operations() -> Vec<Operation> {
                     })?;
                 let mut record = MessageRecord::from(turn);
                 if let Some(live) = iris.pool.live_turn(&p.message_id) {
-                    // Still running: show what it has said so far.
-                    if record.turn.response.is_none() {
-                        record.turn.response = Some(live.partial());
-                    }
+                    // Running, or ended but not yet written: memory is ahead of the database.
                     record.turn.status = live.status().as_str().to_owned();
+                    record.turn.response = Some(live.partial());
+                    if let Some(o) = live.outcome() {
+                        record.turn.error = o.error.clone();
+                    }
                 }
                 Ok(record)
             },
@@ -218,11 +215,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_READ),
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: HistoryParams| async move {
-                if let Some(t) = &p.team {
-                    if !ctx.principal.can_see_team(t) {
-                        return Err(IrisError::team_not_found(t));
-                    }
-                }
+                super::visible(&ctx, p.team.as_deref())?;
                 let limit = p.limit;
                 let page = p.page;
                 let (rows, total) = iris

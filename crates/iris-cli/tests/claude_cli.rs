@@ -1,0 +1,220 @@
+//! The real Claude Code CLI (npm `@anthropic-ai/claude-code`, installed by
+//! `scripts/test.sh`) driven by Iris against a local stub of the Anthropic
+//! Messages API. Nothing leaves the machine.
+
+#[path = "common/anthropic_stub.rs"]
+mod anthropic_stub;
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use iris_core::ErrorKind;
+use iris_core::bus::EventKind;
+use serde_json::json;
+
+fn claude_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("IRIS_CLAUDE_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin = root.join(".tools/node_modules/@anthropic-ai/claude-code-linux-x64/claude");
+    assert!(
+        bin.exists(),
+        "Claude Code is not installed at {}: run scripts/test.sh (or set IRIS_CLAUDE_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+struct Setup {
+    h: Harness,
+    stub: anthropic_stub::Stub,
+}
+
+async fn start_claude() -> Setup {
+    let stub = anthropic_stub::start();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("claude-home")).unwrap();
+    std::fs::create_dir_all(home.path().join("work")).unwrap();
+    let yaml = format!(
+        "settings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  shutdownGrace: 2000\nteams:\n  cc:\n    path: ./work\n    agent: claude\n    claudePath: {bin}\n    env:\n      HOME: {home}\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: sk-ant-test-not-a-real-key\n      DISABLE_AUTOUPDATER: '1'\n      DISABLE_TELEMETRY: '1'\n      DISABLE_ERROR_REPORTING: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
+        bin = claude_bin().display(),
+        home = home.path().join("claude-home").display(),
+        url = stub.url,
+    );
+    Setup {
+        h: start_in(home, &yaml).await,
+        stub,
+    }
+}
+
+#[tokio::test]
+async fn a_multi_turn_conversation_runs_on_one_process() {
+    let s = start_claude().await;
+    let one = s.h.tell("cc", "MSG<first>").await.unwrap();
+    assert_eq!(one["response"].as_str().unwrap().trim(), "reply 1: first");
+    assert!(one["usage"].is_object(), "{one}");
+    let pid = pids(&s.h, "cc");
+    let two = s.h.tell("cc", "MSG<second>").await.unwrap();
+    assert_eq!(
+        two["response"].as_str().unwrap().trim(),
+        "reply 2: second",
+        "the agent kept the context"
+    );
+    assert_eq!(pids(&s.h, "cc"), pid, "same process");
+    assert_eq!(one["sessionId"], two["sessionId"]);
+    assert!(
+        s.stub.requests.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "both turns reached the stub API"
+    );
+    s.h.stop().await;
+}
+
+#[tokio::test]
+async fn partial_chunks_arrive_before_the_result() {
+    let s = start_claude().await;
+    let q =
+        s.h.call(
+            "quick_message",
+            json!({"toTeam": "cc", "message": "MSG<several words in this answer please>"}),
+        )
+        .await
+        .unwrap();
+    let mut sub =
+        s.h.iris
+            .bus
+            .subscribe(&format!("session:{}", q["sessionId"].as_str().unwrap()));
+    let mut chunks = 0;
+    loop {
+        let e = next_event(&mut sub).await;
+        match e.kind {
+            EventKind::Chunk => chunks += 1,
+            EventKind::TurnCompleted => {
+                assert_eq!(e.data["status"], "completed", "{:?}", e.data);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(chunks >= 3, "partial deltas before the result: {chunks}");
+    s.h.stop().await;
+}
+
+#[tokio::test]
+async fn a_killed_process_is_resumed_with_its_conversation() {
+    let s = start_claude().await;
+    let one = s.h.tell("cc", "MSG<before the kill>").await.unwrap();
+    let pid = pids(&s.h, "cc")[0];
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    eventually("killed process noticed", || {
+        s.h.iris
+            .team_processes("cc")
+            .iter()
+            .all(|p| p.pid != Some(pid))
+    })
+    .await;
+    let two = s.h.tell("cc", "MSG<after the kill>").await.unwrap();
+    assert_eq!(two["sessionId"], one["sessionId"]);
+    assert_eq!(
+        two["response"].as_str().unwrap().trim(),
+        "reply 2: after the kill",
+        "resumed with the earlier turn in context"
+    );
+    assert_ne!(pids(&s.h, "cc")[0], pid);
+    s.h.stop().await;
+}
+
+#[tokio::test]
+async fn a_running_turn_is_interrupted_through_the_control_protocol() {
+    let s = start_claude().await;
+    let q =
+        s.h.call(
+            "quick_message",
+            json!({"toTeam": "cc", "message": "MSG<slow answer>"}),
+        )
+        .await
+        .unwrap();
+    let mut sub =
+        s.h.iris
+            .bus
+            .subscribe(&format!("session:{}", q["sessionId"].as_str().unwrap()));
+    loop {
+        if next_event(&mut sub).await.kind == EventKind::Chunk {
+            break;
+        }
+    }
+    let pid = pids(&s.h, "cc")[0];
+    let c =
+        s.h.call("session_cancel", json!({"toTeam": "cc"}))
+            .await
+            .unwrap();
+    assert_eq!(c["cancelled"], true);
+    let started = std::time::Instant::now();
+    loop {
+        let e = next_event(&mut sub).await;
+        if e.kind == EventKind::TurnCompleted {
+            assert_eq!(e.data["status"], "cancelled");
+            break;
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "interrupt took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(pids(&s.h, "cc"), [pid], "interrupted, not killed");
+    let next = s.h.tell("cc", "MSG<after interrupt>").await.unwrap();
+    assert!(
+        next["response"]
+            .as_str()
+            .unwrap()
+            .contains("after interrupt")
+    );
+    s.h.stop().await;
+}
+
+#[tokio::test]
+async fn an_api_error_becomes_a_failed_turn_with_the_reason() {
+    let s = start_claude().await;
+    let e = s.h.tell("cc", "MSG<api-error please>").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Process);
+    assert!(e.message.contains("stub refuses"), "{e:?}");
+    let d = e.details.unwrap();
+    assert_eq!(d["status"], "failed");
+    s.h.stop().await;
+}
+
+#[tokio::test]
+async fn a_fork_continues_from_the_original_conversation_independently() {
+    let s = start_claude().await;
+    let orig = s.h.tell("cc", "MSG<shared start>").await.unwrap();
+    let f =
+        s.h.call("session_fork", json!({"toTeam": "cc"}))
+            .await
+            .unwrap();
+    let fid = f["sessionId"].as_str().unwrap();
+    let forked =
+        s.h.call(
+            "send_message",
+            json!({"toTeam": "cc", "message": "MSG<on the fork>", "sessionId": fid, "timeout": 0}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forked["sessionId"], fid);
+    assert_eq!(
+        forked["response"].as_str().unwrap().trim(),
+        "reply 2: on the fork",
+        "the fork has the history"
+    );
+    let back = s.h.tell("cc", "MSG<on the original>").await.unwrap();
+    assert_eq!(back["sessionId"], orig["sessionId"]);
+    assert_eq!(
+        back["response"].as_str().unwrap().trim(),
+        "reply 2: on the original",
+        "the original did not see the fork's message"
+    );
+    s.h.stop().await;
+}

@@ -1,0 +1,243 @@
+//! The `iris` binary itself: config check, init, call --local, tools, and
+//! that no agent outlives a killed Iris.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn iris(home: &std::path::Path) -> Command {
+    let mut c = Command::new(iris_bin());
+    c.env("IRIS_HOME", home)
+        .env_remove("IRIS_CONFIG_PATH")
+        .current_dir(home);
+    c
+}
+
+#[test]
+fn config_check_accepts_good_files_and_names_file_key_and_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "settings:\n  maxProcesses: ${IRIS_TEST_N:-3}\nteams:\n  demo:\n    path: .\n    agent: echo\n").unwrap();
+    let out = iris(dir.path())
+        .args(["config", "check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 teams)"));
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "teams:\n  backend:\n    path: .\n    agent: echo\n    colour: red\n",
+    )
+    .unwrap();
+    let out = iris(dir.path())
+        .args(["config", "check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml")
+            && err.contains("teams.backend")
+            && err.contains("unknown field `colour`"),
+        "{err}"
+    );
+
+    let missing = dir.path().join("missing.yaml");
+    std::fs::write(
+        &missing,
+        "teams:\n  backend:\n    path: ./nope\n    agent: echo\n",
+    )
+    .unwrap();
+    let out = iris(dir.path())
+        .args(["config", "check"])
+        .env("IRIS_CONFIG_PATH", &missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("teams.backend.path: folder"));
+}
+
+#[test]
+fn init_writes_a_starter_config_that_checks_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = iris(dir.path()).arg("init").output().unwrap();
+    assert!(out.status.success());
+    assert!(dir.path().join("config.yaml").exists());
+    let again = iris(dir.path()).arg("init").output().unwrap();
+    assert!(!again.status.success(), "no silent overwrite");
+    let check = iris(dir.path()).args(["config", "check"]).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn call_local_prints_json_and_fails_with_the_error_body() {
+    let dir = tempfile::tempdir().unwrap();
+    // No config file: the embedded defaults give a `demo` echo team.
+    let out = iris(dir.path())
+        .args([
+            "call",
+            "send_message",
+            "--local",
+            "--params",
+            r#"{"toTeam":"demo","message":"hi from the cli","timeout":0}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["response"], "hi from the cli");
+    assert!(
+        dir.path().join("data/iris.db").exists(),
+        "database under IRIS_HOME"
+    );
+
+    let out = iris(dir.path())
+        .args(["tell", "demo", "told", "--local"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["response"], "told");
+
+    let out = iris(dir.path())
+        .args([
+            "call",
+            "session_report",
+            "--local",
+            "--params",
+            r#"{"toTeam":"demo"}"#,
+        ])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["messages"].as_array().unwrap().len(),
+        2,
+        "history persisted across runs: {v}"
+    );
+
+    for (params, code) in [
+        (r#"{"toTeam":"nope","message":"x"}"#, "TEAM_NOT_FOUND"),
+        (r#"{"toTeam":"demo","message":""}"#, "VALIDATION_ERROR"),
+        ("{not json", "MALFORMED_JSON"),
+    ] {
+        let out = iris(dir.path())
+            .args(["call", "send_message", "--local", "--params", params])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["code"], code, "{v}");
+        assert!(v["statusCode"].is_u64() && v["timestamp"].is_i64() && v["error"].is_string());
+    }
+}
+
+#[test]
+fn tools_lists_every_operation_with_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = iris(dir.path()).arg("tools").output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let send = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "send_message")
+        .unwrap();
+    assert_eq!(send["scope"], "messages:write");
+    assert!(
+        send["inputSchema"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("toTeam"))
+    );
+}
+
+/// Children of every thread of `pid` (tokio spawns from worker threads).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|s| s.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
+}
+
+/// Kills the server if the test fails half-way.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn agents_die_with_a_killed_iris_and_stop_with_a_terminated_one() {
+    for signal in [libc::SIGKILL, libc::SIGTERM] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.yaml"),
+            "teams:\n  warm:\n    path: .\n    agent: echo\n    prewarm: true\n",
+        )
+        .unwrap();
+        let mut server = Reap(
+            iris(dir.path())
+                .arg("serve")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut kids = Vec::new();
+        for _ in 0..200 {
+            kids = children(server.0.id());
+            if !kids.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        assert_eq!(kids.len(), 1, "the prewarmed agent is a child of iris");
+        // SAFETY: signalling the server this test started.
+        unsafe { libc::kill(server.0.id() as i32, signal) };
+        let status = server.0.wait().unwrap();
+        if signal == libc::SIGTERM {
+            assert!(status.success(), "clean shutdown exits 0");
+        }
+        let mut gone = false;
+        for _ in 0..200 {
+            if !alive(kids[0]) {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        assert!(gone, "agent {} outlived iris (signal {signal})", kids[0]);
+    }
+}

@@ -1,0 +1,152 @@
+//! A small local stand-in for the Anthropic Messages API, so the real
+//! Claude Code CLI can run in tests with `ANTHROPIC_BASE_URL` pointing here.
+//!
+//! It streams SSE (message_start, content_block_*, message_delta,
+//! message_stop). Test messages carry markers `MSG<text>`; the reply is
+//! `reply N: text`, N counting the markers in the whole request, so a
+//! resumed conversation shows it kept its context. `MSG<api-error …>` gets a
+//! 400 error; `MSG<slow …>` streams 60 words 100 ms apart.
+//! Plain std networking: one thread per connection, `Connection: close`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub struct Stub {
+    pub url: String,
+    pub requests: Arc<AtomicUsize>,
+}
+
+pub fn start() -> Stub {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind stub");
+    let url = format!("http://{}", listener.local_addr().expect("stub addr"));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let _ = serve(conn, &count);
+            });
+        }
+    });
+    Stub { url, requests }
+}
+
+fn markers(body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(i) = rest.find("MSG<") {
+        rest = &rest[i + 4..];
+        if let Some(end) = rest.find('>') {
+            out.push(rest[..end].to_owned());
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let mut out = conn;
+    if !request_line.starts_with("POST /v1/messages") || request_line.contains("count_tokens") {
+        let resp = if request_line.contains("count_tokens") {
+            r#"{"input_tokens":10}"#
+        } else {
+            "{}"
+        };
+        return write!(
+            out,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{resp}",
+            resp.len()
+        );
+    }
+    count.fetch_add(1, Ordering::SeqCst);
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let text = String::from_utf8_lossy(&body);
+    let found = markers(&text);
+    let last = found.last().cloned().unwrap_or_default();
+    if last.starts_with("api-error") {
+        let err = json!({"type":"error","error":{"type":"invalid_request_error","message":"stub refuses: api-error requested"}}).to_string();
+        return write!(
+            out,
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{err}",
+            err.len()
+        );
+    }
+    let (words, delay): (Vec<String>, u64) = if last.starts_with("slow") {
+        ((0..60).map(|i| format!("w{i} ")).collect(), 100)
+    } else if found.is_empty() {
+        (vec!["ok".into()], 0)
+    } else {
+        let reply = format!("reply {}: {last}", found.len());
+        (reply.split_inclusive(' ').map(str::to_owned).collect(), 0)
+    };
+    let model = req.get("model").cloned().unwrap_or(json!("stub"));
+    if req.get("stream").and_then(Value::as_bool) != Some(true) {
+        let msg = json!({"id":"msg_stub","type":"message","role":"assistant","model":model,
+            "content":[{"type":"text","text":words.concat()}],"stop_reason":"end_turn","stop_sequence":null,
+            "usage":{"input_tokens":5,"output_tokens":words.len()}})
+        .to_string();
+        return write!(
+            out,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{msg}",
+            msg.len()
+        );
+    }
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut event = |name: &str, data: Value| -> std::io::Result<()> {
+        write!(out, "event: {name}\ndata: {data}\n\n")?;
+        out.flush()
+    };
+    event(
+        "message_start",
+        json!({"type":"message_start","message":{"id":"msg_stub","type":"message","role":"assistant",
+        "model":model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}),
+    )?;
+    event(
+        "content_block_start",
+        json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+    )?;
+    for w in &words {
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        event(
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":w}}),
+        )?;
+    }
+    event(
+        "content_block_stop",
+        json!({"type":"content_block_stop","index":0}),
+    )?;
+    event(
+        "message_delta",
+        json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":words.len()}}),
+    )?;
+    event("message_stop", json!({"type":"message_stop"}))
+}

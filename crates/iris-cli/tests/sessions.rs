@@ -1,0 +1,164 @@
+//! Conversations: exact (from, to) pairs, explicit ids, reboot, fork,
+//! delete, report, and everything surviving a restart.
+
+mod common;
+
+use common::*;
+use iris_core::ErrorKind;
+use serde_json::json;
+
+#[tokio::test]
+async fn sessions_are_exact_pairs_and_explicit_ids_are_separate_conversations() {
+    let h = start(&echo_config("  maxProcesses: 8")).await;
+    let send = |from: &'static str, sid: Option<&str>| {
+        let mut p = json!({"toTeam": "demo", "message": "hi", "fromTeam": from, "timeout": 0});
+        if let Some(s) = sid {
+            p["sessionId"] = s.into();
+        }
+        h.call("send_message", p)
+    };
+    let a = send("alpha", None).await.unwrap();
+    let ab = send("alphab", None).await.unwrap();
+    let a2 = send("alpha", None).await.unwrap();
+    assert_eq!(a["sessionId"], a2["sessionId"]);
+    assert_ne!(a["sessionId"], ab["sessionId"], "no prefix matching");
+    let explicit = "4b0b7a8e-9d1c-4f6e-8a39-0d7c1f2e3a4b";
+    let x = send("alpha", Some(explicit)).await.unwrap();
+    assert_eq!(x["sessionId"], explicit);
+    assert_eq!(
+        h.iris.team_processes("demo").len(),
+        3,
+        "one process per conversation"
+    );
+    let r = h
+        .call(
+            "session_report",
+            json!({"toTeam": "demo", "fromTeam": "alpha"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["messageCount"], 2);
+    let e = h
+        .call(
+            "session_report",
+            json!({"toTeam": "demo", "fromTeam": "nobody"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::SessionNotFound);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn reboot_starts_fresh_and_keeps_the_old_history() {
+    let h = start(&echo_config("  maxProcesses: 4")).await;
+    let first = h.tell("demo", "before").await.unwrap();
+    let r = h
+        .call("session_reboot", json!({"toTeam": "demo"}))
+        .await
+        .unwrap();
+    assert_eq!(r["oldSessionId"], first["sessionId"]);
+    assert_ne!(r["newSessionId"], first["sessionId"]);
+    let after = h.tell("demo", "[[argv]]").await.unwrap();
+    assert_eq!(after["sessionId"], r["newSessionId"]);
+    let argv = after["response"].as_str().unwrap();
+    assert!(
+        argv.contains("--session-id") && !argv.contains("--resume"),
+        "a fresh session: {argv}"
+    );
+    let old = h
+        .call("get_message", json!({"messageId": first["messageId"]}))
+        .await
+        .unwrap();
+    assert_eq!(old["response"], "before");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn fork_creates_a_new_session_through_the_agents_fork() {
+    let h = start(&echo_config("  maxProcesses: 4")).await;
+    let e = h
+        .call("session_fork", json!({"toTeam": "demo"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::SessionNotFound);
+    let orig = h.tell("demo", "original").await.unwrap();
+    let f = h
+        .call("session_fork", json!({"toTeam": "demo"}))
+        .await
+        .unwrap();
+    assert_eq!(f["forkedFrom"], orig["sessionId"]);
+    let fid = f["sessionId"].as_str().unwrap();
+    let r = h
+        .call(
+            "send_message",
+            json!({"toTeam": "demo", "message": "[[argv]]", "sessionId": fid, "timeout": 0}),
+        )
+        .await
+        .unwrap();
+    let argv = r["response"].as_str().unwrap();
+    let want = format!(
+        "--resume\",\"{}\",\"--fork-session\",\"--session-id\",\"{fid}\"",
+        orig["sessionId"].as_str().unwrap()
+    );
+    assert!(argv.contains(&want), "{argv}");
+    let report = h
+        .call(
+            "session_report",
+            json!({"toTeam": "demo", "sessionId": fid}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report["forkedFrom"], orig["sessionId"]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn delete_removes_the_conversation_and_its_process() {
+    let h = start(&echo_config("  maxProcesses: 4")).await;
+    let m = h.tell("demo", "bye").await.unwrap();
+    let pid = pids(&h, "demo")[0];
+    let d = h
+        .call("session_delete", json!({"toTeam": "demo"}))
+        .await
+        .unwrap();
+    assert_eq!(d["deleted"], true);
+    assert!(!alive(pid));
+    let e = h
+        .call("get_message", json!({"messageId": m["messageId"]}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn history_and_reports_survive_a_restart() {
+    let h = start(&echo_config("  maxProcesses: 4")).await;
+    let m = h.tell("demo", "remember me").await.unwrap();
+    // A turn still queued when Iris stops is failed, not left dangling.
+    h.call(
+        "quick_message",
+        json!({"toTeam": "demo", "message": "slow [[delay=2000]]"}),
+    )
+    .await
+    .unwrap();
+    let home = h.stop().await;
+    let h = start_in(home, &echo_config("  maxProcesses: 4")).await;
+    let r = h
+        .call("session_report", json!({"toTeam": "demo"}))
+        .await
+        .unwrap();
+    assert_eq!(r["sessionId"], m["sessionId"]);
+    assert_eq!(r["messages"][0]["response"], "remember me");
+    assert_ne!(r["messages"][1]["status"], "running");
+    assert_ne!(r["messages"][1]["status"], "queued");
+    assert!(
+        r["process"].is_null(),
+        "process states are reset at start-up"
+    );
+    let again = h.tell("demo", "[[argv]]").await.unwrap();
+    assert_eq!(again["sessionId"], m["sessionId"]);
+    assert!(again["response"].as_str().unwrap().contains("--resume"));
+    h.stop().await;
+}
