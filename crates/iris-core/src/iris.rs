@@ -1,11 +1,11 @@
 //! The runtime: configuration, teams, storage, bus and pool held together,
 //! with the few domain actions the operations are built from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use iris_storage::{SessionRow, Store, TurnRow};
+use iris_storage::{SessionRow, Store, StoreWrite, TurnFinish, TurnRow};
 use serde_json::Value;
 
 use crate::auth::Principal;
@@ -15,6 +15,7 @@ use crate::error::{IrisError, Result};
 use crate::now_ms;
 use crate::pool::turn::{Priority, TurnTracker};
 use crate::pool::{Pool, ProcessInfo};
+use crate::recorder::Recorder;
 use crate::registry::{self, Ctx};
 use crate::team::Team;
 
@@ -51,10 +52,21 @@ pub struct Iris {
     pub config: Config,
     teams: RwLock<BTreeMap<String, Arc<Team>>>,
     pub store: Store,
+    pub recorder: Recorder,
     pub bus: Arc<Bus>,
     pub pool: Pool,
     pub started_at: i64,
-    session_lock: tokio::sync::Mutex<()>,
+    /// Serialises session creation; also guards the cache inside.
+    sessions: tokio::sync::Mutex<SessionCache>,
+}
+
+/// Sessions already looked up: the default id of each (from, to) pair and
+/// each row by id. `started` in a cached row may be stale; the pool's actor
+/// reads it fresh before it spawns.
+#[derive(Default)]
+struct SessionCache {
+    defaults: HashMap<(String, String), String>,
+    rows: HashMap<String, SessionRow>,
 }
 
 impl Iris {
@@ -73,9 +85,11 @@ impl Iris {
         }
         crate::logs::ring().set_capacity(config.settings.log_buffer);
         let bus = Arc::new(Bus::new(options.bus_capacity));
+        let recorder = Recorder::start(store.clone());
         let pool = Pool::new(
             config.settings.clone(),
             store.clone(),
+            recorder.clone(),
             bus.clone(),
             options.echo_program,
         );
@@ -88,10 +102,11 @@ impl Iris {
             config,
             teams: RwLock::new(teams),
             store,
+            recorder,
             bus,
             pool,
             started_at: now_ms(),
-            session_lock: tokio::sync::Mutex::new(()),
+            sessions: tokio::sync::Mutex::new(SessionCache::default()),
         });
         for team in iris.teams().into_iter().filter(|t| t.config.prewarm) {
             let iris2 = iris.clone();
@@ -147,25 +162,43 @@ impl Iris {
         to: &str,
         session_id: Option<&str>,
     ) -> Result<SessionRow> {
-        let _guard = self.session_lock.lock().await;
-        if let Some(id) = session_id {
-            if uuid::Uuid::parse_str(id).is_err() {
-                return Err(IrisError::validation("sessionId", "must be a UUID"));
-            }
-            if let Some(s) = self.store.session(id).await? {
-                if s.to_team != to {
-                    return Err(IrisError::session_not_found(format!(
-                        "`{id}` for team `{to}`"
-                    )));
+        let mut cache = self.sessions.lock().await;
+        let key = (from.to_owned(), to.to_owned());
+        let id = match session_id {
+            Some(id) => {
+                if uuid::Uuid::parse_str(id).is_err() {
+                    return Err(IrisError::validation("sessionId", "must be a UUID"));
                 }
-                return Ok(s);
+                Some(id.to_owned())
             }
-            return self.create_session(from, to, Some(id), false, None).await;
+            None => cache.defaults.get(&key).cloned(),
+        };
+        if let Some(row) = id.as_ref().and_then(|id| cache.rows.get(id)) {
+            return check_team(row.clone(), to);
         }
-        if let Some(s) = self.store.default_session(from, to).await? {
-            return Ok(s);
+        let found = match &id {
+            Some(id) => self.store.session(id).await?,
+            None => self.store.default_session(from, to).await?,
+        };
+        let row = match found {
+            Some(row) => check_team(row, to)?,
+            None => {
+                self.create_session(from, to, id.as_deref(), session_id.is_none(), None)
+                    .await?
+            }
+        };
+        if row.is_default {
+            cache.defaults.insert(key, row.id.clone());
         }
-        self.create_session(from, to, None, true, None).await
+        cache.rows.insert(row.id.clone(), row.clone());
+        Ok(row)
+    }
+
+    /// Forget a cached session (after reboot or delete changed it).
+    pub(crate) async fn forget_session(&self, id: &str) {
+        let mut cache = self.sessions.lock().await;
+        cache.rows.remove(id);
+        cache.defaults.retain(|_, v| v != id);
     }
 
     /// An existing session: the named one, or the default of the pair.
@@ -175,6 +208,8 @@ impl Iris {
         to: &str,
         session_id: Option<&str>,
     ) -> Result<SessionRow> {
+        // What these sessions are used for reads their turns: see every write first.
+        self.recorder.flush().await;
         let found = match session_id {
             Some(id) => self.store.session(id).await?.filter(|s| s.to_team == to),
             None => self.store.default_session(from, to).await?,
@@ -225,38 +260,39 @@ impl Iris {
             out.from.clone(),
             out.text,
         ));
-        self.store
-            .insert_turn(&TurnRow {
-                id: tracker.id.clone(),
-                session_id: session.id.clone(),
-                from_team: out.from,
-                to_team: team.name.clone(),
-                kind: out.kind.to_owned(),
-                status: "queued".into(),
-                request: tracker.request.clone(),
-                response: None,
-                error: None,
-                tool_uses: None,
-                usage: None,
-                cost_usd: None,
-                created_at: tracker.created_at,
-                started_at: None,
-                completed_at: None,
-                events_dropped: 0,
-            })
-            .await?;
+        self.recorder.write(StoreWrite::InsertTurn(TurnRow {
+            id: tracker.id.clone(),
+            session_id: session.id.clone(),
+            from_team: out.from,
+            to_team: team.name.clone(),
+            kind: out.kind.to_owned(),
+            status: "queued".into(),
+            request: tracker.request.clone(),
+            response: None,
+            error: None,
+            tool_uses: None,
+            usage: None,
+            cost_usd: None,
+            created_at: tracker.created_at,
+            started_at: None,
+            completed_at: None,
+            events_dropped: 0,
+        }));
         if let Err(e) = self
             .pool
             .submit(&team, &session, tracker.clone(), out.priority)
         {
             // Refused before it could run: the record says so.
-            let finish = iris_storage::TurnFinish {
-                status: "failed".into(),
-                error: Some(e.message.clone()),
-                completed_at: now_ms(),
-                ..Default::default()
-            };
-            self.store.turn_finished(&tracker.id, &finish, &[]).await?;
+            self.recorder.write(StoreWrite::TurnFinished {
+                id: tracker.id.clone(),
+                finish: TurnFinish {
+                    status: "failed".into(),
+                    error: Some(e.message.clone()),
+                    completed_at: now_ms(),
+                    ..Default::default()
+                },
+                events: Vec::new(),
+            });
             return Err(e);
         }
         self.bus.publish(
@@ -281,6 +317,17 @@ impl Iris {
     /// Stop every agent and close the database.
     pub async fn shutdown(&self) {
         self.pool.shutdown().await;
+        self.recorder.flush().await;
         self.store.close().await;
     }
+}
+
+fn check_team(row: SessionRow, to: &str) -> Result<SessionRow> {
+    if row.to_team != to {
+        return Err(IrisError::session_not_found(format!(
+            "`{}` for team `{to}`",
+            row.id
+        )));
+    }
+    Ok(row)
 }

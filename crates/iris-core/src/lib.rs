@@ -12,6 +12,7 @@ mod iris;
 pub mod logs;
 mod ops;
 pub mod pool;
+pub mod recorder;
 pub mod registry;
 pub mod team;
 

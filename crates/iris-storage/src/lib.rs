@@ -5,6 +5,7 @@
 
 mod sessions;
 mod turns;
+mod writes;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -16,6 +17,7 @@ use sqlx::sqlite::{
 
 pub use sessions::SessionRow;
 pub use turns::{EventRow, HistoryFilter, TurnFinish, TurnRow};
+pub use writes::StoreWrite;
 
 /// A storage failure, with what was being done.
 #[derive(Debug, thiserror::Error)]

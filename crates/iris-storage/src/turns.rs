@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use crate::{Context, Result, Store};
 
@@ -121,6 +121,49 @@ fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &HistoryFilter) {
     }
 }
 
+/// The end of a turn and its events, inside a caller's transaction.
+pub(crate) async fn finish_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: &str,
+    f: &TurnFinish,
+    events: &[EventRow],
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE turns SET status = ?, response = ?, error = ?, tool_uses = ?, usage = ?, cost_usd = ?,
+         completed_at = ?, events_dropped = ? WHERE id = ?",
+    )
+    .bind(&f.status)
+    .bind(&f.response)
+    .bind(&f.error)
+    .bind(f.tool_uses.as_ref().map(Value::to_string))
+    .bind(f.usage.as_ref().map(Value::to_string))
+    .bind(f.cost_usd)
+    .bind(f.completed_at)
+    .bind(f.events_dropped)
+    .bind(id)
+    .execute(&mut **tx)
+    .await
+    .ctx("finishing a turn")?;
+    // Bounded batches keep each statement under SQLite's variable limit.
+    for batch in events.chunks(200) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO turn_events (turn_id, seq, at, kind, data) ",
+        );
+        q.push_values(batch, |mut b, e| {
+            b.push_bind(id)
+                .push_bind(e.seq)
+                .push_bind(e.at)
+                .push_bind(&e.kind)
+                .push_bind(e.data.to_string());
+        });
+        q.build()
+            .execute(&mut **tx)
+            .await
+            .ctx("writing turn events")?;
+    }
+    Ok(())
+}
+
 impl Store {
     pub async fn insert_turn(&self, t: &TurnRow) -> Result<()> {
         sqlx::query(
@@ -154,39 +197,7 @@ impl Store {
     /// Write the end of a turn and its raw events in one transaction.
     pub async fn turn_finished(&self, id: &str, f: &TurnFinish, events: &[EventRow]) -> Result<()> {
         let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
-        sqlx::query(
-            "UPDATE turns SET status = ?, response = ?, error = ?, tool_uses = ?, usage = ?, cost_usd = ?,
-             completed_at = ?, events_dropped = ? WHERE id = ?",
-        )
-        .bind(&f.status)
-        .bind(&f.response)
-        .bind(&f.error)
-        .bind(f.tool_uses.as_ref().map(Value::to_string))
-        .bind(f.usage.as_ref().map(Value::to_string))
-        .bind(f.cost_usd)
-        .bind(f.completed_at)
-        .bind(f.events_dropped)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .ctx("finishing a turn")?;
-        // Bounded batches keep each statement under SQLite's variable limit.
-        for batch in events.chunks(200) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT OR REPLACE INTO turn_events (turn_id, seq, at, kind, data) ",
-            );
-            q.push_values(batch, |mut b, e| {
-                b.push_bind(id)
-                    .push_bind(e.seq)
-                    .push_bind(e.at)
-                    .push_bind(&e.kind)
-                    .push_bind(e.data.to_string());
-            });
-            q.build()
-                .execute(&mut *tx)
-                .await
-                .ctx("writing turn events")?;
-        }
+        finish_in(&mut tx, id, f, events).await?;
         tx.commit().await.ctx("committing a turn")?;
         Ok(())
     }

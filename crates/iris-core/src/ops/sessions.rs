@@ -208,6 +208,7 @@ pub(super) fn operations() -> Vec<Operation> {
                         .stop_where(|x| x.session_id == id, "session rebooted")
                         .await;
                     iris.store.retire_session(&old.id).await?;
+                    iris.forget_session(&old.id).await;
                 }
                 let new = iris.session(&from, &team.name, None).await?;
                 Ok(RebootResult {
@@ -233,7 +234,9 @@ pub(super) fn operations() -> Vec<Operation> {
                 iris.pool
                     .stop_where(|x| x.session_id == id, "session deleted")
                     .await;
+                iris.recorder.flush().await;
                 let deleted = iris.store.delete_session(&s.id).await?;
+                iris.forget_session(&s.id).await;
                 Ok(DeleteResult {
                     team: team.name.clone(),
                     session_id: s.id,

@@ -189,6 +189,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_READ),
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: MessageParams| async move {
+                iris.recorder.flush().await;
                 let turn = iris
                     .store
                     .turn(&p.message_id)
@@ -218,6 +219,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 super::visible(&ctx, p.team.as_deref())?;
                 let limit = p.limit;
                 let page = p.page;
+                iris.recorder.flush().await;
                 let (rows, total) = iris
                     .store
                     .turns(&HistoryFilter {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use iris_agent::protocol::{self, AgentEvent, TurnResult};
 use iris_agent::{AgentProcess, LineError, SessionMode, ToolUse};
-use iris_storage::{EventRow, TurnFinish};
+use iris_storage::{EventRow, StoreWrite, TurnFinish};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -146,6 +146,13 @@ impl Actor {
             .publish(kind, &self.team.name, Some(&self.session.id), turn_id, data);
     }
 
+    fn record_state(&self, state: &'static str) {
+        self.pool.recorder.write(StoreWrite::ProcessState {
+            session_id: self.session.id.clone(),
+            state,
+        });
+    }
+
     fn idle(&self) -> bool {
         self.current.is_none() && self.queue.iter().all(VecDeque::is_empty)
     }
@@ -247,6 +254,13 @@ impl Actor {
             return Ok(());
         }
         self.set_state(ProcState::Spawning);
+        if !self.session.started {
+            // The row handed to us may predate writes still in the recorder.
+            self.pool.recorder.flush().await;
+            if let Ok(Some(row)) = self.pool.store.session(&self.session.id).await {
+                self.session.started = row.started;
+            }
+        }
         let spec = self
             .team
             .launch_session(&self.spawn_mode(), &self.pool.echo_program);
@@ -263,11 +277,7 @@ impl Actor {
                     json!({"team": self.team.name, "pid": pid}),
                 );
                 tracing::info!(team = %self.team.name, session = %self.session.id, pid, "agent process spawned");
-                let _ = self
-                    .pool
-                    .store
-                    .set_process_state(&self.session.id, "ready")
-                    .await;
+                self.record_state("ready");
                 Ok(())
             }
             Err(e) => {
@@ -319,12 +329,14 @@ impl Actor {
             tracker.set_running();
             self.set_state(ProcState::Busy);
             let at = now_ms();
-            if let Err(e) = self.pool.store.turn_started(&tracker.id, at).await {
-                tracing::error!(error = %e, "recording a turn start");
-            }
-            if let Err(e) = self.pool.store.session_used(&self.session.id, at).await {
-                tracing::error!(error = %e, "recording session use");
-            }
+            self.pool.recorder.write(StoreWrite::TurnStarted {
+                id: tracker.id.clone(),
+                at,
+            });
+            self.pool.recorder.write(StoreWrite::SessionUsed {
+                id: self.session.id.clone(),
+                at,
+            });
             self.session.started = true;
             self.shared.turns.fetch_add(1, Ordering::Relaxed);
             self.publish(
@@ -546,11 +558,7 @@ impl Actor {
             json!({"team": self.team.name, "exitCode": code}),
         );
         self.set_state(ProcState::Stopped);
-        let _ = self
-            .pool
-            .store
-            .set_process_state(&self.session.id, "stopped")
-            .await;
+        self.record_state("stopped");
         if let Some(r) = &self.current {
             let (status, msg) = if r.interrupt_sent.is_some() {
                 (TurnStatus::Cancelled, "cancelled".to_owned())
@@ -693,11 +701,7 @@ impl Actor {
         }
         self.shared.pid.store(0, Ordering::Relaxed);
         self.set_state(ProcState::Stopped);
-        let _ = self
-            .pool
-            .store
-            .set_process_state(&self.session.id, "stopped")
-            .await;
+        self.record_state("stopped");
     }
 
     async fn kill_process(&mut self) {
@@ -711,11 +715,7 @@ impl Actor {
                     json!({"team": self.team.name, "killed": true}),
                 );
                 self.set_state(ProcState::Stopped);
-                let _ = self
-                    .pool
-                    .store
-                    .set_process_state(&self.session.id, "stopped")
-                    .await;
+                self.record_state("stopped");
             }
         }
     }
@@ -801,19 +801,22 @@ impl Actor {
             "usage": outcome.usage,
             "costUsd": outcome.cost_usd,
         });
-        if !tracker.finish(outcome) {
+        if tracker.outcome().is_some() {
             return;
         }
+        // Subscribers hear of the end before waiters return, so a caller that
+        // subscribes after its call returned never sees this turn's events.
         self.publish(EventKind::TurnCompleted, Some(&tracker.id), data);
-        if let Err(e) = self
-            .pool
-            .store
-            .turn_finished(&tracker.id, &finish, &events)
-            .await
-        {
-            tracing::error!(error = %e, turn = %tracker.id, "recording a turn's end");
-        }
-        self.pool.forget(&tracker.id);
+        tracker.finish(outcome);
+        self.pool.recorder.write(StoreWrite::TurnFinished {
+            id: tracker.id.clone(),
+            finish,
+            events,
+        });
+        // Memory answers for the turn until the database has it.
+        let pool = self.pool.clone();
+        let id = tracker.id.clone();
+        self.pool.recorder.then(move || pool.forget(&id));
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::bus::Bus;
 use crate::config::Settings;
 use crate::error::{ErrorKind, IrisError, Result};
+use crate::recorder::Recorder;
 use crate::team::Team;
 use actor::{Actor, Command, SessionInfo, TurnJob};
 use iris_storage::{SessionRow, Store};
@@ -100,6 +101,7 @@ pub(crate) struct PoolInner {
     generation: AtomicU64,
     pub settings: Settings,
     pub store: Store,
+    pub recorder: Recorder,
     pub bus: Arc<Bus>,
     pub echo_program: PathBuf,
 }
@@ -159,7 +161,13 @@ impl PoolInner {
 }
 
 impl Pool {
-    pub fn new(settings: Settings, store: Store, bus: Arc<Bus>, echo_program: PathBuf) -> Self {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        recorder: Recorder,
+        bus: Arc<Bus>,
+        echo_program: PathBuf,
+    ) -> Self {
         Pool {
             inner: Arc::new(PoolInner {
                 slots: Mutex::new(HashMap::new()),
@@ -167,6 +175,7 @@ impl Pool {
                 generation: AtomicU64::new(0),
                 settings,
                 store,
+                recorder,
                 bus,
                 echo_program,
             }),

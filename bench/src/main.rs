@@ -1,0 +1,73 @@
+//! Core benchmarks (issue: core). Each compares Iris with a baseline run in
+//! the same invocation, on the same machine, and reports ratios.
+//!
+//!   cargo build --release -p iris-cli -p iris-bench
+//!   target/release/iris-bench [turn|spawn|fanout|all] [--iterations N]
+//!
+//! The echo agent is the release `iris` binary next to this one.
+
+mod fanout;
+mod spawn;
+mod stats;
+mod turn;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use iris_core::config::{Config, ConfigSource};
+use iris_core::{Iris, StartOptions};
+
+pub fn iris_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("iris");
+    anyhow::ensure!(
+        bin.exists(),
+        "build the iris binary first: cargo build --release -p iris-cli"
+    );
+    Ok(bin)
+}
+
+/// An Iris with one echo team over a temporary database.
+pub async fn iris_with_echo(settings: &str) -> anyhow::Result<(Arc<Iris>, tempfile::TempDir)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "database:\n  path: iris.db\nsettings:\n{settings}\nteams:\n  demo:\n    path: .\n    agent: echo\n"
+        ),
+    )?;
+    let cfg =
+        Config::load(&ConfigSource { flag: Some(path) }).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let iris = Iris::start(
+        cfg,
+        StartOptions {
+            echo_program: iris_bin()?,
+            bus_capacity: 65_536,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    Ok((iris, dir))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let which = args.first().map(String::as_str).unwrap_or("all");
+    let iterations = args
+        .iter()
+        .position(|a| a == "--iterations")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok());
+    if matches!(which, "turn" | "all") {
+        turn::run(iterations.unwrap_or(2000)).await?;
+    }
+    if matches!(which, "spawn" | "all") {
+        spawn::run(iterations.unwrap_or(200)).await?;
+    }
+    if matches!(which, "fanout" | "all") {
+        fanout::run().await?;
+    }
+    Ok(())
+}

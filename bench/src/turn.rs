@@ -1,0 +1,88 @@
+//! Turn round trip: `dispatch(send_message)` to a warm echo agent, against
+//! the same message written straight to an echo process over a pipe.
+
+use std::time::{Duration, Instant};
+
+use iris_agent::protocol::{self, AgentEvent};
+use iris_agent::{AgentKind, AgentProcess, LaunchSpec, SessionMode};
+use iris_core::Ctx;
+use serde_json::json;
+
+use crate::stats::{summarize, us};
+
+async fn raw(iterations: usize) -> anyhow::Result<Vec<Duration>> {
+    let spec = LaunchSpec::persistent(
+        AgentKind::Echo,
+        crate::iris_bin()?,
+        &SessionMode::New(uuid::Uuid::new_v4().to_string()),
+        &[],
+        vec![],
+        std::env::current_dir()?,
+    );
+    let mut p = AgentProcess::spawn(&spec, 1 << 20)?;
+    let mut out = Vec::with_capacity(iterations);
+    for i in 0..iterations + 50 {
+        let start = Instant::now();
+        p.send(&protocol::user_message_line("benchmark message"))
+            .await?;
+        loop {
+            let line = p
+                .next_line()
+                .await
+                .ok_or_else(|| anyhow::anyhow!("echo exited"))??;
+            if let Ok((AgentEvent::Result(_), _)) = protocol::parse_line(&line) {
+                break;
+            }
+        }
+        if i >= 50 {
+            out.push(start.elapsed());
+        }
+    }
+    p.shutdown(Duration::from_secs(1)).await;
+    Ok(out)
+}
+
+async fn through_dispatch(iterations: usize) -> anyhow::Result<Vec<Duration>> {
+    let (iris, _dir) = crate::iris_with_echo("  maxProcesses: 4").await?;
+    let params = json!({"toTeam": "demo", "message": "benchmark message", "timeout": 0});
+    let mut out = Vec::with_capacity(iterations);
+    for i in 0..iterations + 50 {
+        let start = Instant::now();
+        iris.dispatch(Ctx::local(), "send_message", params.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        if i >= 50 {
+            out.push(start.elapsed());
+        }
+    }
+    iris.shutdown().await;
+    Ok(out)
+}
+
+pub async fn run(iterations: usize) -> anyhow::Result<()> {
+    // Interleave rounds so machine noise hits both sides alike.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        a.extend(raw(iterations / 4).await?);
+        b.extend(through_dispatch(iterations / 4).await?);
+    }
+    let (r, d) = (summarize(&mut a), summarize(&mut b));
+    println!("turn round trip ({} turns each)", a.len());
+    println!(
+        "  raw pipe to echo : median {:8.1} us  p99 {:8.1} us",
+        us(r.median),
+        us(r.p99)
+    );
+    println!(
+        "  iris dispatch    : median {:8.1} us  p99 {:8.1} us",
+        us(d.median),
+        us(d.p99)
+    );
+    println!(
+        "  added            : median {:8.1} us  p99 {:8.1} us  (ratio median {:.2}x)",
+        us(d.median) - us(r.median),
+        us(d.p99) - us(r.p99),
+        us(d.median) / us(r.median)
+    );
+    Ok(())
+}
