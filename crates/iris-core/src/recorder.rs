@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 256;
 
 enum Item {
-    Write(StoreWrite),
+    Write(Box<StoreWrite>),
     /// Answered once everything queued before it is committed.
     Flush(oneshot::Sender<()>),
     /// Run after everything queued before it is committed.
@@ -31,7 +31,7 @@ impl Recorder {
     }
 
     pub fn write(&self, w: StoreWrite) {
-        if self.tx.send(Item::Write(w)).is_err() {
+        if self.tx.send(Item::Write(Box::new(w))).is_err() {
             tracing::error!("the recorder has stopped; a write was lost");
         }
     }
@@ -57,7 +57,7 @@ async fn run(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Item>) {
         let mut next = Some(first);
         while let Some(item) = next.take() {
             match item {
-                Item::Write(w) => batch.push(w),
+                Item::Write(w) => batch.push(*w),
                 other => after.push(other),
             }
             if batch.len() < MAX_BATCH {
