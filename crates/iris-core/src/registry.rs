@@ -225,6 +225,29 @@ mod tests {
     }
 
     #[test]
+    fn every_operation_is_documented() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/operations.md"
+        ))
+        .unwrap();
+        for op in registry().all() {
+            assert!(
+                doc.contains(&format!("`{}`", op.name)),
+                "docs/operations.md lacks `{}`",
+                op.name
+            );
+            if let Some(scope) = op.scope {
+                assert!(
+                    doc.contains(&format!("`{}` | `{scope}`", op.name)),
+                    "scope of `{}` undocumented",
+                    op.name
+                );
+            }
+        }
+    }
+
+    #[test]
     fn validation_names_each_field() {
         let op = registry().get("send_message").unwrap();
         let problems = op.validate(&json!({"message": "", "timeout": -5}));
