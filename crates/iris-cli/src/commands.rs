@@ -97,9 +97,23 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<ExitCode> {
     crate::logging::init("info");
     let iris = start(source).await?;
     let teams: Vec<String> = iris.teams().iter().map(|t| t.name.clone()).collect();
-    tracing::info!(teams = ?teams, database = %iris.config.database_path().display(), "Iris is running; Ctrl-C stops it");
+    let server = if iris.config.api.enabled {
+        let port_file = iris.config.home.join(".http.port");
+        Some(iris_server::start(iris.clone(), Some(port_file)).await?)
+    } else {
+        None
+    };
+    tracing::info!(
+        teams = ?teams,
+        api = ?server.as_ref().map(|s| s.addr),
+        database = %iris.config.database_path().display(),
+        "Iris is running; Ctrl-C stops it"
+    );
     wait_for_signal().await;
-    tracing::info!("shutting down: stopping the agents");
+    tracing::info!("shutting down: finishing requests, then stopping the agents");
+    if let Some(s) = server {
+        s.stop().await;
+    }
     iris.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -144,9 +158,7 @@ pub async fn call(
         }
     };
     if !local {
-        anyhow::bail!(
-            "talking to a running server arrives with the HTTP API; use --local to run the operation in this process"
-        );
+        return remote(source, &operation, params).await;
     }
     let iris = start(source).await?;
     let result = iris.dispatch(Ctx::local(), &operation, params).await;
@@ -161,4 +173,39 @@ pub async fn call(
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Run an operation on the server this `IRIS_HOME` belongs to, via `POST /rpc`.
+async fn remote(source: ConfigSource, operation: &str, params: Value) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let port_file = cfg.home.join(".http.port");
+    let port = std::fs::read_to_string(&port_file).with_context(|| {
+        format!(
+            "no running server found ({} is missing); start `iris serve` or pass --local",
+            port_file.display()
+        )
+    })?;
+    let host = match cfg.api.host.as_str() {
+        "0.0.0.0" | "::" => "127.0.0.1".to_owned(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_owned(),
+    };
+    let url = format!("http://{host}:{}/rpc", port.trim());
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({"method": operation, "params": params}))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let ok = resp.status().is_success();
+    let body: Value = resp
+        .json()
+        .await
+        .context("the server answered something that is not JSON")?;
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -241,3 +241,58 @@ fn agents_die_with_a_killed_iris_and_stop_with_a_terminated_one() {
         assert!(gone, "agent {} outlived iris (signal {signal})", kids[0]);
     }
 }
+
+#[test]
+fn client_commands_reach_a_running_server_through_its_port_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        "api:\n  port: 0\n  requireAuth: false\nteams:\n  demo:\n    path: .\n    agent: echo\n",
+    )
+    .unwrap();
+    let mut server = Reap(
+        iris(dir.path())
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let port_file = dir.path().join(".http.port");
+    for _ in 0..200 {
+        if port_file.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(port_file.exists(), "the server wrote its port file");
+    let out = iris(dir.path())
+        .args(["tell", "demo", "over http"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["response"], "over http");
+    assert_eq!(v["from"], "api");
+    let out = iris(dir.path())
+        .args(["call", "team_status", "--params", r#"{"team":"ghost"}"#])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"], "TEAM_NOT_FOUND");
+    // SAFETY: signalling the server this test started.
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
+    assert!(server.0.wait().unwrap().success());
+    assert!(!port_file.exists(), "the port file is removed on shutdown");
+    let out = iris(dir.path())
+        .args(["call", "get_date"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "no server, no answer");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no running server"));
+}

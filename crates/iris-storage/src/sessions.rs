@@ -105,6 +105,15 @@ impl Store {
         Ok(rows.iter().map(from_row).collect())
     }
 
+    /// How many sessions exist.
+    pub async fn count_sessions(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) FROM sessions")
+            .fetch_one(&self.pool)
+            .await
+            .ctx("counting sessions")?;
+        Ok(row.get(0))
+    }
+
     /// Record that a message went to the session's agent.
     pub async fn session_used(&self, id: &str, now: i64) -> Result<()> {
         sqlx::query(

@@ -54,6 +54,33 @@ pub struct DateResult {
     pub timezone: String,
 }
 
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionCounts {
+    pub total: i64,
+    /// Sessions with a live process.
+    pub active: usize,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessCounts {
+    pub total: usize,
+    pub max_processes: usize,
+}
+
+/// Seed 001's system status.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusResult {
+    pub sessions: SessionCounts,
+    pub processes: ProcessCounts,
+    /// Milliseconds since start.
+    pub uptime: i64,
+    pub version: String,
+    pub timestamp: i64,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MessageParams {
@@ -180,6 +207,28 @@ pub(super) fn operations() -> Vec<Operation> {
                     timestamp: now,
                     iso: iso8601(now),
                     timezone: "UTC".into(),
+                })
+            },
+        ),
+        Operation::new(
+            "get_status",
+            "Sessions, processes, uptime and version of this Iris.",
+            Some(scope::TEAMS_READ),
+            false,
+            |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
+                let processes = iris.pool.processes();
+                Ok(StatusResult {
+                    sessions: SessionCounts {
+                        total: iris.store.count_sessions().await?,
+                        active: processes.len(),
+                    },
+                    processes: ProcessCounts {
+                        total: processes.len(),
+                        max_processes: iris.config.settings.max_processes,
+                    },
+                    uptime: crate::now_ms() - iris.started_at,
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    timestamp: crate::now_ms(),
                 })
             },
         ),

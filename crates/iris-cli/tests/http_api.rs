@@ -1,0 +1,387 @@
+//! The HTTP API over a real socket: every REST route of seeds 000-003, /rpc,
+//! health, request ids, and each failure answering with the error body.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Api {
+    h: Harness,
+    server: iris_server::Running,
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn api(extra: &str) -> Api {
+    let h = start(&format!(
+        "api:\n  port: 0\n  requireAuth: false\n  maxBodyBytes: 4096\n{extra}teams:\n  demo:\n    path: .\n    agent: echo\n  other:\n    path: .\n    agent: echo\n"
+    ))
+    .await;
+    let port_file = h.home.path().join(".http.port");
+    let server = iris_server::start(h.iris.clone(), Some(port_file))
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.addr);
+    Api {
+        h,
+        server,
+        base,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Api {
+    async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self.http.request(m, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let v = resp.json().await.unwrap_or(Value::Null);
+        (status, v)
+    }
+    async fn stop(self) {
+        self.server.stop().await;
+        self.h.stop().await;
+    }
+}
+
+fn assert_error_body(v: &Value, status: u16, code: &str) {
+    assert_eq!(v["code"], code, "{v}");
+    assert_eq!(v["statusCode"], status, "{v}");
+    assert!(
+        v["error"].is_string() && v["message"].is_string() && v["timestamp"].is_i64(),
+        "{v}"
+    );
+    assert!(
+        v["requestId"].as_str().is_some_and(|r| !r.is_empty()),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn the_tool_mirror_answers_under_both_prefixes() {
+    let a = api("").await;
+    for prefix in ["/api/v1", "/api"] {
+        let (s, v) = a
+            .req(
+                "POST",
+                &format!("{prefix}/teams/tell"),
+                Some(
+                    json!({"toTeam": "demo", "message": "hello", "fromTeam": "web", "timeout": 0}),
+                ),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            (v["from"].as_str(), v["to"].as_str(), v["response"].as_str()),
+            (Some("web"), Some("demo"), Some("hello"))
+        );
+        assert_eq!(v["async"], false);
+        assert!(v["duration"].is_u64() && v["timestamp"].is_i64());
+    }
+    let (_, q) = a
+        .req(
+            "POST",
+            "/api/v1/teams/quick-tell",
+            Some(json!({"toTeam": "demo", "message": "later"})),
+        )
+        .await;
+    assert_eq!(q["async"], true);
+    let (s, m) = a
+        .req(
+            "GET",
+            &format!("/api/v1/messages/{}", q["messageId"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(m["request"], "later");
+    let (_, v) = a
+        .req(
+            "POST",
+            "/api/v1/teams/ask",
+            Some(json!({"toTeam": "demo", "message": "q?", "timeout": 0})),
+        )
+        .await;
+    assert_eq!(v["response"], "q?");
+    let (_, v) = a
+        .req(
+            "POST",
+            "/api/v1/teams/demo/ask",
+            Some(json!({"question": "seed 002?", "timeout": 0})),
+        )
+        .await;
+    assert_eq!(v["response"], "seed 002?");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn process_routes_wake_sleep_reboot_delete_fork_cancel() {
+    let a = api("").await;
+    let (s, w) = a.req("POST", "/api/v1/teams/demo/wake", None).await;
+    assert_eq!(s, 200, "{w}");
+    assert_eq!(w["status"], "awake");
+    let (_, st) = a.req("GET", "/api/v1/teams/demo/status", None).await;
+    assert_eq!(st["teams"][0]["awake"], true);
+    let (_, l) = a.req("POST", "/api/v1/teams/demo/launch", None).await;
+    assert!(l["resumeCommand"].is_string());
+    let (_, list) = a
+        .req("GET", "/api/v1/teams?includeProcessDetails=true", None)
+        .await;
+    assert_eq!(list["totalTeams"], 2);
+    assert_eq!(list["awakeTeams"], 1);
+    assert!(list["teams"][0]["process"].is_array(), "{list}");
+    let (_, sl) = a
+        .req(
+            "POST",
+            "/api/v1/teams/demo/sleep",
+            Some(json!({"force": false})),
+        )
+        .await;
+    assert_eq!(sl["status"], "asleep");
+    let (_, all) = a.req("POST", "/api/v1/teams/wake-all", None).await;
+    assert_eq!(all["results"].as_array().unwrap().len(), 2);
+    a.req(
+        "POST",
+        "/api/v1/teams/tell",
+        Some(json!({"toTeam": "demo", "message": "one", "timeout": 0})),
+    )
+    .await;
+    let (_, f) = a.req("POST", "/api/v1/teams/demo/fork", None).await;
+    assert!(f["forkedFrom"].is_string(), "{f}");
+    let (_, c) = a.req("POST", "/api/v1/teams/demo/cancel", None).await;
+    assert_eq!(c["cancelled"], false);
+    let (s, r) = a.req("DELETE", "/api/v1/teams/demo/reboot", None).await;
+    assert_eq!(s, 200, "{r}");
+    assert!(r["newSessionId"].is_string());
+    let (_, r2) = a.req("POST", "/api/teams/demo/reboot", None).await;
+    assert_ne!(r2["newSessionId"], r["newSessionId"]);
+    a.req(
+        "POST",
+        "/api/v1/teams/tell",
+        Some(json!({"toTeam": "demo", "message": "two", "timeout": 0})),
+    )
+    .await;
+    let (_, rep) = a
+        .req("GET", "/api/v1/teams/demo/report?limit=5", None)
+        .await;
+    assert_eq!(rep["messages"][0]["request"], "two");
+    let (s, d) = a.req("DELETE", "/api/v1/teams/demo/delete", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(d["deleted"], true);
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn system_routes_history_logs_date_status_health() {
+    let a = api("").await;
+    for i in 0..3 {
+        a.req(
+            "POST",
+            "/api/v1/teams/tell",
+            Some(json!({"toTeam": "demo", "message": format!("m{i}"), "timeout": 0})),
+        )
+        .await;
+    }
+    let (_, h) = a
+        .req(
+            "GET",
+            "/api/v1/messages/history?team=demo&limit=2&page=1",
+            None,
+        )
+        .await;
+    assert_eq!(
+        h["pagination"],
+        json!({"page": 1, "limit": 2, "total": 3, "hasNext": true})
+    );
+    let (_, d) = a.req("GET", "/api/v1/date", None).await;
+    assert!(d["iso"].as_str().unwrap().ends_with('Z'));
+    let (_, s) = a.req("GET", "/api/v1/status", None).await;
+    assert_eq!(s["processes"]["maxProcesses"], 10);
+    assert_eq!(s["sessions"]["total"], 1);
+    let (_, l) = a.req("GET", "/api/v1/logs?level=debug&limit=5", None).await;
+    assert!(l["logs"].is_array());
+    assert_eq!(a.req("GET", "/healthz", None).await.1, json!({"ok": true}));
+    assert_eq!(a.req("GET", "/health", None).await.1["status"], "ok");
+    let (s, det) = a.req("GET", "/health/detailed", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(det["database"]["ok"], true);
+    assert!(det["queues"]["demo"].is_u64());
+    assert_eq!(a.req("GET", "/ready", None).await.1["ready"], true);
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn tools_list_describe_execute_with_schema_validation() {
+    let a = api("").await;
+    let (_, t) = a.req("GET", "/api/v1/tools", None).await;
+    assert!(t["count"].as_u64().unwrap() >= 17);
+    let (_, one) = a.req("GET", "/api/v1/tools/send_message", None).await;
+    assert_eq!(one["inputSchema"]["properties"]["timeout"]["minimum"], -1);
+    let (s, ex) = a
+        .req(
+            "POST",
+            "/api/v1/tools/send_message/execute",
+            Some(json!({"parameters": {"toTeam": "demo", "message": "via tool", "timeout": 0}})),
+        )
+        .await;
+    assert_eq!(s, 200, "{ex}");
+    assert_eq!(ex["result"]["response"], "via tool");
+    let (s, bad) = a
+        .req(
+            "POST",
+            "/api/v1/tools/send_message/execute",
+            Some(json!({"parameters": {"message": "", "timeout": "soon"}})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert_error_body(&bad, 400, "VALIDATION_ERROR");
+    let fields = bad["details"]["fields"].as_object().unwrap();
+    for f in ["toTeam", "message", "timeout"] {
+        assert!(fields.contains_key(f), "{fields:?}");
+    }
+    let (s, nf) = a.req("GET", "/api/v1/tools/nope", None).await;
+    assert_eq!(s, 404);
+    assert_error_body(&nf, 404, "NOT_FOUND");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn rpc_and_every_failure_answer_with_the_error_body() {
+    let a = api("").await;
+    let (s, v) = a
+        .req(
+            "POST",
+            "/rpc",
+            Some(json!({"method": "get_date", "params": {}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(v["timestamp"].is_i64());
+    let (s, v) = a.req("POST", "/rpc", Some(json!({"method": "nope"}))).await;
+    assert_eq!(s, 404);
+    assert_error_body(&v, 404, "METHOD_NOT_FOUND");
+    let (s, v) = a.req("POST", "/rpc", Some(json!({"params": {}}))).await;
+    assert_eq!(s, 400);
+    assert_error_body(&v, 400, "VALIDATION_ERROR");
+    let raw = a
+        .http
+        .post(format!("{}/rpc", a.base))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+    assert_error_body(&raw.json().await.unwrap(), 400, "MALFORMED_JSON");
+    let big = a
+        .http
+        .post(format!("{}/api/v1/teams/tell", a.base))
+        .body("x".repeat(10_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
+    assert_error_body(&big.json().await.unwrap(), 413, "VALIDATION_ERROR");
+    let (s, v) = a.req("GET", "/api/v1/nowhere", None).await;
+    assert_eq!(s, 404);
+    assert_error_body(&v, 404, "NOT_FOUND");
+    let (s, v) = a.req("DELETE", "/api/v1/teams/tell", None).await;
+    assert_eq!(s, 405);
+    assert_error_body(&v, 405, "METHOD_NOT_FOUND");
+    let (s, v) = a
+        .req(
+            "POST",
+            "/api/v1/teams/tell",
+            Some(json!({"toTeam": "ghost", "message": "x"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert_error_body(&v, 404, "TEAM_NOT_FOUND");
+    let (s, v) = a
+        .req(
+            "POST",
+            "/api/v1/teams/tell",
+            Some(json!({"toTeam": "demo", "message": "a b c d [[delay=200]]", "timeout": 100})),
+        )
+        .await;
+    assert_eq!(s, 408);
+    assert_error_body(&v, 408, "TIMEOUT");
+    assert!(v["details"]["messageId"].is_string());
+    let (s, v) = a
+        .req(
+            "POST",
+            "/api/v1/teams/tell",
+            Some(json!({"toTeam": "demo", "message": "[[error=nope]]", "timeout": 0})),
+        )
+        .await;
+    assert_eq!(s, 500);
+    assert_error_body(&v, 500, "PROCESS_ERROR");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated() {
+    let a = api("").await;
+    let r = a
+        .http
+        .get(format!("{}/api/v1/nowhere", a.base))
+        .header("X-Request-ID", "my-trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "my-trace-42");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["requestId"], "my-trace-42");
+    let r = a
+        .http
+        .get(format!("{}/healthz", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_")
+    );
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn the_port_file_is_private_and_removed_on_stop() {
+    let a = api("").await;
+    let file = a.h.home.path().join(".http.port");
+    let port: u16 = std::fs::read_to_string(&file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(port, a.server.addr.port());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let home = a.h.home.path().to_path_buf();
+    a.server.stop().await;
+    assert!(!home.join(".http.port").exists());
+    a.h.stop().await;
+}
+
+#[tokio::test]
+async fn require_auth_refuses_until_keys_exist() {
+    let h = start("api:\n  port: 0\nteams:\n  demo:\n    path: .\n    agent: echo\n").await;
+    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
+    let r = reqwest::get(format!("http://{}/api/v1/teams", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_error_body(&r.json().await.unwrap(), 401, "UNAUTHORIZED");
+    server.stop().await;
+    h.stop().await;
+}

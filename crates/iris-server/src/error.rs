@@ -1,0 +1,59 @@
+//! The one error body (DESIGN section 6) as an HTTP response.
+
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use iris_core::{ErrorKind, IrisError, now_ms};
+
+use crate::request::RequestId;
+
+/// An `IrisError` with the request it answers.
+#[derive(Debug)]
+pub struct ApiError {
+    pub error: IrisError,
+    pub request_id: Option<String>,
+    /// Overrides the kind's status where HTTP has a closer one (405).
+    pub status: Option<StatusCode>,
+}
+
+impl ApiError {
+    pub fn new(error: IrisError, request_id: &RequestId) -> Self {
+        ApiError {
+            error,
+            request_id: Some(request_id.0.clone()),
+            status: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.error.kind.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+        });
+        let mut body = self.error.body(self.request_id.as_deref(), now_ms());
+        body["statusCode"] = status.as_u16().into();
+        (status, Json(body)).into_response()
+    }
+}
+
+pub async fn unknown_route(Extension(id): Extension<RequestId>, uri: Uri) -> ApiError {
+    ApiError::new(
+        IrisError::not_found(format!("no route {}", uri.path()))
+            .with_details(serde_json::json!({"path": uri.path()})),
+        &id,
+    )
+}
+
+pub async fn wrong_method(Extension(id): Extension<RequestId>, uri: Uri) -> ApiError {
+    let mut e = ApiError::new(
+        IrisError::new(
+            ErrorKind::MethodNotFound,
+            format!("method not allowed on {}", uri.path()),
+        ),
+        &id,
+    );
+    e.status = Some(StatusCode::METHOD_NOT_ALLOWED);
+    e
+}

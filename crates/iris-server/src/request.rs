@@ -1,0 +1,66 @@
+//! Per-request plumbing: the request id, the access log, and error bodies
+//! for failures produced outside the handlers (an oversized body).
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use iris_core::{ErrorKind, IrisError};
+
+use crate::error::ApiError;
+
+/// `X-Request-ID` of this request (the caller's, or `req_<ulid>`).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+const HEADER: &str = "x-request-id";
+
+fn acceptable(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req_{}", ulid::Ulid::new()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let rid = RequestId(id.clone());
+    req.extensions_mut().insert(rid.clone());
+    let mut resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
+        let mut e = ApiError::new(
+            IrisError::new(
+                ErrorKind::Validation,
+                "the request body is larger than api.maxBodyBytes",
+            ),
+            &rid,
+        );
+        e.status = Some(StatusCode::PAYLOAD_TOO_LARGE);
+        resp = e.into_response();
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(HEADER, v);
+    }
+    tracing::info!(
+        target: "iris::access",
+        request_id = %id,
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    resp
+}
