@@ -75,6 +75,11 @@ pub fn parse_line(line: &str) -> Result<(AgentEvent, Value), ParseError> {
     Ok((event, raw))
 }
 
+/// Interpret an already-parsed line (a stored raw event).
+pub fn parse_value(raw: &Value) -> Result<AgentEvent, ParseError> {
+    interpret(raw)
+}
+
 fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }

@@ -10,6 +10,7 @@ pub mod scope {
     pub const TEAMS_WRITE: &str = "teams:write";
     pub const MESSAGES_READ: &str = "messages:read";
     pub const MESSAGES_WRITE: &str = "messages:write";
+    pub const MESSAGES_STREAM: &str = "messages:stream";
     pub const PROCESSES_READ: &str = "processes:read";
     pub const PROCESSES_MANAGE: &str = "processes:manage";
     pub const CACHE_READ: &str = "cache:read";

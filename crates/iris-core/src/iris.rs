@@ -13,7 +13,7 @@ use crate::bus::Bus;
 use crate::config::Config;
 use crate::error::{IrisError, Result};
 use crate::now_ms;
-use crate::pool::turn::{Priority, TurnTracker};
+use crate::pool::turn::{Priority, StreamItem, TurnTracker, stored_items};
 use crate::pool::{Pool, ProcessInfo};
 use crate::recorder::Recorder;
 use crate::registry::{self, Ctx};
@@ -35,6 +35,15 @@ impl Default for StartOptions {
             bus_capacity: 1024,
         }
     }
+}
+
+/// A turn to follow: still in memory, or ended and read back.
+pub enum TurnStream {
+    Live(Arc<TurnTracker>),
+    Stored {
+        row: TurnRow,
+        items: Vec<StreamItem>,
+    },
 }
 
 /// What to send, to whom.
@@ -303,6 +312,39 @@ impl Iris {
             serde_json::json!({"messageId": tracker.id, "from": tracker.from}),
         );
         Ok(tracker)
+    }
+
+    /// Follow a turn from after item `after`: live from memory while it runs,
+    /// replayed from the database once it has ended. Needs `messages:stream`.
+    pub async fn follow(&self, ctx: &Ctx, message_id: &str, after: u64) -> Result<TurnStream> {
+        if !ctx.principal.allows(crate::auth::scope::MESSAGES_STREAM) {
+            return Err(IrisError::new(
+                crate::ErrorKind::Forbidden,
+                "following a message needs the `messages:stream` scope",
+            ));
+        }
+        let not_found = || IrisError::not_found(format!("no message `{message_id}`"));
+        if let Some(t) = self.pool.live_turn(message_id) {
+            if !ctx.principal.can_see_team(&t.team) {
+                return Err(not_found());
+            }
+            return Ok(TurnStream::Live(t));
+        }
+        self.recorder.flush().await;
+        let row = self
+            .store
+            .turn(message_id)
+            .await?
+            .filter(|t| ctx.principal.can_see_team(&t.to_team))
+            .ok_or_else(not_found)?;
+        let items = self
+            .store
+            .turn_events(message_id, after as i64)
+            .await?
+            .iter()
+            .flat_map(|e| stored_items(e.seq as u64, &e.kind, &e.data))
+            .collect();
+        Ok(TurnStream::Stored { row, items })
     }
 
     /// Processes of one team.

@@ -17,7 +17,7 @@ pub mod registry;
 pub mod team;
 
 pub use error::{ErrorKind, IrisError, Result};
-pub use iris::{Iris, Outgoing, StartOptions};
+pub use iris::{Iris, Outgoing, StartOptions, TurnStream};
 pub use registry::{Ctx, dispatch, registry};
 
 /// Now, in Unix milliseconds (the timestamp unit of every Iris API).

@@ -7,6 +7,7 @@ mod error;
 mod params;
 mod request;
 mod rest;
+mod sse;
 mod system;
 
 use std::net::SocketAddr;
@@ -31,8 +32,8 @@ pub fn router(iris: Arc<Iris>) -> Router {
     let max_body = iris.config.api.max_body_bytes;
     let state = AppState { iris };
     Router::new()
-        .nest("/api/v1", rest::routes())
-        .nest("/api", rest::routes())
+        .nest("/api/v1", rest::routes().merge(sse::routes()))
+        .nest("/api", rest::routes().merge(sse::routes()))
         .merge(system::routes())
         .fallback(error::unknown_route)
         .method_not_allowed_fallback(error::wrong_method)

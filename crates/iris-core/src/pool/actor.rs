@@ -17,7 +17,10 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::turn::{Priority, TurnOutcome, TurnStatus, TurnTracker};
+use super::turn::{
+    Priority, StreamItem, StreamKind, TurnOutcome, TurnStatus, TurnTracker, stored_items,
+    stream_items,
+};
 use super::{PoolInner, ProcState, SlotShared};
 use crate::bus::EventKind;
 use crate::error::{IrisError, Result};
@@ -66,6 +69,8 @@ struct Running {
     tool_uses: Vec<ToolUse>,
     events: Vec<EventRow>,
     events_dropped: i64,
+    /// Agent output lines seen in this turn (stored or not).
+    next_seq: u64,
     interrupt_sent: Option<Instant>,
 }
 
@@ -376,6 +381,7 @@ impl Actor {
                 tool_uses: Vec::new(),
                 events: Vec::new(),
                 events_dropped: 0,
+                next_seq: 0,
                 interrupt_sent: None,
             });
             if let Err(e) = sent {
@@ -390,30 +396,53 @@ impl Actor {
         }
     }
 
-    fn record(&mut self, kind: &str, data: Value) {
+    /// Keep a raw event (bounded); returns its sequence number in the turn.
+    fn record(&mut self, kind: &str, data: Value) -> u64 {
         let max = self.pool.settings.max_events_per_turn;
-        if let Some(r) = self.current.as_mut() {
-            if r.events.len() < max {
-                r.events.push(EventRow {
-                    seq: r.events.len() as i64 + 1,
-                    at: now_ms(),
-                    kind: kind.to_owned(),
-                    data,
-                });
-            } else {
-                r.events_dropped += 1;
-            }
+        let Some(r) = self.current.as_mut() else {
+            return 0;
+        };
+        r.next_seq += 1;
+        if r.events.len() < max {
+            r.events.push(EventRow {
+                seq: r.next_seq as i64,
+                at: now_ms(),
+                kind: kind.to_owned(),
+                data,
+            });
+        } else {
+            r.events_dropped += 1;
         }
+        r.next_seq
     }
 
-    fn chunk(&mut self, text: &str) {
+    /// Hand stream items to the turn's followers and the bus.
+    fn stream(&mut self, items: Vec<StreamItem>) {
         let Some(r) = self.current.as_mut() else {
             return;
         };
-        r.deltas.push_str(text);
-        r.tracker.push_partial(text);
         let id = r.tracker.id.clone();
-        self.publish(EventKind::Chunk, Some(&id), json!({"text": text}));
+        for item in items {
+            if item.kind == StreamKind::Chunk {
+                let text = item.data["text"].as_str().unwrap_or_default();
+                r.deltas.push_str(text);
+                r.tracker.push_partial(text);
+            }
+            let kind = match item.kind {
+                StreamKind::Chunk => EventKind::Chunk,
+                StreamKind::ToolUse => EventKind::ToolUse,
+            };
+            let mut data = item.data.clone();
+            data["seq"] = item.seq.into();
+            r.tracker.push_item(item);
+            self.pool.bus.publish(
+                kind,
+                &self.team.name,
+                Some(&self.session.id),
+                Some(&id),
+                data,
+            );
+        }
     }
 
     async fn on_line(&mut self, line: String) {
@@ -423,8 +452,9 @@ impl Actor {
         }
         if !self.team.agent().is_persistent() {
             // A command agent: every line is a chunk.
-            self.record("line", Value::String(line.clone()));
-            self.chunk(&format!("{line}\n"));
+            let raw = Value::String(line);
+            let seq = self.record("line", raw.clone());
+            self.stream(stored_items(seq, "line", &raw));
             return;
         }
         let (event, raw) = match protocol::parse_line(&line) {
@@ -445,21 +475,13 @@ impl Actor {
             .and_then(Value::as_str)
             .unwrap_or("unknown")
             .to_owned();
-        self.record(&kind, raw);
+        let seq = self.record(&kind, raw);
+        self.stream(stream_items(seq, &event));
         match event {
-            AgentEvent::TextDelta(text) => self.chunk(&text),
+            AgentEvent::TextDelta(_) => {}
             AgentEvent::Assistant { text, tool_uses } => {
-                for t in tool_uses {
-                    self.publish(
-                        EventKind::ToolUse,
-                        Some(&turn_id),
-                        json!({"id": t.id, "name": t.name, "input": t.input}),
-                    );
-                    if let Some(r) = self.current.as_mut() {
-                        r.tool_uses.push(t);
-                    }
-                }
                 if let Some(r) = self.current.as_mut() {
+                    r.tool_uses.extend(tool_uses);
                     r.assistant_text.push_str(&text);
                 }
             }

@@ -71,6 +71,66 @@ pub enum Priority {
     Low,
 }
 
+/// What a follower of a turn sees besides its start and end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    Chunk,
+    ToolUse,
+}
+
+/// One streamed piece of a turn. `seq` is the number of the agent output
+/// line it came from, so a follower can resume after any item, live or
+/// replayed from the database.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamItem {
+    pub seq: u64,
+    pub kind: StreamKind,
+    pub data: Value,
+}
+
+/// The stream items one agent event stands for. `line` events (command
+/// agents) are chunks of that line.
+pub fn stream_items(seq: u64, event: &iris_agent::AgentEvent) -> Vec<StreamItem> {
+    use iris_agent::AgentEvent;
+    match event {
+        AgentEvent::TextDelta(text) => vec![StreamItem {
+            seq,
+            kind: StreamKind::Chunk,
+            data: serde_json::json!({"text": text}),
+        }],
+        AgentEvent::Assistant { tool_uses, .. } => tool_uses
+            .iter()
+            .map(|t| StreamItem {
+                seq,
+                kind: StreamKind::ToolUse,
+                data: serde_json::json!({"id": t.id, "tool": t.name, "input": t.input}),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Stream items of a stored raw event (the replay of a finished turn).
+pub fn stored_items(seq: u64, kind: &str, raw: &Value) -> Vec<StreamItem> {
+    if kind == "line" {
+        return vec![StreamItem {
+            seq,
+            kind: StreamKind::Chunk,
+            data: serde_json::json!({"text": format!("{}\n", raw.as_str().unwrap_or_default())}),
+        }];
+    }
+    iris_agent::protocol::parse_value(raw)
+        .map(|e| stream_items(seq, &e))
+        .unwrap_or_default()
+}
+
+/// The next thing a follower gets.
+pub enum FollowStep<'a> {
+    Items(Vec<StreamItem>),
+    Done(&'a TurnOutcome),
+}
+
 pub struct TurnTracker {
     pub id: String,
     pub session_id: String,
@@ -81,6 +141,9 @@ pub struct TurnTracker {
     status: watch::Sender<TurnStatus>,
     partial: Mutex<String>,
     outcome: OnceLock<TurnOutcome>,
+    log: Mutex<Vec<StreamItem>>,
+    /// Bumped on every log push and at the end, to wake followers.
+    version: watch::Sender<u64>,
 }
 
 impl TurnTracker {
@@ -101,6 +164,8 @@ impl TurnTracker {
             status: watch::channel(TurnStatus::Queued).0,
             partial: Mutex::new(String::new()),
             outcome: OnceLock::new(),
+            log: Mutex::new(Vec::new()),
+            version: watch::channel(0).0,
         }
     }
 
@@ -118,6 +183,35 @@ impl TurnTracker {
         }
     }
 
+    pub(crate) fn push_item(&self, item: StreamItem) {
+        if let Ok(mut log) = self.log.lock() {
+            log.push(item);
+        }
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    /// Items after `after`, waiting for some; or the end once all are seen.
+    pub async fn next_after(&self, after: u64) -> FollowStep<'_> {
+        let mut rx = self.version.subscribe();
+        loop {
+            let items: Vec<StreamItem> = self
+                .log
+                .lock()
+                .map(|log| log.iter().filter(|i| i.seq > after).cloned().collect())
+                .unwrap_or_default();
+            if !items.is_empty() {
+                return FollowStep::Items(items);
+            }
+            if let Some(o) = self.outcome.get() {
+                return FollowStep::Done(o);
+            }
+            if rx.changed().await.is_err() {
+                // The tracker lives as long as `self`; unreachable in practice.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// The response so far (the final one once the turn ended).
     pub fn partial(&self) -> String {
         if let Some(o) = self.outcome.get() {
@@ -132,6 +226,7 @@ impl TurnTracker {
         let first = self.outcome.set(outcome).is_ok();
         if first {
             self.status.send_replace(status);
+            self.version.send_modify(|v| *v += 1);
         }
         first
     }
