@@ -344,7 +344,10 @@ impl Iris {
             .iter()
             .flat_map(|e| stored_items(e.seq as u64, &e.kind, &e.data))
             .collect();
-        Ok(TurnStream::Stored { row, items })
+        Ok(TurnStream::Stored {
+            row: Box::new(row),
+            items,
+        })
     }
 
     /// Processes of one team.
