@@ -41,7 +41,7 @@ impl Default for StartOptions {
 pub enum TurnStream {
     Live(Arc<TurnTracker>),
     Stored {
-        row: TurnRow,
+        row: Box<TurnRow>,
         items: Vec<StreamItem>,
     },
 }
