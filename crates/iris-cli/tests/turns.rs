@@ -82,7 +82,7 @@ async fn tool_uses_are_reported_and_published() {
     while seen.len() < 2 {
         let e = next_event(&mut team).await;
         if e.kind == EventKind::ToolUse {
-            seen.push(e.data["name"].as_str().unwrap().to_owned());
+            seen.push(e.data["tool"].as_str().unwrap().to_owned());
         }
     }
     assert_eq!(seen, ["Read", "Bash"]);
