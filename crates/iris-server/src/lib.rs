@@ -9,6 +9,7 @@ mod request;
 mod rest;
 mod sse;
 mod system;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,16 +26,22 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub iris: Arc<Iris>,
+    /// Open WebSocket connections (capped by `api.websocket.maxConnections`).
+    pub ws_connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Build the whole router.
 pub fn router(iris: Arc<Iris>) -> Router {
     let max_body = iris.config.api.max_body_bytes;
-    let state = AppState { iris };
+    let state = AppState {
+        iris,
+        ws_connections: Default::default(),
+    };
     Router::new()
         .nest("/api/v1", rest::routes().merge(sse::routes()))
         .nest("/api", rest::routes().merge(sse::routes()))
         .merge(system::routes())
+        .merge(ws::routes())
         .fallback(error::unknown_route)
         .method_not_allowed_fallback(error::wrong_method)
         // The body limit sits inside, so the request-id layer can give its

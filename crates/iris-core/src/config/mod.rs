@@ -92,6 +92,34 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// Limits of each WebSocket connection (`/api/v1/stream` and `/ws`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Largest message accepted (bytes).
+    pub max_message_bytes: usize,
+    /// Messages a client may send per second; more are refused with an error.
+    pub messages_per_second: u32,
+    /// A connection with no message from the client this long is closed (ms).
+    pub idle_timeout: u64,
+    /// Open WebSocket connections at most; more are refused with 503.
+    pub max_connections: usize,
+    /// Interval of server pings (ms).
+    pub ping_interval: u64,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            max_message_bytes: 1024 * 1024,
+            messages_per_second: 50,
+            idle_timeout: 300_000,
+            max_connections: 10_000,
+            ping_interval: 30_000,
+        }
+    }
+}
+
 /// The API server (REST, SSE, WebSocket, MCP over HTTP).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -104,6 +132,7 @@ pub struct ApiConfig {
     pub cors: CorsConfig,
     pub rate_limit: RateLimitConfig,
     pub max_body_bytes: usize,
+    pub websocket: WebSocketConfig,
 }
 
 impl Default for ApiConfig {
@@ -116,6 +145,7 @@ impl Default for ApiConfig {
             cors: CorsConfig::default(),
             rate_limit: RateLimitConfig::default(),
             max_body_bytes: 10 * 1024 * 1024,
+            websocket: WebSocketConfig::default(),
         }
     }
 }

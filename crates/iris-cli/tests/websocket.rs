@@ -1,0 +1,285 @@
+//! Both WebSockets over real connections: `/api/v1/stream` (seed 002) and
+//! `/ws` JSON-RPC 2.0 (seed 003), with their limits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn setup(extra: &str) -> (Harness, iris_server::Running) {
+    let h = start(&format!(
+        "api:\n  port: 0\n  requireAuth: false\n{extra}teams:\n  demo:\n    path: .\n    agent: echo\n"
+    ))
+    .await;
+    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
+    (h, server)
+}
+
+async fn connect(server: &iris_server::Running, path: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{path}", server.addr))
+        .await
+        .unwrap();
+    ws
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// The next JSON text message, failing after 10 s.
+async fn recv(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message in time");
+        match m {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn stream_protocol_message_subscribe_and_cancel() {
+    let (h, server) = setup("").await;
+    let mut ws = connect(&server, "/api/v1/stream").await;
+    send(&mut ws, json!({"type": "subscribe", "team": "demo"})).await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"type": "subscribed", "topic": "team:demo"})
+    );
+    send(
+        &mut ws,
+        json!({"type": "message", "team": "demo", "message": "hello over ws"}),
+    )
+    .await;
+    let start = recv(&mut ws).await;
+    assert_eq!(start["type"], "start");
+    let mut text = String::new();
+    let complete = loop {
+        let v = recv(&mut ws).await;
+        match v["type"].as_str().unwrap() {
+            "chunk" => text.push_str(v["text"].as_str().unwrap()),
+            "complete" => break v,
+            "event" | "start" => {} // lifecycle events of the team subscription
+            other => panic!("unexpected {other}: {v}"),
+        }
+    };
+    assert_eq!(
+        text, "hello over ws",
+        "each chunk once, though the team is subscribed too"
+    );
+    assert_eq!(complete["response"], "hello over ws");
+    assert_eq!(complete["messageId"], start["messageId"]);
+
+    // A turn started elsewhere reaches the team subscription.
+    h.call(
+        "quick_message",
+        json!({"toTeam": "demo", "message": "from rest", "fromTeam": "x"}),
+    )
+    .await
+    .unwrap();
+    let mut got = String::new();
+    loop {
+        let v = recv(&mut ws).await;
+        if v["type"] == "chunk" {
+            got.push_str(v["text"].as_str().unwrap());
+        }
+        if v["type"] == "complete" {
+            break;
+        }
+    }
+    assert_eq!(got, "from rest");
+
+    send(
+        &mut ws,
+        json!({"type": "message", "team": "demo", "message": "a b c d e f [[delay=200]]"}),
+    )
+    .await;
+    loop {
+        if recv(&mut ws).await["type"] == "chunk" {
+            break;
+        }
+    }
+    send(&mut ws, json!({"type": "cancel", "team": "demo"})).await;
+    let mut cancelled = false;
+    let mut status = Value::Null;
+    while status.is_null() {
+        let v = recv(&mut ws).await;
+        match v["type"].as_str().unwrap() {
+            "cancelled" => cancelled = v["cancelled"] == true,
+            "complete" | "error" if v.get("status").is_some() => status = v["status"].clone(),
+            _ => {}
+        }
+    }
+    assert!(cancelled);
+    assert_eq!(status, "cancelled");
+
+    send(
+        &mut ws,
+        json!({"type": "message", "team": "ghost", "message": "x"}),
+    )
+    .await;
+    let e = recv(&mut ws).await;
+    assert_eq!(e["type"], "error");
+    assert_eq!(e["error"]["code"], "TEAM_NOT_FOUND");
+    send(&mut ws, json!({"type": "dance"})).await;
+    assert_eq!(recv(&mut ws).await["error"]["code"], "VALIDATION_ERROR");
+    ws.send(Message::Text("{oops".into())).await.unwrap();
+    assert_eq!(recv(&mut ws).await["error"]["code"], "MALFORMED_JSON");
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong");
+    server.stop().await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn json_rpc_tools_calls_subscriptions_and_errors() {
+    let (h, server) = setup("").await;
+    let mut ws = connect(&server, "/ws").await;
+    send(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize"}),
+    )
+    .await;
+    let init = recv(&mut ws).await;
+    assert_eq!(init["id"], 1);
+    assert_eq!(init["result"]["serverInfo"]["name"], "iris");
+    send(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    )
+    .await;
+    let list = recv(&mut ws).await;
+    let names: Vec<&str> = list["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"send_message") && names.contains(&"session_fork"));
+    send(&mut ws, json!({"jsonrpc": "2.0", "id": 3, "method": "subscribe", "params": {"events": ["team:demo"]}})).await;
+    assert_eq!(recv(&mut ws).await["result"]["subscribed"][0], "team:demo");
+    send(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+               "params": {"name": "send_message", "arguments": {"toTeam": "demo", "message": "rpc hi", "timeout": 0}}}),
+    )
+    .await;
+    let mut notifications = 0;
+    let reply = loop {
+        let v = recv(&mut ws).await;
+        if v["method"] == "notification" {
+            assert_eq!(v["params"]["topic"], "team:demo");
+            notifications += 1;
+        } else {
+            break v;
+        }
+    };
+    assert_eq!(reply["id"], 4);
+    assert_eq!(reply["result"]["response"], "rpc hi");
+    assert!(
+        notifications > 0,
+        "events of the turn arrived as notifications"
+    );
+    send(&mut ws, json!({"jsonrpc": "2.0", "id": 5, "method": "unsubscribe", "params": {"events": ["team:demo"]}})).await;
+    loop {
+        let v = recv(&mut ws).await;
+        if v["id"] == 5 {
+            break;
+        }
+    }
+    // Errors: the standard codes.
+    send(&mut ws, json!({"jsonrpc": "2.0", "id": 6, "method": "tools/execute", "params": {"name": "send_message", "parameters": {"toTeam": "demo"}}})).await;
+    assert_eq!(recv(&mut ws).await["error"]["code"], -32602);
+    send(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 7, "method": "no/such"}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["error"]["code"], -32601);
+    send(&mut ws, json!({"id": 8, "method": "ping"})).await;
+    assert_eq!(recv(&mut ws).await["error"]["code"], -32600);
+    ws.send(Message::Text("not json".into())).await.unwrap();
+    assert_eq!(recv(&mut ws).await["error"]["code"], -32700);
+    send(&mut ws, json!({"jsonrpc": "2.0", "id": 9, "method": "subscribe", "params": {"events": ["team:ghost"]}})).await;
+    assert_eq!(recv(&mut ws).await["error"]["code"], -32004);
+    // A notification (no id) gets no answer; the next request's answer comes first.
+    send(&mut ws, json!({"jsonrpc": "2.0", "method": "ping"})).await;
+    send(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 10, "method": "ping"}),
+    )
+    .await;
+    let v = recv(&mut ws).await;
+    assert_eq!(
+        (v["id"].clone(), v["result"].clone()),
+        (json!(10), json!("pong"))
+    );
+    server.stop().await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn limits_size_rate_and_connections() {
+    let (h, server) = setup(
+        "  websocket:\n    maxMessageBytes: 2048\n    messagesPerSecond: 5\n    maxConnections: 2\n    idleTimeout: 400\n    pingInterval: 100\n",
+    )
+    .await;
+    let mut a = connect(&server, "/ws").await;
+    for i in 0..8 {
+        send(&mut a, json!({"jsonrpc": "2.0", "id": i, "method": "ping"})).await;
+    }
+    let mut limited = 0;
+    for _ in 0..8 {
+        if recv(&mut a).await["error"]["code"] == -32029 {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 3, "5 per second pass, the rest are refused");
+    let _b = connect(&server, "/api/v1/stream").await;
+    let third = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await;
+    match third {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("a third connection must be refused: {other:?}"),
+    }
+    // Too large a message closes the connection.
+    a.send(Message::Text("x".repeat(4096).into()))
+        .await
+        .unwrap();
+    let mut closed = false;
+    for _ in 0..20 {
+        match tokio::time::timeout(Duration::from_secs(5), a.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "an oversized message ends the connection");
+    // An idle connection is closed by the server.
+    let mut idle = connect(&server, "/ws").await;
+    let mut ended = false;
+    for _ in 0..50 {
+        match tokio::time::timeout(Duration::from_secs(5), idle.next()).await {
+            Ok(Some(Ok(Message::Ping(_)))) => {} // pings do not count as client activity
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                ended = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(ended, "idle connection closed");
+    server.stop().await;
+    h.stop().await;
+}

@@ -1,0 +1,618 @@
+//! WebSockets: `/api/v1/stream` speaks seed 002's message protocol, `/ws`
+//! speaks JSON-RPC 2.0 (seed 003). Both are adapters over the core: calls
+//! go through `dispatch`, turns are followed through `Iris::follow`, and
+//! subscriptions read the event bus. Each connection has a size limit per
+//! message, a message rate limit, an idle timeout and server pings; the
+//! number of connections is capped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use futures_util::{SinkExt, StreamExt};
+use iris_core::bus::{Delivery, Event, EventKind};
+use iris_core::pool::turn::{FollowStep, StreamKind};
+use iris_core::{Ctx, ErrorKind, IrisError, TurnStream, now_ms, registry};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::ApiError;
+use crate::request::RequestId;
+use crate::{AppState, auth};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Protocol {
+    /// `/api/v1/stream`: `{type: …}` messages.
+    Stream,
+    /// `/ws`: JSON-RPC 2.0.
+    JsonRpc,
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/stream", get(upgrade_stream))
+        .route("/api/stream", get(upgrade_stream))
+        .route("/ws", get(upgrade_rpc))
+}
+
+async fn upgrade_stream(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    upgrade(state, rid, headers, ws, Protocol::Stream)
+}
+
+async fn upgrade_rpc(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    upgrade(state, rid, headers, ws, Protocol::JsonRpc)
+}
+
+fn upgrade(
+    state: AppState,
+    rid: RequestId,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+    proto: Protocol,
+) -> Response {
+    let ctx = match auth::caller(&state, &headers, &rid) {
+        Ok(c) => c,
+        Err(e) => return ApiError::new(e, &rid).into_response(),
+    };
+    let limits = state.iris.config.api.websocket.clone();
+    let open = state.ws_connections.fetch_add(1, Ordering::AcqRel);
+    if open >= limits.max_connections {
+        state.ws_connections.fetch_sub(1, Ordering::AcqRel);
+        return ApiError::new(
+            IrisError::new(
+                ErrorKind::ServiceUnavailable,
+                "too many WebSocket connections",
+            ),
+            &rid,
+        )
+        .into_response();
+    }
+    let counter = state.ws_connections.clone();
+    ws.max_message_size(limits.max_message_bytes)
+        .on_upgrade(move |socket| async move {
+            Connection::new(state, ctx, proto).run(socket).await;
+            counter.fetch_sub(1, Ordering::AcqRel);
+        })
+        .into_response()
+}
+
+struct Connection {
+    state: AppState,
+    ctx: Ctx,
+    proto: Protocol,
+    out: mpsc::Sender<Value>,
+    out_rx: Option<mpsc::Receiver<Value>>,
+    subscriptions: HashMap<String, JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Turns this connection follows itself; team subscriptions skip them.
+    followed: Arc<Mutex<Followed>>,
+    window: (Instant, u32),
+}
+
+impl Connection {
+    fn new(state: AppState, ctx: Ctx, proto: Protocol) -> Self {
+        let (out, out_rx) = mpsc::channel(1024);
+        Connection {
+            state,
+            ctx,
+            proto,
+            out,
+            out_rx: Some(out_rx),
+            subscriptions: HashMap::new(),
+            tasks: Vec::new(),
+            followed: Arc::new(Mutex::new(Followed::default())),
+            window: (Instant::now(), 0),
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let limits = self.state.iris.config.api.websocket.clone();
+        let idle = Duration::from_millis(limits.idle_timeout);
+        let (mut sink, mut stream) = socket.split();
+        let Some(mut out_rx) = self.out_rx.take() else {
+            return;
+        };
+        let mut ping = tokio::time::interval(Duration::from_millis(limits.ping_interval.max(100)));
+        ping.tick().await;
+        // Idle: no message from the client. Dead: not even a pong.
+        let mut last_message = Instant::now();
+        let mut last_frame = Instant::now();
+        let dead_after = Duration::from_millis(limits.ping_interval.max(100) * 3);
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(Ok(Message::Text(text))) => {
+                        (last_message, last_frame) = (Instant::now(), Instant::now());
+                        self.on_text(text.as_str(), limits.messages_per_second).await;
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        (last_message, last_frame) = (Instant::now(), Instant::now());
+                        let e = IrisError::validation("message", "binary messages are not supported; send JSON text");
+                        self.reply_error(None, e).await;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_frame = Instant::now(),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                },
+                Some(v) = out_rx.recv() => {
+                    if sink.send(Message::Text(v.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_message.elapsed() > idle || last_frame.elapsed() > dead_after {
+                        let _ = sink.send(Message::Close(None)).await;
+                        break;
+                    }
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        for (_, h) in self.subscriptions.drain() {
+            h.abort();
+        }
+        // Followers and calls in flight end with the connection; the turns go on.
+        for h in self.tasks.drain(..) {
+            h.abort();
+        }
+    }
+
+    /// Fixed one-second window.
+    fn over_rate(&mut self, per_second: u32) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window.0) >= Duration::from_secs(1) {
+            self.window = (now, 0);
+        }
+        self.window.1 += 1;
+        self.window.1 > per_second
+    }
+
+    async fn send(&self, v: Value) {
+        let _ = self.out.send(v).await;
+    }
+
+    async fn reply_error(&self, id: Option<Value>, e: IrisError) {
+        let v = match self.proto {
+            Protocol::Stream => {
+                json!({"type": "error", "error": e.body(self.ctx.request_id.as_deref(), now_ms())})
+            }
+            Protocol::JsonRpc => {
+                json!({"jsonrpc": "2.0", "id": id.unwrap_or(Value::Null), "error": e.jsonrpc(None, now_ms())})
+            }
+        };
+        self.send(v).await;
+    }
+
+    async fn on_text(&mut self, text: &str, per_second: u32) {
+        let parsed: Result<Value, _> = serde_json::from_str(text);
+        let id = parsed.as_ref().ok().and_then(|v| v.get("id").cloned());
+        if self.over_rate(per_second) {
+            let e = IrisError::new(
+                ErrorKind::RateLimited,
+                format!("more than {per_second} messages per second"),
+            );
+            return self.reply_error(id, e).await;
+        }
+        let msg = match parsed {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => {
+                return self
+                    .reply_error(
+                        id,
+                        IrisError::validation("message", "must be a JSON object"),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                let e = IrisError::new(ErrorKind::MalformedJson, format!("not JSON: {e}"));
+                return self.reply_error(None, e).await;
+            }
+        };
+        match self.proto {
+            Protocol::Stream => self.on_stream_message(msg).await,
+            Protocol::JsonRpc => self.on_rpc(msg).await,
+        }
+    }
+
+    // ---- /api/v1/stream -------------------------------------------------
+
+    async fn on_stream_message(&mut self, mut msg: serde_json::Map<String, Value>) {
+        let kind = msg
+            .remove("type")
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let team = msg
+            .remove("team")
+            .and_then(|v| v.as_str().map(str::to_owned));
+        let result = match kind.as_str() {
+            "ping" => {
+                self.send(json!({"type": "pong", "timestamp": now_ms()}))
+                    .await;
+                Ok(())
+            }
+            "subscribe" | "unsubscribe" => {
+                match (team, msg.get("sessionId").and_then(Value::as_str)) {
+                    (Some(t), _) => self.toggle(&kind, &format!("team:{t}")).await,
+                    (None, Some(s)) => self.toggle(&kind, &format!("session:{s}")).await,
+                    (None, None) => Err(IrisError::validation(
+                        "team",
+                        "name a team (or a sessionId)",
+                    )),
+                }
+            }
+            "message" => self.start_turn(team, msg),
+            "cancel" => {
+                let mut params = msg;
+                params.insert("toTeam".into(), json!(team.unwrap_or_default()));
+                let state = self.state.clone();
+                let ctx = self.ctx.clone();
+                match state
+                    .iris
+                    .dispatch(ctx, "session_cancel", Value::Object(params))
+                    .await
+                {
+                    Ok(r) => {
+                        self.send(json!({"type": "cancelled", "team": r["team"], "sessionId": r["sessionId"],
+                                         "cancelled": r["cancelled"]}))
+                            .await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            "" => Err(IrisError::validation("type", "is required")),
+            other => Err(IrisError::validation(
+                "type",
+                format!("unknown message type `{other}`"),
+            )),
+        };
+        if let Err(e) = result {
+            self.reply_error(None, e).await;
+        }
+    }
+
+    /// Send a message and follow its turn on this connection.
+    fn start_turn(
+        &mut self,
+        team: Option<String>,
+        mut params: serde_json::Map<String, Value>,
+    ) -> Result<(), IrisError> {
+        let team = team.ok_or_else(|| IrisError::validation("team", "is required"))?;
+        params.insert("toTeam".into(), json!(team));
+        let (state, ctx, out, followed) = (
+            self.state.clone(),
+            self.ctx.clone(),
+            self.out.clone(),
+            self.followed.clone(),
+        );
+        self.tasks.push(tokio::spawn(async move {
+            let queued = match state.iris.dispatch(ctx.clone(), "quick_message", Value::Object(params)).await {
+                Ok(q) => q,
+                Err(e) => {
+                    let _ = out.send(json!({"type": "error", "error": e.body(None, now_ms())})).await;
+                    return;
+                }
+            };
+            let id = queued["messageId"].as_str().unwrap_or_default().to_owned();
+            if let Ok(mut f) = followed.lock() {
+                f.add(&id);
+            }
+            let _ = out
+                .send(json!({"type": "start", "messageId": id, "team": queued["to"], "sessionId": queued["sessionId"]}))
+                .await;
+            let tracker = match state.iris.follow(&ctx, &id, 0).await {
+                Ok(TurnStream::Live(t)) => t,
+                Ok(TurnStream::Stored { row, .. }) => {
+                    let _ = out.send(json!({"type": "complete", "messageId": id, "status": row.status,
+                                            "response": row.response})).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = out.send(json!({"type": "error", "messageId": id, "error": e.body(None, now_ms())})).await;
+                    return;
+                }
+            };
+            let mut after = 0;
+            loop {
+                match tracker.next_after(after).await {
+                    FollowStep::Items(items) => {
+                        for item in items {
+                            after = item.seq;
+                            let mut v = item.data.clone();
+                            v["type"] = match item.kind {
+                                StreamKind::Chunk => "chunk",
+                                StreamKind::ToolUse => "tool_use",
+                            }
+                            .into();
+                            v["messageId"] = json!(id);
+                            v["seq"] = json!(item.seq);
+                            if out.send(v).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    FollowStep::Done(o) => {
+                        let ok = matches!(o.status, iris_core::pool::turn::TurnStatus::Completed | iris_core::pool::turn::TurnStatus::Cancelled);
+                        let v = if ok {
+                            json!({"type": "complete", "messageId": id, "status": o.status, "response": o.response,
+                                   "duration": o.duration_ms, "usage": o.usage})
+                        } else {
+                            json!({"type": "error", "messageId": id, "status": o.status,
+                                   "error": o.error, "partialResponse": o.response})
+                        };
+                        let _ = out.send(v).await;
+                        break;
+                    }
+                }
+            }
+        }));
+        Ok(())
+    }
+
+    // ---- subscriptions (both protocols) ----------------------------------
+
+    /// Check that the caller may watch `topic`.
+    async fn check_topic(&self, topic: &str) -> Result<(), IrisError> {
+        if topic == "system" {
+            return Ok(());
+        }
+        if let Some(team) = topic.strip_prefix("team:") {
+            return self.state.iris.team(&self.ctx, team).map(|_| ());
+        }
+        if let Some(id) = topic.strip_prefix("session:") {
+            let s = self.state.iris.store.session(id).await?;
+            return match s {
+                Some(s) if self.ctx.principal.can_see_team(&s.to_team) => Ok(()),
+                _ => Err(IrisError::session_not_found(format!("`{id}`"))),
+            };
+        }
+        Err(IrisError::validation(
+            "topic",
+            format!("unknown topic `{topic}`; use system, team:<name> or session:<id>"),
+        ))
+    }
+
+    async fn toggle(&mut self, action: &str, topic: &str) -> Result<(), IrisError> {
+        if action == "unsubscribe" {
+            if let Some(h) = self.subscriptions.remove(topic) {
+                h.abort();
+            }
+            self.ack(action, topic).await;
+            return Ok(());
+        }
+        if !self
+            .ctx
+            .principal
+            .allows(iris_core::auth::scope::MESSAGES_STREAM)
+        {
+            return Err(IrisError::new(
+                ErrorKind::Forbidden,
+                "subscribing needs the `messages:stream` scope",
+            ));
+        }
+        self.check_topic(topic).await?;
+        if !self.subscriptions.contains_key(topic) {
+            let mut sub = self.state.iris.bus.subscribe(topic);
+            let (out, proto, followed, name) = (
+                self.out.clone(),
+                self.proto,
+                self.followed.clone(),
+                topic.to_owned(),
+            );
+            let handle = tokio::spawn(async move {
+                while let Some(d) = sub.recv().await {
+                    let v = match d {
+                        Delivery::Event(e) => {
+                            let skip = proto == Protocol::Stream
+                                && e.turn_id
+                                    .as_ref()
+                                    .is_some_and(|t| followed.lock().is_ok_and(|f| f.contains(t)));
+                            if skip {
+                                continue;
+                            }
+                            event_message(proto, &name, &e)
+                        }
+                        Delivery::Dropped { missed } => {
+                            let notice = json!({"topic": name, "dropped": true, "missed": missed,
+                                                "message": "this subscription fell behind and was dropped; subscribe again"});
+                            match proto {
+                                Protocol::Stream => json!({"type": "dropped", "detail": notice}),
+                                Protocol::JsonRpc => {
+                                    json!({"jsonrpc": "2.0", "method": "notification", "params": notice})
+                                }
+                            }
+                        }
+                    };
+                    if out.send(v).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            self.subscriptions.insert(topic.to_owned(), handle);
+        }
+        self.ack(action, topic).await;
+        Ok(())
+    }
+
+    async fn ack(&self, action: &str, topic: &str) {
+        if self.proto == Protocol::Stream {
+            let kind = if action == "subscribe" {
+                "subscribed"
+            } else {
+                "unsubscribed"
+            };
+            self.send(json!({"type": kind, "topic": topic})).await;
+        }
+    }
+
+    // ---- /ws JSON-RPC ------------------------------------------------------
+
+    async fn on_rpc(&mut self, msg: serde_json::Map<String, Value>) {
+        let id = msg.get("id").cloned();
+        let method = msg.get("method").and_then(Value::as_str).map(str::to_owned);
+        let valid = msg.get("jsonrpc").and_then(Value::as_str) == Some("2.0");
+        let Some(method) = method.filter(|_| valid) else {
+            let v = json!({"jsonrpc": "2.0", "id": id.unwrap_or(Value::Null),
+                           "error": {"code": -32600, "message": "invalid request: need jsonrpc \"2.0\" and a method"}});
+            return self.send(v).await;
+        };
+        let params = msg.get("params").cloned().unwrap_or_else(|| json!({}));
+        let result = match method.as_str() {
+            "initialize" => Ok(json!({
+                "protocolVersion": "2.0",
+                "serverInfo": {"name": "iris", "version": env!("CARGO_PKG_VERSION")},
+                "capabilities": {"tools": true, "subscriptions": ["system", "team:<name>", "session:<id>"]},
+            })),
+            "ping" => Ok(json!("pong")),
+            "tools/list" => Ok(json!({"tools": registry().all().iter()
+                .filter(|o| o.scope.is_none_or(|s| self.ctx.principal.allows(s)))
+                .map(|o| o.describe()).collect::<Vec<_>>()})),
+            "subscribe" | "unsubscribe" => self.rpc_subscriptions(&method, &params).await,
+            _ => {
+                // tools/call, tools/execute and any operation by name run concurrently.
+                let (name, args) = match method.as_str() {
+                    "tools/call" | "tools/execute" => (
+                        params
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        params
+                            .get("arguments")
+                            .or_else(|| params.get("parameters"))
+                            .cloned()
+                            .unwrap_or_else(|| json!({})),
+                    ),
+                    _ => (method.clone(), params),
+                };
+                let (state, ctx, out) = (self.state.clone(), self.ctx.clone(), self.out.clone());
+                self.tasks.retain(|h| !h.is_finished());
+                self.tasks.push(tokio::spawn(async move {
+                    let r = state.iris.dispatch(ctx, &name, args).await;
+                    if let Some(id) = id {
+                        let v = match r {
+                            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                            Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e.jsonrpc(None, now_ms())}),
+                        };
+                        let _ = out.send(v).await;
+                    }
+                }));
+                return;
+            }
+        };
+        // Requests without an id are notifications: no answer.
+        if let Some(id) = id {
+            let v = match result {
+                Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+                Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": e.jsonrpc(None, now_ms())}),
+            };
+            self.send(v).await;
+        }
+    }
+
+    async fn rpc_subscriptions(
+        &mut self,
+        method: &str,
+        params: &Value,
+    ) -> Result<Value, IrisError> {
+        let topics: Vec<String> = params
+            .get("events")
+            .or_else(|| params.get("topics"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if topics.is_empty() {
+            return Err(IrisError::validation(
+                "events",
+                "a list of topics: system, team:<name>, session:<id>",
+            ));
+        }
+        for t in &topics {
+            self.toggle(method, t).await?;
+        }
+        let key = if method == "subscribe" {
+            "subscribed"
+        } else {
+            "unsubscribed"
+        };
+        Ok(json!({ key: topics }))
+    }
+}
+
+/// The last turns a connection followed itself. Kept after a turn ends, as
+/// the subscription may still hold some of its events.
+#[derive(Default)]
+struct Followed {
+    ids: HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Followed {
+    const KEEP: usize = 1024;
+
+    fn add(&mut self, id: &str) {
+        if self.ids.insert(id.to_owned()) {
+            self.order.push_back(id.to_owned());
+            if self.order.len() > Self::KEEP
+                && let Some(old) = self.order.pop_front()
+            {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+}
+
+/// A bus event as a message of the connection's protocol.
+fn event_message(proto: Protocol, topic: &str, e: &Event) -> Value {
+    let kind = match e.kind {
+        EventKind::Chunk => "chunk",
+        EventKind::ToolUse => "tool_use",
+        EventKind::TurnStarted => "start",
+        EventKind::TurnCompleted => "complete",
+        _ => "event",
+    };
+    match proto {
+        Protocol::Stream => {
+            let mut v = e.data.clone();
+            if !v.is_object() {
+                v = json!({"data": v});
+            }
+            v["type"] = json!(kind);
+            v["event"] = json!(e.kind);
+            v["team"] = json!(e.team);
+            v["sessionId"] = json!(e.session_id);
+            v["messageId"] = json!(e.turn_id);
+            v
+        }
+        Protocol::JsonRpc => {
+            json!({"jsonrpc": "2.0", "method": "notification", "params": {"topic": topic, "event": e}})
+        }
+    }
+}
