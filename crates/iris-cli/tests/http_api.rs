@@ -385,3 +385,98 @@ async fn require_auth_refuses_until_keys_exist() {
     server.stop().await;
     h.stop().await;
 }
+
+#[tokio::test]
+async fn dns_rebinding_and_foreign_origins_are_refused_cors_and_headers_are_set() {
+    let a = api("").await;
+    let url = format!("{}/api/v1/teams", a.base);
+    let r = a
+        .http
+        .get(&url)
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_error_body(&r.json().await.unwrap(), 403, "FORBIDDEN");
+    let r = a
+        .http
+        .get(&url)
+        .header("Host", format!("localhost:{}", a.server.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = a
+        .http
+        .get(&url)
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = a
+        .http
+        .get(&url)
+        .header("Origin", "http://localhost:3100")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://localhost:3100"
+    );
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let pre = a
+        .http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("Origin", "http://localhost:3100")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.status().is_success());
+    assert!(
+        pre.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    let gz = a
+        .http
+        .get(format!("{}/api/v1/tools", a.base))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        gz.headers()["content-encoding"],
+        "gzip",
+        "JSON responses are compressed"
+    );
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_streams_only_up_to_the_grace() {
+    let a = api("  shutdownGrace: 300\n").await;
+    let resp = a
+        .http
+        .post(format!("{}/api/v1/teams/demo/stream", a.base))
+        .json(&json!({"message": "x [[hang]]"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let started = std::time::Instant::now();
+    a.server.stop().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    drop(resp);
+    a.h.stop().await;
+}

@@ -4,6 +4,7 @@
 
 mod auth;
 mod error;
+mod guard;
 mod params;
 mod request;
 mod rest;
@@ -32,23 +33,69 @@ pub struct AppState {
 
 /// Build the whole router.
 pub fn router(iris: Arc<Iris>) -> Router {
-    let max_body = iris.config.api.max_body_bytes;
+    let api = iris.config.api.clone();
     let state = AppState {
         iris,
         ws_connections: Default::default(),
     };
-    Router::new()
-        .nest("/api/v1", rest::routes().merge(sse::routes()))
-        .nest("/api", rest::routes().merge(sse::routes()))
-        .merge(system::routes())
-        .merge(ws::routes())
+    // Plain request/response routes get the request timeout; streams do not.
+    let mut calls = Router::new()
+        .nest("/api/v1", rest::routes())
+        .nest("/api", rest::routes())
+        .merge(system::routes());
+    if api.request_timeout > 0 {
+        calls = calls.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_millis(api.request_timeout),
+        ));
+    }
+    let streams = Router::new()
+        .nest("/api/v1", sse::routes())
+        .nest("/api", sse::routes())
+        .merge(ws::routes());
+    let mut app = calls
+        .merge(streams)
         .fallback(error::unknown_route)
         .method_not_allowed_fallback(error::wrong_method)
         // The body limit sits inside, so the request-id layer can give its
         // 413 the error body.
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
-        .layer(axum::middleware::from_fn(request::request_id))
-        .with_state(state)
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            api.max_body_bytes,
+        ))
+        .layer(tower_http::compression::CompressionLayer::new());
+    if api.cors.enabled {
+        app = app.layer(cors(&api));
+    }
+    app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        request::request_id,
+    ))
+    .with_state(state)
+}
+
+fn cors(api: &iris_core::config::ApiConfig) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = api
+        .cors
+        .origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let allow = if api.cors.origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins)
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([HeaderName::from_static("x-request-id")])
 }
 
 /// A running server.
@@ -57,13 +104,19 @@ pub struct Running {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     port_file: Option<PathBuf>,
+    grace: std::time::Duration,
 }
 
 impl Running {
-    /// Stop accepting, let in-flight requests finish, remove the port file.
+    /// Stop accepting, let in-flight requests and streams finish for up to
+    /// `api.shutdownGrace`, then drop them; remove the port file.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let mut task = self.task;
+        if tokio::time::timeout(self.grace, &mut task).await.is_err() {
+            tracing::warn!("requests still open after the shutdown grace; closing them");
+            task.abort();
+        }
         if let Some(p) = self.port_file {
             let _ = std::fs::remove_file(p);
         }
@@ -82,6 +135,7 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
     if let Some(p) = &port_file {
         write_port_file(p, addr.port())?;
     }
+    let grace = std::time::Duration::from_millis(iris.config.api.shutdown_grace);
     let (stop, mut stopped) = watch::channel(false);
     let app = router(iris);
     let task = tokio::spawn(async move {
@@ -97,6 +151,7 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
         stop,
         task,
         port_file,
+        grace,
     })
 }
 

@@ -3,13 +3,16 @@
 
 use std::time::Instant;
 
-use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use iris_core::config::ApiConfig;
 use iris_core::{ErrorKind, IrisError};
 
+use crate::AppState;
 use crate::error::ApiError;
+use crate::guard::{host_allowed, origin_allowed, security_headers};
 
 /// `X-Request-ID` of this request (the caller's, or `req_<ulid>`).
 #[derive(Debug, Clone)]
@@ -21,7 +24,26 @@ fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-pub async fn request_id(mut req: Request, next: Next) -> Response {
+/// A request from the wrong `Host` or `Origin` is refused before routing.
+fn refuse(api: &ApiConfig, headers: &HeaderMap, rid: &RequestId) -> Option<Response> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let problem = if !host_allowed(api, host) {
+        Some(format!("host `{host}` is not allowed (api.allowedHosts)"))
+    } else {
+        headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .filter(|o| !origin_allowed(api, o))
+            .map(|o| format!("origin `{o}` is not allowed (api.cors.origins)"))
+    };
+    problem.map(|p| ApiError::new(IrisError::new(ErrorKind::Forbidden, p), rid).into_response())
+}
+
+pub async fn request_id(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let api = &state.iris.config.api;
     let started = Instant::now();
     let id = req
         .headers()
@@ -34,7 +56,10 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let rid = RequestId(id.clone());
     req.extensions_mut().insert(rid.clone());
-    let mut resp = next.run(req).await;
+    let mut resp = match refuse(&api, req.headers(), &rid) {
+        Some(r) => r,
+        None => next.run(req).await,
+    };
     let is_json = resp
         .headers()
         .get(header::CONTENT_TYPE)
@@ -50,6 +75,14 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         e.status = Some(StatusCode::PAYLOAD_TOO_LARGE);
         resp = e.into_response();
     }
+    if resp.status() == StatusCode::REQUEST_TIMEOUT && !is_json {
+        let e = IrisError::new(
+            ErrorKind::Timeout,
+            "the request took longer than api.requestTimeout",
+        );
+        resp = ApiError::new(e, &rid).into_response();
+    }
+    security_headers(resp.headers_mut());
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(HEADER, v);
     }

@@ -133,6 +133,13 @@ pub struct ApiConfig {
     pub rate_limit: RateLimitConfig,
     pub max_body_bytes: usize,
     pub websocket: WebSocketConfig,
+    /// Host names accepted in the `Host` header besides the bind address
+    /// and, on a loopback bind, `localhost`/`127.0.0.1`/`[::1]`.
+    pub allowed_hosts: Vec<String>,
+    /// Longest a non-streaming request may take (ms); 0 turns it off.
+    pub request_timeout: u64,
+    /// Grace for in-flight requests and streams at shutdown (ms).
+    pub shutdown_grace: u64,
 }
 
 impl Default for ApiConfig {
@@ -146,6 +153,9 @@ impl Default for ApiConfig {
             rate_limit: RateLimitConfig::default(),
             max_body_bytes: 10 * 1024 * 1024,
             websocket: WebSocketConfig::default(),
+            allowed_hosts: Vec::new(),
+            request_timeout: 600_000,
+            shutdown_grace: 10_000,
         }
     }
 }
