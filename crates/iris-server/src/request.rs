@@ -56,7 +56,7 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
     let path = req.uri().path().to_owned();
     let rid = RequestId(id.clone());
     req.extensions_mut().insert(rid.clone());
-    let mut resp = match refuse(&api, req.headers(), &rid) {
+    let mut resp = match refuse(api, req.headers(), &rid) {
         Some(r) => r,
         None => next.run(req).await,
     };
