@@ -480,3 +480,38 @@ async fn shutdown_waits_for_streams_only_up_to_the_grace() {
     drop(resp);
     a.h.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_requests_turns_processes_and_queues() {
+    let a = api("").await;
+    a.req(
+        "POST",
+        "/api/v1/teams/tell",
+        Some(json!({"toTeam": "demo", "message": "count me", "timeout": 0})),
+    )
+    .await;
+    a.req("GET", "/api/v1/teams/ghost/status", None).await;
+    let text = a
+        .http
+        .get(format!("{}/metrics", a.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"iris_http_requests_total{route="/api/v1/teams/tell",method="POST",status="200"} 1"#,
+        r#"iris_http_requests_total{route="/api/v1/teams/{team}/status",method="GET",status="404"} 1"#,
+        r#"iris_turns_total{team="demo",status="completed"} 1"#,
+        r#"iris_processes{state="ready"} 1"#,
+        r#"iris_queue_depth{team="demo"} 0"#,
+        "iris_turn_duration_seconds_bucket",
+        "iris_http_request_duration_seconds_bucket",
+        "iris_bus_dropped_subscribers 0",
+        r#"iris_open_connections{transport="websocket"} 0"#,
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    a.stop().await;
+}

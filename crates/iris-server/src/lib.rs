@@ -5,6 +5,7 @@
 mod auth;
 mod error;
 mod guard;
+mod metrics;
 mod params;
 mod request;
 mod rest;
@@ -29,14 +30,18 @@ pub struct AppState {
     pub iris: Arc<Iris>,
     /// Open WebSocket connections (capped by `api.websocket.maxConnections`).
     pub ws_connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Open SSE streams.
+    pub sse_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Build the whole router.
 pub fn router(iris: Arc<Iris>) -> Router {
+    metrics::handle();
     let api = iris.config.api.clone();
     let state = AppState {
         iris,
         ws_connections: Default::default(),
+        sse_streams: Default::default(),
     };
     // Plain request/response routes get the request timeout; streams do not.
     let mut calls = Router::new()

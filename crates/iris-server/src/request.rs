@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -54,6 +54,12 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
         .unwrap_or_else(|| format!("req_{}", ulid::Ulid::new()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // The route template, not the path: bounded label values.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
     let rid = RequestId(id.clone());
     req.extensions_mut().insert(rid.clone());
     let mut resp = match refuse(api, req.headers(), &rid) {
@@ -86,6 +92,11 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(HEADER, v);
     }
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("iris_http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status)
+        .increment(1);
+    metrics::histogram!("iris_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
     tracing::info!(
         target: "iris::access",
         request_id = %id,

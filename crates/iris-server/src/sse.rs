@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -76,9 +77,26 @@ struct Follow {
     source: Source,
     after: u64,
     queue: VecDeque<Event>,
+    _open: OpenStream,
 }
 
-fn stream_of(turn: TurnStream, after: u64) -> EventStream {
+/// Counts an open stream for the metrics while it lives.
+struct OpenStream(Arc<AtomicUsize>);
+
+impl OpenStream {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        OpenStream(counter.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn stream_of(turn: TurnStream, after: u64, open: OpenStream) -> EventStream {
     let mut queue = VecDeque::new();
     let source = match turn {
         TurnStream::Live(t) => {
@@ -133,6 +151,7 @@ fn stream_of(turn: TurnStream, after: u64) -> EventStream {
         source,
         after,
         queue,
+        _open: open,
     };
     let s = futures_util::stream::unfold(state, |mut st| async move {
         loop {
@@ -195,7 +214,7 @@ async fn send_and_stream(
         .map_err(fail)?;
     let id = queued["messageId"].as_str().unwrap_or_default().to_owned();
     let turn = state.iris.follow(&ctx, &id, 0).await.map_err(fail)?;
-    Ok(stream_of(turn, 0))
+    Ok(stream_of(turn, 0, OpenStream::new(&state.sse_streams)))
 }
 
 async fn follow(
@@ -227,5 +246,5 @@ async fn follow(
         None => 0,
     };
     let turn = state.iris.follow(&ctx, &id, after).await.map_err(fail)?;
-    Ok(stream_of(turn, after))
+    Ok(stream_of(turn, after, OpenStream::new(&state.sse_streams)))
 }

@@ -22,6 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/health/detailed", get(health_detailed))
         .route("/ready", get(ready))
         .route("/rpc", post(rpc))
+        .route("/metrics", get(crate::metrics::render))
 }
 
 async fn healthz() -> Json<Value> {

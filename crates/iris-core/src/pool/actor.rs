@@ -826,6 +826,11 @@ impl Actor {
         if tracker.outcome().is_some() {
             return;
         }
+        let team = self.team.name.clone();
+        metrics::counter!("iris_turns_total", "team" => team.clone(), "status" => outcome.status.as_str())
+            .increment(1);
+        metrics::histogram!("iris_turn_duration_seconds", "team" => team)
+            .record(outcome.duration_ms as f64 / 1000.0);
         // Subscribers hear of the end before waiters return, so a caller that
         // subscribes after its call returned never sees this turn's events.
         self.publish(EventKind::TurnCompleted, Some(&tracker.id), data);

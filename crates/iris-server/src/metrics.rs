@@ -1,0 +1,58 @@
+//! `GET /metrics` in the Prometheus text format. Counters and histograms are
+//! recorded where things happen (requests here, turns in the core); gauges
+//! of the pool and the bus are read at scrape time.
+
+use std::sync::OnceLock;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::AppState;
+
+/// The process-wide recorder (installed once, whatever number of servers).
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0, 300.0,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+                .ok()?
+                .install_recorder()
+                .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+                .ok()
+        })
+        .as_ref()
+}
+
+pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
+    let iris = &state.iris;
+    let processes = iris.pool.processes();
+    for s in ["spawning", "ready", "busy", "stopping", "stopped", "failed"] {
+        let n = processes.iter().filter(|p| p.state == s).count();
+        metrics::gauge!("iris_processes", "state" => s).set(n as f64);
+    }
+    for t in iris.teams() {
+        let q: usize = processes
+            .iter()
+            .filter(|p| p.team == t.name)
+            .map(|p| p.queued)
+            .sum();
+        metrics::gauge!("iris_queue_depth", "team" => t.name.clone()).set(q as f64);
+    }
+    metrics::gauge!("iris_bus_dropped_subscribers").set(iris.bus.dropped_subscribers() as f64);
+    metrics::gauge!("iris_open_connections", "transport" => "websocket").set(
+        state
+            .ws_connections
+            .load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    metrics::gauge!("iris_open_connections", "transport" => "sse")
+        .set(state.sse_streams.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    let body = handle().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
