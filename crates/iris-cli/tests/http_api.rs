@@ -515,3 +515,71 @@ async fn metrics_count_requests_turns_processes_and_queues() {
     }
     a.stop().await;
 }
+
+#[tokio::test]
+async fn openapi_document_api_page_and_cache_routes() {
+    let a = api("").await;
+    let (s, doc) = a.req("GET", "/api/v1/openapi.json", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(
+        doc["paths"]["/api/v1/teams/tell"]["post"]["x-iris-operation"],
+        "send_message"
+    );
+    assert!(doc["paths"]["/api/v1/teams/{team}/stream"]["post"].is_object());
+    let page = a
+        .http
+        .get(format!("{}/api/v1/docs", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    assert!(page.text().await.unwrap().contains("docs/app.js"));
+    let js = a
+        .http
+        .get(format!("{}/api/v1/docs/app.js", a.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(js.text().await.unwrap().contains("openapi.json"));
+
+    let (_, m) = a
+        .req(
+            "POST",
+            "/api/v1/teams/tell",
+            Some(json!({"toTeam": "demo", "message": "cached", "timeout": 0})),
+        )
+        .await;
+    let sid = m["sessionId"].as_str().unwrap();
+    let (s, c) = a
+        .req(
+            "GET",
+            &format!("/api/cache/{sid}?includeMessages=false"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{c}");
+    assert_eq!(c["team"], "demo");
+    assert_eq!(c["messageCount"], 1);
+    assert_eq!(c["messages"].as_array().unwrap().len(), 0);
+    let (_, c) = a.req("GET", &format!("/api/v1/cache/{sid}"), None).await;
+    assert_eq!(c["messages"][0]["response"], "cached");
+    let (s, d) = a.req("DELETE", &format!("/api/v1/cache/{sid}"), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(d["deleted"], true);
+    let (s, e) = a.req("GET", &format!("/api/v1/cache/{sid}"), None).await;
+    assert_eq!(s, 404);
+    assert_error_body(&e, 404, "SESSION_NOT_FOUND");
+    a.stop().await;
+}

@@ -6,6 +6,7 @@ mod auth;
 mod error;
 mod guard;
 mod metrics;
+mod openapi;
 mod params;
 mod request;
 mod rest;

@@ -20,17 +20,34 @@ use crate::{AppState, auth};
 
 /// How one route calls one operation.
 #[derive(Clone, Copy)]
-struct Spec {
-    op: &'static str,
-    /// The operation parameter that `:team` in the path fills.
-    team: Option<&'static str>,
-    /// The operation parameter that `:id` in the path fills.
-    id: Option<&'static str>,
+pub(crate) struct Spec {
+    pub op: &'static str,
+    /// The operation parameter that `{team}` in the path fills.
+    pub team: Option<&'static str>,
+    /// The operation parameter that `{id}` in the path fills.
+    pub id: Option<&'static str>,
     /// Seed field names mapped to operation parameters (`question` → `message`).
-    renames: &'static [(&'static str, &'static str)],
+    pub renames: &'static [(&'static str, &'static str)],
 }
 
-const fn spec(op: &'static str) -> Spec {
+/// Which methods a route answers; GET takes its parameters from the query.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Verb {
+    Get,
+    Post,
+    /// Seed 000 uses DELETE where seed 001 uses POST.
+    PostOrDelete,
+    Delete,
+}
+
+/// One REST route (relative to `/api/v1` and `/api`).
+pub(crate) struct Route {
+    pub path: &'static str,
+    pub verb: Verb,
+    pub spec: Spec,
+}
+
+const fn op(op: &'static str) -> Spec {
     Spec {
         op,
         team: None,
@@ -47,6 +64,93 @@ const fn team(op: &'static str, field: &'static str) -> Spec {
         renames: &[],
     }
 }
+
+const fn id(op: &'static str, field: &'static str) -> Spec {
+    Spec {
+        op,
+        team: None,
+        id: Some(field),
+        renames: &[],
+    }
+}
+
+const fn route(path: &'static str, verb: Verb, spec: Spec) -> Route {
+    Route { path, verb, spec }
+}
+
+/// Every REST route of seeds 000-003, each a call of one operation.
+pub(crate) const ROUTES: &[Route] = &[
+    // Seed 000/001: one route per tool.
+    route("/teams/tell", Verb::Post, op("send_message")),
+    route("/teams/ask", Verb::Post, op("ask_message")),
+    route("/teams/quick-tell", Verb::Post, op("quick_message")),
+    route("/teams/wake-all", Verb::Post, op("team_wake_all")),
+    route("/teams", Verb::Get, op("list_teams")),
+    route("/teams/status", Verb::Get, op("team_status")),
+    route("/teams/{team}/wake", Verb::Post, team("team_wake", "team")),
+    route(
+        "/teams/{team}/launch",
+        Verb::Post,
+        team("team_launch", "team"),
+    ),
+    route(
+        "/teams/{team}/sleep",
+        Verb::Post,
+        team("team_sleep", "team"),
+    ),
+    route(
+        "/teams/{team}/cancel",
+        Verb::Post,
+        team("session_cancel", "toTeam"),
+    ),
+    route(
+        "/teams/{team}/fork",
+        Verb::Post,
+        team("session_fork", "toTeam"),
+    ),
+    route(
+        "/teams/{team}/reboot",
+        Verb::PostOrDelete,
+        team("session_reboot", "toTeam"),
+    ),
+    route(
+        "/teams/{team}/delete",
+        Verb::PostOrDelete,
+        team("session_delete", "toTeam"),
+    ),
+    route(
+        "/teams/{team}/status",
+        Verb::Get,
+        team("team_status", "team"),
+    ),
+    route(
+        "/teams/{team}/report",
+        Verb::Get,
+        team("session_report", "toTeam"),
+    ),
+    route("/logs", Verb::Get, op("get_logs")),
+    route("/date", Verb::Get, op("get_date")),
+    route("/status", Verb::Get, op("get_status")),
+    route("/cache/{id}", Verb::Get, id("session_report", "sessionId")),
+    route(
+        "/cache/{id}",
+        Verb::Delete,
+        id("session_delete", "sessionId"),
+    ),
+    // Seed 002: the programmatic API.
+    route(
+        "/teams/{team}/ask",
+        Verb::Post,
+        Spec {
+            op: "ask_message",
+            team: Some("toTeam"),
+            id: None,
+            renames: &[("question", "message")],
+        },
+    ),
+    route("/messages/history", Verb::Get, op("message_history")),
+    route("/messages/{id}", Verb::Get, id("get_message", "messageId")),
+];
 
 async fn call(
     spec: Spec,
@@ -94,75 +198,44 @@ fn on_methods(filter: MethodFilter, spec: Spec) -> MethodRouter<AppState> {
     )
 }
 
-fn on_post(s: Spec) -> MethodRouter<AppState> {
-    on_methods(MethodFilter::POST, s)
-}
-
-fn on_get(s: Spec) -> MethodRouter<AppState> {
-    on_methods(MethodFilter::GET, s)
-}
-
-/// POST and DELETE (seed 000 uses DELETE, seed 001 POST).
-fn on_post_or_delete(s: Spec) -> MethodRouter<AppState> {
-    on_methods(MethodFilter::POST.or(MethodFilter::DELETE), s)
+impl Verb {
+    pub fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::PostOrDelete => MethodFilter::POST.or(MethodFilter::DELETE),
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+    pub fn methods(self) -> &'static [&'static str] {
+        match self {
+            Verb::Get => &["get"],
+            Verb::Post => &["post"],
+            Verb::PostOrDelete => &["post", "delete"],
+            Verb::Delete => &["delete"],
+        }
+    }
 }
 
 pub fn routes() -> Router<AppState> {
-    const ASK: Spec = Spec {
-        op: "ask_message",
-        team: Some("toTeam"),
-        id: None,
-        renames: &[("question", "message")],
-    };
-    Router::new()
-        // Seed 000/001: one route per tool.
-        .route("/teams/tell", on_post(spec("send_message")))
-        .route("/teams/ask", on_post(spec("ask_message")))
-        .route("/teams/quick-tell", on_post(spec("quick_message")))
-        .route("/teams/wake-all", on_post(spec("team_wake_all")))
-        .route("/teams", on_get(spec("list_teams")))
-        .route("/teams/status", on_get(spec("team_status")))
-        .route("/teams/{team}/wake", on_post(team("team_wake", "team")))
-        .route("/teams/{team}/launch", on_post(team("team_launch", "team")))
-        .route("/teams/{team}/sleep", on_post(team("team_sleep", "team")))
-        .route(
-            "/teams/{team}/cancel",
-            on_post(team("session_cancel", "toTeam")),
-        )
-        .route(
-            "/teams/{team}/fork",
-            on_post(team("session_fork", "toTeam")),
-        )
-        .route(
-            "/teams/{team}/reboot",
-            on_post_or_delete(team("session_reboot", "toTeam")),
-        )
-        .route(
-            "/teams/{team}/delete",
-            on_post_or_delete(team("session_delete", "toTeam")),
-        )
-        .route("/teams/{team}/status", on_get(team("team_status", "team")))
-        .route(
-            "/teams/{team}/report",
-            on_get(team("session_report", "toTeam")),
-        )
-        .route("/logs", on_get(spec("get_logs")))
-        .route("/date", on_get(spec("get_date")))
-        .route("/status", on_get(spec("get_status")))
-        // Seed 002: the programmatic API.
-        .route("/teams/{team}/ask", on_post(ASK))
-        .route("/messages/history", on_get(spec("message_history")))
-        .route(
-            "/messages/{id}",
-            on_get(Spec {
-                op: "get_message",
-                team: None,
-                id: Some("messageId"),
-                renames: &[],
-            }),
-        )
-        // Seed 003: the tool registry.
+    let mut by_path: Vec<(&str, MethodRouter<AppState>)> = Vec::new();
+    for r in ROUTES {
+        let m = on_methods(r.verb.filter(), r.spec);
+        match by_path.iter_mut().find(|(p, _)| *p == r.path) {
+            Some((_, existing)) => *existing = std::mem::take(existing).merge(m),
+            None => by_path.push((r.path, m)),
+        }
+    }
+    let mut router = Router::new();
+    for (path, m) in by_path {
+        router = router.route(path, m);
+    }
+    router
+        // Seed 003: the tool registry, and the API's own description.
         .route("/tools", get(crate::system::list_tools))
         .route("/tools/{name}", get(crate::system::describe_tool))
         .route("/tools/{name}/execute", post(crate::system::execute_tool))
+        .route("/openapi.json", get(crate::openapi::document))
+        .route("/docs", get(crate::openapi::page))
+        .route("/docs/app.js", get(crate::openapi::script))
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use iris_storage::{HistoryFilter, TurnRow};
+use iris_storage::{HistoryFilter, SessionRow, TurnRow};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +17,10 @@ use crate::registry::{Ctx, Operation};
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SessionParams {
+    /// The team; may be left out when `sessionId` is given.
+    #[serde(default)]
     #[schemars(length(min = 1, max = 64))]
-    pub to_team: String,
+    pub to_team: Option<String>,
     #[serde(default)]
     #[schemars(length(max = 128))]
     pub from_team: Option<String>,
@@ -44,8 +46,10 @@ pub struct CancelParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReportParams {
+    /// The team; may be left out when `sessionId` is given.
+    #[serde(default)]
     #[schemars(length(min = 1, max = 64))]
-    pub to_team: String,
+    pub to_team: Option<String>,
     #[serde(default)]
     #[schemars(length(max = 128))]
     pub from_team: Option<String>,
@@ -55,6 +59,40 @@ pub struct ReportParams {
     #[serde(default = "default_report_limit")]
     #[schemars(range(min = 1, max = 1000))]
     pub limit: i64,
+    /// Leave the messages out (counts and process only).
+    #[serde(default = "yes")]
+    pub include_messages: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The conversation a call names: by team (and caller), or by session id alone.
+async fn conversation(
+    iris: &Iris,
+    ctx: &Ctx,
+    to_team: Option<&str>,
+    from: Option<String>,
+    session_id: Option<&str>,
+) -> Result<(std::sync::Arc<crate::team::Team>, SessionRow)> {
+    if let Some(t) = to_team {
+        let team = iris.team(ctx, t)?;
+        let from = caller(ctx, from);
+        let s = iris.existing_session(&from, &team.name, session_id).await?;
+        return Ok((team, s));
+    }
+    let Some(id) = session_id else {
+        return Err(IrisError::validation(
+            "toTeam",
+            "is required unless sessionId is given",
+        ));
+    };
+    iris.recorder.flush().await;
+    let not_found = || IrisError::session_not_found(format!("`{id}`"));
+    let s = iris.store.session(id).await?.ok_or_else(not_found)?;
+    let team = iris.team(ctx, &s.to_team).map_err(|_| not_found())?;
+    Ok((team, s))
 }
 
 fn default_report_limit() -> i64 {
@@ -140,11 +178,14 @@ pub struct ReportResult {
 }
 
 pub(crate) async fn report(iris: &Iris, ctx: &Ctx, p: ReportParams) -> Result<ReportResult> {
-    let team = iris.team(ctx, &p.to_team)?;
-    let from = caller(ctx, p.from_team);
-    let s = iris
-        .existing_session(&from, &team.name, p.session_id.as_deref())
-        .await?;
+    let (team, s) = conversation(
+        iris,
+        ctx,
+        p.to_team.as_deref(),
+        p.from_team,
+        p.session_id.as_deref(),
+    )
+    .await?;
     let (mut turns, total) = iris
         .store
         .turns(&HistoryFilter {
@@ -154,6 +195,9 @@ pub(crate) async fn report(iris: &Iris, ctx: &Ctx, p: ReportParams) -> Result<Re
         })
         .await?;
     turns.reverse();
+    if !p.include_messages {
+        turns.clear();
+    }
     let process = iris
         .pool
         .processes()
@@ -199,7 +243,10 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::PROCESSES_MANAGE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: SessionParams| async move {
-                let team = iris.team(&ctx, &p.to_team)?;
+                let to = p
+                    .to_team
+                    .ok_or_else(|| IrisError::validation("toTeam", "is required"))?;
+                let team = iris.team(&ctx, &to)?;
                 let from = caller(&ctx, p.from_team);
                 let old = iris.store.default_session(&from, &team.name).await?;
                 if let Some(old) = &old {
@@ -225,11 +272,14 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::CACHE_WRITE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: SessionParams| async move {
-                let team = iris.team(&ctx, &p.to_team)?;
-                let from = caller(&ctx, p.from_team);
-                let s = iris
-                    .existing_session(&from, &team.name, p.session_id.as_deref())
-                    .await?;
+                let (team, s) = conversation(
+                    &iris,
+                    &ctx,
+                    p.to_team.as_deref(),
+                    p.from_team,
+                    p.session_id.as_deref(),
+                )
+                .await?;
                 let id = s.id.clone();
                 iris.pool
                     .stop_where(|x| x.session_id == id, "session deleted")
@@ -250,11 +300,15 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::TEAMS_WRITE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: SessionParams| async move {
-                let team = iris.team(&ctx, &p.to_team)?;
-                let from = caller(&ctx, p.from_team);
-                let s = iris
-                    .existing_session(&from, &team.name, p.session_id.as_deref())
-                    .await?;
+                let (team, s) = conversation(
+                    &iris,
+                    &ctx,
+                    p.to_team.as_deref(),
+                    p.from_team,
+                    p.session_id.as_deref(),
+                )
+                .await?;
+                let from = s.from_team.clone();
                 if !s.started {
                     return Err(IrisError::conflict(
                         "the conversation has no messages yet; nothing to fork",
