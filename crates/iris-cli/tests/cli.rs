@@ -296,3 +296,90 @@ fn client_commands_reach_a_running_server_through_its_port_file() {
     assert!(!out.status.success(), "no server, no answer");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no running server"));
 }
+
+/// Start `iris serve` on a free port in `dir`; returns it with its base URL.
+fn serve_in(dir: &std::path::Path) -> (Reap, String) {
+    std::fs::write(
+        dir.join("config.yaml"),
+        "api:\n  port: 0\n  requireAuth: false\nteams:\n  demo:\n    path: .\n    agent: echo\n",
+    )
+    .unwrap();
+    let server = Reap(
+        iris(dir)
+            .arg("serve")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let port_file = dir.join(".http.port");
+    for _ in 0..400 {
+        if let Ok(p) = std::fs::read_to_string(&port_file)
+            && !p.trim().is_empty()
+        {
+            return (server, format!("http://127.0.0.1:{}", p.trim()));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the server did not write its port file");
+}
+
+#[test]
+fn the_curl_examples_run_against_a_live_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = serve_in(dir.path());
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/curl-examples.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .env("IRIS_URL", &url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{stderr}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("all examples passed"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("event: complete"),
+        "the streaming example streamed"
+    );
+}
+
+#[test]
+fn the_api_page_renders_in_a_real_browser() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Chromium is not installed: run scripts/test.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = serve_in(dir.path());
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("{url}/api/v1/docs"))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains(r#"data-ready="yes""#),
+        "the script rendered the document:\n{dom}"
+    );
+    assert!(dom.contains(r#"data-path="/api/v1/teams/tell""#));
+    assert!(dom.contains("send_message"));
+}
