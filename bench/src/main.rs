@@ -2,16 +2,21 @@
 //! the same invocation, on the same machine, and reports ratios.
 //!
 //!   cargo build --release -p iris-cli -p iris-bench
-//!   target/release/iris-bench [turn|spawn|fanout|all] [--iterations N]
+//!   target/release/iris-bench [turn|spawn|fanout|http|stream|idle-ws|all] [--iterations N]
 //!
 //! The echo agent is the release `iris` binary next to this one.
 
 mod fanout;
+mod http;
 mod spawn;
 mod stats;
 mod turn;
 
 use std::path::PathBuf;
+
+/// The same allocator as the `iris` binary, for Iris and the baselines alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 
 use iris_core::config::{Config, ConfigSource};
@@ -68,6 +73,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(which, "fanout" | "all") {
         fanout::run().await?;
+    }
+    if matches!(which, "http" | "all") {
+        http::run(10).await?;
     }
     Ok(())
 }

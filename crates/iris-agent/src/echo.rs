@@ -16,6 +16,7 @@
 //! | `[[big=BYTES]]` | write one stdout line of that many bytes first |
 //! | `[[garbage]]` | write a line that is not JSON first |
 //! | `[[argv]]` / `[[cwd]]` / `[[env=NAME]]` | reply with the arguments / folder / a variable |
+//! | `[[stamps=N]]` | reply with N chunks, each the Unix time in µs when it was written (latency benchmarks) |
 //!
 //! A slow start is set with the environment variable `IRIS_ECHO_START_DELAY_MS`.
 
@@ -41,6 +42,7 @@ struct Directives {
     argv: bool,
     cwd: bool,
     env: Option<String>,
+    stamps: Option<usize>,
 }
 
 /// Split `[[name=value]]` directives out of a message; returns the rest.
@@ -71,6 +73,7 @@ fn parse_directives(text: &str) -> (Directives, String) {
             "argv" => d.argv = true,
             "cwd" => d.cwd = true,
             "env" => d.env = value.map(str::to_owned),
+            "stamps" => d.stamps = num().map(|n| n as usize),
             _ => rest.push_str(&s[start..start + len + 2]),
         }
         s = &s[start + len + 2..];
@@ -256,7 +259,11 @@ impl<W: Write> Agent<W> {
                 {"type":"tool_result","tool_use_id":id,"content":"ok","is_error":false}]}}),
             );
         }
-        let chunks = split_chunks(&reply, d.chunks);
+        let chunks = match d.stamps {
+            Some(n) => vec![String::new(); n],
+            None => split_chunks(&reply, d.chunks),
+        };
+        let mut stamped = String::new();
         for (i, chunk) in chunks.iter().enumerate() {
             if d.delay_ms > 0 && self.pause(d.delay_ms) {
                 self.result(
@@ -268,6 +275,18 @@ impl<W: Write> Agent<W> {
                 );
                 return Flow::Continue;
             }
+            let stamp;
+            let chunk = if d.stamps.is_some() {
+                let micros = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|t| t.as_micros())
+                    .unwrap_or(0);
+                stamp = format!("{micros} ");
+                stamped.push_str(&stamp);
+                &stamp
+            } else {
+                chunk
+            };
             self.emit(json!({"type":"stream_event","session_id":session_id,"event":{
                 "type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":chunk}}}));
             if i == 0 && d.crash {
@@ -283,6 +302,7 @@ impl<W: Write> Agent<W> {
             self.result(&err, true, "error_during_execution", started, words);
             return Flow::Continue;
         }
+        let reply = if d.stamps.is_some() { stamped } else { reply };
         self.emit(
             json!({"type":"assistant","session_id":session_id,"message":{"role":"assistant",
             "content":[{"type":"text","text":reply}]}}),

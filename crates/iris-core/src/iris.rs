@@ -65,6 +65,8 @@ pub struct Iris {
     pub bus: Arc<Bus>,
     pub pool: Pool,
     pub started_at: i64,
+    /// Sessions in the database, kept in memory so status calls never query.
+    session_count: std::sync::atomic::AtomicI64,
     /// Serialises session creation; also guards the cache inside.
     sessions: tokio::sync::Mutex<SessionCache>,
 }
@@ -86,6 +88,7 @@ impl Iris {
             .await
             .map_err(|e| IrisError::internal("opening the database", e))?;
         let failed = store.recover(now_ms()).await?;
+        let session_count = store.count_sessions().await?;
         if failed > 0 {
             tracing::warn!(
                 failed,
@@ -115,6 +118,7 @@ impl Iris {
             bus,
             pool,
             started_at: now_ms(),
+            session_count: std::sync::atomic::AtomicI64::new(session_count),
             sessions: tokio::sync::Mutex::new(SessionCache::default()),
         });
         for team in iris.teams().into_iter().filter(|t| t.config.prewarm) {
@@ -203,6 +207,24 @@ impl Iris {
         Ok(row)
     }
 
+    /// How many sessions exist.
+    pub fn session_count(&self) -> i64 {
+        self.session_count
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Delete a session with its history, and forget it.
+    pub(crate) async fn delete_session(&self, id: &str) -> Result<bool> {
+        self.recorder.flush().await;
+        let deleted = self.store.delete_session(id).await?;
+        if deleted {
+            self.session_count
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.forget_session(id).await;
+        Ok(deleted)
+    }
+
     /// Forget a cached session (after reboot or delete changed it).
     pub(crate) async fn forget_session(&self, id: &str) {
         let mut cache = self.sessions.lock().await;
@@ -253,6 +275,8 @@ impl Iris {
             last_used_at: now,
         };
         self.store.insert_session(&row).await?;
+        self.session_count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(row)
     }
 

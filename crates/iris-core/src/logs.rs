@@ -134,8 +134,12 @@ impl Visit for Fields<'_> {
 impl<S: Subscriber> Layer<S> for RingLayer {
     fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        // Only Iris's own records: dependencies' debug chatter would flush the ring.
-        if *meta.level() > self.min || !meta.target().starts_with("iris") {
+        // Only Iris's own records, and not the access log (one per request):
+        // either would flush the ring of what get_logs is for.
+        if *meta.level() > self.min
+            || !meta.target().starts_with("iris")
+            || meta.target() == "iris::access"
+        {
             return;
         }
         let mut message = String::new();

@@ -284,9 +284,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 iris.pool
                     .stop_where(|x| x.session_id == id, "session deleted")
                     .await;
-                iris.recorder.flush().await;
-                let deleted = iris.store.delete_session(&s.id).await?;
-                iris.forget_session(&s.id).await;
+                let deleted = iris.delete_session(&s.id).await?;
                 Ok(DeleteResult {
                     team: team.name.clone(),
                     session_id: s.id,

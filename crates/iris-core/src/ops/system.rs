@@ -219,7 +219,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 let processes = iris.pool.processes();
                 Ok(StatusResult {
                     sessions: SessionCounts {
-                        total: iris.store.count_sessions().await?,
+                        total: iris.session_count(),
                         active: processes.len(),
                     },
                     processes: ProcessCounts {

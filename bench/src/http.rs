@@ -1,0 +1,175 @@
+//! HTTP benchmarks, load from `wrk` (a second process) on loopback:
+//! `GET /api/v1/status` on Iris against a bare hyper server returning the
+//! same JSON, and `POST /api/v1/teams/demo/ask` to a warm echo team.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::Command;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+/// A bare hyper server answering every request with `body`.
+async fn bare(body: Bytes) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: Request<hyper::body::Incoming>| {
+                    let body = body.clone();
+                    async move {
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .unwrap_or_default(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, task))
+}
+
+/// The same body from a one-route axum router: how much of the gap is the framework.
+async fn plain_axum(body: Bytes) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/api/v1/status",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, task))
+}
+
+pub struct WrkResult {
+    pub rps: f64,
+    pub p99_ms: f64,
+}
+
+fn to_ms(v: &str) -> Option<f64> {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => return None,
+    })
+}
+
+/// Run wrk; `script` is an optional Lua file (for POST bodies).
+pub fn wrk(
+    url: &str,
+    connections: u32,
+    seconds: u32,
+    script: Option<&std::path::Path>,
+) -> anyhow::Result<WrkResult> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .map_err(|e| anyhow::anyhow!("wrk is needed (apt-get install wrk): {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("unexpected wrk output:\n{text}"))?;
+    let p99_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .and_then(|v| to_ms(v.trim()))
+        .ok_or_else(|| anyhow::anyhow!("no 99% line in wrk output:\n{text}"))?;
+    if text.contains("Non-2xx") {
+        anyhow::bail!("wrk saw error responses:\n{text}");
+    }
+    Ok(WrkResult { rps, p99_ms })
+}
+
+pub async fn run(seconds: u32) -> anyhow::Result<()> {
+    let (iris, dir) =
+        crate::iris_with_echo("  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false").await?;
+    let server = iris_server::start(iris.clone(), None).await?;
+    let base = format!("http://{}", server.addr);
+    let status_url = format!("{base}/api/v1/status");
+    let body = reqwest::get(&status_url).await?.bytes().await?;
+    let (bare_addr, bare_task) = bare(Bytes::from(body.to_vec())).await?;
+    let (axum_addr, axum_task) = plain_axum(Bytes::from(body.to_vec())).await?;
+    let bare_url = format!("http://{bare_addr}/api/v1/status");
+    // wrk blocks; run it off the runtime so the servers keep serving.
+    let run_wrk = |url: String, c: u32, script: Option<std::path::PathBuf>| {
+        tokio::task::spawn_blocking(move || wrk(&url, c, seconds, script.as_deref()))
+    };
+    let b = run_wrk(bare_url, 64, None).await??;
+    let a = run_wrk(format!("http://{axum_addr}/api/v1/status"), 64, None).await??;
+    let i = run_wrk(status_url, 64, None).await??;
+    if std::env::var_os("HEALTHZ").is_some() {
+        let h = run_wrk(format!("{base}/healthz"), 64, None).await??;
+        println!(
+            "  iris /healthz : {:10.0} req/s ({:.2}x)",
+            h.rps,
+            h.rps / b.rps
+        );
+    }
+    println!("GET /api/v1/status, 64 connections, {seconds}s each (wrk)");
+    println!(
+        "  bare hyper : {:10.0} req/s  p99 {:6.2} ms",
+        b.rps, b.p99_ms
+    );
+    println!(
+        "  plain axum : {:10.0} req/s  p99 {:6.2} ms  ({:.2}x of bare)",
+        a.rps,
+        a.p99_ms,
+        a.rps / b.rps
+    );
+    println!(
+        "  iris       : {:10.0} req/s  p99 {:6.2} ms  ({:.2}x of bare)",
+        i.rps,
+        i.p99_ms,
+        i.rps / b.rps
+    );
+
+    let lua = dir.path().join("ask.lua");
+    std::fs::write(
+        &lua,
+        "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{\"question\": \"benchmark\", \"timeout\": 0}'\n",
+    )?;
+    // One conversation answers one turn at a time, so few connections.
+    let ask = run_wrk(format!("{base}/api/v1/teams/demo/ask"), 4, Some(lua)).await??;
+    println!("POST /api/v1/teams/demo/ask (warm echo), 4 connections, {seconds}s");
+    println!(
+        "  iris       : {:10.0} req/s  p99 {:6.2} ms",
+        ask.rps, ask.p99_ms
+    );
+    bare_task.abort();
+    axum_task.abort();
+    server.stop().await;
+    iris.shutdown().await;
+    Ok(())
+}
