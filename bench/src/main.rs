@@ -8,8 +8,10 @@
 
 mod fanout;
 mod http;
+mod idle_ws;
 mod spawn;
 mod stats;
+mod stream;
 mod turn;
 
 use std::path::PathBuf;
@@ -76,6 +78,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(which, "http" | "all") {
         http::run(10).await?;
+    }
+    if matches!(which, "stream" | "all") {
+        stream::run(iterations.unwrap_or(5)).await?;
+    }
+    if matches!(which, "idle-ws" | "all") {
+        idle_ws::run(iterations.unwrap_or(10_000)).await?;
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::serve::ListenerExt;
 use iris_core::Iris;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -145,7 +146,13 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
     let (stop, mut stopped) = watch::channel(false);
     let app = router(iris);
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        // No Nagle delay: stream events are small writes that must leave at once.
+        axum::serve(
+            listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
             .with_graceful_shutdown(async move {
                 let _ = stopped.wait_for(|s| *s).await;
             })

@@ -86,7 +86,11 @@ fn upgrade(
         .into_response();
     }
     let counter = state.ws_connections.clone();
+    // tungstenite reserves its whole read buffer per connection (128 KiB by
+    // default); 4 KiB keeps 10,000 idle clients cheap, larger messages still
+    // arrive (the buffer is only the read chunk).
     ws.max_message_size(limits.max_message_bytes)
+        .read_buffer_size(4096)
         .on_upgrade(move |socket| async move {
             Connection::new(state, ctx, proto).run(socket).await;
             counter.fetch_sub(1, Ordering::AcqRel);
