@@ -42,7 +42,10 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
     let mut conns = Vec::with_capacity(count);
     for batch in 0..count.div_ceil(200) {
         let n = 200.min(count - batch * 200);
-        let opened = futures_util::future::join_all((0..n).map(|_| tokio_tungstenite::connect_async(url.clone()))).await;
+        let opened = futures_util::future::join_all(
+            (0..n).map(|_| tokio_tungstenite::connect_async(url.clone())),
+        )
+        .await;
         for c in opened {
             conns.push(c?.0);
         }

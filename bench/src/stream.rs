@@ -38,7 +38,10 @@ async fn raw() -> anyhow::Result<Vec<Duration>> {
     p.send(&protocol::user_message_line(MESSAGE)).await?;
     let mut out = Vec::new();
     loop {
-        let line = p.next_line().await.ok_or_else(|| anyhow::anyhow!("echo exited"))??;
+        let line = p
+            .next_line()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("echo exited"))??;
         match protocol::parse_line(&line) {
             Ok((AgentEvent::TextDelta(t), _)) => out.extend(latency(&t)),
             Ok((AgentEvent::Result(_), _)) => break,
@@ -73,9 +76,11 @@ async fn sse(base: &str) -> anyhow::Result<Vec<Duration>> {
 }
 
 async fn websocket(addr: std::net::SocketAddr) -> anyhow::Result<Vec<Duration>> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/stream")).await?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/api/v1/stream")).await?;
     let msg = json!({"type": "message", "team": "demo", "message": MESSAGE}).to_string();
-    ws.send(tokio_tungstenite::tungstenite::Message::Text(msg.into())).await?;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(msg.into()))
+        .await?;
     let mut out = Vec::new();
     while let Some(m) = ws.next().await {
         if let tokio_tungstenite::tungstenite::Message::Text(t) = m? {
@@ -91,7 +96,8 @@ async fn websocket(addr: std::net::SocketAddr) -> anyhow::Result<Vec<Duration>> 
 }
 
 pub async fn run(rounds: usize) -> anyhow::Result<()> {
-    let (iris, _dir) = crate::iris_with_echo("  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false").await?;
+    let (iris, _dir) =
+        crate::iris_with_echo("  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false").await?;
     let server = iris_server::start(iris.clone(), None).await?;
     let base = format!("http://{}", server.addr);
     let (mut r, mut s, mut w) = (Vec::new(), Vec::new(), Vec::new());
@@ -102,9 +108,21 @@ pub async fn run(rounds: usize) -> anyhow::Result<()> {
     }
     let (r, s, w) = (summarize(&mut r), summarize(&mut s), summarize(&mut w));
     println!("chunk latency, agent write to client read ({rounds} turns of 300 chunks each)");
-    println!("  raw pipe   : median {:8.1} us  p99 {:8.1} us", us(r.median), us(r.p99));
-    println!("  SSE        : median {:8.1} us  p99 {:8.1} us", us(s.median), us(s.p99));
-    println!("  WebSocket  : median {:8.1} us  p99 {:8.1} us", us(w.median), us(w.p99));
+    println!(
+        "  raw pipe   : median {:8.1} us  p99 {:8.1} us",
+        us(r.median),
+        us(r.p99)
+    );
+    println!(
+        "  SSE        : median {:8.1} us  p99 {:8.1} us",
+        us(s.median),
+        us(s.p99)
+    );
+    println!(
+        "  WebSocket  : median {:8.1} us  p99 {:8.1} us",
+        us(w.median),
+        us(w.p99)
+    );
     server.stop().await;
     iris.shutdown().await;
     Ok(())

@@ -153,10 +153,10 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
             }),
             app,
         )
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
     });
     tracing::info!(%addr, "API listening");
     Ok(Running {
