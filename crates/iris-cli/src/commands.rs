@@ -95,6 +95,7 @@ async fn start(source: ConfigSource) -> anyhow::Result<Arc<Iris>> {
 
 pub async fn serve(source: ConfigSource) -> anyhow::Result<ExitCode> {
     crate::logging::init("info");
+    let mut signals = Signals::listen()?;
     let iris = start(source).await?;
     let teams: Vec<String> = iris.teams().iter().map(|t| t.name.clone()).collect();
     let server = if iris.config.api.enabled {
@@ -109,7 +110,7 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<ExitCode> {
         database = %iris.config.database_path().display(),
         "Iris is running; Ctrl-C stops it"
     );
-    wait_for_signal().await;
+    signals.wait().await;
     tracing::info!("shutting down: finishing requests, then stopping the agents");
     if let Some(s) = server {
         s.stop().await;
@@ -118,25 +119,38 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, listened for from the moment they are created, so a
+/// signal during start-up is not lost to the default handler.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 pub async fn call(

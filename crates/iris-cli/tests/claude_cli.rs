@@ -78,7 +78,7 @@ async fn partial_chunks_arrive_before_the_result() {
     let q =
         s.h.call(
             "quick_message",
-            json!({"toTeam": "cc", "message": "MSG<several words in this answer please>"}),
+            json!({"toTeam": "cc", "message": "MSG<paced several words in this answer>"}),
         )
         .await
         .unwrap();
@@ -87,18 +87,30 @@ async fn partial_chunks_arrive_before_the_result() {
             .bus
             .subscribe(&format!("session:{}", q["sessionId"].as_str().unwrap()));
     let mut chunks = 0;
+    let mut text = String::new();
+    let mut first_chunk = None;
     loop {
         let e = next_event(&mut sub).await;
         match e.kind {
-            EventKind::Chunk => chunks += 1,
+            EventKind::Chunk => {
+                chunks += 1;
+                text.push_str(e.data["text"].as_str().unwrap());
+                first_chunk.get_or_insert_with(std::time::Instant::now);
+            }
             EventKind::TurnCompleted => {
                 assert_eq!(e.data["status"], "completed", "{:?}", e.data);
+                assert_eq!(e.data["response"].as_str().unwrap().trim(), text.trim());
                 break;
             }
             _ => {}
         }
     }
+    let ahead = first_chunk.expect("a chunk").elapsed();
     assert!(chunks >= 3, "partial deltas before the result: {chunks}");
+    assert!(
+        ahead > Duration::from_millis(100),
+        "the first chunk came {ahead:?} before the result"
+    );
     s.h.stop().await;
 }
 

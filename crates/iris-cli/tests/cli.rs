@@ -204,7 +204,7 @@ fn agents_die_with_a_killed_iris_and_stop_with_a_terminated_one() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("config.yaml"),
-            "teams:\n  warm:\n    path: .\n    agent: echo\n    prewarm: true\n",
+            "api:\n  port: 0\nteams:\n  warm:\n    path: .\n    agent: echo\n    prewarm: true\n",
         )
         .unwrap();
         let mut server = Reap(

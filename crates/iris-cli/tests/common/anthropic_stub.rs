@@ -5,7 +5,8 @@
 //! message_stop). Test messages carry markers `MSG<text>`; the reply is
 //! `reply N: text`, N counting the markers in the whole request, so a
 //! resumed conversation shows it kept its context. `MSG<api-error …>` gets a
-//! 400 error; `MSG<slow …>` streams 60 words 100 ms apart.
+//! 400 error; `MSG<slow …>` streams 60 words 100 ms apart; `MSG<paced …>`
+//! streams its reply 40 ms a word.
 //! Plain std networking: one thread per connection, `Connection: close`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -96,6 +97,9 @@ fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
     }
     let (words, delay): (Vec<String>, u64) = if last.starts_with("slow") {
         ((0..60).map(|i| format!("w{i} ")).collect(), 100)
+    } else if last.starts_with("paced") {
+        let reply = format!("reply {}: {last}", found.len());
+        (reply.split_inclusive(' ').map(str::to_owned).collect(), 40)
     } else if found.is_empty() {
         (vec!["ok".into()], 0)
     } else {

@@ -71,6 +71,8 @@ struct Running {
     events_dropped: i64,
     /// Agent output lines seen in this turn (stored or not).
     next_seq: u64,
+    /// Stream items not yet handed to followers (see `flush_stream`).
+    pending: Vec<StreamItem>,
     interrupt_sent: Option<Instant>,
 }
 
@@ -202,7 +204,11 @@ impl Actor {
                     self.stop_everything("the pool shut down").await;
                     return;
                 }
-                Wake::Line(Some(Ok(line))) => self.on_line(line).await,
+                Wake::Line(Some(Ok(line))) => {
+                    self.on_line(line).await;
+                    self.drain_ready().await;
+                    self.flush_stream();
+                }
                 Wake::Line(Some(Err(e))) => self.on_bad_output(e).await,
                 Wake::Line(None) => self.on_exit().await,
                 Wake::Deadline => {
@@ -382,6 +388,7 @@ impl Actor {
                 events: Vec::new(),
                 events_dropped: 0,
                 next_seq: 0,
+                pending: Vec::new(),
                 interrupt_sent: None,
             });
             if let Err(e) = sent {
@@ -417,17 +424,39 @@ impl Actor {
     }
 
     /// Hand stream items to the turn's followers and the bus.
+    /// Take stream items of the running turn. Chunks update the partial
+    /// response at once; followers and the bus get them at the next
+    /// [`Actor::flush_stream`], consecutive chunks merged into one.
     fn stream(&mut self, items: Vec<StreamItem>) {
         let Some(r) = self.current.as_mut() else {
             return;
         };
-        let id = r.tracker.id.clone();
         for item in items {
             if item.kind == StreamKind::Chunk {
                 let text = item.data["text"].as_str().unwrap_or_default();
                 r.deltas.push_str(text);
                 r.tracker.push_partial(text);
+                if let Some(last) = r.pending.last_mut()
+                    && last.kind == StreamKind::Chunk
+                {
+                    let merged =
+                        format!("{}{text}", last.data["text"].as_str().unwrap_or_default());
+                    last.data["text"] = merged.into();
+                    last.seq = item.seq;
+                    continue;
+                }
             }
+            r.pending.push(item);
+        }
+    }
+
+    /// Hand the pending stream items to the turn's followers and the bus.
+    fn flush_stream(&mut self) {
+        let Some(r) = self.current.as_mut() else {
+            return;
+        };
+        let id = r.tracker.id.clone();
+        for item in std::mem::take(&mut r.pending) {
             let kind = match item.kind {
                 StreamKind::Chunk => EventKind::Chunk,
                 StreamKind::ToolUse => EventKind::ToolUse,
@@ -442,6 +471,31 @@ impl Actor {
                 Some(&id),
                 data,
             );
+        }
+    }
+
+    /// Handle the lines the agent has already written, without waiting.
+    /// When the agent is faster than its readers this batches its chunks,
+    /// so a crowd of subscribers gets fewer, larger events instead of
+    /// slowing the agent down; an idle pipe costs nothing.
+    async fn drain_ready(&mut self) {
+        use futures_util::FutureExt;
+        for _ in 0..256 {
+            let Some(p) = self.process.as_mut() else {
+                return;
+            };
+            match p.next_line().now_or_never() {
+                Some(Some(Ok(line))) => self.on_line(line).await,
+                Some(Some(Err(e))) => {
+                    self.flush_stream();
+                    return self.on_bad_output(e).await;
+                }
+                Some(None) => {
+                    self.flush_stream();
+                    return self.on_exit().await;
+                }
+                None => return,
+            }
         }
     }
 
@@ -749,6 +803,7 @@ impl Actor {
         error: Option<String>,
         result: Option<TurnResult>,
     ) {
+        self.flush_stream();
         let Some(r) = self.current.take() else { return };
         let result = result.unwrap_or_default();
         let response = match result
