@@ -34,6 +34,19 @@ pub fn iris_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The baseline: the echo agent started by hand, with exactly the flags a
+/// team's process gets.
+pub fn echo_spec() -> anyhow::Result<iris_agent::LaunchSpec> {
+    Ok(iris_agent::LaunchSpec::persistent(
+        iris_agent::AgentKind::Echo,
+        iris_bin()?,
+        &iris_agent::SessionMode::New(uuid::Uuid::new_v4().to_string()),
+        &[],
+        vec![],
+        std::env::current_dir()?,
+    ))
+}
+
 /// An Iris with one echo team over a temporary database.
 pub async fn iris_with_echo(settings: &str) -> anyhow::Result<(Arc<Iris>, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;

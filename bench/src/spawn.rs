@@ -4,22 +4,15 @@
 
 use std::time::{Duration, Instant};
 
+use iris_agent::AgentProcess;
 use iris_agent::protocol::{self, AgentEvent};
-use iris_agent::{AgentKind, AgentProcess, LaunchSpec, SessionMode};
 use iris_core::Ctx;
 use serde_json::json;
 
 use crate::stats::{summarize, us};
 
 async fn raw_once() -> anyhow::Result<Duration> {
-    let spec = LaunchSpec::persistent(
-        AgentKind::Echo,
-        crate::iris_bin()?,
-        &SessionMode::New(uuid::Uuid::new_v4().to_string()),
-        &[],
-        vec![],
-        std::env::current_dir()?,
-    );
+    let spec = crate::echo_spec()?;
     let start = Instant::now();
     let mut p = AgentProcess::spawn(&spec, 1 << 20)?;
     p.send(&protocol::user_message_line("ready?")).await?;

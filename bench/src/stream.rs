@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use iris_agent::AgentProcess;
 use iris_agent::protocol::{self, AgentEvent};
-use iris_agent::{AgentKind, AgentProcess, LaunchSpec, SessionMode};
 use serde_json::{Value, json};
 
 use crate::stats::{summarize, us};
@@ -26,14 +26,7 @@ fn latency(text: &str) -> Option<Duration> {
 }
 
 async fn raw() -> anyhow::Result<Vec<Duration>> {
-    let spec = LaunchSpec::persistent(
-        AgentKind::Echo,
-        crate::iris_bin()?,
-        &SessionMode::New(uuid::Uuid::new_v4().to_string()),
-        &[],
-        vec![],
-        std::env::current_dir()?,
-    );
+    let spec = crate::echo_spec()?;
     let mut p = AgentProcess::spawn(&spec, 1 << 20)?;
     p.send(&protocol::user_message_line(MESSAGE)).await?;
     let mut out = Vec::new();

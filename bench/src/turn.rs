@@ -3,22 +3,15 @@
 
 use std::time::{Duration, Instant};
 
+use iris_agent::AgentProcess;
 use iris_agent::protocol::{self, AgentEvent};
-use iris_agent::{AgentKind, AgentProcess, LaunchSpec, SessionMode};
 use iris_core::Ctx;
 use serde_json::json;
 
 use crate::stats::{summarize, us};
 
 async fn raw(iterations: usize) -> anyhow::Result<Vec<Duration>> {
-    let spec = LaunchSpec::persistent(
-        AgentKind::Echo,
-        crate::iris_bin()?,
-        &SessionMode::New(uuid::Uuid::new_v4().to_string()),
-        &[],
-        vec![],
-        std::env::current_dir()?,
-    );
+    let spec = crate::echo_spec()?;
     let mut p = AgentProcess::spawn(&spec, 1 << 20)?;
     let mut out = Vec::with_capacity(iterations);
     for i in 0..iterations + 50 {

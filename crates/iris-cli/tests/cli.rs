@@ -202,18 +202,9 @@ impl Drop for Reap {
 fn agents_die_with_a_killed_iris_and_stop_with_a_terminated_one() {
     for signal in [libc::SIGKILL, libc::SIGTERM] {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("config.yaml"),
+        let (mut server, _) = serve_in(
+            dir.path(),
             "api:\n  port: 0\nteams:\n  warm:\n    path: .\n    agent: echo\n    prewarm: true\n",
-        )
-        .unwrap();
-        let mut server = Reap(
-            iris(dir.path())
-                .arg("serve")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
         );
         let mut kids = Vec::new();
         for _ in 0..200 {
@@ -245,27 +236,8 @@ fn agents_die_with_a_killed_iris_and_stop_with_a_terminated_one() {
 #[test]
 fn client_commands_reach_a_running_server_through_its_port_file() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("config.yaml"),
-        "api:\n  port: 0\n  requireAuth: false\nteams:\n  demo:\n    path: .\n    agent: echo\n",
-    )
-    .unwrap();
-    let mut server = Reap(
-        iris(dir.path())
-            .arg("serve")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut server, _) = serve_in(dir.path(), OPEN_DEMO);
     let port_file = dir.path().join(".http.port");
-    for _ in 0..200 {
-        if port_file.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    assert!(port_file.exists(), "the server wrote its port file");
     let out = iris(dir.path())
         .args(["tell", "demo", "over http"])
         .output()
@@ -297,13 +269,13 @@ fn client_commands_reach_a_running_server_through_its_port_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no running server"));
 }
 
-/// Start `iris serve` on a free port in `dir`; returns it with its base URL.
-fn serve_in(dir: &std::path::Path) -> (Reap, String) {
-    std::fs::write(
-        dir.join("config.yaml"),
-        "api:\n  port: 0\n  requireAuth: false\nteams:\n  demo:\n    path: .\n    agent: echo\n",
-    )
-    .unwrap();
+const OPEN_DEMO: &str =
+    "api:\n  port: 0\n  requireAuth: false\nteams:\n  demo:\n    path: .\n    agent: echo\n";
+
+/// Start `iris serve` with `config` (which must use port 0) in `dir`;
+/// returns it once listening, with its base URL.
+fn serve_in(dir: &std::path::Path, config: &str) -> (Reap, String) {
+    std::fs::write(dir.join("config.yaml"), config).unwrap();
     let server = Reap(
         iris(dir)
             .arg("serve")
@@ -327,7 +299,7 @@ fn serve_in(dir: &std::path::Path) -> (Reap, String) {
 #[test]
 fn the_curl_examples_run_against_a_live_server() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = serve_in(dir.path());
+    let (_server, url) = serve_in(dir.path(), OPEN_DEMO);
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/curl-examples.sh");
     let out = Command::new("bash")
@@ -356,7 +328,7 @@ fn the_api_page_renders_in_a_real_browser() {
         .find(|p| std::path::Path::new(p).exists())
         .expect("Chromium is not installed: run scripts/test.sh");
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = serve_in(dir.path());
+    let (_server, url) = serve_in(dir.path(), OPEN_DEMO);
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(chromium)
         .args([

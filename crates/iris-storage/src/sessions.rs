@@ -114,29 +114,6 @@ impl Store {
         Ok(row.get(0))
     }
 
-    /// Record that a message went to the session's agent.
-    pub async fn session_used(&self, id: &str, now: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE sessions SET started = 1, message_count = message_count + 1, last_used_at = ? WHERE id = ?",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .ctx("updating session use")?;
-        Ok(())
-    }
-
-    pub async fn set_process_state(&self, id: &str, state: &str) -> Result<()> {
-        sqlx::query("UPDATE sessions SET process_state = ? WHERE id = ?")
-            .bind(state)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .ctx("updating process state")?;
-        Ok(())
-    }
-
     /// Stop a session being the default of its pair (reboot keeps its history).
     pub async fn retire_session(&self, id: &str) -> Result<()> {
         sqlx::query("UPDATE sessions SET is_default = 0 WHERE id = ?")
@@ -192,7 +169,12 @@ mod tests {
         assert!(s.default_session("aa", "b").await.unwrap().is_none());
         s.retire_session("s1").await.unwrap();
         assert!(s.default_session("a", "b").await.unwrap().is_none());
-        s.session_used("s3", 9).await.unwrap();
+        s.apply(&[crate::StoreWrite::SessionUsed {
+            id: "s3".into(),
+            at: 9,
+        }])
+        .await
+        .unwrap();
         let s3 = s.session("s3").await.unwrap().unwrap();
         assert!(s3.started && s3.message_count == 1 && s3.last_used_at == 9);
         assert_eq!(s.sessions(Some("b")).await.unwrap()[0].id, "s3");

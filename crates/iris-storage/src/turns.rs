@@ -165,43 +165,6 @@ pub(crate) async fn finish_in(
 }
 
 impl Store {
-    pub async fn insert_turn(&self, t: &TurnRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO turns (id, session_id, from_team, to_team, kind, status, request, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&t.id)
-        .bind(&t.session_id)
-        .bind(&t.from_team)
-        .bind(&t.to_team)
-        .bind(&t.kind)
-        .bind(&t.status)
-        .bind(&t.request)
-        .bind(t.created_at)
-        .execute(&self.pool)
-        .await
-        .ctx("inserting a turn")?;
-        Ok(())
-    }
-
-    pub async fn turn_started(&self, id: &str, at: i64) -> Result<()> {
-        sqlx::query("UPDATE turns SET status = 'running', started_at = ? WHERE id = ?")
-            .bind(at)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .ctx("marking a turn running")?;
-        Ok(())
-    }
-
-    /// Write the end of a turn and its raw events in one transaction.
-    pub async fn turn_finished(&self, id: &str, f: &TurnFinish, events: &[EventRow]) -> Result<()> {
-        let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
-        finish_in(&mut tx, id, f, events).await?;
-        tx.commit().await.ctx("committing a turn")?;
-        Ok(())
-    }
-
     pub async fn turn(&self, id: &str) -> Result<Option<TurnRow>> {
         let row = sqlx::query(select_turns!(" WHERE id = ?"))
             .bind(id)
@@ -258,8 +221,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SessionRow;
     use crate::testing::store;
+    use crate::{SessionRow, StoreWrite};
 
     #[tokio::test]
     async fn turn_lifecycle_events_and_history() {
@@ -279,7 +242,7 @@ mod tests {
         .await
         .unwrap();
         for (i, id) in ["m1", "m2", "m3"].iter().enumerate() {
-            s.insert_turn(&TurnRow {
+            s.apply(&[StoreWrite::InsertTurn(TurnRow {
                 id: (*id).into(),
                 session_id: "s".into(),
                 from_team: "a".into(),
@@ -296,11 +259,16 @@ mod tests {
                 started_at: None,
                 completed_at: None,
                 events_dropped: 0,
-            })
+            })])
             .await
             .unwrap();
         }
-        s.turn_started("m1", 20).await.unwrap();
+        s.apply(&[StoreWrite::TurnStarted {
+            id: "m1".into(),
+            at: 20,
+        }])
+        .await
+        .unwrap();
         let events: Vec<EventRow> = (1..=450)
             .map(|seq| EventRow {
                 seq,
@@ -316,7 +284,13 @@ mod tests {
             completed_at: 30,
             ..Default::default()
         };
-        s.turn_finished("m1", &finish, &events).await.unwrap();
+        s.apply(&[StoreWrite::TurnFinished {
+            id: "m1".into(),
+            finish,
+            events,
+        }])
+        .await
+        .unwrap();
         let t = s.turn("m1").await.unwrap().unwrap();
         assert_eq!(
             (t.status.as_str(), t.response.as_deref()),
