@@ -47,6 +47,21 @@ pub fn echo_spec() -> anyhow::Result<iris_agent::LaunchSpec> {
     ))
 }
 
+/// Send `text` straight to an agent process and read until its result.
+pub async fn ask_raw(p: &mut iris_agent::AgentProcess, text: &str) -> anyhow::Result<()> {
+    use iris_agent::protocol::{self, AgentEvent};
+    p.send(&protocol::user_message_line(text)).await?;
+    loop {
+        let line = p
+            .next_line()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("echo exited"))??;
+        if let Ok((AgentEvent::Result(_), _)) = protocol::parse_line(&line) {
+            return Ok(());
+        }
+    }
+}
+
 /// An Iris with one echo team over a temporary database.
 pub async fn iris_with_echo(settings: &str) -> anyhow::Result<(Arc<Iris>, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;

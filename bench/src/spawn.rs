@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use iris_agent::AgentProcess;
-use iris_agent::protocol::{self, AgentEvent};
 use iris_core::Ctx;
 use serde_json::json;
 
@@ -15,16 +14,7 @@ async fn raw_once() -> anyhow::Result<Duration> {
     let spec = crate::echo_spec()?;
     let start = Instant::now();
     let mut p = AgentProcess::spawn(&spec, 1 << 20)?;
-    p.send(&protocol::user_message_line("ready?")).await?;
-    loop {
-        let line = p
-            .next_line()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("echo exited"))??;
-        if let Ok((AgentEvent::Result(_), _)) = protocol::parse_line(&line) {
-            break;
-        }
-    }
+    crate::ask_raw(&mut p, "ready?").await?;
     let took = start.elapsed();
     p.shutdown(Duration::from_secs(1)).await;
     Ok(took)

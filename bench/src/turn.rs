@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use iris_agent::AgentProcess;
-use iris_agent::protocol::{self, AgentEvent};
 use iris_core::Ctx;
 use serde_json::json;
 
@@ -16,17 +15,7 @@ async fn raw(iterations: usize) -> anyhow::Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(iterations);
     for i in 0..iterations + 50 {
         let start = Instant::now();
-        p.send(&protocol::user_message_line("benchmark message"))
-            .await?;
-        loop {
-            let line = p
-                .next_line()
-                .await
-                .ok_or_else(|| anyhow::anyhow!("echo exited"))??;
-            if let Ok((AgentEvent::Result(_), _)) = protocol::parse_line(&line) {
-                break;
-            }
-        }
+        crate::ask_raw(&mut p, "benchmark message").await?;
         if i >= 50 {
             out.push(start.elapsed());
         }

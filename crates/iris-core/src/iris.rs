@@ -46,6 +46,16 @@ pub enum TurnStream {
     },
 }
 
+impl TurnStream {
+    /// Message id, team and session of the followed turn.
+    pub fn ids(&self) -> (&str, &str, &str) {
+        match self {
+            TurnStream::Live(t) => (&t.id, &t.team, &t.session_id),
+            TurnStream::Stored { row, .. } => (&row.id, &row.to_team, &row.session_id),
+        }
+    }
+}
+
 /// What to send, to whom.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
@@ -372,6 +382,14 @@ impl Iris {
             row: Box::new(row),
             items,
         })
+    }
+
+    /// Send a message (the parameters of `quick_message`, through dispatch)
+    /// and follow its turn from the start: what every streaming transport does.
+    pub async fn send_and_follow(self: &Arc<Self>, ctx: &Ctx, params: Value) -> Result<TurnStream> {
+        let queued = self.dispatch(ctx.clone(), "quick_message", params).await?;
+        let id = queued["messageId"].as_str().unwrap_or_default();
+        self.follow(ctx, id, 0).await
     }
 
     /// Processes of one team.

@@ -207,13 +207,11 @@ async fn send_and_stream(
     }
     params.remove("stream");
     params.insert("toTeam".into(), json!(team));
-    let queued = state
+    let turn = state
         .iris
-        .dispatch(ctx.clone(), "quick_message", Value::Object(params))
+        .send_and_follow(&ctx, Value::Object(params))
         .await
         .map_err(fail)?;
-    let id = queued["messageId"].as_str().unwrap_or_default().to_owned();
-    let turn = state.iris.follow(&ctx, &id, 0).await.map_err(fail)?;
     Ok(stream_of(turn, 0, OpenStream::new(&state.sse_streams)))
 }
 

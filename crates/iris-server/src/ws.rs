@@ -309,29 +309,26 @@ impl Connection {
             self.followed.clone(),
         );
         self.tasks.push(tokio::spawn(async move {
-            let queued = match state.iris.dispatch(ctx.clone(), "quick_message", Value::Object(params)).await {
-                Ok(q) => q,
+            let turn = match state.iris.send_and_follow(&ctx, Value::Object(params)).await {
+                Ok(t) => t,
                 Err(e) => {
                     let _ = out.send(json!({"type": "error", "error": e.body(None, now_ms())})).await;
                     return;
                 }
             };
-            let id = queued["messageId"].as_str().unwrap_or_default().to_owned();
+            let (id, team, session) = turn.ids();
+            let id = id.to_owned();
             if let Ok(mut f) = followed.lock() {
                 f.add(&id);
             }
             let _ = out
-                .send(json!({"type": "start", "messageId": id, "team": queued["to"], "sessionId": queued["sessionId"]}))
+                .send(json!({"type": "start", "messageId": id, "team": team, "sessionId": session}))
                 .await;
-            let tracker = match state.iris.follow(&ctx, &id, 0).await {
-                Ok(TurnStream::Live(t)) => t,
-                Ok(TurnStream::Stored { row, .. }) => {
+            let tracker = match turn {
+                TurnStream::Live(t) => t,
+                TurnStream::Stored { row, .. } => {
                     let _ = out.send(json!({"type": "complete", "messageId": id, "status": row.status,
                                             "response": row.response})).await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = out.send(json!({"type": "error", "messageId": id, "error": e.body(None, now_ms())})).await;
                     return;
                 }
             };

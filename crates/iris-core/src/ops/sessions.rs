@@ -68,6 +68,23 @@ fn yes() -> bool {
     true
 }
 
+impl SessionParams {
+    async fn conversation(
+        self,
+        iris: &Iris,
+        ctx: &Ctx,
+    ) -> Result<(std::sync::Arc<crate::team::Team>, SessionRow)> {
+        conversation(
+            iris,
+            ctx,
+            self.to_team.as_deref(),
+            self.from_team,
+            self.session_id.as_deref(),
+        )
+        .await
+    }
+}
+
 /// The conversation a call names: by team (and caller), or by session id alone.
 async fn conversation(
     iris: &Iris,
@@ -272,14 +289,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::CACHE_WRITE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: SessionParams| async move {
-                let (team, s) = conversation(
-                    &iris,
-                    &ctx,
-                    p.to_team.as_deref(),
-                    p.from_team,
-                    p.session_id.as_deref(),
-                )
-                .await?;
+                let (team, s) = p.conversation(&iris, &ctx).await?;
                 let id = s.id.clone();
                 iris.pool
                     .stop_where(|x| x.session_id == id, "session deleted")
@@ -298,14 +308,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::TEAMS_WRITE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: SessionParams| async move {
-                let (team, s) = conversation(
-                    &iris,
-                    &ctx,
-                    p.to_team.as_deref(),
-                    p.from_team,
-                    p.session_id.as_deref(),
-                )
-                .await?;
+                let (team, s) = p.conversation(&iris, &ctx).await?;
                 let from = s.from_team.clone();
                 if !s.started {
                     return Err(IrisError::conflict(
