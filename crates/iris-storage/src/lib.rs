@@ -3,8 +3,11 @@
 //! Records here are plain data; the core decides what they mean. Every
 //! timestamp is Unix milliseconds.
 
+mod audit;
+mod keys;
 mod sessions;
 mod turns;
+mod users;
 mod writes;
 
 use std::path::Path;
@@ -15,8 +18,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use audit::{AuditFilter, AuditRow, AuditVerdict, GENESIS};
+pub use keys::KeyRow;
 pub use sessions::SessionRow;
 pub use turns::{EventRow, HistoryFilter, TurnFinish, TurnRow};
+pub use users::{RefreshRow, UserRow};
 pub use writes::StoreWrite;
 
 /// A storage failure, with what was being done.

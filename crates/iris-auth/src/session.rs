@@ -1,0 +1,777 @@
+//! People's sessions: login (with lockout and TOTP MFA), short-lived JWT
+//! access tokens (HS256 only, so `alg: none` and algorithm confusion are
+//! refused), and rotating refresh tokens whose reuse revokes their family.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, RwLock};
+
+use iris_storage::{RefreshRow, UserRow};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::audit::{AuditEvent, Origin, Outcome, Severity, now_ms};
+use crate::error::{AuthError, Result};
+use crate::principal::{Principal, PrincipalKind};
+use crate::users::{UserInfo, hash_password, verify_password};
+use crate::{Auth, secret};
+
+const ISSUER: &str = "iris";
+const REFRESH_PREFIX: &str = "iris_rt_";
+/// How long the second step of an MFA login may take.
+const MFA_TOKEN_SECS: i64 = 300;
+const BACKUP_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    /// `access`, or `mfa` for the token between the two login steps.
+    typ: String,
+    /// The refresh-token family (one login).
+    sid: String,
+    /// The user's token version: bumping it ends every session at once.
+    ver: i64,
+    iat: i64,
+    exp: i64,
+    jti: String,
+}
+
+pub(crate) struct Jwt {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    /// Families ended by logout, until their access tokens expire.
+    ended: RwLock<HashMap<String, i64>>,
+}
+
+impl Jwt {
+    pub(crate) fn new(secret_hex: &str) -> Result<Self> {
+        let secret = hex::decode(secret_hex)
+            .map_err(|e| AuthError::Internal(format!("the stored JWT secret is not hex: {e}")))?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.leeway = 5;
+        Ok(Jwt {
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
+            validation,
+            ended: RwLock::default(),
+        })
+    }
+
+    fn sign(&self, claims: &Claims) -> Result<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| AuthError::Internal(format!("signing a token: {e}")))
+    }
+
+    fn verify(&self, token: &str, typ: &str) -> Result<Claims> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind as K;
+                AuthError::unauthorized(match e.kind() {
+                    K::ExpiredSignature => "access token expired".to_owned(),
+                    K::InvalidAlgorithm | K::InvalidAlgorithmName => {
+                        "token algorithm not accepted (HS256 only)".to_owned()
+                    }
+                    K::InvalidSignature => "token signature invalid".to_owned(),
+                    _ => format!("invalid token: {e}"),
+                })
+            })?;
+        if data.claims.typ != typ {
+            return Err(AuthError::unauthorized(format!(
+                "a `{}` token cannot be used here",
+                data.claims.typ
+            )));
+        }
+        Ok(data.claims)
+    }
+
+    fn ended(&self, sid: &str) -> bool {
+        self.ended
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(sid)
+    }
+
+    fn end(&self, sid: &str, until: i64) {
+        let mut ended = self.ended.write().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        ended.retain(|_, t| *t > now);
+        ended.insert(sid.to_owned(), until);
+    }
+}
+
+/// A login request (seed 003): `login` is a username or an email.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub login: String,
+    pub password: String,
+    pub mfa_code: Option<String>,
+}
+
+/// What a successful login or refresh returns (seed 003 shape).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+    pub token_type: &'static str,
+    pub user: UserInfo,
+}
+
+/// An argon2id hash to verify against when the user does not exist, so
+/// the answer takes as long as for a wrong password.
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| hash_password("dummy-Password-1234").unwrap_or_default());
+
+fn totp_for(secret_b32: &str, account: &str) -> Result<totp_rs::Totp> {
+    let secret = totp_rs::Secret::try_from_base32(secret_b32)
+        .map_err(|e| AuthError::Internal(format!("stored MFA secret unreadable: {e}")))?;
+    totp_rs::Builder::new()
+        .with_secret(secret)
+        .with_account_name(account)
+        .with_issuer(Some("Iris"))
+        .build()
+        .map_err(|e| AuthError::Internal(format!("building the TOTP: {e}")))
+}
+
+impl Auth {
+    pub(crate) fn authenticate_token(&self, token: &str) -> Result<Arc<Principal>> {
+        let claims = self.jwt.verify(token, "access")?;
+        if self.jwt.ended(&claims.sid) {
+            return Err(AuthError::unauthorized("session ended (logged out)"));
+        }
+        let caches = self.caches.read().unwrap_or_else(|p| p.into_inner());
+        let user = caches
+            .users
+            .get(&claims.sub)
+            .ok_or_else(|| AuthError::unauthorized("the token's user no longer exists"))?;
+        if !user.active {
+            return Err(AuthError::unauthorized("account disabled"));
+        }
+        if user.token_version != claims.ver {
+            return Err(AuthError::unauthorized(
+                "session ended (password reset or logout-all)",
+            ));
+        }
+        Ok(user.principal.clone())
+    }
+
+    fn access_token(&self, u: &UserRow, sid: &str, typ: &str, ttl_secs: i64) -> Result<String> {
+        let now = now_ms() / 1000;
+        self.jwt.sign(&Claims {
+            iss: ISSUER.into(),
+            sub: u.id.clone(),
+            typ: typ.into(),
+            sid: sid.into(),
+            ver: u.token_version,
+            iat: now,
+            exp: now + ttl_secs,
+            jti: ulid::Ulid::new().to_string(),
+        })
+    }
+
+    /// A new refresh token in `family` and an access token for it.
+    async fn issue(&self, u: &UserRow, family: &str) -> Result<Tokens> {
+        let refresh = format!("{REFRESH_PREFIX}{}", secret::random_token()?);
+        let now = now_ms();
+        self.store
+            .insert_refresh(&RefreshRow {
+                hash: secret::sha256_hex(&refresh),
+                user_id: u.id.clone(),
+                family: family.to_owned(),
+                created_at: now,
+                expires_at: now + self.settings.refresh_ttl.as_millis() as i64,
+                used_at: None,
+                revoked_at: None,
+            })
+            .await?;
+        let ttl = self.settings.access_ttl.as_secs() as i64;
+        Ok(Tokens {
+            access_token: self.access_token(u, family, "access", ttl)?,
+            refresh_token: refresh,
+            expires_in: ttl as u64,
+            token_type: "Bearer",
+            user: UserInfo::of(u),
+        })
+    }
+
+    fn login_failed(&self, login: &str, origin: &Origin, reason: &str) -> AuthError {
+        self.audit.record(
+            AuditEvent::new("auth.login", Outcome::Failure)
+                .claimed(login)
+                .from(origin)
+                .details(json!({"reason": reason})),
+        );
+        AuthError::unauthorized("invalid username or password")
+    }
+
+    /// Count a failed attempt; lock the account after too many.
+    async fn count_failure(&self, u: &mut UserRow, origin: &Origin) -> Result<()> {
+        u.failed_logins += 1;
+        if u.failed_logins >= self.settings.max_failed_logins {
+            u.locked_until = Some(now_ms() + self.settings.lockout.as_millis() as i64);
+            u.failed_logins = 0;
+            self.audit.record(
+                AuditEvent::new("auth.lockout", Outcome::Denied)
+                    .claimed(u.username.clone())
+                    .resource(u.id.clone())
+                    .severity(Severity::Critical)
+                    .from(origin)
+                    .details(json!({"lockedUntil": u.locked_until})),
+            );
+        }
+        self.store.update_user(u).await?;
+        Ok(())
+    }
+
+    /// Check a TOTP code or spend a backup code.
+    fn second_factor(&self, u: &mut UserRow, code: &str) -> Result<bool> {
+        let code = code.trim();
+        if let Some(secret) = &u.mfa_secret
+            && code.len() == 6
+            && code.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Ok(totp_for(secret, &u.username)?.check_current(code).is_some());
+        }
+        let given = secret::sha256_hex(&code.to_uppercase());
+        let mut codes: Vec<String> = serde_json::from_str(&u.backup_codes).unwrap_or_default();
+        let Some(i) = codes.iter().position(|c| secret::same(c, &given)) else {
+            return Ok(false);
+        };
+        codes.remove(i);
+        u.backup_codes = json!(codes).to_string();
+        Ok(true)
+    }
+
+    pub async fn login(&self, req: Login, origin: &Origin, ip: Option<IpAddr>) -> Result<Tokens> {
+        if let Some(d) = self.limit_login(ip)
+            && !d.allowed
+        {
+            return Err(AuthError::RateLimited {
+                message: "too many login attempts from this address".into(),
+                retry_after_ms: d.retry_after.as_millis() as u64,
+            });
+        }
+        let Some(mut u) = self.store.user_by_login(req.login.trim()).await? else {
+            verify_password(&req.password, &DUMMY_HASH);
+            return Err(self.login_failed(&req.login, origin, "unknown user"));
+        };
+        let now = now_ms();
+        if let Some(until) = u.locked_until.filter(|t| *t > now) {
+            self.login_failed(&req.login, origin, "account locked");
+            return Err(AuthError::Unauthorized {
+                message: "account locked after repeated failed logins; try again later".into(),
+                details: Some(json!({"lockedUntil": until})),
+            });
+        }
+        if !verify_password(&req.password, &u.password_hash) {
+            self.count_failure(&mut u, origin).await?;
+            return Err(self.login_failed(&req.login, origin, "wrong password"));
+        }
+        if u.status != "active" {
+            return Err(self.login_failed(&req.login, origin, "account disabled"));
+        }
+        if u.mfa_enabled {
+            match &req.mfa_code {
+                None => {
+                    let mfa_token = self.access_token(&u, "mfa", "mfa", MFA_TOKEN_SECS)?;
+                    return Err(AuthError::Unauthorized {
+                        message: "MFA code required: send it with mfaCode, or to /auth/mfa/verify with mfaToken".into(),
+                        details: Some(json!({"mfaRequired": true, "mfaToken": mfa_token})),
+                    });
+                }
+                Some(code) => {
+                    if !self.second_factor(&mut u, code)? {
+                        self.count_failure(&mut u, origin).await?;
+                        return Err(self.login_failed(&req.login, origin, "wrong MFA code"));
+                    }
+                }
+            }
+        }
+        self.logged_in(u, origin, "password").await
+    }
+
+    async fn logged_in(&self, mut u: UserRow, origin: &Origin, method: &str) -> Result<Tokens> {
+        u.failed_logins = 0;
+        u.locked_until = None;
+        u.last_login_at = Some(now_ms());
+        self.store.update_user(&u).await?;
+        let family = format!("fam_{}", ulid::Ulid::new());
+        let tokens = self.issue(&u, &family).await?;
+        self.audit.record(
+            AuditEvent::new("auth.login", Outcome::Success)
+                .by(&self.user_principal(&u))
+                .from(origin)
+                .details(json!({"method": method, "mfa": u.mfa_enabled})),
+        );
+        Ok(tokens)
+    }
+
+    fn user_principal(&self, u: &UserRow) -> Principal {
+        Principal {
+            kind: PrincipalKind::User,
+            id: u.id.clone(),
+            name: u.username.clone(),
+            scopes: Vec::new(),
+            teams: None,
+            limits: None,
+        }
+    }
+
+    /// The second step of an MFA login.
+    pub async fn mfa_verify(&self, mfa_token: &str, code: &str, origin: &Origin) -> Result<Tokens> {
+        let claims = self.jwt.verify(mfa_token, "mfa")?;
+        let mut u = self.find_user(&claims.sub).await?;
+        if u.status != "active" || u.token_version != claims.ver || !u.mfa_enabled {
+            return Err(AuthError::unauthorized("this MFA token is no longer valid"));
+        }
+        if u.locked_until.is_some_and(|t| t > now_ms()) {
+            return Err(AuthError::unauthorized(
+                "account locked after repeated failed logins; try again later",
+            ));
+        }
+        if !self.second_factor(&mut u, code)? {
+            self.count_failure(&mut u, origin).await?;
+            return Err(self.login_failed(&u.username, origin, "wrong MFA code"));
+        }
+        self.logged_in(u, origin, "password+mfa").await
+    }
+
+    /// Trade a refresh token for a new pair. A token used twice means it
+    /// leaked: its whole family is revoked.
+    pub async fn refresh(&self, token: &str, origin: &Origin) -> Result<Tokens> {
+        let hash = secret::sha256_hex(token.trim());
+        let Some(row) = self.store.refresh_token(&hash).await? else {
+            return Err(self.refresh_failed(origin, "unknown refresh token"));
+        };
+        let now = now_ms();
+        if row.revoked_at.is_some() {
+            return Err(self.refresh_failed(origin, "refresh token revoked"));
+        }
+        if row.used_at.is_some() || !self.store.spend_refresh(&hash, now).await? {
+            self.store.revoke_refresh_family(&row.family, now).await?;
+            self.jwt.end(
+                &row.family,
+                now + self.settings.access_ttl.as_millis() as i64 + 10_000,
+            );
+            self.audit.record(
+                AuditEvent::new("auth.refresh_reuse", Outcome::Denied)
+                    .claimed(format!("user:{}", row.user_id))
+                    .resource(row.family.clone())
+                    .severity(Severity::Critical)
+                    .from(origin),
+            );
+            return Err(AuthError::unauthorized(
+                "refresh token already used: every session of this login is revoked",
+            ));
+        }
+        if row.expires_at <= now {
+            return Err(self.refresh_failed(origin, "refresh token expired"));
+        }
+        let u = self.find_user(&row.user_id).await?;
+        if u.status != "active" {
+            return Err(self.refresh_failed(origin, "account disabled"));
+        }
+        let tokens = self.issue(&u, &row.family).await?;
+        self.audit.record(
+            AuditEvent::new("auth.refresh", Outcome::Success)
+                .by(&self.user_principal(&u))
+                .from(origin),
+        );
+        Ok(tokens)
+    }
+
+    fn refresh_failed(&self, origin: &Origin, reason: &str) -> AuthError {
+        self.audit.record(
+            AuditEvent::new("auth.refresh", Outcome::Failure)
+                .claimed("token")
+                .from(origin)
+                .details(json!({"reason": reason})),
+        );
+        AuthError::unauthorized(reason)
+    }
+
+    /// End the session (refresh family) of `access_token`.
+    pub async fn logout(&self, access_token: &str, origin: &Origin) -> Result<()> {
+        let claims = self.jwt.verify(access_token, "access")?;
+        let now = now_ms();
+        self.store.revoke_refresh_family(&claims.sid, now).await?;
+        self.jwt.end(&claims.sid, claims.exp * 1000 + 10_000);
+        self.audit.record(
+            AuditEvent::new("auth.logout", Outcome::Success)
+                .claimed(format!("user:{}", claims.sub))
+                .from(origin),
+        );
+        Ok(())
+    }
+
+    /// End every session of `principal` (a user), access tokens included.
+    pub async fn logout_all(&self, principal: &Principal, origin: &Origin) -> Result<()> {
+        let mut u = self.own_user(principal).await?;
+        u.token_version += 1;
+        u.updated_at = now_ms();
+        self.store.update_user(&u).await?;
+        self.store.revoke_user_refresh(&u.id, now_ms()).await?;
+        self.changed().await?;
+        self.audit.record(
+            AuditEvent::new("auth.logout_all", Outcome::Success)
+                .by(principal)
+                .from(origin),
+        );
+        Ok(())
+    }
+
+    async fn own_user(&self, principal: &Principal) -> Result<UserRow> {
+        if principal.kind != PrincipalKind::User {
+            return Err(AuthError::Forbidden(
+                "only a user (logged in with a password) can do this, not an API key".into(),
+            ));
+        }
+        self.find_user(&principal.id).await
+    }
+
+    /// Start MFA enrolment: a new secret and backup codes; enabled by `mfa_confirm`.
+    pub async fn mfa_setup(&self, principal: &Principal, origin: &Origin) -> Result<Value> {
+        let mut u = self.own_user(principal).await?;
+        if u.mfa_enabled {
+            return Err(AuthError::Conflict(
+                "MFA is already on; disable it first".into(),
+            ));
+        }
+        let secret = totp_rs::Secret::from(secret::random_bytes::<20>()?).to_base32();
+        let totp = totp_for(&secret, &u.username)?;
+        let codes: Vec<String> = (0..10)
+            .map(|_| {
+                secret::random_string(10, BACKUP_ALPHABET)
+                    .map(|c| format!("{}-{}", &c[..5], &c[5..]))
+            })
+            .collect::<Result<_>>()?;
+        u.mfa_secret = Some(secret.clone());
+        u.backup_codes = json!(
+            codes
+                .iter()
+                .map(|c| secret::sha256_hex(c))
+                .collect::<Vec<_>>()
+        )
+        .to_string();
+        u.updated_at = now_ms();
+        self.store.update_user(&u).await?;
+        self.audit.record(
+            AuditEvent::new("auth.mfa_setup", Outcome::Success)
+                .by(principal)
+                .from(origin),
+        );
+        Ok(json!({
+            "secret": secret,
+            "otpauthUrl": totp.to_url().map_err(|e| AuthError::Internal(format!("{e}")))?,
+            "algorithm": "SHA1", "digits": 6, "period": 30,
+            "backupCodes": codes,
+        }))
+    }
+
+    pub async fn mfa_confirm(
+        &self,
+        principal: &Principal,
+        code: &str,
+        origin: &Origin,
+    ) -> Result<Value> {
+        let mut u = self.own_user(principal).await?;
+        let Some(secret) = u.mfa_secret.clone() else {
+            return Err(AuthError::Conflict("start with /auth/mfa/setup".into()));
+        };
+        if u.mfa_enabled {
+            return Err(AuthError::Conflict("MFA is already on".into()));
+        }
+        if totp_for(&secret, &u.username)?
+            .check_current(code.trim())
+            .is_none()
+        {
+            return Err(AuthError::invalid(
+                "code",
+                "wrong code; check the authenticator's clock",
+            ));
+        }
+        u.mfa_enabled = true;
+        u.updated_at = now_ms();
+        self.store.update_user(&u).await?;
+        self.audit.record(
+            AuditEvent::new("auth.mfa_enable", Outcome::Success)
+                .by(principal)
+                .from(origin),
+        );
+        Ok(json!({"mfaEnabled": true}))
+    }
+
+    pub async fn mfa_disable(
+        &self,
+        principal: &Principal,
+        password: &str,
+        code: &str,
+        origin: &Origin,
+    ) -> Result<Value> {
+        let mut u = self.own_user(principal).await?;
+        if !u.mfa_enabled {
+            return Err(AuthError::Conflict("MFA is not on".into()));
+        }
+        if !verify_password(password, &u.password_hash) || !self.second_factor(&mut u, code)? {
+            self.audit.record(
+                AuditEvent::new("auth.mfa_disable", Outcome::Failure)
+                    .by(principal)
+                    .from(origin),
+            );
+            return Err(AuthError::unauthorized("wrong password or code"));
+        }
+        u.mfa_enabled = false;
+        u.mfa_secret = None;
+        u.backup_codes = "[]".into();
+        u.updated_at = now_ms();
+        self.store.update_user(&u).await?;
+        self.audit.record(
+            AuditEvent::new("auth.mfa_disable", Outcome::Success)
+                .by(principal)
+                .from(origin),
+        );
+        Ok(json!({"mfaEnabled": false}))
+    }
+
+    /// The caller as `/auth/me` shows it.
+    pub async fn me(&self, principal: &Principal) -> Result<Value> {
+        let mut me = serde_json::to_value(principal).unwrap_or_default();
+        if principal.kind == PrincipalKind::User {
+            let u = self.find_user(&principal.id).await?;
+            me["user"] = serde_json::to_value(UserInfo::of(&u)).unwrap_or_default();
+        }
+        Ok(me)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::NewUser;
+    use crate::testing::auth;
+
+    use super::*;
+
+    async fn with_user() -> (Arc<Auth>, tempfile::TempDir) {
+        let (a, d) = auth().await;
+        a.create_user(
+            NewUser {
+                username: "ann".into(),
+                password: "Correct-Horse-42".into(),
+                email: Some("ann@example.com".into()),
+                roles: vec!["operator".into()],
+                ..Default::default()
+            },
+            &Principal::local(),
+            &Origin::default(),
+        )
+        .await
+        .unwrap();
+        (a, d)
+    }
+
+    fn login(l: &str, p: &str) -> Login {
+        Login {
+            login: l.into(),
+            password: p.into(),
+            mfa_code: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn login_refresh_rotation_and_reuse_revokes_the_family() {
+        let (a, _d) = with_user().await;
+        let o = Origin::default();
+        let t = a
+            .login(login("ANN@example.com", "Correct-Horse-42"), &o, None)
+            .await
+            .unwrap();
+        let p = a.authenticate(&t.access_token, &o).unwrap();
+        assert_eq!(p.name, "ann");
+        assert!(p.allows("messages:write") && !p.allows("admin"));
+
+        let t2 = a.refresh(&t.refresh_token, &o).await.unwrap();
+        assert_ne!(t2.refresh_token, t.refresh_token);
+        // Reusing the first one revokes the family: the second no longer works.
+        assert!(a.refresh(&t.refresh_token, &o).await.is_err());
+        assert!(a.refresh(&t2.refresh_token, &o).await.is_err());
+        assert!(
+            a.authenticate(&t2.access_token, &o).is_err(),
+            "the family's access tokens end too"
+        );
+
+        // Logout ends that session; another login is unaffected until logout-all.
+        let t3 = a
+            .login(login("ann", "Correct-Horse-42"), &o, None)
+            .await
+            .unwrap();
+        let t4 = a
+            .login(login("ann", "Correct-Horse-42"), &o, None)
+            .await
+            .unwrap();
+        a.logout(&t3.access_token, &o).await.unwrap();
+        assert!(a.authenticate(&t3.access_token, &o).is_err());
+        assert!(a.refresh(&t3.refresh_token, &o).await.is_err());
+        let me = a.authenticate(&t4.access_token, &o).unwrap();
+        a.logout_all(&me, &o).await.unwrap();
+        assert!(a.authenticate(&t4.access_token, &o).is_err());
+        assert!(a.refresh(&t4.refresh_token, &o).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn tampered_none_and_foreign_algorithm_tokens_are_refused() {
+        mod b64 {
+            use base64::Engine;
+            use base64::engine::general_purpose::URL_SAFE_NO_PAD as E;
+            pub fn encode(b: &[u8]) -> String {
+                E.encode(b)
+            }
+            pub fn decode(s: &str) -> Vec<u8> {
+                E.decode(s).unwrap()
+            }
+        }
+        let (a, _d) = with_user().await;
+        let o = Origin::default();
+        let t = a
+            .login(login("ann", "Correct-Horse-42"), &o, None)
+            .await
+            .unwrap();
+        let parts: Vec<&str> = t.access_token.split('.').collect();
+        let payload: Value = serde_json::from_slice(&b64::decode(parts[1])).unwrap();
+
+        // A changed claim with the old signature.
+        let mut admin = payload.clone();
+        admin["sub"] = json!("user_someone_else");
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64::encode(admin.to_string().as_bytes()),
+            parts[2]
+        );
+        assert!(
+            a.authenticate(&forged, &o)
+                .unwrap_err()
+                .to_string()
+                .contains("signature")
+        );
+
+        // alg: none, no signature.
+        let none = format!(
+            "{}.{}.",
+            b64::encode(br#"{"alg":"none","typ":"JWT"}"#),
+            parts[1]
+        );
+        assert!(a.authenticate(&none, &o).is_err());
+        // HS512 with the right secret is still refused: one algorithm only.
+        let h512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &payload,
+            &EncodingKey::from_secret(b"guess"),
+        )
+        .unwrap();
+        assert!(
+            a.authenticate(&h512, &o)
+                .unwrap_err()
+                .to_string()
+                .contains("algorithm")
+        );
+
+        // An expired token.
+        let u = a.find_user("ann").await.unwrap();
+        let expired = a.access_token(&u, "fam_x", "access", -60).unwrap();
+        assert!(
+            a.authenticate(&expired, &o)
+                .unwrap_err()
+                .to_string()
+                .contains("expired")
+        );
+        // The MFA step token is not an access token.
+        let mfa = a.access_token(&u, "mfa", "mfa", 60).unwrap();
+        assert!(a.authenticate(&mfa, &o).is_err());
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_lock_the_account() {
+        let (a, _d) = with_user().await;
+        let o = Origin::default();
+        for _ in 0..5 {
+            assert!(
+                a.login(login("ann", "Wrong-Horse-42"), &o, None)
+                    .await
+                    .is_err()
+            );
+        }
+        let e = a
+            .login(login("ann", "Correct-Horse-42"), &o, None)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("locked"), "{e}");
+        // An administrator's password reset lifts the lock.
+        a.reset_password("ann", "Another-Horse-43", &Principal::local(), &o)
+            .await
+            .unwrap();
+        assert!(
+            a.login(login("ann", "Another-Horse-43"), &o, None)
+                .await
+                .is_ok()
+        );
+        assert!(
+            a.login(login("nobody", "Another-Horse-43"), &o, None)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn totp_mfa_with_backup_codes() {
+        let (a, _d) = with_user().await;
+        let o = Origin::default();
+        let t = a
+            .login(login("ann", "Correct-Horse-42"), &o, None)
+            .await
+            .unwrap();
+        let me = a.authenticate(&t.access_token, &o).unwrap();
+        let setup = a.mfa_setup(&me, &o).await.unwrap();
+        let secret = setup["secret"].as_str().unwrap().to_owned();
+        assert!(
+            setup["otpauthUrl"]
+                .as_str()
+                .unwrap()
+                .starts_with("otpauth://totp/")
+        );
+        let totp = totp_for(&secret, "ann").unwrap();
+        assert!(a.mfa_confirm(&me, "000000x", &o).await.is_err());
+        a.mfa_confirm(&me, &totp.generate_current().to_string(), &o)
+            .await
+            .unwrap();
+
+        // Without a code: a step token; with it: tokens.
+        let Err(AuthError::Unauthorized {
+            details: Some(d), ..
+        }) = a.login(login("ann", "Correct-Horse-42"), &o, None).await
+        else {
+            panic!("an MFA challenge expected");
+        };
+        let step = d["mfaToken"].as_str().unwrap();
+        assert!(a.mfa_verify(step, "123", &o).await.is_err());
+        assert!(
+            a.mfa_verify(step, &totp.generate_current().to_string(), &o)
+                .await
+                .is_ok()
+        );
+
+        // A backup code works once.
+        let backup = setup["backupCodes"][0].as_str().unwrap();
+        let with = |c: &str| Login {
+            mfa_code: Some(c.into()),
+            ..login("ann", "Correct-Horse-42")
+        };
+        assert!(a.login(with(backup), &o, None).await.is_ok());
+        assert!(a.login(with(backup), &o, None).await.is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! User records and their refresh tokens.
+
+use serde::Serialize;
+
+use crate::{Context, Result, Store};
+
+/// One person who logs in.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRow {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    #[serde(skip)]
+    pub password_hash: String,
+    /// JSON array of role names.
+    pub roles: String,
+    /// JSON array of extra scopes.
+    pub scopes: String,
+    pub teams: Option<String>,
+    pub status: String,
+    pub failed_logins: i64,
+    pub locked_until: Option<i64>,
+    #[serde(skip)]
+    pub mfa_secret: Option<String>,
+    pub mfa_enabled: bool,
+    /// JSON array of SHA-256 hashes of unused backup codes.
+    #[serde(skip)]
+    pub backup_codes: String,
+    pub token_version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub last_login_at: Option<i64>,
+}
+
+macro_rules! select_users {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, username, email, password_hash, roles, scopes, teams, status, failed_logins, locked_until, ",
+            "mfa_secret, mfa_enabled, backup_codes, token_version, created_at, updated_at, last_login_at FROM users",
+            $rest
+        )
+    };
+}
+
+/// A stored refresh token.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RefreshRow {
+    pub hash: String,
+    pub user_id: String,
+    pub family: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+impl Store {
+    pub async fn insert_user(&self, u: &UserRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO users (id, username, email, password_hash, roles, scopes, teams, status, failed_logins, locked_until, mfa_secret, mfa_enabled, backup_codes, token_version, created_at, updated_at, last_login_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&u.id)
+        .bind(&u.username)
+        .bind(&u.email)
+        .bind(&u.password_hash)
+        .bind(&u.roles)
+        .bind(&u.scopes)
+        .bind(&u.teams)
+        .bind(&u.status)
+        .bind(u.failed_logins)
+        .bind(u.locked_until)
+        .bind(&u.mfa_secret)
+        .bind(u.mfa_enabled)
+        .bind(&u.backup_codes)
+        .bind(u.token_version)
+        .bind(u.created_at)
+        .bind(u.updated_at)
+        .bind(u.last_login_at)
+        .execute(&self.pool)
+        .await
+        .ctx("inserting a user")?;
+        Ok(())
+    }
+
+    /// Write every mutable field of `u` back.
+    pub async fn update_user(&self, u: &UserRow) -> Result<()> {
+        sqlx::query(
+            "UPDATE users SET email = ?, password_hash = ?, roles = ?, scopes = ?, teams = ?, status = ?, failed_logins = ?, locked_until = ?,
+             mfa_secret = ?, mfa_enabled = ?, backup_codes = ?, token_version = ?, updated_at = ?, last_login_at = ? WHERE id = ?",
+        )
+        .bind(&u.email)
+        .bind(&u.password_hash)
+        .bind(&u.roles)
+        .bind(&u.scopes)
+        .bind(&u.teams)
+        .bind(&u.status)
+        .bind(u.failed_logins)
+        .bind(u.locked_until)
+        .bind(&u.mfa_secret)
+        .bind(u.mfa_enabled)
+        .bind(&u.backup_codes)
+        .bind(u.token_version)
+        .bind(u.updated_at)
+        .bind(u.last_login_at)
+        .bind(&u.id)
+        .execute(&self.pool)
+        .await
+        .ctx("updating a user")?;
+        Ok(())
+    }
+
+    pub async fn users(&self) -> Result<Vec<UserRow>> {
+        sqlx::query_as(select_users!(" ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await
+            .ctx("reading users")
+    }
+
+    /// The user whose username or email is `login` (case-insensitive).
+    pub async fn user_by_login(&self, login: &str) -> Result<Option<UserRow>> {
+        sqlx::query_as(select_users!(
+            " WHERE username = ?1 COLLATE NOCASE OR email = ?1 COLLATE NOCASE"
+        ))
+        .bind(login)
+        .fetch_optional(&self.pool)
+        .await
+        .ctx("finding a user")
+    }
+
+    pub async fn user(&self, id: &str) -> Result<Option<UserRow>> {
+        sqlx::query_as(select_users!(" WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx("reading a user")
+    }
+
+    pub async fn insert_refresh(&self, r: &RefreshRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (hash, user_id, family, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&r.hash)
+        .bind(&r.user_id)
+        .bind(&r.family)
+        .bind(r.created_at)
+        .bind(r.expires_at)
+        .execute(&self.pool)
+        .await
+        .ctx("storing a refresh token")?;
+        Ok(())
+    }
+
+    pub async fn refresh_token(&self, hash: &str) -> Result<Option<RefreshRow>> {
+        sqlx::query_as("SELECT hash, user_id, family, created_at, expires_at, used_at, revoked_at FROM refresh_tokens WHERE hash = ?")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx("reading a refresh token")
+    }
+
+    /// Mark a token spent; false if it already was (a reuse).
+    pub async fn spend_refresh(&self, hash: &str, at: i64) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL")
+                .bind(at)
+                .bind(hash)
+                .execute(&self.pool)
+                .await
+                .ctx("spending a refresh token")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn revoke_refresh_family(&self, family: &str, at: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(family)
+        .execute(&self.pool)
+        .await
+        .ctx("revoking a token family")?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn revoke_user_refresh(&self, user_id: &str, at: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+        )
+        .bind(at)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .ctx("revoking a user's tokens")?;
+        Ok(done.rows_affected())
+    }
+}
