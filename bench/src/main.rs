@@ -79,6 +79,7 @@ pub async fn iris_with_echo(settings: &str) -> anyhow::Result<(Arc<Iris>, tempfi
         StartOptions {
             echo_program: iris_bin()?,
             bus_capacity: 65_536,
+            prewarm: true,
         },
     )
     .await

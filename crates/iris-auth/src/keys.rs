@@ -29,7 +29,7 @@ pub struct NewKey {
 }
 
 /// A key as listings show it (never the key itself).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyInfo {
     pub id: String,

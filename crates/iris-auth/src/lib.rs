@@ -27,7 +27,7 @@ pub use audit::{AuditEvent, Auditor, Origin, Outcome, Severity, now_ms};
 pub use error::{AuthError, Result};
 pub use keys::{KeyInfo, NewKey};
 pub use principal::{Principal, PrincipalKind};
-pub use rate::{Decision, IdentityLimits, Rate};
+pub use rate::{Decision, IdentityLimits, Rate, parse_duration};
 pub use session::{Login, Tokens};
 pub use users::{NewUser, UserInfo, UserUpdate};
 

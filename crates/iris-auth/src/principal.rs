@@ -61,6 +61,18 @@ impl Principal {
         }
     }
 
+    /// A caller who has not authenticated yet: no scopes, no teams.
+    pub fn nobody() -> Self {
+        Principal {
+            kind: PrincipalKind::Open,
+            id: "nobody".into(),
+            name: "nobody".into(),
+            scopes: Vec::new(),
+            teams: Some(Vec::new()),
+            limits: None,
+        }
+    }
+
     pub fn allows(&self, scope: &str) -> bool {
         self.scopes
             .iter()

@@ -47,28 +47,39 @@ impl FromStr for Rate {
         if count == 0 {
             return Err(format!("`{s}`: the count must be at least 1"));
         }
-        let w = w.trim();
-        let digits = w.chars().take_while(char::is_ascii_digit).count();
-        let mult: u64 = if digits == 0 {
-            1
-        } else {
-            w[..digits].parse().map_err(|_| bad())?
-        };
-        let unit = match &w[digits..] {
-            "s" | "sec" | "second" | "seconds" => 1,
-            "m" | "min" | "minute" | "minutes" => 60,
-            "h" | "hour" | "hours" => 3600,
-            "d" | "day" | "days" => 86_400,
-            _ => return Err(bad()),
-        };
-        if mult == 0 {
+        if w.trim().is_empty() {
             return Err(bad());
         }
-        Ok(Rate {
-            count,
-            window: Duration::from_secs(mult * unit),
-        })
+        let window = parse_duration(
+            if w.trim().starts_with(|c: char| c.is_ascii_digit()) {
+                w.trim().to_owned()
+            } else {
+                format!("1{}", w.trim())
+            }
+            .as_str(),
+        )
+        .map_err(|_| bad())?;
+        Ok(Rate { count, window })
     }
+}
+
+/// `30d`, `12h`, `15m`/`15min`, `90s`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("`{s}` is not a duration like `30d`, `12h`, `15min` or `90s`");
+    let s = s.trim();
+    let digits = s.chars().take_while(char::is_ascii_digit).count();
+    let n: u64 = s[..digits].parse().map_err(|_| bad())?;
+    let unit = match &s[digits..] {
+        "" | "s" | "sec" | "second" | "seconds" => 1,
+        "m" | "min" | "minute" | "minutes" => 60,
+        "h" | "hour" | "hours" => 3600,
+        "d" | "day" | "days" => 86_400,
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(bad());
+    }
+    n.checked_mul(unit).map(Duration::from_secs).ok_or_else(bad)
 }
 
 impl fmt::Display for Rate {
@@ -88,6 +99,19 @@ impl fmt::Display for Rate {
         } else {
             write!(f, "{}/{n}{unit}", self.count)
         }
+    }
+}
+
+impl serde::Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Rate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -220,6 +244,12 @@ mod tests {
         assert_eq!("5/15m".parse::<Rate>().unwrap(), Rate::new(5, 900));
         assert_eq!("10/s".parse::<Rate>().unwrap(), Rate::new(10, 1));
         assert_eq!("2/day".parse::<Rate>().unwrap(), Rate::new(2, 86_400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86_400)
+        );
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err() && parse_duration("0h").is_err());
         for bad in ["", "100", "0/min", "x/min", "10/fortnight", "10/0m"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }

@@ -34,7 +34,7 @@ pub struct UserUpdate {
 }
 
 /// A user as listings show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserInfo {
     pub id: String,

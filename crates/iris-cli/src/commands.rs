@@ -85,18 +85,41 @@ pub fn tools() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn start(source: ConfigSource) -> anyhow::Result<Arc<Iris>> {
+async fn start(source: ConfigSource, prewarm: bool) -> anyhow::Result<Arc<Iris>> {
     let cfg = Config::load(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Iris::start(cfg, StartOptions::default())
+    let options = StartOptions {
+        prewarm,
+        ..StartOptions::default()
+    };
+    Iris::start(cfg, options)
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))
         .context("starting Iris")
 }
 
-pub async fn serve(source: ConfigSource) -> anyhow::Result<ExitCode> {
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+pub async fn serve(source: ConfigSource, insecure: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init("info");
     let mut signals = Signals::listen()?;
-    let iris = start(source).await?;
+    let cfg = Config::load(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if cfg.api.enabled && !cfg.api.require_auth && !is_loopback(&cfg.api.host) && !insecure {
+        anyhow::bail!(
+            "refusing to serve {} without authentication: api.requireAuth is false and the address is not loopback; \
+             turn requireAuth on, bind 127.0.0.1, or pass --insecure if you really mean it",
+            cfg.api.host
+        );
+    }
+    let iris = start(source, true).await?;
+    if iris.config.api.enabled && iris.config.api.require_auth {
+        first_key(&iris).await?;
+    }
     let teams: Vec<String> = iris.teams().iter().map(|t| t.name.clone()).collect();
     let server = if iris.config.api.enabled {
         let port_file = iris.config.home.join(".http.port");
@@ -117,6 +140,42 @@ pub async fn serve(source: ConfigSource) -> anyhow::Result<ExitCode> {
     }
     iris.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// First start with authentication on and no key: create an admin key,
+/// show it once, and keep it in `$IRIS_HOME/credentials` for the CLI.
+async fn first_key(iris: &Arc<Iris>) -> anyhow::Result<()> {
+    if iris
+        .auth
+        .has_keys()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
+        return Ok(());
+    }
+    let spec = iris_core::auth::NewKey {
+        name: "admin".into(),
+        role: Some("admin".into()),
+        ..Default::default()
+    };
+    let (key, info) = iris
+        .auth
+        .create_key(
+            spec,
+            &iris_core::auth::Principal::local(),
+            &Default::default(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the first API key: {e}"))?;
+    let path = crate::credentials::write(&iris.config.home, &key)?;
+    println!(
+        "\nNo API keys existed, so Iris created an admin key ({}). It is shown this once:\n\n    {key}\n\n\
+         It is saved in {} (mode 0600), which the iris CLI reads.\n\
+         Send it as `Authorization: Bearer <key>`; create narrower keys with `iris key create`.\n",
+        info.id,
+        path.display()
+    );
+    Ok(())
 }
 
 /// SIGINT and SIGTERM, listened for from the moment they are created, so a
@@ -171,55 +230,78 @@ pub async fn call(
             return Ok(ExitCode::FAILURE);
         }
     };
-    if !local {
-        return remote(source, &operation, params).await;
-    }
-    let iris = start(source).await?;
-    let result = iris.dispatch(Ctx::local(), &operation, params).await;
-    iris.shutdown().await;
-    match result {
-        Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            println!("{}", serde_json::to_string_pretty(&e.body(None, now_ms()))?);
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-/// Run an operation on the server this `IRIS_HOME` belongs to, via `POST /rpc`.
-async fn remote(source: ConfigSource, operation: &str, params: Value) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
     let port_file = cfg.home.join(".http.port");
-    let port = std::fs::read_to_string(&port_file).with_context(|| {
-        format!(
+    if !local && !port_file.exists() {
+        anyhow::bail!(
             "no running server found ({} is missing); start `iris serve` or pass --local",
             port_file.display()
-        )
-    })?;
-    let host = match cfg.api.host.as_str() {
-        "0.0.0.0" | "::" => "127.0.0.1".to_owned(),
-        h if h.contains(':') => format!("[{h}]"),
-        h => h.to_owned(),
+        );
+    }
+    let (ok, body) = match invoke(&source, &operation, params, local).await? {
+        Ok(v) => (true, v),
+        Err(v) => (false, v),
     };
-    let url = format!("http://{host}:{}/rpc", port.trim());
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .json(&serde_json::json!({"method": operation, "params": params}))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let ok = resp.status().is_success();
-    let body: Value = resp
-        .json()
-        .await
-        .context("the server answered something that is not JSON")?;
     println!("{}", serde_json::to_string_pretty(&body)?);
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Run an operation: on the server of this `IRIS_HOME` when it runs (its
+/// port file exists) unless `local`, else in this process (without
+/// prewarming teams). `Err` holds the error body.
+pub async fn invoke(
+    source: &ConfigSource,
+    operation: &str,
+    params: Value,
+    local: bool,
+) -> anyhow::Result<Result<Value, Value>> {
+    let cfg = Config::load(source).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let port_file = cfg.home.join(".http.port");
+    if !local && port_file.exists() {
+        return remote(&cfg, &port_file, operation, params).await;
+    }
+    crate::logging::init("warn");
+    let iris = start(source.clone(), false).await?;
+    let result = iris.dispatch(Ctx::local(), operation, params).await;
+    iris.shutdown().await;
+    Ok(result.map_err(|e| e.body(None, now_ms())))
+}
+
+/// `POST /rpc` on the running server, with the key of `$IRIS_HOME/credentials`.
+async fn remote(
+    cfg: &Config,
+    port_file: &std::path::Path,
+    operation: &str,
+    params: Value,
+) -> anyhow::Result<Result<Value, Value>> {
+    let port = std::fs::read_to_string(port_file)
+        .with_context(|| format!("reading {}", port_file.display()))?;
+    let host = match cfg.api.host.as_str() {
+        "0.0.0.0" | "::" => "127.0.0.1".to_owned(),
+        h if h.contains(':') => format!("[{h}]"),
+        h => h.to_owned(),
+    };
+    let url = format!("http://{host}:{}/rpc", port.trim());
+    let mut req = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({"method": operation, "params": params}));
+    if let Some(key) = crate::credentials::key(&cfg.home) {
+        req = req.bearer_auth(key);
+    }
+    let resp = req.send().await.with_context(|| {
+        format!(
+            "cannot reach the server at {url} ({} exists); is it running? --local runs without it",
+            port_file.display()
+        )
+    })?;
+    let ok = resp.status().is_success();
+    let body: Value = resp
+        .json()
+        .await
+        .context("the server answered something that is not JSON")?;
+    Ok(if ok { Ok(body) } else { Err(body) })
 }

@@ -1,6 +1,8 @@
 //! `iris`: the single binary of Iris.
 
+mod admin;
 mod commands;
+mod credentials;
 mod logging;
 
 use std::process::ExitCode;
@@ -29,7 +31,33 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run Iris: keep the teams' agents, serve the API.
-    Serve,
+    Serve {
+        /// Allow `api.requireAuth: false` on a non-loopback address.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Manage API keys.
+    Key {
+        #[command(subcommand)]
+        action: admin::KeyAction,
+        /// Work on the database directly, even if a server is running.
+        #[arg(long, global = true)]
+        local: bool,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        action: admin::UserAction,
+        #[arg(long, global = true)]
+        local: bool,
+    },
+    /// Read and verify the audit trail.
+    Audit {
+        #[command(subcommand)]
+        action: admin::AuditAction,
+        #[arg(long, global = true)]
+        local: bool,
+    },
     /// Run one operation and print its JSON result.
     Call {
         /// Operation name (see `iris tools`).
@@ -91,7 +119,12 @@ fn main() -> ExitCode {
         } => commands::config_check(&source),
         Command::Init { force } => commands::init(force),
         Command::Tools => commands::tools(),
-        Command::Serve => commands::run_async(commands::serve(source)),
+        Command::Serve { insecure } => commands::run_async(commands::serve(source, insecure)),
+        Command::Key { action, local } => commands::run_async(admin::key(source, action, local)),
+        Command::User { action, local } => commands::run_async(admin::user(source, action, local)),
+        Command::Audit { action, local } => {
+            commands::run_async(admin::audit(source, action, local))
+        }
         Command::Call {
             operation,
             params,

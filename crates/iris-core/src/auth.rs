@@ -1,71 +1,34 @@
-//! Who is calling. Authentication itself lives in the transports' shared
-//! auth layer; the core only checks scopes and team visibility, in one place
-//! ([`crate::registry::dispatch`]).
+//! Who is calling. Authentication lives in `iris-auth` and runs in the
+//! transports' shared gate; the core checks scopes, team visibility and the
+//! message rate once, in [`crate::registry::dispatch`], and audits there.
 
-use serde::Serialize;
+pub use iris_auth::principal::{Principal, PrincipalKind};
+pub use iris_auth::scope;
+pub use iris_auth::{Auth, AuthError, Decision, KEY_PREFIX, Login, NewKey, Origin};
 
-/// The scopes of DESIGN section 7.
-pub mod scope {
-    pub const TEAMS_READ: &str = "teams:read";
-    pub const TEAMS_WRITE: &str = "teams:write";
-    pub const MESSAGES_READ: &str = "messages:read";
-    pub const MESSAGES_WRITE: &str = "messages:write";
-    pub const MESSAGES_STREAM: &str = "messages:stream";
-    pub const PROCESSES_READ: &str = "processes:read";
-    pub const PROCESSES_MANAGE: &str = "processes:manage";
-    pub const CACHE_READ: &str = "cache:read";
-    pub const CACHE_WRITE: &str = "cache:write";
-    pub const ADMIN: &str = "admin";
-}
+use crate::error::{ErrorKind, IrisError};
 
-/// An authenticated caller.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Principal {
-    /// Used as `fromTeam` when a caller names none.
-    pub name: String,
-    pub scopes: Vec<String>,
-    /// If set, the only teams this caller may see or message.
-    pub teams: Option<Vec<String>>,
-}
-
-impl Principal {
-    /// The local operator (CLI `--local`, MCP over stdio): every scope.
-    pub fn local() -> Self {
-        Principal {
-            name: "iris".into(),
-            scopes: vec!["*".into()],
-            teams: None,
+impl From<AuthError> for IrisError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthorized { message, details } => {
+                let err = IrisError::new(ErrorKind::Unauthorized, message);
+                match details {
+                    Some(d) => err.with_details(d),
+                    None => err,
+                }
+            }
+            AuthError::Forbidden(m) => IrisError::new(ErrorKind::Forbidden, m),
+            AuthError::Invalid { field, message } => IrisError::validation(&field, message),
+            AuthError::NotFound(m) => IrisError::not_found(m),
+            AuthError::Conflict(m) => IrisError::new(ErrorKind::Conflict, m),
+            AuthError::RateLimited {
+                message,
+                retry_after_ms,
+            } => IrisError::new(ErrorKind::RateLimited, message)
+                .with_details(serde_json::json!({"retryAfterMs": retry_after_ms})),
+            AuthError::Store(e) => IrisError::internal("the key and user store", e),
+            AuthError::Internal(m) => IrisError::new(ErrorKind::Internal, m),
         }
-    }
-
-    pub fn allows(&self, scope: &str) -> bool {
-        self.scopes
-            .iter()
-            .any(|s| s == "*" || s == scope::ADMIN || s == scope)
-    }
-
-    pub fn can_see_team(&self, team: &str) -> bool {
-        self.teams
-            .as_ref()
-            .is_none_or(|t| t.iter().any(|n| n == team))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scopes_and_team_limits() {
-        let p = Principal {
-            name: "ci".into(),
-            scopes: vec![scope::TEAMS_READ.into()],
-            teams: Some(vec!["web".into()]),
-        };
-        assert!(p.allows(scope::TEAMS_READ));
-        assert!(!p.allows(scope::MESSAGES_WRITE));
-        assert!(p.can_see_team("web") && !p.can_see_team("api"));
-        assert!(Principal::local().allows(scope::ADMIN));
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use iris_storage::{SessionRow, Store, StoreWrite, TurnFinish, TurnRow};
 use serde_json::Value;
 
-use crate::auth::Principal;
+use crate::auth::{Auth, Principal};
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::error::{IrisError, Result};
@@ -26,6 +26,8 @@ pub struct StartOptions {
     pub echo_program: PathBuf,
     /// Events a bus subscriber may fall behind before it is dropped.
     pub bus_capacity: usize,
+    /// Start the teams marked `prewarm` (off for one-shot CLI commands).
+    pub prewarm: bool,
 }
 
 impl Default for StartOptions {
@@ -33,6 +35,7 @@ impl Default for StartOptions {
         StartOptions {
             echo_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("iris")),
             bus_capacity: 1024,
+            prewarm: true,
         }
     }
 }
@@ -72,6 +75,8 @@ pub struct Iris {
     teams: RwLock<BTreeMap<String, Arc<Team>>>,
     pub store: Store,
     pub recorder: Recorder,
+    /// Keys, users, rate limits and the audit trail.
+    pub auth: Arc<Auth>,
     pub bus: Arc<Bus>,
     pub pool: Pool,
     pub started_at: i64,
@@ -107,6 +112,8 @@ impl Iris {
         }
         crate::logs::ring().set_capacity(config.settings.log_buffer);
         let bus = Arc::new(Bus::new(options.bus_capacity));
+        let auth = Auth::start(store.clone(), config.auth_settings()).await?;
+        auth.spawn_upkeep();
         let recorder = Recorder::start(store.clone());
         let pool = Pool::new(
             config.settings.clone(),
@@ -125,13 +132,19 @@ impl Iris {
             teams: RwLock::new(teams),
             store,
             recorder,
+            auth,
             bus,
             pool,
             started_at: now_ms(),
             session_count: std::sync::atomic::AtomicI64::new(session_count),
             sessions: tokio::sync::Mutex::new(SessionCache::default()),
         });
-        for team in iris.teams().into_iter().filter(|t| t.config.prewarm) {
+        let prewarm = if options.prewarm {
+            iris.teams()
+        } else {
+            Vec::new()
+        };
+        for team in prewarm.into_iter().filter(|t| t.config.prewarm) {
             let iris2 = iris.clone();
             tokio::spawn(async move {
                 let from = Principal::local().name;
@@ -146,6 +159,13 @@ impl Iris {
             });
         }
         Ok(iris)
+    }
+
+    /// Record an audit event as `ctx`'s caller, off the request path.
+    pub fn audit(&self, ctx: &Ctx, event: iris_auth::AuditEvent) {
+        self.auth
+            .audit
+            .record(event.by(&ctx.principal).from(&ctx.origin));
     }
 
     /// Run one operation (every transport ends here).
@@ -405,6 +425,7 @@ impl Iris {
     pub async fn shutdown(&self) {
         self.pool.shutdown().await;
         self.recorder.flush().await;
+        self.auth.flush().await;
         self.store.close().await;
     }
 }

@@ -14,25 +14,34 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use crate::auth::Principal;
+use crate::auth::{Origin, Principal};
 use crate::error::{ErrorKind, IrisError, Result};
 use crate::iris::Iris;
+use iris_auth::{AuditEvent, Outcome};
 
-/// The context of one call.
+/// The context of one call: who, and from where.
 #[derive(Debug, Clone)]
 pub struct Ctx {
-    pub principal: Principal,
-    pub request_id: Option<String>,
+    pub principal: Arc<Principal>,
+    pub origin: Origin,
 }
 
 impl Ctx {
     pub fn local() -> Self {
         Ctx {
-            principal: Principal::local(),
-            request_id: None,
+            principal: Arc::new(Principal::local()),
+            origin: Origin::default(),
         }
     }
+
+    pub fn request_id(&self) -> Option<&str> {
+        self.origin.request_id.as_deref()
+    }
 }
+
+/// Operations that hand a message to a team: counted against the
+/// caller's tighter message rate, and audited with the message's size and hash.
+const SENDS_MESSAGES: &[&str] = &["send_message", "ask_message", "quick_message"];
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
 type Handler = Box<dyn Fn(Arc<Iris>, Ctx, Value) -> BoxFuture + Send + Sync>;
@@ -152,7 +161,8 @@ pub fn registry() -> &'static Registry {
     &REGISTRY
 }
 
-/// Run `operation` for `ctx`: look it up, check the scope, validate, handle.
+/// Run `operation` for `ctx`: look it up, check the scope and the message
+/// rate, validate, handle, audit.
 pub async fn dispatch(iris: Arc<Iris>, ctx: Ctx, operation: &str, params: Value) -> Result<Value> {
     let Some(op) = registry().get(operation) else {
         return Err(IrisError::new(
@@ -161,16 +171,40 @@ pub async fn dispatch(iris: Arc<Iris>, ctx: Ctx, operation: &str, params: Value)
         )
         .with_details(json!({"operation": operation})));
     };
+    let params = if params.is_null() { json!({}) } else { params };
     if let Some(scope) = op.scope
         && !ctx.principal.allows(scope)
     {
+        iris.audit(
+            &ctx,
+            AuditEvent::new("permission.denied", Outcome::Denied)
+                .resource(operation)
+                .team(team_of(&params))
+                .details(json!({"operation": operation, "requiredScope": scope})),
+        );
         return Err(IrisError::new(
             ErrorKind::Forbidden,
             format!("`{operation}` needs the `{scope}` scope"),
         )
         .with_details(json!({"requiredScope": scope})));
     }
-    let params = if params.is_null() { json!({}) } else { params };
+    let sends = SENDS_MESSAGES.contains(&op.name);
+    if sends
+        && let Some(d) = iris.auth.limit_messages(&ctx.principal)
+        && !d.allowed
+    {
+        return Err(IrisError::new(
+            ErrorKind::RateLimited,
+            format!(
+                "more than {} messages per {}s for this caller",
+                d.limit,
+                iris.auth.settings.message_rate.window.as_secs()
+            ),
+        )
+        .with_details(
+            json!({"retryAfterMs": d.retry_after.as_millis() as u64, "limit": d.limit}),
+        ));
+    }
     let problems = op.validate(&params);
     if !problems.is_empty() {
         let summary: Vec<String> = problems
@@ -183,7 +217,41 @@ pub async fn dispatch(iris: Arc<Iris>, ctx: Ctx, operation: &str, params: Value)
         )
         .with_details(json!({"fields": problems})));
     }
-    (op.handler)(iris, ctx, params).await
+    if !op.mutating {
+        return (op.handler)(iris, ctx, params).await;
+    }
+    let team = team_of(&params);
+    let mut details = json!({"operation": operation});
+    if sends && let Some(text) = params.get("message").and_then(Value::as_str) {
+        details["messageBytes"] = json!(text.len());
+        details["messageSha256"] = json!(iris_auth::secret::sha256_hex(text));
+        if iris.auth.settings.audit_message_text {
+            details["message"] = json!(text);
+        }
+    }
+    let result = (op.handler)(iris.clone(), ctx.clone(), params).await;
+    let outcome = match &result {
+        Ok(_) => Outcome::Success,
+        Err(e) => {
+            details["error"] = json!(e.kind.code());
+            Outcome::Failure
+        }
+    };
+    iris.audit(
+        &ctx,
+        AuditEvent::new(format!("operation.{operation}"), outcome)
+            .team(team)
+            .details(details),
+    );
+    result
+}
+
+/// The team an operation's parameters name, for the audit trail.
+fn team_of(params: &Value) -> Option<String> {
+    ["toTeam", "team"]
+        .iter()
+        .find_map(|k| params.get(*k).and_then(Value::as_str))
+        .map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -1,29 +1,107 @@
-//! Who is calling: the hook every transport authenticates through.
-//!
-//! With `api.requireAuth: false` every caller is the anonymous operator
-//! `api` with all scopes. With `requireAuth: true` (the default) requests are
-//! refused until the key store of the security milestone exists.
+//! Who is calling: the gate authenticates every request once (API key or
+//! access token, from `Authorization: Bearer`, or for browsers' GET streams
+//! a `token` query parameter) and leaves a [`Caller`] for the handlers.
+//! WebSockets may instead send the credential as their first message.
 
-use axum::http::HeaderMap;
-use iris_core::auth::Principal;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Uri, header};
+use iris_core::auth::{Origin, Principal};
 use iris_core::{Ctx, ErrorKind, IrisError};
 
 use crate::AppState;
 use crate::request::RequestId;
 
-pub fn caller(state: &AppState, _headers: &HeaderMap, rid: &RequestId) -> Result<Ctx, IrisError> {
-    if state.iris.config.api.require_auth {
-        return Err(IrisError::new(
-            ErrorKind::Unauthorized,
-            "authentication is required and no API keys exist yet; set api.requireAuth: false on a loopback bind",
-        ));
-    }
-    Ok(Ctx {
-        principal: Principal {
-            name: "api".into(),
-            scopes: vec!["*".into()],
-            teams: None,
-        },
-        request_id: Some(rid.0.clone()),
+/// The query parameter browsers' EventSource/WebSocket put a credential in.
+pub const TOKEN_QUERY: &str = "token";
+
+/// Refresh tokens are only ever sent to `/auth/refresh`.
+pub const REFRESH_PREFIX: &str = "iris_rt_";
+
+/// What the gate found out about a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `None`: no credential was presented.
+    pub principal: Option<Arc<Principal>>,
+    pub origin: Origin,
+    pub ip: Option<std::net::IpAddr>,
+}
+
+/// The credential a request presents, if any.
+pub fn credential<'a>(headers: &'a HeaderMap, uri: &'a Uri, is_get: bool) -> Option<&'a str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                .map(|_| v[7..].trim())
+        })
+        .filter(|t| !t.is_empty() && !t.starts_with(REFRESH_PREFIX));
+    bearer.or_else(|| {
+        if !is_get {
+            return None;
+        }
+        uri.query()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .filter(|t| !t.is_empty())
     })
+}
+
+/// The context a handler runs an operation with. Without a credential:
+/// 401 when `api.requireAuth` is on, else the open caller.
+pub fn caller(state: &AppState, who: &Caller, _rid: &RequestId) -> Result<Ctx, IrisError> {
+    let principal = match &who.principal {
+        Some(p) => p.clone(),
+        None if state.iris.config.api.require_auth => {
+            return Err(IrisError::new(
+                ErrorKind::Unauthorized,
+                "authentication required: send `Authorization: Bearer <API key or access token>`",
+            ));
+        }
+        None => state.iris.auth.open_principal(),
+    };
+    Ok(Ctx {
+        principal,
+        origin: who.origin.clone(),
+    })
+}
+
+/// A caller holding `scope` (for the few routes that are not operations).
+pub fn require(
+    state: &AppState,
+    who: &Caller,
+    rid: &RequestId,
+    scope: &str,
+) -> Result<Ctx, crate::ApiError> {
+    let ctx = caller(state, who, rid).map_err(|e| crate::ApiError::new(e, rid))?;
+    if !ctx.principal.allows(scope) {
+        let e = IrisError::new(
+            ErrorKind::Forbidden,
+            format!("this needs the `{scope}` scope"),
+        )
+        .with_details(serde_json::json!({"requiredScope": scope}));
+        return Err(crate::ApiError::new(e, rid));
+    }
+    Ok(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_bearer_or_a_get_query() {
+        let mut h = HeaderMap::new();
+        let uri: Uri = "/api/v1/stream?after=1&token=iris_sk_q".parse().unwrap();
+        assert_eq!(credential(&h, &uri, true), Some("iris_sk_q"));
+        assert_eq!(credential(&h, &uri, false), None);
+        h.insert(header::AUTHORIZATION, "bearer  iris_sk_h ".parse().unwrap());
+        assert_eq!(credential(&h, &uri, true), Some("iris_sk_h"));
+        h.insert(header::AUTHORIZATION, "Bearer iris_rt_x".parse().unwrap());
+        assert_eq!(credential(&h, &"/x".parse().unwrap(), true), None);
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(credential(&h, &"/x".parse().unwrap(), true), None);
+    }
 }

@@ -34,7 +34,20 @@ impl IntoResponse for ApiError {
         });
         let mut body = self.error.body(self.request_id.as_deref(), now_ms());
         body["statusCode"] = status.as_u16().into();
-        (status, Json(body)).into_response()
+        let retry = self
+            .error
+            .details
+            .as_ref()
+            .and_then(|d| d.get("retryAfterMs"))
+            .and_then(serde_json::Value::as_u64);
+        let mut resp = (status, Json(body)).into_response();
+        if let Some(ms) = retry {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                ms.div_ceil(1000).max(1).into(),
+            );
+        }
+        resp
     }
 }
 

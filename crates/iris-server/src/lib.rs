@@ -10,6 +10,7 @@ mod openapi;
 mod params;
 mod request;
 mod rest;
+mod session;
 mod sse;
 mod system;
 mod ws;
@@ -47,8 +48,8 @@ pub fn router(iris: Arc<Iris>) -> Router {
     };
     // Plain request/response routes get the request timeout; streams do not.
     let mut calls = Router::new()
-        .nest("/api/v1", rest::routes())
-        .nest("/api", rest::routes())
+        .nest("/api/v1", rest::routes().merge(session::routes()))
+        .nest("/api", rest::routes().merge(session::routes()))
         .merge(system::routes());
     if api.request_timeout > 0 {
         calls = calls.layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -75,7 +76,7 @@ pub fn router(iris: Arc<Iris>) -> Router {
     }
     app.layer(axum::middleware::from_fn_with_state(
         state.clone(),
-        request::request_id,
+        request::gate,
     ))
     .with_state(state)
 }
@@ -96,13 +97,26 @@ fn cors(api: &iris_core::config::ApiConfig) -> tower_http::cors::CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static("x-request-id"),
         ])
-        .expose_headers([HeaderName::from_static("x-request-id")])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+            header::RETRY_AFTER,
+        ])
 }
 
 /// A running server.
@@ -151,7 +165,7 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
             listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             }),
-            app,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|s| *s).await;

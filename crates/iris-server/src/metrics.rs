@@ -4,12 +4,16 @@
 
 use std::sync::OnceLock;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use iris_core::auth::scope;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::AppState;
+use crate::auth::Caller;
+use crate::request::RequestId;
 
 /// The process-wide recorder (installed once, whatever number of servers).
 pub fn handle() -> Option<&'static PrometheusHandle> {
@@ -42,7 +46,14 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn render(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
+) -> Response {
+    if let Err(e) = crate::auth::require(&state, &who, &rid, scope::PROCESSES_READ) {
+        return e.into_response();
+    }
     let iris = &state.iris;
     let processes = iris.pool.processes();
     for s in ["spawning", "ready", "busy", "stopping", "stopped", "failed"] {
@@ -66,5 +77,5 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("iris_open_connections", "transport" => "sse")
         .set(state.sse_streams.load(std::sync::atomic::Ordering::Relaxed) as f64);
     let body = handle().map(|h| h.render()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -40,6 +40,10 @@ fn property_types(operation: &str, key: &str) -> Vec<String> {
 /// Add query parameters, typed by the schema.
 pub fn add_query(params: &mut Map<String, Value>, operation: &str, query: Vec<(String, String)>) {
     for (k, v) in query {
+        // The credential of browsers' streams, taken by the gate.
+        if k == crate::auth::TOKEN_QUERY {
+            continue;
+        }
         let types = property_types(operation, &k);
         let value = if types.iter().any(|t| t == "string") {
             Value::String(v)

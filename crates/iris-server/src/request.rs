@@ -3,14 +3,19 @@
 
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use iris_core::auth::Decision;
+use iris_core::auth::Origin;
 use iris_core::config::ApiConfig;
 use iris_core::{ErrorKind, IrisError};
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::guard::{host_allowed, origin_allowed, security_headers};
 
@@ -42,7 +47,10 @@ fn refuse(api: &ApiConfig, headers: &HeaderMap, rid: &RequestId) -> Option<Respo
     problem.map(|p| ApiError::new(IrisError::new(ErrorKind::Forbidden, p), rid).into_response())
 }
 
-pub async fn request_id(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// The one middleware in front of every route: request id, Host/Origin
+/// checks, authentication, rate limits; then the error bodies, security and
+/// rate-limit headers, metrics and the access log on the way out.
+pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let api = &state.iris.config.api;
     let started = Instant::now();
     let id = req
@@ -62,9 +70,65 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
         .unwrap_or_else(|| "unmatched".into());
     let rid = RequestId(id.clone());
     req.extensions_mut().insert(rid.clone());
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let origin = Origin {
+        ip: ip.map(|i| i.to_string()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(256).collect()),
+        request_id: Some(id.clone()),
+    };
+    let mut limit: Option<Decision> = None;
     let mut resp = match refuse(api, req.headers(), &rid) {
         Some(r) => r,
-        None => next.run(req).await,
+        None => {
+            let auth = &state.iris.auth;
+            let cred = crate::auth::credential(req.headers(), req.uri(), method == Method::GET);
+            let found = cred.map(|c| auth.authenticate(c, &origin));
+            match found {
+                Some(Err(e)) => {
+                    // A failed authentication counts against the address.
+                    limit = ip.and_then(|ip| auth.limit_ip(ip));
+                    match limit {
+                        Some(d) if !d.allowed => too_many(&d, &rid),
+                        _ => ApiError::new(e.into(), &rid).into_response(),
+                    }
+                }
+                Some(Ok(principal)) => {
+                    limit = auth.limit_identity(&principal);
+                    match limit {
+                        Some(d) if !d.allowed => too_many(&d, &rid),
+                        _ => {
+                            req.extensions_mut().insert(Caller {
+                                principal: Some(principal),
+                                origin,
+                                ip,
+                            });
+                            next.run(req).await
+                        }
+                    }
+                }
+                None => {
+                    limit = ip.and_then(|ip| auth.limit_ip(ip));
+                    match limit {
+                        Some(d) if !d.allowed => too_many(&d, &rid),
+                        _ => {
+                            req.extensions_mut().insert(Caller {
+                                principal: None,
+                                origin,
+                                ip,
+                            });
+                            next.run(req).await
+                        }
+                    }
+                }
+            }
+        }
     };
     let is_json = resp
         .headers()
@@ -89,6 +153,9 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
         resp = ApiError::new(e, &rid).into_response();
     }
     security_headers(resp.headers_mut());
+    if let Some(d) = limit {
+        rate_headers(resp.headers_mut(), &d);
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(HEADER, v);
     }
@@ -107,4 +174,25 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
         "request"
     );
     resp
+}
+
+/// 429 with the error body; the headers are added on the way out.
+fn too_many(d: &Decision, rid: &RequestId) -> Response {
+    let e = IrisError::new(
+        ErrorKind::RateLimited,
+        format!("rate limit of {} requests exceeded; retry later", d.limit),
+    )
+    .with_details(serde_json::json!({"retryAfterMs": d.retry_after.as_millis() as u64}));
+    ApiError::new(e, rid).into_response()
+}
+
+/// `X-RateLimit-Limit/Remaining/Reset`, and `Retry-After` when refused.
+fn rate_headers(h: &mut HeaderMap, d: &Decision) {
+    h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
+    h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
+    h.insert("x-ratelimit-reset", HeaderValue::from(d.reset));
+    if !d.allowed {
+        let secs = d.retry_after.as_secs() + u64::from(d.retry_after.subsec_nanos() > 0);
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
 }

@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::routing::{MethodFilter, MethodRouter, get, on, post};
 use axum::{Extension, Json, Router};
 use iris_core::IrisError;
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::{add_query, body_object};
 use crate::request::RequestId;
@@ -38,6 +38,8 @@ pub(crate) enum Verb {
     /// Seed 000 uses DELETE where seed 001 uses POST.
     PostOrDelete,
     Delete,
+    Put,
+    Patch,
 }
 
 /// One REST route (relative to `/api/v1` and `/api`).
@@ -150,19 +152,48 @@ pub(crate) const ROUTES: &[Route] = &[
     ),
     route("/messages/history", Verb::Get, op("message_history")),
     route("/messages/{id}", Verb::Get, id("get_message", "messageId")),
+    // Administration (seed 000 keys, seed 003 users and audit logs).
+    route("/admin/keys", Verb::Get, op("key_list")),
+    route("/admin/keys", Verb::Post, op("key_create")),
+    route("/admin/keys/{id}", Verb::Delete, id("key_revoke", "key")),
+    route(
+        "/admin/keys/{id}/revoke",
+        Verb::Post,
+        id("key_revoke", "key"),
+    ),
+    route(
+        "/admin/keys/{id}/rotate",
+        Verb::Post,
+        id("key_rotate", "key"),
+    ),
+    route("/admin/users", Verb::Get, op("user_list")),
+    route("/admin/users", Verb::Post, op("user_create")),
+    route("/admin/users/{id}", Verb::Patch, id("user_update", "user")),
+    route(
+        "/admin/users/{id}/roles",
+        Verb::Put,
+        id("user_update", "user"),
+    ),
+    route(
+        "/admin/users/{id}/password",
+        Verb::Post,
+        id("user_reset_password", "user"),
+    ),
+    route("/admin/audit-logs", Verb::Get, op("audit_list")),
+    route("/admin/audit-logs/verify", Verb::Get, op("audit_verify")),
 ];
 
 async fn call(
     spec: Spec,
     state: AppState,
     rid: RequestId,
-    headers: HeaderMap,
+    who: Caller,
     path: HashMap<String, String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &headers, &rid).map_err(fail)?;
+    let ctx = auth::caller(&state, &who, &rid).map_err(fail)?;
     let mut params = body_object(&body).map_err(fail)?;
     let Query(query) = query.map_err(|e| fail(IrisError::validation("query", e.body_text())))?;
     add_query(&mut params, spec.op, query);
@@ -191,10 +222,10 @@ fn on_methods(filter: MethodFilter, spec: Spec) -> MethodRouter<AppState> {
         filter,
         move |State(state): State<AppState>,
               Extension(rid): Extension<RequestId>,
-              headers: HeaderMap,
+              Extension(who): Extension<Caller>,
               Path(path): Path<HashMap<String, String>>,
               query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-              body: Bytes| call(spec, state, rid, headers, path, query, body),
+              body: Bytes| call(spec, state, rid, who, path, query, body),
     )
 }
 
@@ -205,6 +236,8 @@ impl Verb {
             Verb::Post => MethodFilter::POST,
             Verb::PostOrDelete => MethodFilter::POST.or(MethodFilter::DELETE),
             Verb::Delete => MethodFilter::DELETE,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Patch => MethodFilter::PATCH,
         }
     }
     pub fn methods(self) -> &'static [&'static str] {
@@ -213,6 +246,8 @@ impl Verb {
             Verb::Post => &["post"],
             Verb::PostOrDelete => &["post", "delete"],
             Verb::Delete => &["delete"],
+            Verb::Put => &["put"],
+            Verb::Patch => &["patch"],
         }
     }
 }

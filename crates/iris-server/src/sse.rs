@@ -20,6 +20,7 @@ use iris_core::pool::turn::{FollowStep, StreamItem, StreamKind, TurnStatus, Turn
 use iris_core::{IrisError, TurnStream};
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::body_object;
 use crate::request::RequestId;
@@ -195,12 +196,12 @@ fn stream_of(turn: TurnStream, after: u64, open: OpenStream) -> EventStream {
 async fn send_and_stream(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     Path(team): Path<String>,
     body: Bytes,
 ) -> Result<EventStream, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &headers, &rid).map_err(fail)?;
+    let ctx = auth::caller(&state, &who, &rid).map_err(fail)?;
     let mut params = body_object(&body).map_err(fail)?;
     if let Some(q) = params.remove("question") {
         params.entry("message").or_insert(q);
@@ -218,12 +219,13 @@ async fn send_and_stream(
 async fn follow(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<EventStream, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &headers, &rid).map_err(fail)?;
+    let ctx = auth::caller(&state, &who, &rid).map_err(fail)?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -3,13 +3,14 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use iris_core::{IrisError, registry};
 use serde_json::{Value, json};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::body_object;
 use crate::request::RequestId;
@@ -38,7 +39,15 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn health_detailed(State(state): State<AppState>) -> Response {
+async fn health_detailed(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
+) -> Response {
+    // Team names and queue sizes are not for anonymous callers.
+    if let Err(e) = auth::require(&state, &who, &rid, iris_core::auth::scope::PROCESSES_READ) {
+        return e.into_response();
+    }
     let iris = &state.iris;
     let db = iris.store.ping().await;
     let processes = iris.pool.processes();
@@ -101,11 +110,11 @@ async fn ready(
 async fn rpc(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &headers, &rid).map_err(fail)?;
+    let ctx = auth::caller(&state, &who, &rid).map_err(fail)?;
     let mut req = body_object(&body).map_err(fail)?;
     let method = match req.remove("method") {
         Some(Value::String(m)) => m,
@@ -128,9 +137,9 @@ async fn rpc(
 pub async fn list_tools(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
-    let ctx = auth::caller(&state, &headers, &rid).map_err(|e| ApiError::new(e, &rid))?;
+    let ctx = auth::caller(&state, &who, &rid).map_err(|e| ApiError::new(e, &rid))?;
     let tools: Vec<Value> = registry()
         .all()
         .iter()
@@ -143,10 +152,10 @@ pub async fn list_tools(
 pub async fn describe_tool(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::caller(&state, &headers, &rid).map_err(|e| ApiError::new(e, &rid))?;
+    auth::caller(&state, &who, &rid).map_err(|e| ApiError::new(e, &rid))?;
     registry()
         .get(&name)
         .map(|o| Json(o.describe()))
@@ -158,12 +167,12 @@ pub async fn describe_tool(
 pub async fn execute_tool(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &headers, &rid).map_err(fail)?;
+    let ctx = auth::caller(&state, &who, &rid).map_err(fail)?;
     let mut req = body_object(&body).map_err(fail)?;
     let params = match req.remove("parameters") {
         Some(p) => p,

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use futures_util::{SinkExt, StreamExt};
+use iris_core::auth::Principal;
 use iris_core::bus::{Delivery, Event, EventKind};
 use iris_core::pool::turn::{FollowStep, StreamKind};
 use iris_core::{Ctx, ErrorKind, IrisError, TurnStream, now_ms, registry};
@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::request::RequestId;
 use crate::{AppState, auth};
@@ -36,6 +37,9 @@ enum Protocol {
     JsonRpc,
 }
 
+/// How long a connection opened without a credential may take to send one.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/stream", get(upgrade_stream))
@@ -46,31 +50,39 @@ pub fn routes() -> Router<AppState> {
 async fn upgrade_stream(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade(state, rid, headers, ws, Protocol::Stream)
+    upgrade(state, rid, who, ws, Protocol::Stream)
 }
 
 async fn upgrade_rpc(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade(state, rid, headers, ws, Protocol::JsonRpc)
+    upgrade(state, rid, who, ws, Protocol::JsonRpc)
 }
 
 fn upgrade(
     state: AppState,
     rid: RequestId,
-    headers: HeaderMap,
+    who: Caller,
     ws: WebSocketUpgrade,
     proto: Protocol,
 ) -> Response {
-    let ctx = match auth::caller(&state, &headers, &rid) {
-        Ok(c) => c,
-        Err(e) => return ApiError::new(e, &rid).into_response(),
+    // Browsers cannot set headers on a WebSocket: without a credential the
+    // connection opens unauthenticated and its first message must carry one.
+    let (ctx, authenticated) = match auth::caller(&state, &who, &rid) {
+        Ok(c) => (c, true),
+        Err(_) => (
+            Ctx {
+                principal: Arc::new(Principal::nobody()),
+                origin: who.origin.clone(),
+            },
+            false,
+        ),
     };
     let limits = state.iris.config.api.websocket.clone();
     let open = state.ws_connections.fetch_add(1, Ordering::AcqRel);
@@ -92,7 +104,9 @@ fn upgrade(
     ws.max_message_size(limits.max_message_bytes)
         .read_buffer_size(4096)
         .on_upgrade(move |socket| async move {
-            Connection::new(state, ctx, proto).run(socket).await;
+            let mut c = Connection::new(state, ctx, proto);
+            c.authenticated = authenticated;
+            c.run(socket).await;
             counter.fetch_sub(1, Ordering::AcqRel);
         })
         .into_response()
@@ -109,6 +123,8 @@ struct Connection {
     /// Turns this connection follows itself; team subscriptions skip them.
     followed: Arc<Mutex<Followed>>,
     window: (Instant, u32),
+    /// False until a first `auth` message proved who this is.
+    authenticated: bool,
 }
 
 impl Connection {
@@ -124,6 +140,7 @@ impl Connection {
             tasks: Vec::new(),
             followed: Arc::new(Mutex::new(Followed::default())),
             window: (Instant::now(), 0),
+            authenticated: true,
         }
     }
 
@@ -140,6 +157,9 @@ impl Connection {
         let mut last_message = Instant::now();
         let mut last_frame = Instant::now();
         let dead_after = Duration::from_millis(limits.ping_interval.max(100) * 3);
+        let opened = Instant::now();
+        let mut auth_deadline = tokio::time::interval(AUTH_TIMEOUT);
+        auth_deadline.tick().await;
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
@@ -157,6 +177,17 @@ impl Connection {
                 },
                 Some(v) = out_rx.recv() => {
                     if sink.send(Message::Text(v.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                _ = auth_deadline.tick(), if !self.authenticated => {
+                    if opened.elapsed() >= AUTH_TIMEOUT {
+                        let e = IrisError::new(ErrorKind::Unauthorized, "no credential within 10 s of connecting");
+                        self.reply_error(None, e).await;
+                        if let Some(v) = out_rx.recv().await {
+                            let _ = sink.send(Message::Text(v.to_string().into())).await;
+                        }
+                        let _ = sink.send(Message::Close(None)).await;
                         break;
                     }
                 }
@@ -197,7 +228,7 @@ impl Connection {
     async fn reply_error(&self, id: Option<Value>, e: IrisError) {
         let v = match self.proto {
             Protocol::Stream => {
-                json!({"type": "error", "error": e.body(self.ctx.request_id.as_deref(), now_ms())})
+                json!({"type": "error", "error": e.body(self.ctx.request_id(), now_ms())})
             }
             Protocol::JsonRpc => {
                 json!({"jsonrpc": "2.0", "id": id.unwrap_or(Value::Null), "error": e.jsonrpc(None, now_ms())})
@@ -231,9 +262,51 @@ impl Connection {
                 return self.reply_error(None, e).await;
             }
         };
+        if !self.authenticated {
+            return self.authenticate(id, msg).await;
+        }
         match self.proto {
             Protocol::Stream => self.on_stream_message(msg).await,
             Protocol::JsonRpc => self.on_rpc(msg).await,
+        }
+    }
+
+    /// The first message of a connection opened without a credential:
+    /// `{"type":"auth","token":…}` or JSON-RPC `auth` with `params.token`.
+    async fn authenticate(&mut self, id: Option<Value>, msg: serde_json::Map<String, Value>) {
+        let token = match self.proto {
+            Protocol::Stream => (msg.get("type").and_then(Value::as_str) == Some("auth"))
+                .then(|| msg.get("token").and_then(Value::as_str))
+                .flatten(),
+            Protocol::JsonRpc => (msg.get("method").and_then(Value::as_str) == Some("auth"))
+                .then(|| {
+                    msg.get("params")
+                        .and_then(|p| p.get("token"))
+                        .and_then(Value::as_str)
+                })
+                .flatten(),
+        };
+        let Some(token) = token else {
+            let e = IrisError::new(
+                ErrorKind::Unauthorized,
+                "authenticate first: send {\"type\":\"auth\",\"token\":\"…\"} (JSON-RPC: method `auth`, params.token)",
+            );
+            return self.reply_error(id, e).await;
+        };
+        match self.state.iris.auth.authenticate(token, &self.ctx.origin) {
+            Ok(p) => {
+                let who = json!({"authenticated": true, "name": p.name, "kind": p.kind_name(), "scopes": p.scopes});
+                self.ctx.principal = p;
+                self.authenticated = true;
+                let v = match self.proto {
+                    Protocol::Stream => json!({"type": "authenticated", "principal": who}),
+                    Protocol::JsonRpc => {
+                        json!({"jsonrpc": "2.0", "id": id.unwrap_or(Value::Null), "result": who})
+                    }
+                };
+                self.send(v).await;
+            }
+            Err(e) => self.reply_error(id, e.into()).await,
         }
     }
 

@@ -37,6 +37,7 @@ pub async fn start_in(home: tempfile::TempDir, yaml: &str) -> Harness {
         StartOptions {
             echo_program: iris_bin(),
             bus_capacity: 4096,
+            prewarm: true,
         },
     )
     .await

@@ -3,6 +3,7 @@
 //! duration is in milliseconds. Unknown keys are errors, never dropped.
 
 mod interpolate;
+mod security;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +13,8 @@ use iris_agent::{AgentKind, PromptVia};
 use serde::{Deserialize, Serialize};
 
 pub use interpolate::{MissingVar, interpolate};
+pub use iris_auth::Rate;
+pub use security::{AuditConfig, AuthConfig};
 
 /// Process-pool and runtime settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -78,8 +81,16 @@ impl Default for CorsConfig {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     pub enabled: bool,
+    /// Requests per identity (key or user) per window, unless a key has
+    /// its own limit (seed 000 shape).
     pub window_ms: u64,
     pub max_requests: u64,
+    /// Requests per client address before authentication.
+    pub per_ip: Rate,
+    /// Message-sending operations per identity.
+    pub messages: Rate,
+    /// Login attempts per client address.
+    pub login: Rate,
 }
 
 impl Default for RateLimitConfig {
@@ -88,6 +99,9 @@ impl Default for RateLimitConfig {
             enabled: true,
             window_ms: 60_000,
             max_requests: 600,
+            per_ip: Rate::new(1200, 60),
+            messages: Rate::new(60, 60),
+            login: Rate::new(10, 60),
         }
     }
 }
@@ -243,6 +257,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub dashboard: DashboardConfig,
     pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub audit: AuditConfig,
     pub teams: BTreeMap<String, TeamConfig>,
     /// Where it was read from; `None` for the embedded defaults.
     #[serde(skip)]

@@ -1,6 +1,7 @@
 //! The operations of Iris, one module per area. Each is declared once with
 //! [`Operation::new`]; transports never add logic of their own.
 
+mod admin;
 mod messages;
 mod sessions;
 mod system;
@@ -15,6 +16,7 @@ pub(crate) fn all() -> Vec<Operation> {
     ops.extend(sessions::operations());
     ops.extend(teams::operations());
     ops.extend(system::operations());
+    ops.extend(admin::operations());
     ops
 }
 

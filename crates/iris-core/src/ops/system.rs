@@ -167,6 +167,65 @@ fn civil(days: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// Days since 1970-01-01 of a civil date (the inverse of [`civil`]).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Unix milliseconds of `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS[.fff]Z` or with
+/// a `±HH:MM` offset.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let num = |a: usize, b: usize| -> Option<i64> { s.get(a..b)?.parse().ok() };
+    let (y, m, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    if s.get(4..5) != Some("-")
+        || s.get(7..8) != Some("-")
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+    {
+        return None;
+    }
+    let day = days_from_civil(y, m as u32, d as u32) * 86_400_000;
+    if s.len() == 10 {
+        return Some(day);
+    }
+    if !matches!(s.get(10..11), Some("T") | Some(" ")) {
+        return None;
+    }
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = s.get(19..)?;
+    let mut millis = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.chars().take_while(char::is_ascii_digit).count();
+        let f = &frac[..digits];
+        millis = format!("{f:0<3}").get(..3)?.parse::<i64>().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset = match rest {
+        "Z" | "z" | "" => 0,
+        o => {
+            let sign = match o.get(..1)? {
+                "+" => 1,
+                "-" => -1,
+                _ => return None,
+            };
+            let oh: i64 = o.get(1..3)?.parse().ok()?;
+            let om: i64 = o.get(4..6)?.parse().ok()?;
+            sign * (oh * 3600 + om * 60) * 1000
+        }
+    };
+    Some(day + (h * 3600 + mi * 60 + sec) * 1000 + millis - offset)
+}
+
 /// RFC 3339 in UTC with milliseconds.
 pub fn iso8601(ms: i64) -> String {
     let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
@@ -308,6 +367,16 @@ mod tests {
     #[test]
     fn iso_dates() {
         assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        for ms in [0, 1_697_567_890_123, 951_782_400_000, -86_400_000] {
+            assert_eq!(parse_time(&iso8601(ms)), Some(ms));
+        }
+        assert_eq!(parse_time("2023-10-17"), Some(1_697_500_800_000));
+        assert_eq!(
+            parse_time("2023-10-17T20:38:10+02:00"),
+            Some(1_697_567_890_000)
+        );
+        assert_eq!(parse_time("2023-13-01"), None);
+        assert_eq!(parse_time("yesterday"), None);
         assert_eq!(iso8601(1_697_567_890_123), "2023-10-17T18:38:10.123Z");
         assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }

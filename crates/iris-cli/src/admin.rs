@@ -1,0 +1,337 @@
+//! `iris key …`, `iris user …`, `iris audit …`: each is one operation of
+//! the registry, run on the server of this `IRIS_HOME` when one is running
+//! (so a revocation takes effect at once) or in this process otherwise.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use iris_core::config::ConfigSource;
+use serde_json::{Value, json};
+
+use crate::commands::invoke;
+
+#[derive(Subcommand)]
+pub enum KeyAction {
+    /// Create a key; it is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes or aliases (teams:read,messages:write…).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// viewer, operator, developer or admin.
+        #[arg(long)]
+        role: Option<String>,
+        /// Limit the key to these teams (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        teams: Option<Vec<String>>,
+        /// e.g. 30d, 12h.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// e.g. 100/min.
+        #[arg(long)]
+        rate_limit: Option<String>,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id, name or prefix.
+    Revoke { key: String },
+    /// Replace a key; the old one works for a grace period.
+    Rotate {
+        key: String,
+        /// How long the old key keeps working (e.g. 1h, 0s).
+        #[arg(long)]
+        grace: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UserAction {
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user (ends their sessions at once).
+    Disable {
+        user: String,
+    },
+    Enable {
+        user: String,
+    },
+    ResetPassword {
+        user: String,
+        #[arg(long)]
+        password: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditAction {
+    /// Records, newest first.
+    List {
+        /// An action or family (auth, key.create, operation…).
+        #[arg(long)]
+        action: Option<String>,
+        /// user:<id>, key:<id>, or a bare id.
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        /// success, failure or denied.
+        #[arg(long)]
+        result: Option<String>,
+        /// ISO 8601 time or date.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the hash chain; exits non-zero if a record was edited or removed.
+    Verify,
+}
+
+fn print_error(body: &Value) -> ExitCode {
+    eprintln!(
+        "iris: {}",
+        body.pointer("/error/message")
+            .or_else(|| body.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("the operation failed")
+    );
+    if let Some(d) = body.pointer("/error/details").filter(|d| !d.is_null()) {
+        eprintln!("{d}");
+    }
+    ExitCode::FAILURE
+}
+
+fn print_key(v: &Value) {
+    println!("{}", v["key"].as_str().unwrap_or_default());
+    eprintln!(
+        "API key `{}` ({}) created; it is shown once, store it now. Scopes: {}",
+        v["name"].as_str().unwrap_or_default(),
+        v["id"].as_str().unwrap_or_default(),
+        v["scopes"]
+    );
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+fn table(rows: &[Value], columns: &[&str]) {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].len())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |vals: Vec<String>| {
+        vals.iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!(
+        "{}",
+        line(columns.iter().map(|c| c.to_uppercase()).collect())
+    );
+    for r in cells {
+        println!("{}", line(r));
+    }
+}
+
+pub async fn key(source: ConfigSource, action: KeyAction, local: bool) -> anyhow::Result<ExitCode> {
+    let (op, params, json_out) = match &action {
+        KeyAction::Create {
+            name,
+            scopes,
+            role,
+            teams,
+            expires_in,
+            rate_limit,
+        } => (
+            "key_create",
+            json!({"name": name, "scopes": scopes, "role": role, "teams": teams, "expiresIn": expires_in, "rateLimit": rate_limit}),
+            false,
+        ),
+        KeyAction::List { json } => ("key_list", json!({}), *json),
+        KeyAction::Revoke { key } => ("key_revoke", json!({"key": key}), true),
+        KeyAction::Rotate { key, grace } => {
+            ("key_rotate", json!({"key": key, "grace": grace}), false)
+        }
+    };
+    let result = match invoke(&source, op, strip_nulls(params), local).await? {
+        Ok(v) => v,
+        Err(body) => return Ok(print_error(&body)),
+    };
+    match action {
+        KeyAction::Create { .. } | KeyAction::Rotate { .. } => print_key(&result),
+        KeyAction::List { .. } if !json_out => table(
+            result["keys"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            &[
+                "id",
+                "name",
+                "prefix",
+                "status",
+                "scopes",
+                "teams",
+                "usageCount",
+                "lastUsedAt",
+            ],
+        ),
+        _ => println!("{}", serde_json::to_string_pretty(&result)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn user(
+    source: ConfigSource,
+    action: UserAction,
+    local: bool,
+) -> anyhow::Result<ExitCode> {
+    let (op, params) = match &action {
+        UserAction::Create {
+            username,
+            password,
+            email,
+            role,
+        } => (
+            "user_create",
+            json!({"username": username, "password": password, "email": email, "role": role}),
+        ),
+        UserAction::List { .. } => ("user_list", json!({})),
+        UserAction::Disable { user } => {
+            ("user_update", json!({"user": user, "status": "disabled"}))
+        }
+        UserAction::Enable { user } => ("user_update", json!({"user": user, "status": "active"})),
+        UserAction::ResetPassword { user, password } => (
+            "user_reset_password",
+            json!({"user": user, "password": password}),
+        ),
+    };
+    let result = match invoke(&source, op, strip_nulls(params), local).await? {
+        Ok(v) => v,
+        Err(body) => return Ok(print_error(&body)),
+    };
+    match action {
+        UserAction::List { json: false } => table(
+            result["users"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            &[
+                "id",
+                "username",
+                "email",
+                "roles",
+                "status",
+                "mfaEnabled",
+                "lastLogin",
+            ],
+        ),
+        _ => println!("{}", serde_json::to_string_pretty(&result)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn audit(
+    source: ConfigSource,
+    action: AuditAction,
+    local: bool,
+) -> anyhow::Result<ExitCode> {
+    match action {
+        AuditAction::Verify => {
+            let v = match invoke(&source, "audit_verify", json!({}), local).await? {
+                Ok(v) => v,
+                Err(body) => return Ok(print_error(&body)),
+            };
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            if v["ok"] == json!(true) {
+                eprintln!("audit trail intact: {} records", v["records"]);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "audit trail BROKEN: {}",
+                    v["problem"].as_str().unwrap_or("?")
+                );
+                Ok(ExitCode::from(2))
+            }
+        }
+        AuditAction::List {
+            action,
+            actor,
+            team,
+            result,
+            since,
+            limit,
+            json,
+        } => {
+            let params = strip_nulls(json!({"action": action, "userId": actor, "team": team,
+                "result": result, "startDate": since, "limit": limit}));
+            let v = match invoke(&source, "audit_list", params, local).await? {
+                Ok(v) => v,
+                Err(body) => return Ok(print_error(&body)),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                table(
+                    v["logs"].as_array().map(Vec::as_slice).unwrap_or_default(),
+                    &[
+                        "seq",
+                        "timestamp",
+                        "actor",
+                        "action",
+                        "team",
+                        "result",
+                        "severity",
+                        "ip",
+                    ],
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Leave out unset options (operations reject `null` for typed fields).
+fn strip_nulls(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        m.retain(|_, x| !x.is_null());
+    }
+    v
+}

@@ -1,0 +1,264 @@
+//! `/auth/*` (seed 003): login, refresh, logout, the caller, and TOTP MFA.
+//! Thin adapters over `iris_core::auth::Auth`; the rules live there.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use std::sync::Arc;
+
+use iris_core::auth::{Auth, AuthError, Login};
+use iris_core::{Ctx, IrisError};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::{self, Caller, REFRESH_PREFIX};
+use crate::error::ApiError;
+use crate::params::body_object;
+use crate::request::RequestId;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+        .route("/auth/logout-all", post(logout_all))
+        .route("/auth/me", get(me))
+        .route("/auth/mfa/setup", post(mfa_setup))
+        .route("/auth/mfa/enable", post(mfa_setup))
+        .route("/auth/mfa/confirm", post(mfa_confirm))
+        .route("/auth/mfa/verify", post(mfa_verify))
+        .route("/auth/mfa/disable", post(mfa_disable))
+}
+
+/// A typed body; problems are per-field validation errors.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, IrisError> {
+    let map = body_object(bytes)?;
+    serde_json::from_value(Value::Object(map))
+        .map_err(|e| IrisError::validation("body", e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LoginBody {
+    username: Option<String>,
+    email: Option<String>,
+    login: Option<String>,
+    password: String,
+    mfa_code: Option<String>,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let fail = |e: IrisError| ApiError::new(e, &rid);
+    let b: LoginBody = body(&bytes).map_err(fail)?;
+    let Some(name) = b.login.or(b.username).or(b.email) else {
+        return Err(fail(IrisError::validation(
+            "username",
+            "give a username or an email",
+        )));
+    };
+    let req = Login {
+        login: name,
+        password: b.password,
+        mfa_code: b.mfa_code,
+    };
+    let tokens = state
+        .iris
+        .auth
+        .login(req, &who.origin, who.ip)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    Ok(Json(json!(tokens)))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RefreshBody {
+    refresh_token: Option<String>,
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let fail = |e: IrisError| ApiError::new(e, &rid);
+    let b: RefreshBody = body(&bytes).map_err(fail)?;
+    // Seed 003 sends it as the bearer; a JSON body works too.
+    let from_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim()))
+        .filter(|t| t.starts_with(REFRESH_PREFIX))
+        .map(str::to_owned);
+    let Some(token) = b.refresh_token.or(from_header) else {
+        return Err(fail(IrisError::validation(
+            "refreshToken",
+            "required (body or Authorization: Bearer iris_rt_…)",
+        )));
+    };
+    let tokens = state
+        .iris
+        .auth
+        .refresh(&token, &who.origin)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    Ok(Json(json!(tokens)))
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Json<Value>, ApiError> {
+    let fail = |e: IrisError| ApiError::new(e, &rid);
+    auth::caller(&state, &who, &rid).map_err(fail)?;
+    let token = auth::credential(&headers, &uri, false).unwrap_or_default();
+    if token.starts_with(iris_core::auth::KEY_PREFIX) {
+        return Err(fail(IrisError::validation(
+            "Authorization",
+            "an API key has no session; revoke it instead",
+        )));
+    }
+    state
+        .iris
+        .auth
+        .logout(token, &who.origin)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    Ok(Json(
+        json!({"message": "Successfully logged out", "timestamp": iris_core::now_ms()}),
+    ))
+}
+
+/// Run `f` as the authenticated caller of this request.
+async fn as_caller<F, Fut>(
+    state: &AppState,
+    rid: &RequestId,
+    who: &Caller,
+    f: F,
+) -> Result<Json<Value>, ApiError>
+where
+    F: FnOnce(Arc<Auth>, Ctx) -> Fut,
+    Fut: Future<Output = Result<Value, AuthError>>,
+{
+    let ctx = auth::caller(state, who, rid).map_err(|e| ApiError::new(e, rid))?;
+    f(state.iris.auth.clone(), ctx)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::new(e.into(), rid))
+}
+
+async fn logout_all(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    as_caller(&state, &rid, &who, |auth, ctx| async move {
+        auth.logout_all(&ctx.principal, &ctx.origin).await?;
+        Ok(json!({"message": "Every session ended", "timestamp": iris_core::now_ms()}))
+    })
+    .await
+}
+
+async fn me(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    as_caller(&state, &rid, &who, |auth, ctx| async move {
+        auth.me(&ctx.principal).await
+    })
+    .await
+}
+
+async fn mfa_setup(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    as_caller(&state, &rid, &who, |auth, ctx| async move {
+        auth.mfa_setup(&ctx.principal, &ctx.origin).await
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CodeBody {
+    code: String,
+    /// Seed 003 sends `type: "totp"`; only TOTP exists.
+    #[serde(rename = "type")]
+    _kind: Option<String>,
+    mfa_token: Option<String>,
+    password: Option<String>,
+}
+
+async fn mfa_confirm(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: CodeBody = body(&bytes).map_err(|e| ApiError::new(e, &rid))?;
+    as_caller(&state, &rid, &who, |auth, ctx| async move {
+        auth.mfa_confirm(&ctx.principal, &b.code, &ctx.origin).await
+    })
+    .await
+}
+
+/// The second step of a login: the `mfaToken` of the challenge and a code.
+async fn mfa_verify(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let fail = |e: IrisError| ApiError::new(e, &rid);
+    let b: CodeBody = body(&bytes).map_err(fail)?;
+    let Some(token) = b.mfa_token else {
+        return Err(fail(IrisError::validation(
+            "mfaToken",
+            "required: the token of the login's MFA challenge",
+        )));
+    };
+    let tokens = state
+        .iris
+        .auth
+        .mfa_verify(&token, &b.code, &who.origin)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    Ok(Json(json!(tokens)))
+}
+
+async fn mfa_disable(
+    State(state): State<AppState>,
+    Extension(rid): Extension<RequestId>,
+    Extension(who): Extension<Caller>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: CodeBody = body(&bytes).map_err(|e| ApiError::new(e, &rid))?;
+    let Some(password) = b.password else {
+        return Err(ApiError::new(
+            IrisError::validation("password", "required"),
+            &rid,
+        ));
+    };
+    as_caller(&state, &rid, &who, |auth, ctx| async move {
+        auth.mfa_disable(&ctx.principal, &password, &b.code, &ctx.origin)
+            .await
+    })
+    .await
+}
