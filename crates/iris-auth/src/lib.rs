@@ -126,6 +126,7 @@ pub struct Auth {
     open_limits: Arc<IdentityLimits>,
     pub audit: Auditor,
     revision: AtomicI64,
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl Auth {
@@ -149,6 +150,7 @@ impl Auth {
             settings,
             caches: RwLock::default(),
             revision: AtomicI64::new(-1),
+            reloading: tokio::sync::Mutex::new(()),
         });
         auth.reload().await?;
         if auth.settings.audit && auth.settings.audit_retention_days > 0 {
@@ -212,6 +214,8 @@ impl Auth {
     }
 
     async fn reload(&self) -> Result<()> {
+        // One reload at a time, so an older snapshot never replaces a newer one.
+        let _one = self.reloading.lock().await;
         let rev: i64 = self
             .store
             .meta("revision")

@@ -9,14 +9,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-fn iris(home: &std::path::Path) -> Command {
-    let mut c = Command::new(iris_bin());
-    c.env("IRIS_HOME", home)
-        .env_remove("IRIS_CONFIG_PATH")
-        .current_dir(home);
-    c
-}
-
 #[test]
 fn config_check_accepts_good_files_and_names_file_key_and_problem() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,15 +181,6 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 /// Kills the server if the test fails half-way.
-struct Reap(std::process::Child);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn agents_die_with_a_killed_iris_and_stop_with_a_terminated_one() {
     for signal in [libc::SIGKILL, libc::SIGTERM] {
@@ -257,9 +240,7 @@ fn client_commands_reach_a_running_server_through_its_port_file() {
     assert!(!out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["code"], "TEAM_NOT_FOUND");
-    // SAFETY: signalling the server this test started.
-    unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
-    assert!(server.0.wait().unwrap().success());
+    terminate(&mut server);
     assert!(!port_file.exists(), "the port file is removed on shutdown");
     let out = iris(dir.path())
         .args(["call", "get_date"])
@@ -271,30 +252,6 @@ fn client_commands_reach_a_running_server_through_its_port_file() {
 
 const OPEN_DEMO: &str =
     "api:\n  port: 0\n  requireAuth: false\nteams:\n  demo:\n    path: .\n    agent: echo\n";
-
-/// Start `iris serve` with `config` (which must use port 0) in `dir`;
-/// returns it once listening, with its base URL.
-fn serve_in(dir: &std::path::Path, config: &str) -> (Reap, String) {
-    std::fs::write(dir.join("config.yaml"), config).unwrap();
-    let server = Reap(
-        iris(dir)
-            .arg("serve")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let port_file = dir.join(".http.port");
-    for _ in 0..400 {
-        if let Ok(p) = std::fs::read_to_string(&port_file)
-            && !p.trim().is_empty()
-        {
-            return (server, format!("http://127.0.0.1:{}", p.trim()));
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("the server did not write its port file");
-}
 
 #[test]
 fn the_curl_examples_run_against_a_live_server() {

@@ -10,9 +10,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn setup(extra: &str) -> (Harness, iris_server::Running) {
     let h = start(&format!(
         "api:\n  port: 0\n  requireAuth: false\n{extra}teams:\n  demo:\n    path: .\n    agent: echo\n"
@@ -29,23 +26,7 @@ async fn connect(server: &iris_server::Running, path: &str) -> Ws {
     ws
 }
 
-async fn send(ws: &mut Ws, v: Value) {
-    ws.send(Message::Text(v.to_string().into())).await.unwrap();
-}
-
 /// The next JSON text message, failing after 10 s.
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("a message in time");
-        match m {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
 
 #[tokio::test]
 async fn stream_protocol_message_subscribe_and_cancel() {

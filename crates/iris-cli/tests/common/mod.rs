@@ -109,3 +109,86 @@ pub fn pids(h: &Harness, team: &str) -> Vec<u32> {
         .filter_map(|p| p.pid)
         .collect()
 }
+
+/// The `iris` binary run in `home` (as `IRIS_HOME` and working folder).
+pub fn iris(home: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(iris_bin());
+    c.env("IRIS_HOME", home)
+        .env_remove("IRIS_CONFIG_PATH")
+        .env_remove("IRIS_API_KEY")
+        .current_dir(home);
+    c
+}
+
+/// A child process killed and reaped when dropped.
+pub struct Reap(pub std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `iris serve` with `config` (which must use port 0) in `dir`, its
+/// output in `dir/serve.out` and `dir/serve.err`; returns it once
+/// listening, with its base URL.
+pub fn serve_in(dir: &std::path::Path, config: &str) -> (Reap, String) {
+    std::fs::write(dir.join("config.yaml"), config).unwrap();
+    let out = std::fs::File::create(dir.join("serve.out")).unwrap();
+    let err = std::fs::File::create(dir.join("serve.err")).unwrap();
+    let server = Reap(
+        iris(dir)
+            .arg("serve")
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap(),
+    );
+    let port_file = dir.join(".http.port");
+    for _ in 0..400 {
+        if let Ok(p) = std::fs::read_to_string(&port_file)
+            && !p.trim().is_empty()
+        {
+            return (server, format!("http://127.0.0.1:{}", p.trim()));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the server did not write its port file");
+}
+
+/// A WebSocket client connection.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn send(ws: &mut Ws, v: Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        v.to_string().into(),
+    ))
+    .await
+    .unwrap();
+}
+
+/// The next JSON text message (pings skipped), within 10 s.
+pub async fn recv(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message in time");
+        match m {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// SIGTERM a server started by a test and check it exits cleanly.
+pub fn terminate(server: &mut Reap) {
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
+    assert!(server.0.wait().unwrap().success());
+}
