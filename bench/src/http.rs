@@ -74,12 +74,14 @@ fn to_ms(v: &str) -> Option<f64> {
     })
 }
 
-/// Run wrk; `script` is an optional Lua file (for POST bodies).
+/// Run wrk; `script` is an optional Lua file (for POST bodies), `bearer`
+/// an `Authorization` credential.
 pub fn wrk(
     url: &str,
     connections: u32,
     seconds: u32,
     script: Option<&std::path::Path>,
+    bearer: Option<&str>,
 ) -> anyhow::Result<WrkResult> {
     let mut cmd = Command::new("wrk");
     cmd.args([
@@ -90,6 +92,9 @@ pub fn wrk(
     ]);
     if let Some(s) = script {
         cmd.arg("-s").arg(s);
+    }
+    if let Some(b) = bearer {
+        cmd.arg("-H").arg(format!("Authorization: Bearer {b}"));
     }
     let out = cmd
         .arg(url)
@@ -113,9 +118,33 @@ pub fn wrk(
 }
 
 pub async fn run(seconds: u32) -> anyhow::Result<()> {
-    let (iris, dir) =
-        crate::iris_with_echo("  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false").await?;
+    let (iris, dir) = crate::iris_with_echo(&format!(
+        "  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false\n{}",
+        crate::UNREACHABLE
+    ))
+    .await?;
     let server = iris_server::start(iris.clone(), None).await?;
+    // The same, with authentication required: a key, its rate limit, audit on.
+    let (secured, _sdir) = crate::iris_with_echo(&format!(
+        "  maxProcesses: 4\napi:\n  port: 0\n{}",
+        crate::UNREACHABLE
+    ))
+    .await?;
+    let spec = iris_core::auth::NewKey {
+        name: "bench".into(),
+        role: Some("viewer".into()),
+        ..Default::default()
+    };
+    let (key, _) = secured
+        .auth
+        .create_key(
+            spec,
+            &iris_core::auth::Principal::local(),
+            &Default::default(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secured_server = iris_server::start(secured.clone(), None).await?;
     let base = format!("http://{}", server.addr);
     let status_url = format!("{base}/api/v1/status");
     let body = reqwest::get(&status_url).await?.bytes().await?;
@@ -123,14 +152,24 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
     let (axum_addr, axum_task) = plain_axum(Bytes::from(body.to_vec())).await?;
     let bare_url = format!("http://{bare_addr}/api/v1/status");
     // wrk blocks; run it off the runtime so the servers keep serving.
-    let run_wrk = |url: String, c: u32, script: Option<std::path::PathBuf>| {
-        tokio::task::spawn_blocking(move || wrk(&url, c, seconds, script.as_deref()))
-    };
-    let b = run_wrk(bare_url, 64, None).await??;
-    let a = run_wrk(format!("http://{axum_addr}/api/v1/status"), 64, None).await??;
-    let i = run_wrk(status_url, 64, None).await??;
+    let run_wrk =
+        |url: String, c: u32, script: Option<std::path::PathBuf>, bearer: Option<String>| {
+            tokio::task::spawn_blocking(move || {
+                wrk(&url, c, seconds, script.as_deref(), bearer.as_deref())
+            })
+        };
+    let b = run_wrk(bare_url, 64, None, None).await??;
+    let a = run_wrk(format!("http://{axum_addr}/api/v1/status"), 64, None, None).await??;
+    let i = run_wrk(status_url, 64, None, None).await??;
+    let k = run_wrk(
+        format!("http://{}/api/v1/status", secured_server.addr),
+        64,
+        None,
+        Some(key),
+    )
+    .await??;
     if std::env::var_os("HEALTHZ").is_some() {
-        let h = run_wrk(format!("{base}/healthz"), 64, None).await??;
+        let h = run_wrk(format!("{base}/healthz"), 64, None, None).await??;
         println!(
             "  iris /healthz : {:10.0} req/s ({:.2}x)",
             h.rps,
@@ -142,18 +181,15 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
         "  bare hyper : {:10.0} req/s  p99 {:6.2} ms",
         b.rps, b.p99_ms
     );
-    println!(
-        "  plain axum : {:10.0} req/s  p99 {:6.2} ms  ({:.2}x of bare)",
-        a.rps,
-        a.p99_ms,
-        a.rps / b.rps
-    );
-    println!(
-        "  iris       : {:10.0} req/s  p99 {:6.2} ms  ({:.2}x of bare)",
-        i.rps,
-        i.p99_ms,
-        i.rps / b.rps
-    );
+    for (name, r) in [("plain axum", &a), ("iris open", &i), ("iris + key", &k)] {
+        println!(
+            "  {name:<10} : {:10.0} req/s  p99 {:6.2} ms  ({:.2}x of bare)",
+            r.rps,
+            r.p99_ms,
+            r.rps / b.rps
+        );
+    }
+    println!("  (iris + key: requireAuth, an API key, rate limiting and audit on)");
 
     let lua = dir.path().join("ask.lua");
     std::fs::write(
@@ -161,7 +197,7 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
         "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{\"question\": \"benchmark\", \"timeout\": 0}'\n",
     )?;
     // One conversation answers one turn at a time, so few connections.
-    let ask = run_wrk(format!("{base}/api/v1/teams/demo/ask"), 4, Some(lua)).await??;
+    let ask = run_wrk(format!("{base}/api/v1/teams/demo/ask"), 4, Some(lua), None).await??;
     println!("POST /api/v1/teams/demo/ask (warm echo), 4 connections, {seconds}s");
     println!(
         "  iris       : {:10.0} req/s  p99 {:6.2} ms",
@@ -170,6 +206,8 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
     bare_task.abort();
     axum_task.abort();
     server.stop().await;
+    secured_server.stop().await;
     iris.shutdown().await;
+    secured.shutdown().await;
     Ok(())
 }

@@ -17,7 +17,7 @@ pub async fn run(count: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::write(
         dir.path().join("config.yaml"),
-        "api:\n  port: 0\n  requireAuth: false\n  websocket:\n    maxConnections: 20000\n    idleTimeout: 3600000\n    pingInterval: 600000\nteams:\n  demo:\n    path: .\n    agent: echo\n",
+        "api:\n  port: 0\n  requireAuth: false\n  rateLimit:\n    perIp: 1000000000/min\n  websocket:\n    maxConnections: 20000\n    idleTimeout: 3600000\n    pingInterval: 600000\nteams:\n  demo:\n    path: .\n    agent: echo\n",
     )?;
     let mut server = std::process::Command::new(crate::iris_bin()?)
         .arg("serve")

@@ -63,6 +63,10 @@ pub async fn ask_raw(p: &mut iris_agent::AgentProcess, text: &str) -> anyhow::Re
 }
 
 /// An Iris with one echo team over a temporary database.
+/// API rate limits no benchmark reaches (under `api:`): limiting runs on
+/// every request, it never refuses.
+pub const UNREACHABLE: &str = "  rateLimit:\n    maxRequests: 1000000000\n    perIp: 1000000000/min\n    messages: 1000000000/min";
+
 pub async fn iris_with_echo(settings: &str) -> anyhow::Result<(Arc<Iris>, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("config.yaml");

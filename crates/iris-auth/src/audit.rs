@@ -11,7 +11,8 @@ use crate::principal::Principal;
 /// Where a request came from.
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
-    pub ip: Option<String>,
+    /// Kept as an address; written as text only when an event is recorded.
+    pub ip: Option<std::net::IpAddr>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
 }
@@ -115,7 +116,7 @@ impl AuditEvent {
                 Severity::Critical => "critical",
             }
             .into(),
-            ip: self.origin.ip,
+            ip: self.origin.ip.map(|i| i.to_string()),
             user_agent: self.origin.user_agent,
             request_id: self.origin.request_id,
             details: self.details.to_string(),

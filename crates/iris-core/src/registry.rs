@@ -108,6 +108,10 @@ impl Operation {
     /// Per-field problems of `params`, empty when valid.
     pub fn validate(&self, params: &Value) -> Map<String, Value> {
         let mut fields = Map::new();
+        // The common case, without collecting errors.
+        if self.validator.is_valid(params) {
+            return fields;
+        }
         for err in self.validator.iter_errors(params) {
             let mut path = err
                 .instance_path()
@@ -139,14 +143,15 @@ impl Operation {
     }
 }
 
-/// All operations, in a fixed order.
+/// All operations, in a fixed order, and by name.
 pub struct Registry {
     ops: Vec<Operation>,
+    by_name: std::collections::HashMap<&'static str, usize>,
 }
 
 impl Registry {
     pub fn get(&self, name: &str) -> Option<&Operation> {
-        self.ops.iter().find(|o| o.name == name)
+        self.by_name.get(name).map(|i| &self.ops[*i])
     }
     pub fn all(&self) -> &[Operation] {
         &self.ops
@@ -155,8 +160,10 @@ impl Registry {
 
 /// The registry of this build.
 pub fn registry() -> &'static Registry {
-    static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
-        ops: crate::ops::all(),
+    static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+        let ops = crate::ops::all();
+        let by_name = ops.iter().enumerate().map(|(i, o)| (o.name, i)).collect();
+        Registry { ops, by_name }
     });
     &REGISTRY
 }

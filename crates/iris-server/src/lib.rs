@@ -27,9 +27,18 @@ use tokio::sync::watch;
 
 pub use error::ApiError;
 
-/// Shared by every handler.
+/// Shared by every handler; one `Arc`, so cloning it per request is cheap.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub iris: Arc<Iris>,
     /// Open WebSocket connections (capped by `api.websocket.maxConnections`).
     pub ws_connections: Arc<std::sync::atomic::AtomicUsize>,
@@ -41,11 +50,11 @@ pub struct AppState {
 pub fn router(iris: Arc<Iris>) -> Router {
     metrics::handle();
     let api = iris.config.api.clone();
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         iris,
         ws_connections: Default::default(),
         sse_streams: Default::default(),
-    };
+    }));
     // Plain request/response routes get the request timeout; streams do not.
     let mut calls = Router::new()
         .nest("/api/v1", rest::routes().merge(session::routes()))

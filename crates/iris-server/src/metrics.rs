@@ -46,6 +46,44 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Count a request and record its duration. The labelled handles are
+/// looked up once per (route, method, status) and thread, then reused: the
+/// registry's lookup and the label strings cost more than the update.
+pub fn record_request(route: &str, method: &axum::http::Method, status: u16, secs: f64) {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    type Handles = (
+        String,
+        axum::http::Method,
+        u16,
+        metrics::Counter,
+        metrics::Histogram,
+    );
+    thread_local! {
+        static HANDLES: RefCell<HashMap<u64, Vec<Handles>>> = RefCell::new(HashMap::new());
+    }
+    let mut h = DefaultHasher::new();
+    (route, method.as_str(), status).hash(&mut h);
+    let key = h.finish();
+    HANDLES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let slot = cache.entry(key).or_default();
+        let found = slot
+            .iter()
+            .position(|(r, m, s, _, _)| r == route && m == method && *s == status);
+        let i = found.unwrap_or_else(|| {
+            let counter = metrics::counter!("iris_http_requests_total", "route" => route.to_owned(), "method" => method.to_string(), "status" => status.to_string());
+            let histogram = metrics::histogram!("iris_http_request_duration_seconds", "route" => route.to_owned());
+            slot.push((route.to_owned(), method.clone(), status, counter, histogram));
+            slot.len() - 1
+        });
+        let (_, _, _, counter, histogram) = &slot[i];
+        counter.increment(1);
+        histogram.record(secs);
+    });
+}
+
 pub async fn render(
     State(state): State<AppState>,
     Extension(rid): Extension<RequestId>,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use iris_core::auth::Decision;
@@ -23,7 +23,10 @@ use crate::guard::{host_allowed, origin_allowed, security_headers};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-const HEADER: &str = "x-request-id";
+const HEADER: HeaderName = HeaderName::from_static("x-request-id");
+const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
@@ -61,13 +64,11 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
         .map(str::to_owned)
         .unwrap_or_else(|| format!("req_{}", ulid::Ulid::new()));
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // Only when the access log is on: the path is copied for it.
+    let path = tracing::enabled!(target: "iris::access", tracing::Level::INFO)
+        .then(|| req.uri().path().to_owned());
     // The route template, not the path: bounded label values.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let rid = RequestId(id.clone());
     req.extensions_mut().insert(rid.clone());
     let ip = req
@@ -75,7 +76,7 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let origin = Origin {
-        ip: ip.map(|i| i.to_string()),
+        ip,
         user_agent: req
             .headers()
             .get(header::USER_AGENT)
@@ -159,20 +160,24 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(HEADER, v);
     }
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("iris_http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status)
-        .increment(1);
-    metrics::histogram!("iris_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    tracing::info!(
-        target: "iris::access",
-        request_id = %id,
-        method = %method,
-        path = %path,
-        status = resp.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    crate::metrics::record_request(
+        route,
+        &method,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
     );
+    if let Some(path) = path {
+        tracing::info!(
+            target: "iris::access",
+            request_id = %id,
+            method = %method,
+            path = %path,
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
     resp
 }
 
@@ -188,9 +193,9 @@ fn too_many(d: &Decision, rid: &RequestId) -> Response {
 
 /// `X-RateLimit-Limit/Remaining/Reset`, and `Retry-After` when refused.
 fn rate_headers(h: &mut HeaderMap, d: &Decision) {
-    h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
-    h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));
-    h.insert("x-ratelimit-reset", HeaderValue::from(d.reset));
+    h.insert(LIMIT, HeaderValue::from(d.limit));
+    h.insert(REMAINING, HeaderValue::from(d.remaining));
+    h.insert(RESET, HeaderValue::from(d.reset));
     if !d.allowed {
         let secs = d.retry_after.as_secs() + u64::from(d.retry_after.subsec_nanos() > 0);
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
