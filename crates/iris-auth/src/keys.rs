@@ -437,6 +437,58 @@ mod tests {
         assert!(!text.contains(&key[SHOWN..]) && !text.contains(&new_key[SHOWN..]));
     }
 
+    /// Rejecting a key that matches a real one in all but its last character
+    /// takes as long as rejecting one that differs at once: lookups go by
+    /// SHA-256 and the final comparison is constant-time, so no prefix of a
+    /// key can be found by timing.
+    #[tokio::test]
+    async fn near_and_far_misses_take_the_same_time() {
+        let (a, _d) = auth().await;
+        let o = Origin::default();
+        let (key, _) = a
+            .create_key(
+                NewKey {
+                    name: "ci".into(),
+                    role: Some("viewer".into()),
+                    ..Default::default()
+                },
+                &admin(),
+                &o,
+            )
+            .await
+            .unwrap();
+        let swap = |i: usize| {
+            let mut b = key.clone().into_bytes();
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(b).unwrap()
+        };
+        let (near, far) = (swap(key.len() - 1), swap(13));
+        let time = |k: &str| {
+            let t = std::time::Instant::now();
+            for _ in 0..300 {
+                assert!(a.authenticate_key(k, &o).is_err());
+            }
+            t.elapsed()
+        };
+        let (mut n, mut f) = (Vec::new(), Vec::new());
+        for _ in 0..15 {
+            n.push(time(&near));
+            f.push(time(&far));
+        }
+        n.sort();
+        f.sort();
+        let ratio = n[7].as_secs_f64() / f[7].as_secs_f64();
+        assert!(
+            (0.5..2.0).contains(&ratio),
+            "near {:?} vs far {:?}",
+            n[7],
+            f[7]
+        );
+        assert!(
+            secret::same(&key, &key) && !secret::same(&key, &near) && !secret::same(&key, &far)
+        );
+    }
+
     #[tokio::test]
     async fn another_process_revoking_is_seen_by_reloading() {
         let (a, d) = auth().await;

@@ -810,3 +810,107 @@ async fn wrong_origin_or_host_is_refused_even_with_a_valid_key() {
     assert_eq!(s.get("/metrics", Some(&admin)).await.0, 200);
     s.stop().await;
 }
+
+fn totp_now(secret: &str) -> String {
+    totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
+        .with_account_name("x")
+        .build()
+        .unwrap()
+        .generate_current()
+        .to_string()
+}
+
+#[tokio::test]
+async fn totp_mfa_over_http_from_setup_to_a_two_step_login() {
+    let s = secure("").await;
+    s.h.call(
+        "user_create",
+        json!({"username": "cam", "password": "Correct-Horse-42", "role": "viewer"}),
+    )
+    .await
+    .unwrap();
+    let login = json!({"username": "cam", "password": "Correct-Horse-42"});
+    let (_, t) = s.post("/api/v1/auth/login", None, login.clone()).await;
+    let access = t["accessToken"].as_str().unwrap().to_owned();
+    // A key has no MFA of its own.
+    let key = s.key_with("ci", Some("viewer"), &[], None).await;
+    assert_eq!(
+        s.post("/api/v1/auth/mfa/setup", Some(&key), json!({}))
+            .await
+            .0,
+        403
+    );
+
+    let (st, setup) = s
+        .post("/api/v1/auth/mfa/setup", Some(&access), json!({}))
+        .await;
+    assert_eq!(st, 200, "{setup}");
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    assert_eq!(setup["backupCodes"].as_array().unwrap().len(), 10);
+    assert!(setup["otpauthUrl"].as_str().unwrap().contains("secret="));
+    let (st, v) = s
+        .post(
+            "/api/v1/auth/mfa/confirm",
+            Some(&access),
+            json!({"code": "000000"}),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = s
+        .post(
+            "/api/v1/auth/mfa/confirm",
+            Some(&access),
+            json!({"code": totp_now(&secret)}),
+        )
+        .await;
+    assert_eq!((st.as_u16(), &v["mfaEnabled"]), (200, &json!(true)), "{v}");
+
+    // Step one: the password alone is a challenge.
+    let (st, challenge) = s.post("/api/v1/auth/login", None, login.clone()).await;
+    assert_eq!(st, 401);
+    assert_eq!(challenge["details"]["mfaRequired"], true, "{challenge}");
+    let step = challenge["details"]["mfaToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The step token is not an access token.
+    assert_eq!(s.get("/api/v1/auth/me", Some(&step)).await.0, 401);
+    let (st, _) = s
+        .post(
+            "/api/v1/auth/mfa/verify",
+            None,
+            json!({"mfaToken": step, "code": "123456"}),
+        )
+        .await;
+    assert_eq!(st, 401);
+    let (st, t) = s
+        .post(
+            "/api/v1/auth/mfa/verify",
+            None,
+            json!({"mfaToken": step, "code": totp_now(&secret)}),
+        )
+        .await;
+    assert_eq!(st, 200, "{t}");
+    assert!(t["accessToken"].is_string() && t["user"]["mfaEnabled"] == true);
+    // Or in one step with mfaCode; a backup code works once.
+    let backup = setup["backupCodes"][3].as_str().unwrap();
+    let mut with = login.clone();
+    with["mfaCode"] = json!(backup);
+    assert_eq!(
+        s.post("/api/v1/auth/login", None, with.clone()).await.0,
+        200
+    );
+    assert_eq!(s.post("/api/v1/auth/login", None, with).await.0, 401);
+    // Off again with password and code.
+    let (st, v) = s
+        .post(
+            "/api/v1/auth/mfa/disable",
+            Some(t["accessToken"].as_str().unwrap()),
+            json!({"password": "Correct-Horse-42", "code": totp_now(&secret)}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(s.post("/api/v1/auth/login", None, login).await.0, 200);
+    s.stop().await;
+}
