@@ -100,6 +100,16 @@ async fn main() -> anyhow::Result<()> {
         .position(|a| a == "--iterations")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok());
+    if which == "serve" {
+        // For profilers: the open server of `http`, until killed.
+        let (iris, _dir) = iris_with_echo(&format!(
+            "  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false\n{UNREACHABLE}"
+        ))
+        .await?;
+        let server = iris_server::start(iris, None).await?;
+        println!("{}", server.addr);
+        std::future::pending::<()>().await;
+    }
     if matches!(which, "turn" | "all") {
         turn::run(iterations.unwrap_or(2000)).await?;
     }

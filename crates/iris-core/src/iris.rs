@@ -178,6 +178,30 @@ impl Iris {
         registry::dispatch(self.clone(), ctx, operation, params).await
     }
 
+    /// [`Iris::dispatch`] with the result as JSON text, for transports that
+    /// send it as is.
+    pub async fn dispatch_text(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        operation: &str,
+        params: Value,
+    ) -> Result<Vec<u8>> {
+        match registry::dispatch_as(
+            self.clone(),
+            ctx,
+            operation,
+            params,
+            registry::Encoding::Text,
+        )
+        .await?
+        {
+            registry::Output::Text(t) => Ok(t),
+            registry::Output::Value(v) => {
+                serde_json::to_vec(&v).map_err(|e| IrisError::internal("encoding a result", e))
+            }
+        }
+    }
+
     pub fn teams(&self) -> Vec<Arc<Team>> {
         self.teams
             .read()

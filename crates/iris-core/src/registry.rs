@@ -43,8 +43,36 @@ impl Ctx {
 /// caller's tighter message rate, and audited with the message's size and hash.
 const SENDS_MESSAGES: &[&str] = &["send_message", "ask_message", "quick_message"];
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
-type Handler = Box<dyn Fn(Arc<Iris>, Ctx, Value) -> BoxFuture + Send + Sync>;
+/// What a result is turned into: a `Value` for transports that wrap it
+/// (JSON-RPC, WebSocket frames), or JSON text for those that send it as is
+/// (REST), without building the `Value` first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Value,
+    Text,
+}
+
+/// A result in the [`Encoding`] asked for.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Value(Value),
+    Text(Vec<u8>),
+}
+
+impl Output {
+    /// The result as a `Value` (parsing text, which the `Value` encoding avoids).
+    pub fn into_value(self) -> Result<Value> {
+        match self {
+            Output::Value(v) => Ok(v),
+            Output::Text(t) => {
+                serde_json::from_slice(&t).map_err(|e| IrisError::internal("decoding a result", e))
+            }
+        }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Output>> + Send>>;
+type Handler = Box<dyn Fn(Arc<Iris>, Ctx, Value, Encoding) -> BoxFuture + Send + Sync>;
 
 /// One operation.
 pub struct Operation {
@@ -91,7 +119,7 @@ impl Operation {
             params_schema,
             result_schema,
             validator,
-            handler: Box::new(move |iris, ctx, params| {
+            handler: Box::new(move |iris, ctx, params, encoding| {
                 let handler = handler.clone();
                 Box::pin(async move {
                     let p: P = serde_path_to_error::deserialize(params).map_err(|e| {
@@ -99,7 +127,11 @@ impl Operation {
                         IrisError::validation(&path, e.into_inner().to_string())
                     })?;
                     let r = handler(iris, ctx, p).await?;
-                    serde_json::to_value(r).map_err(|e| IrisError::internal("encoding a result", e))
+                    match encoding {
+                        Encoding::Value => serde_json::to_value(r).map(Output::Value),
+                        Encoding::Text => serde_json::to_vec(&r).map(Output::Text),
+                    }
+                    .map_err(|e| IrisError::internal("encoding a result", e))
                 })
             }),
         }
@@ -171,6 +203,19 @@ pub fn registry() -> &'static Registry {
 /// Run `operation` for `ctx`: look it up, check the scope and the message
 /// rate, validate, handle, audit.
 pub async fn dispatch(iris: Arc<Iris>, ctx: Ctx, operation: &str, params: Value) -> Result<Value> {
+    dispatch_as(iris, ctx, operation, params, Encoding::Value)
+        .await?
+        .into_value()
+}
+
+/// [`dispatch`], with the result in `encoding`.
+pub async fn dispatch_as(
+    iris: Arc<Iris>,
+    ctx: Ctx,
+    operation: &str,
+    params: Value,
+    encoding: Encoding,
+) -> Result<Output> {
     let Some(op) = registry().get(operation) else {
         return Err(IrisError::new(
             ErrorKind::MethodNotFound,
@@ -225,7 +270,7 @@ pub async fn dispatch(iris: Arc<Iris>, ctx: Ctx, operation: &str, params: Value)
         .with_details(json!({"fields": problems})));
     }
     if !op.mutating {
-        return (op.handler)(iris, ctx, params).await;
+        return (op.handler)(iris, ctx, params, encoding).await;
     }
     let team = team_of(&params);
     let mut details = json!({"operation": operation});
@@ -236,7 +281,7 @@ pub async fn dispatch(iris: Arc<Iris>, ctx: Ctx, operation: &str, params: Value)
             details["message"] = json!(text);
         }
     }
-    let result = (op.handler)(iris.clone(), ctx.clone(), params).await;
+    let result = (op.handler)(iris.clone(), ctx.clone(), params, encoding).await;
     let outcome = match &result {
         Ok(_) => Outcome::Success,
         Err(e) => {

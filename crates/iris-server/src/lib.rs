@@ -57,8 +57,10 @@ pub fn router(iris: Arc<Iris>) -> Router {
     }));
     // Plain request/response routes get the request timeout; streams do not.
     let mut calls = Router::new()
-        .nest("/api/v1", rest::routes().merge(session::routes()))
-        .nest("/api", rest::routes().merge(session::routes()))
+        .merge(rest::routes("/api/v1"))
+        .merge(rest::routes("/api"))
+        .merge(session::routes("/api/v1"))
+        .merge(session::routes("/api"))
         .merge(system::routes());
     if api.request_timeout > 0 {
         calls = calls.layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -67,8 +69,8 @@ pub fn router(iris: Arc<Iris>) -> Router {
         ));
     }
     let streams = Router::new()
-        .nest("/api/v1", sse::routes())
-        .nest("/api", sse::routes())
+        .merge(sse::routes("/api/v1"))
+        .merge(sse::routes("/api"))
         .merge(ws::routes());
     let mut app = calls
         .merge(streams)

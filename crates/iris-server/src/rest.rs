@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use iris_core::IrisError;
 use serde_json::{Value, json};
 
@@ -191,7 +193,7 @@ async fn call(
     path: HashMap<String, String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
     let ctx = auth::caller(&state, &who, &rid).map_err(fail)?;
     let mut params = body_object(&body).map_err(fail)?;
@@ -210,10 +212,22 @@ async fn call(
     }
     state
         .iris
-        .dispatch(ctx, spec.op, Value::Object(params))
+        .dispatch_text(ctx, spec.op, Value::Object(params))
         .await
-        .map(Json)
+        .map(json_text)
         .map_err(fail)
+}
+
+/// A JSON body that is already text.
+fn json_text(body: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// The route calling `spec` for the methods in `filter`.
@@ -252,7 +266,9 @@ impl Verb {
     }
 }
 
-pub fn routes() -> Router<AppState> {
+/// The routes under `prefix` (`/api/v1`, `/api`): spelled out rather than
+/// nested, so a request is routed once.
+pub fn routes(prefix: &str) -> Router<AppState> {
     let mut by_path: Vec<(&str, MethodRouter<AppState>)> = Vec::new();
     for r in ROUTES {
         let m = on_methods(r.verb.filter(), r.spec);
@@ -263,14 +279,26 @@ pub fn routes() -> Router<AppState> {
     }
     let mut router = Router::new();
     for (path, m) in by_path {
-        router = router.route(path, m);
+        router = router.route(&format!("{prefix}{path}"), m);
     }
     router
         // Seed 003: the tool registry, and the API's own description.
-        .route("/tools", get(crate::system::list_tools))
-        .route("/tools/{name}", get(crate::system::describe_tool))
-        .route("/tools/{name}/execute", post(crate::system::execute_tool))
-        .route("/openapi.json", get(crate::openapi::document))
-        .route("/docs", get(crate::openapi::page))
-        .route("/docs/app.js", get(crate::openapi::script))
+        .route(&format!("{prefix}/tools"), get(crate::system::list_tools))
+        .route(
+            &format!("{prefix}/tools/{{name}}"),
+            get(crate::system::describe_tool),
+        )
+        .route(
+            &format!("{prefix}/tools/{{name}}/execute"),
+            post(crate::system::execute_tool),
+        )
+        .route(
+            &format!("{prefix}/openapi.json"),
+            get(crate::openapi::document),
+        )
+        .route(&format!("{prefix}/docs"), get(crate::openapi::page))
+        .route(
+            &format!("{prefix}/docs/app.js"),
+            get(crate::openapi::script),
+        )
 }

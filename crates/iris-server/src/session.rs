@@ -20,18 +20,18 @@ use crate::error::ApiError;
 use crate::params::body_object;
 use crate::request::RequestId;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
-        .route("/auth/logout-all", post(logout_all))
-        .route("/auth/me", get(me))
-        .route("/auth/mfa/setup", post(mfa_setup))
-        .route("/auth/mfa/enable", post(mfa_setup))
-        .route("/auth/mfa/confirm", post(mfa_confirm))
-        .route("/auth/mfa/verify", post(mfa_verify))
-        .route("/auth/mfa/disable", post(mfa_disable))
+        .route(&format!("{prefix}/auth/login"), post(login))
+        .route(&format!("{prefix}/auth/refresh"), post(refresh))
+        .route(&format!("{prefix}/auth/logout"), post(logout))
+        .route(&format!("{prefix}/auth/logout-all"), post(logout_all))
+        .route(&format!("{prefix}/auth/me"), get(me))
+        .route(&format!("{prefix}/auth/mfa/setup"), post(mfa_setup))
+        .route(&format!("{prefix}/auth/mfa/enable"), post(mfa_setup))
+        .route(&format!("{prefix}/auth/mfa/confirm"), post(mfa_confirm))
+        .route(&format!("{prefix}/auth/mfa/verify"), post(mfa_verify))
+        .route(&format!("{prefix}/auth/mfa/disable"), post(mfa_disable))
 }
 
 /// A typed body; problems are per-field validation errors.

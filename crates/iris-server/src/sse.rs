@@ -26,10 +26,16 @@ use crate::params::body_object;
 use crate::request::RequestId;
 use crate::{AppState, auth};
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
-        .route("/teams/{team}/stream", axum::routing::post(send_and_stream))
-        .route("/messages/{id}/stream", axum::routing::get(follow))
+        .route(
+            &format!("{prefix}/teams/{{team}}/stream"),
+            axum::routing::post(send_and_stream),
+        )
+        .route(
+            &format!("{prefix}/messages/{{id}}/stream"),
+            axum::routing::get(follow),
+        )
 }
 
 type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
