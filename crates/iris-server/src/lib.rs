@@ -78,9 +78,9 @@ pub fn router(iris: Arc<Iris>) -> Router {
         .method_not_allowed_fallback(error::wrong_method)
         // The body limit sits inside, so the request-id layer can give its
         // 413 the error body.
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(
-            api.max_body_bytes,
-        ))
+        // Enforced where bodies are read (the `Bytes` extractor); cheaper
+        // than wrapping every request body.
+        .layer(axum::extract::DefaultBodyLimit::max(api.max_body_bytes))
         .layer(tower_http::compression::CompressionLayer::new());
     if api.cors.enabled {
         app = app.layer(cors(&api));
@@ -104,7 +104,10 @@ fn cors(api: &iris_core::config::ApiConfig) -> tower_http::cors::CorsLayer {
     let allow = if api.cors.origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
-        AllowOrigin::list(origins)
+        // A predicate over a shared list: the layer is cloned per request,
+        // and a plain list would be copied each time.
+        let origins = Arc::new(origins);
+        AllowOrigin::predicate(move |origin, _| origins.contains(origin))
     };
     CorsLayer::new()
         .allow_origin(allow)

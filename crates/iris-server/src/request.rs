@@ -153,6 +153,8 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
         );
         resp = ApiError::new(e, &rid).into_response();
     }
+    // Room for what is added below, so the map grows once.
+    resp.headers_mut().reserve(10);
     security_headers(resp.headers_mut());
     if let Some(d) = limit {
         rate_headers(resp.headers_mut(), &d);
