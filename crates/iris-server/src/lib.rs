@@ -46,7 +46,7 @@ pub struct Shared {
     pub sse_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// Build the whole router.
+/// The routes, each behind the gate (see [`app`] for the whole service).
 pub fn router(iris: Arc<Iris>) -> Router {
     metrics::handle();
     let api = iris.config.api.clone();
@@ -72,24 +72,43 @@ pub fn router(iris: Arc<Iris>) -> Router {
         .merge(sse::routes("/api/v1"))
         .merge(sse::routes("/api"))
         .merge(ws::routes());
-    let mut app = calls
+    calls
         .merge(streams)
         .fallback(error::unknown_route)
         .method_not_allowed_fallback(error::wrong_method)
-        // The body limit sits inside, so the request-id layer can give its
-        // 413 the error body.
-        // Enforced where bodies are read (the `Bytes` extractor); cheaper
-        // than wrapping every request body.
+        // Enforced where bodies are read (the `Bytes` extractor), inside
+        // the gate, which gives the 413 its error body.
         .layer(axum::extract::DefaultBodyLimit::max(api.max_body_bytes))
-        .layer(tower_http::compression::CompressionLayer::new());
-    if api.cors.enabled {
-        app = app.layer(cors(&api));
-    }
-    app.layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        request::gate,
-    ))
-    .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request::gate,
+        ))
+        .with_state(state)
+}
+
+type Compressed = tower_http::compression::Compression<Router>;
+type Body = tower_http::compression::CompressionBody<axum::body::Body>;
+
+/// The HTTP service: the routes, each behind the gate, wrapped once (not
+/// per route) in compression and CORS.
+pub type App = tower::util::MapResponse<
+    tower_http::cors::Cors<Compressed>,
+    fn(axum::http::Response<Body>) -> axum::response::Response,
+>;
+
+pub fn app(iris: Arc<Iris>) -> App {
+    use tower::{Layer, ServiceExt};
+    let api = iris.config.api.clone();
+    let routes = tower_http::compression::CompressionLayer::new().layer(router(iris));
+    // Disabled CORS allows no origin: browsers get no CORS headers.
+    let cors = if api.cors.enabled {
+        cors(&api)
+    } else {
+        tower_http::cors::CorsLayer::new()
+    };
+    let to_body: fn(axum::http::Response<Body>) -> axum::response::Response =
+        |r| r.map(axum::body::Body::new);
+    ServiceExt::<axum::extract::Request>::map_response(cors.layer(routes), to_body)
 }
 
 fn cors(api: &iris_core::config::ApiConfig) -> tower_http::cors::CorsLayer {
@@ -172,14 +191,16 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
     }
     let grace = std::time::Duration::from_millis(iris.config.api.shutdown_grace);
     let (stop, mut stopped) = watch::channel(false);
-    let app = router(iris);
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        SocketAddr,
+    >(app(iris));
     let task = tokio::spawn(async move {
         // No Nagle delay: stream events are small writes that must leave at once.
         axum::serve(
             listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             }),
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app,
         )
         .with_graceful_shutdown(async move {
             let _ = stopped.wait_for(|s| *s).await;
