@@ -11,20 +11,21 @@ use iris_core::config::ApiConfig;
 
 /// Whether `host` (a `Host` header, possibly with a port) is acceptable.
 pub fn host_allowed(api: &ApiConfig, host: &str) -> bool {
-    let name = strip_port(host).to_ascii_lowercase();
-    let bind = api.host.to_ascii_lowercase();
-    let loopback = matches!(bind.as_str(), "127.0.0.1" | "localhost" | "::1" | "[::1]");
-    let any = matches!(bind.as_str(), "0.0.0.0" | "::" | "[::]");
-    if any && api.allowed_hosts.is_empty() {
+    // Runs on every request: compared without allocating.
+    let name = strip_port(host);
+    let bind = api.host.trim_start_matches('[').trim_end_matches(']');
+    let is = |a: &str, choices: &[&str]| choices.iter().any(|c| a.eq_ignore_ascii_case(c));
+    let loopback = is(bind, &["127.0.0.1", "localhost", "::1"]);
+    if is(bind, &["0.0.0.0", "::"]) && api.allowed_hosts.is_empty() {
         // Bound to every address and no names configured: the operator chose exposure.
         return true;
     }
-    name == bind.trim_start_matches('[').trim_end_matches(']')
-        || (loopback && matches!(name.as_str(), "localhost" | "127.0.0.1" | "::1"))
+    name.eq_ignore_ascii_case(bind)
+        || (loopback && is(name, &["localhost", "127.0.0.1", "::1"]))
         || api
             .allowed_hosts
             .iter()
-            .any(|h| h.eq_ignore_ascii_case(&name))
+            .any(|h| h.eq_ignore_ascii_case(name))
 }
 
 fn strip_port(host: &str) -> &str {
