@@ -414,6 +414,42 @@ async fn team_limited_keys_see_and_reach_only_their_teams() {
     send(&mut rpc, json!({"jsonrpc": "2.0", "id": 2, "method": "subscribe", "params": {"events": ["team:api"]}})).await;
     let v = recv(&mut rpc).await;
     assert!(v["error"].is_object(), "{v}");
+    // Global views and administration are not for team-limited callers.
+    let web_admin = s
+        .key_with("web-admin", Some("admin"), &[], Some(&["web"]))
+        .await;
+    assert_eq!(s.get("/metrics", Some(&web_admin)).await.0, 403);
+    assert_eq!(s.get("/health/detailed", Some(&web_admin)).await.0, 403);
+    let (st, v) = s
+        .post(
+            "/api/v1/admin/keys",
+            Some(&web_admin),
+            json!({"name": "x", "role": "admin"}),
+        )
+        .await;
+    assert_eq!(st, 403, "a limited admin cannot mint an unlimited key: {v}");
+    assert_eq!(
+        s.get("/api/v1/admin/audit-logs", Some(&web_admin)).await.0,
+        403
+    );
+    let (st, logs) = s.get("/api/v1/logs?level=debug", Some(&web_admin)).await;
+    assert_eq!(st, 200);
+    assert!(
+        logs["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["fields"]["team"] == "web"),
+        "{logs}"
+    );
+    // A key in the query string of an ordinary route is not a credential.
+    let resp = s
+        .http
+        .get(format!("{}/api/v1/teams?token={web}", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
     s.stop().await;
 }
 

@@ -67,7 +67,15 @@ impl LogRing {
     }
 
     /// Newest last; at least `min_level`; only records mentioning `team` if given.
-    pub fn query(&self, min_level: &str, team: Option<&str>, limit: usize) -> Vec<LogRecord> {
+    /// The newest `limit` records at `min_level` or above, of `team` if
+    /// given, that `visible` accepts (it gets each record's team, if any).
+    pub fn query(
+        &self,
+        min_level: &str,
+        team: Option<&str>,
+        visible: impl Fn(Option<&str>) -> bool,
+        limit: usize,
+    ) -> Vec<LogRecord> {
         let min = level_rank(min_level);
         let Ok(q) = self.records.lock() else {
             return Vec::new();
@@ -77,7 +85,8 @@ impl LogRing {
             .rev()
             .filter(|r| level_rank(&r.level) >= min)
             .filter(|r| {
-                team.is_none_or(|t| r.fields.get("team").and_then(Value::as_str) == Some(t))
+                let of = r.fields.get("team").and_then(Value::as_str);
+                team.is_none_or(|t| of == Some(t)) && visible(of)
             })
             .take(limit)
             .cloned()
@@ -173,14 +182,18 @@ mod tests {
             tracing::warn!(team = "web", n = 3, "three");
             tracing::error!("four");
         });
-        let all = ring().query("debug", None, 10);
+        let any = |_: Option<&str>| true;
+        let all = ring().query("debug", None, any, 10);
         assert_eq!(
             all.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(),
             ["two", "three", "four"]
         );
-        let web = ring().query("info", Some("web"), 10);
+        let web = ring().query("info", Some("web"), any, 10);
         assert_eq!(web.len(), 1);
         assert_eq!(web[0].fields["n"], 3);
-        assert_eq!(ring().query("error", None, 10).len(), 1);
+        assert_eq!(ring().query("error", None, any, 10).len(), 1);
+        // A caller limited to `api` sees that team's records only.
+        let api_only = ring().query("debug", None, |t| t == Some("api"), 10);
+        assert_eq!(api_only.len(), 1);
     }
 }

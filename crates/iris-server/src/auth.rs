@@ -27,7 +27,10 @@ pub struct Caller {
     pub ip: Option<std::net::IpAddr>,
 }
 
-/// The credential a request presents, if any.
+/// The credential a request presents, if any. The `token` query parameter
+/// counts only on GET requests to streams (`…/stream`, `/ws`), where
+/// browsers cannot set headers; elsewhere a key in a URL would end up in
+/// proxies' and browsers' histories.
 pub fn credential<'a>(headers: &'a HeaderMap, uri: &'a Uri, is_get: bool) -> Option<&'a str> {
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -39,7 +42,8 @@ pub fn credential<'a>(headers: &'a HeaderMap, uri: &'a Uri, is_get: bool) -> Opt
         })
         .filter(|t| !t.is_empty() && !t.starts_with(REFRESH_PREFIX));
     bearer.or_else(|| {
-        if !is_get {
+        let path = uri.path();
+        if !is_get || !(path.ends_with("/stream") || path == "/ws") {
             return None;
         }
         uri.query()?
@@ -68,7 +72,9 @@ pub fn caller(state: &AppState, who: &Caller, _rid: &RequestId) -> Result<Ctx, I
     })
 }
 
-/// A caller holding `scope` (for the few routes that are not operations).
+/// A caller holding `scope`, not limited to some teams (for the few
+/// routes that are not operations: `/metrics`, `/health/detailed`, which
+/// span every team).
 pub fn require(
     state: &AppState,
     who: &Caller,
@@ -76,6 +82,13 @@ pub fn require(
     scope: &str,
 ) -> Result<Ctx, crate::ApiError> {
     let ctx = caller(state, who, rid).map_err(|e| crate::ApiError::new(e, rid))?;
+    if ctx.principal.teams.is_some() {
+        let e = IrisError::new(
+            ErrorKind::Forbidden,
+            "this view spans every team; a caller limited to some teams cannot see it",
+        );
+        return Err(crate::ApiError::new(e, rid));
+    }
     if !ctx.principal.allows(scope) {
         let e = IrisError::new(
             ErrorKind::Forbidden,
@@ -97,6 +110,8 @@ mod tests {
         let uri: Uri = "/api/v1/stream?after=1&token=iris_sk_q".parse().unwrap();
         assert_eq!(credential(&h, &uri, true), Some("iris_sk_q"));
         assert_eq!(credential(&h, &uri, false), None);
+        let not_a_stream: Uri = "/api/v1/teams?token=iris_sk_q".parse().unwrap();
+        assert_eq!(credential(&h, &not_a_stream, true), None);
         h.insert(header::AUTHORIZATION, "bearer  iris_sk_h ".parse().unwrap());
         assert_eq!(credential(&h, &uri, true), Some("iris_sk_h"));
         h.insert(header::AUTHORIZATION, "Bearer iris_rt_x".parse().unwrap());

@@ -172,6 +172,18 @@ pub struct AuditList {
     pub pagination: Pagination,
 }
 
+/// Keys, users and the audit trail span every team: a caller limited to
+/// some teams may not manage or read them (it could mint an unlimited key).
+fn unrestricted(ctx: &Ctx) -> Result<()> {
+    if ctx.principal.teams.is_some() {
+        return Err(IrisError::new(
+            crate::error::ErrorKind::Forbidden,
+            "a caller limited to some teams cannot manage keys, users or the audit trail",
+        ));
+    }
+    Ok(())
+}
+
 /// Every named team must exist.
 fn known_teams(iris: &Iris, teams: &Option<Vec<String>>) -> Result<()> {
     for t in teams.iter().flatten() {
@@ -202,6 +214,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::ADMIN),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: KeyCreateParams| async move {
+                unrestricted(&ctx)?;
                 known_teams(&iris, &p.teams)?;
                 let spec = NewKey {
                     name: p.name,
@@ -229,7 +242,8 @@ pub(super) fn operations() -> Vec<Operation> {
             "Every API key (never the keys themselves): scopes, teams, status, usage.",
             Some(scope::ADMIN),
             false,
-            |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
+            |iris: Arc<Iris>, ctx: Ctx, _p: NoParams| async move {
+                unrestricted(&ctx)?;
                 Ok(KeyList {
                     keys: iris.auth.list_keys().await?,
                 })
@@ -241,6 +255,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::ADMIN),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: KeyRefParams| async move {
+                unrestricted(&ctx)?;
                 Ok(iris
                     .auth
                     .revoke_key(&p.key, &ctx.principal, &ctx.origin)
@@ -253,6 +268,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::ADMIN),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: KeyRotateParams| async move {
+                unrestricted(&ctx)?;
                 let grace = duration("grace", p.grace.as_deref())?;
                 let (key, info) = iris
                     .auth
@@ -267,6 +283,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::ADMIN),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: UserCreateParams| async move {
+                unrestricted(&ctx)?;
                 known_teams(&iris, &p.teams)?;
                 let mut roles = p.roles;
                 roles.extend(p.role);
@@ -289,7 +306,8 @@ pub(super) fn operations() -> Vec<Operation> {
             "Users, filtered by role, status or a search in username and email.",
             Some(scope::ADMIN),
             false,
-            |iris: Arc<Iris>, _ctx: Ctx, p: UserListParams| async move {
+            |iris: Arc<Iris>, ctx: Ctx, p: UserListParams| async move {
+                unrestricted(&ctx)?;
                 let users = iris
                     .auth
                     .list_users(p.role.as_deref(), p.status.as_deref(), p.search.as_deref())
@@ -303,6 +321,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::ADMIN),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: UserUpdateParams| async move {
+                unrestricted(&ctx)?;
                 known_teams(&iris, &p.teams)?;
                 let change = UserUpdate {
                     status: p.status,
@@ -323,6 +342,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::ADMIN),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: PasswordParams| async move {
+                unrestricted(&ctx)?;
                 Ok(iris
                     .auth
                     .reset_password(&p.user, &p.password, &ctx.principal, &ctx.origin)
@@ -334,7 +354,8 @@ pub(super) fn operations() -> Vec<Operation> {
             "Audit records, newest first, filtered by time, actor, action, team, result and severity.",
             Some(scope::AUDIT_READ),
             false,
-            |iris: Arc<Iris>, _ctx: Ctx, p: AuditListParams| async move {
+            |iris: Arc<Iris>, ctx: Ctx, p: AuditListParams| async move {
+                unrestricted(&ctx)?;
                 iris.auth.audit.flush().await;
                 let actor = p.user_id.map(|a| {
                     if a.contains(':') {
@@ -381,7 +402,8 @@ pub(super) fn operations() -> Vec<Operation> {
             "Recompute the audit trail's hash chain; reports the first edited or missing record.",
             Some(scope::AUDIT_READ),
             false,
-            |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
+            |iris: Arc<Iris>, ctx: Ctx, _p: NoParams| async move {
+                unrestricted(&ctx)?;
                 iris.auth.audit.flush().await;
                 serde_json::to_value(iris.store.verify_audit().await?)
                     .map_err(|e| IrisError::internal("encoding the verdict", e))

@@ -248,7 +248,13 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |_iris: Arc<Iris>, ctx: Ctx, p: LogsParams| async move {
                 super::visible(&ctx, p.team.as_deref())?;
-                let logs = crate::logs::ring().query(&p.level, p.team.as_deref(), p.limit);
+                // A caller limited to some teams sees their records only,
+                // not Iris's own (which may name other teams).
+                let visible = |t: Option<&str>| match &ctx.principal.teams {
+                    None => true,
+                    Some(_) => t.is_some_and(|t| ctx.principal.can_see_team(t)),
+                };
+                let logs = crate::logs::ring().query(&p.level, p.team.as_deref(), visible, p.limit);
                 Ok(LogsResult {
                     count: logs.len(),
                     logs,
