@@ -153,11 +153,20 @@ impl Auth {
             reloading: tokio::sync::Mutex::new(()),
         });
         auth.reload().await?;
-        if auth.settings.audit && auth.settings.audit_retention_days > 0 {
-            let before = now_ms() - i64::from(auth.settings.audit_retention_days) * 86_400_000;
-            auth.store.prune_audit(before).await?;
-        }
+        auth.prune_audit().await?;
         Ok(auth)
+    }
+
+    /// Drop audit records older than the retention (none when it is 0).
+    async fn prune_audit(&self) -> Result<()> {
+        if self.settings.audit && self.settings.audit_retention_days > 0 {
+            let before = now_ms() - i64::from(self.settings.audit_retention_days) * 86_400_000;
+            let pruned = self.store.prune_audit(before).await?;
+            if pruned > 0 {
+                tracing::info!(pruned, "audit records past their retention removed");
+            }
+        }
+        Ok(())
     }
 
     /// Background upkeep; stops when the last `Arc<Auth>` is gone.
@@ -177,6 +186,12 @@ impl Auth {
                     auth.flush_usage().await;
                     auth.per_ip.sweep();
                     auth.login_per_ip.sweep();
+                }
+                // Hourly: retention also holds for a server that runs for months.
+                if n.is_multiple_of(4 * 3600)
+                    && let Err(e) = auth.prune_audit().await
+                {
+                    tracing::warn!(error = %e, "cannot prune the audit trail");
                 }
             }
         });
