@@ -41,4 +41,17 @@ call POST /api/v1/tools/get_date/execute '{"parameters": {}}'
 call POST /rpc '{"method": "get_date", "params": {}}'
 call GET /healthz
 call DELETE "/api/cache/$session"
+
+# --- security (docs/security.md); needs IRIS_API_KEY of an admin key -------------
+if [ -n "${IRIS_API_KEY:-}" ]; then
+  call GET /api/v1/auth/me
+  call POST /api/v1/admin/keys '{"name": "ci-pipeline", "scopes": ["teams:read", "tell"], "teams": ["demo"], "expiresIn": "30d", "rateLimit": "100/min"}'
+  call GET /api/v1/admin/keys
+  call POST /api/v1/admin/keys/ci-pipeline/rotate '{"grace": "1h"}'
+  call DELETE /api/v1/admin/keys/ci-pipeline
+  call POST /api/v1/admin/users '{"username": "ann", "email": "ann@example.com", "password": "Correct-Horse-42", "role": "operator"}'
+  call POST /api/v1/auth/login '{"email": "ann@example.com", "password": "Correct-Horse-42"}'
+  call GET '/api/v1/admin/audit-logs?action=key&limit=5'
+  call GET /api/v1/admin/audit-logs/verify
+fi
 echo "all examples passed" >&2

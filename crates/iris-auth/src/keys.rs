@@ -205,11 +205,16 @@ impl Auth {
         }
         let now = now_ms();
         let usable = |k: &&KeyRow| k.revoked_at.is_none_or(|t| t > now);
-        let by_name: Vec<&KeyRow> = keys
+        // A name means the current key of that name: after a rotation the
+        // old one (still in its grace period) is named by its id or prefix.
+        let mut by_name: Vec<&KeyRow> = keys
             .iter()
             .filter(|k| k.name == reference)
             .filter(usable)
             .collect();
+        if by_name.iter().any(|k| k.rotated_to.is_none()) {
+            by_name.retain(|k| k.rotated_to.is_none());
+        }
         let matches: Vec<&KeyRow> = if !by_name.is_empty() {
             by_name
         } else if reference.starts_with(KEY_PREFIX) && reference.len() >= 12 {

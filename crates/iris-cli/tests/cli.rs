@@ -256,12 +256,22 @@ const OPEN_DEMO: &str =
 #[test]
 fn the_curl_examples_run_against_a_live_server() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = serve_in(dir.path(), OPEN_DEMO);
+    // Authentication on: the examples use the key of the first start.
+    let (_server, url) = serve_in(
+        dir.path(),
+        "api:\n  port: 0\nteams:\n  demo:\n    path: .\n    agent: echo\n",
+    );
+    let creds = std::fs::read_to_string(dir.path().join("credentials")).unwrap();
+    let key = creds
+        .lines()
+        .find_map(|l| l.strip_prefix("IRIS_API_KEY="))
+        .unwrap();
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/curl-examples.sh");
     let out = Command::new("bash")
         .arg(script)
         .env("IRIS_URL", &url)
+        .env("IRIS_API_KEY", key)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -271,6 +281,10 @@ fn the_curl_examples_run_against_a_live_server() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(stderr.contains("all examples passed"));
+    assert!(
+        stderr.contains("> GET /api/v1/admin/audit-logs/verify"),
+        "the security examples ran"
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("event: complete"),

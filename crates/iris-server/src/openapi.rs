@@ -218,6 +218,87 @@ fn build() -> Value {
             plain("Prometheus metrics", "text/plain", "system"),
         ),
         (
+            "/api/v1/auth/login",
+            "post",
+            plain(
+                "Log in with `{username|email|login, password, mfaCode?}`: `{accessToken, refreshToken, expiresIn, tokenType, user}`; 401 with `details.mfaRequired` and `mfaToken` when MFA is on (docs/security.md)",
+                "application/json",
+                "auth",
+            ),
+        ),
+        (
+            "/api/v1/auth/refresh",
+            "post",
+            plain(
+                "A new token pair for `{refreshToken}` (or `Authorization: Bearer iris_rt_…`); reusing a spent token revokes its family",
+                "application/json",
+                "auth",
+            ),
+        ),
+        (
+            "/api/v1/auth/logout",
+            "post",
+            plain(
+                "End this session (its refresh family and access token)",
+                "application/json",
+                "auth",
+            ),
+        ),
+        (
+            "/api/v1/auth/logout-all",
+            "post",
+            plain(
+                "End every session of the calling user",
+                "application/json",
+                "auth",
+            ),
+        ),
+        (
+            "/api/v1/auth/me",
+            "get",
+            plain(
+                "The caller: kind, name, scopes, teams, and the user record",
+                "application/json",
+                "auth",
+            ),
+        ),
+        (
+            "/api/v1/auth/mfa/setup",
+            "post",
+            plain(
+                "Start TOTP enrolment: secret, otpauth URL, ten backup codes",
+                "application/json",
+                "auth",
+            ),
+        ),
+        (
+            "/api/v1/auth/mfa/confirm",
+            "post",
+            plain(
+                "Turn MFA on with a first code `{code}`",
+                "application/json",
+                "auth",
+            ),
+        ),
+        (
+            "/api/v1/auth/mfa/verify",
+            "post",
+            plain(
+                "Second login step `{mfaToken, code}` (TOTP or backup code): tokens",
+                "application/json",
+                "auth",
+            ),
+        ),
+        (
+            "/api/v1/auth/mfa/disable",
+            "post",
+            plain(
+                "Turn MFA off with `{password, code}`",
+                "application/json",
+                "auth",
+            ),
+        ),
+        (
             "/api/v1/openapi.json",
             "get",
             plain("This document", "application/json", "system"),
