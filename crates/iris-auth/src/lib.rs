@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod error;
 mod keys;
+mod mfa;
 pub mod principal;
 pub mod rate;
 pub mod scope;
@@ -491,5 +492,32 @@ pub(crate) mod testing {
             ..Settings::default()
         };
         (Auth::start(store, settings).await.expect("auth"), dir)
+    }
+
+    /// With a user `ann` (operator) whose password is `Correct-Horse-42`.
+    pub async fn with_user() -> (Arc<Auth>, tempfile::TempDir) {
+        let (a, d) = auth().await;
+        a.create_user(
+            crate::NewUser {
+                username: "ann".into(),
+                password: "Correct-Horse-42".into(),
+                email: Some("ann@example.com".into()),
+                roles: vec!["operator".into()],
+                ..Default::default()
+            },
+            &crate::Principal::local(),
+            &crate::Origin::default(),
+        )
+        .await
+        .unwrap();
+        (a, d)
+    }
+
+    pub fn login(l: &str, p: &str) -> crate::Login {
+        crate::Login {
+            login: l.into(),
+            password: p.into(),
+            mfa_code: None,
+        }
     }
 }

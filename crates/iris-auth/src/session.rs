@@ -20,22 +20,21 @@ use crate::{Auth, secret};
 const ISSUER: &str = "iris";
 const REFRESH_PREFIX: &str = "iris_rt_";
 /// How long the second step of an MFA login may take.
-const MFA_TOKEN_SECS: i64 = 300;
-const BACKUP_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+pub(crate) const MFA_TOKEN_SECS: i64 = 300;
 
 #[derive(Debug, Serialize, Deserialize)]
-struct Claims {
-    iss: String,
-    sub: String,
+pub(crate) struct Claims {
+    pub(crate) iss: String,
+    pub(crate) sub: String,
     /// `access`, or `mfa` for the token between the two login steps.
-    typ: String,
+    pub(crate) typ: String,
     /// The refresh-token family (one login).
-    sid: String,
+    pub(crate) sid: String,
     /// The user's token version: bumping it ends every session at once.
-    ver: i64,
-    iat: i64,
-    exp: i64,
-    jti: String,
+    pub(crate) ver: i64,
+    pub(crate) iat: i64,
+    pub(crate) exp: i64,
+    pub(crate) jti: String,
 }
 
 pub(crate) struct Jwt {
@@ -67,7 +66,7 @@ impl Jwt {
             .map_err(|e| AuthError::Internal(format!("signing a token: {e}")))
     }
 
-    fn verify(&self, token: &str, typ: &str) -> Result<Claims> {
+    pub(crate) fn verify(&self, token: &str, typ: &str) -> Result<Claims> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind as K;
@@ -128,17 +127,6 @@ pub struct Tokens {
 static DUMMY_HASH: LazyLock<String> =
     LazyLock::new(|| hash_password("dummy-Password-1234").unwrap_or_default());
 
-fn totp_for(secret_b32: &str, account: &str) -> Result<totp_rs::Totp> {
-    let secret = totp_rs::Secret::try_from_base32(secret_b32)
-        .map_err(|e| AuthError::Internal(format!("stored MFA secret unreadable: {e}")))?;
-    totp_rs::Builder::new()
-        .with_secret(secret)
-        .with_account_name(account)
-        .with_issuer(Some("Iris"))
-        .build()
-        .map_err(|e| AuthError::Internal(format!("building the TOTP: {e}")))
-}
-
 impl Auth {
     pub(crate) fn authenticate_token(&self, token: &str) -> Result<Arc<Principal>> {
         let claims = self.jwt.verify(token, "access")?;
@@ -161,7 +149,13 @@ impl Auth {
         Ok(user.principal.clone())
     }
 
-    fn access_token(&self, u: &UserRow, sid: &str, typ: &str, ttl_secs: i64) -> Result<String> {
+    pub(crate) fn access_token(
+        &self,
+        u: &UserRow,
+        sid: &str,
+        typ: &str,
+        ttl_secs: i64,
+    ) -> Result<String> {
         let now = now_ms() / 1000;
         self.jwt.sign(&Claims {
             iss: ISSUER.into(),
@@ -200,7 +194,7 @@ impl Auth {
         })
     }
 
-    fn login_failed(&self, login: &str, origin: &Origin, reason: &str) -> AuthError {
+    pub(crate) fn login_failed(&self, login: &str, origin: &Origin, reason: &str) -> AuthError {
         self.audit.record(
             AuditEvent::new("auth.login", Outcome::Failure)
                 .claimed(login)
@@ -211,7 +205,7 @@ impl Auth {
     }
 
     /// Count a failed attempt; lock the account after too many.
-    async fn count_failure(&self, u: &mut UserRow, origin: &Origin) -> Result<()> {
+    pub(crate) async fn count_failure(&self, u: &mut UserRow, origin: &Origin) -> Result<()> {
         u.failed_logins += 1;
         if u.failed_logins >= self.settings.max_failed_logins {
             u.locked_until = Some(now_ms() + self.settings.lockout.as_millis() as i64);
@@ -227,25 +221,6 @@ impl Auth {
         }
         self.store.update_user(u).await?;
         Ok(())
-    }
-
-    /// Check a TOTP code or spend a backup code.
-    fn second_factor(&self, u: &mut UserRow, code: &str) -> Result<bool> {
-        let code = code.trim();
-        if let Some(secret) = &u.mfa_secret
-            && code.len() == 6
-            && code.bytes().all(|b| b.is_ascii_digit())
-        {
-            return Ok(totp_for(secret, &u.username)?.check_current(code).is_some());
-        }
-        let given = secret::sha256_hex(&code.to_uppercase());
-        let mut codes: Vec<String> = serde_json::from_str(&u.backup_codes).unwrap_or_default();
-        let Some(i) = codes.iter().position(|c| secret::same(c, &given)) else {
-            return Ok(false);
-        };
-        codes.remove(i);
-        u.backup_codes = json!(codes).to_string();
-        Ok(true)
     }
 
     pub async fn login(&self, req: Login, origin: &Origin, ip: Option<IpAddr>) -> Result<Tokens> {
@@ -296,7 +271,12 @@ impl Auth {
         self.logged_in(u, origin, "password").await
     }
 
-    async fn logged_in(&self, mut u: UserRow, origin: &Origin, method: &str) -> Result<Tokens> {
+    pub(crate) async fn logged_in(
+        &self,
+        mut u: UserRow,
+        origin: &Origin,
+        method: &str,
+    ) -> Result<Tokens> {
         u.failed_logins = 0;
         u.locked_until = None;
         u.last_login_at = Some(now_ms());
@@ -321,25 +301,6 @@ impl Auth {
             teams: None,
             limits: None,
         }
-    }
-
-    /// The second step of an MFA login.
-    pub async fn mfa_verify(&self, mfa_token: &str, code: &str, origin: &Origin) -> Result<Tokens> {
-        let claims = self.jwt.verify(mfa_token, "mfa")?;
-        let mut u = self.find_user(&claims.sub).await?;
-        if u.status != "active" || u.token_version != claims.ver || !u.mfa_enabled {
-            return Err(AuthError::unauthorized("this MFA token is no longer valid"));
-        }
-        if u.locked_until.is_some_and(|t| t > now_ms()) {
-            return Err(AuthError::unauthorized(
-                "account locked after repeated failed logins; try again later",
-            ));
-        }
-        if !self.second_factor(&mut u, code)? {
-            self.count_failure(&mut u, origin).await?;
-            return Err(self.login_failed(&u.username, origin, "wrong MFA code"));
-        }
-        self.logged_in(u, origin, "password+mfa").await
     }
 
     /// Trade a refresh token for a new pair. A token used twice means it
@@ -426,117 +387,13 @@ impl Auth {
         Ok(())
     }
 
-    async fn own_user(&self, principal: &Principal) -> Result<UserRow> {
+    pub(crate) async fn own_user(&self, principal: &Principal) -> Result<UserRow> {
         if principal.kind != PrincipalKind::User {
             return Err(AuthError::Forbidden(
                 "only a user (logged in with a password) can do this, not an API key".into(),
             ));
         }
         self.find_user(&principal.id).await
-    }
-
-    /// Start MFA enrolment: a new secret and backup codes; enabled by `mfa_confirm`.
-    pub async fn mfa_setup(&self, principal: &Principal, origin: &Origin) -> Result<Value> {
-        let mut u = self.own_user(principal).await?;
-        if u.mfa_enabled {
-            return Err(AuthError::Conflict(
-                "MFA is already on; disable it first".into(),
-            ));
-        }
-        let secret = totp_rs::Secret::from(secret::random_bytes::<20>()?).to_base32();
-        let totp = totp_for(&secret, &u.username)?;
-        let codes: Vec<String> = (0..10)
-            .map(|_| {
-                secret::random_string(10, BACKUP_ALPHABET)
-                    .map(|c| format!("{}-{}", &c[..5], &c[5..]))
-            })
-            .collect::<Result<_>>()?;
-        u.mfa_secret = Some(secret.clone());
-        u.backup_codes = json!(
-            codes
-                .iter()
-                .map(|c| secret::sha256_hex(c))
-                .collect::<Vec<_>>()
-        )
-        .to_string();
-        u.updated_at = now_ms();
-        self.store.update_user(&u).await?;
-        self.audit.record(
-            AuditEvent::new("auth.mfa_setup", Outcome::Success)
-                .by(principal)
-                .from(origin),
-        );
-        Ok(json!({
-            "secret": secret,
-            "otpauthUrl": totp.to_url().map_err(|e| AuthError::Internal(format!("{e}")))?,
-            "algorithm": "SHA1", "digits": 6, "period": 30,
-            "backupCodes": codes,
-        }))
-    }
-
-    pub async fn mfa_confirm(
-        &self,
-        principal: &Principal,
-        code: &str,
-        origin: &Origin,
-    ) -> Result<Value> {
-        let mut u = self.own_user(principal).await?;
-        let Some(secret) = u.mfa_secret.clone() else {
-            return Err(AuthError::Conflict("start with /auth/mfa/setup".into()));
-        };
-        if u.mfa_enabled {
-            return Err(AuthError::Conflict("MFA is already on".into()));
-        }
-        if totp_for(&secret, &u.username)?
-            .check_current(code.trim())
-            .is_none()
-        {
-            return Err(AuthError::invalid(
-                "code",
-                "wrong code; check the authenticator's clock",
-            ));
-        }
-        u.mfa_enabled = true;
-        u.updated_at = now_ms();
-        self.store.update_user(&u).await?;
-        self.audit.record(
-            AuditEvent::new("auth.mfa_enable", Outcome::Success)
-                .by(principal)
-                .from(origin),
-        );
-        Ok(json!({"mfaEnabled": true}))
-    }
-
-    pub async fn mfa_disable(
-        &self,
-        principal: &Principal,
-        password: &str,
-        code: &str,
-        origin: &Origin,
-    ) -> Result<Value> {
-        let mut u = self.own_user(principal).await?;
-        if !u.mfa_enabled {
-            return Err(AuthError::Conflict("MFA is not on".into()));
-        }
-        if !verify_password(password, &u.password_hash) || !self.second_factor(&mut u, code)? {
-            self.audit.record(
-                AuditEvent::new("auth.mfa_disable", Outcome::Failure)
-                    .by(principal)
-                    .from(origin),
-            );
-            return Err(AuthError::unauthorized("wrong password or code"));
-        }
-        u.mfa_enabled = false;
-        u.mfa_secret = None;
-        u.backup_codes = "[]".into();
-        u.updated_at = now_ms();
-        self.store.update_user(&u).await?;
-        self.audit.record(
-            AuditEvent::new("auth.mfa_disable", Outcome::Success)
-                .by(principal)
-                .from(origin),
-        );
-        Ok(json!({"mfaEnabled": false}))
     }
 
     /// The caller as `/auth/me` shows it.
@@ -552,36 +409,9 @@ impl Auth {
 
 #[cfg(test)]
 mod tests {
-    use crate::NewUser;
-    use crate::testing::auth;
+    use crate::testing::{login, with_user};
 
     use super::*;
-
-    async fn with_user() -> (Arc<Auth>, tempfile::TempDir) {
-        let (a, d) = auth().await;
-        a.create_user(
-            NewUser {
-                username: "ann".into(),
-                password: "Correct-Horse-42".into(),
-                email: Some("ann@example.com".into()),
-                roles: vec!["operator".into()],
-                ..Default::default()
-            },
-            &Principal::local(),
-            &Origin::default(),
-        )
-        .await
-        .unwrap();
-        (a, d)
-    }
-
-    fn login(l: &str, p: &str) -> Login {
-        Login {
-            login: l.into(),
-            password: p.into(),
-            mfa_code: None,
-        }
-    }
 
     #[tokio::test]
     async fn login_refresh_rotation_and_reuse_revokes_the_family() {
@@ -725,53 +555,5 @@ mod tests {
                 .await
                 .is_err()
         );
-    }
-
-    #[tokio::test]
-    async fn totp_mfa_with_backup_codes() {
-        let (a, _d) = with_user().await;
-        let o = Origin::default();
-        let t = a
-            .login(login("ann", "Correct-Horse-42"), &o, None)
-            .await
-            .unwrap();
-        let me = a.authenticate(&t.access_token, &o).unwrap();
-        let setup = a.mfa_setup(&me, &o).await.unwrap();
-        let secret = setup["secret"].as_str().unwrap().to_owned();
-        assert!(
-            setup["otpauthUrl"]
-                .as_str()
-                .unwrap()
-                .starts_with("otpauth://totp/")
-        );
-        let totp = totp_for(&secret, "ann").unwrap();
-        assert!(a.mfa_confirm(&me, "000000x", &o).await.is_err());
-        a.mfa_confirm(&me, &totp.generate_current().to_string(), &o)
-            .await
-            .unwrap();
-
-        // Without a code: a step token; with it: tokens.
-        let Err(AuthError::Unauthorized {
-            details: Some(d), ..
-        }) = a.login(login("ann", "Correct-Horse-42"), &o, None).await
-        else {
-            panic!("an MFA challenge expected");
-        };
-        let step = d["mfaToken"].as_str().unwrap();
-        assert!(a.mfa_verify(step, "123", &o).await.is_err());
-        assert!(
-            a.mfa_verify(step, &totp.generate_current().to_string(), &o)
-                .await
-                .is_ok()
-        );
-
-        // A backup code works once.
-        let backup = setup["backupCodes"][0].as_str().unwrap();
-        let with = |c: &str| Login {
-            mfa_code: Some(c.into()),
-            ..login("ann", "Correct-Horse-42")
-        };
-        assert!(a.login(with(backup), &o, None).await.is_ok());
-        assert!(a.login(with(backup), &o, None).await.is_err());
     }
 }

@@ -1,0 +1,225 @@
+//! TOTP MFA (RFC 6238, SHA-1, 6 digits, 30 s: what common authenticator
+//! apps use) with single-use backup codes, and the second step of a login.
+
+use iris_storage::UserRow;
+use serde_json::{Value, json};
+
+use crate::audit::{AuditEvent, Origin, Outcome, now_ms};
+use crate::error::{AuthError, Result};
+use crate::principal::Principal;
+use crate::session::Tokens;
+use crate::users::verify_password;
+use crate::{Auth, secret};
+
+const BACKUP_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+
+pub(crate) fn totp_for(secret_b32: &str, account: &str) -> Result<totp_rs::Totp> {
+    let secret = totp_rs::Secret::try_from_base32(secret_b32)
+        .map_err(|e| AuthError::Internal(format!("stored MFA secret unreadable: {e}")))?;
+    totp_rs::Builder::new()
+        .with_secret(secret)
+        .with_account_name(account)
+        .with_issuer(Some("Iris"))
+        .build()
+        .map_err(|e| AuthError::Internal(format!("building the TOTP: {e}")))
+}
+
+impl Auth {
+    /// Check a TOTP code or spend a backup code.
+    pub(crate) fn second_factor(&self, u: &mut UserRow, code: &str) -> Result<bool> {
+        let code = code.trim();
+        if let Some(secret) = &u.mfa_secret
+            && code.len() == 6
+            && code.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Ok(totp_for(secret, &u.username)?.check_current(code).is_some());
+        }
+        let given = secret::sha256_hex(&code.to_uppercase());
+        let mut codes: Vec<String> = serde_json::from_str(&u.backup_codes).unwrap_or_default();
+        let Some(i) = codes.iter().position(|c| secret::same(c, &given)) else {
+            return Ok(false);
+        };
+        codes.remove(i);
+        u.backup_codes = json!(codes).to_string();
+        Ok(true)
+    }
+
+    /// The second step of an MFA login.
+    pub async fn mfa_verify(&self, mfa_token: &str, code: &str, origin: &Origin) -> Result<Tokens> {
+        let claims = self.jwt.verify(mfa_token, "mfa")?;
+        let mut u = self.find_user(&claims.sub).await?;
+        if u.status != "active" || u.token_version != claims.ver || !u.mfa_enabled {
+            return Err(AuthError::unauthorized("this MFA token is no longer valid"));
+        }
+        if u.locked_until.is_some_and(|t| t > now_ms()) {
+            return Err(AuthError::unauthorized(
+                "account locked after repeated failed logins; try again later",
+            ));
+        }
+        if !self.second_factor(&mut u, code)? {
+            self.count_failure(&mut u, origin).await?;
+            return Err(self.login_failed(&u.username, origin, "wrong MFA code"));
+        }
+        self.logged_in(u, origin, "password+mfa").await
+    }
+
+    /// Start MFA enrolment: a new secret and backup codes; enabled by `mfa_confirm`.
+    pub async fn mfa_setup(&self, principal: &Principal, origin: &Origin) -> Result<Value> {
+        let mut u = self.own_user(principal).await?;
+        if u.mfa_enabled {
+            return Err(AuthError::Conflict(
+                "MFA is already on; disable it first".into(),
+            ));
+        }
+        let secret = totp_rs::Secret::from(secret::random_bytes::<20>()?).to_base32();
+        let totp = totp_for(&secret, &u.username)?;
+        let codes: Vec<String> = (0..10)
+            .map(|_| {
+                secret::random_string(10, BACKUP_ALPHABET)
+                    .map(|c| format!("{}-{}", &c[..5], &c[5..]))
+            })
+            .collect::<Result<_>>()?;
+        u.mfa_secret = Some(secret.clone());
+        u.backup_codes = json!(
+            codes
+                .iter()
+                .map(|c| secret::sha256_hex(c))
+                .collect::<Vec<_>>()
+        )
+        .to_string();
+        u.updated_at = now_ms();
+        self.store.update_user(&u).await?;
+        self.audit.record(
+            AuditEvent::new("auth.mfa_setup", Outcome::Success)
+                .by(principal)
+                .from(origin),
+        );
+        Ok(json!({
+            "secret": secret,
+            "otpauthUrl": totp.to_url().map_err(|e| AuthError::Internal(format!("{e}")))?,
+            "algorithm": "SHA1", "digits": 6, "period": 30,
+            "backupCodes": codes,
+        }))
+    }
+
+    pub async fn mfa_confirm(
+        &self,
+        principal: &Principal,
+        code: &str,
+        origin: &Origin,
+    ) -> Result<Value> {
+        let mut u = self.own_user(principal).await?;
+        let Some(secret) = u.mfa_secret.clone() else {
+            return Err(AuthError::Conflict("start with /auth/mfa/setup".into()));
+        };
+        if u.mfa_enabled {
+            return Err(AuthError::Conflict("MFA is already on".into()));
+        }
+        if totp_for(&secret, &u.username)?
+            .check_current(code.trim())
+            .is_none()
+        {
+            return Err(AuthError::invalid(
+                "code",
+                "wrong code; check the authenticator's clock",
+            ));
+        }
+        u.mfa_enabled = true;
+        u.updated_at = now_ms();
+        self.store.update_user(&u).await?;
+        self.audit.record(
+            AuditEvent::new("auth.mfa_enable", Outcome::Success)
+                .by(principal)
+                .from(origin),
+        );
+        Ok(json!({"mfaEnabled": true}))
+    }
+
+    pub async fn mfa_disable(
+        &self,
+        principal: &Principal,
+        password: &str,
+        code: &str,
+        origin: &Origin,
+    ) -> Result<Value> {
+        let mut u = self.own_user(principal).await?;
+        if !u.mfa_enabled {
+            return Err(AuthError::Conflict("MFA is not on".into()));
+        }
+        if !verify_password(password, &u.password_hash) || !self.second_factor(&mut u, code)? {
+            self.audit.record(
+                AuditEvent::new("auth.mfa_disable", Outcome::Failure)
+                    .by(principal)
+                    .from(origin),
+            );
+            return Err(AuthError::unauthorized("wrong password or code"));
+        }
+        u.mfa_enabled = false;
+        u.mfa_secret = None;
+        u.backup_codes = "[]".into();
+        u.updated_at = now_ms();
+        self.store.update_user(&u).await?;
+        self.audit.record(
+            AuditEvent::new("auth.mfa_disable", Outcome::Success)
+                .by(principal)
+                .from(origin),
+        );
+        Ok(json!({"mfaEnabled": false}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::session::Login;
+    use crate::testing::{login, with_user};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn totp_mfa_with_backup_codes() {
+        let (a, _d) = with_user().await;
+        let o = Origin::default();
+        let t = a
+            .login(login("ann", "Correct-Horse-42"), &o, None)
+            .await
+            .unwrap();
+        let me = a.authenticate(&t.access_token, &o).unwrap();
+        let setup = a.mfa_setup(&me, &o).await.unwrap();
+        let secret = setup["secret"].as_str().unwrap().to_owned();
+        assert!(
+            setup["otpauthUrl"]
+                .as_str()
+                .unwrap()
+                .starts_with("otpauth://totp/")
+        );
+        let totp = totp_for(&secret, "ann").unwrap();
+        assert!(a.mfa_confirm(&me, "000000x", &o).await.is_err());
+        a.mfa_confirm(&me, &totp.generate_current().to_string(), &o)
+            .await
+            .unwrap();
+
+        // Without a code: a step token; with it: tokens.
+        let Err(AuthError::Unauthorized {
+            details: Some(d), ..
+        }) = a.login(login("ann", "Correct-Horse-42"), &o, None).await
+        else {
+            panic!("an MFA challenge expected");
+        };
+        let step = d["mfaToken"].as_str().unwrap();
+        assert!(a.mfa_verify(step, "123", &o).await.is_err());
+        assert!(
+            a.mfa_verify(step, &totp.generate_current().to_string(), &o)
+                .await
+                .is_ok()
+        );
+
+        // A backup code works once.
+        let backup = setup["backupCodes"][0].as_str().unwrap();
+        let with = |c: &str| Login {
+            mfa_code: Some(c.into()),
+            ..login("ann", "Correct-Horse-42")
+        };
+        assert!(a.login(with(backup), &o, None).await.is_ok());
+        assert!(a.login(with(backup), &o, None).await.is_err());
+    }
+}
