@@ -289,6 +289,10 @@ async fn scope_escalation_is_refused_on_every_transport_and_audited() {
         (Some("error"), Some("FORBIDDEN")),
         "{v}"
     );
+    // Watching a team's stream carries its messages' text: messages:stream.
+    send(&mut ws, json!({"type": "subscribe", "team": "web"})).await;
+    let v = recv(&mut ws).await;
+    assert_eq!(v["error"]["code"], "FORBIDDEN", "{v}");
     let mut rpc = s.ws("/ws", Some(&viewer)).await;
     send(&mut rpc, json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "key_create", "arguments": {"name": "x", "role": "admin"}}})).await;
     let v = recv(&mut rpc).await;
@@ -414,6 +418,14 @@ async fn team_limited_keys_see_and_reach_only_their_teams() {
     send(&mut rpc, json!({"jsonrpc": "2.0", "id": 2, "method": "subscribe", "params": {"events": ["team:api"]}})).await;
     let v = recv(&mut rpc).await;
     assert!(v["error"].is_object(), "{v}");
+    // The system topic spans every team.
+    send(
+        &mut rpc,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "subscribe", "params": {"events": ["system"]}}),
+    )
+    .await;
+    let v = recv(&mut rpc).await;
+    assert_eq!(v["error"]["code"], -32003, "{v}");
     // Global views and administration are not for team-limited callers.
     let web_admin = s
         .key_with("web-admin", Some("admin"), &[], Some(&["web"]))

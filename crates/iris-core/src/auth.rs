@@ -5,7 +5,9 @@
 pub use iris_auth::principal::{Principal, PrincipalKind};
 pub use iris_auth::scope;
 pub use iris_auth::secret::sha256_hex;
-pub use iris_auth::{Auth, AuthError, Decision, KEY_PREFIX, Login, NewKey, Origin};
+pub use iris_auth::{
+    AuditEvent, Auth, AuthError, Decision, KEY_PREFIX, Login, NewKey, Origin, Outcome,
+};
 
 use crate::error::{ErrorKind, IrisError};
 

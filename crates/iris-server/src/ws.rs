@@ -444,9 +444,40 @@ impl Connection {
 
     // ---- subscriptions (both protocols) ----------------------------------
 
-    /// Check that the caller may watch `topic`.
+    /// Check that the caller may watch `topic`: team and session topics
+    /// carry messages' text (`messages:stream`); `system` spans every team
+    /// (`teams:read`, and no team limit). Refusals are audited like
+    /// dispatch's.
     async fn check_topic(&self, topic: &str) -> Result<(), IrisError> {
+        let principal = &self.ctx.principal;
+        let refuse = |scope: &str, why: String| {
+            self.state.iris.audit(
+                &self.ctx,
+                iris_core::auth::AuditEvent::new(
+                    "permission.denied",
+                    iris_core::auth::Outcome::Denied,
+                )
+                .resource(format!("subscribe:{topic}"))
+                .details(json!({"topic": topic, "requiredScope": scope})),
+            );
+            Err(IrisError::new(ErrorKind::Forbidden, why)
+                .with_details(json!({"requiredScope": scope})))
+        };
+        let scope = if topic == "system" {
+            iris_core::auth::scope::TEAMS_READ
+        } else {
+            iris_core::auth::scope::MESSAGES_STREAM
+        };
+        if !principal.allows(scope) {
+            return refuse(
+                scope,
+                format!("watching `{topic}` needs the `{scope}` scope"),
+            );
+        }
         if topic == "system" {
+            if principal.teams.is_some() {
+                return refuse(scope, "the system topic spans every team; a caller limited to some teams cannot watch it".into());
+            }
             return Ok(());
         }
         if let Some(team) = topic.strip_prefix("team:") {
