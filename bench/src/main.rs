@@ -84,6 +84,7 @@ pub async fn iris_with_echo(settings: &str) -> anyhow::Result<(Arc<Iris>, tempfi
             echo_program: iris_bin()?,
             bus_capacity: 65_536,
             prewarm: true,
+            recover: true,
         },
     )
     .await

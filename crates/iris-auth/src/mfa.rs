@@ -24,6 +24,19 @@ pub(crate) fn totp_for(secret_b32: &str, account: &str) -> Result<totp_rs::Totp>
         .map_err(|e| AuthError::Internal(format!("building the TOTP: {e}")))
 }
 
+/// A matched TOTP step is accepted once (RFC 6238 section 5.2): a code seen
+/// before, or an older one, is refused even inside its window.
+fn accept_step(u: &mut UserRow, step: Option<u64>) -> bool {
+    let Some(step) = step.and_then(|s| i64::try_from(s).ok()) else {
+        return false;
+    };
+    if u.mfa_last_step.is_some_and(|last| step <= last) {
+        return false;
+    }
+    u.mfa_last_step = Some(step);
+    true
+}
+
 impl Auth {
     /// Check a TOTP code or spend a backup code.
     pub(crate) fn second_factor(&self, u: &mut UserRow, code: &str) -> Result<bool> {
@@ -32,7 +45,8 @@ impl Auth {
             && code.len() == 6
             && code.bytes().all(|b| b.is_ascii_digit())
         {
-            return Ok(totp_for(secret, &u.username)?.check_current(code).is_some());
+            let step = totp_for(secret, &u.username)?.check_current(code);
+            return Ok(accept_step(u, step));
         }
         let given = secret::sha256_hex(&code.to_uppercase());
         let mut codes: Vec<String> = serde_json::from_str(&u.backup_codes).unwrap_or_default();
@@ -115,10 +129,8 @@ impl Auth {
         if u.mfa_enabled {
             return Err(AuthError::Conflict("MFA is already on".into()));
         }
-        if totp_for(&secret, &u.username)?
-            .check_current(code.trim())
-            .is_none()
-        {
+        let step = totp_for(&secret, &u.username)?.check_current(code.trim());
+        if !accept_step(&mut u, step) {
             return Err(AuthError::invalid(
                 "code",
                 "wrong code; check the authenticator's clock",
@@ -193,8 +205,14 @@ mod tests {
                 .starts_with("otpauth://totp/")
         );
         let totp = totp_for(&secret, "ann").unwrap();
+        // One clock reading for every code below, so a step boundary in
+        // between cannot change which code is which.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(a.mfa_confirm(&me, "000000x", &o).await.is_err());
-        a.mfa_confirm(&me, &totp.generate_current().to_string(), &o)
+        a.mfa_confirm(&me, &totp.generate(now).to_string(), &o)
             .await
             .unwrap();
 
@@ -207,10 +225,19 @@ mod tests {
         };
         let step = d["mfaToken"].as_str().unwrap();
         assert!(a.mfa_verify(step, "123", &o).await.is_err());
+        // The confirming code is spent: replaying it fails, even in its window.
+        let spent = totp.generate(now).to_string();
+        assert!(a.mfa_verify(step, &spent, &o).await.is_err());
+        // The next step's code (inside the one-step skew) works once.
+        let next = totp.generate(now + 30).to_string();
+        assert!(a.mfa_verify(step, &next, &o).await.is_ok());
+        let with_code = Login {
+            mfa_code: Some(next.clone()),
+            ..login("ann", "Correct-Horse-42")
+        };
         assert!(
-            a.mfa_verify(step, &totp.generate_current().to_string(), &o)
-                .await
-                .is_ok()
+            a.login(with_code, &o, None).await.is_err(),
+            "a code is good once"
         );
 
         // A backup code works once.

@@ -189,6 +189,7 @@ impl Auth {
             mfa_secret: None,
             mfa_enabled: false,
             backup_codes: "[]".into(),
+            mfa_last_step: None,
             token_version: 0,
             created_at: now,
             updated_at: now,

@@ -85,10 +85,13 @@ pub fn tools() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn start(source: ConfigSource, prewarm: bool) -> anyhow::Result<Arc<Iris>> {
+async fn start(source: ConfigSource, serving: bool) -> anyhow::Result<Arc<Iris>> {
     let cfg = Config::load(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // A one-shot command neither prewarms teams nor recovers the database
+    // (a server may be running on it).
     let options = StartOptions {
-        prewarm,
+        prewarm: serving,
+        recover: serving,
         ..StartOptions::default()
     };
     Iris::start(cfg, options)

@@ -250,6 +250,53 @@ fn client_commands_reach_a_running_server_through_its_port_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no running server"));
 }
 
+#[test]
+fn a_local_command_beside_a_running_server_leaves_its_turns_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = serve_in(dir.path(), OPEN_DEMO);
+    let http = |method: &str, path: &str, body: Option<&str>| {
+        let mut c = Command::new("curl");
+        c.args(["-fsS", "-X", method, &format!("{url}{path}")]);
+        if let Some(b) = body {
+            c.args(["-H", "content-type: application/json", "-d", b]);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let sent = http(
+        "POST",
+        "/api/v1/teams/quick-tell",
+        Some(r#"{"toTeam":"demo","message":"slow [[delay=1500]]"}"#),
+    );
+    let id = sent["messageId"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    // A one-shot local command opens the same database.
+    let out = iris(dir.path())
+        .args(["call", "get_date", "--local"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history = http("GET", "/api/v1/messages/history?team=demo", None);
+    let status = &history["messages"][0]["status"];
+    assert_eq!(
+        status, "running",
+        "the server's turn was not failed: {history}"
+    );
+    std::thread::sleep(Duration::from_millis(1600));
+    let done = http("GET", &format!("/api/v1/messages/{id}"), None);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["error"].is_null(), "{done}");
+}
+
 const OPEN_DEMO: &str =
     "api:\n  port: 0\n  requireAuth: false\nteams:\n  demo:\n    path: .\n    agent: echo\n";
 

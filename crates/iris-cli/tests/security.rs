@@ -859,13 +859,19 @@ async fn wrong_origin_or_host_is_refused_even_with_a_valid_key() {
     s.stop().await;
 }
 
-fn totp_now(secret: &str) -> String {
+/// The TOTP code `steps_ahead` 30-second steps from now (0 or 1: the
+/// server accepts one step of skew, and each step once).
+fn totp_code(secret: &str, steps_ahead: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     totp_rs::Builder::new()
         .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
         .with_account_name("x")
         .build()
         .unwrap()
-        .generate_current()
+        .generate(now + 30 * steps_ahead)
         .to_string()
 }
 
@@ -909,7 +915,7 @@ async fn totp_mfa_over_http_from_setup_to_a_two_step_login() {
         .post(
             "/api/v1/auth/mfa/confirm",
             Some(&access),
-            json!({"code": totp_now(&secret)}),
+            json!({"code": totp_code(&secret, 0)}),
         )
         .await;
     assert_eq!((st.as_u16(), &v["mfaEnabled"]), (200, &json!(true)), "{v}");
@@ -936,7 +942,7 @@ async fn totp_mfa_over_http_from_setup_to_a_two_step_login() {
         .post(
             "/api/v1/auth/mfa/verify",
             None,
-            json!({"mfaToken": step, "code": totp_now(&secret)}),
+            json!({"mfaToken": step, "code": totp_code(&secret, 1)}),
         )
         .await;
     assert_eq!(st, 200, "{t}");
@@ -955,7 +961,7 @@ async fn totp_mfa_over_http_from_setup_to_a_two_step_login() {
         .post(
             "/api/v1/auth/mfa/disable",
             Some(t["accessToken"].as_str().unwrap()),
-            json!({"password": "Correct-Horse-42", "code": totp_now(&secret)}),
+            json!({"password": "Correct-Horse-42", "code": setup["backupCodes"][5]}),
         )
         .await;
     assert_eq!(st, 200, "{v}");

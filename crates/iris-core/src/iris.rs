@@ -28,6 +28,10 @@ pub struct StartOptions {
     pub bus_capacity: usize,
     /// Start the teams marked `prewarm` (off for one-shot CLI commands).
     pub prewarm: bool,
+    /// Fail turns a previous run left unfinished and reset process states.
+    /// Off for one-shot CLI commands: a server may be running on the same
+    /// database, and its turns are not theirs to fail.
+    pub recover: bool,
 }
 
 impl Default for StartOptions {
@@ -36,6 +40,7 @@ impl Default for StartOptions {
             echo_program: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("iris")),
             bus_capacity: 1024,
             prewarm: true,
+            recover: true,
         }
     }
 }
@@ -102,7 +107,11 @@ impl Iris {
         let store = Store::open(&config.database_path())
             .await
             .map_err(|e| IrisError::internal("opening the database", e))?;
-        let failed = store.recover(now_ms()).await?;
+        let failed = if options.recover {
+            store.recover(now_ms()).await?
+        } else {
+            0
+        };
         let session_count = store.count_sessions().await?;
         if failed > 0 {
             tracing::warn!(

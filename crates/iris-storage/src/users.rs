@@ -27,6 +27,9 @@ pub struct UserRow {
     /// JSON array of SHA-256 hashes of unused backup codes.
     #[serde(skip)]
     pub backup_codes: String,
+    /// The last TOTP time step accepted (a code is good once).
+    #[serde(skip)]
+    pub mfa_last_step: Option<i64>,
     pub token_version: i64,
     pub created_at: i64,
     pub updated_at: i64,
@@ -37,7 +40,7 @@ macro_rules! select_users {
     ($rest:literal) => {
         concat!(
             "SELECT id, username, email, password_hash, roles, scopes, teams, status, failed_logins, locked_until, ",
-            "mfa_secret, mfa_enabled, backup_codes, token_version, created_at, updated_at, last_login_at FROM users",
+            "mfa_secret, mfa_enabled, backup_codes, mfa_last_step, token_version, created_at, updated_at, last_login_at FROM users",
             $rest
         )
     };
@@ -58,8 +61,8 @@ pub struct RefreshRow {
 impl Store {
     pub async fn insert_user(&self, u: &UserRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO users (id, username, email, password_hash, roles, scopes, teams, status, failed_logins, locked_until, mfa_secret, mfa_enabled, backup_codes, token_version, created_at, updated_at, last_login_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, username, email, password_hash, roles, scopes, teams, status, failed_logins, locked_until, mfa_secret, mfa_enabled, backup_codes, mfa_last_step, token_version, created_at, updated_at, last_login_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&u.id)
         .bind(&u.username)
@@ -74,6 +77,7 @@ impl Store {
         .bind(&u.mfa_secret)
         .bind(u.mfa_enabled)
         .bind(&u.backup_codes)
+        .bind(u.mfa_last_step)
         .bind(u.token_version)
         .bind(u.created_at)
         .bind(u.updated_at)
@@ -88,7 +92,7 @@ impl Store {
     pub async fn update_user(&self, u: &UserRow) -> Result<()> {
         sqlx::query(
             "UPDATE users SET email = ?, password_hash = ?, roles = ?, scopes = ?, teams = ?, status = ?, failed_logins = ?, locked_until = ?,
-             mfa_secret = ?, mfa_enabled = ?, backup_codes = ?, token_version = ?, updated_at = ?, last_login_at = ? WHERE id = ?",
+             mfa_secret = ?, mfa_enabled = ?, backup_codes = ?, mfa_last_step = ?, token_version = ?, updated_at = ?, last_login_at = ? WHERE id = ?",
         )
         .bind(&u.email)
         .bind(&u.password_hash)
@@ -101,6 +105,7 @@ impl Store {
         .bind(&u.mfa_secret)
         .bind(u.mfa_enabled)
         .bind(&u.backup_codes)
+        .bind(u.mfa_last_step)
         .bind(u.token_version)
         .bind(u.updated_at)
         .bind(u.last_login_at)

@@ -38,6 +38,7 @@ pub async fn start_in(home: tempfile::TempDir, yaml: &str) -> Harness {
             echo_program: iris_bin(),
             bus_capacity: 4096,
             prewarm: true,
+            recover: true,
         },
     )
     .await
