@@ -404,12 +404,13 @@ impl Iris {
     /// Follow a turn from after item `after`: live from memory while it runs,
     /// replayed from the database once it has ended. Needs `messages:stream`.
     pub async fn follow(&self, ctx: &Ctx, message_id: &str, after: u64) -> Result<TurnStream> {
-        if !ctx.principal.allows(crate::auth::scope::MESSAGES_STREAM) {
-            return Err(IrisError::new(
-                crate::ErrorKind::Forbidden,
-                "following a message needs the `messages:stream` scope",
-            ));
-        }
+        self.permit(
+            ctx,
+            crate::auth::scope::MESSAGES_STREAM,
+            false,
+            "follow a message",
+            None,
+        )?;
         let not_found = || IrisError::not_found(format!("no message `{message_id}`"));
         if let Some(t) = self.pool.live_turn(message_id) {
             if !ctx.principal.can_see_team(&t.team) {

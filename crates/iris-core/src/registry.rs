@@ -82,6 +82,9 @@ pub struct Operation {
     pub scope: Option<&'static str>,
     /// Changes state (audited, never retried blindly).
     pub mutating: bool,
+    /// Spans every team (keys, users, the audit trail): refused to callers
+    /// limited to some teams.
+    pub global: bool,
     pub params_schema: Value,
     pub result_schema: Value,
     validator: jsonschema::Validator,
@@ -116,6 +119,7 @@ impl Operation {
             description,
             scope,
             mutating,
+            global: false,
             params_schema,
             result_schema,
             validator,
@@ -135,6 +139,12 @@ impl Operation {
                 })
             }),
         }
+    }
+
+    /// Mark the operation as spanning every team.
+    pub fn global(mut self) -> Self {
+        self.global = true;
+        self
     }
 
     /// Per-field problems of `params`, empty when valid.
@@ -224,21 +234,8 @@ pub async fn dispatch_as(
         .with_details(json!({"operation": operation})));
     };
     let params = if params.is_null() { json!({}) } else { params };
-    if let Some(scope) = op.scope
-        && !ctx.principal.allows(scope)
-    {
-        iris.audit(
-            &ctx,
-            AuditEvent::new("permission.denied", Outcome::Denied)
-                .resource(operation)
-                .team(team_of(&params))
-                .details(json!({"operation": operation, "requiredScope": scope})),
-        );
-        return Err(IrisError::new(
-            ErrorKind::Forbidden,
-            format!("`{operation}` needs the `{scope}` scope"),
-        )
-        .with_details(json!({"requiredScope": scope})));
+    if let Some(scope) = op.scope {
+        iris.permit(&ctx, scope, op.global, operation, team_of(&params))?;
     }
     let sends = SENDS_MESSAGES.contains(&op.name);
     if sends

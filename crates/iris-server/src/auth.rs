@@ -72,31 +72,22 @@ pub fn caller(state: &AppState, who: &Caller, _rid: &RequestId) -> Result<Ctx, I
     })
 }
 
-/// A caller holding `scope`, not limited to some teams (for the few
-/// routes that are not operations: `/metrics`, `/health/detailed`, which
-/// span every team).
+/// A caller holding `scope` and not limited to some teams, for the few
+/// routes that are not operations and span every team (`/metrics`,
+/// `/health/detailed`); the decision is the core's [`iris_core::Iris::permit`].
 pub fn require(
     state: &AppState,
     who: &Caller,
     rid: &RequestId,
     scope: &str,
+    what: &str,
 ) -> Result<Ctx, crate::ApiError> {
-    let ctx = caller(state, who, rid).map_err(|e| crate::ApiError::new(e, rid))?;
-    if ctx.principal.teams.is_some() {
-        let e = IrisError::new(
-            ErrorKind::Forbidden,
-            "this view spans every team; a caller limited to some teams cannot see it",
-        );
-        return Err(crate::ApiError::new(e, rid));
-    }
-    if !ctx.principal.allows(scope) {
-        let e = IrisError::new(
-            ErrorKind::Forbidden,
-            format!("this needs the `{scope}` scope"),
-        )
-        .with_details(serde_json::json!({"requiredScope": scope}));
-        return Err(crate::ApiError::new(e, rid));
-    }
+    let fail = |e| crate::ApiError::new(e, rid);
+    let ctx = caller(state, who, rid).map_err(fail)?;
+    state
+        .iris
+        .permit(&ctx, scope, true, what, None)
+        .map_err(fail)?;
     Ok(ctx)
 }
 

@@ -89,7 +89,7 @@ pub async fn render(
     Extension(rid): Extension<RequestId>,
     Extension(who): Extension<Caller>,
 ) -> Response {
-    if let Err(e) = crate::auth::require(&state, &who, &rid, scope::PROCESSES_READ) {
+    if let Err(e) = crate::auth::require(&state, &who, &rid, scope::PROCESSES_READ, "/metrics") {
         return e.into_response();
     }
     let iris = &state.iris;

@@ -45,7 +45,13 @@ async fn health_detailed(
     Extension(who): Extension<Caller>,
 ) -> Response {
     // Team names and queue sizes are not for anonymous callers.
-    if let Err(e) = auth::require(&state, &who, &rid, iris_core::auth::scope::PROCESSES_READ) {
+    if let Err(e) = auth::require(
+        &state,
+        &who,
+        &rid,
+        iris_core::auth::scope::PROCESSES_READ,
+        "/health/detailed",
+    ) {
         return e.into_response();
     }
     let iris = &state.iris;

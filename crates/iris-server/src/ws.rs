@@ -444,58 +444,6 @@ impl Connection {
 
     // ---- subscriptions (both protocols) ----------------------------------
 
-    /// Check that the caller may watch `topic`: team and session topics
-    /// carry messages' text (`messages:stream`); `system` spans every team
-    /// (`teams:read`, and no team limit). Refusals are audited like
-    /// dispatch's.
-    async fn check_topic(&self, topic: &str) -> Result<(), IrisError> {
-        let principal = &self.ctx.principal;
-        let refuse = |scope: &str, why: String| {
-            self.state.iris.audit(
-                &self.ctx,
-                iris_core::auth::AuditEvent::new(
-                    "permission.denied",
-                    iris_core::auth::Outcome::Denied,
-                )
-                .resource(format!("subscribe:{topic}"))
-                .details(json!({"topic": topic, "requiredScope": scope})),
-            );
-            Err(IrisError::new(ErrorKind::Forbidden, why)
-                .with_details(json!({"requiredScope": scope})))
-        };
-        let scope = if topic == "system" {
-            iris_core::auth::scope::TEAMS_READ
-        } else {
-            iris_core::auth::scope::MESSAGES_STREAM
-        };
-        if !principal.allows(scope) {
-            return refuse(
-                scope,
-                format!("watching `{topic}` needs the `{scope}` scope"),
-            );
-        }
-        if topic == "system" {
-            if principal.teams.is_some() {
-                return refuse(scope, "the system topic spans every team; a caller limited to some teams cannot watch it".into());
-            }
-            return Ok(());
-        }
-        if let Some(team) = topic.strip_prefix("team:") {
-            return self.state.iris.team(&self.ctx, team).map(|_| ());
-        }
-        if let Some(id) = topic.strip_prefix("session:") {
-            let s = self.state.iris.store.session(id).await?;
-            return match s {
-                Some(s) if self.ctx.principal.can_see_team(&s.to_team) => Ok(()),
-                _ => Err(IrisError::session_not_found(format!("`{id}`"))),
-            };
-        }
-        Err(IrisError::validation(
-            "topic",
-            format!("unknown topic `{topic}`; use system, team:<name> or session:<id>"),
-        ))
-    }
-
     async fn toggle(&mut self, action: &str, topic: &str) -> Result<(), IrisError> {
         if action == "unsubscribe" {
             if let Some(h) = self.subscriptions.remove(topic) {
@@ -514,7 +462,7 @@ impl Connection {
                 "subscribing needs the `messages:stream` scope",
             ));
         }
-        self.check_topic(topic).await?;
+        self.state.iris.check_topic(&self.ctx, topic).await?;
         if !self.subscriptions.contains_key(topic) {
             let mut sub = self.state.iris.bus.subscribe(topic);
             let (out, proto, followed, name) = (
