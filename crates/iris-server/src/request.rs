@@ -84,52 +84,15 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
             .map(|v| v.chars().take(256).collect()),
         request_id: Some(id.clone()),
     };
-    let mut limit: Option<Decision> = None;
-    let mut resp = match refuse(api, req.headers(), &rid) {
-        Some(r) => r,
-        None => {
-            let auth = &state.iris.auth;
-            let cred = crate::auth::credential(req.headers(), req.uri(), method == Method::GET);
-            let found = cred.map(|c| auth.authenticate(c, &origin));
-            match found {
-                Some(Err(e)) => {
-                    // A failed authentication counts against the address.
-                    limit = ip.and_then(|ip| auth.limit_ip(ip));
-                    match limit {
-                        Some(d) if !d.allowed => too_many(&d, &rid),
-                        _ => ApiError::new(e.into(), &rid).into_response(),
-                    }
-                }
-                Some(Ok(principal)) => {
-                    limit = auth.limit_identity(&principal);
-                    match limit {
-                        Some(d) if !d.allowed => too_many(&d, &rid),
-                        _ => {
-                            req.extensions_mut().insert(Caller {
-                                principal: Some(principal),
-                                origin,
-                                ip,
-                            });
-                            next.run(req).await
-                        }
-                    }
-                }
-                None => {
-                    limit = ip.and_then(|ip| auth.limit_ip(ip));
-                    match limit {
-                        Some(d) if !d.allowed => too_many(&d, &rid),
-                        _ => {
-                            req.extensions_mut().insert(Caller {
-                                principal: None,
-                                origin,
-                                ip,
-                            });
-                            next.run(req).await
-                        }
-                    }
-                }
+    let (mut resp, limit) = match refuse(api, req.headers(), &rid) {
+        Some(r) => (r, None),
+        None => match admit(&state, &req, origin, ip, &rid) {
+            Ok((caller, limit)) => {
+                req.extensions_mut().insert(caller);
+                (next.run(req).await, limit)
             }
-        }
+            Err((refusal, limit)) => (refusal, limit),
+        },
     };
     let is_json = resp
         .headers()
@@ -181,6 +144,42 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
         );
     }
     resp
+}
+
+/// Who the request is from, and its rate-limit decision: by identity when
+/// it authenticates, by address when it presents nothing or a bad
+/// credential (a failed authentication counts against the address). `Err`
+/// is the answer to send instead (401 or 429).
+#[allow(clippy::result_large_err)]
+fn admit(
+    state: &AppState,
+    req: &Request,
+    origin: Origin,
+    ip: Option<std::net::IpAddr>,
+    rid: &RequestId,
+) -> Result<(Caller, Option<Decision>), (Response, Option<Decision>)> {
+    let auth = &state.iris.auth;
+    let is_get = req.method() == Method::GET;
+    let found = crate::auth::credential(req.headers(), req.uri(), is_get)
+        .map(|c| auth.authenticate(c, &origin));
+    let limit = match &found {
+        Some(Ok(principal)) => auth.limit_identity(principal),
+        _ => ip.and_then(|ip| auth.limit_ip(ip)),
+    };
+    if let Some(d) = limit.filter(|d| !d.allowed) {
+        return Err((too_many(&d, rid), limit));
+    }
+    match found {
+        Some(Err(e)) => Err((ApiError::new(e.into(), rid).into_response(), limit)),
+        principal => Ok((
+            Caller {
+                principal: principal.and_then(Result::ok),
+                origin,
+                ip,
+            },
+            limit,
+        )),
+    }
 }
 
 /// 429 with the error body; the headers are added on the way out.
