@@ -249,9 +249,11 @@ impl Auth {
         by: &Principal,
         origin: &Origin,
     ) -> Result<KeyInfo> {
-        let k = self.find_key(reference).await?;
+        let mut k = self.find_key(reference).await?;
         let now = now_ms();
         self.store.revoke_key(&k.id, now).await?;
+        // As the store does: an earlier revocation time stays.
+        k.revoked_at = Some(k.revoked_at.map_or(now, |t| t.min(now)));
         self.changed().await?;
         self.audit.record(
             AuditEvent::new("key.revoke", Outcome::Success)
@@ -260,7 +262,6 @@ impl Auth {
                 .from(origin)
                 .details(json!({"name": k.name, "prefix": k.prefix})),
         );
-        let k = self.find_key(&k.id).await?;
         Ok(KeyInfo::of(&k, now))
     }
 
@@ -324,6 +325,18 @@ mod tests {
 
     fn admin() -> Principal {
         Principal::local()
+    }
+
+    async fn viewer_key(a: &Auth, name: &str) -> String {
+        let spec = NewKey {
+            name: name.into(),
+            role: Some("viewer".into()),
+            ..Default::default()
+        };
+        a.create_key(spec, &admin(), &Origin::default())
+            .await
+            .unwrap()
+            .0
     }
 
     #[tokio::test]
@@ -450,18 +463,7 @@ mod tests {
     async fn near_and_far_misses_take_the_same_time() {
         let (a, _d) = auth().await;
         let o = Origin::default();
-        let (key, _) = a
-            .create_key(
-                NewKey {
-                    name: "ci".into(),
-                    role: Some("viewer".into()),
-                    ..Default::default()
-                },
-                &admin(),
-                &o,
-            )
-            .await
-            .unwrap();
+        let key = viewer_key(&a, "ci").await;
         let swap = |i: usize| {
             let mut b = key.clone().into_bytes();
             b[i] = if b[i] == b'A' { b'B' } else { b'A' };
@@ -498,18 +500,7 @@ mod tests {
     async fn another_process_revoking_is_seen_by_reloading() {
         let (a, d) = auth().await;
         let o = Origin::default();
-        let (key, _) = a
-            .create_key(
-                NewKey {
-                    name: "ci".into(),
-                    role: Some("viewer".into()),
-                    ..Default::default()
-                },
-                &admin(),
-                &o,
-            )
-            .await
-            .unwrap();
+        let key = viewer_key(&a, "ci").await;
         let other = Auth::start(
             iris_storage::Store::open(&d.path().join("iris.db"))
                 .await

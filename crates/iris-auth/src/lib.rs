@@ -211,12 +211,7 @@ impl Auth {
     /// Reload the caches when another process (`iris key revoke` without a
     /// server, a second server) changed keys or users.
     async fn reload_if_changed(&self) -> Result<()> {
-        let rev: i64 = self
-            .store
-            .meta("revision")
-            .await?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let rev = self.store.auth_revision().await?;
         if rev != self.revision.load(Ordering::Acquire) {
             self.reload().await?;
         }
@@ -232,12 +227,7 @@ impl Auth {
     async fn reload(&self) -> Result<()> {
         // One reload at a time, so an older snapshot never replaces a newer one.
         let _one = self.reloading.lock().await;
-        let rev: i64 = self
-            .store
-            .meta("revision")
-            .await?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let rev = self.store.auth_revision().await?;
         let keys = self.store.keys().await?;
         let users = self.store.users().await?;
         self.flush_usage().await;

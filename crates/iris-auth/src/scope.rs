@@ -49,38 +49,29 @@ pub const ALIASES: &[(&str, &[&str])] = &[
     ("debug:read", &[PROCESSES_READ]),
 ];
 
-const VIEWER: &[&str] = &[TEAMS_READ, MESSAGES_READ, PROCESSES_READ, CACHE_READ];
-const OPERATOR: &[&str] = &[
-    TEAMS_READ,
-    MESSAGES_READ,
-    PROCESSES_READ,
-    CACHE_READ,
-    MESSAGES_WRITE,
-    MESSAGES_STREAM,
-    PROCESSES_MANAGE,
-];
-const DEVELOPER: &[&str] = &[
-    TEAMS_READ,
-    MESSAGES_READ,
-    PROCESSES_READ,
-    CACHE_READ,
-    MESSAGES_WRITE,
-    MESSAGES_STREAM,
-    PROCESSES_MANAGE,
-    TEAMS_WRITE,
-    CACHE_WRITE,
+/// The roles: each is the role before it plus some scopes
+/// (viewer ⊂ operator ⊂ developer); admin is every scope.
+pub const ROLES: &[(&str, Option<&str>, &[&str])] = &[
+    (
+        "viewer",
+        None,
+        &[TEAMS_READ, MESSAGES_READ, PROCESSES_READ, CACHE_READ],
+    ),
+    (
+        "operator",
+        Some("viewer"),
+        &[MESSAGES_WRITE, MESSAGES_STREAM, PROCESSES_MANAGE],
+    ),
+    ("developer", Some("operator"), &[TEAMS_WRITE, CACHE_WRITE]),
+    ("admin", None, &[ADMIN]),
 ];
 
-/// The roles, each a named set of scopes.
-pub const ROLES: &[(&str, &[&str])] = &[
-    ("viewer", VIEWER),
-    ("operator", OPERATOR),
-    ("developer", DEVELOPER),
-    ("admin", &[ADMIN]),
-];
-
-pub fn role(name: &str) -> Option<&'static [&'static str]> {
-    ROLES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+/// The scopes of role `name`, with those of the roles it builds on.
+pub fn role(name: &str) -> Option<Vec<&'static str>> {
+    let (_, base, own) = ROLES.iter().find(|(n, _, _)| *n == name)?;
+    let mut scopes = base.and_then(role).unwrap_or_default();
+    scopes.extend_from_slice(own);
+    Some(scopes)
 }
 
 /// Canonical scopes for `names` (scopes or aliases), sorted and deduplicated.
@@ -121,7 +112,11 @@ pub fn resolve(roles: &[String], extra: &[String]) -> Result<Vec<String>> {
                 "role",
                 format!(
                     "unknown role `{r}`; known: {}",
-                    ROLES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    ROLES
+                        .iter()
+                        .map(|(n, _, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         };
@@ -152,11 +147,14 @@ mod tests {
         assert!(dev.contains(&CACHE_WRITE.to_owned()) && dev.contains(&AUDIT_READ.to_owned()));
         assert!(!dev.contains(&ADMIN.to_owned()));
         assert!(resolve(&["god".into()], &[]).is_err());
-        // Every role's scopes are known scopes.
-        for (_, set) in ROLES {
-            for s in *set {
-                assert!(SCOPES.contains(s));
+        // Every role's scopes are known scopes; roles build on each other.
+        for (name, _, _) in ROLES {
+            for s in role(name).unwrap() {
+                assert!(SCOPES.contains(&s));
             }
         }
+        assert_eq!(role("viewer").unwrap().len(), 4);
+        assert_eq!(role("operator").unwrap().len(), 7);
+        assert_eq!(role("developer").unwrap().len(), 9);
     }
 }

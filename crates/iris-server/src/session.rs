@@ -70,13 +70,7 @@ async fn login(
         password: b.password,
         mfa_code: b.mfa_code,
     };
-    let tokens = state
-        .iris
-        .auth
-        .login(req, &who.origin, who.ip)
-        .await
-        .map_err(|e| fail(e.into()))?;
-    Ok(Json(json!(tokens)))
+    answer(state.iris.auth.login(req, &who.origin, who.ip).await, &rid)
 }
 
 #[derive(Deserialize, Default)]
@@ -107,13 +101,7 @@ async fn refresh(
             "required (body or Authorization: Bearer iris_rt_…)",
         )));
     };
-    let tokens = state
-        .iris
-        .auth
-        .refresh(&token, &who.origin)
-        .await
-        .map_err(|e| fail(e.into()))?;
-    Ok(Json(json!(tokens)))
+    answer(state.iris.auth.refresh(&token, &who.origin).await, &rid)
 }
 
 async fn logout(
@@ -155,9 +143,15 @@ where
     Fut: Future<Output = Result<Value, AuthError>>,
 {
     let ctx = auth::caller(state, who, rid).map_err(|e| ApiError::new(e, rid))?;
-    f(state.iris.auth.clone(), ctx)
-        .await
-        .map(Json)
+    answer(f(state.iris.auth.clone(), ctx).await, rid)
+}
+
+/// The JSON answer of an auth call, or its error body.
+fn answer<T: serde::Serialize>(
+    r: Result<T, AuthError>,
+    rid: &RequestId,
+) -> Result<Json<Value>, ApiError> {
+    r.map(|v| Json(json!(v)))
         .map_err(|e| ApiError::new(e.into(), rid))
 }
 
@@ -234,13 +228,14 @@ async fn mfa_verify(
             "required: the token of the login's MFA challenge",
         )));
     };
-    let tokens = state
-        .iris
-        .auth
-        .mfa_verify(&token, &b.code, &who.origin)
-        .await
-        .map_err(|e| fail(e.into()))?;
-    Ok(Json(json!(tokens)))
+    answer(
+        state
+            .iris
+            .auth
+            .mfa_verify(&token, &b.code, &who.origin)
+            .await,
+        &rid,
+    )
 }
 
 async fn mfa_disable(

@@ -148,6 +148,15 @@ impl Store {
         Ok(self.meta(key).await?.unwrap_or_else(|| value.to_owned()))
     }
 
+    /// The revision of keys and users (0 before the first change).
+    pub async fn auth_revision(&self) -> Result<i64> {
+        Ok(self
+            .meta("revision")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// Bump the revision other processes watch to reload keys and users.
     pub async fn bump_auth_revision(&self) -> Result<()> {
         sqlx::query(
@@ -210,6 +219,6 @@ mod tests {
         assert_eq!(s.meta_init("secret", "b").await.unwrap(), "a");
         s.bump_auth_revision().await.unwrap();
         s.bump_auth_revision().await.unwrap();
-        assert_eq!(s.meta("revision").await.unwrap().as_deref(), Some("2"));
+        assert_eq!(s.auth_revision().await.unwrap(), 2);
     }
 }
