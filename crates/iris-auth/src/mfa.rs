@@ -102,7 +102,7 @@ impl Auth {
         )
         .to_string();
         u.updated_at = now_ms();
-        self.store.update_user(&u).await?;
+        self.store.save_user(&u).await?;
         self.audit.record(
             AuditEvent::new("auth.mfa_setup", Outcome::Success)
                 .by(principal)
@@ -138,7 +138,7 @@ impl Auth {
         }
         u.mfa_enabled = true;
         u.updated_at = now_ms();
-        self.store.update_user(&u).await?;
+        self.store.save_user(&u).await?;
         self.audit.record(
             AuditEvent::new("auth.mfa_enable", Outcome::Success)
                 .by(principal)
@@ -170,7 +170,7 @@ impl Auth {
         u.mfa_secret = None;
         u.backup_codes = "[]".into();
         u.updated_at = now_ms();
-        self.store.update_user(&u).await?;
+        self.store.save_user(&u).await?;
         self.audit.record(
             AuditEvent::new("auth.mfa_disable", Outcome::Success)
                 .by(principal)

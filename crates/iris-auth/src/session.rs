@@ -219,7 +219,7 @@ impl Auth {
                     .details(json!({"lockedUntil": u.locked_until})),
             );
         }
-        self.store.update_user(u).await?;
+        self.store.save_user(u).await?;
         Ok(())
     }
 
@@ -280,7 +280,7 @@ impl Auth {
         u.failed_logins = 0;
         u.locked_until = None;
         u.last_login_at = Some(now_ms());
-        self.store.update_user(&u).await?;
+        self.store.save_user(&u).await?;
         let family = format!("fam_{}", ulid::Ulid::new());
         let tokens = self.issue(&u, &family).await?;
         self.audit.record(
@@ -376,7 +376,7 @@ impl Auth {
         let mut u = self.own_user(principal).await?;
         u.token_version += 1;
         u.updated_at = now_ms();
-        self.store.update_user(&u).await?;
+        self.store.save_user(&u).await?;
         self.store.revoke_user_refresh(&u.id, now_ms()).await?;
         self.changed().await?;
         self.audit.record(

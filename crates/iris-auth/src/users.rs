@@ -195,7 +195,7 @@ impl Auth {
             updated_at: now,
             last_login_at: None,
         };
-        self.store.insert_user(&row).await?;
+        self.store.save_user(&row).await?;
         self.changed().await?;
         self.audit.record(
             AuditEvent::new("user.create", Outcome::Success)
@@ -291,7 +291,7 @@ impl Auth {
             u.email = e.clone();
         }
         u.updated_at = now_ms();
-        self.store.update_user(&u).await?;
+        self.store.save_user(&u).await?;
         self.changed().await?;
         self.audit.record(
             AuditEvent::new("user.update", Outcome::Success)
@@ -318,7 +318,7 @@ impl Auth {
         u.failed_logins = 0;
         u.locked_until = None;
         u.updated_at = now_ms();
-        self.store.update_user(&u).await?;
+        self.store.save_user(&u).await?;
         self.store.revoke_user_refresh(&u.id, now_ms()).await?;
         self.changed().await?;
         self.audit.record(

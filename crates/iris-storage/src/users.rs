@@ -59,10 +59,17 @@ pub struct RefreshRow {
 }
 
 impl Store {
-    pub async fn insert_user(&self, u: &UserRow) -> Result<()> {
+    /// Insert `u`, or write back every mutable field of an existing user
+    /// (the id, username and creation time never change).
+    pub async fn save_user(&self, u: &UserRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO users (id, username, email, password_hash, roles, scopes, teams, status, failed_logins, locked_until, mfa_secret, mfa_enabled, backup_codes, mfa_last_step, token_version, created_at, updated_at, last_login_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET email = excluded.email, password_hash = excluded.password_hash,
+             roles = excluded.roles, scopes = excluded.scopes, teams = excluded.teams, status = excluded.status,
+             failed_logins = excluded.failed_logins, locked_until = excluded.locked_until, mfa_secret = excluded.mfa_secret,
+             mfa_enabled = excluded.mfa_enabled, backup_codes = excluded.backup_codes, mfa_last_step = excluded.mfa_last_step,
+             token_version = excluded.token_version, updated_at = excluded.updated_at, last_login_at = excluded.last_login_at",
         )
         .bind(&u.id)
         .bind(&u.username)
@@ -84,35 +91,7 @@ impl Store {
         .bind(u.last_login_at)
         .execute(&self.pool)
         .await
-        .ctx("inserting a user")?;
-        Ok(())
-    }
-
-    /// Write every mutable field of `u` back.
-    pub async fn update_user(&self, u: &UserRow) -> Result<()> {
-        sqlx::query(
-            "UPDATE users SET email = ?, password_hash = ?, roles = ?, scopes = ?, teams = ?, status = ?, failed_logins = ?, locked_until = ?,
-             mfa_secret = ?, mfa_enabled = ?, backup_codes = ?, mfa_last_step = ?, token_version = ?, updated_at = ?, last_login_at = ? WHERE id = ?",
-        )
-        .bind(&u.email)
-        .bind(&u.password_hash)
-        .bind(&u.roles)
-        .bind(&u.scopes)
-        .bind(&u.teams)
-        .bind(&u.status)
-        .bind(u.failed_logins)
-        .bind(u.locked_until)
-        .bind(&u.mfa_secret)
-        .bind(u.mfa_enabled)
-        .bind(&u.backup_codes)
-        .bind(u.mfa_last_step)
-        .bind(u.token_version)
-        .bind(u.updated_at)
-        .bind(u.last_login_at)
-        .bind(&u.id)
-        .execute(&self.pool)
-        .await
-        .ctx("updating a user")?;
+        .ctx("saving a user")?;
         Ok(())
     }
 
