@@ -19,11 +19,7 @@ fn config_check_accepts_good_files_and_names_file_key_and_problem() {
         .arg(&good)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 teams)"));
 
     let bad = dir.path().join("bad.yaml");
@@ -91,11 +87,7 @@ fn call_local_prints_json_and_fails_with_the_error_body() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["response"], "hi from the cli");
     assert!(
@@ -225,11 +217,7 @@ fn client_commands_reach_a_running_server_through_its_port_file() {
         .args(["tell", "demo", "over http"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["response"], "over http");
     assert_eq!(v["from"], "api");
@@ -261,11 +249,7 @@ fn a_local_command_beside_a_running_server_leaves_its_turns_alone() {
             c.args(["-H", "content-type: application/json", "-d", b]);
         }
         let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };
     let sent = http(
@@ -280,11 +264,7 @@ fn a_local_command_beside_a_running_server_leaves_its_turns_alone() {
         .args(["call", "get_date", "--local"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let history = http("GET", "/api/v1/messages/history?team=demo", None);
     let status = &history["messages"][0]["status"];
     assert_eq!(

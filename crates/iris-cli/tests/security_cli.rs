@@ -75,9 +75,9 @@ async fn first_start_creates_an_admin_key_and_the_cli_uses_it() {
 
     // The client commands read the credentials file.
     let out = run(dir.path(), &["call", "get_status"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    succeeded(&out);
     let out = run(dir.path(), &["key", "list", "--json"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    succeeded(&out);
     let keys: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(keys["keys"][0]["name"], "admin");
     assert_eq!(keys["keys"][0]["scopes"], json!(["admin"]));
@@ -108,7 +108,7 @@ async fn cli_keys_work_at_once_and_a_cli_revocation_takes_effect_at_once() {
             "100/min",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    succeeded(&out);
     let key = text(&out.stdout).trim().to_owned();
     assert!(key.starts_with("iris_sk_live_") && key.len() >= 56, "{key}");
     assert!(text(&out.stderr).contains("shown once"));
@@ -127,7 +127,7 @@ async fn cli_keys_work_at_once_and_a_cli_revocation_takes_effect_at_once() {
 
     // Through the running server: refused from the next request on.
     let out = run(dir.path(), &["key", "revoke", "ci"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    succeeded(&out);
     assert_eq!(status_with(&url, &key).await, 401);
 
     // Written to the database directly (--local): the server notices within
@@ -139,7 +139,7 @@ async fn cli_keys_work_at_once_and_a_cli_revocation_takes_effect_at_once() {
     let key2 = text(&out.stdout).trim().to_owned();
     assert_eq!(status_with(&url, &key2).await, 200);
     let out = run(dir.path(), &["key", "revoke", &key2[..20], "--local"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    succeeded(&out);
     let mut refused = false;
     for _ in 0..40 {
         if status_with(&url, &key2).await == 401 {
@@ -157,7 +157,7 @@ async fn cli_keys_work_at_once_and_a_cli_revocation_takes_effect_at_once() {
     );
     let old = text(&out.stdout).trim().to_owned();
     let out = run(dir.path(), &["key", "rotate", "svc", "--grace", "1h"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    succeeded(&out);
     let new = text(&out.stdout).trim().to_owned();
     assert_ne!(old, new);
     assert_eq!(status_with(&url, &old).await, 200);
@@ -179,7 +179,7 @@ async fn cli_keys_work_at_once_and_a_cli_revocation_takes_effect_at_once() {
             "operator",
         ],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    succeeded(&out);
     let out = run(dir.path(), &["user", "list"]);
     assert!(
         text(&out.stdout).contains("ann@example.com"),
@@ -252,7 +252,7 @@ fn operator_key(dir: &Path) -> String {
         dir,
         &["key", "create", "--name", "ci", "--role", "operator"],
     );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    succeeded(&out);
     text(&out.stdout).trim().to_owned()
 }
 
@@ -266,7 +266,7 @@ async fn audit_verify_catches_an_edited_or_deleted_record() {
     }
     assert_eq!(status_with(&url, &key).await, 200);
     let out = run(dir.path(), &["audit", "list", "--action", "auth"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    succeeded(&out);
     assert!(
         text(&out.stdout).contains("auth.failure"),
         "{}",

@@ -193,3 +193,12 @@ pub fn terminate(server: &mut Reap) {
     unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
     assert!(server.0.wait().unwrap().success());
 }
+
+/// Check that a command run by a test succeeded, showing its stderr if not.
+pub fn succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
