@@ -13,8 +13,9 @@ use crate::principal::Principal;
 pub struct Origin {
     /// Kept as an address; written as text only when an event is recorded.
     pub ip: Option<std::net::IpAddr>,
-    pub user_agent: Option<String>,
-    pub request_id: Option<String>,
+    /// Shared, so that every copy of a request's context is cheap.
+    pub user_agent: Option<std::sync::Arc<str>>,
+    pub request_id: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,8 +118,8 @@ impl AuditEvent {
             }
             .into(),
             ip: self.origin.ip.map(|i| i.to_string()),
-            user_agent: self.origin.user_agent,
-            request_id: self.origin.request_id,
+            user_agent: self.origin.user_agent.as_deref().map(str::to_owned),
+            request_id: self.origin.request_id.as_deref().map(str::to_owned),
             details: self.details.to_string(),
             prev_hash: String::new(),
             hash: String::new(),

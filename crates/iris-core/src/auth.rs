@@ -26,7 +26,7 @@ impl Iris {
         scope: &str,
         global: bool,
         what: &str,
-        team: Option<String>,
+        team: Option<&str>,
     ) -> Result<()> {
         let why = if !ctx.principal.allows(scope) {
             format!("`{what}` needs the `{scope}` scope")
@@ -39,7 +39,7 @@ impl Iris {
             ctx,
             AuditEvent::new("permission.denied", Outcome::Denied)
                 .resource(what)
-                .team(team)
+                .team(team.map(str::to_owned))
                 .details(json!({"operation": what, "requiredScope": scope, "global": global})),
         );
         Err(IrisError::new(ErrorKind::Forbidden, why).with_details(json!({"requiredScope": scope})))
@@ -54,13 +54,7 @@ impl Iris {
             return self.permit(ctx, scope::TEAMS_READ, true, &what, None);
         }
         if let Some(team) = topic.strip_prefix("team:") {
-            self.permit(
-                ctx,
-                scope::MESSAGES_STREAM,
-                false,
-                &what,
-                Some(team.to_owned()),
-            )?;
+            self.permit(ctx, scope::MESSAGES_STREAM, false, &what, Some(team))?;
             return self.team(ctx, team).map(|_| ());
         }
         if let Some(id) = topic.strip_prefix("session:") {

@@ -269,7 +269,7 @@ pub async fn dispatch_as(
     if !op.mutating {
         return (op.handler)(iris, ctx, params, encoding).await;
     }
-    let team = team_of(&params);
+    let team = team_of(&params).map(str::to_owned);
     let mut details = json!({"operation": operation});
     if sends && let Some(text) = params.get("message").and_then(Value::as_str) {
         details["messageBytes"] = json!(text.len());
@@ -296,11 +296,10 @@ pub async fn dispatch_as(
 }
 
 /// The team an operation's parameters name, for the audit trail.
-fn team_of(params: &Value) -> Option<String> {
+fn team_of(params: &Value) -> Option<&str> {
     ["toTeam", "team"]
         .iter()
         .find_map(|k| params.get(*k).and_then(Value::as_str))
-        .map(str::to_owned)
 }
 
 #[cfg(test)]

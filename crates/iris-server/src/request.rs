@@ -81,8 +81,8 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
             .headers()
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(256).collect()),
-        request_id: Some(id.clone()),
+            .map(|v| v.chars().take(256).collect::<String>().into()),
+        request_id: Some(id.as_str().into()),
     };
     let (mut resp, limit) = match refuse(api, req.headers(), &rid) {
         Some(r) => (r, None),
