@@ -8,7 +8,7 @@ use clap::Subcommand;
 use iris_core::config::ConfigSource;
 use serde_json::{Value, json};
 
-use crate::commands::invoke;
+use crate::commands::{invoke, load};
 
 #[derive(Subcommand)]
 pub enum KeyAction {
@@ -191,7 +191,7 @@ pub async fn key(source: ConfigSource, action: KeyAction, local: bool) -> anyhow
             ("key_rotate", json!({"key": key, "grace": grace}), false)
         }
     };
-    let result = match invoke(&source, op, strip_nulls(params), local).await? {
+    let result = match invoke(load(&source)?, op, strip_nulls(params), local).await? {
         Ok(v) => v,
         Err(body) => return Ok(print_error(&body)),
     };
@@ -243,7 +243,7 @@ pub async fn user(
             json!({"user": user, "password": password}),
         ),
     };
-    let result = match invoke(&source, op, strip_nulls(params), local).await? {
+    let result = match invoke(load(&source)?, op, strip_nulls(params), local).await? {
         Ok(v) => v,
         Err(body) => return Ok(print_error(&body)),
     };
@@ -275,7 +275,7 @@ pub async fn audit(
 ) -> anyhow::Result<ExitCode> {
     match action {
         AuditAction::Verify => {
-            let v = match invoke(&source, "audit_verify", json!({}), local).await? {
+            let v = match invoke(load(&source)?, "audit_verify", json!({}), local).await? {
                 Ok(v) => v,
                 Err(body) => return Ok(print_error(&body)),
             };
@@ -302,7 +302,7 @@ pub async fn audit(
         } => {
             let params = strip_nulls(json!({"action": action, "userId": actor, "team": team,
                 "result": result, "startDate": since, "limit": limit}));
-            let v = match invoke(&source, "audit_list", params, local).await? {
+            let v = match invoke(load(&source)?, "audit_list", params, local).await? {
                 Ok(v) => v,
                 Err(body) => return Ok(print_error(&body)),
             };

@@ -85,8 +85,12 @@ pub fn tools() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn start(source: ConfigSource, serving: bool) -> anyhow::Result<Arc<Iris>> {
-    let cfg = Config::load(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
+/// The configuration, its errors as they print.
+pub fn load(source: &ConfigSource) -> anyhow::Result<Config> {
+    Config::load(source).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+async fn start(cfg: Config, serving: bool) -> anyhow::Result<Arc<Iris>> {
     // A one-shot command neither prewarms teams nor recovers the database
     // (a server may be running on it).
     let options = StartOptions {
@@ -111,7 +115,7 @@ fn is_loopback(host: &str) -> bool {
 pub async fn serve(source: ConfigSource, insecure: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init("info");
     let mut signals = Signals::listen()?;
-    let cfg = Config::load(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = load(&source)?;
     if cfg.api.enabled && !cfg.api.require_auth && !is_loopback(&cfg.api.host) && !insecure {
         anyhow::bail!(
             "refusing to serve {} without authentication: api.requireAuth is false and the address is not loopback; \
@@ -119,7 +123,7 @@ pub async fn serve(source: ConfigSource, insecure: bool) -> anyhow::Result<ExitC
             cfg.api.host
         );
     }
-    let iris = start(source, true).await?;
+    let iris = start(cfg, true).await?;
     if iris.config.api.enabled && iris.config.api.require_auth {
         first_key(&iris).await?;
     }
@@ -233,7 +237,7 @@ pub async fn call(
             return Ok(ExitCode::FAILURE);
         }
     };
-    let cfg = Config::load(&source).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = load(&source)?;
     let port_file = cfg.home.join(".http.port");
     if !local && !port_file.exists() {
         anyhow::bail!(
@@ -241,7 +245,7 @@ pub async fn call(
             port_file.display()
         );
     }
-    let (ok, body) = match invoke(&source, &operation, params, local).await? {
+    let (ok, body) = match invoke(cfg, &operation, params, local).await? {
         Ok(v) => (true, v),
         Err(v) => (false, v),
     };
@@ -257,18 +261,17 @@ pub async fn call(
 /// port file exists) unless `local`, else in this process (without
 /// prewarming teams). `Err` holds the error body.
 pub async fn invoke(
-    source: &ConfigSource,
+    cfg: Config,
     operation: &str,
     params: Value,
     local: bool,
 ) -> anyhow::Result<Result<Value, Value>> {
-    let cfg = Config::load(source).map_err(|e| anyhow::anyhow!("{e}"))?;
     let port_file = cfg.home.join(".http.port");
     if !local && port_file.exists() {
         return remote(&cfg, &port_file, operation, params).await;
     }
     crate::logging::init("warn");
-    let iris = start(source.clone(), false).await?;
+    let iris = start(cfg, false).await?;
     let result = iris.dispatch(Ctx::local(), operation, params).await;
     iris.shutdown().await;
     Ok(result.map_err(|e| e.body(None, now_ms())))
