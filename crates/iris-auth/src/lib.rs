@@ -116,6 +116,15 @@ struct Caches {
     limits: HashMap<String, Arc<IdentityLimits>>,
 }
 
+impl Caches {
+    /// Carry `p`'s buckets into the next reload.
+    fn keep_limits(&mut self, p: &Principal) {
+        if let Some(l) = &p.limits {
+            self.limits.insert(p.id.clone(), l.clone());
+        }
+    }
+}
+
 pub struct Auth {
     store: Store,
     pub settings: Settings,
@@ -232,40 +241,36 @@ impl Auth {
         let users = self.store.users().await?;
         self.flush_usage().await;
         let mut caches = self.caches.write().unwrap_or_else(|p| p.into_inner());
-        let mut limits = std::mem::take(&mut caches.limits);
+        // Buckets of identities that no longer exist are left behind in `old`.
+        let mut old = std::mem::take(&mut caches.limits);
         let mut fresh = Caches::default();
         for k in keys {
-            let entry = self.key_entry(k, &mut limits);
-            fresh.keys.insert(entry.hash.clone(), Arc::new(entry));
+            let entry = Arc::new(self.key_entry(k, &mut old));
+            fresh.keep_limits(&entry.principal);
+            fresh.keys.insert(entry.hash.clone(), entry);
         }
         for u in users {
-            let entry = self.user_entry(u, &mut limits);
-            fresh
-                .users
-                .insert(entry.principal.id.clone(), Arc::new(entry));
+            let entry = Arc::new(self.user_entry(u, &mut old));
+            fresh.keep_limits(&entry.principal);
+            fresh.users.insert(entry.principal.id.clone(), entry);
         }
-        // Keep only the buckets of identities that still exist.
-        limits.retain(|id, _| {
-            fresh.keys.values().any(|k| &k.principal.id == id) || fresh.users.contains_key(id)
-        });
-        fresh.limits = limits;
         *caches = fresh;
         self.revision.store(rev, Ordering::Release);
         Ok(())
     }
 
+    /// The buckets of identity `id` carried over from the last reload (taken
+    /// out of `old`), or new ones when it is new or its rate changed.
     fn limits_for(
         &self,
         id: &str,
         rate: Rate,
-        limits: &mut HashMap<String, Arc<IdentityLimits>>,
+        old: &mut HashMap<String, Arc<IdentityLimits>>,
     ) -> Arc<IdentityLimits> {
-        let fresh = || Arc::new(IdentityLimits::new(rate, self.settings.message_rate));
-        let l = limits.entry(id.to_owned()).or_insert_with(fresh);
-        if l.requests.rate() != rate {
-            *l = fresh();
+        match old.remove(id) {
+            Some(l) if l.requests.rate() == rate => l,
+            _ => Arc::new(IdentityLimits::new(rate, self.settings.message_rate)),
         }
-        l.clone()
     }
 
     fn key_entry(&self, k: KeyRow, limits: &mut HashMap<String, Arc<IdentityLimits>>) -> KeyEntry {
