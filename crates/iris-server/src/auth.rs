@@ -55,7 +55,7 @@ pub fn credential<'a>(headers: &'a HeaderMap, uri: &'a Uri, is_get: bool) -> Opt
 
 /// The context a handler runs an operation with. Without a credential:
 /// 401 when `api.requireAuth` is on, else the open caller.
-pub fn caller(state: &AppState, who: &Caller, _rid: &RequestId) -> Result<Ctx, IrisError> {
+pub fn caller(state: &AppState, who: &Caller) -> Result<Ctx, IrisError> {
     let principal = match &who.principal {
         Some(p) => p.clone(),
         None if state.iris.config.api.require_auth => {
@@ -83,7 +83,7 @@ pub fn require(
     what: &str,
 ) -> Result<Ctx, crate::ApiError> {
     let fail = |e| crate::ApiError::new(e, rid);
-    let ctx = caller(state, who, rid).map_err(fail)?;
+    let ctx = caller(state, who).map_err(fail)?;
     state
         .iris
         .permit(&ctx, scope, true, what, None)

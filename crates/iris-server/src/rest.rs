@@ -195,7 +195,7 @@ async fn call(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &who, &rid).map_err(fail)?;
+    let ctx = auth::caller(&state, &who).map_err(fail)?;
     let mut params = body_object(&body).map_err(fail)?;
     let Query(query) = query.map_err(|e| fail(IrisError::validation("query", e.body_text())))?;
     add_query(&mut params, spec.op, query);

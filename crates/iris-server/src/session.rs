@@ -112,7 +112,7 @@ async fn logout(
     uri: axum::http::Uri,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    auth::caller(&state, &who, &rid).map_err(fail)?;
+    auth::caller(&state, &who).map_err(fail)?;
     let token = auth::credential(&headers, &uri, false).unwrap_or_default();
     if token.starts_with(iris_core::auth::KEY_PREFIX) {
         return Err(fail(IrisError::validation(
@@ -142,7 +142,7 @@ where
     F: FnOnce(Arc<Auth>, Ctx) -> Fut,
     Fut: Future<Output = Result<Value, AuthError>>,
 {
-    let ctx = auth::caller(state, who, rid).map_err(|e| ApiError::new(e, rid))?;
+    let ctx = auth::caller(state, who).map_err(|e| ApiError::new(e, rid))?;
     answer(f(state.iris.auth.clone(), ctx).await, rid)
 }
 

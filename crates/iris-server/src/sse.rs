@@ -207,7 +207,7 @@ async fn send_and_stream(
     body: Bytes,
 ) -> Result<EventStream, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &who, &rid).map_err(fail)?;
+    let ctx = auth::caller(&state, &who).map_err(fail)?;
     let mut params = body_object(&body).map_err(fail)?;
     if let Some(q) = params.remove("question") {
         params.entry("message").or_insert(q);
@@ -231,7 +231,7 @@ async fn follow(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<EventStream, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &who, &rid).map_err(fail)?;
+    let ctx = auth::caller(&state, &who).map_err(fail)?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

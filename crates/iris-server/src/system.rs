@@ -120,7 +120,7 @@ async fn rpc(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &who, &rid).map_err(fail)?;
+    let ctx = auth::caller(&state, &who).map_err(fail)?;
     let mut req = body_object(&body).map_err(fail)?;
     let method = match req.remove("method") {
         Some(Value::String(m)) => m,
@@ -145,7 +145,7 @@ pub async fn list_tools(
     Extension(rid): Extension<RequestId>,
     Extension(who): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
-    let ctx = auth::caller(&state, &who, &rid).map_err(|e| ApiError::new(e, &rid))?;
+    let ctx = auth::caller(&state, &who).map_err(|e| ApiError::new(e, &rid))?;
     let tools: Vec<Value> = registry()
         .all()
         .iter()
@@ -161,7 +161,7 @@ pub async fn describe_tool(
     Extension(who): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::caller(&state, &who, &rid).map_err(|e| ApiError::new(e, &rid))?;
+    auth::caller(&state, &who).map_err(|e| ApiError::new(e, &rid))?;
     registry()
         .get(&name)
         .map(|o| Json(o.describe()))
@@ -178,7 +178,7 @@ pub async fn execute_tool(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &who, &rid).map_err(fail)?;
+    let ctx = auth::caller(&state, &who).map_err(fail)?;
     let mut req = body_object(&body).map_err(fail)?;
     let params = match req.remove("parameters") {
         Some(p) => p,

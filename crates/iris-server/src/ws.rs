@@ -74,7 +74,7 @@ fn upgrade(
 ) -> Response {
     // Browsers cannot set headers on a WebSocket: without a credential the
     // connection opens unauthenticated and its first message must carry one.
-    let (ctx, authenticated) = match auth::caller(&state, &who, &rid) {
+    let (ctx, authenticated) = match auth::caller(&state, &who) {
         Ok(c) => (c, true),
         Err(_) => (
             Ctx {
