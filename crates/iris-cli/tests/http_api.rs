@@ -325,6 +325,64 @@ async fn rpc_and_every_failure_answer_with_the_error_body() {
 }
 
 #[tokio::test]
+async fn the_request_timeout_answers_408_with_the_error_body() {
+    let a = api("  requestTimeout: 150\n").await;
+    let (s, v) = a
+        .req(
+            "POST",
+            "/api/v1/teams/tell",
+            Some(json!({"toTeam": "demo", "message": "slow [[delay=1000]]", "timeout": 5000})),
+        )
+        .await;
+    assert_eq!(s, 408);
+    assert_error_body(&v, 408, "TIMEOUT");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("api.requestTimeout"),
+        "{v}"
+    );
+    // Streams are not cut by it.
+    let r = a
+        .http
+        .post(format!("{}/api/v1/teams/demo/stream", a.base))
+        .json(&json!({"message": "slow stream [[delay=400]]"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("event: complete"), "{text}");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn only_larger_json_is_compressed() {
+    let a = api("").await;
+    let small = a
+        .http
+        .get(format!("{}/api/v1/status", a.base))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+    assert!(small.headers().get("content-encoding").is_none());
+    assert!(small.headers().get("x-request-id").is_some());
+    let big = a
+        .http
+        .get(format!("{}/api/v1/openapi.json", a.base))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.headers()["content-encoding"], "gzip");
+    assert_eq!(big.headers()["x-content-type-options"], "nosniff");
+    a.stop().await;
+}
+
+#[tokio::test]
 async fn request_ids_are_echoed_or_generated() {
     let a = api("").await;
     let r = a

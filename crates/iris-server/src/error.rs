@@ -20,7 +20,7 @@ impl ApiError {
     pub fn new(error: IrisError, request_id: &RequestId) -> Self {
         ApiError {
             error,
-            request_id: Some(request_id.0.clone()),
+            request_id: Some(request_id.0.to_string()),
             status: None,
         }
     }

@@ -4,6 +4,7 @@
 
 mod auth;
 mod error;
+mod gate;
 mod guard;
 mod metrics;
 mod openapi;
@@ -24,6 +25,7 @@ use axum::serve::ListenerExt;
 use iris_core::Iris;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::compression::predicate::{And, NotForContentType, Predicate, SizeAbove};
 
 pub use error::ApiError;
 
@@ -46,69 +48,107 @@ pub struct Shared {
     pub sse_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// The routes, each behind the gate (see [`app`] for the whole service).
+/// The routes, each behind the gate (see [`gate`]; [`app`] adds the rest).
 pub fn router(iris: Arc<Iris>) -> Router {
     metrics::handle();
-    let api = iris.config.api.clone();
     let state = AppState(Arc::new(Shared {
         iris,
         ws_connections: Default::default(),
         sse_streams: Default::default(),
     }));
-    // Plain request/response routes get the request timeout; streams do not.
-    let mut calls = Router::new()
+    Router::new()
         .merge(rest::routes("/api/v1"))
         .merge(rest::routes("/api"))
         .merge(session::routes("/api/v1"))
         .merge(session::routes("/api"))
-        .merge(system::routes());
-    if api.request_timeout > 0 {
-        calls = calls.layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            std::time::Duration::from_millis(api.request_timeout),
-        ));
-    }
-    let streams = Router::new()
+        .merge(system::routes())
         .merge(sse::routes("/api/v1"))
         .merge(sse::routes("/api"))
-        .merge(ws::routes());
-    calls
-        .merge(streams)
-        .fallback(error::unknown_route)
-        .method_not_allowed_fallback(error::wrong_method)
-        // Enforced where bodies are read (the `Bytes` extractor), inside
-        // the gate, which gives the 413 its error body.
-        .layer(axum::extract::DefaultBodyLimit::max(api.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            request::gate,
-        ))
+        .merge(ws::routes())
+        .fallback(gate::Gated::call_route(error::unknown_route))
+        .method_not_allowed_fallback(gate::Gated::call_route(error::wrong_method))
         .with_state(state)
 }
 
-type Compressed = tower_http::compression::Compression<Router>;
-type Body = tower_http::compression::CompressionBody<axum::body::Body>;
+/// The routes with the body limit: enforced where bodies are read (the
+/// `Bytes` extractor), inside the gate, which gives the 413 its error body.
+type Limited = <axum::extract::DefaultBodyLimit as tower::Layer<Router>>::Service;
 
-/// The HTTP service: the routes, each behind the gate, wrapped once (not
-/// per route) in compression and CORS.
-pub type App = tower::util::MapResponse<
-    tower_http::cors::Cors<Compressed>,
-    fn(axum::http::Response<Body>) -> axum::response::Response,
->;
+/// JSON worth compressing: a few hundred bytes gain little and cost a
+/// gzip stream each; streams and images are never compressed.
+type Worth = And<And<And<SizeAbove, NotForContentType>, NotForContentType>, NotForContentType>;
+type Full = tower_http::cors::Cors<tower_http::compression::Compression<Limited, Worth>>;
+type FullBody = tower_http::compression::CompressionBody<axum::body::Body>;
+
+/// The HTTP service: the routes, each behind the gate, and around them
+/// CORS and compression — taken only by the requests that need them (a
+/// browser's `Origin`, an `Accept-Encoding`), since both cost on every
+/// request they see even when they change nothing.
+#[derive(Clone)]
+pub struct App(Arc<Edge>);
+
+struct Edge {
+    plain: Limited,
+    full: Full,
+}
 
 pub fn app(iris: Arc<Iris>) -> App {
-    use tower::{Layer, ServiceExt};
+    use tower::Layer;
     let api = iris.config.api.clone();
-    let routes = tower_http::compression::CompressionLayer::new().layer(router(iris));
+    let plain = axum::extract::DefaultBodyLimit::max(api.max_body_bytes).layer(router(iris));
+    let worth = SizeAbove::new(1024)
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::SSE);
+    let compressed = tower_http::compression::CompressionLayer::new()
+        .compress_when(worth)
+        .layer(plain.clone());
     // Disabled CORS allows no origin: browsers get no CORS headers.
     let cors = if api.cors.enabled {
         cors(&api)
     } else {
         tower_http::cors::CorsLayer::new()
     };
-    let to_body: fn(axum::http::Response<Body>) -> axum::response::Response =
-        |r| r.map(axum::body::Body::new);
-    ServiceExt::<axum::extract::Request>::map_response(cors.layer(routes), to_body)
+    App(Arc::new(Edge {
+        plain,
+        full: cors.layer(compressed),
+    }))
+}
+
+type FullFuture = futures_util::future::MapOk<
+    <Full as tower::Service<axum::extract::Request>>::Future,
+    fn(axum::http::Response<FullBody>) -> axum::response::Response,
+>;
+
+impl tower::Service<axum::extract::Request> for App {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        <Limited as tower::Service<axum::extract::Request>>::Future,
+        FullFuture,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Both paths end in the router, which is always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        use axum::http::header;
+        use futures_util::TryFutureExt;
+        use futures_util::future::Either;
+        let h = req.headers();
+        if h.contains_key(header::ORIGIN) || h.contains_key(header::ACCEPT_ENCODING) {
+            let to_body: fn(axum::http::Response<FullBody>) -> axum::response::Response =
+                |r| r.map(axum::body::Body::new);
+            Either::Right(self.0.full.clone().call(req).map_ok(to_body))
+        } else {
+            Either::Left(self.0.plain.clone().call(req))
+        }
+    }
 }
 
 fn cors(api: &iris_core::config::ApiConfig) -> tower_http::cors::CorsLayer {

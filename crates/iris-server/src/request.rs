@@ -1,13 +1,13 @@
-//! Per-request plumbing: the request id, the access log, and error bodies
-//! for failures produced outside the handlers (an oversized body).
-
-use std::time::Instant;
+//! Per-request plumbing of the gate (see [`crate::gate`]): the request id,
+//! Host/Origin checks, authentication and rate limits on the way in; error
+//! bodies, headers, metrics and the access log on the way out.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use iris_core::auth::Decision;
 use iris_core::auth::Origin;
@@ -19,9 +19,10 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::guard::{host_allowed, origin_allowed, security_headers};
 
-/// `X-Request-ID` of this request (the caller's, or `req_<ulid>`).
+/// `X-Request-ID` of this request (the caller's, or `req_<ulid>`); shared,
+/// so the copies in the request, its context and errors do not allocate.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub Arc<str>);
 
 const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -32,8 +33,25 @@ fn acceptable(id: &str) -> bool {
     (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
+/// The caller's `X-Request-ID` when it is acceptable, else a new one.
+pub fn id_of(headers: &HeaderMap) -> RequestId {
+    if let Some(id) = headers
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| acceptable(v))
+    {
+        return RequestId(id.into());
+    }
+    let mut buf = [0u8; 4 + ulid::ULID_LEN];
+    buf[..4].copy_from_slice(b"req_");
+    let mut ulid = [0u8; ulid::ULID_LEN];
+    buf[4..].copy_from_slice(ulid::Ulid::new().array_to_str(&mut ulid).as_bytes());
+    // Crockford base32 and "req_": ASCII, so always UTF-8.
+    RequestId(String::from_utf8_lossy(&buf).into())
+}
+
 /// A request from the wrong `Host` or `Origin` is refused before routing.
-fn refuse(api: &ApiConfig, headers: &HeaderMap, rid: &RequestId) -> Option<Response> {
+fn refuse(api: &ApiConfig, headers: &HeaderMap) -> Option<IrisError> {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -47,30 +65,22 @@ fn refuse(api: &ApiConfig, headers: &HeaderMap, rid: &RequestId) -> Option<Respo
             .filter(|o| !origin_allowed(api, o))
             .map(|o| format!("origin `{o}` is not allowed (api.cors.origins)"))
     };
-    problem.map(|p| ApiError::new(IrisError::new(ErrorKind::Forbidden, p), rid).into_response())
+    problem.map(|p| IrisError::new(ErrorKind::Forbidden, p))
 }
 
-/// The one middleware in front of every route: request id, Host/Origin
-/// checks, authentication, rate limits; then the error bodies, security and
-/// rate-limit headers, metrics and the access log on the way out.
-pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let api = &state.iris.config.api;
-    let started = Instant::now();
-    let id = req
-        .headers()
-        .get(HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| acceptable(v))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("req_{}", ulid::Ulid::new()));
-    let method = req.method().clone();
-    // Only when the access log is on: the path is copied for it.
-    let path = tracing::enabled!(target: "iris::access", tracing::Level::INFO)
-        .then(|| req.uri().path().to_owned());
-    // The route template, not the path: bounded label values.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let rid = RequestId(id.clone());
-    req.extensions_mut().insert(rid.clone());
+/// Who the request is from, and its rate-limit decision: by identity when
+/// it authenticates, by address when it presents nothing or a bad
+/// credential (a failed authentication counts against the address). `Err`
+/// is the answer to send instead (403 for a foreign Host/Origin, 401, 429).
+#[allow(clippy::result_large_err)]
+pub fn admit(
+    state: &AppState,
+    req: &Request,
+    rid: &RequestId,
+) -> Result<(Caller, Option<Decision>), (Response, Option<Decision>)> {
+    if let Some(e) = refuse(&state.iris.config.api, req.headers()) {
+        return Err((ApiError::new(e, rid).into_response(), None));
+    }
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -81,83 +91,10 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
             .headers()
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.chars().take(256).collect::<String>().into()),
-        request_id: Some(id.as_str().into()),
+            // `to_str` admits visible ASCII only: any byte is a char boundary.
+            .map(|v| v.get(..256).unwrap_or(v).into()),
+        request_id: Some(rid.0.clone()),
     };
-    let (mut resp, limit) = match refuse(api, req.headers(), &rid) {
-        Some(r) => (r, None),
-        None => match admit(&state, &req, origin, ip, &rid) {
-            Ok((caller, limit)) => {
-                req.extensions_mut().insert(caller);
-                (next.run(req).await, limit)
-            }
-            Err((refusal, limit)) => (refusal, limit),
-        },
-    };
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json {
-        let mut e = ApiError::new(
-            IrisError::new(
-                ErrorKind::Validation,
-                "the request body is larger than api.maxBodyBytes",
-            ),
-            &rid,
-        );
-        e.status = Some(StatusCode::PAYLOAD_TOO_LARGE);
-        resp = e.into_response();
-    }
-    if resp.status() == StatusCode::REQUEST_TIMEOUT && !is_json {
-        let e = IrisError::new(
-            ErrorKind::Timeout,
-            "the request took longer than api.requestTimeout",
-        );
-        resp = ApiError::new(e, &rid).into_response();
-    }
-    // Room for what is added below, so the map grows once.
-    resp.headers_mut().reserve(10);
-    security_headers(resp.headers_mut());
-    if let Some(d) = limit {
-        rate_headers(resp.headers_mut(), &d);
-    }
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(HEADER, v);
-    }
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    crate::metrics::record_request(
-        route,
-        &method,
-        resp.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    if let Some(path) = path {
-        tracing::info!(
-            target: "iris::access",
-            request_id = %id,
-            method = %method,
-            path = %path,
-            status = resp.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-            "request"
-        );
-    }
-    resp
-}
-
-/// Who the request is from, and its rate-limit decision: by identity when
-/// it authenticates, by address when it presents nothing or a bad
-/// credential (a failed authentication counts against the address). `Err`
-/// is the answer to send instead (401 or 429).
-#[allow(clippy::result_large_err)]
-fn admit(
-    state: &AppState,
-    req: &Request,
-    origin: Origin,
-    ip: Option<std::net::IpAddr>,
-    rid: &RequestId,
-) -> Result<(Caller, Option<Decision>), (Response, Option<Decision>)> {
     let auth = &state.iris.auth;
     let is_get = req.method() == Method::GET;
     let found = crate::auth::credential(req.headers(), req.uri(), is_get)
@@ -180,6 +117,59 @@ fn admit(
             limit,
         )),
     }
+}
+
+/// The way out of every request: the error body for a 413 from the body
+/// extractor, security and rate-limit headers, the request id, metrics and
+/// the access log.
+pub fn finish(
+    mut resp: Response,
+    rid: &RequestId,
+    limit: Option<&Decision>,
+    route: &str,
+    method: &Method,
+    started: Instant,
+    path: Option<&str>,
+) -> Response {
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && !resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        let mut e = ApiError::new(
+            IrisError::new(
+                ErrorKind::Validation,
+                "the request body is larger than api.maxBodyBytes",
+            ),
+            rid,
+        );
+        e.status = Some(StatusCode::PAYLOAD_TOO_LARGE);
+        resp = e.into_response();
+    }
+    // Room for what is added below, so the map grows at most once.
+    resp.headers_mut().reserve(10);
+    security_headers(resp.headers_mut());
+    if let Some(d) = limit {
+        rate_headers(resp.headers_mut(), d);
+    }
+    if let Ok(v) = HeaderValue::from_str(&rid.0) {
+        resp.headers_mut().insert(HEADER, v);
+    }
+    let status = resp.status().as_u16();
+    crate::metrics::record_request(route, method, status, started.elapsed().as_secs_f64());
+    if let Some(path) = path {
+        tracing::info!(
+            target: "iris::access",
+            request_id = %rid.0,
+            method = %method,
+            path = %path,
+            status,
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
+    resp
 }
 
 /// 429 with the error body; the headers are added on the way out.

@@ -9,13 +9,14 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, get, on, post};
+use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Extension, Router};
 use iris_core::IrisError;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::gate::{get, on, post};
 use crate::params::{add_query, body_object};
 use crate::request::RequestId;
 use crate::{AppState, auth};

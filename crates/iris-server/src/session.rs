@@ -4,7 +4,6 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
-use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::{self, Caller, REFRESH_PREFIX};
 use crate::error::ApiError;
+use crate::gate::{get, post};
 use crate::params::body_object;
 use crate::request::RequestId;
 

@@ -14,6 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::MethodFilter;
 use axum::{Extension, Router};
 use futures_util::Stream;
 use iris_core::pool::turn::{FollowStep, StreamItem, StreamKind, TurnStatus, TurnTracker};
@@ -30,11 +31,11 @@ pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
         .route(
             &format!("{prefix}/teams/{{team}}/stream"),
-            axum::routing::post(send_and_stream),
+            crate::gate::stream(MethodFilter::POST, send_and_stream),
         )
         .route(
             &format!("{prefix}/messages/{{id}}/stream"),
-            axum::routing::get(follow),
+            crate::gate::stream(MethodFilter::GET, follow),
         )
 }
 

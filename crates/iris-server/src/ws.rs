@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::MethodFilter;
 use axum::{Extension, Router};
 use futures_util::{SinkExt, StreamExt};
 use iris_core::auth::Principal;
@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::gate::stream;
 use crate::request::RequestId;
 use crate::{AppState, auth};
 
@@ -42,9 +43,9 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/stream", get(upgrade_stream))
-        .route("/api/stream", get(upgrade_stream))
-        .route("/ws", get(upgrade_rpc))
+        .route("/api/v1/stream", stream(MethodFilter::GET, upgrade_stream))
+        .route("/api/stream", stream(MethodFilter::GET, upgrade_stream))
+        .route("/ws", stream(MethodFilter::GET, upgrade_rpc))
 }
 
 async fn upgrade_stream(

@@ -1,0 +1,194 @@
+//! The gate in front of every route, and the only way routes are made.
+//!
+//! Every handler is wrapped in [`Gated`] when its route is declared (the
+//! functions below stand in for axum's `get`/`post`/`on`; clippy's
+//! `disallowed-methods` keeps the bare ones out of this crate). The gate
+//! runs inside the handler's own service rather than as a router layer:
+//! axum boxes and clones a route once per layer and request, and that
+//! plumbing cost more than the gate's work. Handlers that need the caller
+//! read `Extension<Caller>`, which only the gate inserts, so a route that
+//! somehow escaped it would fail closed (500), never open.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
+use iris_core::auth::Decision;
+use iris_core::{ErrorKind, IrisError};
+use pin_project_lite::pin_project;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::request::{self, RequestId};
+
+/// A handler behind the gate. `timed`: the request must be answered within
+/// `api.requestTimeout` (streams are not timed: their response starts at
+/// once and then lasts as long as the stream).
+#[derive(Clone)]
+pub struct Gated<H> {
+    handler: H,
+    timed: bool,
+}
+
+impl<H> Gated<H> {
+    pub fn call_route(handler: H) -> Self {
+        Gated {
+            handler,
+            timed: true,
+        }
+    }
+    pub fn stream_route(handler: H) -> Self {
+        Gated {
+            handler,
+            timed: false,
+        }
+    }
+}
+
+/// A plain request/response route for `GET`.
+pub fn get<H: Handler<T, AppState>, T: 'static>(h: H) -> MethodRouter<AppState> {
+    on(MethodFilter::GET, h)
+}
+
+/// A plain request/response route for `POST`.
+pub fn post<H: Handler<T, AppState>, T: 'static>(h: H) -> MethodRouter<AppState> {
+    on(MethodFilter::POST, h)
+}
+
+/// A plain request/response route for the methods in `filter`.
+pub fn on<H: Handler<T, AppState>, T: 'static>(
+    filter: MethodFilter,
+    h: H,
+) -> MethodRouter<AppState> {
+    #[allow(clippy::disallowed_methods)]
+    axum::routing::on(filter, Gated::call_route(h))
+}
+
+/// A streaming route (SSE, WebSocket upgrade): gated, not timed.
+pub fn stream<H: Handler<T, AppState>, T: 'static>(
+    filter: MethodFilter,
+    h: H,
+) -> MethodRouter<AppState> {
+    #[allow(clippy::disallowed_methods)]
+    axum::routing::on(filter, Gated::stream_route(h))
+}
+
+impl<H, T> Handler<T, AppState> for Gated<H>
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    type Future = GateFuture<H::Future>;
+
+    fn call(self, mut req: Request, state: AppState) -> Self::Future {
+        let started = Instant::now();
+        let rid = request::id_of(req.headers());
+        let mut after = After {
+            method: req.method().clone(),
+            // The route template, not the path: bounded label values.
+            route: req.extensions().get::<MatchedPath>().cloned(),
+            // Only when the access log is on: the path is copied for it.
+            path: tracing::enabled!(target: "iris::access", tracing::Level::INFO)
+                .then(|| req.uri().path().to_owned()),
+            started,
+            limit: None,
+            rid: rid.clone(),
+        };
+        let stage = match request::admit(&state, &req, &rid) {
+            Ok((caller, limit)) => {
+                after.limit = limit;
+                req.extensions_mut().insert(rid);
+                req.extensions_mut().insert(caller);
+                let timeout = state.iris.config.api.request_timeout;
+                let fut = self.handler.call(req, state);
+                if self.timed && timeout > 0 {
+                    Stage::Timed {
+                        fut: tokio::time::timeout(Duration::from_millis(timeout), fut),
+                    }
+                } else {
+                    Stage::Running { fut }
+                }
+            }
+            Err((refusal, limit)) => {
+                after.limit = limit;
+                Stage::Answered {
+                    resp: Some(refusal),
+                }
+            }
+        };
+        GateFuture {
+            stage,
+            after: Some(after),
+        }
+    }
+}
+
+/// What the gate adds to the answer on its way out.
+struct After {
+    rid: RequestId,
+    limit: Option<Decision>,
+    route: Option<MatchedPath>,
+    method: Method,
+    started: Instant,
+    path: Option<String>,
+}
+
+pin_project! {
+    /// The handler's future (or the gate's own answer), then [`After`].
+    pub struct GateFuture<F> {
+        #[pin]
+        stage: Stage<F>,
+        after: Option<After>,
+    }
+}
+
+pin_project! {
+    #[project = StageProj]
+    enum Stage<F> {
+        Answered { resp: Option<Response> },
+        Running { #[pin] fut: F },
+        Timed { #[pin] fut: tokio::time::Timeout<F> },
+    }
+}
+
+impl<F: Future<Output = Response>> Future for GateFuture<F> {
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let this = self.project();
+        let resp = match this.stage.project() {
+            StageProj::Answered { resp } => resp.take(),
+            StageProj::Running { fut } => Some(ready!(fut.poll(cx))),
+            StageProj::Timed { fut } => ready!(fut.poll(cx)).ok(),
+        };
+        let Some(after) = this.after.take() else {
+            // Polled again after it finished: a caller's bug, answered plainly.
+            return Poll::Ready(Response::default());
+        };
+        let resp = resp.unwrap_or_else(|| {
+            let e = IrisError::new(
+                ErrorKind::Timeout,
+                "the request took longer than api.requestTimeout",
+            );
+            ApiError::new(e, &after.rid).into_response()
+        });
+        Poll::Ready(request::finish(
+            resp,
+            &after.rid,
+            after.limit.as_ref(),
+            after
+                .route
+                .as_ref()
+                .map_or("unmatched", MatchedPath::as_str),
+            &after.method,
+            after.started,
+            after.path.as_deref(),
+        ))
+    }
+}
