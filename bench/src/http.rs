@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 /// A bare hyper server answering every request with `body`.
-async fn bare(body: Bytes) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn bare(body: Bytes) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -63,6 +63,20 @@ async fn plain_axum(body: Bytes) -> anyhow::Result<(SocketAddr, tokio::task::Joi
 pub struct WrkResult {
     pub rps: f64,
     pub p99_ms: f64,
+    /// CPU per request, µs: this process (the servers) in user and kernel
+    /// mode, and wrk (user + kernel).
+    pub server_user_us: f64,
+    pub server_sys_us: f64,
+    pub wrk_us: f64,
+}
+
+/// User and system CPU seconds of this process or of its waited-for children.
+fn cpu(who: libc::c_int) -> (f64, f64) {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(who, &mut u) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(u.ru_utime), secs(u.ru_stime))
 }
 
 fn to_ms(v: &str) -> Option<f64> {
@@ -98,6 +112,8 @@ pub fn wrk(
     if let Some(b) = bearer {
         cmd.arg("-H").arg(format!("Authorization: Bearer {b}"));
     }
+    let (su0, ss0) = cpu(libc::RUSAGE_SELF);
+    let (wu0, ws0) = cpu(libc::RUSAGE_CHILDREN);
     let out = cmd
         .arg(url)
         .output()
@@ -116,7 +132,21 @@ pub fn wrk(
     if text.contains("Non-2xx") {
         anyhow::bail!("wrk saw error responses:\n{text}");
     }
-    Ok(WrkResult { rps, p99_ms })
+    let (su1, ss1) = cpu(libc::RUSAGE_SELF);
+    let (wu1, ws1) = cpu(libc::RUSAGE_CHILDREN);
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in"))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or(rps * seconds as f64);
+    let per = |secs: f64| secs * 1e6 / requests.max(1.0);
+    Ok(WrkResult {
+        rps,
+        p99_ms,
+        server_user_us: per(su1 - su0),
+        server_sys_us: per(ss1 - ss0),
+        wrk_us: per((wu1 - wu0) + (ws1 - ws0)),
+    })
 }
 
 pub async fn run(seconds: u32) -> anyhow::Result<()> {
@@ -192,6 +222,18 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
         );
     }
     println!("  (iris + key: requireAuth, an API key, rate limiting and audit on)");
+    println!("CPU per request, µs (server user + kernel | wrk)");
+    for (name, r) in [
+        ("bare hyper", &b),
+        ("plain axum", &a),
+        ("iris open", &i),
+        ("iris + key", &k),
+    ] {
+        println!(
+            "  {name:<10} : {:5.2} + {:5.2} | {:5.2}",
+            r.server_user_us, r.server_sys_us, r.wrk_us
+        );
+    }
 
     let lua = dir.path().join("ask.lua");
     std::fs::write(

@@ -111,6 +111,12 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", server.addr);
         std::future::pending::<()>().await;
     }
+    if which == "serve-bare" {
+        // The baseline of `http`, for the same profilers.
+        let (addr, _task) = http::bare(hyper::body::Bytes::from_static(b"{}")).await?;
+        println!("{addr}");
+        std::future::pending::<()>().await;
+    }
     if matches!(which, "turn" | "all") {
         turn::run(iterations.unwrap_or(2000)).await?;
     }

@@ -50,6 +50,18 @@ impl Api {
     }
 }
 
+/// Send `request` as is over a fresh connection; the whole answer as text.
+async fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    // The server may answer and close before reading everything: a reset
+    // after the answer is fine.
+    let _ = tcp.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 fn assert_error_body(v: &Value, status: u16, code: &str) {
     assert_eq!(v["code"], code, "{v}");
     assert_eq!(v["statusCode"], status, "{v}");
@@ -287,6 +299,17 @@ async fn rpc_and_every_failure_answer_with_the_error_body() {
         .unwrap();
     assert_eq!(big.status(), 413);
     assert_error_body(&big.json().await.unwrap(), 413, "VALIDATION_ERROR");
+    // Without a declared length (chunked), the body is cut off at the limit.
+    let answer = raw_request(
+        a.server.addr,
+        &format!(
+            "POST /api/v1/teams/tell HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{}0\r\n\r\n",
+            format!("7d0\r\n{}\r\n", "x".repeat(2000)).repeat(5)
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"VALIDATION_ERROR\""), "{answer}");
     let (s, v) = a.req("GET", "/api/v1/nowhere", None).await;
     assert_eq!(s, 404);
     assert_error_body(&v, 404, "NOT_FOUND");

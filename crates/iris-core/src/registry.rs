@@ -133,7 +133,12 @@ impl Operation {
                     let r = handler(iris, ctx, p).await?;
                     match encoding {
                         Encoding::Value => serde_json::to_value(r).map(Output::Value),
-                        Encoding::Text => serde_json::to_vec(&r).map(Output::Text),
+                        Encoding::Text => {
+                            // Most results are a few hundred bytes: one
+                            // allocation instead of a series of doublings.
+                            let mut text = Vec::with_capacity(512);
+                            serde_json::to_writer(&mut text, &r).map(|()| Output::Text(text))
+                        }
                     }
                     .map_err(|e| IrisError::internal("encoding a result", e))
                 })

@@ -25,6 +25,7 @@ pub struct Caller {
     pub principal: Option<Arc<Principal>>,
     pub origin: Origin,
     pub ip: Option<std::net::IpAddr>,
+    pub request_id: RequestId,
 }
 
 /// The credential a request presents, if any. The `token` query parameter

@@ -1,8 +1,8 @@
 //! The one error body (DESIGN section 6) as an HTTP response.
 
+use axum::Json;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use iris_core::{ErrorKind, IrisError, now_ms};
 
 use crate::request::RequestId;
@@ -51,7 +51,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub async fn unknown_route(Extension(id): Extension<RequestId>, uri: Uri) -> ApiError {
+pub async fn unknown_route(id: RequestId, uri: Uri) -> ApiError {
     ApiError::new(
         IrisError::not_found(format!("no route {}", uri.path()))
             .with_details(serde_json::json!({"path": uri.path()})),
@@ -59,7 +59,7 @@ pub async fn unknown_route(Extension(id): Extension<RequestId>, uri: Uri) -> Api
     )
 }
 
-pub async fn wrong_method(Extension(id): Extension<RequestId>, uri: Uri) -> ApiError {
+pub async fn wrong_method(id: RequestId, uri: Uri) -> ApiError {
     let mut e = ApiError::new(
         IrisError::new(
             ErrorKind::MethodNotFound,

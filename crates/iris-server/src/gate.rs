@@ -103,7 +103,6 @@ where
         let stage = match request::admit(&state, &req, &rid) {
             Ok((caller, limit)) => {
                 after.limit = limit;
-                req.extensions_mut().insert(rid);
                 req.extensions_mut().insert(caller);
                 let timeout = state.iris.config.api.request_timeout;
                 let fut = self.handler.call(req, state);

@@ -3,8 +3,75 @@
 //! `?limit=5` is a number and `?team=123` stays a string.
 
 use axum::body::Bytes;
+use axum::http::StatusCode;
 use iris_core::{ErrorKind, IrisError, registry};
 use serde_json::{Map, Value};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// A request body of at most `api.maxBodyBytes` (413 with the error body
+/// beyond), read only when there is one: a GET has none. Every handler that
+/// reads a body takes this, so the limit lives here rather than in a layer
+/// (which would add a request extension to every request).
+pub struct Body(pub Bytes);
+
+impl axum::extract::FromRequest<AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
+        use axum::body::HttpBody;
+        if req.body().size_hint().exact() == Some(0) {
+            return Ok(Body(Bytes::new()));
+        }
+        let rid = req
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.request_id.clone());
+        let fail = |kind, status, message: &str| {
+            let mut e = ApiError {
+                error: IrisError::new(kind, message),
+                request_id: rid.as_ref().map(|r| r.0.to_string()),
+                status: None,
+            };
+            e.status = status;
+            e
+        };
+        let limit = state.iris.config.api.max_body_bytes;
+        let too_large = || {
+            fail(
+                ErrorKind::Validation,
+                Some(StatusCode::PAYLOAD_TOO_LARGE),
+                "the request body is larger than api.maxBodyBytes",
+            )
+        };
+        // A declared length says it at once; a chunked body is cut off at the limit.
+        if req.body().size_hint().lower() > limit as u64 {
+            return Err(too_large());
+        }
+        match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(e) if is_length_limit(&e) => Err(too_large()),
+            Err(e) => Err(fail(
+                ErrorKind::Validation,
+                None,
+                &format!("the request body could not be read: {e}"),
+            )),
+        }
+    }
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
 
 /// Parse a JSON object body; an empty body is `{}`.
 pub fn body_object(body: &Bytes) -> Result<Map<String, Value>, IrisError> {

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use iris_core::auth::Decision;
 use iris_core::auth::Origin;
@@ -23,6 +24,24 @@ use crate::guard::{host_allowed, origin_allowed, security_headers};
 /// so the copies in the request, its context and errors do not allocate.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
+
+/// Handlers read the request id from the gate's [`Caller`] (one request
+/// extension instead of two).
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .map(|c| c.request_id.clone())
+            .ok_or_else(|| ApiError {
+                error: IrisError::internal("routing", "a route without the gate"),
+                request_id: None,
+                status: None,
+            })
+    }
+}
 
 const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -42,10 +61,21 @@ pub fn id_of(headers: &HeaderMap) -> RequestId {
     {
         return RequestId(id.into());
     }
+    thread_local! {
+        // Within one millisecond the next id is the last one plus one:
+        // no random draw per request, and ids stay unique and ordered.
+        static IDS: std::cell::RefCell<ulid::Generator> =
+            const { std::cell::RefCell::new(ulid::Generator::new()) };
+    }
+    // (`Ulid::default()` is the nil id: a fresh one when the generator fails.)
+    let id = match IDS.with(|g| g.borrow_mut().generate().ok()) {
+        Some(id) => id,
+        None => ulid::Ulid::new(),
+    };
     let mut buf = [0u8; 4 + ulid::ULID_LEN];
     buf[..4].copy_from_slice(b"req_");
-    let mut ulid = [0u8; ulid::ULID_LEN];
-    buf[4..].copy_from_slice(ulid::Ulid::new().array_to_str(&mut ulid).as_bytes());
+    let mut text = [0u8; ulid::ULID_LEN];
+    buf[4..].copy_from_slice(id.array_to_str(&mut text).as_bytes());
     // Crockford base32 and "req_": ASCII, so always UTF-8.
     RequestId(String::from_utf8_lossy(&buf).into())
 }
@@ -113,15 +143,15 @@ pub fn admit(
                 principal: principal.and_then(Result::ok),
                 origin,
                 ip,
+                request_id: rid.clone(),
             },
             limit,
         )),
     }
 }
 
-/// The way out of every request: the error body for a 413 from the body
-/// extractor, security and rate-limit headers, the request id, metrics and
-/// the access log.
+/// The way out of every request: security and rate-limit headers, the
+/// request id, metrics and the access log.
 pub fn finish(
     mut resp: Response,
     rid: &RequestId,
@@ -131,22 +161,6 @@ pub fn finish(
     started: Instant,
     path: Option<&str>,
 ) -> Response {
-    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE
-        && !resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
-    {
-        let mut e = ApiError::new(
-            IrisError::new(
-                ErrorKind::Validation,
-                "the request body is larger than api.maxBodyBytes",
-            ),
-            rid,
-        );
-        e.status = Some(StatusCode::PAYLOAD_TOO_LARGE);
-        resp = e.into_response();
-    }
     // Room for what is added below, so the map grows at most once.
     resp.headers_mut().reserve(10);
     security_headers(resp.headers_mut());

@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::auth::{self, Caller, REFRESH_PREFIX};
 use crate::error::ApiError;
 use crate::gate::{get, post};
-use crate::params::body_object;
+use crate::params::{Body, body_object};
 use crate::request::RequestId;
 
 pub fn routes(prefix: &str) -> Router<AppState> {
@@ -53,9 +53,9 @@ struct LoginBody {
 
 async fn login(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
     let b: LoginBody = body(&bytes).map_err(fail)?;
@@ -81,10 +81,10 @@ struct RefreshBody {
 
 async fn refresh(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
     headers: HeaderMap,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
     let b: RefreshBody = body(&bytes).map_err(fail)?;
@@ -106,7 +106,7 @@ async fn refresh(
 
 async fn logout(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
     headers: HeaderMap,
     uri: axum::http::Uri,
@@ -157,7 +157,7 @@ fn answer<T: serde::Serialize>(
 
 async fn logout_all(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     as_caller(&state, &rid, &who, |auth, ctx| async move {
@@ -169,7 +169,7 @@ async fn logout_all(
 
 async fn me(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     as_caller(&state, &rid, &who, |auth, ctx| async move {
@@ -180,7 +180,7 @@ async fn me(
 
 async fn mfa_setup(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     as_caller(&state, &rid, &who, |auth, ctx| async move {
@@ -202,9 +202,9 @@ struct CodeBody {
 
 async fn mfa_confirm(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<Value>, ApiError> {
     let b: CodeBody = body(&bytes).map_err(|e| ApiError::new(e, &rid))?;
     as_caller(&state, &rid, &who, |auth, ctx| async move {
@@ -216,9 +216,9 @@ async fn mfa_confirm(
 /// The second step of a login: the `mfaToken` of the challenge and a code.
 async fn mfa_verify(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
     let b: CodeBody = body(&bytes).map_err(fail)?;
@@ -240,9 +240,9 @@ async fn mfa_verify(
 
 async fn mfa_disable(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> Result<Json<Value>, ApiError> {
     let b: CodeBody = body(&bytes).map_err(|e| ApiError::new(e, &rid))?;
     let Some(password) = b.password else {

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -23,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::params::body_object;
+use crate::params::{Body, body_object};
 use crate::request::RequestId;
 use crate::{AppState, auth};
 
@@ -202,10 +201,10 @@ fn stream_of(turn: TurnStream, after: u64, open: OpenStream) -> EventStream {
 
 async fn send_and_stream(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
     Path(team): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<EventStream, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
     let ctx = auth::caller(&state, &who).map_err(fail)?;
@@ -225,7 +224,7 @@ async fn send_and_stream(
 
 async fn follow(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
     headers: HeaderMap,
     Path(id): Path<String>,

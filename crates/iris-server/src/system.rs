@@ -1,7 +1,6 @@
 //! Routes outside the REST table: health, readiness, `/rpc`, and the tool
 //! registry (`/api/v1/tools…`).
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gate::{get, post};
-use crate::params::body_object;
+use crate::params::{Body, body_object};
 use crate::request::RequestId;
 use crate::{AppState, auth};
 
@@ -41,7 +40,7 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
 
 async fn health_detailed(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
 ) -> Response {
     // Team names and queue sizes are not for anonymous callers.
@@ -96,10 +95,7 @@ async fn health_detailed(
     (status, Json(body)).into_response()
 }
 
-async fn ready(
-    State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
-) -> Result<Json<Value>, ApiError> {
+async fn ready(State(state): State<AppState>, rid: RequestId) -> Result<Json<Value>, ApiError> {
     match state.iris.store.ping().await {
         Ok(_) => Ok(Json(json!({"ready": true}))),
         Err(_) => Err(ApiError::new(
@@ -115,9 +111,9 @@ async fn ready(
 /// `POST /rpc {method, params}`: any operation by name (seed 004).
 async fn rpc(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
     let ctx = auth::caller(&state, &who).map_err(fail)?;
@@ -142,7 +138,7 @@ async fn rpc(
 
 pub async fn list_tools(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     let ctx = auth::caller(&state, &who).map_err(|e| ApiError::new(e, &rid))?;
@@ -157,7 +153,7 @@ pub async fn list_tools(
 
 pub async fn describe_tool(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -172,10 +168,10 @@ pub async fn describe_tool(
 /// taken as the parameters when it has no `parameters` field.
 pub async fn execute_tool(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
     Path(name): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
     let ctx = auth::caller(&state, &who).map_err(fail)?;

@@ -50,7 +50,7 @@ pub fn routes() -> Router<AppState> {
 
 async fn upgrade_stream(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -59,7 +59,7 @@ async fn upgrade_stream(
 
 async fn upgrade_rpc(
     State(state): State<AppState>,
-    Extension(rid): Extension<RequestId>,
+    rid: RequestId,
     Extension(who): Extension<Caller>,
     ws: WebSocketUpgrade,
 ) -> Response {

@@ -281,14 +281,14 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::TEAMS_READ),
             false,
             |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
-                let processes = iris.pool.processes();
+                let processes = iris.pool.process_count();
                 Ok(StatusResult {
                     sessions: SessionCounts {
                         total: iris.session_count(),
-                        active: processes.len(),
+                        active: processes,
                     },
                     processes: ProcessCounts {
-                        total: processes.len(),
+                        total: processes,
                         max_processes: iris.config.settings.max_processes,
                     },
                     uptime: crate::now_ms() - iris.started_at,

@@ -376,6 +376,12 @@ impl Pool {
         out
     }
 
+    /// How many processes the pool holds (what `processes().len()` says,
+    /// without copying each one's description).
+    pub fn process_count(&self) -> usize {
+        self.lock().map(|slots| slots.len()).unwrap_or(0)
+    }
+
     /// A turn still in memory (queued or running, or just finished).
     pub fn live_turn(&self, id: &str) -> Option<Arc<TurnTracker>> {
         self.inner.live.lock().ok()?.get(id).cloned()

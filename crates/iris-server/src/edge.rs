@@ -1,0 +1,139 @@
+//! The outermost service: the routes (each behind the gate), and CORS and
+//! compression around them only for the requests that need them.
+
+use std::sync::Arc;
+
+use axum::Router;
+use iris_core::Iris;
+use tower_http::compression::predicate::{And, NotForContentType, Predicate, SizeAbove};
+
+use crate::router;
+
+/// JSON worth compressing: a few hundred bytes gain little and cost a
+/// gzip stream each; streams and images are never compressed.
+type Worth = And<And<And<SizeAbove, NotForContentType>, NotForContentType>, NotForContentType>;
+type Full = tower_http::cors::Cors<tower_http::compression::Compression<Router, Worth>>;
+type FullBody = tower_http::compression::CompressionBody<axum::body::Body>;
+
+/// The HTTP service: the routes, each behind the gate, and around them
+/// CORS and compression — taken only by the requests that need them (a
+/// browser's `Origin`, an `Accept-Encoding`), since both cost on every
+/// request they see even when they change nothing.
+#[derive(Clone)]
+pub struct App(Arc<Edge>);
+
+struct Edge {
+    plain: Router,
+    full: Full,
+}
+
+pub fn app(iris: Arc<Iris>) -> App {
+    use tower::Layer;
+    let api = iris.config.api.clone();
+    // The body limit is applied where bodies are read (`params::Body`).
+    let plain = router(iris);
+    let worth = SizeAbove::new(1024)
+        .and(NotForContentType::GRPC)
+        .and(NotForContentType::IMAGES)
+        .and(NotForContentType::SSE);
+    let compressed = tower_http::compression::CompressionLayer::new()
+        .compress_when(worth)
+        .layer(plain.clone());
+    // Disabled CORS allows no origin: browsers get no CORS headers.
+    let cors = if api.cors.enabled {
+        cors(&api)
+    } else {
+        tower_http::cors::CorsLayer::new()
+    };
+    App(Arc::new(Edge {
+        plain,
+        full: cors.layer(compressed),
+    }))
+}
+
+type FullFuture = futures_util::future::MapOk<
+    <Full as tower::Service<axum::extract::Request>>::Future,
+    fn(axum::http::Response<FullBody>) -> axum::response::Response,
+>;
+
+pub type AppFuture = futures_util::future::Either<
+    <Router as tower::Service<axum::extract::Request>>::Future,
+    FullFuture,
+>;
+
+impl tower::Service<axum::extract::Request> for App {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = AppFuture;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Both paths end in the router, which is always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        self.handle(req)
+    }
+}
+
+impl App {
+    /// [`tower::Service::call`] without `&mut`: both paths clone what they call.
+    pub fn handle(&self, req: axum::extract::Request) -> AppFuture {
+        use axum::http::header;
+        use futures_util::TryFutureExt;
+        use futures_util::future::Either;
+        use tower::Service;
+        let h = req.headers();
+        if h.contains_key(header::ORIGIN) || h.contains_key(header::ACCEPT_ENCODING) {
+            let to_body: fn(axum::http::Response<FullBody>) -> axum::response::Response =
+                |r| r.map(axum::body::Body::new);
+            Either::Right(self.0.full.clone().call(req).map_ok(to_body))
+        } else {
+            Either::Left(self.0.plain.clone().call(req))
+        }
+    }
+}
+
+fn cors(api: &iris_core::config::ApiConfig) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = api
+        .cors
+        .origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let allow = if api.cors.origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // A predicate over a shared list: the layer is cloned per request,
+        // and a plain list would be copied each time.
+        let origins = Arc::new(origins);
+        AllowOrigin::predicate(move |origin, _| origins.contains(origin))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+            header::RETRY_AFTER,
+        ])
+}

@@ -1,0 +1,152 @@
+//! Listening: the accept loop, one task per connection (HTTP/1.1 with
+//! upgrades for WebSockets), graceful shutdown and the port file.
+//!
+//! Written on hyper directly rather than `axum::serve`, whose HTTP/1-or-2
+//! detection wraps every read and whose service stack adds a layer per
+//! request; Iris speaks HTTP/1.1 (behind a proxy for anything else).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use iris_core::Iris;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::edge::App;
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    port_file: Option<PathBuf>,
+    grace: std::time::Duration,
+}
+
+impl Running {
+    /// Stop accepting, let in-flight requests and streams finish for up to
+    /// `api.shutdownGrace`, then drop them; remove the port file.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(self.grace, &mut task).await.is_err() {
+            tracing::warn!("requests still open after the shutdown grace; closing them");
+            task.abort();
+        }
+        if let Some(p) = self.port_file {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Bind `api.host:api.port` (0 picks a free port), write the bound port to
+/// `$IRIS_HOME/.http.port` (mode 0600) when `port_file` is set, and serve.
+pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Result<Running> {
+    let host = iris.config.api.host.clone();
+    let port = iris.config.api_port();
+    let listener = TcpListener::bind((host.as_str(), port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {host}:{port}: {e}"))?;
+    let addr = listener.local_addr()?;
+    if let Some(p) = &port_file {
+        write_port_file(p, addr.port())?;
+    }
+    let grace = std::time::Duration::from_millis(iris.config.api.shutdown_grace);
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(accept(listener, crate::app(iris), stopped));
+    tracing::info!(%addr, "API listening");
+    Ok(Running {
+        addr,
+        stop,
+        task,
+        port_file,
+        grace,
+    })
+}
+
+/// Accept until `stopped`; then ask every connection to finish its
+/// in-flight request or stream and wait for them (the caller bounds the
+/// wait with the grace period).
+async fn accept(
+    listener: TcpListener,
+    app: App,
+    mut stopped: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    // Each connection holds a receiver: `closed()` is "all connections ended".
+    let (open, _) = watch::channel(());
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, keep serving.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = until(&mut stopped) => break,
+        };
+        // No Nagle delay: stream events are small writes that must leave at once.
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(connection(
+            tcp,
+            peer,
+            app.clone(),
+            stopped.clone(),
+            open.subscribe(),
+        ));
+    }
+    drop(listener);
+    open.closed().await;
+    Ok(())
+}
+
+/// Resolves once the server is told to stop (or its `Running` is gone).
+async fn until(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// One connection: requests in order, upgrades (WebSockets) handed off.
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: App,
+    mut stopped: watch::Receiver<bool>,
+    _open: watch::Receiver<()>,
+) {
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        app.handle(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = until(&mut stopped) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+fn write_port_file(path: &std::path::Path, port: u16) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    write!(f, "{port}")?;
+    Ok(())
+}
