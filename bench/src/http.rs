@@ -149,15 +149,11 @@ pub fn wrk(
     })
 }
 
-pub async fn run(seconds: u32) -> anyhow::Result<()> {
-    let (iris, dir) = crate::iris_with_echo(&format!(
-        "  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false\n{}",
-        crate::UNREACHABLE
-    ))
-    .await?;
-    let server = iris_server::start(iris.clone(), None).await?;
-    // The same, with authentication required: a key, its rate limit, audit on.
-    let (secured, _sdir) = crate::iris_with_echo(&format!(
+/// The same Iris with authentication required: an API key (returned), its
+/// rate limit, audit on.
+pub async fn secured()
+-> anyhow::Result<(std::sync::Arc<iris_core::Iris>, tempfile::TempDir, String)> {
+    let (secured, dir) = crate::iris_with_echo(&format!(
         "  maxProcesses: 4\napi:\n  port: 0\n{}",
         crate::UNREACHABLE
     ))
@@ -176,6 +172,17 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((secured, dir, key))
+}
+
+pub async fn run(seconds: u32) -> anyhow::Result<()> {
+    let (iris, dir) = crate::iris_with_echo(&format!(
+        "  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false\n{}",
+        crate::UNREACHABLE
+    ))
+    .await?;
+    let server = iris_server::start(iris.clone(), None).await?;
+    let (secured, _sdir, key) = secured().await?;
     let secured_server = iris_server::start(secured.clone(), None).await?;
     let base = format!("http://{}", server.addr);
     let status_url = format!("{base}/api/v1/status");

@@ -111,6 +111,13 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", server.addr);
         std::future::pending::<()>().await;
     }
+    if which == "serve-secured" {
+        // The secured server of `http`: prints its address and key.
+        let (iris, _dir, key) = http::secured().await?;
+        let server = iris_server::start(iris, None).await?;
+        println!("{}\n{key}", server.addr);
+        std::future::pending::<()>().await;
+    }
     if which == "serve-bare" {
         // The baseline of `http`, for the same profilers.
         let (addr, _task) = http::bare(hyper::body::Bytes::from_static(b"{}")).await?;

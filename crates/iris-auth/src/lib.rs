@@ -90,7 +90,8 @@ impl Default for Settings {
 /// A cached API key.
 struct KeyEntry {
     principal: Arc<Principal>,
-    hash: String,
+    /// SHA-256 of the key (the database keeps it as hex).
+    hash: [u8; 32],
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     rotated: bool,
@@ -110,7 +111,7 @@ struct UserEntry {
 
 #[derive(Default)]
 struct Caches {
-    keys: HashMap<String, Arc<KeyEntry>>,
+    keys: HashMap<[u8; 32], Arc<KeyEntry>>,
     users: HashMap<String, Arc<UserEntry>>,
     /// Buckets by identity id, kept across reloads.
     limits: HashMap<String, Arc<IdentityLimits>>,
@@ -245,9 +246,12 @@ impl Auth {
         let mut old = std::mem::take(&mut caches.limits);
         let mut fresh = Caches::default();
         for k in keys {
-            let entry = Arc::new(self.key_entry(k, &mut old));
+            let Some(entry) = self.key_entry(k, &mut old) else {
+                continue;
+            };
+            let entry = Arc::new(entry);
             fresh.keep_limits(&entry.principal);
-            fresh.keys.insert(entry.hash.clone(), entry);
+            fresh.keys.insert(entry.hash, entry);
         }
         for u in users {
             let entry = Arc::new(self.user_entry(u, &mut old));
@@ -273,7 +277,18 @@ impl Auth {
         }
     }
 
-    fn key_entry(&self, k: KeyRow, limits: &mut HashMap<String, Arc<IdentityLimits>>) -> KeyEntry {
+    /// `None` (and a warning) for a row whose hash is not a SHA-256 in hex:
+    /// no key can match it.
+    fn key_entry(
+        &self,
+        k: KeyRow,
+        limits: &mut HashMap<String, Arc<IdentityLimits>>,
+    ) -> Option<KeyEntry> {
+        let mut hash = [0u8; 32];
+        if hex::decode_to_slice(&k.hash, &mut hash).is_err() {
+            tracing::warn!(key = %k.id, "API key row with a malformed hash; ignored");
+            return None;
+        }
         let rate = k
             .rate_limit
             .as_deref()
@@ -290,9 +305,9 @@ impl Auth {
                 .and_then(|t| serde_json::from_str(t).ok()),
             limits: Some(self.limits_for(&k.id, rate, limits)),
         };
-        KeyEntry {
+        Some(KeyEntry {
             principal: Arc::new(principal),
-            hash: k.hash,
+            hash,
             expires_at: k.expires_at,
             revoked_at: k.revoked_at,
             rotated: k.rotated_to.is_some(),
@@ -300,7 +315,7 @@ impl Auth {
             last_used: AtomicI64::new(0),
             last_audit: AtomicI64::new(0),
             unaudited: AtomicI64::new(0),
-        }
+        })
     }
 
     fn user_entry(
@@ -382,13 +397,13 @@ impl Auth {
         if !keys::well_formed(key) {
             return Err(AuthError::unauthorized("malformed API key"));
         }
-        let hash = secret::sha256_hex(key);
+        let hash = secret::sha256(key);
         let entry = {
             let caches = self.caches.read().unwrap_or_else(|p| p.into_inner());
             caches.keys.get(&hash).cloned()
         };
         // The map lookup is by hash; the comparison is constant-time anyway.
-        let Some(entry) = entry.filter(|e| secret::same(&e.hash, &hash)) else {
+        let Some(entry) = entry.filter(|e| secret::same_bytes(&e.hash, &hash)) else {
             return Err(AuthError::unauthorized("invalid API key"));
         };
         let now = now_ms();

@@ -38,12 +38,23 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 }
 
 pub fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
+    hex::encode(sha256(s))
+}
+
+/// The SHA-256 digest of `s`, as bytes (what a presented key is looked up
+/// by on every request: no hex text to build).
+pub fn sha256(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
 }
 
 /// Equal strings, in time that depends only on their lengths.
 pub fn same(a: &str, b: &str) -> bool {
-    a.as_bytes().ct_eq(b.as_bytes()).into()
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// [`same`] for bytes.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]
