@@ -133,8 +133,9 @@ pub struct Auth {
     jwt: session::Jwt,
     per_ip: rate::PerIp,
     login_per_ip: rate::PerIp,
-    /// Limits of the anonymous caller when `requireAuth` is off.
-    open_limits: Arc<IdentityLimits>,
+    /// The anonymous caller when `requireAuth` is off, with its limits;
+    /// one shared value (it was built afresh for every request).
+    open: Arc<Principal>,
     pub audit: Auditor,
     revision: AtomicI64,
     reloading: tokio::sync::Mutex<()>,
@@ -152,10 +153,10 @@ impl Auth {
             jwt: session::Jwt::new(&secret)?,
             per_ip: rate::PerIp::new(settings.per_ip_rate),
             login_per_ip: rate::PerIp::new(settings.login_rate),
-            open_limits: Arc::new(IdentityLimits::new(
+            open: Arc::new(Principal::open(Some(Arc::new(IdentityLimits::new(
                 settings.default_rate,
                 settings.message_rate,
-            )),
+            ))))),
             audit: Auditor::start(store.clone(), settings.audit),
             store,
             settings,
@@ -441,7 +442,7 @@ impl Auth {
 
     /// The caller of a server with `requireAuth: false` who sent no credential.
     pub fn open_principal(&self) -> Arc<Principal> {
-        Arc::new(Principal::open(Some(self.open_limits.clone())))
+        self.open.clone()
     }
 
     /// Count a request against `principal`'s bucket (None: not limited).
