@@ -126,10 +126,12 @@ impl Operation {
             handler: Box::new(move |iris, ctx, params, encoding| {
                 let handler = handler.clone();
                 Box::pin(async move {
-                    let p: P = serde_path_to_error::deserialize(params).map_err(|e| {
-                        let path = e.path().to_string();
-                        IrisError::validation(&path, e.into_inner().to_string())
-                    })?;
+                    // `dispatch` has checked the parameters against the
+                    // schema, which names each bad field; what is left to
+                    // fail here is rare (and would not be worth tracking
+                    // the path of every field on every call for).
+                    let p: P = serde_json::from_value(params)
+                        .map_err(|e| IrisError::validation("params", e.to_string()))?;
                     let r = handler(iris, ctx, p).await?;
                     match encoding {
                         Encoding::Value => serde_json::to_value(r).map(Output::Value),

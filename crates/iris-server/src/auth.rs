@@ -28,6 +28,24 @@ pub struct Caller {
     pub request_id: RequestId,
 }
 
+impl Caller {
+    /// A request as it arrives, before the gate: its peer and id. The
+    /// accept loop inserts it and the gate completes it in place — one
+    /// request extension instead of a connection-info one and this.
+    pub fn arrived(ip: Option<std::net::IpAddr>, request_id: RequestId) -> Caller {
+        Caller {
+            principal: None,
+            origin: Origin {
+                ip,
+                user_agent: None,
+                request_id: Some(request_id.0.clone()),
+            },
+            ip,
+            request_id,
+        }
+    }
+}
+
 /// The credential a request presents, if any. The `token` query parameter
 /// counts only on GET requests to streams (`…/stream`, `/ws`), where
 /// browsers cannot set headers; elsewhere a key in a URL would end up in

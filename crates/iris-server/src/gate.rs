@@ -24,6 +24,7 @@ use iris_core::{ErrorKind, IrisError};
 use pin_project_lite::pin_project;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::request::{self, RequestId};
 
@@ -88,7 +89,17 @@ where
 
     fn call(self, mut req: Request, state: AppState) -> Self::Future {
         let started = Instant::now();
-        let rid = request::id_of(req.headers());
+        let arrived = req
+            .extensions()
+            .get::<Caller>()
+            .map(|c| (c.ip, c.request_id.clone()));
+        let (ip, rid) = arrived.unwrap_or_else(|| {
+            // Not through the accept loop (the router used on its own).
+            let rid = request::id_of(req.headers());
+            req.extensions_mut()
+                .insert(Caller::arrived(None, rid.clone()));
+            (None, rid)
+        });
         let mut after = After {
             method: req.method().clone(),
             // The route template, not the path: bounded label values.
@@ -100,10 +111,13 @@ where
             limit: None,
             rid: rid.clone(),
         };
-        let stage = match request::admit(&state, &req, &rid) {
-            Ok((caller, limit)) => {
+        let stage = match request::admit(&state, &req, ip, &rid) {
+            Ok((principal, origin, limit)) => {
                 after.limit = limit;
-                req.extensions_mut().insert(caller);
+                if let Some(caller) = req.extensions_mut().get_mut::<Caller>() {
+                    caller.principal = principal;
+                    caller.origin = origin;
+                }
                 let timeout = state.iris.config.api.request_timeout;
                 let fut = self.handler.call(req, state);
                 if self.timed && timeout > 0 {

@@ -2,16 +2,16 @@
 //! Host/Origin checks, authentication and rate limits on the way in; error
 //! bodies, headers, metrics and the access log on the way out.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use iris_core::auth::Decision;
-use iris_core::auth::Origin;
+use iris_core::auth::{Origin, Principal};
 use iris_core::config::ApiConfig;
 use iris_core::{ErrorKind, IrisError};
 
@@ -100,21 +100,20 @@ fn refuse(api: &ApiConfig, headers: &HeaderMap) -> Option<IrisError> {
 
 /// Who the request is from, and its rate-limit decision: by identity when
 /// it authenticates, by address when it presents nothing or a bad
-/// credential (a failed authentication counts against the address). `Err`
-/// is the answer to send instead (403 for a foreign Host/Origin, 401, 429).
-#[allow(clippy::result_large_err)]
+/// credential (a failed authentication counts against the address). `Ok`
+/// holds the principal (none: no credential) and the request's origin;
+/// `Err` is the answer to send instead (403 for a foreign Host/Origin, 401,
+/// 429).
+#[allow(clippy::result_large_err, clippy::type_complexity)]
 pub fn admit(
     state: &AppState,
     req: &Request,
+    ip: Option<IpAddr>,
     rid: &RequestId,
-) -> Result<(Caller, Option<Decision>), (Response, Option<Decision>)> {
+) -> Result<(Option<Arc<Principal>>, Origin, Option<Decision>), (Response, Option<Decision>)> {
     if let Some(e) = refuse(&state.iris.config.api, req.headers()) {
         return Err((ApiError::new(e, rid).into_response(), None));
     }
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
     let origin = Origin {
         ip,
         user_agent: req
@@ -138,15 +137,7 @@ pub fn admit(
     }
     match found {
         Some(Err(e)) => Err((ApiError::new(e.into(), rid).into_response(), limit)),
-        principal => Ok((
-            Caller {
-                principal: principal.and_then(Result::ok),
-                origin,
-                ip,
-                request_id: rid.clone(),
-            },
-            limit,
-        )),
+        principal => Ok((principal.and_then(Result::ok), origin, limit)),
     }
 }
 

@@ -232,8 +232,20 @@ fn json_text(body: Vec<u8>) -> Response {
     resp
 }
 
-/// The route calling `spec` for the methods in `filter`.
+/// The route calling `spec` for the methods in `filter`. A GET takes its
+/// parameters from the query and has no body to read.
 fn on_methods(filter: MethodFilter, spec: Spec) -> MethodRouter<AppState> {
+    if filter == MethodFilter::GET {
+        return get(
+            move |State(state): State<AppState>,
+                  rid: RequestId,
+                  Extension(who): Extension<Caller>,
+                  Path(path): Path<HashMap<String, String>>,
+                  query: Result<Query<Vec<(String, String)>>, QueryRejection>| {
+                call(spec, state, rid, who, path, query, Bytes::new())
+            },
+        );
+    }
     on(
         filter,
         move |State(state): State<AppState>,

@@ -118,8 +118,9 @@ async fn connection(
 ) {
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(axum::body::Body::new);
+        let id = crate::request::id_of(req.headers());
         req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
+            .insert(crate::auth::Caller::arrived(Some(peer.ip()), id));
         app.handle(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
