@@ -558,7 +558,9 @@ async fn shutdown_waits_for_streams_only_up_to_the_grace() {
         "stop took {:?}",
         started.elapsed()
     );
-    drop(resp);
+    // After the grace the stream is closed, not left open.
+    let rest = tokio::time::timeout(std::time::Duration::from_secs(3), resp.text()).await;
+    assert!(rest.is_ok(), "the stream was still open after stop");
     a.h.stop().await;
 }
 

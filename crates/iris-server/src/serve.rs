@@ -15,10 +15,19 @@ use tokio::sync::watch;
 
 use crate::edge::App;
 
-/// A running server.
+/// Where a server is in stopping: serving, finishing what is in flight,
+/// or closing what is left.
+const SERVING: u8 = 0;
+const FINISHING: u8 = 1;
+const CLOSING: u8 = 2;
+
+/// A running server. Dropping it closes everything at once; [`stop`]
+/// gives in-flight requests and streams a grace period first.
+///
+/// [`stop`]: Running::stop
 pub struct Running {
     pub addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<u8>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     port_file: Option<PathBuf>,
     grace: std::time::Duration,
@@ -26,13 +35,20 @@ pub struct Running {
 
 impl Running {
     /// Stop accepting, let in-flight requests and streams finish for up to
-    /// `api.shutdownGrace`, then drop them; remove the port file.
+    /// `api.shutdownGrace`, then close them; remove the port file.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop.send(FINISHING);
         let mut task = self.task;
         if tokio::time::timeout(self.grace, &mut task).await.is_err() {
             tracing::warn!("requests still open after the shutdown grace; closing them");
-            task.abort();
+            let _ = self.stop.send(CLOSING);
+            // Each connection drops at its next poll; the wait is a bound, not a delay.
+            if tokio::time::timeout(std::time::Duration::from_secs(1), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
         if let Some(p) = self.port_file {
             let _ = std::fs::remove_file(p);
@@ -53,7 +69,7 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
         write_port_file(p, addr.port())?;
     }
     let grace = std::time::Duration::from_millis(iris.config.api.shutdown_grace);
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(SERVING);
     let task = tokio::spawn(accept(listener, crate::app(iris), stopped));
     tracing::info!(%addr, "API listening");
     Ok(Running {
@@ -71,7 +87,7 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
 async fn accept(
     listener: TcpListener,
     app: App,
-    mut stopped: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<u8>,
 ) -> std::io::Result<()> {
     // Each connection holds a receiver: `closed()` is "all connections ended".
     let (open, _) = watch::channel(());
@@ -86,7 +102,7 @@ async fn accept(
                     continue;
                 }
             },
-            () = until(&mut stopped) => break,
+            () = until(&mut stopped, FINISHING) => break,
         };
         // No Nagle delay: stream events are small writes that must leave at once.
         let _ = tcp.set_nodelay(true);
@@ -103,9 +119,10 @@ async fn accept(
     Ok(())
 }
 
-/// Resolves once the server is told to stop (or its `Running` is gone).
-async fn until(stopped: &mut watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|s| *s).await;
+/// Resolves once the server has reached `phase` of stopping (or its
+/// `Running` is gone, which counts as every phase).
+async fn until(stopped: &mut watch::Receiver<u8>, phase: u8) {
+    let _ = stopped.wait_for(|s| *s >= phase).await;
 }
 
 /// One connection: requests in order, upgrades (WebSockets) handed off.
@@ -113,7 +130,7 @@ async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     app: App,
-    mut stopped: watch::Receiver<bool>,
+    mut stopped: watch::Receiver<u8>,
     _open: watch::Receiver<()>,
 ) {
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -129,9 +146,12 @@ async fn connection(
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
-        () = until(&mut stopped) => {
+        () = until(&mut stopped, FINISHING) => {
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = until(&mut stopped, CLOSING) => {}
+            }
         }
     }
 }
