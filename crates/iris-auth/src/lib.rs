@@ -419,7 +419,11 @@ impl Auth {
             }));
         }
         entry.uses.fetch_add(1, Ordering::AcqRel);
-        entry.last_used.store(now, Ordering::Release);
+        // To the second: a write per request to a value every core reads
+        // would move its cache line between cores on every request.
+        if now - entry.last_used.load(Ordering::Acquire) >= 1000 {
+            entry.last_used.store(now, Ordering::Release);
+        }
         let unaudited = entry.unaudited.fetch_add(1, Ordering::AcqRel) + 1;
         let last = entry.last_audit.load(Ordering::Acquire);
         let every = self.settings.key_use_audit_interval.as_millis() as i64;
