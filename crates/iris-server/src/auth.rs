@@ -26,6 +26,10 @@ pub struct Caller {
     pub origin: Origin,
     pub ip: Option<std::net::IpAddr>,
     pub request_id: RequestId,
+    /// Set by the gate once the request passed it; the extractor refuses a
+    /// `Caller` without it, so a route declared without the gate fails
+    /// closed (500) instead of running unauthenticated.
+    pub admitted: bool,
 }
 
 impl Caller {
@@ -42,6 +46,7 @@ impl Caller {
             },
             ip,
             request_id,
+            admitted: false,
         }
     }
 }

@@ -117,6 +117,7 @@ where
                 if let Some(caller) = req.extensions_mut().get_mut::<Caller>() {
                     caller.principal = principal;
                     caller.origin = origin;
+                    caller.admitted = true;
                 }
                 let timeout = state.iris.config.api.request_timeout;
                 let fut = self.handler.call(req, state);
@@ -203,5 +204,32 @@ impl<F: Future<Output = Response>> Future for GateFuture<F> {
             after.started,
             after.path.as_deref(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    /// A handler reached without the gate must not run, even with the
+    /// `Caller` the accept loop inserts.
+    #[tokio::test]
+    async fn a_route_without_the_gate_fails_closed() {
+        #[allow(clippy::disallowed_methods)]
+        let app =
+            axum::Router::new().route("/x", axum::routing::get(|_who: Caller| async { "ran" }));
+        let mut req = Request::builder()
+            .uri("/x")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let id = request::id_of(req.headers());
+        req.extensions_mut()
+            .insert(Caller::arrived(Some([127, 0, 0, 1].into()), id));
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "INTERNAL_ERROR", "{v}");
     }
 }

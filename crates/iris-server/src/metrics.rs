@@ -4,7 +4,6 @@
 
 use std::sync::OnceLock;
 
-use axum::Extension;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -114,11 +113,7 @@ impl std::hash::Hasher for MixedHasher {
     }
 }
 
-pub async fn render(
-    State(state): State<AppState>,
-    rid: RequestId,
-    Extension(who): Extension<Caller>,
-) -> Response {
+pub async fn render(State(state): State<AppState>, rid: RequestId, who: Caller) -> Response {
     if let Err(e) = crate::auth::require(&state, &who, &rid, scope::PROCESSES_READ, "/metrics") {
         return e.into_response();
     }

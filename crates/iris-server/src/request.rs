@@ -25,6 +25,23 @@ use crate::guard::{host_allowed, origin_allowed, security_headers};
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
+/// Handlers take the [`Caller`] the gate admitted; anything else is a route
+/// without the gate, refused.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Caller>() {
+            Some(c) if c.admitted => Ok(c.clone()),
+            found => Err(ApiError {
+                error: IrisError::internal("routing", "a route without the gate was called"),
+                request_id: found.map(|c| c.request_id.0.to_string()),
+                status: None,
+            }),
+        }
+    }
+}
+
 /// Handlers read the request id from the gate's [`Caller`] (one request
 /// extension instead of two).
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter};
-use axum::{Extension, Router};
 use iris_core::IrisError;
 use serde_json::{Value, json};
 
@@ -239,7 +239,7 @@ fn on_methods(filter: MethodFilter, spec: Spec) -> MethodRouter<AppState> {
         return get(
             move |State(state): State<AppState>,
                   rid: RequestId,
-                  Extension(who): Extension<Caller>,
+                  who: Caller,
                   Path(path): Path<HashMap<String, String>>,
                   query: Result<Query<Vec<(String, String)>>, QueryRejection>| {
                 call(spec, state, rid, who, path, query, Bytes::new())
@@ -250,7 +250,7 @@ fn on_methods(filter: MethodFilter, spec: Spec) -> MethodRouter<AppState> {
         filter,
         move |State(state): State<AppState>,
               rid: RequestId,
-              Extension(who): Extension<Caller>,
+              who: Caller,
               Path(path): Path<HashMap<String, String>>,
               query: Result<Query<Vec<(String, String)>>, QueryRejection>,
               Body(body): Body| call(spec, state, rid, who, path, query, body),

@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use std::sync::Arc;
 
 use iris_core::auth::{Auth, AuthError, Login};
@@ -54,7 +54,7 @@ struct LoginBody {
 async fn login(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     Body(bytes): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
@@ -82,7 +82,7 @@ struct RefreshBody {
 async fn refresh(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     headers: HeaderMap,
     Body(bytes): Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -107,7 +107,7 @@ async fn refresh(
 async fn logout(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Result<Json<Value>, ApiError> {
@@ -158,7 +158,7 @@ fn answer<T: serde::Serialize>(
 async fn logout_all(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
 ) -> Result<Json<Value>, ApiError> {
     as_caller(&state, &rid, &who, |auth, ctx| async move {
         auth.logout_all(&ctx.principal, &ctx.origin).await?;
@@ -170,7 +170,7 @@ async fn logout_all(
 async fn me(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
 ) -> Result<Json<Value>, ApiError> {
     as_caller(&state, &rid, &who, |auth, ctx| async move {
         auth.me(&ctx.principal).await
@@ -181,7 +181,7 @@ async fn me(
 async fn mfa_setup(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
 ) -> Result<Json<Value>, ApiError> {
     as_caller(&state, &rid, &who, |auth, ctx| async move {
         auth.mfa_setup(&ctx.principal, &ctx.origin).await
@@ -203,7 +203,7 @@ struct CodeBody {
 async fn mfa_confirm(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     Body(bytes): Body,
 ) -> Result<Json<Value>, ApiError> {
     let b: CodeBody = body(&bytes).map_err(|e| ApiError::new(e, &rid))?;
@@ -217,7 +217,7 @@ async fn mfa_confirm(
 async fn mfa_verify(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     Body(bytes): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
@@ -241,7 +241,7 @@ async fn mfa_verify(
 async fn mfa_disable(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     Body(bytes): Body,
 ) -> Result<Json<Value>, ApiError> {
     let b: CodeBody = body(&bytes).map_err(|e| ApiError::new(e, &rid))?;

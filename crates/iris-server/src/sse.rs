@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::MethodFilter;
-use axum::{Extension, Router};
 use futures_util::Stream;
 use iris_core::pool::turn::{FollowStep, StreamItem, StreamKind, TurnStatus, TurnTracker};
 use iris_core::{IrisError, TurnStream};
@@ -202,7 +202,7 @@ fn stream_of(turn: TurnStream, after: u64, open: OpenStream) -> EventStream {
 async fn send_and_stream(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     Path(team): Path<String>,
     Body(body): Body,
 ) -> Result<EventStream, ApiError> {
@@ -225,7 +225,7 @@ async fn send_and_stream(
 async fn follow(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,

@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use iris_core::{IrisError, registry};
 use serde_json::{Value, json};
 
@@ -38,11 +38,7 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn health_detailed(
-    State(state): State<AppState>,
-    rid: RequestId,
-    Extension(who): Extension<Caller>,
-) -> Response {
+async fn health_detailed(State(state): State<AppState>, rid: RequestId, who: Caller) -> Response {
     // Team names and queue sizes are not for anonymous callers.
     if let Err(e) = auth::require(
         &state,
@@ -112,7 +108,7 @@ async fn ready(State(state): State<AppState>, rid: RequestId) -> Result<Json<Val
 async fn rpc(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
@@ -139,7 +135,7 @@ async fn rpc(
 pub async fn list_tools(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
 ) -> Result<Json<Value>, ApiError> {
     let ctx = auth::caller(&state, &who).map_err(|e| ApiError::new(e, &rid))?;
     let tools: Vec<Value> = registry()
@@ -154,7 +150,7 @@ pub async fn list_tools(
 pub async fn describe_tool(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     auth::caller(&state, &who).map_err(|e| ApiError::new(e, &rid))?;
@@ -169,7 +165,7 @@ pub async fn describe_tool(
 pub async fn execute_tool(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     Path(name): Path<String>,
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {

@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodFilter;
-use axum::{Extension, Router};
 use futures_util::{SinkExt, StreamExt};
 use iris_core::auth::Principal;
 use iris_core::bus::{Delivery, Event, EventKind};
@@ -51,7 +51,7 @@ pub fn routes() -> Router<AppState> {
 async fn upgrade_stream(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     ws: WebSocketUpgrade,
 ) -> Response {
     upgrade(state, rid, who, ws, Protocol::Stream)
@@ -60,7 +60,7 @@ async fn upgrade_stream(
 async fn upgrade_rpc(
     State(state): State<AppState>,
     rid: RequestId,
-    Extension(who): Extension<Caller>,
+    who: Caller,
     ws: WebSocketUpgrade,
 ) -> Response {
     upgrade(state, rid, who, ws, Protocol::JsonRpc)
