@@ -158,15 +158,10 @@ pub async fn secured()
         crate::UNREACHABLE
     ))
     .await?;
-    let spec = iris_core::auth::NewKey {
-        name: "bench".into(),
-        role: Some("viewer".into()),
-        ..Default::default()
-    };
     let (key, _) = secured
         .auth
         .create_key(
-            spec,
+            iris_core::auth::NewKey::with_role("bench", "viewer"),
             &iris_core::auth::Principal::local(),
             &Default::default(),
         )

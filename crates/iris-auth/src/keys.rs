@@ -28,6 +28,17 @@ pub struct NewKey {
     pub rate_limit: Option<Rate>,
 }
 
+impl NewKey {
+    /// A key named `name` with the scopes of `role`, nothing else set.
+    pub fn with_role(name: &str, role: &str) -> Self {
+        NewKey {
+            name: name.into(),
+            role: Some(role.into()),
+            ..Default::default()
+        }
+    }
+}
+
 /// A key as listings show it (never the key itself).
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -328,15 +339,14 @@ mod tests {
     }
 
     async fn viewer_key(a: &Auth, name: &str) -> String {
-        let spec = NewKey {
-            name: name.into(),
-            role: Some("viewer".into()),
-            ..Default::default()
-        };
-        a.create_key(spec, &admin(), &Origin::default())
-            .await
-            .unwrap()
-            .0
+        a.create_key(
+            NewKey::with_role(name, "viewer"),
+            &admin(),
+            &Origin::default(),
+        )
+        .await
+        .unwrap()
+        .0
     }
 
     #[tokio::test]

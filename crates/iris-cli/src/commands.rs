@@ -160,15 +160,10 @@ async fn first_key(iris: &Arc<Iris>) -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    let spec = iris_core::auth::NewKey {
-        name: "admin".into(),
-        role: Some("admin".into()),
-        ..Default::default()
-    };
     let (key, info) = iris
         .auth
         .create_key(
-            spec,
+            iris_core::auth::NewKey::with_role("admin", "admin"),
             &iris_core::auth::Principal::local(),
             &Default::default(),
         )

@@ -23,8 +23,9 @@ pub const REFRESH_PREFIX: &str = "iris_rt_";
 pub struct Caller {
     /// `None`: no credential was presented.
     pub principal: Option<Arc<Principal>>,
+    /// Peer address, user agent and request id (what the audit trail records).
     pub origin: Origin,
-    pub ip: Option<std::net::IpAddr>,
+    /// The same id as `origin.request_id`, typed for error bodies.
     pub request_id: RequestId,
     /// Set by the gate once the request passed it; the extractor refuses a
     /// `Caller` without it, so a route declared without the gate fails
@@ -44,7 +45,6 @@ impl Caller {
                 user_agent: None,
                 request_id: Some(request_id.0.clone()),
             },
-            ip,
             request_id,
             admitted: false,
         }

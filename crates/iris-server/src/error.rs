@@ -18,11 +18,31 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(error: IrisError, request_id: &RequestId) -> Self {
+        Self::maybe(error, Some(request_id))
+    }
+
+    /// For the few answers made where the request id may be missing.
+    pub fn maybe(error: IrisError, request_id: Option<&RequestId>) -> Self {
         ApiError {
             error,
-            request_id: Some(request_id.0.to_string()),
+            request_id: request_id.map(|r| r.0.to_string()),
             status: None,
         }
+    }
+
+    /// With a status closer than the kind's (405, 413).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// A handler reached by a request the gate did not admit: a route
+    /// declared without the gate. Refused rather than run.
+    pub fn ungated(request_id: Option<&RequestId>) -> Self {
+        Self::maybe(
+            IrisError::internal("routing", "a route without the gate was called"),
+            request_id,
+        )
     }
 }
 
@@ -60,13 +80,12 @@ pub async fn unknown_route(id: RequestId, uri: Uri) -> ApiError {
 }
 
 pub async fn wrong_method(id: RequestId, uri: Uri) -> ApiError {
-    let mut e = ApiError::new(
+    ApiError::new(
         IrisError::new(
             ErrorKind::MethodNotFound,
             format!("method not allowed on {}", uri.path()),
         ),
         &id,
-    );
-    e.status = Some(StatusCode::METHOD_NOT_ALLOWED);
-    e
+    )
+    .with_status(StatusCode::METHOD_NOT_ALLOWED)
 }

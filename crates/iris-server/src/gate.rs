@@ -5,9 +5,9 @@
 //! `disallowed-methods` keeps the bare ones out of this crate). The gate
 //! runs inside the handler's own service rather than as a router layer:
 //! axum boxes and clones a route once per layer and request, and that
-//! plumbing cost more than the gate's work. Handlers that need the caller
-//! read `Extension<Caller>`, which only the gate inserts, so a route that
-//! somehow escaped it would fail closed (500), never open.
+//! plumbing cost more than the gate's work. Handlers take the `Caller`
+//! through an extractor that refuses one the gate has not admitted, so a
+//! route that somehow escaped it fails closed (500), never open.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -92,7 +92,7 @@ where
         let arrived = req
             .extensions()
             .get::<Caller>()
-            .map(|c| (c.ip, c.request_id.clone()));
+            .map(|c| (c.origin.ip, c.request_id.clone()));
         let (ip, rid) = arrived.unwrap_or_else(|| {
             // Not through the accept loop (the router used on its own).
             let rid = request::id_of(req.headers());

@@ -29,22 +29,13 @@ impl axum::extract::FromRequest<AppState> for Body {
             .extensions()
             .get::<Caller>()
             .map(|c| c.request_id.clone());
-        let fail = |kind, status, message: &str| {
-            let mut e = ApiError {
-                error: IrisError::new(kind, message),
-                request_id: rid.as_ref().map(|r| r.0.to_string()),
-                status: None,
-            };
-            e.status = status;
-            e
+        let fail = |message: &str| {
+            ApiError::maybe(IrisError::new(ErrorKind::Validation, message), rid.as_ref())
         };
         let limit = state.iris.config.api.max_body_bytes;
         let too_large = || {
-            fail(
-                ErrorKind::Validation,
-                Some(StatusCode::PAYLOAD_TOO_LARGE),
-                "the request body is larger than api.maxBodyBytes",
-            )
+            fail("the request body is larger than api.maxBodyBytes")
+                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
         };
         // A declared length says it at once; a chunked body is cut off at the limit.
         if req.body().size_hint().lower() > limit as u64 {
@@ -53,11 +44,7 @@ impl axum::extract::FromRequest<AppState> for Body {
         match axum::body::to_bytes(req.into_body(), limit).await {
             Ok(bytes) => Ok(Body(bytes)),
             Err(e) if is_length_limit(&e) => Err(too_large()),
-            Err(e) => Err(fail(
-                ErrorKind::Validation,
-                None,
-                &format!("the request body could not be read: {e}"),
-            )),
+            Err(e) => Err(fail(&format!("the request body could not be read: {e}"))),
         }
     }
 }

@@ -33,11 +33,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         match parts.extensions.get::<Caller>() {
             Some(c) if c.admitted => Ok(c.clone()),
-            found => Err(ApiError {
-                error: IrisError::internal("routing", "a route without the gate was called"),
-                request_id: found.map(|c| c.request_id.0.to_string()),
-                status: None,
-            }),
+            found => Err(ApiError::ungated(found.map(|c| &c.request_id))),
         }
     }
 }
@@ -52,11 +48,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
             .extensions
             .get::<Caller>()
             .map(|c| c.request_id.clone())
-            .ok_or_else(|| ApiError {
-                error: IrisError::internal("routing", "a route without the gate"),
-                request_id: None,
-                status: None,
-            })
+            .ok_or_else(|| ApiError::ungated(None))
     }
 }
 

@@ -70,7 +70,10 @@ async fn login(
         password: b.password,
         mfa_code: b.mfa_code,
     };
-    answer(state.iris.auth.login(req, &who.origin, who.ip).await, &rid)
+    answer(
+        state.iris.auth.login(req, &who.origin, who.origin.ip).await,
+        &rid,
+    )
 }
 
 #[derive(Deserialize, Default)]
