@@ -59,7 +59,8 @@ pub fn record_request(route: &str, method: &axum::http::Method, status: u16, sec
         metrics::Histogram,
     );
     thread_local! {
-        static HANDLES: RefCell<HashMap<u64, Vec<Handles>, Mixed>> = RefCell::default();
+        static HANDLES: RefCell<HashMap<u64, Vec<Handles>, foldhash::fast::RandomState>> =
+            RefCell::default();
     }
     // The route template is the router's own string, the same allocation
     // on every request: its address is a cheap key (the string itself is
@@ -83,34 +84,6 @@ pub fn record_request(route: &str, method: &axum::http::Method, status: u16, sec
         counter.increment(1);
         histogram.record(secs);
     });
-}
-
-/// A hasher for keys that are already well spread but for their low bits
-/// (addresses): one multiplication instead of SipHash.
-#[derive(Default, Clone, Copy)]
-struct Mixed;
-
-impl std::hash::BuildHasher for Mixed {
-    type Hasher = MixedHasher;
-    fn build_hasher(&self) -> MixedHasher {
-        MixedHasher(0)
-    }
-}
-
-struct MixedHasher(u64);
-
-impl std::hash::Hasher for MixedHasher {
-    fn finish(&self) -> u64 {
-        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(26)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 ^= n;
-    }
 }
 
 pub async fn render(State(state): State<AppState>, rid: RequestId, who: Caller) -> Response {

@@ -232,20 +232,9 @@ fn json_text(body: Vec<u8>) -> Response {
     resp
 }
 
-/// The route calling `spec` for the methods in `filter`. A GET takes its
-/// parameters from the query and has no body to read.
+/// The route calling `spec` for the methods in `filter` (a GET has no
+/// body: `Body` returns at once).
 fn on_methods(filter: MethodFilter, spec: Spec) -> MethodRouter<AppState> {
-    if filter == MethodFilter::GET {
-        return get(
-            move |State(state): State<AppState>,
-                  rid: RequestId,
-                  who: Caller,
-                  Path(path): Path<HashMap<String, String>>,
-                  query: Result<Query<Vec<(String, String)>>, QueryRejection>| {
-                call(spec, state, rid, who, path, query, Bytes::new())
-            },
-        );
-    }
     on(
         filter,
         move |State(state): State<AppState>,
