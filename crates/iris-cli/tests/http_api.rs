@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -344,6 +346,45 @@ async fn rpc_and_every_failure_answer_with_the_error_body() {
         .await;
     assert_eq!(s, 500);
     assert_error_body(&v, 500, "PROCESS_ERROR");
+    a.stop().await;
+}
+
+/// Slow-loris: a client that trickles its headers, or keeps a connection
+/// open without sending the next request, is cut off after
+/// `api.headerTimeout`; one that sends its request in time is answered.
+#[tokio::test]
+async fn clients_too_slow_with_their_headers_are_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = api("  headerTimeout: 300\n").await;
+    let addr = a.server.addr;
+    let closed_within = |mut tcp: tokio::net::TcpStream| async move {
+        let started = std::time::Instant::now();
+        let mut seen = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut seen)).await;
+        assert!(read.is_ok(), "the connection was not closed");
+        (
+            started.elapsed(),
+            String::from_utf8_lossy(&seen).into_owned(),
+        )
+    };
+    // Headers that never end.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let (took, seen) = closed_within(slow).await;
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    assert!(!seen.contains("200 OK"), "{seen}");
+    // A kept-alive connection gets its answer, then the same time for the next request.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let (took, seen) = closed_within(idle).await;
+    assert!(seen.starts_with("HTTP/1.1 200 OK"), "{seen}");
+    assert!(took >= Duration::from_millis(200), "{took:?}");
+    // Requests sent in time are unaffected.
+    assert_eq!(a.req("GET", "/healthz", None).await.0, 200);
     a.stop().await;
 }
 

@@ -264,3 +264,79 @@ async fn limits_size_rate_and_connections() {
     server.stop().await;
     h.stop().await;
 }
+
+/// Messages up to the close frame; the frame's code last.
+async fn until_closed(ws: &mut Ws) -> (Vec<Value>, u16) {
+    let mut seen = Vec::new();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a close frame in time");
+        match m {
+            Some(Ok(Message::Text(t))) => seen.push(serde_json::from_str(t.as_str()).unwrap()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(frame))) => {
+                return (seen, frame.map_or(0, |f| u16::from(f.code)));
+            }
+            other => panic!("unexpected {other:?} before the close frame ({seen:?})"),
+        }
+    }
+}
+
+/// Stopping the server: an idle WebSocket is closed at once with 1001
+/// (going away); one following a turn first gets the rest of it; one
+/// following a turn that never ends is closed when the grace runs out.
+/// `stop` waits for them like for any open connection.
+#[tokio::test]
+async fn stopping_closes_websockets_after_what_they_follow() {
+    let h = start(
+        "api:\n  port: 0\n  requireAuth: false\n  shutdownGrace: 1500\nteams:\n  demo:\n    path: .\n    agent: echo\n  other:\n    path: .\n    agent: echo\n",
+    )
+    .await;
+    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
+    let mut idle = connect(&server, "/ws").await;
+    let mut busy = connect(&server, "/api/v1/stream").await;
+    let mut hung = connect(&server, "/api/v1/stream").await;
+    send(
+        &mut busy,
+        json!({"type": "message", "team": "demo", "message": "three slow words [[delay=200]]"}),
+    )
+    .await;
+    send(
+        &mut hung,
+        json!({"type": "message", "team": "other", "message": "stuck [[hang]]"}),
+    )
+    .await;
+    assert_eq!(recv(&mut busy).await["type"], "start");
+    assert_eq!(recv(&mut hung).await["type"], "start");
+
+    let started = std::time::Instant::now();
+    let stop = tokio::spawn(server.stop());
+    let (seen, code) = until_closed(&mut idle).await;
+    assert_eq!((seen.len(), code), (0, 1001));
+    let idle_closed = started.elapsed();
+
+    let (seen, code) = until_closed(&mut busy).await;
+    assert_eq!(code, 1001);
+    let complete = seen.iter().find(|v| v["type"] == "complete");
+    assert_eq!(
+        complete.map(|v| v["response"].clone()),
+        Some(json!("three slow words")),
+        "{seen:?}"
+    );
+    let busy_closed = started.elapsed();
+    assert!(idle_closed < busy_closed, "{idle_closed:?} {busy_closed:?}");
+
+    let (_, code) = until_closed(&mut hung).await;
+    assert_eq!(code, 1001);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "closed before the grace ran out: {:?}",
+        started.elapsed()
+    );
+    tokio::time::timeout(Duration::from_secs(5), stop)
+        .await
+        .expect("stop returns after the grace")
+        .unwrap();
+    h.stop().await;
+}

@@ -27,11 +27,11 @@ struct Edge {
     full: Full,
 }
 
-pub fn app(iris: Arc<Iris>) -> App {
+pub fn app(iris: Arc<Iris>, lifecycle: crate::serve::Lifecycle) -> App {
     use tower::Layer;
     let api = iris.config.api.clone();
     // The body limit is applied where bodies are read (`params::Body`).
-    let plain = router(iris);
+    let plain = router(iris, lifecycle);
     let worth = SizeAbove::new(1024)
         .and(NotForContentType::GRPC)
         .and(NotForContentType::IMAGES)

@@ -9,23 +9,35 @@
 use axum::http::{HeaderMap, HeaderValue, header};
 use iris_core::config::ApiConfig;
 
-/// Whether `host` (a `Host` header, possibly with a port) is acceptable.
-pub fn host_allowed(api: &ApiConfig, host: &str) -> bool {
-    // Runs on every request: compared without allocating.
-    let name = strip_port(host);
-    let bind = api.host.trim_start_matches('[').trim_end_matches(']');
-    let is = |a: &str, choices: &[&str]| choices.iter().any(|c| a.eq_ignore_ascii_case(c));
-    let loopback = is(bind, &["127.0.0.1", "localhost", "::1"]);
-    if is(bind, &["0.0.0.0", "::"]) && api.allowed_hosts.is_empty() {
-        // Bound to every address and no names configured: the operator chose exposure.
-        return true;
+/// The `Host` names a request may carry, worked out once from the
+/// config (the check runs on every request).
+#[derive(Debug)]
+pub struct Hosts {
+    /// Bound to every address with no names configured: the operator chose exposure.
+    any: bool,
+    names: Vec<String>,
+}
+
+impl Hosts {
+    pub fn new(api: &ApiConfig) -> Self {
+        let bind = api.host.trim_start_matches('[').trim_end_matches(']');
+        let is = |choices: &[&str]| choices.iter().any(|c| bind.eq_ignore_ascii_case(c));
+        let mut names = vec![bind.to_owned()];
+        if is(&["127.0.0.1", "localhost", "::1"]) {
+            names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+        }
+        names.extend(api.allowed_hosts.iter().cloned());
+        Hosts {
+            any: is(&["0.0.0.0", "::"]) && api.allowed_hosts.is_empty(),
+            names,
+        }
     }
-    name.eq_ignore_ascii_case(bind)
-        || (loopback && is(name, &["localhost", "127.0.0.1", "::1"]))
-        || api
-            .allowed_hosts
-            .iter()
-            .any(|h| h.eq_ignore_ascii_case(name))
+
+    /// Whether `host` (a `Host` header, possibly with a port) is acceptable.
+    pub fn allow(&self, host: &str) -> bool {
+        let name = strip_port(host);
+        self.any || self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -40,7 +52,7 @@ fn strip_port(host: &str) -> &str {
 
 /// Whether a browser `Origin` may call: a configured CORS origin, or a page
 /// served by an allowed host.
-pub fn origin_allowed(api: &ApiConfig, origin: &str) -> bool {
+pub fn origin_allowed(api: &ApiConfig, hosts: &Hosts, origin: &str) -> bool {
     if api.cors.enabled
         && api
             .cors
@@ -51,7 +63,7 @@ pub fn origin_allowed(api: &ApiConfig, origin: &str) -> bool {
         return true;
     }
     let host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
-    host_allowed(api, host)
+    hosts.allow(host)
 }
 
 /// Headers every response carries unless a handler set them.
@@ -83,11 +95,15 @@ mod tests {
         }
     }
 
+    fn hosts(host: &str, allowed: &[&str]) -> Hosts {
+        Hosts::new(&api(host, allowed))
+    }
+
     #[test]
     fn loopback_binds_accept_loopback_names_only() {
-        let a = api("127.0.0.1", &[]);
+        let a = hosts("127.0.0.1", &[]);
         for ok in ["127.0.0.1:1615", "localhost", "LOCALHOST:80", "[::1]:1615"] {
-            assert!(host_allowed(&a, ok), "{ok}");
+            assert!(a.allow(ok), "{ok}");
         }
         for bad in [
             "evil.example",
@@ -95,24 +111,20 @@ mod tests {
             "127.0.0.1.evil.example",
             "10.0.0.1",
         ] {
-            assert!(!host_allowed(&a, bad), "{bad}");
+            assert!(!a.allow(bad), "{bad}");
         }
-        assert!(host_allowed(
-            &api("127.0.0.1", &["iris.internal"]),
-            "iris.internal:1615"
-        ));
-        assert!(host_allowed(&api("0.0.0.0", &[]), "anything"));
-        assert!(!host_allowed(
-            &api("0.0.0.0", &["iris.internal"]),
-            "anything"
-        ));
+        assert!(hosts("127.0.0.1", &["iris.internal"]).allow("iris.internal:1615"));
+        assert!(hosts("0.0.0.0", &[]).allow("anything"));
+        assert!(!hosts("0.0.0.0", &["iris.internal"]).allow("anything"));
+        assert!(hosts("0.0.0.0", &["iris.internal"]).allow("iris.internal"));
     }
 
     #[test]
     fn origins_must_be_configured_or_local() {
         let a = api("127.0.0.1", &[]);
-        assert!(origin_allowed(&a, "http://localhost:3100"));
-        assert!(origin_allowed(&a, "http://127.0.0.1:1615"));
-        assert!(!origin_allowed(&a, "https://evil.example"));
+        let h = Hosts::new(&a);
+        assert!(origin_allowed(&a, &h, "http://localhost:3100"));
+        assert!(origin_allowed(&a, &h, "http://127.0.0.1:1615"));
+        assert!(!origin_allowed(&a, &h, "https://evil.example"));
     }
 }

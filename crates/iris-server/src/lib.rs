@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::Router;
 use iris_core::Iris;
 
-pub use edge::{App, app};
+use edge::app;
 pub use error::ApiError;
 pub use serve::{Running, start};
 
@@ -44,12 +44,18 @@ pub struct Shared {
     pub ws_connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Open SSE streams.
     pub sse_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// The `Host` names requests may carry (DNS-rebinding protection).
+    pub hosts: guard::Hosts,
+    /// The server's stopping, for connections that outlive their request.
+    pub lifecycle: serve::Lifecycle,
 }
 
 /// The routes, each behind the gate (see [`gate`]; [`app`] adds the rest).
-pub fn router(iris: Arc<Iris>) -> Router {
+pub fn router(iris: Arc<Iris>, lifecycle: serve::Lifecycle) -> Router {
     metrics::handle();
     let state = AppState(Arc::new(Shared {
+        lifecycle,
+        hosts: guard::Hosts::new(&iris.config.api),
         iris,
         ws_connections: Default::default(),
         sse_streams: Default::default(),

@@ -12,13 +12,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use iris_core::auth::Decision;
 use iris_core::auth::{Origin, Principal};
-use iris_core::config::ApiConfig;
 use iris_core::{ErrorKind, IrisError};
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::guard::{host_allowed, origin_allowed, security_headers};
+use crate::guard::{origin_allowed, security_headers};
 
 /// `X-Request-ID` of this request (the caller's, or `req_<ulid>`); shared,
 /// so the copies in the request, its context and errors do not allocate.
@@ -90,18 +89,19 @@ pub fn id_of(headers: &HeaderMap) -> RequestId {
 }
 
 /// A request from the wrong `Host` or `Origin` is refused before routing.
-fn refuse(api: &ApiConfig, headers: &HeaderMap) -> Option<IrisError> {
+fn refuse(state: &AppState, headers: &HeaderMap) -> Option<IrisError> {
+    let api = &state.iris.config.api;
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let problem = if !host_allowed(api, host) {
+    let problem = if !state.hosts.allow(host) {
         Some(format!("host `{host}` is not allowed (api.allowedHosts)"))
     } else {
         headers
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok())
-            .filter(|o| !origin_allowed(api, o))
+            .filter(|o| !origin_allowed(api, &state.hosts, o))
             .map(|o| format!("origin `{o}` is not allowed (api.cors.origins)"))
     };
     problem.map(|p| IrisError::new(ErrorKind::Forbidden, p))
@@ -120,7 +120,7 @@ pub fn admit(
     ip: Option<IpAddr>,
     rid: &RequestId,
 ) -> Result<(Option<Arc<Principal>>, Origin, Option<Decision>), (Response, Option<Decision>)> {
-    if let Some(e) = refuse(&state.iris.config.api, req.headers()) {
+    if let Some(e) = refuse(state, req.headers()) {
         return Err((ApiError::new(e, rid).into_response(), None));
     }
     let origin = Origin {

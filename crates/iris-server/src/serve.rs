@@ -18,8 +18,36 @@ use crate::edge::App;
 /// Where a server is in stopping: serving, finishing what is in flight,
 /// or closing what is left.
 const SERVING: u8 = 0;
-const FINISHING: u8 = 1;
-const CLOSING: u8 = 2;
+pub const FINISHING: u8 = 1;
+pub const CLOSING: u8 = 2;
+
+/// Stopping as connections that outlive their HTTP request (WebSockets)
+/// see it: the phase to watch, and a hold that keeps [`Running::stop`]
+/// waiting for them like for any open connection.
+#[derive(Clone)]
+pub struct Lifecycle {
+    phase: watch::Receiver<u8>,
+    open: Arc<watch::Sender<()>>,
+}
+
+impl Lifecycle {
+    fn new() -> (watch::Sender<u8>, Self) {
+        let (stop, phase) = watch::channel(SERVING);
+        let (open, _) = watch::channel(());
+        let open = Arc::new(open);
+        (stop, Lifecycle { phase, open })
+    }
+
+    /// Kept by a connection while it is open.
+    pub fn hold(&self) -> watch::Receiver<()> {
+        self.open.subscribe()
+    }
+
+    /// Resolves once the server has reached `phase` of stopping.
+    pub async fn reached(&self, phase: u8) {
+        until(&mut self.phase.clone(), phase).await;
+    }
+}
 
 /// A running server. Dropping it closes everything at once; [`stop`]
 /// gives in-flight requests and streams a grace period first.
@@ -69,8 +97,13 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
         write_port_file(p, addr.port())?;
     }
     let grace = std::time::Duration::from_millis(iris.config.api.shutdown_grace);
-    let (stop, stopped) = watch::channel(SERVING);
-    let task = tokio::spawn(accept(listener, crate::app(iris), stopped));
+    let (stop, lifecycle) = Lifecycle::new();
+    let header_timeout = match iris.config.api.header_timeout {
+        0 => None,
+        ms => Some(std::time::Duration::from_millis(ms)),
+    };
+    let app = crate::app(iris, lifecycle.clone());
+    let task = tokio::spawn(accept(listener, app, header_timeout, lifecycle));
     tracing::info!(%addr, "API listening");
     Ok(Running {
         addr,
@@ -81,16 +114,16 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
     })
 }
 
-/// Accept until `stopped`; then ask every connection to finish its
+/// Accept until stopping; then ask every connection to finish its
 /// in-flight request or stream and wait for them (the caller bounds the
 /// wait with the grace period).
 async fn accept(
     listener: TcpListener,
     app: App,
-    mut stopped: watch::Receiver<u8>,
+    header_timeout: Option<std::time::Duration>,
+    lifecycle: Lifecycle,
 ) -> std::io::Result<()> {
-    // Each connection holds a receiver: `closed()` is "all connections ended".
-    let (open, _) = watch::channel(());
+    let mut stopped = lifecycle.phase.clone();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -110,12 +143,14 @@ async fn accept(
             tcp,
             peer,
             app.clone(),
+            header_timeout,
             stopped.clone(),
-            open.subscribe(),
+            lifecycle.hold(),
         ));
     }
     drop(listener);
-    open.closed().await;
+    // Every connection holds a receiver: `closed()` is "all connections ended".
+    lifecycle.open.closed().await;
     Ok(())
 }
 
@@ -130,6 +165,7 @@ async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     app: App,
+    header_timeout: Option<std::time::Duration>,
     mut stopped: watch::Receiver<u8>,
     _open: watch::Receiver<()>,
 ) {
@@ -141,6 +177,8 @@ async fn connection(
         app.handle(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
         .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
         .with_upgrades();
     tokio::pin!(conn);

@@ -28,6 +28,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::gate::stream;
 use crate::request::RequestId;
+use crate::serve::{CLOSING, FINISHING};
 use crate::{AppState, auth};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -105,12 +106,22 @@ fn upgrade(
     ws.max_message_size(limits.max_message_bytes)
         .read_buffer_size(4096)
         .on_upgrade(move |socket| async move {
+            // Stopping the server waits for this connection too.
+            let _open = state.lifecycle.hold();
             let mut c = Connection::new(state, ctx, proto);
             c.authenticated = authenticated;
             c.run(socket).await;
             counter.fetch_sub(1, Ordering::AcqRel);
         })
         .into_response()
+}
+
+/// Close frame 1001: the server is going away (it is stopping).
+fn going_away() -> Message {
+    Message::Close(Some(axum::extract::ws::CloseFrame {
+        code: axum::extract::ws::close_code::AWAY,
+        reason: "the server is shutting down".into(),
+    }))
 }
 
 struct Connection {
@@ -161,9 +172,23 @@ impl Connection {
         let opened = Instant::now();
         let mut auth_deadline = tokio::time::interval(AUTH_TIMEOUT);
         auth_deadline.tick().await;
+        let lifecycle = self.state.lifecycle.clone();
+        // Set once the server stops: the connection closes as soon as what
+        // it is following has ended, and at the end of the grace at the latest.
+        let mut finishing = false;
+        let mut drain = tokio::time::interval(Duration::from_millis(50));
         loop {
+            if finishing && self.tasks.iter().all(JoinHandle::is_finished) && out_rx.is_empty() {
+                let _ = sink.send(going_away()).await;
+                break;
+            }
             tokio::select! {
                 msg = stream.next() => match msg {
+                    Some(Ok(Message::Text(_))) if finishing => {
+                        last_frame = Instant::now();
+                        let e = IrisError::new(ErrorKind::ServiceUnavailable, "the server is shutting down");
+                        self.reply_error(None, e).await;
+                    }
                     Some(Ok(Message::Text(text))) => {
                         (last_message, last_frame) = (Instant::now(), Instant::now());
                         self.on_text(text.as_str(), limits.messages_per_second).await;
@@ -192,6 +217,13 @@ impl Connection {
                         break;
                     }
                 }
+                () = lifecycle.reached(FINISHING), if !finishing => finishing = true,
+                () = lifecycle.reached(CLOSING) => {
+                    let _ = sink.send(going_away()).await;
+                    break;
+                }
+                // Followers end just after their last message: look again soon.
+                _ = drain.tick(), if finishing => {}
                 _ = ping.tick() => {
                     if last_message.elapsed() > idle || last_frame.elapsed() > dead_after {
                         let _ = sink.send(Message::Close(None)).await;

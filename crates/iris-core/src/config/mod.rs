@@ -154,6 +154,10 @@ pub struct ApiConfig {
     pub request_timeout: u64,
     /// Grace for in-flight requests and streams at shutdown (ms).
     pub shutdown_grace: u64,
+    /// Longest a client may take to send a request's headers, counted from
+    /// the end of its previous request on a kept-alive connection (ms);
+    /// 0 turns it off. Slow or idle clients cannot hold connections open.
+    pub header_timeout: u64,
 }
 
 impl Default for ApiConfig {
@@ -170,6 +174,7 @@ impl Default for ApiConfig {
             allowed_hosts: Vec::new(),
             request_timeout: 600_000,
             shutdown_grace: 10_000,
+            header_timeout: 30_000,
         }
     }
 }
