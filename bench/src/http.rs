@@ -99,9 +99,17 @@ pub fn wrk(
     script: Option<&std::path::Path>,
     bearer: Option<&str>,
 ) -> anyhow::Result<WrkResult> {
-    let mut cmd = Command::new("wrk");
+    // Pinned (`PIN=1`): wrk gets the other CPU, and one thread for it.
+    let mut cmd = if crate::pinned() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", "wrk", "-t1"]);
+        c
+    } else {
+        let mut c = Command::new("wrk");
+        c.arg("-t2");
+        c
+    };
     cmd.args([
-        "-t2",
         &format!("-c{connections}"),
         &format!("-d{seconds}s"),
         "--latency",
@@ -114,10 +122,9 @@ pub fn wrk(
     }
     let (su0, ss0) = cpu(libc::RUSAGE_SELF);
     let (wu0, ws0) = cpu(libc::RUSAGE_CHILDREN);
-    let out = cmd
-        .arg(url)
-        .output()
-        .map_err(|e| anyhow::anyhow!("wrk is needed (apt-get install wrk): {e}"))?;
+    let out = cmd.arg(url).output().map_err(|e| {
+        anyhow::anyhow!("wrk is needed (apt-get install wrk; PIN=1 also runs taskset): {e}")
+    })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let rps = text
         .lines()

@@ -4,6 +4,9 @@
 //!   cargo build --release -p iris-cli -p iris-bench
 //!   target/release/iris-bench [turn|spawn|fanout|http|stream|idle-ws|all] [--iterations N]
 //!
+//! `HEALTHZ=1` adds `/healthz` to `http`; `PIN=1` puts the servers on CPU 1
+//! and wrk on CPU 0 (see `pinned`).
+//!
 //! The echo agent is the release `iris` binary next to this one.
 
 mod fanout;
@@ -92,8 +95,36 @@ pub async fn iris_with_echo(settings: &str) -> anyhow::Result<(Arc<Iris>, tempfi
     Ok((iris, dir))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// `PIN=1`: the benchmark process (every server in it) on CPU 1 and the
+/// load generator on CPU 0 (`http`), so the two do not take turns on the
+/// same cores. Set before the runtime starts: tokio sizes its worker pool
+/// from the CPUs this process may use, so the servers get one worker.
+fn pinned() -> bool {
+    std::env::var_os("PIN").is_some()
+}
+
+fn main() -> anyhow::Result<()> {
+    if pinned() {
+        // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes
+        // inside it; sched_setaffinity only reads it.
+        let ok = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(1, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        };
+        anyhow::ensure!(
+            ok,
+            "PIN=1 needs a second CPU: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which = args.first().map(String::as_str).unwrap_or("all");
     let iterations = args
