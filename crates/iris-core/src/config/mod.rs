@@ -155,8 +155,9 @@ pub struct ApiConfig {
     /// Grace for in-flight requests and streams at shutdown (ms).
     pub shutdown_grace: u64,
     /// Longest a client may take to send a request's headers, counted from
-    /// the end of its previous request on a kept-alive connection (ms);
-    /// 0 turns it off. Slow or idle clients cannot hold connections open.
+    /// connecting or, on a kept-alive connection, from the previous
+    /// answer (ms); 0 turns it off. Slow or idle clients cannot hold
+    /// connections open.
     pub header_timeout: u64,
 }
 

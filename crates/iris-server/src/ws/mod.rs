@@ -108,14 +108,17 @@ fn upgrade(
         .into_response();
     }
     let counter = state.ws_connections.clone();
+    // Stopping the server waits for this connection too; held from before
+    // the upgrade, so there is no moment when neither it nor its HTTP
+    // connection is counted.
+    let open = state.lifecycle.hold();
     // tungstenite reserves its whole read buffer per connection (128 KiB by
     // default); 4 KiB keeps 10,000 idle clients cheap, larger messages still
     // arrive (the buffer is only the read chunk).
     ws.max_message_size(limits.max_message_bytes)
         .read_buffer_size(4096)
         .on_upgrade(move |socket| async move {
-            // Stopping the server waits for this connection too.
-            let _open = state.lifecycle.hold();
+            let _open = open;
             let mut c = Connection::new(state, ctx, proto);
             c.authenticated = authenticated;
             c.run(socket).await;
