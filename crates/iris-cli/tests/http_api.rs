@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::*;
 use std::time::Duration;
 
+use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -66,8 +66,7 @@ impl LogRing {
         }
     }
 
-    /// Newest last; at least `min_level`; only records mentioning `team` if given.
-    /// The newest `limit` records at `min_level` or above, of `team` if
+    /// Newest last: the newest `limit` records at `min_level` or above, of `team` if
     /// given, that `visible` accepts (it gets each record's team, if any).
     pub fn query(
         &self,

@@ -43,9 +43,10 @@ impl Lifecycle {
         self.open.subscribe()
     }
 
-    /// Resolves once the server has reached `phase` of stopping.
+    /// Resolves once the server has reached `phase` of stopping (or its
+    /// `Running` is gone, which counts as every phase).
     pub async fn reached(&self, phase: u8) {
-        until(&mut self.phase.clone(), phase).await;
+        let _ = self.phase.clone().wait_for(|s| *s >= phase).await;
     }
 }
 
@@ -123,7 +124,6 @@ async fn accept(
     header_timeout: Option<std::time::Duration>,
     lifecycle: Lifecycle,
 ) -> std::io::Result<()> {
-    let mut stopped = lifecycle.phase.clone();
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -135,7 +135,7 @@ async fn accept(
                     continue;
                 }
             },
-            () = until(&mut stopped, FINISHING) => break,
+            () = lifecycle.reached(FINISHING) => break,
         };
         // No Nagle delay: stream events are small writes that must leave at once.
         let _ = tcp.set_nodelay(true);
@@ -144,7 +144,7 @@ async fn accept(
             peer,
             app.clone(),
             header_timeout,
-            stopped.clone(),
+            lifecycle.clone(),
             lifecycle.hold(),
         ));
     }
@@ -154,19 +154,13 @@ async fn accept(
     Ok(())
 }
 
-/// Resolves once the server has reached `phase` of stopping (or its
-/// `Running` is gone, which counts as every phase).
-async fn until(stopped: &mut watch::Receiver<u8>, phase: u8) {
-    let _ = stopped.wait_for(|s| *s >= phase).await;
-}
-
 /// One connection: requests in order, upgrades (WebSockets) handed off.
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
     app: App,
     header_timeout: Option<std::time::Duration>,
-    mut stopped: watch::Receiver<u8>,
+    lifecycle: Lifecycle,
     _open: watch::Receiver<()>,
 ) {
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -184,11 +178,11 @@ async fn connection(
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
-        () = until(&mut stopped, FINISHING) => {
+        () = lifecycle.reached(FINISHING) => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 _ = conn.as_mut() => {}
-                () = until(&mut stopped, CLOSING) => {}
+                () = lifecycle.reached(CLOSING) => {}
             }
         }
     }

@@ -148,6 +148,10 @@ struct Connection {
     window: (Instant, u32),
     /// False until a first `auth` message proved who this is.
     authenticated: bool,
+    /// Set once the server stops: new messages are refused, and the
+    /// connection closes as soon as what it follows has ended (at the end
+    /// of the grace at the latest).
+    finishing: bool,
 }
 
 impl Connection {
@@ -164,6 +168,7 @@ impl Connection {
             followed: Arc::new(Mutex::new(Followed::default())),
             window: (Instant::now(), 0),
             authenticated: true,
+            finishing: false,
         }
     }
 
@@ -184,22 +189,15 @@ impl Connection {
         let mut auth_deadline = tokio::time::interval(AUTH_TIMEOUT);
         auth_deadline.tick().await;
         let lifecycle = self.state.lifecycle.clone();
-        // Set once the server stops: the connection closes as soon as what
-        // it is following has ended, and at the end of the grace at the latest.
-        let mut finishing = false;
         let mut drain = tokio::time::interval(Duration::from_millis(50));
         loop {
-            if finishing && self.tasks.iter().all(JoinHandle::is_finished) && out_rx.is_empty() {
+            if self.finishing && self.tasks.iter().all(JoinHandle::is_finished) && out_rx.is_empty()
+            {
                 let _ = sink.send(going_away()).await;
                 break;
             }
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(Ok(Message::Text(_))) if finishing => {
-                        last_frame = Instant::now();
-                        let e = IrisError::new(ErrorKind::ServiceUnavailable, "the server is shutting down");
-                        self.reply_error(None, e).await;
-                    }
                     Some(Ok(Message::Text(text))) => {
                         (last_message, last_frame) = (Instant::now(), Instant::now());
                         self.on_text(text.as_str(), limits.messages_per_second).await;
@@ -228,13 +226,13 @@ impl Connection {
                         break;
                     }
                 }
-                () = lifecycle.reached(FINISHING), if !finishing => finishing = true,
+                () = lifecycle.reached(FINISHING), if !self.finishing => self.finishing = true,
                 () = lifecycle.reached(CLOSING) => {
                     let _ = sink.send(going_away()).await;
                     break;
                 }
                 // Followers end just after their last message: look again soon.
-                _ = drain.tick(), if finishing => {}
+                _ = drain.tick(), if self.finishing => {}
                 _ = ping.tick() => {
                     if last_message.elapsed() > idle || last_frame.elapsed() > dead_after {
                         let _ = sink.send(Message::Close(None)).await;
@@ -284,6 +282,10 @@ impl Connection {
     async fn on_text(&mut self, text: &str, per_second: u32) {
         let parsed: Result<Value, _> = serde_json::from_str(text);
         let id = parsed.as_ref().ok().and_then(|v| v.get("id").cloned());
+        if self.finishing {
+            let e = IrisError::new(ErrorKind::ServiceUnavailable, "the server is shutting down");
+            return self.reply_error(id, e).await;
+        }
         if self.over_rate(per_second) {
             let e = IrisError::new(
                 ErrorKind::RateLimited,
