@@ -52,27 +52,19 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/stream", stream(MethodFilter::GET, upgrade_stream))
-        .route("/api/stream", stream(MethodFilter::GET, upgrade_stream))
-        .route("/ws", stream(MethodFilter::GET, upgrade_rpc))
+        .route("/api/v1/stream", upgrade_route(Protocol::Stream))
+        .route("/api/stream", upgrade_route(Protocol::Stream))
+        .route("/ws", upgrade_route(Protocol::JsonRpc))
 }
 
-async fn upgrade_stream(
-    State(state): State<AppState>,
-    rid: RequestId,
-    who: Caller,
-    ws: WebSocketUpgrade,
-) -> Response {
-    upgrade(state, rid, who, ws, Protocol::Stream)
-}
-
-async fn upgrade_rpc(
-    State(state): State<AppState>,
-    rid: RequestId,
-    who: Caller,
-    ws: WebSocketUpgrade,
-) -> Response {
-    upgrade(state, rid, who, ws, Protocol::JsonRpc)
+/// `GET` upgrading to a WebSocket speaking `proto`.
+fn upgrade_route(proto: Protocol) -> axum::routing::MethodRouter<AppState> {
+    stream(
+        MethodFilter::GET,
+        move |State(state): State<AppState>, rid: RequestId, who: Caller, ws: WebSocketUpgrade| async move {
+            upgrade(state, rid, who, ws, proto)
+        },
+    )
 }
 
 fn upgrade(
