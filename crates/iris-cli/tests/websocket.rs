@@ -285,7 +285,8 @@ async fn until_closed(ws: &mut Ws) -> (Vec<Value>, u16) {
 
 /// Stopping the server: an idle WebSocket is closed at once with 1001
 /// (going away); one following a turn first gets the rest of it; one
-/// following a turn that never ends is closed when the grace runs out.
+/// following a turn that never ends is closed when the grace runs out; a
+/// topic subscription ends at once, even on a busy topic.
 /// `stop` waits for them like for any open connection.
 #[tokio::test]
 async fn stopping_closes_websockets_after_what_they_follow() {
@@ -297,6 +298,12 @@ async fn stopping_closes_websockets_after_what_they_follow() {
     let mut idle = connect(&server, "/ws").await;
     let mut busy = connect(&server, "/api/v1/stream").await;
     let mut hung = connect(&server, "/api/v1/stream").await;
+    let mut watcher = connect(&server, "/ws").await;
+    send(&mut watcher, json!({"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"events": ["team:demo"]}})).await;
+    assert_eq!(
+        recv(&mut watcher).await["result"]["subscribed"][0],
+        "team:demo"
+    );
     send(
         &mut busy,
         json!({"type": "message", "team": "demo", "message": "three slow words [[delay=200]]"}),
@@ -315,6 +322,11 @@ async fn stopping_closes_websockets_after_what_they_follow() {
     let (seen, code) = until_closed(&mut idle).await;
     assert_eq!((seen.len(), code), (0, 1001));
     let idle_closed = started.elapsed();
+    // A topic never ends by itself: its subscription ends when stopping
+    // begins, even while the team it watches is still answering.
+    let (_, code) = until_closed(&mut watcher).await;
+    assert_eq!(code, 1001);
+    let watcher_closed = started.elapsed();
 
     let (seen, code) = until_closed(&mut busy).await;
     assert_eq!(code, 1001);
@@ -326,6 +338,10 @@ async fn stopping_closes_websockets_after_what_they_follow() {
     );
     let busy_closed = started.elapsed();
     assert!(idle_closed < busy_closed, "{idle_closed:?} {busy_closed:?}");
+    assert!(
+        watcher_closed < busy_closed,
+        "{watcher_closed:?} {busy_closed:?}"
+    );
 
     let (_, code) = until_closed(&mut hung).await;
     assert_eq!(code, 1001);

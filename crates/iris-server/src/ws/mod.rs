@@ -218,7 +218,7 @@ impl Connection {
                         break;
                     }
                 }
-                () = lifecycle.reached(FINISHING), if !self.finishing => self.finishing = true,
+                () = lifecycle.reached(FINISHING), if !self.finishing => self.stop_following_topics(),
                 () = lifecycle.reached(CLOSING) => {
                     let _ = sink.send(going_away()).await;
                     break;
@@ -243,6 +243,25 @@ impl Connection {
         for h in self.tasks.drain(..) {
             h.abort();
         }
+    }
+
+    /// Stopping began: refuse new messages from now on, and end the topic
+    /// subscriptions, which never end by themselves (a busy topic would
+    /// keep the queue full until the end of the grace); turns this
+    /// connection follows are still seen to their end.
+    fn stop_following_topics(&mut self) {
+        self.finishing = true;
+        for (_, h) in self.subscriptions.drain() {
+            h.abort();
+        }
+    }
+
+    /// Run `work` for this connection (a call in flight, a turn followed),
+    /// forgetting those that have ended so a long-lived connection does not
+    /// pile up handles.
+    fn spawn_task(&mut self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.retain(|h| !h.is_finished());
+        self.tasks.push(tokio::spawn(work));
     }
 
     /// Fixed one-second window.

@@ -43,8 +43,7 @@ impl Connection {
                     _ => (method.clone(), params),
                 };
                 let (state, ctx, out) = (self.state.clone(), self.ctx.clone(), self.out.clone());
-                self.tasks.retain(|h| !h.is_finished());
-                self.tasks.push(tokio::spawn(async move {
+                self.spawn_task(async move {
                     let r = state.iris.dispatch(ctx, &name, args).await;
                     if let Some(id) = id {
                         let v = match r {
@@ -53,7 +52,7 @@ impl Connection {
                         };
                         let _ = out.send(v).await;
                     }
-                }));
+                });
                 return;
             }
         };

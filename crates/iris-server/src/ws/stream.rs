@@ -74,7 +74,7 @@ impl Connection {
             self.out.clone(),
             self.followed.clone(),
         );
-        self.tasks.push(tokio::spawn(async move {
+        self.spawn_task(async move {
             let turn = match state.iris.send_and_follow(&ctx, Value::Object(params)).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -131,7 +131,7 @@ impl Connection {
                     }
                 }
             }
-        }));
+        });
         Ok(())
     }
 }
