@@ -388,6 +388,43 @@ async fn clients_too_slow_with_their_headers_are_disconnected() {
     a.stop().await;
 }
 
+/// `api.maxConnections`: at the cap the server accepts nothing more; a
+/// further client waits, unanswered, until an open connection closes, and
+/// is then served.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = api("  maxConnections: 2\n").await;
+    let addr = a.server.addr;
+    const REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    async fn answer(tcp: &mut tokio::net::TcpStream) -> String {
+        let mut buf = vec![0u8; 4096];
+        let n = tcp.read(&mut buf).await.unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+    // Two kept-alive connections fill the cap.
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(REQUEST).await.unwrap();
+        assert!(answer(&mut tcp).await.starts_with("HTTP/1.1 200 OK"));
+        open.push(tcp);
+    }
+    // A third connects (the kernel's backlog) but is not served...
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third.write_all(REQUEST).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(400), answer(&mut third)).await;
+    assert!(waited.is_err(), "served beyond the cap: {waited:?}");
+    // ...until one of the two closes.
+    drop(open.pop());
+    let served = tokio::time::timeout(Duration::from_secs(5), answer(&mut third))
+        .await
+        .expect("served once a connection closed");
+    assert!(served.starts_with("HTTP/1.1 200 OK"), "{served}");
+    drop(open);
+    a.stop().await;
+}
+
 #[tokio::test]
 async fn the_request_timeout_answers_408_with_the_error_body() {
     let a = api("  requestTimeout: 150\n").await;

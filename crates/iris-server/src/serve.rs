@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use iris_core::Iris;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::edge::App;
 
@@ -103,8 +103,15 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
         0 => None,
         ms => Some(std::time::Duration::from_millis(ms)),
     };
+    let limits = Limits {
+        header_timeout,
+        connections: match iris.config.api.max_connections {
+            0 => Semaphore::MAX_PERMITS,
+            n => n,
+        },
+    };
     let app = crate::app(iris, lifecycle.clone());
-    let task = tokio::spawn(accept(listener, app, header_timeout, lifecycle));
+    let task = tokio::spawn(accept(listener, app, limits, lifecycle));
     tracing::info!(%addr, "API listening");
     Ok(Running {
         addr,
@@ -115,16 +122,34 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
     })
 }
 
+/// What every connection is held to.
+#[derive(Clone, Copy)]
+struct Limits {
+    header_timeout: Option<std::time::Duration>,
+    /// Connections served at once (`api.maxConnections`).
+    connections: usize,
+}
+
 /// Accept until stopping; then ask every connection to finish its
 /// in-flight request or stream and wait for them (the caller bounds the
-/// wait with the grace period).
+/// wait with the grace period). At `api.maxConnections` open connections
+/// nothing more is accepted until one closes: further clients wait in the
+/// listen backlog, costing the server nothing.
 async fn accept(
     listener: TcpListener,
     app: App,
-    header_timeout: Option<std::time::Duration>,
+    limits: Limits,
     lifecycle: Lifecycle,
 ) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.connections));
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break, // never closed; no slot can come any more
+            },
+            () = lifecycle.reached(FINISHING) => break,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
@@ -139,14 +164,11 @@ async fn accept(
         };
         // No Nagle delay: stream events are small writes that must leave at once.
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(
-            tcp,
-            peer,
-            app.clone(),
-            header_timeout,
-            lifecycle.clone(),
-            lifecycle.hold(),
-        ));
+        let (service, watch, open) = (app.clone(), lifecycle.clone(), lifecycle.hold());
+        tokio::spawn(async move {
+            connection(tcp, peer, service, limits.header_timeout, watch, open).await;
+            drop(slot);
+        });
     }
     drop(listener);
     // Every connection holds a receiver: `closed()` is "all connections ended".

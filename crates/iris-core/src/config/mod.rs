@@ -159,6 +159,10 @@ pub struct ApiConfig {
     /// answer (ms); 0 turns it off. Slow or idle clients cannot hold
     /// connections open.
     pub header_timeout: u64,
+    /// HTTP connections served at once (0: no limit); further clients wait,
+    /// not yet accepted, until one closes. A WebSocket counts here until its
+    /// upgrade and under `websocket.maxConnections` from then on.
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -176,6 +180,7 @@ impl Default for ApiConfig {
             request_timeout: 600_000,
             shutdown_grace: 10_000,
             header_timeout: 30_000,
+            max_connections: 10_000,
         }
     }
 }
