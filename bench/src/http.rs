@@ -191,6 +191,7 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
     let body = reqwest::get(&status_url).await?.bytes().await?;
     let (bare_addr, bare_task) = bare(Bytes::from(body.to_vec())).await?;
     let (axum_addr, axum_task) = plain_axum(Bytes::from(body.to_vec())).await?;
+    let (floor_addr, floor_task) = crate::floor::serve().await?;
     let bare_url = format!("http://{bare_addr}/api/v1/status");
     // wrk blocks; run it off the runtime so the servers keep serving.
     let run_wrk =
@@ -201,6 +202,7 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
         };
     let b = run_wrk(bare_url, 64, None, None).await??;
     let a = run_wrk(format!("http://{axum_addr}/api/v1/status"), 64, None, None).await??;
+    let f = run_wrk(format!("http://{floor_addr}/api/v1/status"), 64, None, None).await??;
     let i = run_wrk(status_url, 64, None, None).await??;
     let k = run_wrk(
         format!("http://{}/api/v1/status", secured_server.addr),
@@ -222,7 +224,12 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
         "  bare hyper : {:10.0} req/s  p99 {:6.2} ms",
         b.rps, b.p99_ms
     );
-    for (name, r) in [("plain axum", &a), ("iris open", &i), ("iris + key", &k)] {
+    for (name, r) in [
+        ("plain axum", &a),
+        ("floor", &f),
+        ("iris open", &i),
+        ("iris + key", &k),
+    ] {
         println!(
             "  {name:<10} : {:10.0} req/s  p99 {:6.2} ms  ({:.2}x of bare)",
             r.rps,
@@ -230,11 +237,13 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
             r.rps / b.rps
         );
     }
+    println!("  (floor: bare hyper doing only the contract's per-request work, see floor.rs)");
     println!("  (iris + key: requireAuth, an API key, rate limiting and audit on)");
     println!("CPU per request, µs (server user + kernel | wrk)");
     for (name, r) in [
         ("bare hyper", &b),
         ("plain axum", &a),
+        ("floor", &f),
         ("iris open", &i),
         ("iris + key", &k),
     ] {
@@ -258,6 +267,7 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
     );
     bare_task.abort();
     axum_task.abort();
+    floor_task.abort();
     server.stop().await;
     secured_server.stop().await;
     iris.shutdown().await;

@@ -10,6 +10,7 @@
 //! The echo agent is the release `iris` binary next to this one.
 
 mod fanout;
+mod floor;
 mod http;
 mod idle_ws;
 mod spawn;
@@ -152,6 +153,17 @@ async fn run() -> anyhow::Result<()> {
     if which == "serve-bare" {
         // The baseline of `http`, for the same profilers.
         let (addr, _task) = http::bare(hyper::body::Bytes::from_static(b"{}")).await?;
+        println!("{addr}");
+        std::future::pending::<()>().await;
+    }
+    if which == "serve-floor" {
+        // The contract's floor of `http`; an Iris first, for its metrics recorder.
+        let (iris, _dir) = iris_with_echo(&format!(
+            "  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false\n{UNREACHABLE}"
+        ))
+        .await?;
+        let _server = iris_server::start(iris, None).await?;
+        let (addr, _task) = floor::serve().await?;
         println!("{addr}");
         std::future::pending::<()>().await;
     }
