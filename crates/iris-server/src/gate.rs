@@ -1,7 +1,7 @@
 //! The gate in front of every route, and the only way routes are made.
 //!
-//! Every handler is wrapped in [`Gated`] when its route is declared (the
-//! functions below stand in for axum's `get`/`post`/`on`; clippy's
+//! Every handler is wrapped in [`Gated`] when its route is declared
+//! ([`Routes`] stands in for axum's `get`/`post`/`on`; clippy's
 //! `disallowed-methods` keeps the bare ones out of this crate). The gate
 //! runs inside the handler's own service rather than as a router layer:
 //! axum boxes and clones a route once per layer and request, and that
@@ -14,11 +14,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request};
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+
+use axum::Router;
+use axum::extract::Request;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter};
+use axum::routing::MethodFilter;
 use iris_core::auth::Decision;
 use iris_core::{ErrorKind, IrisError};
 use pin_project_lite::pin_project;
@@ -30,54 +34,106 @@ use crate::request::{self, RequestId};
 
 /// A handler behind the gate. `timed`: the request must be answered within
 /// `api.requestTimeout` (streams are not timed: their response starts at
-/// once and then lasts as long as the stream).
+/// once and then lasts as long as the stream). `route`: the route's
+/// template, the label of its metrics.
 #[derive(Clone)]
 pub struct Gated<H> {
     handler: H,
     timed: bool,
+    route: &'static str,
 }
 
+/// The metrics label of requests no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
 impl<H> Gated<H> {
-    pub fn call_route(handler: H) -> Self {
+    pub fn call_route(route: &'static str, handler: H) -> Self {
         Gated {
             handler,
             timed: true,
+            route,
         }
     }
-    pub fn stream_route(handler: H) -> Self {
+    pub fn stream_route(route: &'static str, handler: H) -> Self {
         Gated {
             handler,
             timed: false,
+            route,
         }
     }
 }
 
-/// A plain request/response route for `GET`.
-pub fn get<H: Handler<T, AppState>, T: 'static>(h: H) -> MethodRouter<AppState> {
-    on(MethodFilter::GET, h)
+/// Declaring routes: each handler behind the gate, which knows the route's
+/// template from here (so the router need not attach it to every request).
+pub trait Routes: Sized {
+    /// A plain request/response route for the methods in `filter`; routes
+    /// declared on the same path add up.
+    fn on<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &str,
+        filter: MethodFilter,
+        h: H,
+    ) -> Self;
+
+    /// A streaming route (SSE, WebSocket upgrade): gated, not timed.
+    fn stream<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &str,
+        filter: MethodFilter,
+        h: H,
+    ) -> Self;
+
+    fn get<H: Handler<T, AppState>, T: 'static>(self, path: &str, h: H) -> Self {
+        self.on(path, MethodFilter::GET, h)
+    }
+
+    fn post<H: Handler<T, AppState>, T: 'static>(self, path: &str, h: H) -> Self {
+        self.on(path, MethodFilter::POST, h)
+    }
 }
 
-/// A plain request/response route for `POST`.
-pub fn post<H: Handler<T, AppState>, T: 'static>(h: H) -> MethodRouter<AppState> {
-    on(MethodFilter::POST, h)
+impl Routes for Router<AppState> {
+    fn on<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &str,
+        filter: MethodFilter,
+        h: H,
+    ) -> Self {
+        #[allow(clippy::disallowed_methods)]
+        self.route(
+            path,
+            axum::routing::on(filter, Gated::call_route(label(path), h)),
+        )
+    }
+
+    fn stream<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &str,
+        filter: MethodFilter,
+        h: H,
+    ) -> Self {
+        #[allow(clippy::disallowed_methods)]
+        self.route(
+            path,
+            axum::routing::on(filter, Gated::stream_route(label(path), h)),
+        )
+    }
 }
 
-/// A plain request/response route for the methods in `filter`.
-pub fn on<H: Handler<T, AppState>, T: 'static>(
-    filter: MethodFilter,
-    h: H,
-) -> MethodRouter<AppState> {
-    #[allow(clippy::disallowed_methods)]
-    axum::routing::on(filter, Gated::call_route(h))
-}
-
-/// A streaming route (SSE, WebSocket upgrade): gated, not timed.
-pub fn stream<H: Handler<T, AppState>, T: 'static>(
-    filter: MethodFilter,
-    h: H,
-) -> MethodRouter<AppState> {
-    #[allow(clippy::disallowed_methods)]
-    axum::routing::on(filter, Gated::stream_route(h))
+/// A route template as a `&'static str`: each distinct one is kept once
+/// for the life of the process (routes are declared at start).
+fn label(path: &str) -> &'static str {
+    static LABELS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut labels = LABELS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(l) = labels.get(path) {
+        return l;
+    }
+    let l: &'static str = Box::leak(path.into());
+    labels.insert(l);
+    l
 }
 
 impl<H, T> Handler<T, AppState> for Gated<H>
@@ -103,7 +159,7 @@ where
         let mut after = After {
             method: req.method().clone(),
             // The route template, not the path: bounded label values.
-            route: req.extensions().get::<MatchedPath>().cloned(),
+            route: self.route,
             // Only when the access log is on: the path is copied for it.
             path: tracing::enabled!(target: "iris::access", tracing::Level::INFO)
                 .then(|| req.uri().path().to_owned()),
@@ -147,7 +203,7 @@ where
 struct After {
     rid: RequestId,
     limit: Option<Decision>,
-    route: Option<MatchedPath>,
+    route: &'static str,
     method: Method,
     started: Instant,
     path: Option<String>,
@@ -196,10 +252,7 @@ impl<F: Future<Output = Response>> Future for GateFuture<F> {
             resp,
             &after.rid,
             after.limit.as_ref(),
-            after
-                .route
-                .as_ref()
-                .map_or("unmatched", MatchedPath::as_str),
+            after.route,
             &after.method,
             after.started,
             after.path.as_deref(),

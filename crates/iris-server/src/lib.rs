@@ -69,7 +69,13 @@ pub fn router(iris: Arc<Iris>, lifecycle: serve::Lifecycle) -> Router {
         .merge(sse::routes("/api/v1"))
         .merge(sse::routes("/api"))
         .merge(ws::routes())
-        .fallback(gate::Gated::call_route(error::unknown_route))
-        .method_not_allowed_fallback(gate::Gated::call_route(error::wrong_method))
+        .fallback(gate::Gated::call_route(
+            gate::UNMATCHED,
+            error::unknown_route,
+        ))
+        .method_not_allowed_fallback(gate::Gated::call_route(
+            gate::UNMATCHED,
+            error::wrong_method,
+        ))
         .with_state(state)
 }

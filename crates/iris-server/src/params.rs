@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::request::RequestId;
 
 /// A request body of at most `api.maxBodyBytes` (413 with the error body
 /// beyond), read only when there is one: a GET has none. Every handler that
@@ -21,31 +22,38 @@ impl axum::extract::FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
-        use axum::body::HttpBody;
-        if req.body().size_hint().exact() == Some(0) {
-            return Ok(Body(Bytes::new()));
-        }
         let rid = req
             .extensions()
             .get::<Caller>()
             .map(|c| c.request_id.clone());
-        let fail = |message: &str| {
-            ApiError::maybe(IrisError::new(ErrorKind::Validation, message), rid.as_ref())
-        };
-        let limit = state.iris.config.api.max_body_bytes;
-        let too_large = || {
-            fail("the request body is larger than api.maxBodyBytes")
-                .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-        };
-        // A declared length says it at once; a chunked body is cut off at the limit.
-        if req.body().size_hint().lower() > limit as u64 {
-            return Err(too_large());
-        }
-        match axum::body::to_bytes(req.into_body(), limit).await {
-            Ok(bytes) => Ok(Body(bytes)),
-            Err(e) if is_length_limit(&e) => Err(too_large()),
-            Err(e) => Err(fail(&format!("the request body could not be read: {e}"))),
-        }
+        read_body(req.into_body(), state, rid.as_ref()).await
+    }
+}
+
+/// Read a request body of at most `api.maxBodyBytes` (413 beyond).
+pub async fn read_body(
+    body: axum::body::Body,
+    state: &AppState,
+    rid: Option<&RequestId>,
+) -> Result<Body, ApiError> {
+    use axum::body::HttpBody;
+    if body.size_hint().exact() == Some(0) {
+        return Ok(Body(Bytes::new()));
+    }
+    let fail = |message: &str| ApiError::maybe(IrisError::new(ErrorKind::Validation, message), rid);
+    let limit = state.iris.config.api.max_body_bytes;
+    let too_large = || {
+        fail("the request body is larger than api.maxBodyBytes")
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+    };
+    // A declared length says it at once; a chunked body is cut off at the limit.
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(Body(bytes)),
+        Err(e) if is_length_limit(&e) => Err(too_large()),
+        Err(e) => Err(fail(&format!("the request body could not be read: {e}"))),
     }
 }
 

@@ -2,23 +2,22 @@
 //! operations. Each entry says which operation, which path segment fills
 //! which parameter, and whether the rest comes from the query or the body.
 
-use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Query, RawPathParams, Request};
+use axum::handler::Handler;
 use axum::http::{HeaderValue, header};
-use axum::response::Response;
-use axum::routing::{MethodFilter, MethodRouter};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodFilter;
 use iris_core::IrisError;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gate::{get, on, post};
-use crate::params::{Body, add_query, body_object};
-use crate::request::RequestId;
+use crate::gate::Routes;
+use crate::params::{Body, add_query, body_object, read_body};
 use crate::{AppState, auth};
 
 /// How one route calls one operation.
@@ -186,37 +185,79 @@ pub(crate) const ROUTES: &[Route] = &[
     route("/admin/audit-logs/verify", Verb::Get, op("audit_verify")),
 ];
 
-async fn call(
-    spec: Spec,
-    state: AppState,
-    rid: RequestId,
-    who: Caller,
-    path: HashMap<String, String>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &who).map_err(fail)?;
-    let mut params = body_object(&body).map_err(fail)?;
-    let Query(query) = query.map_err(|e| fail(IrisError::validation("query", e.body_text())))?;
-    add_query(&mut params, spec.op, query);
-    for (from, to) in spec.renames {
-        if let Some(v) = params.remove(*from) {
-            params.entry(to.to_string()).or_insert(v);
+/// The route calling one operation. One handler reads what it needs from
+/// the request itself (caller, path segments, query, body) rather than six
+/// extractors, each with its own future and copies: these are the API's
+/// busiest routes.
+#[derive(Clone, Copy)]
+struct OpRoute(Spec);
+
+impl Handler<OpRoute, AppState> for OpRoute {
+    type Future = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+    fn call(self, req: Request, state: AppState) -> Self::Future {
+        Box::pin(async move {
+            self.run(req, state)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        })
+    }
+}
+
+impl OpRoute {
+    async fn run(self, req: Request, state: AppState) -> Result<Response, ApiError> {
+        let spec = self.0;
+        let (mut parts, body) = req.into_parts();
+        // Taken, not copied: the gate has what it needs already.
+        let who = match parts.extensions.remove::<Caller>() {
+            Some(c) if c.admitted => c,
+            found => return Err(ApiError::ungated(found.as_ref().map(|c| &c.request_id))),
+        };
+        let rid = &who.request_id;
+        let fail = |e: IrisError| ApiError::new(e, rid);
+        let ctx = auth::caller(&state, &who).map_err(fail)?;
+        let mut segments = (None, None);
+        if spec.team.is_some() || spec.id.is_some() {
+            let raw = RawPathParams::from_request_parts(&mut parts, &state)
+                .await
+                .map_err(|e| fail(IrisError::validation("path", e.body_text())))?;
+            for (name, value) in &raw {
+                match name {
+                    "team" => segments.0 = Some(value.to_owned()),
+                    "id" => segments.1 = Some(value.to_owned()),
+                    _ => {}
+                }
+            }
         }
+        let query = match parts.uri.query() {
+            Some(_) => {
+                Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+                    .map_err(|e| fail(IrisError::validation("query", e.body_text())))?
+                    .0
+            }
+            None => Vec::new(),
+        };
+        let Body(body) = read_body(body, &state, Some(rid)).await?;
+        let mut params = body_object(&body).map_err(fail)?;
+        add_query(&mut params, spec.op, query);
+        for (from, to) in spec.renames {
+            if let Some(v) = params.remove(*from) {
+                params.entry(to.to_string()).or_insert(v);
+            }
+        }
+        if let (Some(field), (Some(v), _)) = (spec.team, &segments) {
+            params.insert(field.to_owned(), json!(v));
+        }
+        if let (Some(field), (_, Some(v))) = (spec.id, &segments) {
+            params.insert(field.to_owned(), json!(v));
+        }
+        state
+            .iris
+            .dispatch_text(ctx, spec.op, Value::Object(params))
+            .await
+            .map(json_text)
+            .map_err(fail)
     }
-    if let (Some(field), Some(v)) = (spec.team, path.get("team")) {
-        params.insert(field.to_owned(), json!(v));
-    }
-    if let (Some(field), Some(v)) = (spec.id, path.get("id")) {
-        params.insert(field.to_owned(), json!(v));
-    }
-    state
-        .iris
-        .dispatch_text(ctx, spec.op, Value::Object(params))
-        .await
-        .map(json_text)
-        .map_err(fail)
 }
 
 /// A JSON body that is already text, with room for the headers the gate
@@ -230,20 +271,6 @@ fn json_text(body: Vec<u8>) -> Response {
         HeaderValue::from_static("application/json"),
     );
     resp
-}
-
-/// The route calling `spec` for the methods in `filter` (a GET has no
-/// body: `Body` returns at once).
-fn on_methods(filter: MethodFilter, spec: Spec) -> MethodRouter<AppState> {
-    on(
-        filter,
-        move |State(state): State<AppState>,
-              rid: RequestId,
-              who: Caller,
-              Path(path): Path<HashMap<String, String>>,
-              query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-              Body(body): Body| call(spec, state, rid, who, path, query, body),
-    )
 }
 
 impl Verb {
@@ -272,36 +299,27 @@ impl Verb {
 /// The routes under `prefix` (`/api/v1`, `/api`): spelled out rather than
 /// nested, so a request is routed once.
 pub fn routes(prefix: &str) -> Router<AppState> {
-    let mut by_path: Vec<(&str, MethodRouter<AppState>)> = Vec::new();
-    for r in ROUTES {
-        let m = on_methods(r.verb.filter(), r.spec);
-        match by_path.iter_mut().find(|(p, _)| *p == r.path) {
-            Some((_, existing)) => *existing = std::mem::take(existing).merge(m),
-            None => by_path.push((r.path, m)),
-        }
-    }
     let mut router = Router::new();
-    for (path, m) in by_path {
-        router = router.route(&format!("{prefix}{path}"), m);
+    for r in ROUTES {
+        // A GET has no body: it is not waited for.
+        router = router.on(
+            &format!("{prefix}{}", r.path),
+            r.verb.filter(),
+            OpRoute(r.spec),
+        );
     }
     router
         // Seed 003: the tool registry, and the API's own description.
-        .route(&format!("{prefix}/tools"), get(crate::system::list_tools))
-        .route(
+        .get(&format!("{prefix}/tools"), crate::system::list_tools)
+        .get(
             &format!("{prefix}/tools/{{name}}"),
-            get(crate::system::describe_tool),
+            crate::system::describe_tool,
         )
-        .route(
+        .post(
             &format!("{prefix}/tools/{{name}}/execute"),
-            post(crate::system::execute_tool),
+            crate::system::execute_tool,
         )
-        .route(
-            &format!("{prefix}/openapi.json"),
-            get(crate::openapi::document),
-        )
-        .route(&format!("{prefix}/docs"), get(crate::openapi::page))
-        .route(
-            &format!("{prefix}/docs/app.js"),
-            get(crate::openapi::script),
-        )
+        .get(&format!("{prefix}/openapi.json"), crate::openapi::document)
+        .get(&format!("{prefix}/docs"), crate::openapi::page)
+        .get(&format!("{prefix}/docs/app.js"), crate::openapi::script)
 }

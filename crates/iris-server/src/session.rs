@@ -16,22 +16,22 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::{self, Caller, REFRESH_PREFIX};
 use crate::error::ApiError;
-use crate::gate::{get, post};
+use crate::gate::Routes;
 use crate::params::{Body, body_object};
 use crate::request::RequestId;
 
 pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
-        .route(&format!("{prefix}/auth/login"), post(login))
-        .route(&format!("{prefix}/auth/refresh"), post(refresh))
-        .route(&format!("{prefix}/auth/logout"), post(logout))
-        .route(&format!("{prefix}/auth/logout-all"), post(logout_all))
-        .route(&format!("{prefix}/auth/me"), get(me))
-        .route(&format!("{prefix}/auth/mfa/setup"), post(mfa_setup))
-        .route(&format!("{prefix}/auth/mfa/enable"), post(mfa_setup))
-        .route(&format!("{prefix}/auth/mfa/confirm"), post(mfa_confirm))
-        .route(&format!("{prefix}/auth/mfa/verify"), post(mfa_verify))
-        .route(&format!("{prefix}/auth/mfa/disable"), post(mfa_disable))
+        .post(&format!("{prefix}/auth/login"), login)
+        .post(&format!("{prefix}/auth/refresh"), refresh)
+        .post(&format!("{prefix}/auth/logout"), logout)
+        .post(&format!("{prefix}/auth/logout-all"), logout_all)
+        .get(&format!("{prefix}/auth/me"), me)
+        .post(&format!("{prefix}/auth/mfa/setup"), mfa_setup)
+        .post(&format!("{prefix}/auth/mfa/enable"), mfa_setup)
+        .post(&format!("{prefix}/auth/mfa/confirm"), mfa_confirm)
+        .post(&format!("{prefix}/auth/mfa/verify"), mfa_verify)
+        .post(&format!("{prefix}/auth/mfa/disable"), mfa_disable)
 }
 
 /// A typed body; problems are per-field validation errors.

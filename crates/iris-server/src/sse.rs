@@ -22,19 +22,22 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::gate::Routes;
 use crate::params::{Body, body_object};
 use crate::request::RequestId;
 use crate::{AppState, auth};
 
 pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
-        .route(
+        .stream(
             &format!("{prefix}/teams/{{team}}/stream"),
-            crate::gate::stream(MethodFilter::POST, send_and_stream),
+            MethodFilter::POST,
+            send_and_stream,
         )
-        .route(
+        .stream(
             &format!("{prefix}/messages/{{id}}/stream"),
-            crate::gate::stream(MethodFilter::GET, follow),
+            MethodFilter::GET,
+            follow,
         )
 }
 

@@ -10,19 +10,19 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gate::{get, post};
+use crate::gate::Routes;
 use crate::params::{Body, body_object};
 use crate::request::RequestId;
 use crate::{AppState, auth};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/health", get(health))
-        .route("/health/detailed", get(health_detailed))
-        .route("/ready", get(ready))
-        .route("/rpc", post(rpc))
-        .route("/metrics", get(crate::metrics::render))
+        .get("/healthz", healthz)
+        .get("/health", health)
+        .get("/health/detailed", health_detailed)
+        .get("/ready", ready)
+        .post("/rpc", rpc)
+        .get("/metrics", crate::metrics::render)
 }
 
 async fn healthz() -> Json<Value> {

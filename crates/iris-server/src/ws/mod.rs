@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gate::stream;
+use crate::gate::Routes;
 use crate::request::RequestId;
 use crate::serve::{CLOSING, FINISHING};
 use crate::{AppState, auth};
@@ -52,19 +52,29 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/v1/stream", upgrade_route(Protocol::Stream))
-        .route("/api/stream", upgrade_route(Protocol::Stream))
-        .route("/ws", upgrade_route(Protocol::JsonRpc))
+        .stream("/api/v1/stream", MethodFilter::GET, upgrade_stream)
+        .stream("/api/stream", MethodFilter::GET, upgrade_stream)
+        .stream("/ws", MethodFilter::GET, upgrade_rpc)
 }
 
-/// `GET` upgrading to a WebSocket speaking `proto`.
-fn upgrade_route(proto: Protocol) -> axum::routing::MethodRouter<AppState> {
-    stream(
-        MethodFilter::GET,
-        move |State(state): State<AppState>, rid: RequestId, who: Caller, ws: WebSocketUpgrade| async move {
-            upgrade(state, rid, who, ws, proto)
-        },
-    )
+/// `GET` upgrading to a WebSocket speaking seed 002's messages.
+async fn upgrade_stream(
+    State(state): State<AppState>,
+    rid: RequestId,
+    who: Caller,
+    ws: WebSocketUpgrade,
+) -> Response {
+    upgrade(state, rid, who, ws, Protocol::Stream)
+}
+
+/// `GET` upgrading to a WebSocket speaking JSON-RPC 2.0.
+async fn upgrade_rpc(
+    State(state): State<AppState>,
+    rid: RequestId,
+    who: Caller,
+    ws: WebSocketUpgrade,
+) -> Response {
+    upgrade(state, rid, who, ws, Protocol::JsonRpc)
 }
 
 fn upgrade(
