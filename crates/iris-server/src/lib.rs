@@ -7,6 +7,7 @@ mod edge;
 mod error;
 mod gate;
 mod guard;
+mod header_timer;
 mod metrics;
 mod openapi;
 mod params;

@@ -85,7 +85,7 @@ pub fn id_of(headers: &HeaderMap) -> RequestId {
     let mut text = [0u8; ulid::ULID_LEN];
     buf[4..].copy_from_slice(id.array_to_str(&mut text).as_bytes());
     // Crockford base32 and "req_": ASCII, so always UTF-8.
-    RequestId(String::from_utf8_lossy(&buf).into())
+    RequestId(std::str::from_utf8(&buf).unwrap_or("req_").into())
 }
 
 /// A request from the wrong `Host` or `Origin` is refused before routing.
@@ -186,6 +186,27 @@ pub fn finish(
     resp
 }
 
+/// The header value of `n`, remembered per thread in `slot`: a limit is
+/// the same for every request of a caller and a reset time for a second,
+/// so most requests share the value made for an earlier one.
+fn recent(slot: usize, n: u64) -> HeaderValue {
+    thread_local! {
+        static RECENT: std::cell::RefCell<[Option<(u64, HeaderValue)>; 2]> =
+            const { std::cell::RefCell::new([None, None]) };
+    }
+    RECENT.with(|r| {
+        let mut r = r.borrow_mut();
+        match &r[slot] {
+            Some((m, v)) if *m == n => v.clone(),
+            _ => {
+                let v = HeaderValue::from(n);
+                r[slot] = Some((n, v.clone()));
+                v
+            }
+        }
+    })
+}
+
 /// 429 with the error body; the headers are added on the way out.
 fn too_many(d: &Decision, rid: &RequestId) -> Response {
     let e = IrisError::new(
@@ -198,9 +219,9 @@ fn too_many(d: &Decision, rid: &RequestId) -> Response {
 
 /// `X-RateLimit-Limit/Remaining/Reset`, and `Retry-After` when refused.
 fn rate_headers(h: &mut HeaderMap, d: &Decision) {
-    h.insert(LIMIT, HeaderValue::from(d.limit));
+    h.insert(LIMIT, recent(0, u64::from(d.limit)));
     h.insert(REMAINING, HeaderValue::from(d.remaining));
-    h.insert(RESET, HeaderValue::from(d.reset));
+    h.insert(RESET, recent(1, d.reset));
     if !d.allowed {
         let secs = d.retry_after.as_secs() + u64::from(d.retry_after.subsec_nanos() > 0);
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

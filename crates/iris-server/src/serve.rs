@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::edge::App;
+use crate::header_timer;
 
 /// Where a server is in stopping: serving, finishing what is in flight,
 /// or closing what is left.
@@ -193,19 +194,26 @@ async fn connection(
         app.handle(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
+        .timer(header_timer::Deadlines)
         .header_read_timeout(header_timeout)
         .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
         .with_upgrades();
     tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        () = lifecycle.reached(FINISHING) => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = lifecycle.reached(CLOSING) => {}
-            }
+    let mut watchdog = header_timer::Watchdog::new(header_timeout);
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = lifecycle.reached(FINISHING) => break,
+            // hyper looks at its header deadline when polled again.
+            () = watchdog.tick() => {}
+        }
+    }
+    conn.as_mut().graceful_shutdown();
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = lifecycle.reached(CLOSING) => return,
+            () = watchdog.tick() => {}
         }
     }
 }
