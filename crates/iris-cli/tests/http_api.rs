@@ -388,6 +388,60 @@ async fn clients_too_slow_with_their_headers_are_disconnected() {
     a.stop().await;
 }
 
+/// The routing table: a method a path does not answer is a 405 naming the
+/// ones it does (`Allow`); a GET route answers HEAD; `{…}` segments arrive
+/// percent-decoded; requests no route takes count as `unmatched`.
+#[tokio::test]
+async fn routes_match_templates_and_methods() {
+    let a = api("").await;
+    let url = |p: &str| format!("{}{p}", a.base);
+    let r = a
+        .http
+        .delete(url("/api/v1/teams/tell"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    let r = a
+        .http
+        .get(url("/api/v1/teams/demo/reboot"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST, DELETE");
+    assert_error_body(&r.json().await.unwrap(), 405, "METHOD_NOT_FOUND");
+    let r = a.http.head(url("/api/v1/status")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert!(r.bytes().await.unwrap().is_empty());
+    let (s, v) = a.req("GET", "/api/v1/tools/get%5Fstatus", None).await;
+    assert_eq!(
+        (s.as_u16(), v["name"].as_str()),
+        (200, Some("get_status")),
+        "{v}"
+    );
+    let (s, v) = a.req("GET", "/api/v1/teams/de%6Do/status", None).await;
+    assert_eq!(s, 200, "{v}");
+    let metrics = a
+        .http
+        .get(url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"iris_http_requests_total{route="unmatched",method="DELETE",status="405"} 1"#
+        ),
+        "{metrics}"
+    );
+    a.stop().await;
+}
+
 /// `api.maxConnections`: at the cap the server accepts nothing more; a
 /// further client waits, unanswered, until an open connection closes, and
 /// is then served.

@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use iris_core::Iris;
 use tower_http::compression::predicate::{And, NotForContentType, Predicate, SizeAbove};
 
 use crate::router;
+use crate::routing::{Answered, Table};
 
 /// JSON worth compressing: a few hundred bytes gain little and cost a
 /// gzip stream each; streams and images are never compressed.
 type Worth = And<And<And<SizeAbove, NotForContentType>, NotForContentType>, NotForContentType>;
-type Full = tower_http::cors::Cors<tower_http::compression::Compression<Router, Worth>>;
+type Full = tower_http::cors::Cors<tower_http::compression::Compression<Table, Worth>>;
 type FullBody = tower_http::compression::CompressionBody<axum::body::Body>;
 
 /// The HTTP service: the routes, each behind the gate, and around them
@@ -23,15 +23,15 @@ type FullBody = tower_http::compression::CompressionBody<axum::body::Body>;
 pub struct App(Arc<Edge>);
 
 struct Edge {
-    plain: Router,
+    plain: Table,
     full: Full,
 }
 
-pub fn app(iris: Arc<Iris>, lifecycle: crate::serve::Lifecycle) -> App {
+pub fn app(iris: Arc<Iris>, lifecycle: crate::serve::Lifecycle) -> anyhow::Result<App> {
     use tower::Layer;
     let api = iris.config.api.clone();
     // The body limit is applied where bodies are read (`params::Body`).
-    let plain = router(iris, lifecycle);
+    let plain = router(iris, lifecycle)?;
     let worth = SizeAbove::new(1024)
         .and(NotForContentType::GRPC)
         .and(NotForContentType::IMAGES)
@@ -45,10 +45,10 @@ pub fn app(iris: Arc<Iris>, lifecycle: crate::serve::Lifecycle) -> App {
     } else {
         tower_http::cors::CorsLayer::new()
     };
-    App(Arc::new(Edge {
+    Ok(App(Arc::new(Edge {
         plain,
         full: cors.layer(compressed),
-    }))
+    })))
 }
 
 type FullFuture = futures_util::future::MapOk<
@@ -56,10 +56,7 @@ type FullFuture = futures_util::future::MapOk<
     fn(axum::http::Response<FullBody>) -> axum::response::Response,
 >;
 
-pub type AppFuture = futures_util::future::Either<
-    <Router as tower::Service<axum::extract::Request>>::Future,
-    FullFuture,
->;
+pub type AppFuture = futures_util::future::Either<Answered, FullFuture>;
 
 impl tower::Service<axum::extract::Request> for App {
     type Response = axum::response::Response;
@@ -92,7 +89,7 @@ impl App {
                 |r| r.map(axum::body::Body::new);
             Either::Right(self.0.full.clone().call(req).map_ok(to_body))
         } else {
-            Either::Left(self.0.plain.clone().call(req))
+            Either::Left(Answered::from(self.0.plain.handle(req)))
         }
     }
 }

@@ -79,8 +79,13 @@ pub async fn unknown_route(id: RequestId, uri: Uri) -> ApiError {
     )
 }
 
-pub async fn wrong_method(id: RequestId, uri: Uri) -> ApiError {
-    ApiError::new(
+/// 405, with the `Allow` header naming the methods the path answers.
+pub async fn wrong_method(
+    id: RequestId,
+    uri: Uri,
+    allowed: Option<axum::Extension<crate::routing::Allowed>>,
+) -> Response {
+    let mut resp = ApiError::new(
         IrisError::new(
             ErrorKind::MethodNotFound,
             format!("method not allowed on {}", uri.path()),
@@ -88,4 +93,10 @@ pub async fn wrong_method(id: RequestId, uri: Uri) -> ApiError {
         &id,
     )
     .with_status(StatusCode::METHOD_NOT_ALLOWED)
+    .into_response();
+    if let Some(axum::Extension(crate::routing::Allowed(methods))) = allowed {
+        resp.headers_mut()
+            .insert(axum::http::header::ALLOW, methods);
+    }
+    resp
 }

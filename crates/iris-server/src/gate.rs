@@ -1,8 +1,8 @@
-//! The gate in front of every route, and the only way routes are made.
+//! The gate in front of every route.
 //!
 //! Every handler is wrapped in [`Gated`] when its route is declared
-//! ([`Routes`] stands in for axum's `get`/`post`/`on`; clippy's
-//! `disallowed-methods` keeps the bare ones out of this crate). The gate
+//! ([`crate::routing::Routes`] is the only way routes are made; clippy's
+//! `disallowed-methods` keeps axum's own constructors out of this crate). The gate
 //! runs inside the handler's own service rather than as a router layer:
 //! axum boxes and clones a route once per layer and request, and that
 //! plumbing cost more than the gate's work. Handlers take the `Caller`
@@ -14,15 +14,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use std::collections::HashSet;
-use std::sync::{Mutex, OnceLock};
-
-use axum::Router;
 use axum::extract::Request;
 use axum::handler::Handler;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodFilter;
 use iris_core::auth::Decision;
 use iris_core::{ErrorKind, IrisError};
 use pin_project_lite::pin_project;
@@ -61,79 +56,6 @@ impl<H> Gated<H> {
             route,
         }
     }
-}
-
-/// Declaring routes: each handler behind the gate, which knows the route's
-/// template from here (so the router need not attach it to every request).
-pub trait Routes: Sized {
-    /// A plain request/response route for the methods in `filter`; routes
-    /// declared on the same path add up.
-    fn on<H: Handler<T, AppState>, T: 'static>(
-        self,
-        path: &str,
-        filter: MethodFilter,
-        h: H,
-    ) -> Self;
-
-    /// A streaming route (SSE, WebSocket upgrade): gated, not timed.
-    fn stream<H: Handler<T, AppState>, T: 'static>(
-        self,
-        path: &str,
-        filter: MethodFilter,
-        h: H,
-    ) -> Self;
-
-    fn get<H: Handler<T, AppState>, T: 'static>(self, path: &str, h: H) -> Self {
-        self.on(path, MethodFilter::GET, h)
-    }
-
-    fn post<H: Handler<T, AppState>, T: 'static>(self, path: &str, h: H) -> Self {
-        self.on(path, MethodFilter::POST, h)
-    }
-}
-
-impl Routes for Router<AppState> {
-    fn on<H: Handler<T, AppState>, T: 'static>(
-        self,
-        path: &str,
-        filter: MethodFilter,
-        h: H,
-    ) -> Self {
-        #[allow(clippy::disallowed_methods)]
-        self.route(
-            path,
-            axum::routing::on(filter, Gated::call_route(label(path), h)),
-        )
-    }
-
-    fn stream<H: Handler<T, AppState>, T: 'static>(
-        self,
-        path: &str,
-        filter: MethodFilter,
-        h: H,
-    ) -> Self {
-        #[allow(clippy::disallowed_methods)]
-        self.route(
-            path,
-            axum::routing::on(filter, Gated::stream_route(label(path), h)),
-        )
-    }
-}
-
-/// A route template as a `&'static str`: each distinct one is kept once
-/// for the life of the process (routes are declared at start).
-fn label(path: &str) -> &'static str {
-    static LABELS: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut labels = LABELS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(l) = labels.get(path) {
-        return l;
-    }
-    let l: &'static str = Box::leak(path.into());
-    labels.insert(l);
-    l
 }
 
 impl<H, T> Handler<T, AppState> for Gated<H>

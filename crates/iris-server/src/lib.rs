@@ -13,6 +13,7 @@ mod openapi;
 mod params;
 mod request;
 mod rest;
+mod routing;
 mod serve;
 mod session;
 mod sse;
@@ -21,7 +22,6 @@ mod ws;
 
 use std::sync::Arc;
 
-use axum::Router;
 use iris_core::Iris;
 
 use edge::app;
@@ -52,7 +52,7 @@ pub struct Shared {
 }
 
 /// The routes, each behind the gate (see [`gate`]; [`app`] adds the rest).
-pub fn router(iris: Arc<Iris>, lifecycle: serve::Lifecycle) -> Router {
+pub fn router(iris: Arc<Iris>, lifecycle: serve::Lifecycle) -> anyhow::Result<routing::Table> {
     metrics::handle();
     let state = AppState(Arc::new(Shared {
         lifecycle,
@@ -61,7 +61,7 @@ pub fn router(iris: Arc<Iris>, lifecycle: serve::Lifecycle) -> Router {
         ws_connections: Default::default(),
         sse_streams: Default::default(),
     }));
-    Router::new()
+    routing::Routes::new()
         .merge(rest::routes("/api/v1"))
         .merge(rest::routes("/api"))
         .merge(session::routes("/api/v1"))
@@ -70,13 +70,5 @@ pub fn router(iris: Arc<Iris>, lifecycle: serve::Lifecycle) -> Router {
         .merge(sse::routes("/api/v1"))
         .merge(sse::routes("/api"))
         .merge(ws::routes())
-        .fallback(gate::Gated::call_route(
-            gate::UNMATCHED,
-            error::unknown_route,
-        ))
-        .method_not_allowed_fallback(gate::Gated::call_route(
-            gate::UNMATCHED,
-            error::wrong_method,
-        ))
-        .with_state(state)
+        .build(state)
 }

@@ -5,19 +5,18 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use axum::Router;
-use axum::extract::{FromRequestParts, Query, RawPathParams, Request};
+use axum::extract::{Query, Request};
 use axum::handler::Handler;
+use axum::http::Method;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodFilter;
 use iris_core::IrisError;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gate::Routes;
 use crate::params::{Body, add_query, body_object, read_body};
+use crate::routing::{PathParams, Routes};
 use crate::{AppState, auth};
 
 /// How one route calls one operation.
@@ -216,19 +215,8 @@ impl OpRoute {
         let rid = &who.request_id;
         let fail = |e: IrisError| ApiError::new(e, rid);
         let ctx = auth::caller(&state, &who).map_err(fail)?;
-        let mut segments = (None, None);
-        if spec.team.is_some() || spec.id.is_some() {
-            let raw = RawPathParams::from_request_parts(&mut parts, &state)
-                .await
-                .map_err(|e| fail(IrisError::validation("path", e.body_text())))?;
-            for (name, value) in &raw {
-                match name {
-                    "team" => segments.0 = Some(value.to_owned()),
-                    "id" => segments.1 = Some(value.to_owned()),
-                    _ => {}
-                }
-            }
-        }
+        let segments = parts.extensions.remove::<PathParams>();
+        let segment = |name| segments.as_ref().and_then(|p| p.get(name));
         let query = match parts.uri.query() {
             Some(_) => {
                 Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
@@ -245,10 +233,10 @@ impl OpRoute {
                 params.entry(to.to_string()).or_insert(v);
             }
         }
-        if let (Some(field), (Some(v), _)) = (spec.team, &segments) {
+        if let (Some(field), Some(v)) = (spec.team, segment("team")) {
             params.insert(field.to_owned(), json!(v));
         }
-        if let (Some(field), (_, Some(v))) = (spec.id, &segments) {
+        if let (Some(field), Some(v)) = (spec.id, segment("id")) {
             params.insert(field.to_owned(), json!(v));
         }
         state
@@ -274,14 +262,14 @@ fn json_text(body: Vec<u8>) -> Response {
 }
 
 impl Verb {
-    pub fn filter(self) -> MethodFilter {
+    pub fn http(self) -> &'static [Method] {
         match self {
-            Verb::Get => MethodFilter::GET,
-            Verb::Post => MethodFilter::POST,
-            Verb::PostOrDelete => MethodFilter::POST.or(MethodFilter::DELETE),
-            Verb::Delete => MethodFilter::DELETE,
-            Verb::Put => MethodFilter::PUT,
-            Verb::Patch => MethodFilter::PATCH,
+            Verb::Get => &[Method::GET],
+            Verb::Post => &[Method::POST],
+            Verb::PostOrDelete => &[Method::POST, Method::DELETE],
+            Verb::Delete => &[Method::DELETE],
+            Verb::Put => &[Method::PUT],
+            Verb::Patch => &[Method::PATCH],
         }
     }
     pub fn methods(self) -> &'static [&'static str] {
@@ -298,13 +286,13 @@ impl Verb {
 
 /// The routes under `prefix` (`/api/v1`, `/api`): spelled out rather than
 /// nested, so a request is routed once.
-pub fn routes(prefix: &str) -> Router<AppState> {
-    let mut router = Router::new();
+pub fn routes(prefix: &str) -> Routes {
+    let mut router = Routes::new();
     for r in ROUTES {
         // A GET has no body: it is not waited for.
         router = router.on(
             &format!("{prefix}{}", r.path),
-            r.verb.filter(),
+            r.verb.http(),
             OpRoute(r.spec),
         );
     }

@@ -111,7 +111,7 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
             n => n,
         },
     };
-    let app = crate::app(iris, lifecycle.clone());
+    let app = crate::app(iris, lifecycle.clone())?;
     let task = tokio::spawn(accept(listener, app, limits, lifecycle));
     tracing::info!(%addr, "API listening");
     Ok(Running {

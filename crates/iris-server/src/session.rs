@@ -1,10 +1,10 @@
 //! `/auth/*` (seed 003): login, refresh, logout, the caller, and TOTP MFA.
 //! Thin adapters over `iris_core::auth::Auth`; the rules live there.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
-use axum::{Json, Router};
 use std::sync::Arc;
 
 use iris_core::auth::{Auth, AuthError, Login};
@@ -16,12 +16,12 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::{self, Caller, REFRESH_PREFIX};
 use crate::error::ApiError;
-use crate::gate::Routes;
 use crate::params::{Body, body_object};
 use crate::request::RequestId;
+use crate::routing::Routes;
 
-pub fn routes(prefix: &str) -> Router<AppState> {
-    Router::new()
+pub fn routes(prefix: &str) -> Routes {
+    Routes::new()
         .post(&format!("{prefix}/auth/login"), login)
         .post(&format!("{prefix}/auth/refresh"), refresh)
         .post(&format!("{prefix}/auth/logout"), logout)

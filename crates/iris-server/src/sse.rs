@@ -10,11 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
+use axum::http::Method;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::MethodFilter;
 use futures_util::Stream;
 use iris_core::pool::turn::{FollowStep, StreamItem, StreamKind, TurnStatus, TurnTracker};
 use iris_core::{IrisError, TurnStream};
@@ -22,21 +21,21 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gate::Routes;
 use crate::params::{Body, body_object};
 use crate::request::RequestId;
+use crate::routing::{Routes, Segment};
 use crate::{AppState, auth};
 
-pub fn routes(prefix: &str) -> Router<AppState> {
-    Router::new()
+pub fn routes(prefix: &str) -> Routes {
+    Routes::new()
         .stream(
             &format!("{prefix}/teams/{{team}}/stream"),
-            MethodFilter::POST,
+            &[Method::POST],
             send_and_stream,
         )
         .stream(
             &format!("{prefix}/messages/{{id}}/stream"),
-            MethodFilter::GET,
+            &[Method::GET],
             follow,
         )
 }
@@ -206,7 +205,7 @@ async fn send_and_stream(
     State(state): State<AppState>,
     rid: RequestId,
     who: Caller,
-    Path(team): Path<String>,
+    Segment(team): Segment,
     Body(body): Body,
 ) -> Result<EventStream, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
@@ -230,7 +229,7 @@ async fn follow(
     rid: RequestId,
     who: Caller,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<EventStream, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);

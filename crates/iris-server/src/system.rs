@@ -1,22 +1,22 @@
 //! Routes outside the REST table: health, readiness, `/rpc`, and the tool
 //! registry (`/api/v1/tools…`).
 
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use iris_core::{IrisError, registry};
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gate::Routes;
 use crate::params::{Body, body_object};
 use crate::request::RequestId;
+use crate::routing::{Routes, Segment};
 use crate::{AppState, auth};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .get("/healthz", healthz)
         .get("/health", health)
         .get("/health/detailed", health_detailed)
@@ -151,7 +151,7 @@ pub async fn describe_tool(
     State(state): State<AppState>,
     rid: RequestId,
     who: Caller,
-    Path(name): Path<String>,
+    Segment(name): Segment,
 ) -> Result<Json<Value>, ApiError> {
     auth::caller(&state, &who).map_err(|e| ApiError::new(e, &rid))?;
     registry()
@@ -166,7 +166,7 @@ pub async fn execute_tool(
     State(state): State<AppState>,
     rid: RequestId,
     who: Caller,
-    Path(name): Path<String>,
+    Segment(name): Segment,
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);

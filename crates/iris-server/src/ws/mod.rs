@@ -18,11 +18,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodFilter;
 use futures_util::{SinkExt, StreamExt};
 use iris_core::auth::Principal;
 use iris_core::bus::{Delivery, Event, EventKind};
@@ -34,8 +33,8 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::gate::Routes;
 use crate::request::RequestId;
+use crate::routing::Routes;
 use crate::serve::{CLOSING, FINISHING};
 use crate::{AppState, auth};
 
@@ -50,11 +49,11 @@ enum Protocol {
 /// How long a connection opened without a credential may take to send one.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .stream("/api/v1/stream", MethodFilter::GET, upgrade_stream)
-        .stream("/api/stream", MethodFilter::GET, upgrade_stream)
-        .stream("/ws", MethodFilter::GET, upgrade_rpc)
+pub fn routes() -> Routes {
+    Routes::new()
+        .stream("/api/v1/stream", &[Method::GET], upgrade_stream)
+        .stream("/api/stream", &[Method::GET], upgrade_stream)
+        .stream("/ws", &[Method::GET], upgrade_rpc)
 }
 
 /// `GET` upgrading to a WebSocket speaking seed 002's messages.
