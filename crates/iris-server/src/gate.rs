@@ -65,59 +65,83 @@ where
 {
     type Future = GateFuture<H::Future>;
 
-    fn call(self, mut req: Request, state: AppState) -> Self::Future {
-        let started = Instant::now();
-        let arrived = req
-            .extensions()
-            .get::<Caller>()
-            .map(|c| (c.origin.ip, c.request_id.clone()));
-        let (ip, rid) = arrived.unwrap_or_else(|| {
-            // Not through the accept loop (the router used on its own).
-            let rid = request::id_of(req.headers());
-            req.extensions_mut()
-                .insert(Caller::arrived(None, rid.clone()));
-            (None, rid)
-        });
-        let mut after = After {
-            method: req.method().clone(),
-            // The route template, not the path: bounded label values.
-            route: self.route,
-            // Only when the access log is on: the path is copied for it.
-            path: tracing::enabled!(target: "iris::access", tracing::Level::INFO)
-                .then(|| req.uri().path().to_owned()),
-            started,
-            limit: None,
-            rid: rid.clone(),
-        };
-        let stage = match request::admit(&state, &req, ip, &rid) {
-            Ok((principal, origin, limit)) => {
-                after.limit = limit;
-                if let Some(caller) = req.extensions_mut().get_mut::<Caller>() {
-                    caller.principal = principal;
-                    caller.origin = origin;
-                    caller.admitted = true;
-                }
-                let timeout = state.iris.config.api.request_timeout;
-                let fut = self.handler.call(req, state);
-                if self.timed && timeout > 0 {
-                    Stage::Timed {
-                        fut: tokio::time::timeout(Duration::from_millis(timeout), fut),
-                    }
-                } else {
-                    Stage::Running { fut }
-                }
+    fn call(self, req: Request, state: AppState) -> Self::Future {
+        let handler = self.handler;
+        gate(self.route, self.timed, req, state, move |req, state| {
+            handler.call(req, state)
+        })
+    }
+}
+
+/// The gate around `handler` for one request of the route `route`: admit
+/// it (or answer the refusal), run the handler (within
+/// `api.requestTimeout` when `timed`), then add the headers and metrics.
+pub fn gate<F, Fut>(
+    route: &'static str,
+    timed: bool,
+    mut req: Request,
+    state: AppState,
+    handler: F,
+) -> GateFuture<Fut>
+where
+    F: FnOnce(Request, AppState) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let started = Instant::now();
+    let arrived = req
+        .extensions()
+        .get::<Caller>()
+        .map(|c| (c.origin.ip, c.request_id.clone()));
+    let (ip, rid) = arrived.unwrap_or_else(|| {
+        // Not through the accept loop (the router used on its own).
+        let rid = request::id_of(req.headers());
+        req.extensions_mut()
+            .insert(Caller::arrived(None, rid.clone()));
+        (None, rid)
+    });
+    let mut after = After {
+        method: req.method().clone(),
+        // The route template, not the path: bounded label values.
+        route,
+        // Only when the access log is on: the path is copied for it.
+        path: tracing::enabled!(target: "iris::access", tracing::Level::INFO)
+            .then(|| req.uri().path().to_owned()),
+        started,
+        limit: None,
+        rid: rid.clone(),
+    };
+    let stage = match request::admit(&state, &req, ip, &rid) {
+        Ok((principal, origin, limit)) => {
+            after.limit = limit;
+            if let Some(caller) = req.extensions_mut().get_mut::<Caller>() {
+                caller.principal = principal;
+                caller.origin = origin;
+                caller.admitted = true;
             }
-            Err((refusal, limit)) => {
-                after.limit = limit;
-                Stage::Answered {
-                    resp: Some(refusal),
+            let timeout = state.iris.config.api.request_timeout;
+            let fut = handler(req, state);
+            if timed && timeout > 0 {
+                Stage::Timed {
+                    // From when the request arrived (also one clock read fewer).
+                    fut: tokio::time::timeout_at(
+                        tokio::time::Instant::from_std(started + Duration::from_millis(timeout)),
+                        fut,
+                    ),
                 }
+            } else {
+                Stage::Running { fut }
             }
-        };
-        GateFuture {
-            stage,
-            after: Some(after),
         }
+        Err((refusal, limit)) => {
+            after.limit = limit;
+            Stage::Answered {
+                resp: Some(refusal),
+            }
+        }
+    };
+    GateFuture {
+        stage,
+        after: Some(after),
     }
 }
 

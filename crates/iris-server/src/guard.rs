@@ -36,7 +36,10 @@ impl Hosts {
     /// Whether `host` (a `Host` header, possibly with a port) is acceptable.
     pub fn allow(&self, host: &str) -> bool {
         let name = strip_port(host);
-        self.any || self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
+        // Clients send the name as configured almost always: compare bytes first.
+        self.any
+            || self.names.iter().any(|n| n.as_bytes() == name.as_bytes())
+            || self.names.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
 }
 

@@ -186,24 +186,25 @@ pub fn finish(
     resp
 }
 
-/// The header value of `n`, remembered per thread in `slot`: a limit is
-/// the same for every request of a caller and a reset time for a second,
-/// so most requests share the value made for an earlier one.
-fn recent(slot: usize, n: u64) -> HeaderValue {
+/// The header values of a limit and a reset time, remembered per thread:
+/// a limit is the same for every request of a caller and a reset time for
+/// a second, so most requests share the values made for an earlier one.
+fn recent(limit: u64, reset: u64) -> (HeaderValue, HeaderValue) {
     thread_local! {
         static RECENT: std::cell::RefCell<[Option<(u64, HeaderValue)>; 2]> =
             const { std::cell::RefCell::new([None, None]) };
     }
-    RECENT.with(|r| {
-        let mut r = r.borrow_mut();
-        match &r[slot] {
-            Some((m, v)) if *m == n => v.clone(),
-            _ => {
-                let v = HeaderValue::from(n);
-                r[slot] = Some((n, v.clone()));
-                v
-            }
+    let value = |slot: &mut Option<(u64, HeaderValue)>, n: u64| match slot {
+        Some((m, v)) if *m == n => v.clone(),
+        _ => {
+            let v = HeaderValue::from(n);
+            *slot = Some((n, v.clone()));
+            v
         }
+    };
+    RECENT.with(|r| {
+        let [l, r] = &mut *r.borrow_mut();
+        (value(l, limit), value(r, reset))
     })
 }
 
@@ -219,9 +220,10 @@ fn too_many(d: &Decision, rid: &RequestId) -> Response {
 
 /// `X-RateLimit-Limit/Remaining/Reset`, and `Retry-After` when refused.
 fn rate_headers(h: &mut HeaderMap, d: &Decision) {
-    h.insert(LIMIT, recent(0, u64::from(d.limit)));
+    let (limit, reset) = recent(u64::from(d.limit), d.reset);
+    h.insert(LIMIT, limit);
     h.insert(REMAINING, HeaderValue::from(d.remaining));
-    h.insert(RESET, recent(1, d.reset));
+    h.insert(RESET, reset);
     if !d.allowed {
         let secs = d.retry_after.as_secs() + u64::from(d.retry_after.subsec_nanos() > 0);
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

@@ -23,7 +23,7 @@ use axum::response::Response;
 
 use crate::AppState;
 use crate::error::{self, ApiError};
-use crate::gate::{Gated, UNMATCHED};
+use crate::gate::{Gated, UNMATCHED, gate};
 
 type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
 
@@ -64,6 +64,19 @@ impl Routes {
         h: H,
     ) -> Self {
         self.add(path, methods, endpoint(Gated::stream_route(label(path), h)))
+    }
+
+    /// A route whose handler is a plain async function of the request, run
+    /// inside the gate's own future (one allocation per request for both).
+    pub fn call<F, Fut>(self, path: &str, methods: &[Method], f: F) -> Self
+    where
+        F: Fn(Request, AppState) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Response> + Send + 'static,
+    {
+        let route = label(path);
+        let e: Endpoint =
+            Arc::new(move |req, state| Box::pin(gate(route, true, req, state, f.clone())));
+        self.add(path, methods, e)
     }
 
     pub fn get<H: Handler<T, AppState>, T: 'static>(self, path: &str, h: H) -> Self {
