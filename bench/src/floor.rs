@@ -138,18 +138,11 @@ impl Floor {
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.reserve(12);
-        let statics = [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (header::REFERRER_POLICY, "no-referrer"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; frame-ancestors 'none'",
-            ),
-            (header::CACHE_CONTROL, "no-store"),
-        ];
-        for (name, value) in statics {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in iris_server::SECURITY_HEADERS {
             h.insert(name, HeaderValue::from_static(value));
         }
         h.insert(LIMIT, HeaderValue::from(self.limit));
@@ -167,26 +160,13 @@ const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
-/// The caller's `X-Request-ID`, else `req_<ulid>`.
+/// The caller's `X-Request-ID`, else `req_<ulid>` (Iris's own generator).
 fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(REQUEST_ID) {
         return v.clone();
     }
-    let mut buf = [0u8; 4 + ulid::ULID_LEN];
-    buf[..4].copy_from_slice(b"req_");
-    thread_local! {
-        // Monotonic within a millisecond, as in Iris: no random draw per request.
-        static IDS: std::cell::RefCell<ulid::Generator> =
-            const { std::cell::RefCell::new(ulid::Generator::new()) };
-    }
-    // (`Ulid::default()` is the nil id: a fresh one when the generator fails.)
-    let id = match IDS.with(|g| g.borrow_mut().generate().ok()) {
-        Some(id) => id,
-        None => ulid::Ulid::new(),
-    };
-    let mut text = [0u8; ulid::ULID_LEN];
-    buf[4..].copy_from_slice(id.array_to_str(&mut text).as_bytes());
-    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("req_"))
+    HeaderValue::from_bytes(&iris_server::new_request_id())
+        .unwrap_or(HeaderValue::from_static("req_"))
 }
 
 fn now_ms() -> u64 {

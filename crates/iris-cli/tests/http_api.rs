@@ -46,6 +46,11 @@ impl Api {
         let v = resp.json().await.unwrap_or(Value::Null);
         (status, v)
     }
+    /// The body of `GET path` as text.
+    async fn text(&self, path: &str) -> String {
+        let r = self.http.get(format!("{}{path}", self.base)).send();
+        r.await.unwrap().text().await.unwrap()
+    }
     async fn stop(self) {
         self.server.stop().await;
         self.h.stop().await;
@@ -395,24 +400,19 @@ async fn clients_too_slow_with_their_headers_are_disconnected() {
 async fn routes_match_templates_and_methods() {
     let a = api("").await;
     let url = |p: &str| format!("{}{p}", a.base);
-    let r = a
-        .http
-        .delete(url("/api/v1/teams/tell"))
-        .send()
+    let send = |m: reqwest::Method, p: &str| a.http.request(m, url(p)).send();
+    let r = send(reqwest::Method::DELETE, "/api/v1/teams/tell")
         .await
         .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
-    let r = a
-        .http
-        .get(url("/api/v1/teams/demo/reboot"))
-        .send()
+    let r = send(reqwest::Method::GET, "/api/v1/teams/demo/reboot")
         .await
         .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST, DELETE");
     assert_error_body(&r.json().await.unwrap(), 405, "METHOD_NOT_FOUND");
-    let r = a.http.head(url("/api/v1/status")).send().await.unwrap();
+    let r = send(reqwest::Method::HEAD, "/api/v1/status").await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
     assert!(r.bytes().await.unwrap().is_empty());
@@ -424,15 +424,7 @@ async fn routes_match_templates_and_methods() {
     );
     let (s, v) = a.req("GET", "/api/v1/teams/de%6Do/status", None).await;
     assert_eq!(s, 200, "{v}");
-    let metrics = a
-        .http
-        .get(url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.text("/metrics").await;
     assert!(
         metrics.contains(
             r#"iris_http_requests_total{route="unmatched",method="DELETE",status="405"} 1"#
@@ -706,15 +698,7 @@ async fn metrics_count_requests_turns_processes_and_queues() {
     )
     .await;
     a.req("GET", "/api/v1/teams/ghost/status", None).await;
-    let text = a
-        .http
-        .get(format!("{}/metrics", a.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = a.text("/metrics").await;
     for needle in [
         r#"iris_http_requests_total{route="/api/v1/teams/tell",method="POST",status="200"} 1"#,
         r#"iris_http_requests_total{route="/api/v1/teams/{team}/status",method="GET",status="404"} 1"#,

@@ -6,7 +6,7 @@
 //! or one of `api.allowedHosts`, and an `Origin`, when a browser sends one,
 //! must be one of `api.cors.origins` or the server itself.
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use iris_core::config::ApiConfig;
 
 /// The `Host` names a request may carry, worked out once from the
@@ -69,19 +69,22 @@ pub fn origin_allowed(api: &ApiConfig, hosts: &Hosts, origin: &str) -> bool {
     hosts.allow(host)
 }
 
-/// Headers every response carries unless a handler set them.
+/// Headers every response carries unless a handler set them (public for
+/// the benchmark's floor, which sends the same).
+pub const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
+/// Add [`SECURITY_HEADERS`] where the handler has not set them.
 pub fn security_headers(h: &mut HeaderMap) {
-    let defaults = [
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
-        (header::CACHE_CONTROL, "no-store"),
-    ];
-    for (name, value) in defaults {
+    for (name, value) in SECURITY_HEADERS {
         h.entry(name).or_insert(HeaderValue::from_static(value));
     }
 }

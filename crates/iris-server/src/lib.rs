@@ -26,6 +26,8 @@ use iris_core::Iris;
 
 use edge::app;
 pub use error::ApiError;
+pub use guard::SECURITY_HEADERS;
+pub use request::new_request_id;
 pub use serve::{Running, start};
 
 /// Shared by every handler; one `Arc`, so cloning it per request is cheap.

@@ -51,29 +51,25 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn routes() -> Routes {
     Routes::new()
-        .stream("/api/v1/stream", &[Method::GET], upgrade_stream)
-        .stream("/api/stream", &[Method::GET], upgrade_stream)
-        .stream("/ws", &[Method::GET], upgrade_rpc)
+        .stream("/api/v1/stream", &[Method::GET], upgrade_as::<false>)
+        .stream("/api/stream", &[Method::GET], upgrade_as::<false>)
+        .stream("/ws", &[Method::GET], upgrade_as::<true>)
 }
 
-/// `GET` upgrading to a WebSocket speaking seed 002's messages.
-async fn upgrade_stream(
+/// `GET` upgrading to a WebSocket: seed 002's messages, or JSON-RPC 2.0
+/// when `RPC`.
+async fn upgrade_as<const RPC: bool>(
     State(state): State<AppState>,
     rid: RequestId,
     who: Caller,
     ws: WebSocketUpgrade,
 ) -> Response {
-    upgrade(state, rid, who, ws, Protocol::Stream)
-}
-
-/// `GET` upgrading to a WebSocket speaking JSON-RPC 2.0.
-async fn upgrade_rpc(
-    State(state): State<AppState>,
-    rid: RequestId,
-    who: Caller,
-    ws: WebSocketUpgrade,
-) -> Response {
-    upgrade(state, rid, who, ws, Protocol::JsonRpc)
+    let proto = if RPC {
+        Protocol::JsonRpc
+    } else {
+        Protocol::Stream
+    };
+    upgrade(state, rid, who, ws, proto)
 }
 
 fn upgrade(
