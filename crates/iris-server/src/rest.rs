@@ -279,7 +279,6 @@ impl Verb {
 pub fn routes(prefix: &str) -> Routes {
     let mut router = Routes::new();
     for r in ROUTES {
-        // A GET has no body: it is not waited for.
         let op = OpRoute(r.spec);
         router = router.call(
             &format!("{prefix}{}", r.path),

@@ -95,9 +95,6 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {host}:{port}: {e}"))?;
     let addr = listener.local_addr()?;
-    if let Some(p) = &port_file {
-        write_port_file(p, addr.port())?;
-    }
     let grace = std::time::Duration::from_millis(iris.config.api.shutdown_grace);
     let (stop, lifecycle) = Lifecycle::new();
     let header_timeout = match iris.config.api.header_timeout {
@@ -111,7 +108,11 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
             n => n,
         },
     };
+    // The routes first: a server that cannot start leaves no port file.
     let app = crate::app(iris, lifecycle.clone())?;
+    if let Some(p) = &port_file {
+        write_port_file(p, addr.port())?;
+    }
     let task = tokio::spawn(accept(listener, app, limits, lifecycle));
     tracing::info!(%addr, "API listening");
     Ok(Running {
