@@ -115,6 +115,18 @@ impl Routes {
     /// Two routes for the same path and method, or templates matchit
     /// cannot tell apart, are refused here, when the server starts.
     pub fn build(self, state: AppState) -> anyhow::Result<Table> {
+        let (paths, endpoints) = self.index()?;
+        Ok(Table(Arc::new(Inner {
+            paths,
+            endpoints,
+            unknown: endpoint(Gated::call_route(UNMATCHED, error::unknown_route)),
+            wrong_method: endpoint(Gated::call_route(UNMATCHED, error::wrong_method)),
+            state,
+        })))
+    }
+
+    /// The matcher and, for each template, its methods and `Allow` value.
+    fn index(self) -> anyhow::Result<(matchit::Router<usize>, Vec<PathRoutes>)> {
         let mut paths = matchit::Router::new();
         let mut endpoints = Vec::with_capacity(self.paths.len());
         for (i, (path, methods)) in self.paths.into_iter().enumerate() {
@@ -132,13 +144,7 @@ impl Routes {
                 .map_err(|e| anyhow::anyhow!("route {path}: {e}"))?;
             endpoints.push(PathRoutes { methods, allow });
         }
-        Ok(Table(Arc::new(Inner {
-            paths,
-            endpoints,
-            unknown: endpoint(Gated::call_route(UNMATCHED, error::unknown_route)),
-            wrong_method: endpoint(Gated::call_route(UNMATCHED, error::wrong_method)),
-            state,
-        })))
+        Ok((paths, endpoints))
     }
 }
 
@@ -283,5 +289,38 @@ impl tower::Service<Request> for Table {
 
     fn call(&mut self, req: Request) -> Answered {
         Answered(self.handle(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn ok() -> &'static str {
+        "ok"
+    }
+
+    #[test]
+    fn routes_are_indexed_with_their_allowed_methods() {
+        let routes = Routes::new()
+            .get("/a/{id}", ok)
+            .post("/a/{id}", ok)
+            .merge(Routes::new().on("/b", &[Method::DELETE], ok));
+        let Ok((paths, endpoints)) = routes.index() else {
+            panic!("valid routes refused");
+        };
+        let found = paths.at("/a/x%2Fy").map(|m| (*m.value, m.params.get("id")));
+        assert!(matches!(found, Ok((0, Some("x%2Fy")))));
+        assert_eq!(endpoints[0].allow, "GET, POST, HEAD");
+        assert_eq!(endpoints[1].allow, "DELETE");
+        assert!(paths.at("/c").is_err());
+    }
+
+    #[test]
+    fn a_route_declared_twice_or_ambiguous_is_refused() {
+        let twice = Routes::new().get("/a", ok).get("/a", ok).index();
+        assert!(twice.is_err_and(|e| e.to_string().contains("declared twice")));
+        let ambiguous = Routes::new().get("/t/{a}", ok).get("/t/{b}", ok).index();
+        assert!(ambiguous.is_err());
     }
 }
