@@ -72,13 +72,19 @@ impl tower::Service<axum::extract::Request> for App {
     }
 
     fn call(&mut self, req: axum::extract::Request) -> Self::Future {
-        self.handle(req)
+        self.handle(req, None)
     }
 }
 
 impl App {
-    /// [`tower::Service::call`] without `&mut`: both paths clone what they call.
-    pub fn handle(&self, req: axum::extract::Request) -> AppFuture {
+    /// [`tower::Service::call`] without `&mut`, for a request that has
+    /// `arrived` through the accept loop (peer and request id; `None`: the
+    /// gate finds or makes them).
+    pub fn handle(
+        &self,
+        mut req: axum::extract::Request,
+        arrived: Option<crate::auth::Caller>,
+    ) -> AppFuture {
         use axum::http::header;
         use futures_util::TryFutureExt;
         use futures_util::future::Either;
@@ -87,9 +93,13 @@ impl App {
         if h.contains_key(header::ORIGIN) || h.contains_key(header::ACCEPT_ENCODING) {
             let to_body: fn(axum::http::Response<FullBody>) -> axum::response::Response =
                 |r| r.map(axum::body::Body::new);
+            // Through the layers, the arrival travels with the request.
+            if let Some(caller) = arrived {
+                req.extensions_mut().insert(caller);
+            }
             Either::Right(self.0.full.clone().call(req).map_ok(to_body))
         } else {
-            Either::Left(Answered::from(self.0.plain.handle(req)))
+            Either::Left(Answered::from(self.0.plain.handle(req, arrived)))
         }
     }
 }

@@ -58,47 +58,58 @@ impl<H> Gated<H> {
     }
 }
 
-impl<H, T> Handler<T, AppState> for Gated<H>
-where
-    H: Handler<T, AppState>,
-    T: 'static,
-{
-    type Future = GateFuture<H::Future>;
-
-    fn call(self, req: Request, state: AppState) -> Self::Future {
+impl<H> Gated<H> {
+    /// Run the gate around this axum handler; the admitted [`Caller`] goes
+    /// into the request for its extractors.
+    pub fn call<T>(
+        self,
+        req: Request,
+        state: AppState,
+        arrived: Option<Caller>,
+    ) -> GateFuture<H::Future>
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
         let handler = self.handler;
-        gate(self.route, self.timed, req, state, move |req, state| {
-            handler.call(req, state)
-        })
+        gate(
+            self.route,
+            self.timed,
+            req,
+            state,
+            arrived,
+            move |mut req, state, caller| {
+                req.extensions_mut().insert(caller);
+                handler.call(req, state)
+            },
+        )
     }
 }
 
 /// The gate around `handler` for one request of the route `route`: admit
-/// it (or answer the refusal), run the handler (within
-/// `api.requestTimeout` when `timed`), then add the headers and metrics.
+/// it (or answer the refusal), run the handler with the admitted caller
+/// (within `api.requestTimeout` when `timed`), then add the headers and
+/// metrics. `arrived`: the peer and request id from the accept loop, else
+/// looked for in the request (through the CORS and compression layers) or
+/// made here.
 pub fn gate<F, Fut>(
     route: &'static str,
     timed: bool,
     mut req: Request,
     state: AppState,
+    arrived: Option<Caller>,
     handler: F,
 ) -> GateFuture<Fut>
 where
-    F: FnOnce(Request, AppState) -> Fut,
+    F: FnOnce(Request, AppState, Caller) -> Fut,
     Fut: Future<Output = Response>,
 {
     let started = Instant::now();
-    let arrived = req
-        .extensions()
-        .get::<Caller>()
-        .map(|c| (c.origin.ip, c.request_id.clone()));
-    let (ip, rid) = arrived.unwrap_or_else(|| {
+    let (ip, rid) = match arrived.or_else(|| req.extensions_mut().remove::<Caller>()) {
+        Some(c) => (c.origin.ip, c.request_id),
         // Not through the accept loop (the router used on its own).
-        let rid = request::id_of(req.headers());
-        req.extensions_mut()
-            .insert(Caller::arrived(None, rid.clone()));
-        (None, rid)
-    });
+        None => (None, request::id_of(req.headers())),
+    };
     let mut after = After {
         method: req.method().clone(),
         // The route template, not the path: bounded label values.
@@ -113,13 +124,14 @@ where
     let stage = match request::admit(&state, &req, ip, &rid) {
         Ok((principal, origin, limit)) => {
             after.limit = limit;
-            if let Some(caller) = req.extensions_mut().get_mut::<Caller>() {
-                caller.principal = principal;
-                caller.origin = origin;
-                caller.admitted = true;
-            }
+            let caller = Caller {
+                principal,
+                origin,
+                request_id: rid,
+                admitted: true,
+            };
             let timeout = state.iris.config.api.request_timeout;
-            let fut = handler(req, state);
+            let fut = handler(req, state, caller);
             if timed && timeout > 0 {
                 Stage::Timed {
                     // From when the request arrived (also one clock read fewer).

@@ -188,20 +188,15 @@ pub(crate) const ROUTES: &[Route] = &[
 struct OpRoute(Spec);
 
 impl OpRoute {
-    async fn answer(self, req: Request, state: AppState) -> Response {
-        self.run(req, state)
+    async fn answer(self, req: Request, state: AppState, who: Caller) -> Response {
+        self.run(req, state, who)
             .await
             .unwrap_or_else(IntoResponse::into_response)
     }
 
-    async fn run(self, req: Request, state: AppState) -> Result<Response, ApiError> {
+    async fn run(self, req: Request, state: AppState, who: Caller) -> Result<Response, ApiError> {
         let spec = self.0;
         let (mut parts, body) = req.into_parts();
-        // Taken, not copied: the gate has what it needs already.
-        let who = match parts.extensions.remove::<Caller>() {
-            Some(c) if c.admitted => c,
-            found => return Err(ApiError::ungated(found.as_ref().map(|c| &c.request_id))),
-        };
         let rid = &who.request_id;
         let fail = |e: IrisError| ApiError::new(e, rid);
         let ctx = auth::caller(&state, &who).map_err(fail)?;
@@ -283,7 +278,7 @@ pub fn routes(prefix: &str) -> Routes {
         router = router.call(
             &format!("{prefix}{}", r.path),
             r.verb.http(),
-            move |req, state| op.answer(req, state),
+            move |req, state, who| op.answer(req, state, who),
         );
     }
     router

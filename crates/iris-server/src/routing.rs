@@ -22,16 +22,18 @@ use axum::http::{HeaderValue, Method};
 use axum::response::Response;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{self, ApiError};
 use crate::gate::{Gated, UNMATCHED, gate};
 
 type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
 
-/// A handler behind the gate, its type erased.
-type Endpoint = Arc<dyn Fn(Request, AppState) -> Answer + Send + Sync>;
+/// A handler behind the gate, its type erased; the `Caller` is the
+/// request's arrival (peer, request id) when the accept loop passed it on.
+type Endpoint = Arc<dyn Fn(Request, AppState, Option<Caller>) -> Answer + Send + Sync>;
 
 fn endpoint<H: Handler<T, AppState>, T: 'static>(gated: Gated<H>) -> Endpoint {
-    Arc::new(move |req, state| Box::pin(Handler::call(gated.clone(), req, state)))
+    Arc::new(move |req, state, arrived| Box::pin(gated.clone().call(req, state, arrived)))
 }
 
 /// Routes being declared; [`Routes::build`] makes the [`Table`].
@@ -66,16 +68,18 @@ impl Routes {
         self.add(path, methods, endpoint(Gated::stream_route(label(path), h)))
     }
 
-    /// A route whose handler is a plain async function of the request, run
-    /// inside the gate's own future (one allocation per request for both).
+    /// A route whose handler is a plain async function of the request and
+    /// its admitted caller, run inside the gate's own future (one
+    /// allocation per request for both, and no request extension).
     pub fn call<F, Fut>(self, path: &str, methods: &[Method], f: F) -> Self
     where
-        F: Fn(Request, AppState) -> Fut + Clone + Send + Sync + 'static,
+        F: Fn(Request, AppState, Caller) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response> + Send + 'static,
     {
         let route = label(path);
-        let e: Endpoint =
-            Arc::new(move |req, state| Box::pin(gate(route, true, req, state, f.clone())));
+        let e: Endpoint = Arc::new(move |req, state, arrived| {
+            Box::pin(gate(route, true, req, state, arrived, f.clone()))
+        });
         self.add(path, methods, e)
     }
 
@@ -221,11 +225,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Segment {
 
 impl Table {
     /// The answer to `req`: its route's handler, or the 404/405 one.
-    pub fn handle(&self, mut req: Request) -> Answer {
+    /// `arrived`: the peer and request id from the accept loop (see
+    /// [`crate::gate::gate`]).
+    pub fn handle(&self, mut req: Request, arrived: Option<Caller>) -> Answer {
         let inner = &*self.0;
         let state = inner.state.clone();
         let Ok(found) = inner.paths.at(req.uri().path()) else {
-            return (inner.unknown)(req, state);
+            return (inner.unknown)(req, state, arrived);
         };
         let routes = &inner.endpoints[*found.value];
         if !found.params.is_empty() {
@@ -252,10 +258,10 @@ impl Table {
                     .find(|(m, _)| head && *m == Method::GET)
             });
         match chosen {
-            Some((_, e)) => e(req, state),
+            Some((_, e)) => e(req, state, arrived),
             None => {
                 req.extensions_mut().insert(Allowed(routes.allow.clone()));
-                (inner.wrong_method)(req, state)
+                (inner.wrong_method)(req, state, arrived)
             }
         }
     }
@@ -288,7 +294,7 @@ impl tower::Service<Request> for Table {
     }
 
     fn call(&mut self, req: Request) -> Answered {
-        Answered(self.handle(req))
+        Answered(self.handle(req, None))
     }
 }
 

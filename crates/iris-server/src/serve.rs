@@ -188,11 +188,9 @@ async fn connection(
     _open: watch::Receiver<()>,
 ) {
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let mut req = req.map(axum::body::Body::new);
+        let req = req.map(axum::body::Body::new);
         let id = crate::request::id_of(req.headers());
-        req.extensions_mut()
-            .insert(crate::auth::Caller::arrived(Some(peer.ip()), id));
-        app.handle(req)
+        app.handle(req, Some(crate::auth::Caller::arrived(Some(peer.ip()), id)))
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(header_timer::Deadlines)
