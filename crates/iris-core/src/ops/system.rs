@@ -318,7 +318,15 @@ pub(super) fn operations() -> Vec<Operation> {
                     record.turn.status = live.status().as_str().to_owned();
                     record.turn.response = Some(live.partial());
                     if let Some(o) = live.outcome() {
-                        record.turn.error = o.error.clone();
+                        // Ended: the whole end, not only its status.
+                        let t = &mut record.turn;
+                        t.error = o.error.clone();
+                        t.completed_at = Some(o.completed_at);
+                        t.usage = o.usage.clone();
+                        t.cost_usd = o.cost_usd;
+                        t.tool_uses =
+                            (!o.tool_uses.is_empty()).then(|| serde_json::json!(o.tool_uses));
+                        record.duration = Some(o.completed_at - t.created_at);
                     }
                 }
                 Ok(record)

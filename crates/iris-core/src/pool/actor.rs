@@ -822,6 +822,7 @@ impl Actor {
             usage: result.usage,
             cost_usd: result.cost_usd,
             duration_ms: r.started.elapsed().as_millis() as u64,
+            completed_at: 0, // set by `complete`
         };
         self.last_used = Instant::now();
         self.shared.last_used.store(now_ms(), Ordering::Relaxed);
@@ -847,6 +848,7 @@ impl Actor {
             usage: None,
             cost_usd: None,
             duration_ms: 0,
+            completed_at: 0, // set by `complete`
         };
         self.complete(tracker, outcome, Vec::new(), 0).await;
     }
@@ -855,10 +857,13 @@ impl Actor {
     async fn complete(
         &self,
         tracker: &Arc<TurnTracker>,
-        outcome: TurnOutcome,
+        mut outcome: TurnOutcome,
         events: Vec<EventRow>,
         dropped: i64,
     ) {
+        // One end time for memory and the record, so a reader that sees the
+        // turn ended in memory before the write sees the same time.
+        outcome.completed_at = now_ms();
         let finish = TurnFinish {
             status: outcome.status.as_str().to_owned(),
             response: outcome.response.clone(),
@@ -866,7 +871,7 @@ impl Actor {
             tool_uses: (!outcome.tool_uses.is_empty()).then(|| json!(outcome.tool_uses)),
             usage: outcome.usage.clone(),
             cost_usd: outcome.cost_usd,
-            completed_at: now_ms(),
+            completed_at: outcome.completed_at,
             events_dropped: dropped,
         };
         let data = json!({

@@ -47,6 +47,8 @@ pub struct TurnOutcome {
     pub usage: Option<Value>,
     pub cost_usd: Option<f64>,
     pub duration_ms: u64,
+    /// When it ended (Unix ms), the same as its record's `completedAt`.
+    pub completed_at: i64,
 }
 
 /// Priority of a queued turn; FIFO within one priority.
