@@ -156,6 +156,16 @@ pub fn wrk(
     })
 }
 
+/// The Iris the HTTP benchmarks serve: one echo team, `requireAuth: false`
+/// (the per-address bucket), limits out of reach.
+pub async fn open() -> anyhow::Result<(std::sync::Arc<iris_core::Iris>, tempfile::TempDir)> {
+    crate::iris_with_echo(&format!(
+        "  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false\n{}",
+        crate::UNREACHABLE
+    ))
+    .await
+}
+
 /// The same Iris with authentication required: an API key (returned), its
 /// rate limit, audit on.
 pub async fn secured()
@@ -178,11 +188,7 @@ pub async fn secured()
 }
 
 pub async fn run(seconds: u32) -> anyhow::Result<()> {
-    let (iris, dir) = crate::iris_with_echo(&format!(
-        "  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false\n{}",
-        crate::UNREACHABLE
-    ))
-    .await?;
+    let (iris, dir) = open().await?;
     let server = iris_server::start(iris.clone(), None).await?;
     let (secured, _sdir, key) = secured().await?;
     let secured_server = iris_server::start(secured.clone(), None).await?;

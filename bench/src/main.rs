@@ -135,10 +135,7 @@ async fn run() -> anyhow::Result<()> {
         .and_then(|n| n.parse().ok());
     if which == "serve" {
         // For profilers: the open server of `http`, until killed.
-        let (iris, _dir) = iris_with_echo(&format!(
-            "  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false\n{UNREACHABLE}"
-        ))
-        .await?;
+        let (iris, _dir) = http::open().await?;
         let server = iris_server::start(iris, None).await?;
         println!("{}", server.addr);
         std::future::pending::<()>().await;
@@ -158,10 +155,7 @@ async fn run() -> anyhow::Result<()> {
     }
     if which == "serve-floor" {
         // The contract's floor of `http`; an Iris first, for its metrics recorder.
-        let (iris, _dir) = iris_with_echo(&format!(
-            "  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false\n{UNREACHABLE}"
-        ))
-        .await?;
+        let (iris, _dir) = http::open().await?;
         let _server = iris_server::start(iris, None).await?;
         let (addr, _task) = floor::serve().await?;
         println!("{addr}");

@@ -89,11 +89,7 @@ async fn websocket(addr: std::net::SocketAddr) -> anyhow::Result<Vec<Duration>> 
 }
 
 pub async fn run(rounds: usize) -> anyhow::Result<()> {
-    let (iris, _dir) = crate::iris_with_echo(&format!(
-        "  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false\n{}",
-        crate::UNREACHABLE
-    ))
-    .await?;
+    let (iris, _dir) = crate::http::open().await?;
     let server = iris_server::start(iris.clone(), None).await?;
     let base = format!("http://{}", server.addr);
     let (mut r, mut s, mut w) = (Vec::new(), Vec::new(), Vec::new());

@@ -35,8 +35,9 @@ pub struct Caller {
 
 impl Caller {
     /// A request as it arrives, before the gate: its peer and id. The
-    /// accept loop inserts it and the gate completes it in place — one
-    /// request extension instead of a connection-info one and this.
+    /// accept loop hands it to the gate (through the CORS and compression
+    /// layers it rides in the request), which admits the request and makes
+    /// the handler's `Caller` from it.
     pub fn arrived(ip: Option<std::net::IpAddr>, request_id: RequestId) -> Caller {
         Caller {
             principal: None,

@@ -1,13 +1,12 @@
 //! The gate in front of every route.
 //!
-//! Every handler is wrapped in [`Gated`] when its route is declared
-//! ([`crate::routing::Routes`] is the only way routes are made; clippy's
-//! `disallowed-methods` keeps axum's own constructors out of this crate). The gate
-//! runs inside the handler's own service rather than as a router layer:
-//! axum boxes and clones a route once per layer and request, and that
-//! plumbing cost more than the gate's work. Handlers take the `Caller`
-//! through an extractor that refuses one the gate has not admitted, so a
-//! route that somehow escaped it fails closed (500), never open.
+//! Every route's handler runs inside [`gate`]: [`crate::routing::Routes`]
+//! is the only way routes are made (clippy's `disallowed-methods` keeps
+//! axum's own constructors out of this crate), and it wraps each handler
+//! when the route is declared — one future per request, not a layer.
+//! Handlers take the `Caller` as an argument or through an extractor that
+//! refuses one the gate has not admitted, so a route that somehow escaped
+//! it fails closed (500), never open.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +14,6 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use axum::handler::Handler;
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use iris_core::auth::Decision;
@@ -27,64 +25,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::request::{self, RequestId};
 
-/// A handler behind the gate. `timed`: the request must be answered within
-/// `api.requestTimeout` (streams are not timed: their response starts at
-/// once and then lasts as long as the stream). `route`: the route's
-/// template, the label of its metrics.
-#[derive(Clone)]
-pub struct Gated<H> {
-    handler: H,
-    timed: bool,
-    route: &'static str,
-}
-
 /// The metrics label of requests no route matched.
 pub const UNMATCHED: &str = "unmatched";
-
-impl<H> Gated<H> {
-    pub fn call_route(route: &'static str, handler: H) -> Self {
-        Gated {
-            handler,
-            timed: true,
-            route,
-        }
-    }
-    pub fn stream_route(route: &'static str, handler: H) -> Self {
-        Gated {
-            handler,
-            timed: false,
-            route,
-        }
-    }
-}
-
-impl<H> Gated<H> {
-    /// Run the gate around this axum handler; the admitted [`Caller`] goes
-    /// into the request for its extractors.
-    pub fn call<T>(
-        self,
-        req: Request,
-        state: AppState,
-        arrived: Option<Caller>,
-    ) -> GateFuture<H::Future>
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        let handler = self.handler;
-        gate(
-            self.route,
-            self.timed,
-            req,
-            state,
-            arrived,
-            move |mut req, state, caller| {
-                req.extensions_mut().insert(caller);
-                handler.call(req, state)
-            },
-        )
-    }
-}
 
 /// The gate around `handler` for one request of the route `route`: admit
 /// it (or answer the refusal), run the handler with the admitted caller
@@ -224,7 +166,7 @@ mod tests {
     use tower::ServiceExt;
 
     /// A handler reached without the gate must not run, even with the
-    /// `Caller` the accept loop inserts.
+    /// `Caller` a request carries on arrival.
     #[tokio::test]
     async fn a_route_without_the_gate_fails_closed() {
         #[allow(clippy::disallowed_methods)]

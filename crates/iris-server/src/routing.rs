@@ -24,7 +24,7 @@ use axum::response::Response;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{self, ApiError};
-use crate::gate::{Gated, UNMATCHED, gate};
+use crate::gate::{UNMATCHED, gate};
 
 type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
 
@@ -32,8 +32,29 @@ type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
 /// request's arrival (peer, request id) when the accept loop passed it on.
 type Endpoint = Arc<dyn Fn(Request, AppState, Option<Caller>) -> Answer + Send + Sync>;
 
-fn endpoint<H: Handler<T, AppState>, T: 'static>(gated: Gated<H>) -> Endpoint {
-    Arc::new(move |req, state, arrived| Box::pin(gated.clone().call(req, state, arrived)))
+/// The axum handler `h` behind the gate; `timed`: within
+/// `api.requestTimeout` (streams are not: their response starts at once and
+/// then lasts as long as the stream).
+fn endpoint<H: Handler<T, AppState>, T: 'static>(
+    route: &'static str,
+    timed: bool,
+    h: H,
+) -> Endpoint {
+    Arc::new(move |req, state, arrived| {
+        let h = h.clone();
+        Box::pin(gate(
+            route,
+            timed,
+            req,
+            state,
+            arrived,
+            move |mut req, state, caller| {
+                // axum handlers take the admitted caller through their extractors.
+                req.extensions_mut().insert(caller);
+                h.call(req, state)
+            },
+        ))
+    })
 }
 
 /// Routes being declared; [`Routes::build`] makes the [`Table`].
@@ -55,7 +76,7 @@ impl Routes {
         methods: &[Method],
         h: H,
     ) -> Self {
-        self.add(path, methods, endpoint(Gated::call_route(label(path), h)))
+        self.add(path, methods, endpoint(label(path), true, h))
     }
 
     /// A streaming route (SSE, WebSocket upgrade): gated, not timed.
@@ -65,7 +86,7 @@ impl Routes {
         methods: &[Method],
         h: H,
     ) -> Self {
-        self.add(path, methods, endpoint(Gated::stream_route(label(path), h)))
+        self.add(path, methods, endpoint(label(path), false, h))
     }
 
     /// A route whose handler is a plain async function of the request and
@@ -123,8 +144,8 @@ impl Routes {
         Ok(Table(Arc::new(Inner {
             paths,
             endpoints,
-            unknown: endpoint(Gated::call_route(UNMATCHED, error::unknown_route)),
-            wrong_method: endpoint(Gated::call_route(UNMATCHED, error::wrong_method)),
+            unknown: endpoint(UNMATCHED, true, error::unknown_route),
+            wrong_method: endpoint(UNMATCHED, true, error::wrong_method),
             state,
         })))
     }
@@ -217,7 +238,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Segment {
             // A handler taking a segment on a route without one: a bug.
             _ => Err(ApiError::maybe(
                 iris_core::IrisError::internal("routing", "the route has no path parameter"),
-                None,
+                parts.extensions.get::<Caller>().map(|c| &c.request_id),
             )),
         }
     }
@@ -245,18 +266,14 @@ impl Table {
                 .collect();
             req.extensions_mut().insert(PathParams(params));
         }
+        let find = |wanted: &Method| routes.methods.iter().find(|(m, _)| m == wanted);
         let method = req.method();
-        let chosen = routes
-            .methods
-            .iter()
-            .find(|(m, _)| m == method)
-            .or_else(|| {
-                let head = *method == Method::HEAD;
-                routes
-                    .methods
-                    .iter()
-                    .find(|(m, _)| head && *m == Method::GET)
-            });
+        let chosen = find(method).or_else(|| {
+            // A GET route answers HEAD (hyper leaves the body out).
+            (*method == Method::HEAD)
+                .then(|| find(&Method::GET))
+                .flatten()
+        });
         match chosen {
             Some((_, e)) => e(req, state, arrived),
             None => {
