@@ -3,6 +3,7 @@
 # deterministic measure of docs/benchmarks.md.
 #
 #   bench/callgrind.sh [serve|serve-secured|serve-floor|serve-bare]
+#   KEEP=FILE bench/callgrind.sh ...   also keeps the profile, for callgrind_annotate
 #
 # Needs valgrind and wrk, and a release build
 # (cargo build --release -p iris-cli -p iris-bench).
@@ -22,3 +23,4 @@ callgrind_control -d >/dev/null
 sleep 1
 total=$(callgrind_annotate "$out"/cg.* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
 echo "$mode: $n requests, $((total / n)) instructions per request"
+if [ -n "${KEEP:-}" ]; then cp "$out"/cg.* "$KEEP"; echo "profile: $KEEP ($n requests)"; fi

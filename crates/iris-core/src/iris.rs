@@ -2,6 +2,7 @@
 //! with the few domain actions the operations are built from.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
@@ -187,28 +188,30 @@ impl Iris {
         registry::dispatch(self.clone(), ctx, operation, params).await
     }
 
-    /// [`Iris::dispatch`] with the result as JSON text, for transports that
-    /// send it as is.
-    pub async fn dispatch_text(
+    /// [`Iris::dispatch`] of an operation already looked up, with the
+    /// result as JSON text, for transports that send it as is. (Not an
+    /// `async fn`: its future is the dispatch's own, without a wrapper
+    /// holding the arguments a second time.)
+    pub fn dispatch_text(
         self: &Arc<Self>,
         ctx: Ctx,
-        operation: &str,
+        operation: &'static registry::Operation,
         params: Value,
-    ) -> Result<Vec<u8>> {
-        match registry::dispatch_as(
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send + use<> {
+        use futures_util::FutureExt;
+        registry::dispatch_op(
             self.clone(),
             ctx,
             operation,
             params,
             registry::Encoding::Text,
         )
-        .await?
-        {
+        .map(|out| match out? {
             registry::Output::Text(t) => Ok(t),
             registry::Output::Value(v) => {
                 serde_json::to_vec(&v).map_err(|e| IrisError::internal("encoding a result", e))
             }
-        }
+        })
     }
 
     pub fn teams(&self) -> Vec<Arc<Team>> {

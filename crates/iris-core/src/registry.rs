@@ -247,6 +247,19 @@ pub async fn dispatch_as(
         )
         .with_details(json!({"operation": operation})));
     };
+    dispatch_op(iris, ctx, op, params, encoding).await
+}
+
+/// [`dispatch_as`] of an operation already looked up: a REST route finds
+/// its operation once, when the server starts.
+pub async fn dispatch_op(
+    iris: Arc<Iris>,
+    ctx: Ctx,
+    op: &'static Operation,
+    params: Value,
+    encoding: Encoding,
+) -> Result<Output> {
+    let operation = op.name;
     let params = if params.is_null() { json!({}) } else { params };
     if let Some(scope) = op.scope {
         iris.permit(&ctx, scope, op.global, operation, team_of(&params))?;

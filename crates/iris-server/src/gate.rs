@@ -41,7 +41,7 @@ pub fn gate<F, Fut>(
     state: AppState,
     arrived: Option<Caller>,
     handler: F,
-) -> GateFuture<Fut>
+) -> GateFuture<F, Fut>
 where
     F: FnOnce(Request, AppState, Caller) -> Fut,
     Fut: Future<Output = Response>,
@@ -73,17 +73,16 @@ where
                 admitted: true,
             };
             let timeout = state.iris.config.api.request_timeout;
-            let fut = handler(req, state, caller);
-            if timed && timeout > 0 {
-                Stage::Timed {
+            Stage::Admitted {
+                start: Some(Start {
+                    handler,
+                    req,
+                    state,
+                    caller,
                     // From when the request arrived (also one clock read fewer).
-                    fut: tokio::time::timeout_at(
-                        tokio::time::Instant::from_std(started + Duration::from_millis(timeout)),
-                        fut,
-                    ),
-                }
-            } else {
-                Stage::Running { fut }
+                    deadline: (timed && timeout > 0)
+                        .then(|| started + Duration::from_millis(timeout)),
+                }),
             }
         }
         Err((refusal, limit)) => {
@@ -99,6 +98,18 @@ where
     }
 }
 
+/// An admitted request waiting for the gate's first poll to start its
+/// handler: the handler's future is made where it will run (inside the
+/// gate's box), not made first and then moved there — for the operation
+/// routes it is a kilobyte or more, and every move is a copy.
+struct Start<F> {
+    handler: F,
+    req: Request,
+    state: AppState,
+    caller: Caller,
+    deadline: Option<Instant>,
+}
+
 /// What the gate adds to the answer on its way out.
 struct After {
     rid: RequestId,
@@ -111,31 +122,53 @@ struct After {
 
 pin_project! {
     /// The handler's future (or the gate's own answer), then [`After`].
-    pub struct GateFuture<F> {
+    pub struct GateFuture<F, Fut> {
         #[pin]
-        stage: Stage<F>,
+        stage: Stage<F, Fut>,
         after: Option<After>,
     }
 }
 
 pin_project! {
     #[project = StageProj]
-    enum Stage<F> {
+    enum Stage<F, Fut> {
         Answered { resp: Option<Response> },
-        Running { #[pin] fut: F },
-        Timed { #[pin] fut: tokio::time::Timeout<F> },
+        Admitted { start: Option<Start<F>> },
+        Running { #[pin] fut: Fut },
+        Timed { #[pin] fut: tokio::time::Timeout<Fut> },
     }
 }
 
-impl<F: Future<Output = Response>> Future for GateFuture<F> {
+impl<F, Fut> Future for GateFuture<F, Fut>
+where
+    F: FnOnce(Request, AppState, Caller) -> Fut,
+    Fut: Future<Output = Response>,
+{
     type Output = Response;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        let this = self.project();
-        let resp = match this.stage.project() {
-            StageProj::Answered { resp } => resp.take(),
-            StageProj::Running { fut } => Some(ready!(fut.poll(cx))),
-            StageProj::Timed { fut } => ready!(fut.poll(cx)).ok(),
+        let mut this = self.project();
+        let resp = loop {
+            match this.stage.as_mut().project() {
+                StageProj::Answered { resp } => break resp.take(),
+                StageProj::Admitted { start } => {
+                    let Some(s) = start.take() else {
+                        // Only after the handler panicked while starting.
+                        let rid = this.after.as_ref().map(|a| &a.rid);
+                        let e = IrisError::internal("gate", "the handler did not start");
+                        break Some(ApiError::maybe(e, rid).into_response());
+                    };
+                    let fut = (s.handler)(s.req, s.state, s.caller);
+                    this.stage.set(match s.deadline {
+                        Some(at) => Stage::Timed {
+                            fut: tokio::time::timeout_at(tokio::time::Instant::from_std(at), fut),
+                        },
+                        None => Stage::Running { fut },
+                    });
+                }
+                StageProj::Running { fut } => break Some(ready!(fut.poll(cx))),
+                StageProj::Timed { fut } => break ready!(fut.poll(cx)).ok(),
+            }
         };
         let Some(after) = this.after.take() else {
             // Polled again after it finished: a caller's bug, answered plainly.

@@ -64,8 +64,8 @@ pub fn router(iris: Arc<Iris>, lifecycle: serve::Lifecycle) -> anyhow::Result<ro
         sse_streams: Default::default(),
     }));
     routing::Routes::new()
-        .merge(rest::routes("/api/v1"))
-        .merge(rest::routes("/api"))
+        .merge(rest::routes("/api/v1")?)
+        .merge(rest::routes("/api")?)
         .merge(session::routes("/api/v1"))
         .merge(session::routes("/api"))
         .merge(system::routes())

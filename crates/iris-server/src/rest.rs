@@ -5,8 +5,11 @@
 use axum::extract::{Query, Request};
 use axum::http::Method;
 use axum::http::{HeaderValue, header};
+use std::future::Future;
+
 use axum::response::{IntoResponse, Response};
 use iris_core::IrisError;
+use iris_core::registry::Operation;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
@@ -185,48 +188,63 @@ pub(crate) const ROUTES: &[Route] = &[
 /// six extractors, each with its own future and copies, and runs inside
 /// the gate's future: these are the API's busiest routes.
 #[derive(Clone, Copy)]
-struct OpRoute(Spec);
+struct OpRoute(Spec, &'static Operation);
 
 impl OpRoute {
-    async fn answer(self, req: Request, state: AppState, who: Caller) -> Response {
+    /// Not an `async fn`: a wrapper future would hold the arguments next
+    /// to the inner one, and the whole future is moved several times on
+    /// its way into the gate's box.
+    fn answer(
+        self,
+        req: Request,
+        state: AppState,
+        who: Caller,
+    ) -> impl Future<Output = Response> + Send + 'static {
+        use futures_util::FutureExt;
         self.run(req, state, who)
-            .await
-            .unwrap_or_else(IntoResponse::into_response)
+            .map(|r| r.unwrap_or_else(IntoResponse::into_response))
     }
 
     async fn run(self, req: Request, state: AppState, who: Caller) -> Result<Response, ApiError> {
-        let spec = self.0;
-        let (mut parts, body) = req.into_parts();
-        let rid = &who.request_id;
-        let fail = |e: IrisError| ApiError::new(e, rid);
-        let ctx = auth::caller(&state, &who).map_err(fail)?;
-        let segments = parts.extensions.remove::<PathParams>();
-        let segment = |name| segments.as_ref().and_then(|p| p.get(name));
-        let query = match parts.uri.query() {
-            Some(_) => {
-                Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-                    .map_err(|e| fail(IrisError::validation("query", e.body_text())))?
-                    .0
-            }
-            None => Vec::new(),
+        let OpRoute(spec, operation) = self;
+        let ctx = auth::caller(&state, &who).map_err(|e| ApiError::new(e, &who.request_id))?;
+        let rid = who.request_id.clone();
+        drop(who);
+        let fail = |e: IrisError| ApiError::new(e, &rid);
+        // What the request's head says, taken before the awaits so the head
+        // itself is not kept in the future.
+        let (segments, query, body) = {
+            let (mut parts, body) = req.into_parts();
+            let query = match parts.uri.query() {
+                Some(_) => {
+                    Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+                        .map_err(|e| fail(IrisError::validation("query", e.body_text())))?
+                        .0
+                }
+                None => Vec::new(),
+            };
+            (parts.extensions.remove::<PathParams>(), query, body)
         };
-        let Body(body) = read_body(body, &state, Some(rid)).await?;
+        let Body(body) = read_body(body, &state, Some(&rid)).await?;
         let mut params = body_object(&body).map_err(fail)?;
+        drop(body);
         add_query(&mut params, spec.op, query);
         for (from, to) in spec.renames {
             if let Some(v) = params.remove(*from) {
                 params.entry(to.to_string()).or_insert(v);
             }
         }
+        let segment = |name| segments.as_ref().and_then(|p| p.get(name));
         if let (Some(field), Some(v)) = (spec.team, segment("team")) {
             params.insert(field.to_owned(), json!(v));
         }
         if let (Some(field), Some(v)) = (spec.id, segment("id")) {
             params.insert(field.to_owned(), json!(v));
         }
+        drop(segments);
         state
             .iris
-            .dispatch_text(ctx, spec.op, Value::Object(params))
+            .dispatch_text(ctx, operation, Value::Object(params))
             .await
             .map(json_text)
             .map_err(fail)
@@ -271,17 +289,21 @@ impl Verb {
 
 /// The routes under `prefix` (`/api/v1`, `/api`): spelled out rather than
 /// nested, so a request is routed once.
-pub fn routes(prefix: &str) -> Routes {
+/// An operation a route names and the registry lacks stops the server at start.
+pub fn routes(prefix: &str) -> anyhow::Result<Routes> {
     let mut router = Routes::new();
     for r in ROUTES {
-        let op = OpRoute(r.spec);
+        let operation = iris_core::registry::registry()
+            .get(r.spec.op)
+            .ok_or_else(|| anyhow::anyhow!("route {}: no operation `{}`", r.path, r.spec.op))?;
+        let op = OpRoute(r.spec, operation);
         router = router.call(
             &format!("{prefix}{}", r.path),
             r.verb.http(),
             move |req, state, who| op.answer(req, state, who),
         );
     }
-    router
+    Ok(router
         // Seed 003: the tool registry, and the API's own description.
         .get(&format!("{prefix}/tools"), crate::system::list_tools)
         .get(
@@ -294,5 +316,5 @@ pub fn routes(prefix: &str) -> Routes {
         )
         .get(&format!("{prefix}/openapi.json"), crate::openapi::document)
         .get(&format!("{prefix}/docs"), crate::openapi::page)
-        .get(&format!("{prefix}/docs/app.js"), crate::openapi::script)
+        .get(&format!("{prefix}/docs/app.js"), crate::openapi::script))
 }

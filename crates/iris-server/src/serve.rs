@@ -201,6 +201,9 @@ async fn connection(
     let mut watchdog = header_timer::Watchdog::new(header_timeout);
     loop {
         tokio::select! {
+            // In this order, without drawing a random one per poll: the
+            // connection is what is almost always ready.
+            biased;
             _ = conn.as_mut() => return,
             () = lifecycle.reached(FINISHING) => break,
             // hyper looks at its header deadline when polled again.
@@ -210,6 +213,7 @@ async fn connection(
     conn.as_mut().graceful_shutdown();
     loop {
         tokio::select! {
+            biased;
             _ = conn.as_mut() => return,
             () = lifecycle.reached(CLOSING) => return,
             () = watchdog.tick() => {}
