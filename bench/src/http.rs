@@ -206,66 +206,93 @@ pub async fn run(seconds: u32) -> anyhow::Result<()> {
                 wrk(&url, c, seconds, script.as_deref(), bearer.as_deref())
             })
         };
-    // Bare hyper runs first and last, and the ratios are to the mean of
-    // the two: the machine's state drifts over the minute a set takes.
-    let b_first = run_wrk(bare_url.clone(), 64, None, None).await??;
-    let a = run_wrk(format!("http://{axum_addr}/api/v1/status"), 64, None, None).await??;
-    let f = run_wrk(format!("http://{floor_addr}/api/v1/status"), 64, None, None).await??;
-    let i = run_wrk(status_url, 64, None, None).await??;
-    let k = run_wrk(
-        format!("http://{}/api/v1/status", secured_server.addr),
-        64,
-        None,
-        Some(key),
-    )
-    .await??;
-    let b_last = run_wrk(bare_url, 64, None, None).await??;
-    let b = WrkResult {
-        rps: (b_first.rps + b_last.rps) / 2.0,
-        p99_ms: (b_first.p99_ms + b_last.p99_ms) / 2.0,
-        server_user_us: (b_first.server_user_us + b_last.server_user_us) / 2.0,
-        server_sys_us: (b_first.server_sys_us + b_last.server_sys_us) / 2.0,
-        wrk_us: (b_first.wrk_us + b_last.wrk_us) / 2.0,
-    };
-    if std::env::var_os("HEALTHZ").is_some() {
-        let h = run_wrk(format!("{base}/healthz"), 64, None, None).await??;
-        println!(
-            "  iris /healthz : {:10.0} req/s ({:.2}x)",
-            h.rps,
-            h.rps / b.rps
+    let servers = [
+        (
+            "plain axum",
+            format!("http://{axum_addr}/api/v1/status"),
+            None,
+        ),
+        ("floor", format!("http://{floor_addr}/api/v1/status"), None),
+        ("iris open", status_url, None),
+        (
+            "iris + key",
+            format!("http://{}/api/v1/status", secured_server.addr),
+            Some(key),
+        ),
+    ];
+    // `ROUNDS=N`: the set N times over. Within a round bare hyper runs first
+    // and last and the ratios are to the mean of the two: the machine's
+    // speed drifts within a minute, and short interleaved rounds compare
+    // servers measured close together.
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    println!("GET /api/v1/status, 64 connections, {seconds}s each (wrk), {rounds} round(s)");
+    // Per server: (ratio to bare, result) of each round.
+    let mut seen: Vec<Vec<(f64, WrkResult)>> = (0..=servers.len()).map(|_| Vec::new()).collect();
+    for round in 1..=rounds {
+        let first = run_wrk(bare_url.clone(), 64, None, None).await??;
+        let mut results = Vec::new();
+        for (_, url, bearer) in &servers {
+            results.push(run_wrk(url.clone(), 64, None, bearer.clone()).await??);
+        }
+        let last = run_wrk(bare_url.clone(), 64, None, None).await??;
+        let b = WrkResult {
+            rps: (first.rps + last.rps) / 2.0,
+            p99_ms: (first.p99_ms + last.p99_ms) / 2.0,
+            server_user_us: (first.server_user_us + last.server_user_us) / 2.0,
+            server_sys_us: (first.server_sys_us + last.server_sys_us) / 2.0,
+            wrk_us: (first.wrk_us + last.wrk_us) / 2.0,
+        };
+        let mut line = format!(
+            "  round {round}: bare {:.0} req/s (first {:.0}, last {:.0}), p99 {:.2} ms",
+            b.rps, first.rps, last.rps, b.p99_ms
         );
+        for ((name, _, _), r) in servers.iter().zip(&results) {
+            line += &format!(" | {name} {:.2}x {:.2} ms", r.rps / b.rps, r.p99_ms);
+        }
+        println!("{line}");
+        for (i, r) in results.into_iter().enumerate() {
+            seen[i + 1].push((r.rps / b.rps, r));
+        }
+        seen[0].push((1.0, b));
     }
-    println!("GET /api/v1/status, 64 connections, {seconds}s each (wrk)");
-    println!(
-        "  bare hyper : {:10.0} req/s  p99 {:6.2} ms  (mean of {:.0} first and {:.0} last)",
-        b.rps, b.p99_ms, b_first.rps, b_last.rps
-    );
-    for (name, r) in [
-        ("plain axum", &a),
-        ("floor", &f),
-        ("iris open", &i),
-        ("iris + key", &k),
-    ] {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let names = std::iter::once("bare hyper").chain(servers.iter().map(|(n, _, _)| *n));
+    println!("Medians over the rounds (ratios to the same round's bare hyper):");
+    for (name, runs) in names.clone().zip(&seen) {
+        let of = |f: fn(&WrkResult) -> f64| median(runs.iter().map(|(_, r)| f(r)).collect());
         println!(
             "  {name:<10} : {:10.0} req/s  p99 {:6.2} ms  ({:.2}x of bare)",
-            r.rps,
-            r.p99_ms,
-            r.rps / b.rps
+            of(|r| r.rps),
+            of(|r| r.p99_ms),
+            median(runs.iter().map(|(x, _)| *x).collect()),
         );
     }
     println!("  (floor: bare hyper doing only the contract's per-request work, see floor.rs)");
     println!("  (iris + key: requireAuth, an API key, rate limiting and audit on)");
-    println!("CPU per request, µs (server user + kernel | wrk)");
-    for (name, r) in [
-        ("bare hyper", &b),
-        ("plain axum", &a),
-        ("floor", &f),
-        ("iris open", &i),
-        ("iris + key", &k),
-    ] {
+    println!("CPU per request, µs, medians (server user + kernel | wrk)");
+    for (name, runs) in names.zip(&seen) {
+        let of = |f: fn(&WrkResult) -> f64| median(runs.iter().map(|(_, r)| f(r)).collect());
         println!(
             "  {name:<10} : {:5.2} + {:5.2} | {:5.2}",
-            r.server_user_us, r.server_sys_us, r.wrk_us
+            of(|r| r.server_user_us),
+            of(|r| r.server_sys_us),
+            of(|r| r.wrk_us)
+        );
+    }
+    if std::env::var_os("HEALTHZ").is_some() {
+        let h = run_wrk(format!("{base}/healthz"), 64, None, None).await??;
+        let bare = median(seen[0].iter().map(|(_, r)| r.rps).collect());
+        println!(
+            "  iris /healthz : {:10.0} req/s ({:.2}x of the median bare)",
+            h.rps,
+            h.rps / bare
         );
     }
 

@@ -5,7 +5,8 @@
 //!   target/release/iris-bench [turn|spawn|fanout|http|stream|idle-ws|all] [--iterations N]
 //!
 //! `HEALTHZ=1` adds `/healthz` to `http`; `PIN=1` puts the servers on CPU 1
-//! and wrk on CPU 0 (see `pinned`).
+//! and wrk on CPU 0 (see `pinned`); `ROUNDS=N` runs `http`'s set N times
+//! over, interleaved, and `RUN_SECS=N` sets each run's length (10).
 //!
 //! The echo agent is the release `iris` binary next to this one.
 
@@ -171,7 +172,11 @@ async fn run() -> anyhow::Result<()> {
         fanout::run().await?;
     }
     if matches!(which, "http" | "all") {
-        http::run(10).await?;
+        let seconds = std::env::var("RUN_SECS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10);
+        http::run(seconds).await?;
     }
     if matches!(which, "stream" | "all") {
         stream::run(iterations.unwrap_or(5)).await?;
