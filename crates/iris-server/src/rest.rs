@@ -2,11 +2,11 @@
 //! operations. Each entry says which operation, which path segment fills
 //! which parameter, and whether the rest comes from the query or the body.
 
+use std::future::Future;
+
 use axum::extract::{Query, Request};
 use axum::http::Method;
 use axum::http::{HeaderValue, header};
-use std::future::Future;
-
 use axum::response::{IntoResponse, Response};
 use iris_core::IrisError;
 use iris_core::registry::Operation;
@@ -288,8 +288,8 @@ impl Verb {
 }
 
 /// The routes under `prefix` (`/api/v1`, `/api`): spelled out rather than
-/// nested, so a request is routed once.
-/// An operation a route names and the registry lacks stops the server at start.
+/// nested, so a request is routed once. Each route's operation is looked
+/// up here, once: one the registry lacks stops the server at start.
 pub fn routes(prefix: &str) -> anyhow::Result<Routes> {
     let mut router = Routes::new();
     for r in ROUTES {
