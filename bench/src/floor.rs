@@ -39,7 +39,7 @@ struct Status {
     processes: Pool,
     uptime: u64,
     version: &'static str,
-    timestamp: u64,
+    timestamp: i64,
 }
 
 #[derive(serde::Serialize)]
@@ -110,7 +110,7 @@ impl Floor {
             .is_some_and(|h| h.as_bytes() == self.host.as_bytes());
         let (status, body, remaining, reset) = match self.limiter.check_key(&ip) {
             Ok(snapshot) if host_ok => {
-                let now = now_ms();
+                let now = iris_core::now_ms();
                 let status = Status {
                     sessions: Counts {
                         total: 0,
@@ -167,10 +167,4 @@ fn request_id(headers: &hyper::HeaderMap) -> HeaderValue {
     }
     HeaderValue::from_bytes(&iris_server::new_request_id())
         .unwrap_or(HeaderValue::from_static("req_"))
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -4,7 +4,8 @@
 
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use iris_core::{ErrorKind, IrisError, registry};
+use iris_core::registry::Operation;
+use iris_core::{ErrorKind, IrisError};
 use serde_json::{Map, Value};
 
 use crate::AppState;
@@ -83,11 +84,8 @@ pub fn body_object(body: &Bytes) -> Result<Map<String, Value>, IrisError> {
     }
 }
 
-/// The JSON types a property of `operation`'s parameters accepts.
-fn property_types(operation: &str, key: &str) -> Vec<String> {
-    let Some(op) = registry().get(operation) else {
-        return Vec::new();
-    };
+/// The JSON types a property of `op`'s parameters accepts.
+fn property_types(op: &Operation, key: &str) -> Vec<String> {
     let prop = &op.params_schema["properties"][key];
     match &prop["type"] {
         Value::String(t) => vec![t.clone()],
@@ -100,7 +98,11 @@ fn property_types(operation: &str, key: &str) -> Vec<String> {
 }
 
 /// Add query parameters, typed by the schema.
-pub fn add_query(params: &mut Map<String, Value>, operation: &str, query: Vec<(String, String)>) {
+pub fn add_query(
+    params: &mut Map<String, Value>,
+    operation: &Operation,
+    query: Vec<(String, String)>,
+) {
     for (k, v) in query {
         // The credential of browsers' streams, taken by the gate.
         if k == crate::auth::TOKEN_QUERY {

@@ -228,7 +228,7 @@ impl OpRoute {
         let Body(body) = read_body(body, &state, Some(&rid)).await?;
         let mut params = body_object(&body).map_err(fail)?;
         drop(body);
-        add_query(&mut params, spec.op, query);
+        add_query(&mut params, operation, query);
         for (from, to) in spec.renames {
             if let Some(v) = params.remove(*from) {
                 params.entry(to.to_string()).or_insert(v);

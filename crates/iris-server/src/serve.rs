@@ -199,23 +199,28 @@ async fn connection(
         .with_upgrades();
     tokio::pin!(conn);
     let mut watchdog = header_timer::Watchdog::new(header_timeout);
+    if until(conn.as_mut(), &mut watchdog, &lifecycle, FINISHING).await {
+        return;
+    }
+    conn.as_mut().graceful_shutdown();
+    until(conn.as_mut(), &mut watchdog, &lifecycle, CLOSING).await;
+}
+
+/// Serve `conn` until it ends (true) or the server reaches `phase` (false).
+async fn until<C: std::future::Future>(
+    mut conn: std::pin::Pin<&mut C>,
+    watchdog: &mut header_timer::Watchdog,
+    lifecycle: &Lifecycle,
+    phase: u8,
+) -> bool {
     loop {
         tokio::select! {
             // In this order, without drawing a random one per poll: the
             // connection is what is almost always ready.
             biased;
-            _ = conn.as_mut() => return,
-            () = lifecycle.reached(FINISHING) => break,
+            _ = conn.as_mut() => return true,
+            () = lifecycle.reached(phase) => return false,
             // hyper looks at its header deadline when polled again.
-            () = watchdog.tick() => {}
-        }
-    }
-    conn.as_mut().graceful_shutdown();
-    loop {
-        tokio::select! {
-            biased;
-            _ = conn.as_mut() => return,
-            () = lifecycle.reached(CLOSING) => return,
             () = watchdog.tick() => {}
         }
     }

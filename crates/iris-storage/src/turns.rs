@@ -29,6 +29,21 @@ pub struct TurnRow {
     pub events_dropped: i64,
 }
 
+impl TurnRow {
+    /// The row as writing `f` leaves it: for readers that see a turn end in
+    /// memory before the write reaches the database.
+    pub fn finish(&mut self, f: TurnFinish) {
+        self.status = f.status;
+        self.response = Some(f.response);
+        self.error = f.error;
+        self.tool_uses = f.tool_uses;
+        self.usage = f.usage;
+        self.cost_usd = f.cost_usd;
+        self.completed_at = Some(f.completed_at);
+        self.events_dropped = f.events_dropped;
+    }
+}
+
 /// The end of a turn.
 #[derive(Debug, Clone, Default)]
 pub struct TurnFinish {
@@ -284,6 +299,8 @@ mod tests {
             completed_at: 30,
             ..Default::default()
         };
+        let mut in_memory = s.turn("m1").await.unwrap().unwrap();
+        in_memory.finish(finish.clone());
         s.apply(&[StoreWrite::TurnFinished {
             id: "m1".into(),
             finish,
@@ -292,6 +309,8 @@ mod tests {
         .await
         .unwrap();
         let t = s.turn("m1").await.unwrap().unwrap();
+        // Memory's view of an end is what the write leaves.
+        assert_eq!(in_memory, t);
         assert_eq!(
             (t.status.as_str(), t.response.as_deref()),
             ("completed", Some("r"))

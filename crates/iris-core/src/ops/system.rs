@@ -304,7 +304,7 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: MessageParams| async move {
                 iris.recorder.flush().await;
-                let turn = iris
+                let mut turn = iris
                     .store
                     .turn(&p.message_id)
                     .await?
@@ -312,24 +312,18 @@ pub(super) fn operations() -> Vec<Operation> {
                     .ok_or_else(|| {
                         IrisError::not_found(format!("no message `{}`", p.message_id))
                     })?;
-                let mut record = MessageRecord::from(turn);
                 if let Some(live) = iris.pool.live_turn(&p.message_id) {
                     // Running, or ended but not yet written: memory is ahead of the database.
-                    record.turn.status = live.status().as_str().to_owned();
-                    record.turn.response = Some(live.partial());
-                    if let Some(o) = live.outcome() {
-                        // Ended: the whole end, not only its status.
-                        let t = &mut record.turn;
-                        t.error = o.error.clone();
-                        t.completed_at = Some(o.completed_at);
-                        t.usage = o.usage.clone();
-                        t.cost_usd = o.cost_usd;
-                        t.tool_uses =
-                            (!o.tool_uses.is_empty()).then(|| serde_json::json!(o.tool_uses));
-                        record.duration = Some(o.completed_at - t.created_at);
+                    match live.outcome() {
+                        // Ended: the whole end, as its write will leave the record.
+                        Some(o) => turn.finish(o.finish(turn.events_dropped)),
+                        None => {
+                            turn.status = live.status().as_str().to_owned();
+                            turn.response = Some(live.partial());
+                        }
                     }
                 }
-                Ok(record)
+                Ok(MessageRecord::from(turn))
             },
         ),
         Operation::new(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use iris_agent::protocol::{self, AgentEvent, TurnResult};
 use iris_agent::{AgentProcess, LineError, SessionMode, ToolUse};
-use iris_storage::{EventRow, StoreWrite, TurnFinish};
+use iris_storage::{EventRow, StoreWrite};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -864,16 +864,7 @@ impl Actor {
         // One end time for memory and the record, so a reader that sees the
         // turn ended in memory before the write sees the same time.
         outcome.completed_at = now_ms();
-        let finish = TurnFinish {
-            status: outcome.status.as_str().to_owned(),
-            response: outcome.response.clone(),
-            error: outcome.error.clone(),
-            tool_uses: (!outcome.tool_uses.is_empty()).then(|| json!(outcome.tool_uses)),
-            usage: outcome.usage.clone(),
-            cost_usd: outcome.cost_usd,
-            completed_at: outcome.completed_at,
-            events_dropped: dropped,
-        };
+        let finish = outcome.finish(dropped);
         let data = json!({
             "messageId": tracker.id,
             "status": outcome.status,

@@ -51,6 +51,22 @@ pub struct TurnOutcome {
     pub completed_at: i64,
 }
 
+impl TurnOutcome {
+    /// The end as its record keeps it.
+    pub fn finish(&self, events_dropped: i64) -> iris_storage::TurnFinish {
+        iris_storage::TurnFinish {
+            status: self.status.as_str().to_owned(),
+            response: self.response.clone(),
+            error: self.error.clone(),
+            tool_uses: (!self.tool_uses.is_empty()).then(|| serde_json::json!(self.tool_uses)),
+            usage: self.usage.clone(),
+            cost_usd: self.cost_usd,
+            completed_at: self.completed_at,
+            events_dropped,
+        }
+    }
+}
+
 /// Priority of a queued turn; FIFO within one priority.
 #[derive(
     Debug,
