@@ -34,16 +34,24 @@ pub const UNMATCHED: &str = "unmatched";
 /// metrics. `arrived`: the peer and request id from the accept loop, else
 /// looked for in the request (through the CORS and compression layers) or
 /// made here.
-pub fn gate<F, Fut>(
+///
+/// `take` keeps what the handler needs of an admitted request, at once:
+/// the request's head shares hyper's read buffer, and while any of it is
+/// alive hyper cannot reuse that buffer for the connection's next request
+/// and allocates a new one. Handlers that need the whole request (axum's
+/// extractors) take it whole.
+#[allow(clippy::too_many_arguments)]
+pub fn gate<T, F, Fut>(
     route: &'static str,
     timed: bool,
     mut req: Request,
     state: AppState,
     arrived: Option<Caller>,
+    take: impl FnOnce(Request) -> T,
     handler: F,
-) -> GateFuture<F, Fut>
+) -> GateFuture<T, F, Fut>
 where
-    F: FnOnce(Request, AppState, Caller) -> Fut,
+    F: FnOnce(T, AppState, Caller) -> Fut,
     Fut: Future<Output = Response>,
 {
     let started = Instant::now();
@@ -76,7 +84,7 @@ where
             Stage::Admitted {
                 start: Some(Start {
                     handler,
-                    req,
+                    taken: take(req),
                     state,
                     caller,
                     // From when the request arrived (also one clock read fewer).
@@ -102,9 +110,9 @@ where
 /// handler: the handler's future is made where it will run (inside the
 /// gate's box), not made first and then moved there — for the operation
 /// routes it is a kilobyte or more, and every move is a copy.
-struct Start<F> {
+struct Start<T, F> {
     handler: F,
-    req: Request,
+    taken: T,
     state: AppState,
     caller: Caller,
     deadline: Option<Instant>,
@@ -122,26 +130,26 @@ struct After {
 
 pin_project! {
     /// The handler's future (or the gate's own answer), then [`After`].
-    pub struct GateFuture<F, Fut> {
+    pub struct GateFuture<T, F, Fut> {
         #[pin]
-        stage: Stage<F, Fut>,
+        stage: Stage<T, F, Fut>,
         after: Option<After>,
     }
 }
 
 pin_project! {
     #[project = StageProj]
-    enum Stage<F, Fut> {
+    enum Stage<T, F, Fut> {
         Answered { resp: Option<Response> },
-        Admitted { start: Option<Start<F>> },
+        Admitted { start: Option<Start<T, F>> },
         Running { #[pin] fut: Fut },
         Timed { #[pin] fut: tokio::time::Timeout<Fut> },
     }
 }
 
-impl<F, Fut> Future for GateFuture<F, Fut>
+impl<T, F, Fut> Future for GateFuture<T, F, Fut>
 where
-    F: FnOnce(Request, AppState, Caller) -> Fut,
+    F: FnOnce(T, AppState, Caller) -> Fut,
     Fut: Future<Output = Response>,
 {
     type Output = Response;
@@ -158,7 +166,7 @@ where
                         let e = IrisError::internal("gate", "the handler did not start");
                         break Some(ApiError::maybe(e, rid).into_response());
                     };
-                    let fut = (s.handler)(s.req, s.state, s.caller);
+                    let fut = (s.handler)(s.taken, s.state, s.caller);
                     this.stage.set(match s.deadline {
                         Some(at) => Stage::Timed {
                             fut: tokio::time::timeout_at(tokio::time::Instant::from_std(at), fut),

@@ -82,8 +82,31 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
     (header::CACHE_CONTROL, "no-store"),
 ];
 
-/// Add [`SECURITY_HEADERS`] where the handler has not set them.
+/// The headers of a JSON answer: `Content-Type` and [`SECURITY_HEADERS`],
+/// with room for the gate's. Copying a ready map costs a fraction of
+/// inserting six headers one by one, on the API's busiest responses.
+pub fn json_headers() -> HeaderMap {
+    static JSON: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(|| {
+        let mut m = HeaderMap::with_capacity(16);
+        m.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in SECURITY_HEADERS {
+            m.insert(name, HeaderValue::from_static(value));
+        }
+        m
+    });
+    JSON.clone()
+}
+
+/// Add [`SECURITY_HEADERS`] where the handler has not set them. A response
+/// carrying `X-Content-Type-Options` has chosen its security headers
+/// (made from [`json_headers`], or by hand) and is left as it is.
 pub fn security_headers(h: &mut HeaderMap) {
+    if h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
+        return;
+    }
     for (name, value) in SECURITY_HEADERS {
         h.entry(name).or_insert(HeaderValue::from_static(value));
     }
@@ -123,6 +146,28 @@ mod tests {
         assert!(hosts("0.0.0.0", &[]).allow("anything"));
         assert!(!hosts("0.0.0.0", &["iris.internal"]).allow("anything"));
         assert!(hosts("0.0.0.0", &["iris.internal"]).allow("iris.internal"));
+    }
+
+    #[test]
+    fn a_handlers_headers_win_over_the_security_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("mine"),
+        );
+        h.append(header::VARY, HeaderValue::from_static("a"));
+        h.append(header::VARY, HeaderValue::from_static("b"));
+        security_headers(&mut h);
+        assert_eq!(h[header::CONTENT_SECURITY_POLICY], "mine");
+        assert_eq!(h.get_all(header::CONTENT_SECURITY_POLICY).iter().count(), 1);
+        let vary: Vec<_> = h.get_all(header::VARY).iter().collect();
+        assert_eq!(vary, ["a", "b"]);
+        for (name, value) in SECURITY_HEADERS {
+            if name != header::CONTENT_SECURITY_POLICY {
+                assert_eq!(h[&name], value, "{name}");
+            }
+        }
+        assert_eq!(h.len(), SECURITY_HEADERS.len() + 2);
     }
 
     #[test]

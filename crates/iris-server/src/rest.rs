@@ -6,7 +6,6 @@ use std::future::Future;
 
 use axum::extract::{Query, Request};
 use axum::http::Method;
-use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use iris_core::IrisError;
 use iris_core::registry::Operation;
@@ -190,41 +189,57 @@ pub(crate) const ROUTES: &[Route] = &[
 #[derive(Clone, Copy)]
 struct OpRoute(Spec, &'static Operation);
 
+/// What an operation route keeps of its request (see
+/// [`crate::gate::gate`]): the decoded path segments, the query's pairs (or
+/// why they could not be read) and the body, not the head.
+struct Taken {
+    segments: Option<PathParams>,
+    query: Result<Vec<(String, String)>, String>,
+    body: axum::body::Body,
+}
+
 impl OpRoute {
+    fn take(req: Request) -> Taken {
+        let (mut parts, body) = req.into_parts();
+        let query = match parts.uri.query() {
+            Some(_) => Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+                .map(|q| q.0)
+                .map_err(|e| e.body_text()),
+            None => Ok(Vec::new()),
+        };
+        Taken {
+            segments: parts.extensions.remove::<PathParams>(),
+            query,
+            body,
+        }
+    }
+
     /// Not an `async fn`: a wrapper future would hold the arguments next
     /// to the inner one, and the whole future is moved several times on
     /// its way into the gate's box.
     fn answer(
         self,
-        req: Request,
+        taken: Taken,
         state: AppState,
         who: Caller,
     ) -> impl Future<Output = Response> + Send + 'static {
         use futures_util::FutureExt;
-        self.run(req, state, who)
+        self.run(taken, state, who)
             .map(|r| r.unwrap_or_else(IntoResponse::into_response))
     }
 
-    async fn run(self, req: Request, state: AppState, who: Caller) -> Result<Response, ApiError> {
+    async fn run(self, taken: Taken, state: AppState, who: Caller) -> Result<Response, ApiError> {
         let OpRoute(spec, operation) = self;
         let ctx = auth::caller(&state, &who).map_err(|e| ApiError::new(e, &who.request_id))?;
         let rid = who.request_id.clone();
         drop(who);
         let fail = |e: IrisError| ApiError::new(e, &rid);
-        // What the request's head says, taken before the awaits so the head
-        // itself is not kept in the future.
-        let (segments, query, body) = {
-            let (mut parts, body) = req.into_parts();
-            let query = match parts.uri.query() {
-                Some(_) => {
-                    Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-                        .map_err(|e| fail(IrisError::validation("query", e.body_text())))?
-                        .0
-                }
-                None => Vec::new(),
-            };
-            (parts.extensions.remove::<PathParams>(), query, body)
-        };
+        let Taken {
+            segments,
+            query,
+            body,
+        } = taken;
+        let query = query.map_err(|e| fail(IrisError::validation("query", e)))?;
         let Body(body) = read_body(body, &state, Some(&rid)).await?;
         let mut params = body_object(&body).map_err(fail)?;
         drop(body);
@@ -251,16 +266,11 @@ impl OpRoute {
     }
 }
 
-/// A JSON body that is already text, with room for the headers the gate
-/// adds (so the map is allocated once, not grown on the way out).
+/// A JSON body that is already text, with its headers (and room for the
+/// gate's) copied from a ready map.
 fn json_text(body: Vec<u8>) -> Response {
     let mut resp = Response::new(axum::body::Body::from(body));
-    let headers = resp.headers_mut();
-    *headers = axum::http::HeaderMap::with_capacity(16);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    *resp.headers_mut() = crate::guard::json_headers();
     resp
 }
 
@@ -300,7 +310,8 @@ pub fn routes(prefix: &str) -> anyhow::Result<Routes> {
         router = router.call(
             &format!("{prefix}{}", r.path),
             r.verb.http(),
-            move |req, state, who| op.answer(req, state, who),
+            OpRoute::take,
+            move |taken, state, who| op.answer(taken, state, who),
         );
     }
     Ok(router

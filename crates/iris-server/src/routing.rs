@@ -48,7 +48,8 @@ fn endpoint<H: Handler<T, AppState>, T: 'static>(
             req,
             state,
             arrived,
-            move |mut req, state, caller| {
+            |req| req,
+            move |mut req: Request, state, caller| {
                 // axum handlers take the admitted caller through their extractors.
                 req.extensions_mut().insert(caller);
                 h.call(req, state)
@@ -89,17 +90,20 @@ impl Routes {
         self.add(path, methods, endpoint(label(path), false, h))
     }
 
-    /// A route whose handler is a plain async function of the request and
-    /// its admitted caller, run inside the gate's own future (one
-    /// allocation per request for both, and no request extension).
-    pub fn call<F, Fut>(self, path: &str, methods: &[Method], f: F) -> Self
+    /// A route whose handler is a plain async function of what `take`
+    /// keeps of the request and its admitted caller, run inside the gate's
+    /// own future (one allocation per request for both, and no request
+    /// extension). `take` runs as the request arrives (see [`gate`]).
+    pub fn call<P, T, F, Fut>(self, path: &str, methods: &[Method], take: P, f: F) -> Self
     where
-        F: Fn(Request, AppState, Caller) -> Fut + Clone + Send + Sync + 'static,
+        P: Fn(Request) -> T + Copy + Send + Sync + 'static,
+        F: Fn(T, AppState, Caller) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Response> + Send + 'static,
+        T: Send + 'static,
     {
         let route = label(path);
         let e: Endpoint = Arc::new(move |req, state, arrived| {
-            Box::pin(gate(route, true, req, state, arrived, f.clone()))
+            Box::pin(gate(route, true, req, state, arrived, take, f.clone()))
         });
         self.add(path, methods, e)
     }

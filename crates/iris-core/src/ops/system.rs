@@ -77,7 +77,7 @@ pub struct StatusResult {
     pub processes: ProcessCounts,
     /// Milliseconds since start.
     pub uptime: i64,
-    pub version: String,
+    pub version: &'static str,
     pub timestamp: i64,
 }
 
@@ -292,7 +292,7 @@ pub(super) fn operations() -> Vec<Operation> {
                         max_processes: iris.config.settings.max_processes,
                     },
                     uptime: crate::now_ms() - iris.started_at,
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    version: env!("CARGO_PKG_VERSION"),
                     timestamp: crate::now_ms(),
                 })
             },
