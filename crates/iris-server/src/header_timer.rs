@@ -63,12 +63,17 @@ impl Watchdog {
     }
 
     /// The next tick; never, without a timeout.
+    #[cfg(test)]
     pub async fn tick(&mut self) {
+        std::future::poll_fn(|cx| self.poll_tick(cx)).await
+    }
+
+    /// Ready when a tick is due (and then registered for the next one
+    /// only by polling again); never, without a timeout.
+    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &mut self.0 {
-            Some(t) => {
-                t.tick().await;
-            }
-            None => std::future::pending().await,
+            Some(t) => t.poll_tick(cx).map(drop),
+            None => Poll::Pending,
         }
     }
 }

@@ -157,6 +157,28 @@ pub fn admit(
     }
 }
 
+/// The headers of a JSON answer: `Content-Type` and [`SECURITY_HEADERS`]
+/// (the gate adds its own in [`finish`]). Copying one ready map costs less
+/// than inserting six headers one by one on the API's busiest responses.
+/// (Placeholders for the gate's headers were tried: copying four more
+/// entries cost more than inserting them.)
+///
+/// [`SECURITY_HEADERS`]: crate::guard::SECURITY_HEADERS
+pub fn json_headers() -> HeaderMap {
+    static JSON: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(|| {
+        let mut m = HeaderMap::with_capacity(16);
+        m.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in crate::guard::SECURITY_HEADERS {
+            m.insert(name, HeaderValue::from_static(value));
+        }
+        m
+    });
+    JSON.clone()
+}
+
 /// The way out of every request: security and rate-limit headers, the
 /// request id, metrics and the access log.
 pub fn finish(
@@ -168,14 +190,15 @@ pub fn finish(
     started: Instant,
     path: Option<&str>,
 ) -> Response {
+    let h = resp.headers_mut();
     // Room for what is added below, so the map grows at most once.
-    resp.headers_mut().reserve(10);
-    security_headers(resp.headers_mut());
+    h.reserve(10);
+    security_headers(h);
     if let Some(d) = limit {
-        rate_headers(resp.headers_mut(), d);
+        rate_headers(h, d);
     }
     if let Ok(v) = HeaderValue::from_str(&rid.0) {
-        resp.headers_mut().insert(HEADER, v);
+        h.insert(HEADER, v);
     }
     let status = resp.status().as_u16();
     crate::metrics::record_request(route, method, status, started.elapsed().as_secs_f64());
@@ -234,5 +257,47 @@ fn rate_headers(h: &mut HeaderMap, d: &Decision) {
     if !d.allowed {
         let secs = d.retry_after.as_secs() + u64::from(d.retry_after.subsec_nanos() > 0);
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_answer(limit: Option<&Decision>) -> HeaderMap {
+        let mut resp = Response::new(axum::body::Body::empty());
+        *resp.headers_mut() = json_headers();
+        let rid = RequestId("req_test".into());
+        let route = "/api/v1/test";
+        finish(resp, &rid, limit, route, &Method::GET, Instant::now(), None)
+            .headers()
+            .clone()
+    }
+
+    /// A JSON answer leaves the gate with its own headers and the gate's, once each.
+    #[test]
+    fn a_json_answer_leaves_the_gate_with_every_header_once() {
+        let h = json_answer(None);
+        for name in [LIMIT, REMAINING, RESET] {
+            assert!(!h.contains_key(&name), "{name}");
+        }
+        assert_eq!(h[HEADER], "req_test");
+        assert_eq!(h[header::CONTENT_TYPE], "application/json");
+        for (name, value) in crate::guard::SECURITY_HEADERS {
+            assert_eq!(h[&name], value, "{name}");
+        }
+        assert_eq!(h.len(), crate::guard::SECURITY_HEADERS.len() + 2);
+        let d = Decision {
+            allowed: true,
+            limit: 100,
+            remaining: 99,
+            reset: 1_700_000_000,
+            retry_after: std::time::Duration::ZERO,
+        };
+        let h = json_answer(Some(&d));
+        assert_eq!(h[LIMIT], "100");
+        assert_eq!(h[REMAINING], "99");
+        assert_eq!(h[RESET], "1700000000");
+        assert_eq!(h.len(), crate::guard::SECURITY_HEADERS.len() + 5);
     }
 }

@@ -266,11 +266,11 @@ impl OpRoute {
     }
 }
 
-/// A JSON body that is already text, with its headers (and room for the
-/// gate's) copied from a ready map.
+/// A JSON body that is already text, with its headers (and the gate's
+/// placeholders) copied from a ready map.
 fn json_text(body: Vec<u8>) -> Response {
     let mut resp = Response::new(axum::body::Body::from(body));
-    *resp.headers_mut() = crate::guard::json_headers();
+    *resp.headers_mut() = crate::request::json_headers();
     resp
 }
 

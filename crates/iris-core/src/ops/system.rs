@@ -282,6 +282,7 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
                 let processes = iris.pool.process_count();
+                let now = crate::now_ms();
                 Ok(StatusResult {
                     sessions: SessionCounts {
                         total: iris.session_count(),
@@ -291,9 +292,9 @@ pub(super) fn operations() -> Vec<Operation> {
                         total: processes,
                         max_processes: iris.config.settings.max_processes,
                     },
-                    uptime: crate::now_ms() - iris.started_at,
+                    uptime: now - iris.started_at,
                     version: env!("CARGO_PKG_VERSION"),
-                    timestamp: crate::now_ms(),
+                    timestamp: now,
                 })
             },
         ),
