@@ -16,12 +16,15 @@ pub struct ApiError {
     pub status: Option<StatusCode>,
 }
 
+/// Cold, like `IrisError`'s constructors: only error paths reach these.
 impl ApiError {
+    #[cold]
     pub fn new(error: IrisError, request_id: &RequestId) -> Self {
         Self::maybe(error, Some(request_id))
     }
 
     /// For the few answers made where the request id may be missing.
+    #[cold]
     pub fn maybe(error: IrisError, request_id: Option<&RequestId>) -> Self {
         ApiError {
             error,
@@ -38,6 +41,7 @@ impl ApiError {
 
     /// A handler reached by a request the gate did not admit: a route
     /// declared without the gate. Refused rather than run.
+    #[cold]
     pub fn ungated(request_id: Option<&RequestId>) -> Self {
         Self::maybe(
             IrisError::internal("routing", "a route without the gate was called"),
@@ -47,6 +51,7 @@ impl ApiError {
 }
 
 impl IntoResponse for ApiError {
+    #[cold]
     fn into_response(self) -> Response {
         let status = self.status.unwrap_or_else(|| {
             StatusCode::from_u16(self.error.kind.http_status())

@@ -45,19 +45,21 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// A route, method and status, and their metrics' handles.
+type Handles = (
+    String,
+    axum::http::Method,
+    u16,
+    metrics::Counter,
+    metrics::Histogram,
+);
+
 /// Count a request and record its duration. The labelled handles are
 /// looked up once per (route, method, status) and thread, then reused: the
 /// registry's lookup and the label strings cost more than the update.
 pub fn record_request(route: &str, method: &axum::http::Method, status: u16, secs: f64) {
     use std::cell::RefCell;
     use std::collections::HashMap;
-    type Handles = (
-        String,
-        axum::http::Method,
-        u16,
-        metrics::Counter,
-        metrics::Histogram,
-    );
     thread_local! {
         static HANDLES: RefCell<HashMap<u64, Vec<Handles>, foldhash::fast::RandomState>> =
             RefCell::default();
@@ -75,15 +77,24 @@ pub fn record_request(route: &str, method: &axum::http::Method, status: u16, sec
             .iter()
             .position(|(r, m, s, _, _)| r == route && m == method && *s == status);
         let i = found.unwrap_or_else(|| {
-            let counter = metrics::counter!("iris_http_requests_total", "route" => route.to_owned(), "method" => method.to_string(), "status" => status.to_string());
-            let histogram = metrics::histogram!("iris_http_request_duration_seconds", "route" => route.to_owned());
-            slot.push((route.to_owned(), method.clone(), status, counter, histogram));
+            slot.push(register(route, method, status));
             slot.len() - 1
         });
         let (_, _, _, counter, histogram) = &slot[i];
         counter.increment(1);
         histogram.record(secs);
     });
+}
+
+/// The handles of a route, method and status seen for the first time on
+/// this thread; out of line, as it happens a few times per thread.
+#[cold]
+#[inline(never)]
+fn register(route: &str, method: &axum::http::Method, status: u16) -> Handles {
+    let counter = metrics::counter!("iris_http_requests_total", "route" => route.to_owned(), "method" => method.to_string(), "status" => status.to_string());
+    let histogram =
+        metrics::histogram!("iris_http_request_duration_seconds", "route" => route.to_owned());
+    (route.to_owned(), method.clone(), status, counter, histogram)
 }
 
 pub async fn render(State(state): State<AppState>, rid: RequestId, who: Caller) -> Response {

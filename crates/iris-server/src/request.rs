@@ -102,16 +102,25 @@ fn refuse(state: &AppState, headers: &HeaderMap) -> Option<IrisError> {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let problem = if !state.hosts.allow(host) {
-        Some(format!("host `{host}` is not allowed (api.allowedHosts)"))
-    } else {
-        headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .filter(|o| !origin_allowed(api, &state.hosts, o))
-            .map(|o| format!("origin `{o}` is not allowed (api.cors.origins)"))
-    };
-    problem.map(|p| IrisError::new(ErrorKind::Forbidden, p))
+    if !state.hosts.allow(host) {
+        return Some(forbidden(format_args!(
+            "host `{host}` is not allowed (api.allowedHosts)"
+        )));
+    }
+    headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| !origin_allowed(api, &state.hosts, o))
+        .map(|o| {
+            forbidden(format_args!(
+                "origin `{o}` is not allowed (api.cors.origins)"
+            ))
+        })
+}
+
+#[cold]
+fn forbidden(problem: std::fmt::Arguments<'_>) -> IrisError {
+    IrisError::new(ErrorKind::Forbidden, problem.to_string())
 }
 
 /// Who the request is from, and its rate-limit decision: by identity when
@@ -203,17 +212,25 @@ pub fn finish(
     let status = resp.status().as_u16();
     crate::metrics::record_request(route, method, status, started.elapsed().as_secs_f64());
     if let Some(path) = path {
-        tracing::info!(
-            target: "iris::access",
-            request_id = %rid.0,
-            method = %method,
-            path = %path,
-            status,
-            micros = started.elapsed().as_micros() as u64,
-            "request"
-        );
+        access_log(rid, method, path, status, started);
     }
     resp
+}
+
+/// One line of the access log (`iris::access`), out of line: it is off by
+/// default, and its formatting code would sit in the middle of the hot path.
+#[cold]
+#[inline(never)]
+fn access_log(rid: &RequestId, method: &Method, path: &str, status: u16, started: Instant) {
+    tracing::info!(
+        target: "iris::access",
+        request_id = %rid.0,
+        method = %method,
+        path = %path,
+        status,
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
 }
 
 /// The header values of a limit and a reset time, remembered per thread:
@@ -239,6 +256,7 @@ fn recent(limit: u64, reset: u64) -> (HeaderValue, HeaderValue) {
 }
 
 /// 429 with the error body; the headers are added on the way out.
+#[cold]
 fn too_many(d: &Decision, rid: &RequestId) -> Response {
     let e = IrisError::new(
         ErrorKind::RateLimited,

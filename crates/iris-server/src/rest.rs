@@ -228,21 +228,41 @@ impl OpRoute {
             .map(|r| r.unwrap_or_else(IntoResponse::into_response))
     }
 
+    /// Kept small: an async function's body is one piece of code however
+    /// rarely its parts run, so what is not awaited lives in [`Self::params`].
     async fn run(self, taken: Taken, state: AppState, who: Caller) -> Result<Response, ApiError> {
-        let OpRoute(spec, operation) = self;
+        let OpRoute(_, operation) = self;
         let ctx = auth::caller(&state, &who).map_err(|e| ApiError::new(e, &who.request_id))?;
         let rid = who.request_id.clone();
         drop(who);
-        let fail = |e: IrisError| ApiError::new(e, &rid);
         let Taken {
             segments,
             query,
             body,
         } = taken;
-        let query = query.map_err(|e| fail(IrisError::validation("query", e)))?;
         let Body(body) = read_body(body, &state, Some(&rid)).await?;
-        let mut params = body_object(&body).map_err(fail)?;
+        let params = self
+            .params(segments, query, &body)
+            .map_err(|e| ApiError::new(e, &rid))?;
         drop(body);
+        match state.iris.dispatch_text(ctx, operation, params).await {
+            Ok(text) => Ok(json_text(text)),
+            Err(e) => Err(ApiError::new(e, &rid)),
+        }
+    }
+
+    /// The operation's parameters: the body's object, the query's values
+    /// typed by the schema, the renamed seed fields and the path segments.
+    #[inline(never)]
+    fn params(
+        self,
+        segments: Option<PathParams>,
+        query: Result<Vec<(String, String)>, String>,
+        body: &axum::body::Bytes,
+    ) -> Result<Value, IrisError> {
+        let OpRoute(spec, operation) = self;
+        let query = query.map_err(|e| IrisError::validation("query", e))?;
+        let mut params = body_object(body)?;
         add_query(&mut params, operation, query);
         for (from, to) in spec.renames {
             if let Some(v) = params.remove(*from) {
@@ -256,13 +276,7 @@ impl OpRoute {
         if let (Some(field), Some(v)) = (spec.id, segment("id")) {
             params.insert(field.to_owned(), json!(v));
         }
-        drop(segments);
-        state
-            .iris
-            .dispatch_text(ctx, operation, Value::Object(params))
-            .await
-            .map(json_text)
-            .map_err(fail)
+        Ok(Value::Object(params))
     }
 }
 

@@ -260,15 +260,8 @@ impl Table {
         };
         let routes = &inner.endpoints[*found.value];
         if !found.params.is_empty() {
-            let params = found
-                .params
-                .iter()
-                .map(|(k, v)| {
-                    let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
-                    (k.to_owned(), v.into_owned())
-                })
-                .collect();
-            req.extensions_mut().insert(PathParams(params));
+            let params = decoded(&found.params);
+            req.extensions_mut().insert(params);
         }
         let find = |wanted: &Method| routes.methods.iter().find(|(m, _)| m == wanted);
         let method = req.method();
@@ -280,11 +273,38 @@ impl Table {
         });
         match chosen {
             Some((_, e)) => e(req, state, arrived),
-            None => {
-                req.extensions_mut().insert(Allowed(routes.allow.clone()));
-                (inner.wrong_method)(req, state, arrived)
-            }
+            None => inner.wrong_method(req, state, arrived, &routes.allow),
         }
+    }
+}
+
+/// The matched template's segments, percent-decoded; out of line, so the
+/// routes without segments (most requests) do not run through its code.
+#[inline(never)]
+fn decoded(params: &matchit::Params<'_, '_>) -> PathParams {
+    PathParams(
+        params
+            .iter()
+            .map(|(k, v)| {
+                let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+                (k.to_owned(), v.into_owned())
+            })
+            .collect(),
+    )
+}
+
+impl Inner {
+    /// 405, with the methods the path answers.
+    #[cold]
+    fn wrong_method(
+        &self,
+        mut req: Request,
+        state: AppState,
+        arrived: Option<Caller>,
+        allow: &HeaderValue,
+    ) -> Answer {
+        req.extensions_mut().insert(Allowed(allow.clone()));
+        (self.wrong_method)(req, state, arrived)
     }
 }
 
