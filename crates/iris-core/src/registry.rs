@@ -141,12 +141,7 @@ impl Operation {
                     let r = handler(iris, ctx, p).await?;
                     match encoding {
                         Encoding::Value => serde_json::to_value(r).map(Output::Value),
-                        Encoding::Text => {
-                            // Most results are a few hundred bytes: one
-                            // allocation instead of a series of doublings.
-                            let mut text = Vec::with_capacity(512);
-                            serde_json::to_writer(&mut text, &r).map(|()| Output::Text(text))
-                        }
+                        Encoding::Text => as_text(&r).map(Output::Text),
                     }
                     .map_err(|e| IrisError::internal("encoding a result", e))
                 })
@@ -343,6 +338,31 @@ async fn audited(
             .details(details),
     );
     result
+}
+
+/// `r` as JSON text, written into a buffer kept per thread and copied out
+/// at its exact length: one allocation of the right size, where writing
+/// into a fresh vector took a guessed size and then (as a response body)
+/// one more allocation for the unused rest.
+fn as_text<R: Serialize>(r: &R) -> serde_json::Result<Vec<u8>> {
+    thread_local! {
+        static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// A buffer grown beyond this by one large result is given back.
+    const KEPT: usize = 64 * 1024;
+    BUFFER.with(|b| {
+        // Serialisation does not dispatch, so the buffer is never borrowed twice;
+        // if it somehow were, a fresh vector does the same job.
+        let Ok(mut buf) = b.try_borrow_mut() else {
+            return serde_json::to_vec(r);
+        };
+        buf.clear();
+        let written = serde_json::to_writer(&mut *buf, r).map(|()| buf.to_vec());
+        if buf.capacity() > KEPT {
+            *buf = Vec::new();
+        }
+        written
+    })
 }
 
 /// The team an operation's parameters name, for the audit trail.

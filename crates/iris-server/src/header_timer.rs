@@ -26,19 +26,31 @@ impl Timer for Deadlines {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
-        Box::pin(Deadline(deadline))
+        Box::pin(Deadline {
+            at: deadline,
+            polled: false,
+        })
     }
 }
 
 /// Ready once its time has come; it never wakes anyone itself (the
-/// connection's [`Watchdog`] does).
-struct Deadline(Instant);
+/// connection's [`Watchdog`] does). Its first poll, which hyper makes as it
+/// starts waiting for a head, does not read the clock: the deadline was
+/// made from a fresh reading a moment before, and the watchdog's next tick
+/// polls it again in any case.
+struct Deadline {
+    at: Instant,
+    polled: bool,
+}
 
 impl Future for Deadline {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.0 {
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if !std::mem::replace(&mut self.polled, true) {
+            return Poll::Pending;
+        }
+        if Instant::now() >= self.at {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -87,8 +99,11 @@ mod tests {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut past = Deadlines.sleep(Duration::ZERO);
+        // The first poll never reads the clock (see `Deadline`).
+        assert!(past.as_mut().poll(&mut cx).is_pending());
         assert!(past.as_mut().poll(&mut cx).is_ready());
         let mut soon = Deadlines.sleep(Duration::from_millis(50));
+        assert!(soon.as_mut().poll(&mut cx).is_pending());
         assert!(soon.as_mut().poll(&mut cx).is_pending());
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(soon.as_mut().poll(&mut cx).is_ready());

@@ -244,7 +244,7 @@ fn recent(limit: u64, reset: u64) -> (HeaderValue, HeaderValue) {
     let value = |slot: &mut Option<(u64, HeaderValue)>, n: u64| match slot {
         Some((m, v)) if *m == n => v.clone(),
         _ => {
-            let v = HeaderValue::from(n);
+            let v = number(n);
             *slot = Some((n, v.clone()));
             v
         }
@@ -266,11 +266,17 @@ fn too_many(d: &Decision, rid: &RequestId) -> Response {
     ApiError::new(e, rid).into_response()
 }
 
+/// A number as a header value in one allocation (`HeaderValue::from` for
+/// integers takes two).
+fn number(n: u64) -> HeaderValue {
+    HeaderValue::from_str(itoa::Buffer::new().format(n)).unwrap_or_else(|_| HeaderValue::from(n))
+}
+
 /// `X-RateLimit-Limit/Remaining/Reset`, and `Retry-After` when refused.
 fn rate_headers(h: &mut HeaderMap, d: &Decision) {
     let (limit, reset) = recent(u64::from(d.limit), d.reset);
     h.insert(LIMIT, limit);
-    h.insert(REMAINING, HeaderValue::from(d.remaining));
+    h.insert(REMAINING, number(u64::from(d.remaining)));
     h.insert(RESET, reset);
     if !d.allowed {
         let secs = d.retry_after.as_secs() + u64::from(d.retry_after.subsec_nanos() > 0);
