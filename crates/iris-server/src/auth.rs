@@ -89,7 +89,7 @@ pub fn caller(state: &AppState, who: &Caller) -> Result<Ctx, IrisError> {
                 "authentication required: send `Authorization: Bearer <API key or access token>`",
             ));
         }
-        None => state.iris.auth.open_principal(),
+        None => state.open.clone(),
     };
     Ok(Ctx {
         principal,

@@ -85,14 +85,33 @@ impl App {
         req: axum::extract::Request,
         arrived: Option<crate::auth::Caller>,
     ) -> AppFuture {
+        self.handle_with(req, self.0.plain.state(), arrived)
+    }
+
+    /// [`App::handle`] with a connection's own copy of the state (see
+    /// [`crate::AppState::for_connection`]); the layers' path uses the
+    /// shared one.
+    pub fn handle_with(
+        &self,
+        req: axum::extract::Request,
+        state: &crate::AppState,
+        arrived: Option<crate::auth::Caller>,
+    ) -> AppFuture {
         use axum::http::header;
         use futures_util::future::Either;
         let h = req.headers();
         if h.contains_key(header::ORIGIN) || h.contains_key(header::ACCEPT_ENCODING) {
             Either::Right(self.through_layers(req, arrived))
         } else {
-            Either::Left(Answered::from(self.0.plain.handle(req, arrived)))
+            Either::Left(Answered::from(
+                self.0.plain.handle_with(req, state, arrived),
+            ))
         }
+    }
+
+    /// The state of a new connection.
+    pub fn connection_state(&self) -> crate::AppState {
+        self.0.plain.state().for_connection()
     }
 
     /// Through CORS and compression; out of line, so that the layers' code

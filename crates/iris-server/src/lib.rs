@@ -23,6 +23,7 @@ mod ws;
 use std::sync::Arc;
 
 use iris_core::Iris;
+use iris_core::auth::Principal;
 
 use edge::app;
 pub use error::ApiError;
@@ -31,8 +32,22 @@ pub use request::new_request_id;
 pub use serve::{Running, start};
 
 /// Shared by every handler; one `Arc`, so cloning it per request is cheap.
+/// Each connection has its own (see [`AppState::for_connection`]).
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// A copy for one connection: its requests clone this `Arc` and the
+    /// open caller's, and with one per connection those reference counts
+    /// stay in the cache of the core serving it instead of bouncing
+    /// between cores on every request. What is shared (Iris, the counters
+    /// of open streams, stopping) is shared through the copy.
+    pub fn for_connection(&self) -> AppState {
+        let mut shared = Shared::clone(&self.0);
+        shared.open = Arc::new(Principal::clone(&self.0.open));
+        AppState(Arc::new(shared))
+    }
+}
 
 impl std::ops::Deref for AppState {
     type Target = Shared;
@@ -41,8 +56,12 @@ impl std::ops::Deref for AppState {
     }
 }
 
+#[derive(Clone)]
 pub struct Shared {
     pub iris: Arc<Iris>,
+    /// The caller of a request without a credential when `api.requireAuth`
+    /// is off (Iris's own, copied per connection).
+    pub open: Arc<Principal>,
     /// Open WebSocket connections (capped by `api.websocket.maxConnections`).
     pub ws_connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Open SSE streams.
@@ -58,6 +77,7 @@ pub fn router(iris: Arc<Iris>, lifecycle: serve::Lifecycle) -> anyhow::Result<ro
     metrics::handle();
     let state = AppState(Arc::new(Shared {
         lifecycle,
+        open: iris.auth.open_principal(),
         hosts: guard::Hosts::new(&iris.config.api),
         iris,
         ws_connections: Default::default(),

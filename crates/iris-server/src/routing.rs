@@ -249,12 +249,28 @@ impl<S: Send + Sync> FromRequestParts<S> for Segment {
 }
 
 impl Table {
+    /// The state the table was built with.
+    pub fn state(&self) -> &AppState {
+        &self.0.state
+    }
+
     /// The answer to `req`: its route's handler, or the 404/405 one.
     /// `arrived`: the peer and request id from the accept loop (see
     /// [`crate::gate::gate`]).
-    pub fn handle(&self, mut req: Request, arrived: Option<Caller>) -> Answer {
+    pub fn handle(&self, req: Request, arrived: Option<Caller>) -> Answer {
+        self.handle_with(req, &self.0.state, arrived)
+    }
+
+    /// [`Table::handle`] with a connection's own copy of the state (see
+    /// [`AppState::for_connection`]).
+    pub fn handle_with(
+        &self,
+        mut req: Request,
+        state: &AppState,
+        arrived: Option<Caller>,
+    ) -> Answer {
         let inner = &*self.0;
-        let state = inner.state.clone();
+        let state = state.clone();
         let Ok(found) = inner.paths.at(req.uri().path()) else {
             return (inner.unknown)(req, state, arrived);
         };

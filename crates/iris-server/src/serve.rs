@@ -188,10 +188,12 @@ async fn connection(
     lifecycle: Lifecycle,
     _open: watch::Receiver<()>,
 ) {
+    let state = app.connection_state();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let req = req.map(axum::body::Body::new);
         let id = crate::request::id_of(req.headers());
-        app.handle(req, Some(crate::auth::Caller::arrived(Some(peer.ip()), id)))
+        let arrived = crate::auth::Caller::arrived(Some(peer.ip()), id);
+        app.handle_with(req, &state, Some(arrived))
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(header_timer::Deadlines)
