@@ -116,10 +116,16 @@ async fn an_idle_process_is_reaped() {
     h.tell("demo", "hi").await.unwrap();
     let pid = pids(&h, "demo")[0];
     assert!(alive(pid));
+    // The status's count (kept beside the pool's lock) follows the pool.
+    let processes = |v: serde_json::Value| v["processes"]["total"].clone();
+    let status = h.call("get_status", json!({})).await.unwrap();
+    assert_eq!(processes(status), 1);
     eventually("idle process reaped", || {
         h.iris.team_processes("demo").is_empty()
     })
     .await;
+    let status = h.call("get_status", json!({})).await.unwrap();
+    assert_eq!(processes(status), 0);
     eventually("child exited", || !alive(pid)).await;
     // The next message respawns, resuming the same session.
     let r = h.tell("demo", "[[argv]]").await.unwrap();

@@ -95,8 +95,53 @@ pub struct ProcessInfo {
     pub spawned_at: Option<i64>,
 }
 
+/// The processes by session, and their number readable without the lock.
+#[derive(Default)]
+struct Slots {
+    map: Mutex<HashMap<String, Slot>>,
+    /// The map's length as of the last unlock: `GET /status` reads it on
+    /// every call, and locking the mutex there wrote its cache line from
+    /// every core on every call.
+    count: AtomicUsize,
+}
+
+/// The slots, locked; the count is brought up to date when it is dropped.
+struct SlotsGuard<'a> {
+    map: std::sync::MutexGuard<'a, HashMap<String, Slot>>,
+    count: &'a AtomicUsize,
+}
+
+impl Slots {
+    fn lock(&self) -> Option<SlotsGuard<'_>> {
+        let map = self.map.lock().ok()?;
+        Some(SlotsGuard {
+            map,
+            count: &self.count,
+        })
+    }
+}
+
+impl std::ops::Deref for SlotsGuard<'_> {
+    type Target = HashMap<String, Slot>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for SlotsGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+impl Drop for SlotsGuard<'_> {
+    fn drop(&mut self) {
+        self.count.store(self.map.len(), Ordering::Release);
+    }
+}
+
 pub(crate) struct PoolInner {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Slots,
     live: Mutex<HashMap<String, Arc<TurnTracker>>>,
     generation: AtomicU64,
     pub settings: Settings,
@@ -136,7 +181,7 @@ impl PoolInner {
         shared: &SlotShared,
         rx: &mut mpsc::UnboundedReceiver<Command>,
     ) -> bool {
-        let Ok(mut slots) = self.slots.lock() else {
+        let Some(mut slots) = self.slots.lock() else {
             return true;
         };
         if !rx.is_empty() {
@@ -170,7 +215,7 @@ impl Pool {
     ) -> Self {
         Pool {
             inner: Arc::new(PoolInner {
-                slots: Mutex::new(HashMap::new()),
+                slots: Slots::default(),
                 live: Mutex::new(HashMap::new()),
                 generation: AtomicU64::new(0),
                 settings,
@@ -182,11 +227,11 @@ impl Pool {
         }
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Slot>>> {
+    fn lock(&self) -> Result<SlotsGuard<'_>> {
         self.inner
             .slots
             .lock()
-            .map_err(|_| IrisError::internal("using the process pool", "lock poisoned"))
+            .ok_or_else(|| IrisError::internal("using the process pool", "lock poisoned"))
     }
 
     /// Find or create the slot of `session`, evicting the least recently used
@@ -379,7 +424,7 @@ impl Pool {
     /// How many processes the pool holds (what `processes().len()` says,
     /// without copying each one's description).
     pub fn process_count(&self) -> usize {
-        self.lock().map(|slots| slots.len()).unwrap_or(0)
+        self.inner.slots.count.load(Ordering::Acquire)
     }
 
     /// A turn still in memory (queued or running, or just finished).
