@@ -280,8 +280,8 @@ impl OpRoute {
     }
 }
 
-/// A JSON body that is already text, with its headers (and the gate's
-/// placeholders) copied from a ready map.
+/// A JSON body that is already text, with its headers copied from a ready
+/// map (the gate adds its own on the way out).
 fn json_text(body: Vec<u8>) -> Response {
     let mut resp = Response::new(axum::body::Body::from(body));
     *resp.headers_mut() = crate::request::json_headers();

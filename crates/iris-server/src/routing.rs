@@ -289,7 +289,7 @@ impl Table {
         });
         match chosen {
             Some((_, e)) => e(req, state, arrived),
-            None => inner.wrong_method(req, state, arrived, &routes.allow),
+            None => inner.not_allowed(req, state, arrived, &routes.allow),
         }
     }
 }
@@ -312,7 +312,7 @@ fn decoded(params: &matchit::Params<'_, '_>) -> PathParams {
 impl Inner {
     /// 405, with the methods the path answers.
     #[cold]
-    fn wrong_method(
+    fn not_allowed(
         &self,
         mut req: Request,
         state: AppState,
