@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use iris_core::auth::{Origin, Principal};
 use iris_core::{Ctx, ErrorKind, IrisError};
 
@@ -57,8 +57,16 @@ impl Caller {
 /// browsers cannot set headers; elsewhere a key in a URL would end up in
 /// proxies' and browsers' histories.
 pub fn credential<'a>(headers: &'a HeaderMap, uri: &'a Uri, is_get: bool) -> Option<&'a str> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
+    credential_from(headers.get(header::AUTHORIZATION), uri, is_get)
+}
+
+/// [`credential`] from the `Authorization` value the caller has found.
+pub fn credential_from<'a>(
+    authorization: Option<&'a HeaderValue>,
+    uri: &'a Uri,
+    is_get: bool,
+) -> Option<&'a str> {
+    let bearer = authorization
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.get(..7)
