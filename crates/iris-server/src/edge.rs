@@ -72,26 +72,17 @@ impl tower::Service<axum::extract::Request> for App {
     }
 
     fn call(&mut self, req: axum::extract::Request) -> Self::Future {
-        self.handle(req, None)
+        self.handle(req, self.0.plain.state(), None)
     }
 }
 
 impl App {
-    /// [`tower::Service::call`] without `&mut`, for a request that has
-    /// `arrived` through the accept loop (peer and request id; `None`: the
-    /// gate finds or makes them).
+    /// [`tower::Service::call`] without `&mut`, with the `state` of the
+    /// connection the request came on (see
+    /// [`crate::AppState::for_connection`]; the layers' path uses the
+    /// shared one), for a request that has `arrived` through the accept
+    /// loop (peer and request id; `None`: the gate finds or makes them).
     pub fn handle(
-        &self,
-        req: axum::extract::Request,
-        arrived: Option<crate::auth::Caller>,
-    ) -> AppFuture {
-        self.handle_with(req, self.0.plain.state(), arrived)
-    }
-
-    /// [`App::handle`] with a connection's own copy of the state (see
-    /// [`crate::AppState::for_connection`]); the layers' path uses the
-    /// shared one.
-    pub fn handle_with(
         &self,
         req: axum::extract::Request,
         state: &crate::AppState,
@@ -103,9 +94,7 @@ impl App {
         if h.contains_key(header::ORIGIN) || h.contains_key(header::ACCEPT_ENCODING) {
             Either::Right(self.through_layers(req, arrived))
         } else {
-            Either::Left(Answered::from(
-                self.0.plain.handle_with(req, state, arrived),
-            ))
+            Either::Left(Answered::from(self.0.plain.handle(req, state, arrived)))
         }
     }
 

@@ -11,7 +11,7 @@ use iris_core::config::ApiConfig;
 
 /// The `Host` names a request may carry, worked out once from the
 /// config (the check runs on every request).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Hosts {
     /// Bound to every address with no names configured: the operator chose exposure.
     any: bool,

@@ -67,7 +67,7 @@ pub struct Shared {
     /// Open SSE streams.
     pub sse_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The `Host` names requests may carry (DNS-rebinding protection).
-    pub hosts: guard::Hosts,
+    pub hosts: Arc<guard::Hosts>,
     /// The server's stopping, for connections that outlive their request.
     pub lifecycle: serve::Lifecycle,
 }
@@ -78,7 +78,7 @@ pub fn router(iris: Arc<Iris>, lifecycle: serve::Lifecycle) -> anyhow::Result<ro
     let state = AppState(Arc::new(Shared {
         lifecycle,
         open: iris.auth.open_principal(),
-        hosts: guard::Hosts::new(&iris.config.api),
+        hosts: Arc::new(guard::Hosts::new(&iris.config.api)),
         iris,
         ws_connections: Default::default(),
         sse_streams: Default::default(),

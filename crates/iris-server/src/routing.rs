@@ -254,21 +254,11 @@ impl Table {
         &self.0.state
     }
 
-    /// The answer to `req`: its route's handler, or the 404/405 one.
-    /// `arrived`: the peer and request id from the accept loop (see
-    /// [`crate::gate::gate`]).
-    pub fn handle(&self, req: Request, arrived: Option<Caller>) -> Answer {
-        self.handle_with(req, &self.0.state, arrived)
-    }
-
-    /// [`Table::handle`] with a connection's own copy of the state (see
-    /// [`AppState::for_connection`]).
-    pub fn handle_with(
-        &self,
-        mut req: Request,
-        state: &AppState,
-        arrived: Option<Caller>,
-    ) -> Answer {
+    /// The answer to `req`: its route's handler, or the 404/405 one, with
+    /// `state` (the table's own, or a connection's copy: see
+    /// [`AppState::for_connection`]). `arrived`: the peer and request id
+    /// from the accept loop (see [`crate::gate::gate`]).
+    pub fn handle(&self, mut req: Request, state: &AppState, arrived: Option<Caller>) -> Answer {
         let inner = &*self.0;
         let state = state.clone();
         let Ok(found) = inner.paths.at(req.uri().path()) else {
@@ -351,7 +341,7 @@ impl tower::Service<Request> for Table {
     }
 
     fn call(&mut self, req: Request) -> Answered {
-        Answered(self.handle(req, None))
+        Answered(self.handle(req, &self.0.state, None))
     }
 }
 

@@ -193,7 +193,7 @@ async fn connection(
         let req = req.map(axum::body::Body::new);
         let id = crate::request::id_of(req.headers());
         let arrived = crate::auth::Caller::arrived(Some(peer.ip()), id);
-        app.handle_with(req, &state, Some(arrived))
+        app.handle(req, &state, Some(arrived))
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(header_timer::Deadlines)
