@@ -13,7 +13,6 @@ use crate::routing::{Answered, Table};
 /// gzip stream each; streams and images are never compressed.
 type Worth = And<And<And<SizeAbove, NotForContentType>, NotForContentType>, NotForContentType>;
 type Full = tower_http::cors::Cors<tower_http::compression::Compression<Table, Worth>>;
-type FullBody = tower_http::compression::CompressionBody<axum::body::Body>;
 
 /// The HTTP service: the routes, each behind the gate, and around them
 /// CORS and compression — taken only by the requests that need them (a
@@ -51,17 +50,18 @@ pub fn app(iris: Arc<Iris>, lifecycle: crate::serve::Lifecycle) -> anyhow::Resul
     })))
 }
 
-type FullFuture = futures_util::future::MapOk<
-    <Full as tower::Service<axum::extract::Request>>::Future,
-    fn(axum::http::Response<FullBody>) -> axum::response::Response,
->;
-
-pub type AppFuture = futures_util::future::Either<Answered, FullFuture>;
+/// A request as the accept loop saw it arrive: its caller (peer and
+/// request id) and whether CORS or compression need to see it (see
+/// [`crate::request::arrival`]).
+pub struct Arrived {
+    pub caller: crate::auth::Caller,
+    pub layered: bool,
+}
 
 impl tower::Service<axum::extract::Request> for App {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = AppFuture;
+    type Future = Answered;
 
     fn poll_ready(
         &mut self,
@@ -81,20 +81,27 @@ impl App {
     /// connection the request came on (see
     /// [`crate::AppState::for_connection`]; the layers' path uses the
     /// shared one), for a request that has `arrived` through the accept
-    /// loop (peer and request id; `None`: the gate finds or makes them).
+    /// loop (`None`: the gate finds or makes its request id).
     pub fn handle(
         &self,
         req: axum::extract::Request,
         state: &crate::AppState,
-        arrived: Option<crate::auth::Caller>,
-    ) -> AppFuture {
+        arrived: Option<Arrived>,
+    ) -> Answered {
         use axum::http::header;
-        use futures_util::future::Either;
-        let h = req.headers();
-        if h.contains_key(header::ORIGIN) || h.contains_key(header::ACCEPT_ENCODING) {
-            Either::Right(self.through_layers(req, arrived))
+        let (caller, layered) = match arrived {
+            Some(a) => (Some(a.caller), a.layered),
+            None => {
+                let h = req.headers();
+                let layered =
+                    h.contains_key(header::ORIGIN) || h.contains_key(header::ACCEPT_ENCODING);
+                (None, layered)
+            }
+        };
+        if layered {
+            self.through_layers(req, caller)
         } else {
-            Either::Left(Answered::from(self.0.plain.handle(req, state, arrived)))
+            Answered::from(self.0.plain.handle(req, state, caller))
         }
     }
 
@@ -104,22 +111,25 @@ impl App {
     }
 
     /// Through CORS and compression; out of line, so that the layers' code
-    /// does not sit in the middle of the plain path.
+    /// does not sit in the middle of the plain path, and boxed, so that the
+    /// plain path's future stays a pointer (hyper moves it on every request).
     #[inline(never)]
     fn through_layers(
         &self,
         mut req: axum::extract::Request,
         arrived: Option<crate::auth::Caller>,
-    ) -> FullFuture {
-        use futures_util::TryFutureExt;
+    ) -> Answered {
+        use futures_util::FutureExt;
         use tower::Service;
-        let to_body: fn(axum::http::Response<FullBody>) -> axum::response::Response =
-            |r| r.map(axum::body::Body::new);
         // Through the layers, the arrival travels with the request.
         if let Some(caller) = arrived {
             req.extensions_mut().insert(caller);
         }
-        self.0.full.clone().call(req).map_ok(to_body)
+        let answer = self.0.full.clone().call(req).map(|r| match r {
+            Ok(resp) => resp.map(axum::body::Body::new),
+            Err(never) => match never {},
+        });
+        Answered::from(Box::pin(answer) as crate::routing::Answer)
     }
 }
 

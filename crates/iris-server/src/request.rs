@@ -62,8 +62,30 @@ fn acceptable(id: &str) -> bool {
 
 /// The caller's `X-Request-ID` when it is acceptable, else a new one.
 pub fn id_of(headers: &HeaderMap) -> RequestId {
-    if let Some(id) = headers
-        .get(HEADER)
+    id_from(headers.get(HEADER))
+}
+
+/// What the accept loop reads of a request as it arrives, in one walk over
+/// its headers: its request id, and whether CORS or compression need to
+/// see it (it carries an `Origin` or an `Accept-Encoding`; see
+/// [`crate::edge::App`]). A walk over the few headers a request carries
+/// costs less than three hashed lookups.
+pub fn arrival(headers: &HeaderMap) -> (RequestId, bool) {
+    let mut id = None;
+    let mut layered = false;
+    for (name, value) in headers {
+        if name == header::ORIGIN || name == header::ACCEPT_ENCODING {
+            layered = true;
+        } else if name == HEADER {
+            id.get_or_insert(value);
+        }
+    }
+    (id_from(id), layered)
+}
+
+/// `value` when it is an acceptable request id, else a new one.
+fn id_from(value: Option<&HeaderValue>) -> RequestId {
+    if let Some(id) = value
         .and_then(|v| v.to_str().ok())
         .filter(|v| acceptable(v))
     {
@@ -342,6 +364,29 @@ mod tests {
         assert_eq!(heads.authorization, h.get(header::AUTHORIZATION));
         assert_eq!(heads.user_agent, h.get(header::USER_AGENT));
         assert_eq!(heads.origin, None);
+    }
+
+    /// The arrival's walk finds the first request id and the headers that
+    /// send a request through the layers, as lookups would.
+    #[test]
+    fn the_arrival_finds_the_request_id_and_the_layers_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("localhost"));
+        let (id, layered) = arrival(&h);
+        assert!(id.0.starts_with("req_") && !layered, "{}", id.0);
+        h.append(HEADER, HeaderValue::from_static("first-id"));
+        h.append(HEADER, HeaderValue::from_static("second-id"));
+        let (id, layered) = arrival(&h);
+        assert_eq!((&*id.0, layered), ("first-id", false));
+        assert_eq!(id.0, id_of(&h).0);
+        for name in [header::ORIGIN, header::ACCEPT_ENCODING] {
+            let mut h = h.clone();
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            assert!(arrival(&h).1, "{name}");
+        }
+        // Not acceptable (a space): a new id, as with `id_of`.
+        h.insert(HEADER, HeaderValue::from_static("bad id"));
+        assert!(arrival(&h).0.0.starts_with("req_"));
     }
 
     /// A JSON answer leaves the gate with its own headers and the gate's, once each.

@@ -26,7 +26,7 @@ use crate::auth::Caller;
 use crate::error::{self, ApiError};
 use crate::gate::{UNMATCHED, gate};
 
-type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
+pub(crate) type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// A handler behind the gate, its type erased; the `Caller` is the
 /// request's arrival (peer, request id) when the accept loop passed it on.

@@ -190,10 +190,15 @@ async fn connection(
 ) {
     let state = app.connection_state();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let req = req.map(axum::body::Body::new);
-        let id = crate::request::id_of(req.headers());
-        let arrived = crate::auth::Caller::arrived(Some(peer.ip()), id);
-        app.handle(req, &state, Some(arrived))
+        use hyper::body::Body as _;
+        // Most requests have no body: an empty one is not boxed (no allocation).
+        let req = req.map(|body| match body.is_end_stream() {
+            true => axum::body::Body::empty(),
+            false => axum::body::Body::new(body),
+        });
+        let (id, layered) = crate::request::arrival(req.headers());
+        let caller = crate::auth::Caller::arrived(Some(peer.ip()), id);
+        app.handle(req, &state, Some(crate::edge::Arrived { caller, layered }))
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(header_timer::Deadlines)
