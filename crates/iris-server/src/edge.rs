@@ -88,15 +88,9 @@ impl App {
         state: &crate::AppState,
         arrived: Option<Arrived>,
     ) -> Answered {
-        use axum::http::header;
         let (caller, layered) = match arrived {
             Some(a) => (Some(a.caller), a.layered),
-            None => {
-                let h = req.headers();
-                let layered =
-                    h.contains_key(header::ORIGIN) || h.contains_key(header::ACCEPT_ENCODING);
-                (None, layered)
-            }
+            None => (None, req.headers().keys().any(crate::request::needs_layers)),
         };
         if layered {
             self.through_layers(req, caller)

@@ -74,13 +74,19 @@ pub fn arrival(headers: &HeaderMap) -> (RequestId, bool) {
     let mut id = None;
     let mut layered = false;
     for (name, value) in headers {
-        if name == header::ORIGIN || name == header::ACCEPT_ENCODING {
+        if needs_layers(name) {
             layered = true;
         } else if name == HEADER {
             id.get_or_insert(value);
         }
     }
     (id_from(id), layered)
+}
+
+/// A header that CORS (`Origin`) or compression (`Accept-Encoding`) acts
+/// on: a request carrying one goes through those layers.
+pub fn needs_layers(name: &HeaderName) -> bool {
+    name == header::ORIGIN || name == header::ACCEPT_ENCODING
 }
 
 /// `value` when it is an acceptable request id, else a new one.
