@@ -50,14 +50,6 @@ pub fn app(iris: Arc<Iris>, lifecycle: crate::serve::Lifecycle) -> anyhow::Resul
     })))
 }
 
-/// A request as the accept loop saw it arrive: its caller (peer and
-/// request id) and whether CORS or compression need to see it (see
-/// [`crate::request::arrival`]).
-pub struct Arrived {
-    pub caller: crate::auth::Caller,
-    pub layered: bool,
-}
-
 impl tower::Service<axum::extract::Request> for App {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
@@ -86,7 +78,7 @@ impl App {
         &self,
         req: axum::extract::Request,
         state: &crate::AppState,
-        arrived: Option<Arrived>,
+        arrived: Option<crate::request::Arrived>,
     ) -> Answered {
         let (caller, layered) = match arrived {
             Some(a) => (Some(a.caller), a.layered),

@@ -65,12 +65,19 @@ pub fn id_of(headers: &HeaderMap) -> RequestId {
     id_from(headers.get(HEADER))
 }
 
-/// What the accept loop reads of a request as it arrives, in one walk over
-/// its headers: its request id, and whether CORS or compression need to
-/// see it (it carries an `Origin` or an `Accept-Encoding`; see
+/// A request as the accept loop saw it arrive: its caller (peer and
+/// request id) and whether CORS or compression need to see it.
+pub struct Arrived {
+    pub caller: Caller,
+    pub layered: bool,
+}
+
+/// What the accept loop reads of a request from `ip` as it arrives, in one
+/// walk over its headers: its request id, and whether CORS or compression
+/// need to see it (it carries an `Origin` or an `Accept-Encoding`; see
 /// [`crate::edge::App`]). A walk over the few headers a request carries
 /// costs less than three hashed lookups.
-pub fn arrival(headers: &HeaderMap) -> (RequestId, bool) {
+pub fn arrival(headers: &HeaderMap, ip: Option<IpAddr>) -> Arrived {
     let mut id = None;
     let mut layered = false;
     for (name, value) in headers {
@@ -80,7 +87,10 @@ pub fn arrival(headers: &HeaderMap) -> (RequestId, bool) {
             id.get_or_insert(value);
         }
     }
-    (id_from(id), layered)
+    Arrived {
+        caller: Caller::arrived(ip, id_from(id)),
+        layered,
+    }
 }
 
 /// A header that CORS (`Origin`) or compression (`Accept-Encoding`) acts
@@ -376,23 +386,27 @@ mod tests {
     /// send a request through the layers, as lookups would.
     #[test]
     fn the_arrival_finds_the_request_id_and_the_layers_headers() {
+        let of = |h: &HeaderMap| {
+            let a = arrival(h, None);
+            (a.caller.request_id, a.layered)
+        };
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("localhost"));
-        let (id, layered) = arrival(&h);
+        let (id, layered) = of(&h);
         assert!(id.0.starts_with("req_") && !layered, "{}", id.0);
         h.append(HEADER, HeaderValue::from_static("first-id"));
         h.append(HEADER, HeaderValue::from_static("second-id"));
-        let (id, layered) = arrival(&h);
+        let (id, layered) = of(&h);
         assert_eq!((&*id.0, layered), ("first-id", false));
         assert_eq!(id.0, id_of(&h).0);
         for name in [header::ORIGIN, header::ACCEPT_ENCODING] {
             let mut h = h.clone();
             h.insert(name.clone(), HeaderValue::from_static("x"));
-            assert!(arrival(&h).1, "{name}");
+            assert!(of(&h).1, "{name}");
         }
         // Not acceptable (a space): a new id, as with `id_of`.
         h.insert(HEADER, HeaderValue::from_static("bad id"));
-        assert!(arrival(&h).0.0.starts_with("req_"));
+        assert!(of(&h).0.0.starts_with("req_"));
     }
 
     /// A JSON answer leaves the gate with its own headers and the gate's, once each.

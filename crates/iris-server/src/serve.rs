@@ -192,13 +192,15 @@ async fn connection(
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         use hyper::body::Body as _;
         // Most requests have no body: an empty one is not boxed (no allocation).
-        let req = req.map(|body| match body.is_end_stream() {
-            true => axum::body::Body::empty(),
-            false => axum::body::Body::new(body),
+        let req = req.map(|body| {
+            if body.is_end_stream() {
+                axum::body::Body::empty()
+            } else {
+                axum::body::Body::new(body)
+            }
         });
-        let (id, layered) = crate::request::arrival(req.headers());
-        let caller = crate::auth::Caller::arrived(Some(peer.ip()), id);
-        app.handle(req, &state, Some(crate::edge::Arrived { caller, layered }))
+        let arrived = crate::request::arrival(req.headers(), Some(peer.ip()));
+        app.handle(req, &state, Some(arrived))
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(header_timer::Deadlines)
