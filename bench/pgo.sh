@@ -10,14 +10,18 @@
 #    baselines are trained as much as Iris,
 # 3. merges the profile and builds again with it (target/pgo).
 #
-# Needs wrk (apt-get install wrk) and rustup's llvm-tools component (added
-# here). PGO lays the code that runs together next to itself: Iris's
-# request path is larger than the CPU's instruction cache, so fewer cache
-# misses per request (see docs/benchmarks.md).
+# This is the release build: the benchmark targets of docs/benchmarks.md
+# are measured on it. Needs wrk and rustup's llvm-tools component (both
+# added here when missing; wrk through apt-get). PGO lays the code that
+# runs together next to itself: Iris's request path is larger than the
+# CPU's instruction cache, so fewer cache misses per request.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 rustup component add llvm-tools >/dev/null 2>&1 || true
+if ! command -v wrk >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
 profdata=$(find "$(rustc --print sysroot)/lib/rustlib" -name llvm-profdata -type f | head -1)
 [ -x "$profdata" ] || { echo "llvm-profdata not found (rustup component add llvm-tools)" >&2; exit 1; }
 data=${PGO_DATA:-$root/target/pgo-data}   # where the profiles go
