@@ -5,7 +5,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use iris_core::{ErrorKind, IrisError, now_ms};
 
-use crate::request::RequestId;
+use crate::gate::caller::RequestId;
 
 /// An `IrisError` with the request it answers.
 #[derive(Debug)]
@@ -37,16 +37,6 @@ impl ApiError {
     pub fn with_status(mut self, status: StatusCode) -> Self {
         self.status = Some(status);
         self
-    }
-
-    /// A handler reached by a request the gate did not admit: a route
-    /// declared without the gate. Refused rather than run.
-    #[cold]
-    pub fn ungated(request_id: Option<&RequestId>) -> Self {
-        Self::maybe(
-            IrisError::internal("routing", "a route without the gate was called"),
-            request_id,
-        )
     }
 }
 
@@ -84,13 +74,9 @@ pub async fn unknown_route(id: RequestId, uri: Uri) -> ApiError {
     )
 }
 
-/// 405, with the `Allow` header naming the methods the path answers.
-pub async fn wrong_method(
-    id: RequestId,
-    uri: Uri,
-    allowed: Option<axum::Extension<crate::routing::Allowed>>,
-) -> Response {
-    let mut resp = ApiError::new(
+/// 405; axum adds the `Allow` header naming the methods the path answers.
+pub async fn wrong_method(id: RequestId, uri: Uri) -> ApiError {
+    ApiError::new(
         IrisError::new(
             ErrorKind::MethodNotFound,
             format!("method not allowed on {}", uri.path()),
@@ -98,10 +84,4 @@ pub async fn wrong_method(
         &id,
     )
     .with_status(StatusCode::METHOD_NOT_ALLOWED)
-    .into_response();
-    if let Some(axum::Extension(crate::routing::Allowed(methods))) = allowed {
-        resp.headers_mut()
-            .insert(axum::http::header::ALLOW, methods);
-    }
-    resp
 }

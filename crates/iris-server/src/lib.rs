@@ -1,53 +1,35 @@
-//! HTTP for Iris. Every route turns its request into `(Ctx, operation,
-//! params)` and calls the core's `dispatch`; errors go through the one
-//! table of `iris_core::error`. No business logic lives here.
+//! HTTP for Iris: an axum [`Router`] of thin transports (REST, SSE,
+//! WebSockets, JSON-RPC, `/rpc`) over the core's one `dispatch`, behind one
+//! gate layer ([`gate`]) that every route, mounted service and fallback
+//! passes through. Errors go through the one table of `iris_core::error`.
+//! No business logic lives here.
+//!
+//! The request path, outside in: [`serve`] (connections, the cap, header
+//! timeout, stopping) → the router's match → [`gate`] (request id,
+//! Host/Origin, authentication, rate limit, timeout, headers, metrics) →
+//! CORS → compression → body limit → the route's handler in [`transport`].
 
-mod auth;
-mod edge;
 mod error;
 mod gate;
-mod guard;
-mod header_timer;
-mod metrics;
-mod openapi;
 mod params;
-mod request;
-mod rest;
-mod routing;
 mod serve;
-mod session;
-mod sse;
-mod system;
-mod ws;
+mod transport;
 
 use std::sync::Arc;
 
+use axum::Router;
 use iris_core::Iris;
 use iris_core::auth::Principal;
 
-use edge::app;
 pub use error::ApiError;
-pub use guard::SECURITY_HEADERS;
-pub use request::new_request_id;
-pub use serve::{Running, start};
+pub use gate::caller::{Caller, RequestId};
+pub use gate::headers::{SECURITY_HEADERS, new_request_id};
+pub use gate::policy::{Access, Policies};
+pub use serve::{Lifecycle, Running, start, start_with};
 
-/// Shared by every handler; one `Arc`, so cloning it per request is cheap.
-/// Each connection has its own (see [`AppState::for_connection`]).
+/// What every handler shares; one `Arc`, so cloning it per request is cheap.
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
-
-impl AppState {
-    /// A copy for one connection: its requests clone this `Arc` and the
-    /// open caller's, and with one per connection those reference counts
-    /// stay in the cache of the core serving it instead of bouncing
-    /// between cores on every request. What is shared (Iris, the counters
-    /// of open streams, stopping) is shared through the copy.
-    pub fn for_connection(&self) -> AppState {
-        let mut shared = Shared::clone(&self.0);
-        shared.open = Arc::new(Principal::clone(&self.0.open));
-        AppState(Arc::new(shared))
-    }
-}
 
 impl std::ops::Deref for AppState {
     type Target = Shared;
@@ -56,41 +38,79 @@ impl std::ops::Deref for AppState {
     }
 }
 
-#[derive(Clone)]
 pub struct Shared {
     pub iris: Arc<Iris>,
     /// The caller of a request without a credential when `api.requireAuth`
-    /// is off (Iris's own, copied per connection).
+    /// is off (Iris's own).
     pub open: Arc<Principal>,
     /// Open WebSocket connections (capped by `api.websocket.maxConnections`).
     pub ws_connections: Arc<std::sync::atomic::AtomicUsize>,
     /// Open SSE streams.
     pub sse_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The `Host` names requests may carry (DNS-rebinding protection).
-    pub hosts: Arc<guard::Hosts>,
+    pub hosts: gate::host::Hosts,
     /// The server's stopping, for connections that outlive their request.
-    pub lifecycle: serve::Lifecycle,
+    pub lifecycle: Lifecycle,
 }
 
-/// The routes, each behind the gate (see [`gate`]; [`app`] adds the rest).
-pub fn router(iris: Arc<Iris>, lifecycle: serve::Lifecycle) -> anyhow::Result<routing::Table> {
-    metrics::handle();
+/// The whole HTTP service: Iris's transports and `mounted` (a router of
+/// further services, for instance MCP or Socket.IO), with the fallbacks,
+/// all behind the gate; inside it CORS, compression and the body limit.
+/// Routes are declared with axum's own constructors in [`transport`];
+/// nothing can be added to the result without passing through the gate.
+pub fn app(
+    iris: Arc<Iris>,
+    lifecycle: Lifecycle,
+    mounted: Router<AppState>,
+) -> anyhow::Result<App> {
+    gate::metrics::handle();
     let state = AppState(Arc::new(Shared {
         lifecycle,
         open: iris.auth.open_principal(),
-        hosts: Arc::new(guard::Hosts::new(&iris.config.api)),
+        hosts: gate::host::Hosts::new(&iris.config.api),
         iris,
         ws_connections: Default::default(),
         sse_streams: Default::default(),
     }));
-    routing::Routes::new()
-        .merge(rest::routes("/api/v1")?)
-        .merge(rest::routes("/api")?)
-        .merge(session::routes("/api/v1"))
-        .merge(session::routes("/api"))
-        .merge(system::routes())
-        .merge(sse::routes("/api/v1"))
-        .merge(sse::routes("/api"))
-        .merge(ws::routes())
-        .build(state)
+    let api = &state.iris.config.api;
+    let layers = tower::ServiceBuilder::new()
+        .layer(gate::GateLayer::new(state.clone()))
+        .layer(transport::cors(api))
+        .layer(transport::compression())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            api.max_body_bytes,
+        ));
+    let router = transport::routes()?
+        .merge(mounted)
+        .fallback(error::unknown_route)
+        .method_not_allowed_fallback(error::wrong_method)
+        .layer(layers)
+        .with_state(state);
+    // axum writes a 405's `Allow` after every layer inside the router has run.
+    Ok(tower::ServiceExt::<axum::extract::Request>::map_response(
+        router,
+        gate::headers::tidy_allow as fn(_) -> _,
+    ))
+}
+
+/// The HTTP service [`app`] makes.
+pub type App =
+    tower::util::MapResponse<Router, fn(axum::response::Response) -> axum::response::Response>;
+
+/// Every route template Iris's own transports serve, read from the router
+/// itself (for the test that walks them all, and for docs).
+///
+/// axum has no API that lists a router's routes; its `Debug` output names
+/// each template, so a change there fails that test loudly rather than
+/// walking fewer routes.
+pub fn route_templates() -> anyhow::Result<Vec<String>> {
+    let text = format!("{:?}", transport::routes()?);
+    let mut found: Vec<String> = text
+        .split('"')
+        .filter(|s| s.starts_with('/'))
+        .map(str::to_owned)
+        .collect();
+    found.sort();
+    found.dedup();
+    Ok(found)
 }

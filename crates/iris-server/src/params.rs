@@ -9,14 +9,12 @@ use iris_core::{ErrorKind, IrisError};
 use serde_json::{Map, Value};
 
 use crate::AppState;
-use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::request::RequestId;
+use crate::gate::caller::{Caller, RequestId, TOKEN_QUERY};
 
 /// A request body of at most `api.maxBodyBytes` (413 with the error body
-/// beyond), read only when there is one: a GET has none. Every handler that
-/// reads a body takes this, so the limit lives here rather than in a layer
-/// (which would add a request extension to every request).
+/// beyond; tower-http's body limit inside the gate enforces the same bound
+/// on the wire), read only when there is one: a GET has none.
 pub struct Body(pub Bytes);
 
 impl axum::extract::FromRequest<AppState> for Body {
@@ -105,7 +103,7 @@ pub fn add_query(
 ) {
     for (k, v) in query {
         // The credential of browsers' streams, taken by the gate.
-        if k == crate::auth::TOKEN_QUERY {
+        if k == TOKEN_QUERY {
             continue;
         }
         let types = property_types(operation, &k);

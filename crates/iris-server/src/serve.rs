@@ -1,21 +1,22 @@
 //! Listening: the accept loop, one task per connection (HTTP/1.1 with
 //! upgrades for WebSockets), graceful shutdown and the port file.
 //!
-//! Written on hyper directly rather than `axum::serve`, whose HTTP/1-or-2
-//! detection wraps every read and whose service stack adds a layer per
-//! request; Iris speaks HTTP/1.1 (behind a proxy for anything else).
+//! Written on hyper's HTTP/1.1 connection rather than `axum::serve`, which
+//! has neither a header-read timeout nor a connection cap; Iris speaks
+//! HTTP/1.1 (behind a proxy for anything else).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use iris_core::Iris;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-
-use crate::edge::App;
-use crate::header_timer;
+use tower::ServiceExt;
 
 /// Where a server is in stopping: serving, finishing what is in flight,
 /// or closing what is left.
@@ -61,7 +62,7 @@ pub struct Running {
     stop: watch::Sender<u8>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     port_file: Option<PathBuf>,
-    grace: std::time::Duration,
+    grace: Duration,
 }
 
 impl Running {
@@ -74,7 +75,7 @@ impl Running {
             tracing::warn!("requests still open after the shutdown grace; closing them");
             let _ = self.stop.send(CLOSING);
             // Each connection drops at its next poll; the wait is a bound, not a delay.
-            if tokio::time::timeout(std::time::Duration::from_secs(1), &mut task)
+            if tokio::time::timeout(Duration::from_secs(1), &mut task)
                 .await
                 .is_err()
             {
@@ -90,27 +91,36 @@ impl Running {
 /// Bind `api.host:api.port` (0 picks a free port), write the bound port to
 /// `$IRIS_HOME/.http.port` (mode 0600) when `port_file` is set, and serve.
 pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Result<Running> {
+    start_with(iris, port_file, Router::new()).await
+}
+
+/// [`start`], with `mounted` served beside Iris's own routes, behind the
+/// same gate (see [`crate::app`]).
+pub async fn start_with(
+    iris: Arc<Iris>,
+    port_file: Option<PathBuf>,
+    mounted: Router<crate::AppState>,
+) -> anyhow::Result<Running> {
     let host = iris.config.api.host.clone();
     let port = iris.config.api_port();
     let listener = TcpListener::bind((host.as_str(), port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {host}:{port}: {e}"))?;
     let addr = listener.local_addr()?;
-    let grace = std::time::Duration::from_millis(iris.config.api.shutdown_grace);
+    let grace = Duration::from_millis(iris.config.api.shutdown_grace);
     let (stop, lifecycle) = Lifecycle::new();
-    let header_timeout = match iris.config.api.header_timeout {
-        0 => None,
-        ms => Some(std::time::Duration::from_millis(ms)),
-    };
     let limits = Limits {
-        header_timeout,
+        header_timeout: match iris.config.api.header_timeout {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        },
         connections: match iris.config.api.max_connections {
             0 => Semaphore::MAX_PERMITS,
             n => n,
         },
     };
     // The routes first: a server that cannot start leaves no port file.
-    let app = crate::app(iris, lifecycle.clone())?;
+    let app = crate::app(iris, lifecycle.clone(), mounted)?;
     if let Some(p) = &port_file {
         write_port_file(p, addr.port())?;
     }
@@ -128,7 +138,8 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
 /// What every connection is held to.
 #[derive(Clone, Copy)]
 struct Limits {
-    header_timeout: Option<std::time::Duration>,
+    /// `api.headerTimeout`, enforced by hyper with tokio's timer.
+    header_timeout: Option<Duration>,
     /// Connections served at once (`api.maxConnections`).
     connections: usize,
 }
@@ -140,7 +151,7 @@ struct Limits {
 /// listen backlog, costing the server nothing.
 async fn accept(
     listener: TcpListener,
-    app: App,
+    app: crate::App,
     limits: Limits,
     lifecycle: Lifecycle,
 ) -> std::io::Result<()> {
@@ -159,7 +170,7 @@ async fn accept(
                 Err(e) => {
                     // Out of file descriptors and the like: wait, keep serving.
                     tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
@@ -167,10 +178,10 @@ async fn accept(
         };
         // No Nagle delay: stream events are small writes that must leave at once.
         let _ = tcp.set_nodelay(true);
-        let (service, watch, open) = (app.clone(), lifecycle.clone(), lifecycle.hold());
+        let (app, watch, open) = (app.clone(), lifecycle.clone(), lifecycle.hold());
         tokio::spawn(async move {
-            connection(tcp, peer, service, limits.header_timeout, watch, open).await;
-            drop(slot);
+            connection(tcp, peer, app, limits.header_timeout, watch).await;
+            drop((open, slot));
         });
     }
     drop(listener);
@@ -180,107 +191,32 @@ async fn accept(
 }
 
 /// One connection: requests in order, upgrades (WebSockets) handed off.
+/// Each request carries its peer as axum's `ConnectInfo`.
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    app: App,
-    header_timeout: Option<std::time::Duration>,
+    app: crate::App,
+    header_timeout: Option<Duration>,
     lifecycle: Lifecycle,
-    _open: watch::Receiver<()>,
 ) {
-    let state = app.connection_state();
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        use hyper::body::Body as _;
-        // Most requests have no body: an empty one is not boxed (no allocation).
-        let req = req.map(|body| {
-            if body.is_end_stream() {
-                axum::body::Body::empty()
-            } else {
-                axum::body::Body::new(body)
-            }
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req.map(axum::body::Body::new))
         });
-        let arrived = crate::request::arrival(req.headers(), Some(peer.ip()));
-        app.handle(req, &state, Some(arrived))
-    });
     let conn = hyper::server::conn::http1::Builder::new()
-        .timer(header_timer::Deadlines)
+        .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+        .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
     tokio::pin!(conn);
-    let mut watchdog = header_timer::Watchdog::new(header_timeout);
-    if until(conn.as_mut(), &mut watchdog, &lifecycle, FINISHING).await {
-        return;
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = lifecycle.reached(FINISHING) => conn.as_mut().graceful_shutdown(),
     }
-    conn.as_mut().graceful_shutdown();
-    until(conn.as_mut(), &mut watchdog, &lifecycle, CLOSING).await;
-}
-
-/// Serve `conn` until it ends (true) or the server reaches `phase` (false).
-///
-/// Stopping and the header watchdog wake the task through a waker of their
-/// own ([`Aside`]), so a poll looks at them only after one of them fired:
-/// the connection wakes the task for every request, and polling a watch and
-/// a timer on each of those wakes cost as much as a tenth of the gate.
-async fn until<C: std::future::Future>(
-    mut conn: std::pin::Pin<&mut C>,
-    watchdog: &mut header_timer::Watchdog,
-    lifecycle: &Lifecycle,
-    phase: u8,
-) -> bool {
-    use std::task::{Context, Poll};
-    let aside = Arc::new(Aside::default());
-    let waker = std::task::Waker::from(aside.clone());
-    let reached = lifecycle.reached(phase);
-    tokio::pin!(reached);
-    std::future::poll_fn(|cx| {
-        if conn.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(true);
-        }
-        // Before looking at the flag: a firing after the look wakes this task.
-        aside.task.register(cx.waker());
-        if aside.fired.swap(false, Ordering::Acquire) {
-            let mut others = Context::from_waker(&waker);
-            if reached.as_mut().poll(&mut others).is_ready() {
-                return Poll::Ready(false);
-            }
-            while watchdog.poll_tick(&mut others).is_ready() {
-                // hyper looks at its header deadline when polled again.
-                if conn.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(true);
-                }
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// The waker of what a connection's task waits on besides the connection
-/// (see [`until`]): notes that it fired, then wakes the task. Fired from
-/// the start, so the first poll registers them.
-struct Aside {
-    fired: AtomicBool,
-    task: futures_util::task::AtomicWaker,
-}
-
-impl Default for Aside {
-    fn default() -> Self {
-        Aside {
-            fired: AtomicBool::new(true),
-            task: Default::default(),
-        }
-    }
-}
-
-impl std::task::Wake for Aside {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        self.task.wake();
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = lifecycle.reached(CLOSING) => {}
     }
 }
 

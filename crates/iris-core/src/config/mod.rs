@@ -120,6 +120,9 @@ pub struct WebSocketConfig {
     pub max_connections: usize,
     /// Interval of server pings (ms).
     pub ping_interval: u64,
+    /// How long a connection opened without a credential may take to send
+    /// one as its first message before it is closed with 1008 (ms).
+    pub auth_timeout: u64,
 }
 
 impl Default for WebSocketConfig {
@@ -130,6 +133,7 @@ impl Default for WebSocketConfig {
             idle_timeout: 300_000,
             max_connections: 10_000,
             ping_interval: 30_000,
+            auth_timeout: 10_000,
         }
     }
 }

@@ -10,34 +10,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::Router;
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::http::Method;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::{get, post};
 use futures_util::Stream;
 use iris_core::pool::turn::{FollowStep, StreamItem, StreamKind, TurnStatus, TurnTracker};
 use iris_core::{IrisError, TurnStream};
 use serde_json::{Value, json};
 
-use crate::auth::Caller;
+use crate::AppState;
 use crate::error::ApiError;
+use crate::gate::caller::{self as auth, Caller, RequestId};
 use crate::params::{Body, body_object};
-use crate::request::RequestId;
-use crate::routing::{Routes, Segment};
-use crate::{AppState, auth};
 
-pub fn routes(prefix: &str) -> Routes {
-    Routes::new()
-        .stream(
+pub fn routes(prefix: &str) -> Router<AppState> {
+    Router::new()
+        .route(
             &format!("{prefix}/teams/{{team}}/stream"),
-            &[Method::POST],
-            send_and_stream,
+            post(send_and_stream),
         )
-        .stream(
-            &format!("{prefix}/messages/{{id}}/stream"),
-            &[Method::GET],
-            follow,
-        )
+        .route(&format!("{prefix}/messages/{{id}}/stream"), get(follow))
 }
 
 type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
@@ -205,11 +199,11 @@ async fn send_and_stream(
     State(state): State<AppState>,
     rid: RequestId,
     who: Caller,
-    Segment(team): Segment,
+    Path(team): Path<String>,
     Body(body): Body,
 ) -> Result<EventStream, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &who).map_err(fail)?;
+    let ctx = auth::caller(&who).map_err(fail)?;
     let mut params = body_object(&body).map_err(fail)?;
     if let Some(q) = params.remove("question") {
         params.entry("message").or_insert(q);
@@ -229,11 +223,11 @@ async fn follow(
     rid: RequestId,
     who: Caller,
     headers: HeaderMap,
-    Segment(id): Segment,
+    Path(id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<EventStream, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &who).map_err(fail)?;
+    let ctx = auth::caller(&who).map_err(fail)?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

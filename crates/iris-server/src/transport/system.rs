@@ -1,28 +1,27 @@
-//! Routes outside the REST table: health, readiness, `/rpc`, and the tool
+//! Routes outside the REST table: health, readiness, metrics, and the tool
 //! registry (`/api/v1/tools…`).
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use iris_core::auth::scope;
 use iris_core::{IrisError, registry};
 use serde_json::{Value, json};
 
-use crate::auth::Caller;
+use crate::AppState;
 use crate::error::ApiError;
+use crate::gate::caller::{self as auth, Caller, RequestId};
 use crate::params::{Body, body_object};
-use crate::request::RequestId;
-use crate::routing::{Routes, Segment};
-use crate::{AppState, auth};
 
-pub fn routes() -> Routes {
-    Routes::new()
-        .get("/healthz", healthz)
-        .get("/health", health)
-        .get("/health/detailed", health_detailed)
-        .get("/ready", ready)
-        .post("/rpc", rpc)
-        .get("/metrics", crate::metrics::render)
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/health", get(health))
+        .route("/health/detailed", get(health_detailed))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
 }
 
 async fn healthz() -> Json<Value> {
@@ -38,15 +37,9 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-async fn health_detailed(State(state): State<AppState>, rid: RequestId, who: Caller) -> Response {
-    // Team names and queue sizes are not for anonymous callers.
-    if let Err(e) = auth::require(
-        &state,
-        &who,
-        &rid,
-        iris_core::auth::scope::PROCESSES_READ,
-        "/health/detailed",
-    ) {
+async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response {
+    // Team names and queue sizes are not for every caller.
+    if let Err(e) = auth::require(&state, &who, scope::PROCESSES_READ, "/health/detailed") {
         return e.into_response();
     }
     let iris = &state.iris;
@@ -104,40 +97,8 @@ async fn ready(State(state): State<AppState>, rid: RequestId) -> Result<Json<Val
     }
 }
 
-/// `POST /rpc {method, params}`: any operation by name (seed 004).
-async fn rpc(
-    State(state): State<AppState>,
-    rid: RequestId,
-    who: Caller,
-    Body(body): Body,
-) -> Result<Json<Value>, ApiError> {
-    let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &who).map_err(fail)?;
-    let mut req = body_object(&body).map_err(fail)?;
-    let method = match req.remove("method") {
-        Some(Value::String(m)) => m,
-        _ => {
-            return Err(fail(IrisError::validation(
-                "method",
-                "a string naming the operation is required",
-            )));
-        }
-    };
-    let params = req.remove("params").unwrap_or_else(|| json!({}));
-    state
-        .iris
-        .dispatch(ctx, &method, params)
-        .await
-        .map(Json)
-        .map_err(fail)
-}
-
-pub async fn list_tools(
-    State(state): State<AppState>,
-    rid: RequestId,
-    who: Caller,
-) -> Result<Json<Value>, ApiError> {
-    let ctx = auth::caller(&state, &who).map_err(|e| ApiError::new(e, &rid))?;
+pub async fn list_tools(rid: RequestId, who: Caller) -> Result<Json<Value>, ApiError> {
+    let ctx = auth::caller(&who).map_err(|e| ApiError::new(e, &rid))?;
     let tools: Vec<Value> = registry()
         .all()
         .iter()
@@ -148,12 +109,11 @@ pub async fn list_tools(
 }
 
 pub async fn describe_tool(
-    State(state): State<AppState>,
     rid: RequestId,
     who: Caller,
-    Segment(name): Segment,
+    Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::caller(&state, &who).map_err(|e| ApiError::new(e, &rid))?;
+    auth::caller(&who).map_err(|e| ApiError::new(e, &rid))?;
     registry()
         .get(&name)
         .map(|o| Json(o.describe()))
@@ -166,11 +126,11 @@ pub async fn execute_tool(
     State(state): State<AppState>,
     rid: RequestId,
     who: Caller,
-    Segment(name): Segment,
+    Path(name): Path<String>,
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&state, &who).map_err(fail)?;
+    let ctx = auth::caller(&who).map_err(fail)?;
     let mut req = body_object(&body).map_err(fail)?;
     let params = match req.remove("parameters") {
         Some(p) => p,
@@ -188,4 +148,38 @@ pub async fn execute_tool(
         "executionTime": started.elapsed().as_millis() as u64,
         "timestamp": iris_core::now_ms(),
     })))
+}
+
+/// `GET /metrics` in the Prometheus text format; gauges of the pool and
+/// the bus are read at scrape time.
+async fn metrics(State(state): State<AppState>, who: Caller) -> Response {
+    if let Err(e) = auth::require(&state, &who, scope::PROCESSES_READ, "/metrics") {
+        return e.into_response();
+    }
+    let iris = &state.iris;
+    let processes = iris.pool.processes();
+    for s in ["spawning", "ready", "busy", "stopping", "stopped", "failed"] {
+        let n = processes.iter().filter(|p| p.state == s).count();
+        metrics::gauge!("iris_processes", "state" => s).set(n as f64);
+    }
+    for t in iris.teams() {
+        let q: usize = processes
+            .iter()
+            .filter(|p| p.team == t.name)
+            .map(|p| p.queued)
+            .sum();
+        metrics::gauge!("iris_queue_depth", "team" => t.name.clone()).set(q as f64);
+    }
+    metrics::gauge!("iris_bus_dropped_subscribers").set(iris.bus.dropped_subscribers() as f64);
+    metrics::gauge!("iris_open_connections", "transport" => "websocket").set(
+        state
+            .ws_connections
+            .load(std::sync::atomic::Ordering::Relaxed) as f64,
+    );
+    metrics::gauge!("iris_open_connections", "transport" => "sse")
+        .set(state.sse_streams.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    let body = crate::gate::metrics::handle()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

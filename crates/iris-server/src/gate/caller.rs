@@ -1,16 +1,19 @@
 //! Who is calling: the gate authenticates every request once (API key or
 //! access token, from `Authorization: Bearer`, or for browsers' GET streams
-//! a `token` query parameter) and leaves a [`Caller`] for the handlers.
+//! a `token` query parameter) and leaves a [`Caller`] in the request's
+//! extensions, which handlers take with the [`Caller`] extractor.
 //! WebSockets may instead send the credential as their first message.
 
 use std::sync::Arc;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use iris_core::auth::{Origin, Principal};
 use iris_core::{Ctx, ErrorKind, IrisError};
 
 use crate::AppState;
-use crate::request::RequestId;
+use crate::error::ApiError;
 
 /// The query parameter browsers' EventSource/WebSocket put a credential in.
 pub const TOKEN_QUERY: &str = "token";
@@ -18,38 +21,58 @@ pub const TOKEN_QUERY: &str = "token";
 /// Refresh tokens are only ever sent to `/auth/refresh`.
 pub const REFRESH_PREFIX: &str = "iris_rt_";
 
-/// What the gate found out about a request.
+/// `X-Request-ID` of this request (the caller's, or `req_<ulid>`); shared,
+/// so the copies in the request, its context and errors do not allocate.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// What the gate found out about a request, in its extensions.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// `None`: no credential was presented.
+    /// Who it is. `None` only on the routes the gate lets through without a
+    /// credential (the public list, and WebSockets that authenticate with
+    /// their first message) when `api.requireAuth` is on.
     pub principal: Option<Arc<Principal>>,
     /// Peer address, user agent and request id (what the audit trail records).
     pub origin: Origin,
     /// The same id as `origin.request_id`, typed for error bodies.
     pub request_id: RequestId,
-    /// Set by the gate once the request passed it; the extractor refuses a
-    /// `Caller` without it, so a route declared without the gate fails
-    /// closed (500) instead of running unauthenticated.
-    pub admitted: bool,
 }
 
-impl Caller {
-    /// A request as it arrives, before the gate: its peer and id. The
-    /// accept loop hands it to the gate (through the CORS and compression
-    /// layers it rides in the request), which admits the request and makes
-    /// the handler's `Caller` from it.
-    pub fn arrived(ip: Option<std::net::IpAddr>, request_id: RequestId) -> Caller {
-        Caller {
-            principal: None,
-            origin: Origin {
-                ip,
-                user_agent: None,
-                request_id: Some(request_id.0.clone()),
-            },
-            request_id,
-            admitted: false,
-        }
+/// Handlers take the [`Caller`] the gate left. Every route is behind the
+/// gate (see [`crate::app`]), so a request without one is a bug: refused
+/// (500), never run unauthenticated.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(ungated)
     }
+}
+
+/// The request id, from the gate's [`Caller`].
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .map(|c| c.request_id.clone())
+            .ok_or_else(ungated)
+    }
+}
+
+#[cold]
+fn ungated() -> ApiError {
+    ApiError::maybe(
+        IrisError::internal("gate", "a request reached a handler without the gate"),
+        None,
+    )
 }
 
 /// The credential a request presents, if any. The `token` query parameter
@@ -86,37 +109,27 @@ pub fn credential_from<'a>(
     })
 }
 
-/// The context a handler runs an operation with. Without a credential:
-/// 401 when `api.requireAuth` is on, else the open caller.
-pub fn caller(state: &AppState, who: &Caller) -> Result<Ctx, IrisError> {
-    let principal = match &who.principal {
-        Some(p) => p.clone(),
-        None if state.iris.config.api.require_auth => {
-            return Err(IrisError::new(
-                ErrorKind::Unauthorized,
-                "authentication required: send `Authorization: Bearer <API key or access token>`",
-            ));
-        }
-        None => state.open.clone(),
-    };
-    Ok(Ctx {
-        principal,
-        origin: who.origin.clone(),
-    })
+/// The context a handler runs an operation with: the gate's principal,
+/// or 401 on the few routes it lets through without one.
+pub fn caller(who: &Caller) -> Result<Ctx, IrisError> {
+    match &who.principal {
+        Some(p) => Ok(Ctx {
+            principal: p.clone(),
+            origin: who.origin.clone(),
+        }),
+        None => Err(IrisError::new(
+            ErrorKind::Unauthorized,
+            "authentication required: send `Authorization: Bearer <API key or access token>`",
+        )),
+    }
 }
 
 /// A caller holding `scope` and not limited to some teams, for the few
 /// routes that are not operations and span every team (`/metrics`,
 /// `/health/detailed`); the decision is the core's [`iris_core::Iris::permit`].
-pub fn require(
-    state: &AppState,
-    who: &Caller,
-    rid: &RequestId,
-    scope: &str,
-    what: &str,
-) -> Result<Ctx, crate::ApiError> {
-    let fail = |e| crate::ApiError::new(e, rid);
-    let ctx = caller(state, who).map_err(fail)?;
+pub fn require(state: &AppState, who: &Caller, scope: &str, what: &str) -> Result<Ctx, ApiError> {
+    let fail = |e| ApiError::new(e, &who.request_id);
+    let ctx = caller(who).map_err(fail)?;
     state
         .iris
         .permit(&ctx, scope, true, what, None)

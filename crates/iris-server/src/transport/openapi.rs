@@ -5,13 +5,15 @@
 
 use std::sync::OnceLock;
 
-use axum::Json;
 use axum::http::header;
 use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
 use iris_core::registry;
 use serde_json::{Map, Value, json};
 
-use crate::rest::{ROUTES, Verb};
+use super::rest::{ROUTES, Verb};
+use crate::AppState;
 
 /// Move a schemars schema's `$defs` into `defs` and point its `$ref`s there.
 fn absorb(schema: &Value, defs: &mut Map<String, Value>) -> Value {
@@ -353,13 +355,21 @@ pub async fn document() -> Json<Value> {
 
 const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'";
 
+/// The document and the page under `prefix`.
+pub fn routes(prefix: &str) -> Router<AppState> {
+    Router::new()
+        .route(&format!("{prefix}/openapi.json"), get(document))
+        .route(&format!("{prefix}/docs"), get(page))
+        .route(&format!("{prefix}/docs/app.js"), get(script))
+}
+
 pub async fn page() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
         ],
-        include_str!("../assets/docs.html"),
+        include_str!("../../assets/docs.html"),
     )
 }
 
@@ -369,7 +379,7 @@ pub async fn script() -> impl IntoResponse {
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CONTENT_SECURITY_POLICY, PAGE_CSP),
         ],
-        include_str!("../assets/docs.js"),
+        include_str!("../../assets/docs.js"),
     )
 }
 

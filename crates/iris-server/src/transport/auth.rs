@@ -1,10 +1,11 @@
 //! `/auth/*` (seed 003): login, refresh, logout, the caller, and TOTP MFA.
 //! Thin adapters over `iris_core::auth::Auth`; the rules live there.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use std::sync::Arc;
 
 use iris_core::auth::{Auth, AuthError, Login};
@@ -14,24 +15,23 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::{self, Caller, REFRESH_PREFIX};
 use crate::error::ApiError;
+use crate::gate::caller::{self as auth, Caller, REFRESH_PREFIX, RequestId};
 use crate::params::{Body, body_object};
-use crate::request::RequestId;
-use crate::routing::Routes;
 
-pub fn routes(prefix: &str) -> Routes {
-    Routes::new()
-        .post(&format!("{prefix}/auth/login"), login)
-        .post(&format!("{prefix}/auth/refresh"), refresh)
-        .post(&format!("{prefix}/auth/logout"), logout)
-        .post(&format!("{prefix}/auth/logout-all"), logout_all)
-        .get(&format!("{prefix}/auth/me"), me)
-        .post(&format!("{prefix}/auth/mfa/setup"), mfa_setup)
-        .post(&format!("{prefix}/auth/mfa/enable"), mfa_setup)
-        .post(&format!("{prefix}/auth/mfa/confirm"), mfa_confirm)
-        .post(&format!("{prefix}/auth/mfa/verify"), mfa_verify)
-        .post(&format!("{prefix}/auth/mfa/disable"), mfa_disable)
+pub fn routes(prefix: &str) -> Router<AppState> {
+    let at = |path: &str| format!("{prefix}/auth/{path}");
+    Router::new()
+        .route(&at("login"), post(login))
+        .route(&at("refresh"), post(refresh))
+        .route(&at("logout"), post(logout))
+        .route(&at("logout-all"), post(logout_all))
+        .route(&at("me"), get(me))
+        .route(&at("mfa/setup"), post(mfa_setup))
+        .route(&at("mfa/enable"), post(mfa_setup))
+        .route(&at("mfa/confirm"), post(mfa_confirm))
+        .route(&at("mfa/verify"), post(mfa_verify))
+        .route(&at("mfa/disable"), post(mfa_disable))
 }
 
 /// A typed body; problems are per-field validation errors.
@@ -115,7 +115,7 @@ async fn logout(
     uri: axum::http::Uri,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    auth::caller(&state, &who).map_err(fail)?;
+    auth::caller(&who).map_err(fail)?;
     let token = auth::credential(&headers, &uri, false).unwrap_or_default();
     if token.starts_with(iris_core::auth::KEY_PREFIX) {
         return Err(fail(IrisError::validation(
@@ -145,7 +145,7 @@ where
     F: FnOnce(Arc<Auth>, Ctx) -> Fut,
     Fut: Future<Output = Result<Value, AuthError>>,
 {
-    let ctx = auth::caller(state, who).map_err(|e| ApiError::new(e, rid))?;
+    let ctx = auth::caller(who).map_err(|e| ApiError::new(e, rid))?;
     answer(f(state.iris.auth.clone(), ctx).await, rid)
 }
 

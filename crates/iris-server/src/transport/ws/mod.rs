@@ -18,10 +18,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::Method;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use iris_core::auth::Principal;
 use iris_core::bus::{Delivery, Event, EventKind};
@@ -31,12 +32,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::auth::Caller;
+use crate::AppState;
 use crate::error::ApiError;
-use crate::request::RequestId;
-use crate::routing::Routes;
+use crate::gate::caller::{self as auth, Caller, RequestId};
 use crate::serve::{CLOSING, FINISHING};
-use crate::{AppState, auth};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Protocol {
@@ -46,14 +45,12 @@ enum Protocol {
     JsonRpc,
 }
 
-/// How long a connection opened without a credential may take to send one.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub fn routes() -> Routes {
-    Routes::new()
-        .stream("/api/v1/stream", &[Method::GET], upgrade_as::<false>)
-        .stream("/api/stream", &[Method::GET], upgrade_as::<false>)
-        .stream("/ws", &[Method::GET], upgrade_as::<true>)
+pub fn routes() -> Router<AppState> {
+    let mut router = Router::new().route("/ws", get(upgrade_as::<true>));
+    for prefix in crate::gate::policy::API_PREFIXES {
+        router = router.route(&format!("{prefix}/stream"), get(upgrade_as::<false>));
+    }
+    router
 }
 
 /// `GET` upgrading to a WebSocket: seed 002's messages, or JSON-RPC 2.0
@@ -81,7 +78,7 @@ fn upgrade(
 ) -> Response {
     // Browsers cannot set headers on a WebSocket: without a credential the
     // connection opens unauthenticated and its first message must carry one.
-    let (ctx, authenticated) = match auth::caller(&state, &who) {
+    let (ctx, authenticated) = match auth::caller(&who) {
         Ok(c) => (c, true),
         Err(_) => (
             Ctx {
@@ -126,9 +123,22 @@ fn upgrade(
 
 /// Close frame 1001: the server is going away (it is stopping).
 fn going_away() -> Message {
+    closing(
+        axum::extract::ws::close_code::AWAY,
+        "the server is shutting down",
+    )
+}
+
+/// A close frame with its code and reason (at most 123 bytes: RFC 6455
+/// section 5.5 bounds a control frame's payload to 125).
+fn closing(code: u16, reason: &str) -> Message {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
     Message::Close(Some(axum::extract::ws::CloseFrame {
-        code: axum::extract::ws::close_code::AWAY,
-        reason: "the server is shutting down".into(),
+        code,
+        reason: reason[..end].into(),
     }))
 }
 
@@ -182,9 +192,9 @@ impl Connection {
         let mut last_message = Instant::now();
         let mut last_frame = Instant::now();
         let dead_after = Duration::from_millis(limits.ping_interval.max(100) * 3);
-        let opened = Instant::now();
-        let mut auth_deadline = tokio::time::interval(AUTH_TIMEOUT);
-        auth_deadline.tick().await;
+        let auth_timeout = Duration::from_millis(limits.auth_timeout);
+        let auth_deadline = tokio::time::sleep(auth_timeout);
+        tokio::pin!(auth_deadline);
         let lifecycle = self.state.lifecycle.clone();
         let mut drain = tokio::time::interval(Duration::from_millis(50));
         loop {
@@ -212,16 +222,15 @@ impl Connection {
                         break;
                     }
                 }
-                _ = auth_deadline.tick(), if !self.authenticated => {
-                    if opened.elapsed() >= AUTH_TIMEOUT {
-                        let e = IrisError::new(ErrorKind::Unauthorized, "no credential within 10 s of connecting");
-                        self.reply_error(None, e).await;
-                        if let Some(v) = out_rx.recv().await {
-                            let _ = sink.send(Message::Text(v.to_string().into())).await;
-                        }
-                        let _ = sink.send(Message::Close(None)).await;
-                        break;
+                () = &mut auth_deadline, if !self.authenticated => {
+                    let why = format!("no credential within {} ms of connecting", auth_timeout.as_millis());
+                    self.reply_error(None, IrisError::new(ErrorKind::Unauthorized, why.clone())).await;
+                    if let Some(v) = out_rx.recv().await {
+                        let _ = sink.send(Message::Text(v.to_string().into())).await;
                     }
+                    // 1008: policy violation (RFC 6455 section 7.4.1).
+                    let _ = sink.send(closing(axum::extract::ws::close_code::POLICY, &why)).await;
+                    break;
                 }
                 () = lifecycle.reached(FINISHING), if !self.finishing => self.stop_following_topics(),
                 () = lifecycle.reached(CLOSING) => {

@@ -1,4 +1,4 @@
-//! DNS-rebinding protection and security headers.
+//! DNS-rebinding protection: the `Host` and `Origin` a request may carry.
 //!
 //! A browser page on `evil.example` that resolves its name to 127.0.0.1
 //! could otherwise reach a loopback Iris. So the `Host` header must name the
@@ -6,7 +6,6 @@
 //! or one of `api.allowedHosts`, and an `Origin`, when a browser sends one,
 //! must be one of `api.cors.origins` or the server itself.
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use iris_core::config::ApiConfig;
 
 /// The `Host` names a request may carry, worked out once from the
@@ -69,31 +68,6 @@ pub fn origin_allowed(api: &ApiConfig, hosts: &Hosts, origin: &str) -> bool {
     hosts.allow(host)
 }
 
-/// Headers every response carries unless a handler set them (public for
-/// the benchmark's floor, which sends the same).
-pub const SECURITY_HEADERS: [(HeaderName, &str); 5] = [
-    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    (header::X_FRAME_OPTIONS, "DENY"),
-    (header::REFERRER_POLICY, "no-referrer"),
-    (
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; frame-ancestors 'none'",
-    ),
-    (header::CACHE_CONTROL, "no-store"),
-];
-
-/// Add [`SECURITY_HEADERS`] where the handler has not set them. A response
-/// carrying `X-Content-Type-Options` has chosen its security headers
-/// (made from [`crate::request::json_headers`], or by hand) and is left as it is.
-pub fn security_headers(h: &mut HeaderMap) {
-    if h.contains_key(header::X_CONTENT_TYPE_OPTIONS) {
-        return;
-    }
-    for (name, value) in SECURITY_HEADERS {
-        h.entry(name).or_insert(HeaderValue::from_static(value));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,28 +102,6 @@ mod tests {
         assert!(hosts("0.0.0.0", &[]).allow("anything"));
         assert!(!hosts("0.0.0.0", &["iris.internal"]).allow("anything"));
         assert!(hosts("0.0.0.0", &["iris.internal"]).allow("iris.internal"));
-    }
-
-    #[test]
-    fn a_handlers_headers_win_over_the_security_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("mine"),
-        );
-        h.append(header::VARY, HeaderValue::from_static("a"));
-        h.append(header::VARY, HeaderValue::from_static("b"));
-        security_headers(&mut h);
-        assert_eq!(h[header::CONTENT_SECURITY_POLICY], "mine");
-        assert_eq!(h.get_all(header::CONTENT_SECURITY_POLICY).iter().count(), 1);
-        let vary: Vec<_> = h.get_all(header::VARY).iter().collect();
-        assert_eq!(vary, ["a", "b"]);
-        for (name, value) in SECURITY_HEADERS {
-            if name != header::CONTENT_SECURITY_POLICY {
-                assert_eq!(h[&name], value, "{name}");
-            }
-        }
-        assert_eq!(h.len(), SECURITY_HEADERS.len() + 2);
     }
 
     #[test]

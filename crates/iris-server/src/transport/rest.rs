@@ -2,20 +2,19 @@
 //! operations. Each entry says which operation, which path segment fills
 //! which parameter, and whether the rest comes from the query or the body.
 
-use std::future::Future;
-
-use axum::extract::{Query, Request};
-use axum::http::Method;
+use axum::Router;
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, get, on, post};
 use iris_core::IrisError;
 use iris_core::registry::Operation;
 use serde_json::{Value, json};
 
-use crate::auth::Caller;
+use crate::AppState;
 use crate::error::ApiError;
+use crate::gate::caller::{self as gate, Caller};
 use crate::params::{Body, add_query, body_object, read_body};
-use crate::routing::{PathParams, Routes};
-use crate::{AppState, auth};
 
 /// How one route calls one operation.
 #[derive(Clone, Copy)]
@@ -182,86 +181,52 @@ pub(crate) const ROUTES: &[Route] = &[
     route("/admin/audit-logs/verify", Verb::Get, op("audit_verify")),
 ];
 
-/// The route calling one operation. It reads what it needs from the
-/// request itself (caller, path segments, query, body) rather than through
-/// six extractors, each with its own future and copies, and runs inside
-/// the gate's future: these are the API's busiest routes.
+/// The route calling one operation.
 #[derive(Clone, Copy)]
 struct OpRoute(Spec, &'static Operation);
 
-/// What an operation route keeps of its request (see
-/// [`crate::gate::gate`]): the decoded path segments, the query's pairs (or
-/// why they could not be read) and the body, not the head.
-struct Taken {
-    segments: Option<PathParams>,
-    query: Result<Vec<(String, String)>, String>,
-    body: axum::body::Body,
-}
-
 impl OpRoute {
-    fn take(req: Request) -> Taken {
+    async fn answer(
+        self,
+        state: AppState,
+        who: Caller,
+        req: Request,
+    ) -> Result<Response, ApiError> {
+        let OpRoute(_, operation) = self;
+        let rid = who.request_id.clone();
+        let fail = |e: IrisError| ApiError::new(e, &rid);
+        let ctx = gate::caller(&who).map_err(fail)?;
         let (mut parts, body) = req.into_parts();
+        let segments =
+            match Path::<Vec<(String, String)>>::from_request_parts(&mut parts, &state).await {
+                Ok(Path(p)) => p,
+                Err(_) => Vec::new(),
+            };
         let query = match parts.uri.query() {
             Some(_) => Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
                 .map(|q| q.0)
-                .map_err(|e| e.body_text()),
-            None => Ok(Vec::new()),
+                .map_err(|e| fail(IrisError::validation("query", e.body_text())))?,
+            None => Vec::new(),
         };
-        Taken {
-            segments: parts.extensions.remove::<PathParams>(),
-            query,
-            body,
-        }
-    }
-
-    /// Not an `async fn`: a wrapper future would hold the arguments next
-    /// to the inner one, and the whole future is moved several times on
-    /// its way into the gate's box.
-    fn answer(
-        self,
-        taken: Taken,
-        state: AppState,
-        who: Caller,
-    ) -> impl Future<Output = Response> + Send + 'static {
-        use futures_util::FutureExt;
-        self.run(taken, state, who)
-            .map(|r| r.unwrap_or_else(IntoResponse::into_response))
-    }
-
-    /// Kept small: an async function's body is one piece of code however
-    /// rarely its parts run, so what is not awaited lives in [`Self::params`].
-    async fn run(self, taken: Taken, state: AppState, who: Caller) -> Result<Response, ApiError> {
-        let OpRoute(_, operation) = self;
-        let ctx = auth::caller(&state, &who).map_err(|e| ApiError::new(e, &who.request_id))?;
-        let rid = who.request_id.clone();
-        drop(who);
-        let Taken {
-            segments,
-            query,
-            body,
-        } = taken;
         let Body(body) = read_body(body, &state, Some(&rid)).await?;
-        let params = self
-            .params(segments, query, &body)
-            .map_err(|e| ApiError::new(e, &rid))?;
-        drop(body);
-        match state.iris.dispatch_text(ctx, operation, params).await {
-            Ok(text) => Ok(json_text(text)),
-            Err(e) => Err(ApiError::new(e, &rid)),
-        }
+        let params = self.params(&segments, query, &body).map_err(fail)?;
+        let text = state
+            .iris
+            .dispatch_text(ctx, operation, params)
+            .await
+            .map_err(fail)?;
+        Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
     }
 
     /// The operation's parameters: the body's object, the query's values
     /// typed by the schema, the renamed seed fields and the path segments.
-    #[inline(never)]
     fn params(
         self,
-        segments: Option<PathParams>,
-        query: Result<Vec<(String, String)>, String>,
+        segments: &[(String, String)],
+        query: Vec<(String, String)>,
         body: &axum::body::Bytes,
     ) -> Result<Value, IrisError> {
         let OpRoute(spec, operation) = self;
-        let query = query.map_err(|e| IrisError::validation("query", e))?;
         let mut params = body_object(body)?;
         add_query(&mut params, operation, query);
         for (from, to) in spec.renames {
@@ -269,7 +234,7 @@ impl OpRoute {
                 params.entry(to.to_string()).or_insert(v);
             }
         }
-        let segment = |name| segments.as_ref().and_then(|p| p.get(name));
+        let segment = |name: &str| segments.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         if let (Some(field), Some(v)) = (spec.team, segment("team")) {
             params.insert(field.to_owned(), json!(v));
         }
@@ -280,25 +245,18 @@ impl OpRoute {
     }
 }
 
-/// A JSON body that is already text, with its headers copied from a ready
-/// map (the gate adds its own on the way out).
-fn json_text(body: Vec<u8>) -> Response {
-    let mut resp = Response::new(axum::body::Body::from(body));
-    *resp.headers_mut() = crate::request::json_headers();
-    resp
-}
-
 impl Verb {
-    pub fn http(self) -> &'static [Method] {
+    fn filter(self) -> MethodFilter {
         match self {
-            Verb::Get => &[Method::GET],
-            Verb::Post => &[Method::POST],
-            Verb::PostOrDelete => &[Method::POST, Method::DELETE],
-            Verb::Delete => &[Method::DELETE],
-            Verb::Put => &[Method::PUT],
-            Verb::Patch => &[Method::PATCH],
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::PostOrDelete => MethodFilter::POST.or(MethodFilter::DELETE),
+            Verb::Delete => MethodFilter::DELETE,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Patch => MethodFilter::PATCH,
         }
     }
+
     pub fn methods(self) -> &'static [&'static str] {
         match self {
             Verb::Get => &["get"],
@@ -311,35 +269,28 @@ impl Verb {
     }
 }
 
-/// The routes under `prefix` (`/api/v1`, `/api`): spelled out rather than
-/// nested, so a request is routed once. Each route's operation is looked
-/// up here, once: one the registry lacks stops the server at start.
-pub fn routes(prefix: &str) -> anyhow::Result<Routes> {
-    let mut router = Routes::new();
+/// The routes under `prefix` (`/api/v1`, `/api`). Each route's operation
+/// is looked up here, once: one the registry lacks stops the server at
+/// start.
+pub fn routes(prefix: &str) -> anyhow::Result<Router<AppState>> {
+    let mut router = Router::new();
     for r in ROUTES {
         let operation = iris_core::registry::registry()
             .get(r.spec.op)
             .ok_or_else(|| anyhow::anyhow!("route {}: no operation `{}`", r.path, r.spec.op))?;
         let op = OpRoute(r.spec, operation);
-        router = router.call(
-            &format!("{prefix}{}", r.path),
-            r.verb.http(),
-            OpRoute::take,
-            move |taken, state, who| op.answer(taken, state, who),
-        );
+        let handler = move |State(state): State<AppState>, who: Caller, req: Request| {
+            op.answer(state, who, req)
+        };
+        router = router.route(&format!("{prefix}{}", r.path), on(r.verb.filter(), handler));
     }
+    // Seed 003: the tool registry.
+    use super::system::{describe_tool, execute_tool, list_tools};
     Ok(router
-        // Seed 003: the tool registry, and the API's own description.
-        .get(&format!("{prefix}/tools"), crate::system::list_tools)
-        .get(
-            &format!("{prefix}/tools/{{name}}"),
-            crate::system::describe_tool,
-        )
-        .post(
+        .route(&format!("{prefix}/tools"), get(list_tools))
+        .route(&format!("{prefix}/tools/{{name}}"), get(describe_tool))
+        .route(
             &format!("{prefix}/tools/{{name}}/execute"),
-            crate::system::execute_tool,
-        )
-        .get(&format!("{prefix}/openapi.json"), crate::openapi::document)
-        .get(&format!("{prefix}/docs"), crate::openapi::page)
-        .get(&format!("{prefix}/docs/app.js"), crate::openapi::script))
+            post(execute_tool),
+        ))
 }

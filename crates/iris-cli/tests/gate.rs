@@ -1,0 +1,213 @@
+//! The gate holds by structure: every route of the router — read from the
+//! router itself — and a tower service mounted for this test answer 401
+//! without a credential, except the declared public list; WebSockets that
+//! authenticate with their first message close a silent socket with 1008;
+//! a foreign `Host` gets 4xx everywhere and a foreign `Origin` on the
+//! WebSocket upgrades 403.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use iris_core::auth::{NewKey, Origin, Principal};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "PATCH", "DELETE"];
+
+/// A tower service (not an axum handler) that tells whether the gate's
+/// caller reached it.
+fn mounted() -> axum::Router<iris_server::AppState> {
+    let svc = tower::service_fn(|req: axum::extract::Request| async move {
+        let who = req
+            .extensions()
+            .get::<iris_server::Caller>()
+            .and_then(|c| c.principal.as_ref().map(|p| p.name.clone()))
+            .unwrap_or_default();
+        Ok::<_, std::convert::Infallible>(axum::response::Response::new(axum::body::Body::from(
+            who,
+        )))
+    });
+    axum::Router::new()
+        .route_service("/mounted", svc.clone())
+        .nest_service("/nested", svc)
+}
+
+struct Walk {
+    h: Harness,
+    server: iris_server::Running,
+    base: String,
+    http: reqwest::Client,
+}
+
+async fn walk() -> Walk {
+    let h = start(
+        "api:\n  port: 0\n  rateLimit:\n    perIp: 100000/min\n  websocket:\n    authTimeout: 300\nteams:\n  demo:\n    path: .\n    agent: echo\n",
+    )
+    .await;
+    let server = iris_server::start_with(h.iris.clone(), None, mounted())
+        .await
+        .unwrap();
+    Walk {
+        base: format!("http://{}", server.addr),
+        h,
+        server,
+        http: reqwest::Client::new(),
+    }
+}
+
+/// A concrete path for a template.
+fn concrete(template: &str) -> String {
+    template
+        .replace("{team}", "demo")
+        .replace("{id}", "x")
+        .replace("{name}", "get_status")
+}
+
+fn access(template: &str) -> iris_server::Access {
+    iris_server::Policies::new().of(Some(template)).access
+}
+
+#[tokio::test]
+async fn every_route_and_mounted_service_needs_a_credential_but_the_public_list() {
+    let w = walk().await;
+    let mut templates = iris_server::route_templates().unwrap();
+    assert!(templates.len() > 60, "{templates:?}");
+    assert!(templates.contains(&"/api/teams/{team}/stream".to_owned()));
+    templates.extend(["/mounted", "/nested", "/nested/deeper", "/no/such/route"].map(String::from));
+    let mut public = 0;
+    for template in &templates {
+        let path = concrete(template);
+        for method in METHODS {
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let resp = w
+                .http
+                .request(m, format!("{}{path}", w.base))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            match access(template) {
+                iris_server::Access::Guarded => {
+                    assert_eq!(status, 401, "{method} {path}: {body}");
+                    assert_eq!(body["code"], "UNAUTHORIZED", "{method} {path}: {body}");
+                    assert_eq!(body["statusCode"], 401);
+                    assert!(body["requestId"].is_string(), "{body}");
+                }
+                _ => assert_ne!(status, 401, "{method} {path} is public: {body}"),
+            }
+        }
+        public += usize::from(access(template) == iris_server::Access::Public);
+    }
+    // Three probes, and six routes under each of the two API prefixes.
+    assert_eq!(public, 15, "the public list");
+    // Every route the lists name exists.
+    for (template, _) in iris_server::Policies::new().open_routes() {
+        assert!(
+            templates.iter().any(|t| t == template),
+            "{template} is not a route"
+        );
+    }
+
+    // With a key the mounted services run, and the gate's caller reached them.
+    let key =
+        w.h.iris
+            .auth
+            .create_key(
+                NewKey {
+                    name: "walker".into(),
+                    role: Some("viewer".into()),
+                    ..Default::default()
+                },
+                &Principal::local(),
+                &Origin::default(),
+            )
+            .await
+            .unwrap()
+            .0;
+    for path in ["/mounted", "/nested/deeper"] {
+        let resp = w
+            .http
+            .get(format!("{}{path}", w.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(resp.headers().contains_key("x-request-id"));
+        assert_eq!(resp.headers()["x-frame-options"], "DENY");
+        assert_eq!(resp.text().await.unwrap(), "walker", "{path}");
+    }
+
+    // A foreign Host is refused on every route, with or without a key.
+    for template in &templates {
+        let path = concrete(template);
+        for method in METHODS {
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let resp = w
+                .http
+                .request(m, format!("{}{path}", w.base))
+                .header("Host", "evil.example")
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            assert!((400..500).contains(&status), "{method} {path}: {status}");
+        }
+    }
+    w.server.stop().await;
+    w.h.stop().await;
+}
+
+#[tokio::test]
+async fn websockets_close_a_silent_socket_with_1008_and_refuse_foreign_origins() {
+    let w = walk().await;
+    let ws_routes: Vec<String> = iris_server::route_templates()
+        .unwrap()
+        .into_iter()
+        .filter(|t| access(t) == iris_server::Access::FirstMessage)
+        .collect();
+    assert_eq!(ws_routes.len(), 3, "{ws_routes:?}");
+    for path in &ws_routes {
+        let url = format!("ws://{}{path}", w.server.addr);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        let mut closed = None;
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            match m {
+                Ok(Message::Close(frame)) => {
+                    closed = frame;
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("{path}: {e}"),
+            }
+        }
+        let frame = closed.unwrap_or_else(|| panic!("{path}: no close frame"));
+        assert_eq!(u16::from(frame.code), 1008, "{path}");
+        assert!(
+            frame.reason.contains("credential"),
+            "{path}: {}",
+            frame.reason
+        );
+
+        for origin in ["https://evil.example", "null"] {
+            let mut req = url.as_str().into_client_request().unwrap();
+            req.headers_mut().insert("origin", origin.parse().unwrap());
+            match tokio_tungstenite::connect_async(req).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    assert_eq!(resp.status(), 403, "{path} from {origin}");
+                }
+                other => panic!("{path} from {origin}: {other:?}"),
+            }
+        }
+    }
+    w.server.stop().await;
+    w.h.stop().await;
+}
