@@ -32,7 +32,7 @@ fn mounted() -> axum::Router<iris_server::AppState> {
         )))
     });
     axum::Router::new()
-        .route_service("/mounted", svc.clone())
+        .route_service("/mounted", svc)
         .nest_service("/nested", svc)
 }
 

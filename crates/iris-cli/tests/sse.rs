@@ -64,6 +64,20 @@ async fn setup() -> (Harness, iris_server::Running, String) {
     (h, server, base)
 }
 
+/// Follow message `id` again, resuming after the event numbered `last`.
+async fn resume(base: &str, id: &str, last: &str) -> Reader {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/messages/{id}/stream"))
+        .header("Last-Event-ID", last)
+        .send()
+        .await
+        .unwrap();
+    Reader {
+        resp,
+        buf: String::new(),
+    }
+}
+
 async fn post_stream(base: &str, body: Value) -> Reader {
     let resp = reqwest::Client::new()
         .post(format!("{base}/teams/demo/stream"))
@@ -178,16 +192,7 @@ async fn a_disconnect_does_not_cancel_and_last_event_id_resumes() {
         if round == 1 {
             eventually("turn completed", || h.iris.pool.live_turn(&id).is_none()).await;
         }
-        let resp = reqwest::Client::new()
-            .get(format!("{base}/messages/{id}/stream"))
-            .header("Last-Event-ID", last.to_string())
-            .send()
-            .await
-            .unwrap();
-        let mut r = Reader {
-            resp,
-            buf: String::new(),
-        };
+        let mut r = resume(&base, &id, &last.to_string()).await;
         let mut rest = String::new();
         let mut end = None;
         while let Some(e) = r.next().await {
@@ -204,6 +209,19 @@ async fn a_disconnect_does_not_cancel_and_last_event_id_resumes() {
         );
         assert_eq!(end.unwrap().data["status"], "completed");
     }
+    // `Last-Event-ID: 0` names the start event: what follows it, not the start again.
+    let mut r = resume(&base, &id, "0").await;
+    let mut names = Vec::new();
+    let mut all = String::new();
+    while let Some(e) = r.next().await {
+        if e.event == "chunk" {
+            all.push_str(e.data["text"].as_str().unwrap());
+        }
+        names.push(e.event);
+    }
+    assert!(!names.iter().any(|n| n == "start"), "{names:?}");
+    assert_eq!(names.last().map(String::as_str), Some("complete"));
+    assert_eq!(all, words.join(" "));
     let bad = reqwest::Client::new()
         .get(format!("{base}/messages/{id}/stream"))
         .header("Last-Event-ID", "yesterday")

@@ -1,6 +1,6 @@
 //! Who is calling. Authentication lives in `iris-auth` and runs in the
 //! transports' shared gate; the core checks scopes, team visibility and the
-//! message rate once, in [`crate::registry::dispatch`], and audits there.
+//! message rate once, in [`crate::registry::dispatch_op`], and audits there.
 
 pub use iris_auth::principal::{Principal, PrincipalKind};
 pub use iris_auth::scope;
@@ -11,9 +11,9 @@ pub use iris_auth::{
 
 use serde_json::json;
 
+use crate::ctx::Ctx;
 use crate::error::{ErrorKind, IrisError, Result};
 use crate::iris::Iris;
-use crate::registry::Ctx;
 
 impl Iris {
     /// The one permission decision: `ctx`'s caller holds `scope` and, for

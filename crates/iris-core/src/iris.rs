@@ -2,23 +2,21 @@
 //! with the few domain actions the operations are built from.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use iris_storage::{SessionRow, Store, StoreWrite, TurnFinish, TurnRow};
-use serde_json::Value;
 
-use crate::auth::{Auth, Principal};
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::ctx::Ctx;
 use crate::error::{IrisError, Result};
 use crate::now_ms;
-use crate::pool::turn::{Priority, StreamItem, TurnTracker, stored_items};
+use crate::pool::turn::{Priority, TurnTracker};
 use crate::pool::{Pool, ProcessInfo};
 use crate::recorder::Recorder;
-use crate::registry::{self, Ctx};
 use crate::team::Team;
+use iris_auth::{Auth, Principal};
 
 /// Options that do not come from the configuration file.
 #[derive(Debug, Clone)]
@@ -42,25 +40,6 @@ impl Default for StartOptions {
             bus_capacity: 1024,
             prewarm: true,
             recover: true,
-        }
-    }
-}
-
-/// A turn to follow: still in memory, or ended and read back.
-pub enum TurnStream {
-    Live(Arc<TurnTracker>),
-    Stored {
-        row: Box<TurnRow>,
-        items: Vec<StreamItem>,
-    },
-}
-
-impl TurnStream {
-    /// Message id, team and session of the followed turn.
-    pub fn ids(&self) -> (&str, &str, &str) {
-        match self {
-            TurnStream::Live(t) => (&t.id, &t.team, &t.session_id),
-            TurnStream::Stored { row, .. } => (&row.id, &row.to_team, &row.session_id),
         }
     }
 }
@@ -176,42 +155,6 @@ impl Iris {
         self.auth
             .audit
             .record(event.by(&ctx.principal).from(&ctx.origin));
-    }
-
-    /// Run one operation (every transport ends here).
-    pub async fn dispatch(
-        self: &Arc<Self>,
-        ctx: Ctx,
-        operation: &str,
-        params: Value,
-    ) -> Result<Value> {
-        registry::dispatch(self.clone(), ctx, operation, params).await
-    }
-
-    /// [`Iris::dispatch`] of an operation already looked up, with the
-    /// result as JSON text, for transports that send it as is. (Not an
-    /// `async fn`: its future is the dispatch's own, without a wrapper
-    /// holding the arguments a second time.)
-    pub fn dispatch_text(
-        self: &Arc<Self>,
-        ctx: Ctx,
-        operation: &'static registry::Operation,
-        params: Value,
-    ) -> impl Future<Output = Result<Vec<u8>>> + Send + use<> {
-        use futures_util::FutureExt;
-        registry::dispatch_op(
-            self.clone(),
-            ctx,
-            operation,
-            params,
-            registry::Encoding::Text,
-        )
-        .map(|out| match out? {
-            registry::Output::Text(t) => Ok(t),
-            registry::Output::Value(v) => {
-                serde_json::to_vec(&v).map_err(|e| IrisError::internal("encoding a result", e))
-            }
-        })
     }
 
     pub fn teams(&self) -> Vec<Arc<Team>> {
@@ -404,49 +347,27 @@ impl Iris {
         Ok(tracker)
     }
 
-    /// Follow a turn from after item `after`: live from memory while it runs,
-    /// replayed from the database once it has ended. Needs `messages:stream`.
-    pub async fn follow(&self, ctx: &Ctx, message_id: &str, after: u64) -> Result<TurnStream> {
-        self.permit(
-            ctx,
-            crate::auth::scope::MESSAGES_STREAM,
-            false,
-            "follow a message",
-            None,
-        )?;
-        let not_found = || IrisError::not_found(format!("no message `{message_id}`"));
-        if let Some(t) = self.pool.live_turn(message_id) {
-            if !ctx.principal.can_see_team(&t.team) {
-                return Err(not_found());
+    /// Messages waiting per team, every team named (0 when none wait):
+    /// what health and metrics report.
+    pub fn queue_depths(&self) -> BTreeMap<String, usize> {
+        let mut depths: BTreeMap<String, usize> =
+            self.teams().iter().map(|t| (t.name.clone(), 0)).collect();
+        for p in self.pool.processes() {
+            if let Some(d) = depths.get_mut(&p.team) {
+                *d += p.queued;
             }
-            return Ok(TurnStream::Live(t));
         }
-        self.recorder.flush().await;
-        let row = self
-            .store
-            .turn(message_id)
-            .await?
-            .filter(|t| ctx.principal.can_see_team(&t.to_team))
-            .ok_or_else(not_found)?;
-        let items = self
-            .store
-            .turn_events(message_id, after as i64)
-            .await?
-            .iter()
-            .flat_map(|e| stored_items(e.seq as u64, &e.kind, &e.data))
-            .collect();
-        Ok(TurnStream::Stored {
-            row: Box::new(row),
-            items,
-        })
+        depths
     }
 
-    /// Send a message (the parameters of `quick_message`, through dispatch)
-    /// and follow its turn from the start: what every streaming transport does.
-    pub async fn send_and_follow(self: &Arc<Self>, ctx: &Ctx, params: Value) -> Result<TurnStream> {
-        let queued = self.dispatch(ctx.clone(), "quick_message", params).await?;
-        let id = queued["messageId"].as_str().unwrap_or_default();
-        self.follow(ctx, id, 0).await
+    /// How many processes are in each state (`ready`, `busy`, …; states
+    /// with none are absent).
+    pub fn processes_by_state(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for p in self.pool.processes() {
+            *counts.entry(p.state).or_insert(0) += 1;
+        }
+        counts
     }
 
     /// Processes of one team.

@@ -1,13 +1,20 @@
 //! The core of Iris: everything a transport needs, nothing about transports.
 //!
 //! [`Iris`] holds the configuration, teams, storage, event bus and process
-//! pool. Every operation is declared once in the [`registry`] and run through
-//! [`registry::dispatch`] (or [`Iris::dispatch`]).
+//! pool. Every operation is declared once in the [`registry()`] and run
+//! through [`dispatch`] (or [`Iris::dispatch`]).
+//!
+//! Layers, each depending only on those before it: `ctx`, `config`, `bus`,
+//! `pool`, `auth` (checks on the runtime), `iris` (the runtime),
+//! `follow` (a turn's events), `registry` (what an operation is and how a
+//! call is checked and audited), `ops` (the operations and `dispatch`).
 
 pub mod auth;
 pub mod bus;
 pub mod config;
+mod ctx;
 pub mod error;
+pub mod follow;
 mod iris;
 pub mod logs;
 mod ops;
@@ -16,9 +23,11 @@ pub mod recorder;
 pub mod registry;
 pub mod team;
 
+pub use ctx::Ctx;
 pub use error::{ErrorKind, IrisError, Result};
-pub use iris::{Iris, Outgoing, StartOptions, TurnStream};
-pub use registry::{Ctx, dispatch, registry};
+pub use follow::{Follower, TurnEvent, TurnStream};
+pub use iris::{Iris, Outgoing, StartOptions};
+pub use ops::{dispatch, registry};
 
 /// Now, in Unix milliseconds (the timestamp unit of every Iris API).
 pub fn now_ms() -> i64 {

@@ -1,4 +1,7 @@
-//! The operation registry and the one `dispatch`.
+//! The machinery of the operation registry: what an operation is, and how
+//! a call of one is checked, run and audited ([`dispatch_op`]). The
+//! operations themselves, the registry of this build and `dispatch` by
+//! name are `crate::ops`, which depends on this module, not the reverse.
 //!
 //! Each operation is declared once: name, description, required scope, JSON
 //! Schemas of its parameters and result (from the Rust types, by schemars),
@@ -7,37 +10,18 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use crate::auth::{Origin, Principal};
+use crate::auth::Principal;
+use crate::ctx::Ctx;
 use crate::error::{ErrorKind, IrisError, Result};
 use crate::iris::Iris;
 use iris_auth::{AuditEvent, Outcome};
-
-/// The context of one call: who, and from where.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    pub principal: Arc<Principal>,
-    pub origin: Origin,
-}
-
-impl Ctx {
-    pub fn local() -> Self {
-        Ctx {
-            principal: Arc::new(Principal::local()),
-            origin: Origin::default(),
-        }
-    }
-
-    pub fn request_id(&self) -> Option<&str> {
-        self.origin.request_id.as_deref()
-    }
-}
 
 /// Operations that hand a message to a team: counted against the
 /// caller's tighter message rate, and audited with the message's size and hash.
@@ -205,6 +189,13 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry of `ops` (names must be unique; the registry's test checks).
+    pub fn new(ops: Vec<Operation>) -> Self {
+        let mut by_name: Vec<_> = ops.iter().enumerate().map(|(i, o)| (o.name, i)).collect();
+        by_name.sort_unstable();
+        Registry { ops, by_name }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Operation> {
         let i = self
             .by_name
@@ -215,47 +206,21 @@ impl Registry {
     pub fn all(&self) -> &[Operation] {
         &self.ops
     }
+
+    /// The operations `principal` may call: what every tool listing shows
+    /// (`GET /api/v1/tools`, JSON-RPC and MCP `tools/list`).
+    pub fn visible_to<'a>(
+        &'a self,
+        principal: &'a Principal,
+    ) -> impl Iterator<Item = &'a Operation> {
+        self.ops
+            .iter()
+            .filter(|o| o.scope.is_none_or(|s| principal.allows(s)))
+    }
 }
 
-/// The registry of this build.
-pub fn registry() -> &'static Registry {
-    static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
-        let ops = crate::ops::all();
-        let mut by_name: Vec<_> = ops.iter().enumerate().map(|(i, o)| (o.name, i)).collect();
-        by_name.sort_unstable();
-        Registry { ops, by_name }
-    });
-    &REGISTRY
-}
-
-/// Run `operation` for `ctx`: look it up, check the scope and the message
-/// rate, validate, handle, audit.
-pub async fn dispatch(iris: Arc<Iris>, ctx: Ctx, operation: &str, params: Value) -> Result<Value> {
-    dispatch_as(iris, ctx, operation, params, Encoding::Value)
-        .await?
-        .into_value()
-}
-
-/// [`dispatch`], with the result in `encoding`.
-pub async fn dispatch_as(
-    iris: Arc<Iris>,
-    ctx: Ctx,
-    operation: &str,
-    params: Value,
-    encoding: Encoding,
-) -> Result<Output> {
-    let Some(op) = registry().get(operation) else {
-        return Err(IrisError::new(
-            ErrorKind::MethodNotFound,
-            format!("unknown operation `{operation}`"),
-        )
-        .with_details(json!({"operation": operation})));
-    };
-    dispatch_op(iris, ctx, op, params, encoding).await
-}
-
-/// [`dispatch_as`] of an operation already looked up: a REST route finds
-/// its operation once, when the server starts.
+/// Run `op` for `ctx`: check the scope and the message rate, validate,
+/// handle, audit.
 pub async fn dispatch_op(
     iris: Arc<Iris>,
     ctx: Ctx,
@@ -263,12 +228,32 @@ pub async fn dispatch_op(
     params: Value,
     encoding: Encoding,
 ) -> Result<Output> {
-    let operation = op.name;
-    let params = if params.is_null() { json!({}) } else { params };
-    if let Some(scope) = op.scope {
-        iris.permit(&ctx, scope, op.global, operation, team_of(&params))?;
-    }
+    let handler = |iris, ctx, params| (op.handler)(iris, ctx, params, encoding);
+    run_checked(iris, ctx, op, params, handler).await
+}
+
+/// Run `handle` as a call of `op`, with every check and the audit record
+/// [`dispatch_op`] gives its handler: for the core's own entry points that
+/// need more than the operation's JSON result (a turn to follow).
+pub async fn run_checked<T, F, Fut>(
+    iris: Arc<Iris>,
+    ctx: Ctx,
+    op: &'static Operation,
+    params: Value,
+    handle: F,
+) -> Result<T>
+where
+    F: FnOnce(Arc<Iris>, Ctx, Value) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut params = if params.is_null() { json!({}) } else { params };
     let sends = SENDS_MESSAGES.contains(&op.name);
+    if sends {
+        alias_question(&mut params);
+    }
+    if let Some(scope) = op.scope {
+        iris.permit(&ctx, scope, op.global, op.name, team_of(&params))?;
+    }
     if sends
         && let Some(d) = iris.auth.limit_messages(&ctx.principal)
         && !d.allowed
@@ -298,46 +283,66 @@ pub async fn dispatch_op(
         .with_details(json!({"fields": problems})));
     }
     if !op.mutating {
-        return (op.handler)(iris, ctx, params, encoding).await;
+        return handle(iris, ctx, params).await;
     }
-    audited(iris, ctx, op, params, encoding, sends).await
+    let record = AuditRecord::of(&iris, op, &params, sends);
+    let result = handle(iris.clone(), ctx.clone(), params).await;
+    record.finish(&iris, &ctx, result.as_ref().err());
+    result
 }
 
-/// A mutating operation, recorded in the audit trail with its outcome. Its
-/// own function, so that the reads' path through `dispatch_op` stays short.
-async fn audited(
-    iris: Arc<Iris>,
-    ctx: Ctx,
-    op: &'static Operation,
-    params: Value,
-    encoding: Encoding,
-    sends: bool,
-) -> Result<Output> {
-    let operation = op.name;
-    let team = team_of(&params).map(str::to_owned);
-    let mut details = json!({"operation": operation});
-    if sends && let Some(text) = params.get("message").and_then(Value::as_str) {
-        details["messageBytes"] = json!(text.len());
-        details["messageSha256"] = json!(iris_auth::secret::sha256_hex(text));
-        if iris.auth.settings.audit_message_text {
-            details["message"] = json!(text);
+/// Seed 002 names a message's text `question` (`POST /teams/:team/ask`):
+/// for the operations that send one, it stands for `message`, on every
+/// transport.
+fn alias_question(params: &mut Value) {
+    if let Some(p) = params.as_object_mut()
+        && let Some(q) = p.remove("question")
+    {
+        p.entry("message").or_insert(q);
+    }
+}
+
+/// The audit record of a mutating call, made before its handler takes the
+/// parameters.
+struct AuditRecord {
+    operation: &'static str,
+    team: Option<String>,
+    details: Value,
+}
+
+impl AuditRecord {
+    fn of(iris: &Iris, op: &Operation, params: &Value, sends: bool) -> Self {
+        let mut details = json!({"operation": op.name});
+        if sends && let Some(text) = params.get("message").and_then(Value::as_str) {
+            details["messageBytes"] = json!(text.len());
+            details["messageSha256"] = json!(iris_auth::secret::sha256_hex(text));
+            if iris.auth.settings.audit_message_text {
+                details["message"] = json!(text);
+            }
+        }
+        AuditRecord {
+            operation: op.name,
+            team: team_of(params).map(str::to_owned),
+            details,
         }
     }
-    let result = (op.handler)(iris.clone(), ctx.clone(), params, encoding).await;
-    let outcome = match &result {
-        Ok(_) => Outcome::Success,
-        Err(e) => {
-            details["error"] = json!(e.kind.code());
-            Outcome::Failure
-        }
-    };
-    iris.audit(
-        &ctx,
-        AuditEvent::new(format!("operation.{operation}"), outcome)
-            .team(team)
-            .details(details),
-    );
-    result
+
+    /// Record the call with its outcome.
+    fn finish(mut self, iris: &Iris, ctx: &Ctx, error: Option<&IrisError>) {
+        let outcome = match error {
+            None => Outcome::Success,
+            Some(e) => {
+                self.details["error"] = json!(e.kind.code());
+                Outcome::Failure
+            }
+        };
+        iris.audit(
+            ctx,
+            AuditEvent::new(format!("operation.{}", self.operation), outcome)
+                .team(self.team)
+                .details(self.details),
+        );
+    }
 }
 
 /// `r` as JSON text, written into a buffer kept per thread and copied out
@@ -375,6 +380,7 @@ fn team_of(params: &Value) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::registry;
 
     #[test]
     fn every_operation_has_schemas_and_unique_names() {

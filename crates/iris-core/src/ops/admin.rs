@@ -11,9 +11,10 @@ use serde_json::Value;
 
 use super::system::{NoParams, Pagination, parse_time};
 use crate::auth::scope;
+use crate::ctx::Ctx;
 use crate::error::{IrisError, Result};
 use crate::iris::Iris;
-use crate::registry::{Ctx, Operation};
+use crate::registry::Operation;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

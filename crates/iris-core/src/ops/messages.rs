@@ -9,10 +9,12 @@ use serde_json::json;
 
 use super::caller;
 use crate::auth::scope;
+use crate::ctx::Ctx;
 use crate::error::{ErrorKind, IrisError, Result};
+use crate::follow::{Follower, TurnStream};
 use crate::iris::{Iris, Outgoing};
 use crate::pool::turn::{Priority, TurnStatus, TurnTracker};
-use crate::registry::{Ctx, Operation};
+use crate::registry::{Operation, run_checked};
 
 /// Longest a caller may wait for a turn: one day.
 const MAX_WAIT_MS: i64 = 86_400_000;
@@ -104,6 +106,32 @@ fn result_of(t: &TurnTracker, is_async: bool) -> MessageResult {
     }
 }
 
+/// What `p` sends, as `ctx`'s caller.
+fn outgoing(ctx: &Ctx, p: SendParams, kind: &'static str) -> Outgoing {
+    Outgoing {
+        from: caller(ctx, p.from_team),
+        to: p.to_team,
+        text: p.message,
+        session_id: p.session_id,
+        priority: p.priority,
+        kind,
+    }
+}
+
+impl QuickParams {
+    /// As `send_message`'s parameters, returning at once.
+    fn into_send(self) -> SendParams {
+        SendParams {
+            to_team: self.to_team,
+            message: self.message,
+            from_team: self.from_team,
+            timeout: -1,
+            session_id: self.session_id,
+            priority: self.priority,
+        }
+    }
+}
+
 /// Send, then wait as the caller asked. Failed and timed-out turns become
 /// `PROCESS_ERROR`; a wait that runs out becomes `TIMEOUT` with the partial
 /// response and the message id to poll.
@@ -114,19 +142,7 @@ pub(crate) async fn deliver(
     kind: &'static str,
 ) -> Result<MessageResult> {
     let timeout = p.timeout.clamp(-1, MAX_WAIT_MS);
-    let tracker = iris
-        .send(
-            ctx,
-            Outgoing {
-                from: caller(ctx, p.from_team),
-                to: p.to_team,
-                text: p.message,
-                session_id: p.session_id,
-                priority: p.priority,
-                kind,
-            },
-        )
-        .await?;
+    let tracker = iris.send(ctx, outgoing(ctx, p, kind)).await?;
     if timeout == -1 {
         return Ok(result_of(&tracker, true));
     }
@@ -146,20 +162,14 @@ pub(crate) async fn deliver(
             "partialResponse": tracker.partial(),
         })));
     };
-    match outcome.status {
-        TurnStatus::Failed | TurnStatus::TimedOut => Err(IrisError::process(
-            outcome
-                .error
-                .clone()
-                .unwrap_or_else(|| "the turn failed".into()),
-        )
-        .with_details(json!({
+    match outcome.failure() {
+        Some(e) => Err(e.with_details(json!({
             "messageId": tracker.id,
             "sessionId": tracker.session_id,
             "status": outcome.status,
             "partialResponse": outcome.response,
         }))),
-        _ => Ok(result_of(&tracker, false)),
+        None => Ok(result_of(&tracker, false)),
     }
 }
 
@@ -195,16 +205,38 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_WRITE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: QuickParams| async move {
-                let p = SendParams {
-                    to_team: p.to_team,
-                    message: p.message,
-                    from_team: p.from_team,
-                    timeout: -1,
-                    session_id: p.session_id,
-                    priority: p.priority,
-                };
-                deliver(&iris, &ctx, p, "message").await
+                deliver(&iris, &ctx, p.into_send(), "message").await
             },
         ),
     ]
+}
+
+impl Iris {
+    /// Send a message (the parameters of `quick_message`, with its checks
+    /// and audit record) and follow its turn from the start: what every
+    /// streaming transport does. The turn comes back as it is, not through
+    /// the operation's JSON result.
+    pub async fn send_and_follow(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        params: serde_json::Value,
+    ) -> Result<Follower> {
+        let op = super::registry()
+            .get("quick_message")
+            .ok_or_else(|| IrisError::internal("sending", "no quick_message operation"))?;
+        let tracker = run_checked(
+            self.clone(),
+            ctx.clone(),
+            op,
+            params,
+            |iris, ctx, params| async move {
+                let p: QuickParams = serde_json::from_value(params)
+                    .map_err(|e| IrisError::validation("params", e.to_string()))?;
+                iris.send(&ctx, outgoing(&ctx, p.into_send(), "message"))
+                    .await
+            },
+        )
+        .await?;
+        Ok(Follower::new(TurnStream::Live(tracker), None))
+    }
 }

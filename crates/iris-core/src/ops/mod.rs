@@ -1,5 +1,8 @@
-//! The operations of Iris, one module per area. Each is declared once with
-//! [`Operation::new`]; transports never add logic of their own.
+//! The operations of Iris, one module per area, and the registry of this
+//! build with `dispatch` by name. Each operation is declared once with
+//! [`Operation::new`]; transports never add logic of their own. The
+//! operations depend on the core (`Iris`, `registry`); the core does not
+//! depend on them.
 
 mod admin;
 mod messages;
@@ -7,8 +10,77 @@ mod sessions;
 mod system;
 mod teams;
 
-use crate::error::{IrisError, Result};
-use crate::registry::{Ctx, Operation};
+use std::future::Future;
+use std::sync::{Arc, LazyLock};
+
+use serde_json::{Value, json};
+
+use crate::ctx::Ctx;
+use crate::error::{ErrorKind, IrisError, Result};
+use crate::iris::Iris;
+use crate::registry::{Encoding, Operation, Output, Registry, dispatch_op};
+
+/// The registry of this build.
+pub fn registry() -> &'static Registry {
+    static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry::new(all()));
+    &REGISTRY
+}
+
+/// Run `operation` (by name) for `ctx`: what every transport ends in.
+pub async fn dispatch(iris: Arc<Iris>, ctx: Ctx, operation: &str, params: Value) -> Result<Value> {
+    dispatch_as(iris, ctx, operation, params, Encoding::Value)
+        .await?
+        .into_value()
+}
+
+/// [`dispatch`], with the result in `encoding`.
+pub async fn dispatch_as(
+    iris: Arc<Iris>,
+    ctx: Ctx,
+    operation: &str,
+    params: Value,
+    encoding: Encoding,
+) -> Result<Output> {
+    let Some(op) = registry().get(operation) else {
+        return Err(IrisError::new(
+            ErrorKind::MethodNotFound,
+            format!("unknown operation `{operation}`"),
+        )
+        .with_details(json!({"operation": operation})));
+    };
+    dispatch_op(iris, ctx, op, params, encoding).await
+}
+
+impl Iris {
+    /// Run one operation (every transport ends here).
+    pub async fn dispatch(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        operation: &str,
+        params: Value,
+    ) -> Result<Value> {
+        dispatch(self.clone(), ctx, operation, params).await
+    }
+
+    /// [`Iris::dispatch`] of an operation already looked up, with the
+    /// result as JSON text, for transports that send it as is. (Not an
+    /// `async fn`: its future is the dispatch's own, without a wrapper
+    /// holding the arguments a second time.)
+    pub fn dispatch_text(
+        self: &Arc<Self>,
+        ctx: Ctx,
+        operation: &'static Operation,
+        params: Value,
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send + use<> {
+        use futures_util::FutureExt;
+        dispatch_op(self.clone(), ctx, operation, params, Encoding::Text).map(|out| match out? {
+            Output::Text(t) => Ok(t),
+            Output::Value(v) => {
+                serde_json::to_vec(&v).map_err(|e| IrisError::internal("encoding a result", e))
+            }
+        })
+    }
+}
 
 pub(crate) fn all() -> Vec<Operation> {
     let mut ops = Vec::new();

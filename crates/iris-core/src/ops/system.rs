@@ -7,10 +7,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::scope;
+use crate::ctx::Ctx;
 use crate::error::IrisError;
 use crate::iris::Iris;
 use crate::logs::LogRecord;
-use crate::registry::{Ctx, Operation};
+use crate::registry::Operation;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use super::caller;
 use crate::auth::scope;
+use crate::ctx::Ctx;
 use crate::error::{IrisError, Result};
 use crate::iris::Iris;
 use crate::pool::ProcessInfo;
-use crate::registry::{Ctx, Operation};
+use crate::registry::Operation;
 use crate::team::Team;
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -31,6 +31,19 @@ impl TurnStatus {
             TurnStatus::TimedOut => "timed_out",
         }
     }
+    /// The status a record keeps as text (`as_str`'s inverse).
+    pub fn parse(s: &str) -> Option<TurnStatus> {
+        [
+            TurnStatus::Queued,
+            TurnStatus::Running,
+            TurnStatus::Completed,
+            TurnStatus::Failed,
+            TurnStatus::Cancelled,
+            TurnStatus::TimedOut,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
     pub fn is_final(self) -> bool {
         !matches!(self, TurnStatus::Queued | TurnStatus::Running)
     }

@@ -24,8 +24,6 @@ pub(crate) struct Spec {
     pub team: Option<&'static str>,
     /// The operation parameter that `{id}` in the path fills.
     pub id: Option<&'static str>,
-    /// Seed field names mapped to operation parameters (`question` → `message`).
-    pub renames: &'static [(&'static str, &'static str)],
 }
 
 /// Which methods a route answers; GET takes its parameters from the query.
@@ -52,7 +50,6 @@ const fn op(op: &'static str) -> Spec {
         op,
         team: None,
         id: None,
-        renames: &[],
     }
 }
 
@@ -61,7 +58,6 @@ const fn team(op: &'static str, field: &'static str) -> Spec {
         op,
         team: Some(field),
         id: None,
-        renames: &[],
     }
 }
 
@@ -70,7 +66,6 @@ const fn id(op: &'static str, field: &'static str) -> Spec {
         op,
         team: None,
         id: Some(field),
-        renames: &[],
     }
 }
 
@@ -138,15 +133,11 @@ pub(crate) const ROUTES: &[Route] = &[
         id("session_delete", "sessionId"),
     ),
     // Seed 002: the programmatic API.
+    // (Seed 002's `question` is taken for `message` by the core.)
     route(
         "/teams/{team}/ask",
         Verb::Post,
-        Spec {
-            op: "ask_message",
-            team: Some("toTeam"),
-            id: None,
-            renames: &[("question", "message")],
-        },
+        team("ask_message", "toTeam"),
     ),
     route("/messages/history", Verb::Get, op("message_history")),
     route("/messages/{id}", Verb::Get, id("get_message", "messageId")),
@@ -219,7 +210,7 @@ impl OpRoute {
     }
 
     /// The operation's parameters: the body's object, the query's values
-    /// typed by the schema, the renamed seed fields and the path segments.
+    /// typed by the schema, and the path segments.
     fn params(
         self,
         segments: &[(String, String)],
@@ -229,11 +220,6 @@ impl OpRoute {
         let OpRoute(spec, operation) = self;
         let mut params = body_object(body)?;
         add_query(&mut params, operation, query);
-        for (from, to) in spec.renames {
-            if let Some(v) = params.remove(*from) {
-                params.entry(to.to_string()).or_insert(v);
-            }
-        }
         let segment = |name: &str| segments.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         if let (Some(field), Some(v)) = (spec.team, segment("team")) {
             params.insert(field.to_owned(), json!(v));
@@ -275,7 +261,7 @@ impl Verb {
 pub fn routes(prefix: &str) -> anyhow::Result<Router<AppState>> {
     let mut router = Router::new();
     for r in ROUTES {
-        let operation = iris_core::registry::registry()
+        let operation = iris_core::registry()
             .get(r.spec.op)
             .ok_or_else(|| anyhow::anyhow!("route {}: no operation `{}`", r.path, r.spec.op))?;
         let op = OpRoute(r.spec, operation);

@@ -4,7 +4,6 @@
 //! `complete`, `error` (seed 002); each item's `id` is its sequence number.
 //! A client that goes away does not cancel the turn.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,8 +15,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use futures_util::Stream;
-use iris_core::pool::turn::{FollowStep, StreamItem, StreamKind, TurnStatus, TurnTracker};
-use iris_core::{IrisError, TurnStream};
+use iris_core::{Follower, IrisError, TurnEvent};
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -37,50 +35,14 @@ pub fn routes(prefix: &str) -> Router<AppState> {
 type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>>;
 type EventStream = Sse<axum::response::sse::KeepAliveStream<Events>>;
 
-fn item_event(item: &StreamItem) -> Event {
-    let name = match item.kind {
-        StreamKind::Chunk => "chunk",
-        StreamKind::ToolUse => "tool_use",
-    };
-    Event::default()
-        .event(name)
-        .id(item.seq.to_string())
-        .data(item.data.to_string())
-}
-
-/// The closing event of a turn.
-fn end_event(
-    message_id: &str,
-    status: &str,
-    response: &str,
-    error: Option<&str>,
-    duration: Option<i64>,
-    usage: &Value,
-) -> Event {
-    let ok = matches!(status, "completed" | "cancelled");
-    let data = if ok {
-        json!({"messageId": message_id, "status": status, "response": response, "duration": duration,
-               "usage": usage, "timestamp": iris_core::now_ms()})
-    } else {
-        json!({"messageId": message_id, "status": status, "code": "PROCESS_ERROR",
-               "error": error.unwrap_or("the turn failed"), "partialResponse": response,
-               "timestamp": iris_core::now_ms()})
-    };
-    Event::default()
-        .event(if ok { "complete" } else { "error" })
-        .data(data.to_string())
-}
-
-enum Source {
-    Live(Arc<TurnTracker>),
-    Ended,
-}
-
-struct Follow {
-    source: Source,
-    after: u64,
-    queue: VecDeque<Event>,
-    _open: OpenStream,
+/// A turn's event as SSE: its name, its number as the `id` (for
+/// `Last-Event-ID`; the end has none), its JSON as the data.
+fn render(e: &TurnEvent) -> Event {
+    let event = Event::default().event(e.name()).data(e.data().to_string());
+    match e.seq() {
+        Some(seq) => event.id(seq.to_string()),
+        None => event,
+    }
 }
 
 /// Counts an open stream for the metrics while it lives.
@@ -99,100 +61,15 @@ impl Drop for OpenStream {
     }
 }
 
-fn stream_of(turn: TurnStream, after: u64, open: OpenStream) -> EventStream {
-    let mut queue = VecDeque::new();
-    let source = match turn {
-        TurnStream::Live(t) => {
-            if after == 0 {
-                let start = json!({"messageId": t.id, "team": t.team, "sessionId": t.session_id});
-                queue.push_back(
-                    Event::default()
-                        .event("start")
-                        .id("0")
-                        .data(start.to_string()),
-                );
-            }
-            Source::Live(t)
-        }
-        TurnStream::Stored { row, items } => {
-            if after == 0 {
-                let start =
-                    json!({"messageId": row.id, "team": row.to_team, "sessionId": row.session_id});
-                queue.push_back(
-                    Event::default()
-                        .event("start")
-                        .id("0")
-                        .data(start.to_string()),
-                );
-            }
-            queue.extend(items.iter().map(item_event));
-            if matches!(row.status.as_str(), "queued" | "running") {
-                // Left unfinished by a previous run and not in memory: nothing more will come.
-                queue.push_back(end_event(
-                    &row.id,
-                    "failed",
-                    "",
-                    Some("the turn is no longer running"),
-                    None,
-                    &Value::Null,
-                ));
-            } else {
-                let duration = row.completed_at.map(|c| c - row.created_at);
-                queue.push_back(end_event(
-                    &row.id,
-                    &row.status,
-                    row.response.as_deref().unwrap_or_default(),
-                    row.error.as_deref(),
-                    duration,
-                    row.usage.as_ref().unwrap_or(&Value::Null),
-                ));
-            }
-            Source::Ended
-        }
-    };
-    let state = Follow {
-        source,
-        after,
-        queue,
-        _open: open,
-    };
-    let s = futures_util::stream::unfold(state, |mut st| async move {
-        loop {
-            if let Some(e) = st.queue.pop_front() {
-                return Some((Ok(e), st));
-            }
-            let Source::Live(t) = &st.source else {
-                return None;
-            };
-            let t = t.clone();
-            match t.next_after(st.after).await {
-                FollowStep::Items(items) => {
-                    if let Some(last) = items.last() {
-                        st.after = last.seq;
-                    }
-                    st.queue.extend(items.iter().map(item_event));
-                }
-                FollowStep::Done(o) => {
-                    let status = match o.status {
-                        TurnStatus::Completed => "completed",
-                        TurnStatus::Cancelled => "cancelled",
-                        TurnStatus::TimedOut => "timed_out",
-                        _ => "failed",
-                    };
-                    st.queue.push_back(end_event(
-                        &t.id,
-                        status,
-                        &o.response,
-                        o.error.as_deref(),
-                        Some(o.duration_ms as i64),
-                        o.usage.as_ref().unwrap_or(&Value::Null),
-                    ));
-                    st.source = Source::Ended;
-                }
-            }
-        }
+fn stream_of(follower: Follower, open: OpenStream) -> EventStream {
+    use futures_util::StreamExt;
+    let events = follower.into_stream().map(move |e| {
+        // The count lives as long as the stream.
+        let _ = &open;
+        Ok(render(&e))
     });
-    Sse::new(Box::pin(s) as Events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(Box::pin(events) as Events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 async fn send_and_stream(
@@ -205,17 +82,14 @@ async fn send_and_stream(
     let fail = |e: IrisError| ApiError::new(e, &rid);
     let ctx = auth::caller(&who).map_err(fail)?;
     let mut params = body_object(&body).map_err(fail)?;
-    if let Some(q) = params.remove("question") {
-        params.entry("message").or_insert(q);
-    }
     params.remove("stream");
     params.insert("toTeam".into(), json!(team));
-    let turn = state
+    let follower = state
         .iris
         .send_and_follow(&ctx, Value::Object(params))
         .await
         .map_err(fail)?;
-    Ok(stream_of(turn, 0, OpenStream::new(&state.sse_streams)))
+    Ok(stream_of(follower, OpenStream::new(&state.sse_streams)))
 }
 
 async fn follow(
@@ -239,14 +113,14 @@ async fn follow(
                 .map(|(_, v)| v.clone())
         });
     let after = match after {
-        Some(v) => v.trim().parse::<u64>().map_err(|_| {
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
             fail(IrisError::validation(
                 "Last-Event-ID",
                 "must be a non-negative integer",
             ))
-        })?,
-        None => 0,
+        })?),
+        None => None,
     };
-    let turn = state.iris.follow(&ctx, &id, after).await.map_err(fail)?;
-    Ok(stream_of(turn, after, OpenStream::new(&state.sse_streams)))
+    let follower = state.iris.follow(&ctx, &id, after).await.map_err(fail)?;
+    Ok(stream_of(follower, OpenStream::new(&state.sse_streams)))
 }

@@ -44,24 +44,9 @@ async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response
     }
     let iris = &state.iris;
     let db = iris.store.ping().await;
-    let processes = iris.pool.processes();
-    let mut by_state = serde_json::Map::new();
-    for p in &processes {
-        let n = by_state.get(&p.state).and_then(Value::as_u64).unwrap_or(0);
-        by_state.insert(p.state.clone(), json!(n + 1));
-    }
-    let queues: serde_json::Map<String, Value> = iris
-        .teams()
-        .iter()
-        .map(|t| {
-            let q: usize = processes
-                .iter()
-                .filter(|p| p.team == t.name)
-                .map(|p| p.queued)
-                .sum();
-            (t.name.clone(), json!(q))
-        })
-        .collect();
+    let by_state = iris.processes_by_state();
+    let total: usize = by_state.values().sum();
+    let queues = iris.queue_depths();
     let healthy = db.is_ok();
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
@@ -69,7 +54,7 @@ async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response
             Ok(d) => json!({"ok": true, "latencyMs": d.as_secs_f64() * 1000.0}),
             Err(_) => json!({"ok": false}),
         },
-        "processes": {"total": processes.len(), "max": iris.config.settings.max_processes, "byState": by_state},
+        "processes": {"total": total, "max": iris.config.settings.max_processes, "byState": by_state},
         "queues": queues,
         "bus": {"droppedSubscribers": iris.bus.dropped_subscribers()},
         "uptime": iris_core::now_ms() - iris.started_at,
@@ -100,9 +85,7 @@ async fn ready(State(state): State<AppState>, rid: RequestId) -> Result<Json<Val
 pub async fn list_tools(rid: RequestId, who: Caller) -> Result<Json<Value>, ApiError> {
     let ctx = auth::caller(&who).map_err(|e| ApiError::new(e, &rid))?;
     let tools: Vec<Value> = registry()
-        .all()
-        .iter()
-        .filter(|o| o.scope.is_none_or(|s| ctx.principal.allows(s)))
+        .visible_to(&ctx.principal)
         .map(|o| o.describe())
         .collect();
     Ok(Json(json!({"tools": tools, "count": tools.len()})))
@@ -157,18 +140,13 @@ async fn metrics(State(state): State<AppState>, who: Caller) -> Response {
         return e.into_response();
     }
     let iris = &state.iris;
-    let processes = iris.pool.processes();
+    let by_state = iris.processes_by_state();
     for s in ["spawning", "ready", "busy", "stopping", "stopped", "failed"] {
-        let n = processes.iter().filter(|p| p.state == s).count();
+        let n = by_state.get(s).copied().unwrap_or(0);
         metrics::gauge!("iris_processes", "state" => s).set(n as f64);
     }
-    for t in iris.teams() {
-        let q: usize = processes
-            .iter()
-            .filter(|p| p.team == t.name)
-            .map(|p| p.queued)
-            .sum();
-        metrics::gauge!("iris_queue_depth", "team" => t.name.clone()).set(q as f64);
+    for (team, depth) in iris.queue_depths() {
+        metrics::gauge!("iris_queue_depth", "team" => team).set(depth as f64);
     }
     metrics::gauge!("iris_bus_dropped_subscribers").set(iris.bus.dropped_subscribers() as f64);
     metrics::gauge!("iris_open_connections", "transport" => "websocket").set(

@@ -21,8 +21,8 @@ impl Connection {
                 "capabilities": {"tools": true, "subscriptions": ["system", "team:<name>", "session:<id>"]},
             })),
             "ping" => Ok(json!("pong")),
-            "tools/list" => Ok(json!({"tools": registry().all().iter()
-                .filter(|o| o.scope.is_none_or(|s| self.ctx.principal.allows(s)))
+            "tools/list" => Ok(json!({"tools": registry()
+                .visible_to(&self.ctx.principal)
                 .map(|o| o.describe()).collect::<Vec<_>>()})),
             "subscribe" | "unsubscribe" => self.rpc_subscriptions(&method, &params).await,
             _ => {

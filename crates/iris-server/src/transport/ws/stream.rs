@@ -75,63 +75,44 @@ impl Connection {
             self.followed.clone(),
         );
         self.spawn_task(async move {
-            let turn = match state.iris.send_and_follow(&ctx, Value::Object(params)).await {
-                Ok(t) => t,
+            let mut follower = match state
+                .iris
+                .send_and_follow(&ctx, Value::Object(params))
+                .await
+            {
+                Ok(f) => f,
                 Err(e) => {
-                    let _ = out.send(json!({"type": "error", "error": e.body(None, now_ms())})).await;
+                    let _ = out
+                        .send(json!({"type": "error", "error": e.body(None, now_ms())}))
+                        .await;
                     return;
                 }
             };
-            let (id, team, session) = turn.ids();
-            let id = id.to_owned();
+            let id = follower.message_id().to_owned();
             if let Ok(mut f) = followed.lock() {
                 f.add(&id);
             }
-            let _ = out
-                .send(json!({"type": "start", "messageId": id, "team": team, "sessionId": session}))
-                .await;
-            let tracker = match turn {
-                TurnStream::Live(t) => t,
-                TurnStream::Stored { row, .. } => {
-                    let _ = out.send(json!({"type": "complete", "messageId": id, "status": row.status,
-                                            "response": row.response})).await;
+            while let Some(event) = follower.next().await {
+                if out.send(message(&id, &event)).await.is_err() {
                     return;
-                }
-            };
-            let mut after = 0;
-            loop {
-                match tracker.next_after(after).await {
-                    FollowStep::Items(items) => {
-                        for item in items {
-                            after = item.seq;
-                            let mut v = item.data.clone();
-                            v["type"] = match item.kind {
-                                StreamKind::Chunk => "chunk",
-                                StreamKind::ToolUse => "tool_use",
-                            }
-                            .into();
-                            v["messageId"] = json!(id);
-                            v["seq"] = json!(item.seq);
-                            if out.send(v).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    FollowStep::Done(o) => {
-                        let ok = matches!(o.status, iris_core::pool::turn::TurnStatus::Completed | iris_core::pool::turn::TurnStatus::Cancelled);
-                        let v = if ok {
-                            json!({"type": "complete", "messageId": id, "status": o.status, "response": o.response,
-                                   "duration": o.duration_ms, "usage": o.usage})
-                        } else {
-                            json!({"type": "error", "messageId": id, "status": o.status,
-                                   "error": o.error, "partialResponse": o.response})
-                        };
-                        let _ = out.send(v).await;
-                        break;
-                    }
                 }
             }
         });
         Ok(())
     }
+}
+
+/// A turn's event as a message of this protocol: its data with `type`
+/// (the event's name), `messageId` and, for chunks and tool uses, `seq`.
+fn message(id: &str, event: &TurnEvent) -> Value {
+    let mut v = event.data();
+    if !v.is_object() {
+        v = json!({ "data": v });
+    }
+    v["type"] = json!(event.name());
+    v["messageId"] = json!(id);
+    if let TurnEvent::Chunk { seq, .. } | TurnEvent::ToolUse { seq, .. } = event {
+        v["seq"] = json!(seq);
+    }
+    v
 }

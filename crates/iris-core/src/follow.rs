@@ -1,0 +1,324 @@
+//! Following a turn: the events every streaming transport renders (SSE,
+//! both WebSockets, and MCP progress or Socket.IO next), in order —
+//! [`TurnEvent::Start`], then chunks and tool uses, then
+//! [`TurnEvent::Complete`] or [`TurnEvent::Error`] — for a turn still
+//! running or one read back from the database.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use iris_storage::TurnRow;
+use serde_json::{Value, json};
+
+use crate::auth::scope;
+use crate::ctx::Ctx;
+use crate::error::{IrisError, Result};
+use crate::iris::Iris;
+use crate::pool::turn::{
+    FollowStep, StreamItem, StreamKind, TurnOutcome, TurnStatus, TurnTracker, stored_items,
+};
+
+impl Iris {
+    /// Follow a turn, from its start or after the event numbered `after`
+    /// (see [`Follower::new`]): live from memory while it runs, replayed
+    /// from the database once it has ended. Needs `messages:stream`.
+    pub async fn follow(
+        &self,
+        ctx: &Ctx,
+        message_id: &str,
+        after: Option<u64>,
+    ) -> Result<Follower> {
+        self.permit(ctx, scope::MESSAGES_STREAM, false, "follow a message", None)?;
+        let not_found = || IrisError::not_found(format!("no message `{message_id}`"));
+        if let Some(t) = self.pool.live_turn(message_id) {
+            if !ctx.principal.can_see_team(&t.team) {
+                return Err(not_found());
+            }
+            return Ok(Follower::new(TurnStream::Live(t), after));
+        }
+        self.recorder.flush().await;
+        let row = self
+            .store
+            .turn(message_id)
+            .await?
+            .filter(|t| ctx.principal.can_see_team(&t.to_team))
+            .ok_or_else(not_found)?;
+        let items = self
+            .store
+            .turn_events(message_id, after.unwrap_or(0) as i64)
+            .await?
+            .iter()
+            .flat_map(|e| stored_items(e.seq as u64, &e.kind, &e.data))
+            .collect();
+        let turn = TurnStream::Stored {
+            row: Box::new(row),
+            items,
+        };
+        Ok(Follower::new(turn, after))
+    }
+}
+
+/// A turn to follow: still in memory, or ended and read back.
+pub enum TurnStream {
+    Live(Arc<TurnTracker>),
+    Stored {
+        row: Box<TurnRow>,
+        items: Vec<StreamItem>,
+    },
+}
+
+impl TurnStream {
+    /// Message id, team and session of the followed turn.
+    pub fn ids(&self) -> (&str, &str, &str) {
+        match self {
+            TurnStream::Live(t) => (&t.id, &t.team, &t.session_id),
+            TurnStream::Stored { row, .. } => (&row.id, &row.to_team, &row.session_id),
+        }
+    }
+}
+
+/// One thing a follower of a turn sees.
+#[derive(Debug, Clone)]
+pub enum TurnEvent {
+    /// The turn's ids; sent first, and only to a follower from the start.
+    Start {
+        message_id: String,
+        team: String,
+        session_id: String,
+    },
+    /// Text the agent wrote (`seq`: the agent output line it came from).
+    Chunk { seq: u64, data: Value },
+    /// A tool the agent used.
+    ToolUse { seq: u64, data: Value },
+    /// The end of a turn that completed or was cancelled.
+    Complete {
+        message_id: String,
+        status: TurnStatus,
+        response: String,
+        duration_ms: Option<u64>,
+        usage: Value,
+    },
+    /// The end of a turn that failed or timed out, as an error of the one
+    /// table (its kind gives the code).
+    Error {
+        message_id: String,
+        status: TurnStatus,
+        error: IrisError,
+        partial_response: String,
+    },
+}
+
+impl TurnEvent {
+    /// The event's name: `start`, `chunk`, `tool_use`, `complete`, `error`
+    /// (seed 002's SSE event names).
+    pub fn name(&self) -> &'static str {
+        match self {
+            TurnEvent::Start { .. } => "start",
+            TurnEvent::Chunk { .. } => "chunk",
+            TurnEvent::ToolUse { .. } => "tool_use",
+            TurnEvent::Complete { .. } => "complete",
+            TurnEvent::Error { .. } => "error",
+        }
+    }
+
+    /// Where a follower can resume after this event: `0` for the start, the
+    /// item's `seq` for chunks and tool uses, none for the end.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            TurnEvent::Start { .. } => Some(0),
+            TurnEvent::Chunk { seq, .. } | TurnEvent::ToolUse { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+
+    /// The event's JSON (camelCase, timestamps in Unix ms):
+    /// start `{messageId, team, sessionId}`; chunk and tool use the agent's
+    /// data (`{text}`, `{id, name, input}`); complete `{messageId, status,
+    /// response, duration, usage, timestamp}`; error `{messageId, status,
+    /// code, error, partialResponse, timestamp}`.
+    pub fn data(&self) -> Value {
+        match self {
+            TurnEvent::Start {
+                message_id,
+                team,
+                session_id,
+            } => json!({"messageId": message_id, "team": team, "sessionId": session_id}),
+            TurnEvent::Chunk { data, .. } | TurnEvent::ToolUse { data, .. } => data.clone(),
+            TurnEvent::Complete {
+                message_id,
+                status,
+                response,
+                duration_ms,
+                usage,
+            } => json!({"messageId": message_id, "status": status, "response": response,
+                        "duration": duration_ms, "usage": usage, "timestamp": crate::now_ms()}),
+            TurnEvent::Error {
+                message_id,
+                status,
+                error,
+                partial_response,
+            } => json!({"messageId": message_id, "status": status, "code": error.kind.code(),
+                        "error": error.message, "partialResponse": partial_response,
+                        "timestamp": crate::now_ms()}),
+        }
+    }
+
+    /// Whether this is the turn's last event.
+    pub fn is_end(&self) -> bool {
+        matches!(self, TurnEvent::Complete { .. } | TurnEvent::Error { .. })
+    }
+
+    fn item(item: &StreamItem) -> TurnEvent {
+        let (seq, data) = (item.seq, item.data.clone());
+        match item.kind {
+            StreamKind::Chunk => TurnEvent::Chunk { seq, data },
+            StreamKind::ToolUse => TurnEvent::ToolUse { seq, data },
+        }
+    }
+
+    /// The end event of a turn.
+    fn end(
+        message_id: &str,
+        status: TurnStatus,
+        response: &str,
+        error: Option<&str>,
+        duration_ms: Option<u64>,
+        usage: Option<&Value>,
+    ) -> TurnEvent {
+        match failure(status, error) {
+            None => TurnEvent::Complete {
+                message_id: message_id.to_owned(),
+                status,
+                response: response.to_owned(),
+                duration_ms,
+                usage: usage.cloned().unwrap_or(Value::Null),
+            },
+            Some(error) => TurnEvent::Error {
+                message_id: message_id.to_owned(),
+                status,
+                error,
+                partial_response: response.to_owned(),
+            },
+        }
+    }
+}
+
+/// The error a turn that ended with `status` stands for: failed and timed
+/// out turns are `PROCESS_ERROR` with the agent's reason; completed and
+/// cancelled ones are none. The one mapping for waiting callers and
+/// followers alike.
+pub fn failure(status: TurnStatus, reason: Option<&str>) -> Option<IrisError> {
+    match status {
+        TurnStatus::Failed | TurnStatus::TimedOut => Some(IrisError::process(
+            reason.unwrap_or("the turn failed").to_owned(),
+        )),
+        _ => None,
+    }
+}
+
+impl TurnOutcome {
+    /// See [`failure`].
+    pub fn failure(&self) -> Option<IrisError> {
+        failure(self.status, self.error.as_deref())
+    }
+}
+
+/// Reads a turn's events one by one.
+pub struct Follower {
+    message_id: String,
+    live: Option<Arc<TurnTracker>>,
+    after: u64,
+    queue: VecDeque<TurnEvent>,
+}
+
+impl Follower {
+    /// Follow `turn`: from its start when `after` is `None` (the start event
+    /// first), else from the items after the one numbered `after` (a
+    /// `Last-Event-ID`: `0` is the start event, so nothing is replayed
+    /// twice).
+    pub fn new(turn: TurnStream, after: Option<u64>) -> Follower {
+        let mut queue = VecDeque::new();
+        let (id, team, session) = turn.ids();
+        let message_id = id.to_owned();
+        if after.is_none() {
+            queue.push_back(TurnEvent::Start {
+                message_id: id.to_owned(),
+                team: team.to_owned(),
+                session_id: session.to_owned(),
+            });
+        }
+        let after = after.unwrap_or(0);
+        let live = match turn {
+            TurnStream::Live(t) => Some(t),
+            TurnStream::Stored { row, items } => {
+                queue.extend(items.iter().filter(|i| i.seq > after).map(TurnEvent::item));
+                queue.push_back(match TurnStatus::parse(&row.status) {
+                    Some(status) if status.is_final() => TurnEvent::end(
+                        &row.id,
+                        status,
+                        row.response.as_deref().unwrap_or_default(),
+                        row.error.as_deref(),
+                        row.completed_at.map(|c| (c - row.created_at).max(0) as u64),
+                        row.usage.as_ref(),
+                    ),
+                    // Left unfinished by a previous run and not in memory:
+                    // nothing more will come.
+                    _ => TurnEvent::end(
+                        &row.id,
+                        TurnStatus::Failed,
+                        "",
+                        Some("the turn is no longer running"),
+                        None,
+                        None,
+                    ),
+                });
+                None
+            }
+        };
+        Follower {
+            message_id,
+            live,
+            after,
+            queue,
+        }
+    }
+
+    /// The id of the followed turn (its message id).
+    pub fn message_id(&self) -> &str {
+        &self.message_id
+    }
+
+    /// The next event; `None` after the end.
+    pub async fn next(&mut self) -> Option<TurnEvent> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Some(e);
+            }
+            let t = self.live.clone()?;
+            match t.next_after(self.after).await {
+                FollowStep::Items(items) => {
+                    if let Some(last) = items.last() {
+                        self.after = last.seq;
+                    }
+                    self.queue.extend(items.iter().map(TurnEvent::item));
+                }
+                FollowStep::Done(o) => {
+                    self.queue.push_back(TurnEvent::end(
+                        &t.id,
+                        o.status,
+                        &o.response,
+                        o.error.as_deref(),
+                        Some(o.duration_ms),
+                        o.usage.as_ref(),
+                    ));
+                    self.live = None;
+                }
+            }
+        }
+    }
+
+    /// The events as a stream.
+    pub fn into_stream(self) -> impl futures_util::Stream<Item = TurnEvent> + Send + 'static {
+        futures_util::stream::unfold(self, |mut f| async move { f.next().await.map(|e| (e, f)) })
+    }
+}
