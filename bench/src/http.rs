@@ -46,7 +46,6 @@ async fn plain_axum(body: Bytes) -> anyhow::Result<(SocketAddr, tokio::task::Joi
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     // The baseline has no gate on purpose.
-    #[allow(clippy::disallowed_methods)]
     let app = axum::Router::new().route(
         "/api/v1/status",
         axum::routing::get(move || {

@@ -14,6 +14,7 @@ mod fanout;
 mod floor;
 mod http;
 mod idle_ws;
+mod kill;
 mod spawn;
 mod stats;
 mod stream;
@@ -180,6 +181,10 @@ async fn run() -> anyhow::Result<()> {
     }
     if matches!(which, "stream" | "all") {
         stream::run(iterations.unwrap_or(5)).await?;
+    }
+    if which == "kill" {
+        // Needs the real Claude Code CLI; not part of `all`.
+        kill::run(iterations.unwrap_or(20)).await?;
     }
     if matches!(which, "idle-ws" | "all") {
         idle_ws::run(iterations.unwrap_or(10_000)).await?;

@@ -8,6 +8,7 @@
 
 pub mod echo;
 pub mod launch;
+pub mod lines;
 pub mod process;
 pub mod protocol;
 

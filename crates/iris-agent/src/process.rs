@@ -1,4 +1,6 @@
-//! One agent child process: spawn, line I/O with a size cap, and a clean stop.
+//! One agent child process: spawn, line I/O with a size cap (stdout and
+//! stderr both read to their end, lossily decoded: see [`crate::lines`]),
+//! and a clean stop.
 //!
 //! The child gets its own process group (so a stop reaches the tools it runs
 //! too) and, on Linux, a parent-death signal so it never outlives Iris.
@@ -9,15 +11,18 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 
 use crate::launch::LaunchSpec;
+use crate::lines::{Line, Lines};
 
 /// How many stderr lines are kept to explain a crash.
 const STDERR_TAIL_LINES: usize = 20;
+
+/// The longest stderr line kept (bytes); the rest of a longer one is read
+/// and dropped.
+const STDERR_LINE_BYTES: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -42,11 +47,20 @@ pub enum LineError {
 pub struct AgentProcess {
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: FramedRead<ChildStdout, LinesCodec>,
+    lines: Lines<BufReader<ChildStdout>>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     pid: Option<u32>,
     max_line: usize,
+    /// When the process was seen to exit: its pipe is read for what is
+    /// left until [`EXIT_DRAIN`] after that, not until every process
+    /// holding the pipe lets go of it.
+    exited_at: Option<tokio::time::Instant>,
 }
+
+/// How long output left in the pipe is still read after the agent exited.
+/// The pipe normally closes at once; tools the agent started may hold it
+/// open, but they are killed with its process group.
+const EXIT_DRAIN: Duration = Duration::from_millis(50);
 
 impl AgentProcess {
     /// Start the process described by `spec`; stdout lines longer than
@@ -97,9 +111,16 @@ impl AgentProcess {
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(stderr) = child.stderr.take() {
             let tail = stderr_tail.clone();
+            // Read to the end whatever the bytes, keeping a bounded tail.
             tokio::spawn(async move {
-                let mut reader = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
+                let mut lines =
+                    Lines::new(BufReader::new(stderr), STDERR_LINE_BYTES).carriage_returns();
+                while let Some(Ok(line)) = lines.next().await {
+                    let line = match line {
+                        Line::Text(t) if t.is_empty() => continue,
+                        Line::Text(t) => t,
+                        Line::Cut(t) => format!("{t} [cut at {STDERR_LINE_BYTES} bytes]"),
+                    };
                     tracing::debug!(target: "iris::agent::stderr", pid, "{line}");
                     if let Ok(mut t) = tail.lock() {
                         if t.len() == STDERR_TAIL_LINES {
@@ -123,10 +144,11 @@ impl AgentProcess {
         Ok(AgentProcess {
             child,
             stdin,
-            lines: FramedRead::new(stdout, LinesCodec::new_with_max_length(max_line)),
+            lines: Lines::new(BufReader::new(stdout), max_line),
             stderr_tail,
             pid,
             max_line,
+            exited_at: None,
         })
     }
 
@@ -144,15 +166,41 @@ impl AgentProcess {
         stdin.flush().await
     }
 
-    /// The next stdout line; `None` once stdout is closed (the agent exited).
-    /// Cancel-safe, so it can sit in a `select!`.
+    /// The next stdout line, decoded lossily; `None` once stdout is closed
+    /// (the agent exited). A line over the limit is [`LineError::TooLong`]
+    /// once, and reading goes on after it. Cancel-safe, so it can sit in a
+    /// `select!`.
+    ///
+    /// The end is the process's exit, not only the pipe's close: an agent
+    /// killed mid-turn may leave children (tools, a helper process) that
+    /// hold its stdout open; those are killed with its process group, and
+    /// what is left in the pipe is read for [`EXIT_DRAIN`] at most.
     pub async fn next_line(&mut self) -> Option<Result<String, LineError>> {
-        match self.lines.next().await? {
-            Ok(line) => Some(Ok(line)),
-            Err(LinesCodecError::MaxLineLengthExceeded) => {
-                Some(Err(LineError::TooLong { max: self.max_line }))
+        let read = loop {
+            if let Some(at) = self.exited_at {
+                match tokio::time::timeout_at(at + EXIT_DRAIN, self.lines.next()).await {
+                    Ok(read) => break read?,
+                    Err(_) => return None,
+                }
             }
-            Err(LinesCodecError::Io(e)) => Some(Err(LineError::Io(e.to_string()))),
+            let read = tokio::select! {
+                // Output first: everything written before the exit is read.
+                biased;
+                read = self.lines.next() => Some(read),
+                _ = self.child.wait() => None,
+            };
+            match read {
+                Some(read) => break read?,
+                None => {
+                    self.exited_at = Some(tokio::time::Instant::now());
+                    self.signal_group(libc::SIGKILL);
+                }
+            }
+        };
+        match read {
+            Ok(Line::Text(line)) => Some(Ok(line)),
+            Ok(Line::Cut(_)) => Some(Err(LineError::TooLong { max: self.max_line })),
+            Err(e) => Some(Err(LineError::Io(e.to_string()))),
         }
     }
 

@@ -50,6 +50,11 @@ pub struct Settings {
     /// Login attempts per client address.
     pub login_rate: Rate,
     pub access_ttl: Duration,
+    /// How long past its `exp` an access token is still accepted, for
+    /// clocks of several nodes that disagree (RFC 7519 section 4.1.4
+    /// allows "some small leeway"). Zero by default: one process signs and
+    /// checks with one clock.
+    pub token_leeway: Duration,
     pub refresh_ttl: Duration,
     pub max_failed_logins: i64,
     pub lockout: Duration,
@@ -74,6 +79,7 @@ impl Default for Settings {
             message_rate: Rate::new(60, 60),
             login_rate: Rate::new(10, 60),
             access_ttl: Duration::from_secs(900),
+            token_leeway: Duration::ZERO,
             refresh_ttl: Duration::from_secs(30 * 86_400),
             max_failed_logins: 5,
             lockout: Duration::from_secs(900),
@@ -150,7 +156,7 @@ impl Auth {
             .meta_init("jwt_secret", &hex::encode(secret::random_bytes::<32>()?))
             .await?;
         let auth = Arc::new(Auth {
-            jwt: session::Jwt::new(&secret)?,
+            jwt: session::Jwt::new(&secret, settings.token_leeway)?,
             per_ip: rate::PerIp::new(settings.per_ip_rate),
             login_per_ip: rate::PerIp::new(settings.login_rate),
             open: Arc::new(Principal::open(Some(Arc::new(IdentityLimits::new(

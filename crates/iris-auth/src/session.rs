@@ -46,13 +46,14 @@ pub(crate) struct Jwt {
 }
 
 impl Jwt {
-    pub(crate) fn new(secret_hex: &str) -> Result<Self> {
+    /// Tokens signed with `secret_hex`, accepted up to `leeway` past expiry.
+    pub(crate) fn new(secret_hex: &str, leeway: std::time::Duration) -> Result<Self> {
         let secret = hex::decode(secret_hex)
             .map_err(|e| AuthError::Internal(format!("the stored JWT secret is not hex: {e}")))?;
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = leeway.as_secs();
         Ok(Jwt {
             encoding: EncodingKey::from_secret(&secret),
             decoding: DecodingKey::from_secret(&secret),
@@ -520,6 +521,32 @@ mod tests {
                 .to_string()
                 .contains("expired")
         );
+        // Expiry is exact: a token one second past its `exp` is refused
+        // (no leeway by default), unless the leeway setting allows it.
+        let just = a.access_token(&u, "fam_x", "access", -1).unwrap();
+        assert!(a.authenticate(&just, &o).is_err());
+        let claims = a
+            .jwt
+            .verify(&a.access_token(&u, "f", "access", 60).unwrap(), "access");
+        assert!(claims.is_ok());
+        let secret = hex::encode([7u8; 32]);
+        let lenient = Jwt::new(&secret, std::time::Duration::from_secs(5)).unwrap();
+        let strict = Jwt::new(&secret, std::time::Duration::ZERO).unwrap();
+        let now = now_ms() / 1000;
+        let token = lenient
+            .sign(&Claims {
+                iss: ISSUER.into(),
+                sub: "u".into(),
+                typ: "access".into(),
+                sid: "f".into(),
+                ver: 0,
+                iat: now - 10,
+                exp: now - 2,
+                jti: "j".into(),
+            })
+            .unwrap();
+        assert!(lenient.verify(&token, "access").is_ok());
+        assert!(strict.verify(&token, "access").is_err());
         // The MFA step token is not an access token.
         let mfa = a.access_token(&u, "mfa", "mfa", 60).unwrap();
         assert!(a.authenticate(&mfa, &o).is_err());

@@ -230,6 +230,10 @@ fn client_commands_reach_a_running_server_through_its_port_file() {
     assert_eq!(v["code"], "TEAM_NOT_FOUND");
     terminate(&mut server);
     assert!(!port_file.exists(), "the port file is removed on shutdown");
+    // Its log went to a file: plain text, no terminal colour codes.
+    let log = std::fs::read_to_string(dir.path().join("serve.err")).unwrap();
+    assert!(log.contains("API listening"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a file: {log:?}");
     let out = iris(dir.path())
         .args(["call", "get_date"])
         .output()

@@ -114,3 +114,81 @@ async fn a_slow_start_beyond_the_spawn_timeout_fails_the_first_turn() {
     assert!(e.message.contains("did not start within 300 ms"), "{e:?}");
     h.stop().await;
 }
+
+/// This process's resident memory, in MB (Linux).
+fn rss_mb() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: f64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096.0 / 1e6
+}
+
+/// Agent output whatever its bytes: decoded lossily (invalid UTF-8 becomes
+/// U+FFFD), stderr drained to its end (a reader that stopped at a bad byte
+/// left the agent to die of SIGPIPE), and no line held whole past its
+/// bound — stderr floods and `\r`-redrawn progress cost no memory.
+#[tokio::test]
+async fn agent_output_is_decoded_lossily_drained_and_bounded() {
+    let h = start(
+        r#"teams:
+  latin:
+    path: .
+    agent: command
+    command: /bin/sh
+    args: ['-c', 'printf "caf\351\n"']
+  noisy:
+    path: .
+    agent: command
+    command: /bin/sh
+    args: ['-c', 'printf "x\377\n" >&2; sleep 0.2; echo more >&2; echo ok']
+  flood:
+    path: .
+    agent: command
+    command: /bin/sh
+    args: ['-c', 'head -c 150000000 /dev/zero | tr "\0" a >&2; echo ok']
+  progress:
+    path: .
+    agent: command
+    command: /bin/sh
+    args: ['-c', 'head -c 10000000 /dev/zero | tr "\0" "\r" >&2; echo ok']
+"#,
+    )
+    .await;
+    let r = h.tell("latin", "any").await.unwrap();
+    assert_eq!(r["status"], "completed");
+    assert_eq!(r["response"], "caf\u{FFFD}\n");
+    let r = h.tell("noisy", "any").await.unwrap();
+    assert_eq!(r["response"], "ok\n");
+    let before = rss_mb();
+    for team in ["flood", "progress"] {
+        let r = h.tell(team, "any").await.unwrap();
+        assert_eq!(r["response"], "ok\n", "{team}");
+    }
+    let grown = rss_mb() - before;
+    assert!(
+        grown < 30.0,
+        "memory grew by {grown:.1} MB reading 160 MB of stderr"
+    );
+    h.stop().await;
+}
+
+/// An agent that dies while a process it started still holds its stdout
+/// ends its turn when it dies — not when that process lets go of the pipe
+/// (here a minute later): the leftover is killed with the agent's process
+/// group.
+#[tokio::test]
+async fn an_agent_that_dies_ends_its_turn_though_a_child_holds_its_output() {
+    let h = start(
+        "teams:\n  orphan:\n    path: .\n    agent: command\n    command: /bin/sh\n    args: ['-c', 'sleep 60 & echo started; kill -9 $$']\n",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let e = h.tell("orphan", "x").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Process, "{e:?}");
+    assert_eq!(e.details.unwrap()["partialResponse"], "started\n");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "the turn waited for the pipe: {:?}",
+        started.elapsed()
+    );
+    h.stop().await;
+}

@@ -211,3 +211,27 @@ async fn websockets_close_a_silent_socket_with_1008_and_refuse_foreign_origins()
     w.server.stop().await;
     w.h.stop().await;
 }
+
+/// Two `Host` headers: 400 (RFC 9112 section 3.2), whichever comes first,
+/// on every kind of route, with the error body.
+#[tokio::test]
+async fn a_request_with_two_host_headers_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = walk().await;
+    for (first, second) in [("localhost", "evil.example"), ("evil.example", "localhost")] {
+        for path in ["/healthz", "/api/v1/status", "/mounted"] {
+            let mut tcp = tokio::net::TcpStream::connect(w.server.addr).await.unwrap();
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: {first}\r\nHost: {second}\r\nConnection: close\r\n\r\n"
+            );
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = tcp.read_to_end(&mut answer).await;
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+            assert!(answer.contains("\"VALIDATION_ERROR\""), "{path}: {answer}");
+        }
+    }
+    w.server.stop().await;
+    w.h.stop().await;
+}

@@ -356,3 +356,112 @@ async fn stopping_closes_websockets_after_what_they_follow() {
         .unwrap();
     h.stop().await;
 }
+
+/// JSON-RPC 2.0 sections 4 and 6 on `/ws`: a batch gets one array of its
+/// answers in order (notifications answered by nothing), an empty batch
+/// one -32600 with id null, non-objects one -32600 each; request objects
+/// with a bad `jsonrpc`, `method`, `id` or `params` are -32600.
+#[tokio::test]
+async fn json_rpc_batches_and_request_objects_follow_the_specification() {
+    let (h, server) = setup("").await;
+    let mut ws = connect(&server, "/ws").await;
+    send(
+        &mut ws,
+        json!([{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"method":"ping"}]),
+    )
+    .await;
+    let v = recv(&mut ws).await;
+    assert_eq!(
+        v,
+        json!([{"jsonrpc":"2.0","id":1,"result":"pong"},{"jsonrpc":"2.0","id":2,"result":"pong"}])
+    );
+    // Calls of the registry and notifications in one batch, answers in order.
+    send(
+        &mut ws,
+        json!([
+            {"jsonrpc":"2.0","id":"a","method":"get_date"},
+            {"jsonrpc":"2.0","method":"ping"},
+            {"jsonrpc":"2.0","id":"b","method":"no/such"},
+            {"jsonrpc":"2.0","id":"c","method":"tools/call","params":{"name":"get_status"}}
+        ]),
+    )
+    .await;
+    let v = recv(&mut ws).await;
+    let a = v.as_array().expect("an array");
+    assert_eq!(a.len(), 3, "{v}");
+    assert_eq!(
+        (a[0]["id"].clone(), a[0]["result"]["timestamp"].is_i64()),
+        (json!("a"), true)
+    );
+    assert_eq!(
+        (a[1]["id"].clone(), a[1]["error"]["code"].clone()),
+        (json!("b"), json!(-32601))
+    );
+    assert_eq!(a[2]["id"], "c");
+    assert!(a[2]["result"].is_object(), "{v}");
+    send(&mut ws, json!([])).await;
+    let v = recv(&mut ws).await;
+    assert_eq!(
+        (v["id"].clone(), v["error"]["code"].clone()),
+        (Value::Null, json!(-32600)),
+        "{v}"
+    );
+    send(&mut ws, json!([1, 2])).await;
+    let v = recv(&mut ws).await;
+    let a = v.as_array().expect("an array");
+    assert_eq!(a.len(), 2);
+    for e in a {
+        assert_eq!(
+            (e["id"].clone(), e["error"]["code"].clone()),
+            (Value::Null, json!(-32600))
+        );
+    }
+    // Only notifications: nothing comes back; the next answer is the next request's.
+    send(&mut ws, json!([{"jsonrpc":"2.0","method":"ping"}])).await;
+    for (bad, id) in [
+        (json!({"jsonrpc":"2.0","id":3,"method":1}), json!(3)),
+        (json!({"jsonrpc":"1.0","id":4,"method":"ping"}), json!(4)),
+        (
+            json!({"jsonrpc":"2.0","id":5,"method":"ping","params":"x"}),
+            json!(5),
+        ),
+        (
+            json!({"jsonrpc":"2.0","id":{"no":1},"method":"ping"}),
+            Value::Null,
+        ),
+        (json!("ping"), Value::Null),
+    ] {
+        send(&mut ws, bad.clone()).await;
+        let v = recv(&mut ws).await;
+        assert_eq!(
+            (v["id"].clone(), v["error"]["code"].clone()),
+            (id, json!(-32600)),
+            "{bad}: {v}"
+        );
+    }
+    send(
+        &mut ws,
+        json!({"jsonrpc":"2.0","id":6,"method":"ping","params":[]}),
+    )
+    .await;
+    assert_eq!(recv(&mut ws).await["result"], "pong");
+    server.stop().await;
+    h.stop().await;
+}
+
+/// A message over `api.websocket.maxMessageBytes` closes the socket with
+/// 1009 (message too big) and a reason, not a dropped connection.
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009() {
+    let (h, server) = setup("  websocket:\n    maxMessageBytes: 2048\n").await;
+    for path in ["/ws", "/api/v1/stream"] {
+        let mut ws = connect(&server, path).await;
+        ws.send(Message::Text("x".repeat(4096).into()))
+            .await
+            .unwrap();
+        let (_, code) = until_closed(&mut ws).await;
+        assert_eq!(code, 1009, "{path}");
+    }
+    server.stop().await;
+    h.stop().await;
+}

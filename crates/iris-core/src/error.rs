@@ -22,6 +22,8 @@ pub enum ErrorKind {
     ServiceUnavailable,
     MethodNotFound,
     MalformedJson,
+    /// A JSON-RPC message that is not a valid request object (JSON-RPC 2.0 section 4).
+    InvalidRequest,
 }
 
 /// `(error name, code, HTTP status, JSON-RPC code)` for each kind.
@@ -131,6 +133,13 @@ const TABLE: &[(ErrorKind, &str, &str, u16, i32)] = &[
         "MALFORMED_JSON",
         400,
         -32700,
+    ),
+    (
+        ErrorKind::InvalidRequest,
+        "InvalidRequestError",
+        "INVALID_REQUEST",
+        400,
+        -32600,
     ),
 ];
 

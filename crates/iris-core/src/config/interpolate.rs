@@ -1,6 +1,8 @@
 //! `${VAR}` and `${VAR:-default}` in configuration values, applied to the
 //! parsed YAML tree before it is typed, so `maxProcesses: ${N:-10}` is a number.
 
+use std::collections::HashSet;
+
 use serde_yaml_ng::Value;
 
 /// A variable that must be set was not.
@@ -19,19 +21,38 @@ pub fn interpolate(
     key_path: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), MissingVar> {
+    let mut retyped = Vec::new();
+    interpolate_keeping(value, key_path, lookup, &HashSet::new(), &mut retyped)
+}
+
+/// [`interpolate`], except that the whole references at the key paths in
+/// `text` stay text; the key paths of those re-typed are added to
+/// `retyped` (as `a.b[2].c`, the form `serde_path_to_error` prints), so a
+/// caller can turn back into text one its key expects as text.
+pub fn interpolate_keeping(
+    value: &mut Value,
+    key_path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    text: &HashSet<String>,
+    retyped: &mut Vec<String>,
+) -> Result<(), MissingVar> {
     match value {
         Value::String(s) if s.contains("${") => {
             let whole = is_single_reference(s);
             let replaced = substitute(s, key_path, lookup)?;
-            *value = if whole {
-                retype(replaced)
+            *value = if whole && !text.contains(key_path) {
+                let v = retype(replaced);
+                if !v.is_string() {
+                    retyped.push(key_path.to_owned());
+                }
+                v
             } else {
                 Value::String(replaced)
             };
         }
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                interpolate(item, &format!("{key_path}[{i}]"), lookup)?;
+                interpolate_keeping(item, &format!("{key_path}[{i}]"), lookup, text, retyped)?;
             }
         }
         Value::Mapping(map) => {
@@ -45,10 +66,10 @@ pub fn interpolate(
                 } else {
                     format!("{key_path}.{key}")
                 };
-                interpolate(v, &path, lookup)?;
+                interpolate_keeping(v, &path, lookup, text, retyped)?;
             }
         }
-        Value::Tagged(t) => interpolate(&mut t.value, key_path, lookup)?,
+        Value::Tagged(t) => interpolate_keeping(&mut t.value, key_path, lookup, text, retyped)?,
         _ => {}
     }
     Ok(())

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use iris_agent::{AgentKind, PromptVia};
 use serde::{Deserialize, Serialize};
 
-pub use interpolate::{MissingVar, interpolate};
+pub use interpolate::{MissingVar, interpolate, interpolate_keeping};
 pub use iris_auth::Rate;
 pub use security::{AuditConfig, AuthConfig};
 
@@ -395,27 +395,40 @@ impl Config {
             key_path,
             message,
         };
-        let mut tree: serde_yaml_ng::Value =
+        let mut parsed: serde_yaml_ng::Value =
             serde_yaml_ng::from_str(text).map_err(|e| err(String::new(), e.to_string()))?;
-        if tree.is_null() {
-            tree = serde_yaml_ng::Value::Mapping(Default::default());
+        if parsed.is_null() {
+            parsed = serde_yaml_ng::Value::Mapping(Default::default());
         }
-        interpolate(&mut tree, "", lookup).map_err(|m| {
-            err(
-                m.key_path,
-                format!(
-                    "environment variable `{}` is not set (use ${{{}:-default}} for a default)",
-                    m.var, m.var
-                ),
-            )
-        })?;
-        let mut cfg: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
-            let path = e.path().to_string();
-            err(
-                if path == "." { String::new() } else { path },
-                e.into_inner().to_string(),
-            )
-        })?;
+        // A whole `${VAR}` is typed by its value (`8080` a number); where
+        // its key expects text, it is read again as text. Each round turns
+        // one such value back, so this ends.
+        let mut text = std::collections::HashSet::new();
+        let mut cfg: Config = loop {
+            let mut tree = parsed.clone();
+            let mut retyped = Vec::new();
+            interpolate_keeping(&mut tree, "", lookup, &text, &mut retyped).map_err(|m| {
+                err(
+                    m.key_path,
+                    format!(
+                        "environment variable `{}` is not set (use ${{{}:-default}} for a default)",
+                        m.var, m.var
+                    ),
+                )
+            })?;
+            match serde_path_to_error::deserialize(tree) {
+                Ok(cfg) => break cfg,
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let message = e.into_inner().to_string();
+                    let wants_text = message.contains("expected a string");
+                    if wants_text && retyped.contains(&path) && text.insert(path.clone()) {
+                        continue;
+                    }
+                    return Err(err(if path == "." { String::new() } else { path }, message));
+                }
+            }
+        };
         cfg.home = home.to_path_buf();
         for (name, team) in cfg.teams.iter_mut() {
             if !valid_team_name(name) {
@@ -557,6 +570,39 @@ mod tests {
         assert_eq!(cfg.settings.max_processes, 4);
         assert_eq!(cfg.api_port(), 9000);
         assert_eq!(cfg.teams["web"].path, "/base/web");
+    }
+
+    /// A whole `${VAR}` goes into the type its key expects: a number where
+    /// a number is expected, text where text is (env values, args,
+    /// descriptions), each found by the key it fills.
+    #[test]
+    fn variables_take_the_type_their_key_expects() {
+        let lookup = |name: &str| match name {
+            "P" => Some("8080".to_owned()),
+            "D" => Some("42".to_owned()),
+            "T" => Some("true".to_owned()),
+            _ => None,
+        };
+        let text = "settings:\n  maxProcesses: ${P}\nteams:\n  web:\n    path: .\n    agent: command\n    command: /bin/sh\n    description: ${D}\n    args: ['--max-turns', '${P}', '${T}']\n    env: {APP_PORT: '${P}', FLAG: '${T}'}\n";
+        let cfg =
+            Config::parse(text, "c.yaml", Path::new("/base"), Path::new("/h"), &lookup).unwrap();
+        assert_eq!(cfg.settings.max_processes, 8080);
+        let web = &cfg.teams["web"];
+        assert_eq!(web.description.as_deref(), Some("42"));
+        assert_eq!(web.args, ["--max-turns", "8080", "true"]);
+        assert_eq!(web.env["APP_PORT"], "8080");
+        assert_eq!(web.env["FLAG"], "true");
+        // Text where a number is expected is still an error, at its key.
+        let lookup = |_: &str| Some("many".to_owned());
+        let e = Config::parse(
+            "settings:\n  maxProcesses: ${P}\n",
+            "c.yaml",
+            Path::new("/b"),
+            Path::new("/h"),
+            &lookup,
+        )
+        .unwrap_err();
+        assert_eq!(e.key_path, "settings.maxProcesses");
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct AuthConfig {
     pub key_environment: String,
     /// Lifetime of a JWT access token (seconds).
     pub access_token_ttl: u64,
+    /// Seconds past its expiry an access token is still accepted (clock
+    /// skew between nodes); 0 by default.
+    pub token_leeway: u64,
     /// Lifetime of a refresh token (seconds).
     pub refresh_token_ttl: u64,
     /// Failed logins in a row before the account is locked.
@@ -32,6 +35,7 @@ impl Default for AuthConfig {
         AuthConfig {
             key_environment: "live".into(),
             access_token_ttl: 900,
+            token_leeway: 0,
             refresh_token_ttl: 30 * 86_400,
             max_failed_logins: 5,
             lockout_seconds: 900,
@@ -82,6 +86,7 @@ impl Config {
             message_rate: rl.messages,
             login_rate: rl.login,
             access_ttl: Duration::from_secs(self.auth.access_token_ttl.max(1)),
+            token_leeway: Duration::from_secs(self.auth.token_leeway),
             refresh_ttl: Duration::from_secs(self.auth.refresh_token_ttl.max(1)),
             max_failed_logins: i64::from(self.auth.max_failed_logins.max(1)),
             lockout: Duration::from_secs(self.auth.lockout_seconds),

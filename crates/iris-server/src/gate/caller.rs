@@ -109,32 +109,37 @@ pub fn credential_from<'a>(
     })
 }
 
-/// The context a handler runs an operation with: the gate's principal,
-/// or 401 on the few routes it lets through without one.
-pub fn caller(who: &Caller) -> Result<Ctx, IrisError> {
-    match &who.principal {
-        Some(p) => Ok(Ctx {
-            principal: p.clone(),
-            origin: who.origin.clone(),
-        }),
-        None => Err(IrisError::new(
-            ErrorKind::Unauthorized,
-            "authentication required: send `Authorization: Bearer <API key or access token>`",
-        )),
+impl Caller {
+    /// The context a handler runs an operation with: the gate's principal,
+    /// or 401 on the few routes it lets through without one.
+    pub fn ctx(&self) -> Result<Ctx, ApiError> {
+        match &self.principal {
+            Some(p) => Ok(Ctx {
+                principal: p.clone(),
+                origin: self.origin.clone(),
+            }),
+            None => Err(ApiError::new(
+                IrisError::new(
+                    ErrorKind::Unauthorized,
+                    "authentication required: send `Authorization: Bearer <API key or access token>`",
+                ),
+                &self.request_id,
+            )),
+        }
     }
-}
 
-/// A caller holding `scope` and not limited to some teams, for the few
-/// routes that are not operations and span every team (`/metrics`,
-/// `/health/detailed`); the decision is the core's [`iris_core::Iris::permit`].
-pub fn require(state: &AppState, who: &Caller, scope: &str, what: &str) -> Result<Ctx, ApiError> {
-    let fail = |e| ApiError::new(e, &who.request_id);
-    let ctx = caller(who).map_err(fail)?;
-    state
-        .iris
-        .permit(&ctx, scope, true, what, None)
-        .map_err(fail)?;
-    Ok(ctx)
+    /// [`Caller::ctx`] of a caller holding `scope` and not limited to some
+    /// teams, for the few routes that are not operations and span every
+    /// team (`/metrics`, `/health/detailed`); the decision is the core's
+    /// [`iris_core::Iris::permit`].
+    pub fn require(&self, state: &AppState, scope: &str, what: &str) -> Result<Ctx, ApiError> {
+        let ctx = self.ctx()?;
+        state
+            .iris
+            .permit(&ctx, scope, true, what, None)
+            .map_err(|e| ApiError::new(e, &self.request_id))?;
+        Ok(ctx)
+    }
 }
 
 #[cfg(test)]

@@ -36,12 +36,3 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
         })
         .as_ref()
 }
-
-/// Count a request and record its duration, by route template (bounded
-/// label values), method and status.
-pub fn record_request(route: &str, method: &axum::http::Method, status: u16, secs: f64) {
-    metrics::counter!("iris_http_requests_total", "route" => route.to_owned(), "method" => method.to_string(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!("iris_http_request_duration_seconds", "route" => route.to_owned())
-        .record(secs);
-}

@@ -23,6 +23,7 @@ pub mod headers;
 pub mod host;
 pub mod metrics;
 pub mod policy;
+mod speed;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +43,7 @@ use tower::{Layer, Service};
 use crate::AppState;
 use crate::error::ApiError;
 use caller::{Caller, RequestId};
+use headers::SECURITY_HEADERS;
 use policy::{Access, Policies, Policy};
 
 /// The metrics label of requests no route took (unknown path or method).
@@ -113,31 +115,33 @@ where
             rid: rid.clone(),
         };
         let admitted = admit(&self.state, &req, policy, &rid);
-        // The clone is the one to keep; the one made ready goes with the call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        out.limit = admitted.limit;
+        // The route is called here, not inside the answer's future: that
+        // future then holds only the route's own, not the request and a
+        // copy of the service stack besides.
+        let call = match admitted.caller {
+            Ok(caller) => {
+                req.extensions_mut().insert(caller);
+                Ok(self.inner.call(req))
+            }
+            Err(refusal) => Err(refusal),
+        };
         let timeout = self.state.iris.config.api.request_timeout;
+        let deadline = (policy.timed && timeout > 0)
+            .then(|| tokio::time::Instant::from_std(started + Duration::from_millis(timeout)));
         Box::pin(async move {
-            out.limit = admitted.limit;
-            let resp = match admitted.caller {
-                Err(refusal) => ApiError::new(refusal, &rid).into_response(),
-                Ok(caller) => {
-                    req.extensions_mut().insert(caller);
-                    let call = inner.call(req);
-                    let answer = if policy.timed && timeout > 0 {
-                        let at = tokio::time::Instant::from_std(
-                            started + Duration::from_millis(timeout),
-                        );
-                        tokio::time::timeout_at(at, call).await.ok()
-                    } else {
-                        Some(call.await)
-                    };
-                    match answer {
-                        Some(Ok(resp)) => resp.map(Body::new),
-                        Some(Err(never)) => match never {},
-                        None => timed_out(&rid),
-                    }
-                }
+            let answer = match call {
+                Err(refusal) => Some(Err(refusal)),
+                Ok(call) => match deadline {
+                    Some(at) => tokio::time::timeout_at(at, call).await.ok().map(Ok),
+                    None => Some(Ok(call.await)),
+                },
+            };
+            let resp = match answer {
+                Some(Ok(Ok(resp))) => resp.map(Body::new),
+                Some(Ok(Err(never))) => match never {},
+                Some(Err(refusal)) => ApiError::new(refusal, &out.rid).into_response(),
+                None => timed_out(&out.rid),
             };
             Ok(out.finish(resp))
         })
@@ -296,6 +300,8 @@ impl Out {
         };
         let status = resp.status();
         let h = resp.headers_mut();
+        // Room for what is added below, so the map grows at most once.
+        h.reserve(SECURITY_HEADERS.len() + 5);
         headers::security_headers(h);
         if let Some(d) = &self.limit {
             headers::rate_headers(h, d);
@@ -309,7 +315,7 @@ impl Out {
             _ => UNMATCHED,
         };
         let elapsed = self.started.elapsed();
-        metrics::record_request(route, &self.method, status.as_u16(), elapsed.as_secs_f64());
+        speed::record_request(route, &self.method, status.as_u16(), elapsed.as_secs_f64());
         if let Some(path) = &self.path {
             tracing::info!(
                 target: "iris::access",

@@ -115,7 +115,7 @@ async fn logout(
     uri: axum::http::Uri,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    auth::caller(&who).map_err(fail)?;
+    who.ctx()?;
     let token = auth::credential(&headers, &uri, false).unwrap_or_default();
     if token.starts_with(iris_core::auth::KEY_PREFIX) {
         return Err(fail(IrisError::validation(
@@ -145,7 +145,7 @@ where
     F: FnOnce(Arc<Auth>, Ctx) -> Fut,
     Fut: Future<Output = Result<Value, AuthError>>,
 {
-    let ctx = auth::caller(who).map_err(|e| ApiError::new(e, rid))?;
+    let ctx = who.ctx()?;
     answer(f(state.iris.auth.clone(), ctx).await, rid)
 }
 

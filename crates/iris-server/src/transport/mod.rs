@@ -59,6 +59,9 @@ pub fn cors(api: &ApiConfig) -> CorsLayer {
     };
     let request_id = HeaderName::from_static("x-request-id");
     CorsLayer::new()
+        // No `Vary`: every answer is `Cache-Control: no-store`, so no cache
+        // keeps one to hand to another origin.
+        .vary([])
         .allow_origin(allow)
         .allow_methods([
             Method::GET,

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::gate::caller::{self as gate, Caller};
+use crate::gate::caller::Caller;
 use crate::params::{Body, add_query, body_object, read_body};
 
 /// How one route calls one operation.
@@ -186,7 +186,7 @@ impl OpRoute {
         let OpRoute(_, operation) = self;
         let rid = who.request_id.clone();
         let fail = |e: IrisError| ApiError::new(e, &rid);
-        let ctx = gate::caller(&who).map_err(fail)?;
+        let ctx = who.ctx()?;
         let (mut parts, body) = req.into_parts();
         let segments =
             match Path::<Vec<(String, String)>>::from_request_parts(&mut parts, &state).await {

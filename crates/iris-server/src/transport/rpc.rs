@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::gate::caller::{self as auth, Caller, RequestId};
+use crate::gate::caller::{Caller, RequestId};
 use crate::params::{Body, body_object};
 
 pub fn routes() -> Router<AppState> {
@@ -23,7 +23,7 @@ async fn rpc(
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&who).map_err(fail)?;
+    let ctx = who.ctx()?;
     let mut req = body_object(&body).map_err(fail)?;
     let method = match req.remove("method") {
         Some(Value::String(m)) => m,

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::gate::caller::{self as auth, Caller, RequestId};
+use crate::gate::caller::{Caller, RequestId};
 use crate::params::{Body, body_object};
 
 pub fn routes(prefix: &str) -> Router<AppState> {
@@ -80,7 +80,7 @@ async fn send_and_stream(
     Body(body): Body,
 ) -> Result<EventStream, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&who).map_err(fail)?;
+    let ctx = who.ctx()?;
     let mut params = body_object(&body).map_err(fail)?;
     params.remove("stream");
     params.insert("toTeam".into(), json!(team));
@@ -101,7 +101,7 @@ async fn follow(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<EventStream, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&who).map_err(fail)?;
+    let ctx = who.ctx()?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

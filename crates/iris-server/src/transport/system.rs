@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::gate::caller::{self as auth, Caller, RequestId};
+use crate::gate::caller::{Caller, RequestId};
 use crate::params::{Body, body_object};
 
 pub fn routes() -> Router<AppState> {
@@ -39,7 +39,7 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
 
 async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response {
     // Team names and queue sizes are not for every caller.
-    if let Err(e) = auth::require(&state, &who, scope::PROCESSES_READ, "/health/detailed") {
+    if let Err(e) = who.require(&state, scope::PROCESSES_READ, "/health/detailed") {
         return e.into_response();
     }
     let iris = &state.iris;
@@ -82,8 +82,8 @@ async fn ready(State(state): State<AppState>, rid: RequestId) -> Result<Json<Val
     }
 }
 
-pub async fn list_tools(rid: RequestId, who: Caller) -> Result<Json<Value>, ApiError> {
-    let ctx = auth::caller(&who).map_err(|e| ApiError::new(e, &rid))?;
+pub async fn list_tools(who: Caller) -> Result<Json<Value>, ApiError> {
+    let ctx = who.ctx()?;
     let tools: Vec<Value> = registry()
         .visible_to(&ctx.principal)
         .map(|o| o.describe())
@@ -96,7 +96,7 @@ pub async fn describe_tool(
     who: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::caller(&who).map_err(|e| ApiError::new(e, &rid))?;
+    who.ctx()?;
     registry()
         .get(&name)
         .map(|o| Json(o.describe()))
@@ -113,7 +113,7 @@ pub async fn execute_tool(
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
     let fail = |e: IrisError| ApiError::new(e, &rid);
-    let ctx = auth::caller(&who).map_err(fail)?;
+    let ctx = who.ctx()?;
     let mut req = body_object(&body).map_err(fail)?;
     let params = match req.remove("parameters") {
         Some(p) => p,
@@ -136,7 +136,7 @@ pub async fn execute_tool(
 /// `GET /metrics` in the Prometheus text format; gauges of the pool and
 /// the bus are read at scrape time.
 async fn metrics(State(state): State<AppState>, who: Caller) -> Response {
-    if let Err(e) = auth::require(&state, &who, scope::PROCESSES_READ, "/metrics") {
+    if let Err(e) = who.require(&state, scope::PROCESSES_READ, "/metrics") {
         return e.into_response();
     }
     let iris = &state.iris;

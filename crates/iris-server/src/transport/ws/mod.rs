@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::gate::caller::{self as auth, Caller, RequestId};
+use crate::gate::caller::{Caller, RequestId};
 use crate::serve::{CLOSING, FINISHING};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -77,7 +77,7 @@ fn upgrade(
 ) -> Response {
     // Browsers cannot set headers on a WebSocket: without a credential the
     // connection opens unauthenticated and its first message must carry one.
-    let (ctx, authenticated) = match auth::caller(&who) {
+    let (ctx, authenticated) = match who.ctx() {
         Ok(c) => (c, true),
         Err(_) => (
             Ctx {
@@ -125,6 +125,15 @@ fn going_away() -> Message {
     closing(
         axum::extract::ws::close_code::AWAY,
         "the server is shutting down",
+    )
+}
+
+/// Whether a read failed because a message is larger than
+/// `api.websocket.maxMessageBytes` (tungstenite's capacity error).
+fn too_big(e: axum::Error) -> bool {
+    matches!(
+        e.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
     )
 }
 
@@ -214,7 +223,15 @@ impl Connection {
                         self.reply_error(None, e).await;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_frame = Instant::now(),
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Err(e)) => {
+                        // A message over the size limit: say so (1009) before closing.
+                        if too_big(e) {
+                            let why = format!("a message is larger than {} bytes", limits.max_message_bytes);
+                            let _ = sink.send(closing(axum::extract::ws::close_code::SIZE, &why)).await;
+                        }
+                        break;
+                    }
+                    Some(Ok(Message::Close(_))) | None => break,
                 },
                 Some(v) = out_rx.recv() => {
                     if sink.send(Message::Text(v.to_string().into())).await.is_err() {
@@ -318,26 +335,28 @@ impl Connection {
             return self.reply_error(id, e).await;
         }
         let msg = match parsed {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => {
-                return self
-                    .reply_error(
-                        id,
-                        IrisError::validation("message", "must be a JSON object"),
-                    )
-                    .await;
-            }
+            Ok(v) => v,
             Err(e) => {
                 let e = IrisError::new(ErrorKind::MalformedJson, format!("not JSON: {e}"));
                 return self.reply_error(None, e).await;
             }
         };
-        if !self.authenticated {
-            return self.authenticate(id, msg).await;
-        }
-        match self.proto {
-            Protocol::Stream => self.on_stream_message(msg).await,
-            Protocol::JsonRpc => self.on_rpc(msg).await,
+        match (self.proto, msg) {
+            // JSON-RPC takes batches and answers other shapes itself (-32600).
+            (Protocol::JsonRpc, msg) if self.authenticated => self.on_rpc(msg).await,
+            (_, Value::Object(m)) if !self.authenticated => self.authenticate(id, m).await,
+            (Protocol::Stream, Value::Object(m)) => self.on_stream_message(m).await,
+            (_, _) => {
+                let e = if self.authenticated {
+                    IrisError::validation("message", "must be a JSON object")
+                } else {
+                    IrisError::new(
+                        ErrorKind::Unauthorized,
+                        "authenticate first, with one JSON object",
+                    )
+                };
+                self.reply_error(None, e).await
+            }
         }
     }
 
