@@ -12,8 +12,7 @@ mod anthropic_stub;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use iris_core::config::{Config, ConfigSource};
-use iris_core::{Ctx, Iris, StartOptions, TurnEvent};
+use iris_core::{Ctx, TurnEvent};
 use serde_json::json;
 
 fn claude_bin() -> anyhow::Result<PathBuf> {
@@ -35,28 +34,33 @@ pub async fn run(kills: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::create_dir_all(dir.path().join("claude-home"))?;
     std::fs::create_dir_all(dir.path().join("work"))?;
-    let path = dir.path().join("config.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "database:\n  path: iris.db\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\nteams:\n  cc:\n    path: ./work\n    agent: claude\n    claudePath: {bin}\n    env:\n      HOME: {home}\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: sk-ant-test-not-a-real-key\n      DISABLE_AUTOUPDATER: '1'\n      DISABLE_TELEMETRY: '1'\n      DISABLE_ERROR_REPORTING: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
-            bin = claude_bin()?.display(),
-            home = dir.path().join("claude-home").display(),
-            url = stub.url,
+    let env = [
+        (
+            "HOME".to_owned(),
+            dir.path().join("claude-home").display().to_string(),
         ),
-    )?;
-    let cfg =
-        Config::load(&ConfigSource { flag: Some(path) }).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let iris = Iris::start(
-        cfg,
-        StartOptions {
-            echo_program: crate::iris_bin()?,
-            prewarm: false,
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        ("ANTHROPIC_BASE_URL".to_owned(), stub.url.clone()),
+        (
+            "ANTHROPIC_API_KEY".to_owned(),
+            "sk-ant-test-not-a-real-key".to_owned(),
+        ),
+        ("DISABLE_AUTOUPDATER".to_owned(), "1".to_owned()),
+        ("DISABLE_TELEMETRY".to_owned(), "1".to_owned()),
+        ("DISABLE_ERROR_REPORTING".to_owned(), "1".to_owned()),
+        (
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".to_owned(),
+            "1".to_owned(),
+        ),
+    ];
+    let env_yaml: String = env
+        .iter()
+        .map(|(k, v)| format!("      {k}: '{v}'\n"))
+        .collect();
+    let yaml = format!(
+        "settings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\nteams:\n  cc:\n    path: ./work\n    agent: claude\n    claudePath: {}\n    env:\n{env_yaml}",
+        claude_bin()?.display(),
+    );
+    let iris = crate::iris_in(dir.path(), &yaml, false).await?;
     let ctx = Ctx::local();
     let mut samples = Vec::with_capacity(kills);
     for _ in 0..kills {
@@ -103,29 +107,19 @@ pub async fn run(kills: usize) -> anyhow::Result<()> {
     // down before the parent hears of it).
     let mut floor = Vec::with_capacity(kills);
     for _ in 0..kills {
-        let mut child = tokio::process::Command::new(claude_bin()?)
-            .args([
-                "-p",
-                "--input-format",
-                "stream-json",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-            ])
-            .env("HOME", dir.path().join("claude-home"))
-            .env("ANTHROPIC_BASE_URL", &stub.url)
-            .env("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
-            .current_dir(dir.path().join("work"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
+        // Exactly the flags and environment a team's process gets.
+        let spec = iris_agent::LaunchSpec::persistent(
+            iris_agent::AgentKind::Claude,
+            claude_bin()?,
+            &iris_agent::SessionMode::New(uuid::Uuid::new_v4().to_string()),
+            &[],
+            env.to_vec(),
+            dir.path().join("work"),
+        );
+        let mut agent = iris_agent::AgentProcess::spawn(&spec, 1 << 20)?;
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
         let killed = Instant::now();
-        // SAFETY: signalling the child this benchmark started.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        child.wait().await?;
+        agent.kill_now().await;
         floor.push(killed.elapsed());
     }
     let ms = |d| crate::stats::us(d) / 1000.0;

@@ -75,13 +75,18 @@ pub const UNREACHABLE: &str = "  rateLimit:\n    maxRequests: 1000000000\n    pe
 
 pub async fn iris_with_echo(settings: &str) -> anyhow::Result<(Arc<Iris>, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("config.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "database:\n  path: iris.db\nsettings:\n{settings}\nteams:\n  demo:\n    path: .\n    agent: echo\n"
-        ),
-    )?;
+    let yaml = format!("settings:\n{settings}\nteams:\n  demo:\n    path: .\n    agent: echo\n");
+    Ok((iris_in(dir.path(), &yaml, true).await?, dir))
+}
+
+/// An Iris over `dir` (its database there) with the configuration `yaml`.
+pub async fn iris_in(
+    dir: &std::path::Path,
+    yaml: &str,
+    prewarm: bool,
+) -> anyhow::Result<Arc<Iris>> {
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, format!("database:\n  path: iris.db\n{yaml}"))?;
     let cfg =
         Config::load(&ConfigSource { flag: Some(path) }).map_err(|e| anyhow::anyhow!("{e}"))?;
     let iris = Iris::start(
@@ -89,13 +94,13 @@ pub async fn iris_with_echo(settings: &str) -> anyhow::Result<(Arc<Iris>, tempfi
         StartOptions {
             echo_program: iris_bin()?,
             bus_capacity: 65_536,
-            prewarm: true,
+            prewarm,
             recover: true,
         },
     )
     .await
     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-    Ok((iris, dir))
+    Ok(iris)
 }
 
 /// `PIN=1`: the benchmark process (every server in it) on CPU 1 and the
