@@ -782,3 +782,19 @@ async fn openapi_document_api_page_and_cache_routes() {
     assert_error_body(&e, 404, "SESSION_NOT_FOUND");
     a.stop().await;
 }
+
+/// Paging far past the end (found by schemathesis: the offset overflowed
+/// and the request died with the connection) is an empty page.
+#[tokio::test]
+async fn a_page_far_past_the_end_is_empty() {
+    let a = api("").await;
+    for path in [
+        "/api/v1/messages/history?page=9223372036854775806&limit=50&since=-9223372036854775808",
+        "/api/v1/admin/audit-logs?page=9223372036854775807&limit=500",
+    ] {
+        let (s, v) = a.req("GET", path, None).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        assert_eq!(v["pagination"]["hasNext"], false, "{path}: {v}");
+    }
+    a.stop().await;
+}

@@ -12,20 +12,50 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::{Caller, RequestId, TOKEN_QUERY};
 
-/// A request body of at most `api.maxBodyBytes` (413 with the error body
-/// beyond; tower-http's body limit inside the gate enforces the same bound
-/// on the wire), read only when there is one: a GET has none.
+/// A request body of at most `api.maxBodyBytes` as [`read_body`] reads it
+/// (413 with the error body beyond; tower-http's body limit inside the
+/// gate enforces the same bound on the wire). Handlers take [`Object`] or
+/// [`Typed`].
 pub struct Body(pub Bytes);
 
-impl axum::extract::FromRequest<AppState> for Body {
+/// The request id the gate gave `req`, for the errors of its extractors.
+fn request_id(req: &axum::extract::Request) -> Option<RequestId> {
+    req.extensions()
+        .get::<Caller>()
+        .map(|c| c.request_id.clone())
+}
+
+/// A JSON object body (`{}` when there is none), as [`body_object`] reads
+/// it; its problems answer with the error body.
+pub struct Object(pub Map<String, Value>);
+
+impl axum::extract::FromRequest<AppState> for Object {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
-        let rid = req
-            .extensions()
-            .get::<Caller>()
-            .map(|c| c.request_id.clone());
-        read_body(req.into_body(), state, rid.as_ref()).await
+        let rid = request_id(&req);
+        let Body(bytes) = read_body(req.into_body(), state, rid.as_ref()).await?;
+        body_object(&bytes)
+            .map(Object)
+            .map_err(|e| ApiError::maybe(e, rid.as_ref()))
+    }
+}
+
+/// A JSON object body read into `T`; a field that does not fit is a
+/// validation error naming it.
+pub struct Typed<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<AppState> for Typed<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, ApiError> {
+        let rid = request_id(&req);
+        let Object(map) = Object::from_request(req, state).await?;
+        serde_json::from_value(Value::Object(map))
+            .map(Typed)
+            .map_err(|e| {
+                ApiError::maybe(IrisError::validation("body", e.to_string()), rid.as_ref())
+            })
     }
 }
 

@@ -366,17 +366,12 @@ pub(super) fn operations() -> Vec<Operation> {
                     result: p.result,
                     severity: p.severity,
                     limit: p.limit,
-                    offset: (p.page - 1) * p.limit,
+                    offset: Pagination::offset(p.page, p.limit),
                 };
                 let (rows, total) = iris.store.audit(&filter).await?;
                 Ok(AuditList {
                     logs: rows.into_iter().map(audit_row).collect(),
-                    pagination: Pagination {
-                        page: p.page,
-                        limit: p.limit,
-                        total,
-                        has_next: p.page * p.limit < total,
-                    },
+                    pagination: Pagination::of(p.page, p.limit, total),
                 })
             },
         ),

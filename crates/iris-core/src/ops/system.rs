@@ -148,6 +148,25 @@ pub struct Pagination {
     pub has_next: bool,
 }
 
+impl Pagination {
+    /// Rows to skip for `page` (from 1) of `limit` rows. Saturating: a
+    /// page far past the end (`page=9223372036854775806`) is an empty
+    /// page, not an overflow.
+    pub fn offset(page: i64, limit: i64) -> i64 {
+        page.saturating_sub(1).saturating_mul(limit)
+    }
+
+    /// Page `page` of `limit` rows out of `total`.
+    pub fn of(page: i64, limit: i64, total: i64) -> Self {
+        Pagination {
+            page,
+            limit,
+            total,
+            has_next: page.saturating_mul(limit) < total,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryResult {
@@ -347,7 +366,7 @@ pub(super) fn operations() -> Vec<Operation> {
                         status: p.status,
                         since: p.since,
                         limit,
-                        offset: (page - 1) * limit,
+                        offset: Pagination::offset(page, limit),
                         oldest_first: false,
                     })
                     .await?;
@@ -358,12 +377,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     .collect();
                 Ok(HistoryResult {
                     messages,
-                    pagination: Pagination {
-                        page,
-                        limit,
-                        total,
-                        has_next: page * limit < total,
-                    },
+                    pagination: Pagination::of(page, limit, total),
                 })
             },
         ),
@@ -373,6 +387,15 @@ pub(super) fn operations() -> Vec<Operation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_far_past_the_end_are_empty_not_an_overflow() {
+        assert_eq!(Pagination::offset(1, 50), 0);
+        assert_eq!(Pagination::offset(3, 50), 100);
+        assert_eq!(Pagination::offset(i64::MAX - 1, 50), i64::MAX);
+        assert!(!Pagination::of(i64::MAX - 1, 50, 10).has_next);
+        assert!(Pagination::of(1, 50, 51).has_next);
+    }
 
     #[test]
     fn iso_dates() {

@@ -110,6 +110,11 @@ pub fn credential_from<'a>(
 }
 
 impl Caller {
+    /// `e` as this request's error body.
+    pub fn fail(&self, e: IrisError) -> ApiError {
+        ApiError::new(e, &self.request_id)
+    }
+
     /// The context a handler runs an operation with: the gate's principal,
     /// or 401 on the few routes it lets through without one.
     pub fn ctx(&self) -> Result<Ctx, ApiError> {

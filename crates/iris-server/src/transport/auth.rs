@@ -1,7 +1,6 @@
 //! `/auth/*` (seed 003): login, refresh, logout, the caller, and TOTP MFA.
 //! Thin adapters over `iris_core::auth::Auth`; the rules live there.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::routing::{get, post};
@@ -11,13 +10,12 @@ use std::sync::Arc;
 use iris_core::auth::{Auth, AuthError, Login};
 use iris_core::{Ctx, IrisError};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::gate::caller::{self as auth, Caller, REFRESH_PREFIX, RequestId};
-use crate::params::{Body, body_object};
+use crate::gate::caller::{self as auth, Caller, REFRESH_PREFIX};
+use crate::params::Typed;
 
 pub fn routes(prefix: &str) -> Router<AppState> {
     let at = |path: &str| format!("{prefix}/auth/{path}");
@@ -34,13 +32,6 @@ pub fn routes(prefix: &str) -> Router<AppState> {
         .route(&at("mfa/disable"), post(mfa_disable))
 }
 
-/// A typed body; problems are per-field validation errors.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, IrisError> {
-    let map = body_object(bytes)?;
-    serde_json::from_value(Value::Object(map))
-        .map_err(|e| IrisError::validation("body", e.to_string()))
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct LoginBody {
@@ -53,14 +44,11 @@ struct LoginBody {
 
 async fn login(
     State(state): State<AppState>,
-    rid: RequestId,
     who: Caller,
-    Body(bytes): Body,
+    Typed(b): Typed<LoginBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let fail = |e: IrisError| ApiError::new(e, &rid);
-    let b: LoginBody = body(&bytes).map_err(fail)?;
     let Some(name) = b.login.or(b.username).or(b.email) else {
-        return Err(fail(IrisError::validation(
+        return Err(who.fail(IrisError::validation(
             "username",
             "give a username or an email",
         )));
@@ -71,8 +59,8 @@ async fn login(
         mfa_code: b.mfa_code,
     };
     answer(
+        &who,
         state.iris.auth.login(req, &who.origin, who.origin.ip).await,
-        &rid,
     )
 }
 
@@ -84,13 +72,10 @@ struct RefreshBody {
 
 async fn refresh(
     State(state): State<AppState>,
-    rid: RequestId,
     who: Caller,
     headers: HeaderMap,
-    Body(bytes): Body,
+    Typed(b): Typed<RefreshBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let fail = |e: IrisError| ApiError::new(e, &rid);
-    let b: RefreshBody = body(&bytes).map_err(fail)?;
     // Seed 003 sends it as the bearer; a JSON body works too.
     let from_header = headers
         .get(header::AUTHORIZATION)
@@ -99,26 +84,24 @@ async fn refresh(
         .filter(|t| t.starts_with(REFRESH_PREFIX))
         .map(str::to_owned);
     let Some(token) = b.refresh_token.or(from_header) else {
-        return Err(fail(IrisError::validation(
+        return Err(who.fail(IrisError::validation(
             "refreshToken",
             "required (body or Authorization: Bearer iris_rt_…)",
         )));
     };
-    answer(state.iris.auth.refresh(&token, &who.origin).await, &rid)
+    answer(&who, state.iris.auth.refresh(&token, &who.origin).await)
 }
 
 async fn logout(
     State(state): State<AppState>,
-    rid: RequestId,
     who: Caller,
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> Result<Json<Value>, ApiError> {
-    let fail = |e: IrisError| ApiError::new(e, &rid);
     who.ctx()?;
     let token = auth::credential(&headers, &uri, false).unwrap_or_default();
     if token.starts_with(iris_core::auth::KEY_PREFIX) {
-        return Err(fail(IrisError::validation(
+        return Err(who.fail(IrisError::validation(
             "Authorization",
             "an API key has no session; revoke it instead",
         )));
@@ -128,65 +111,47 @@ async fn logout(
         .auth
         .logout(token, &who.origin)
         .await
-        .map_err(|e| fail(e.into()))?;
+        .map_err(|e| who.fail(e.into()))?;
     Ok(Json(
         json!({"message": "Successfully logged out", "timestamp": iris_core::now_ms()}),
     ))
 }
 
 /// Run `f` as the authenticated caller of this request.
-async fn as_caller<F, Fut>(
-    state: &AppState,
-    rid: &RequestId,
-    who: &Caller,
-    f: F,
-) -> Result<Json<Value>, ApiError>
+async fn as_caller<F, Fut>(state: &AppState, who: &Caller, f: F) -> Result<Json<Value>, ApiError>
 where
     F: FnOnce(Arc<Auth>, Ctx) -> Fut,
     Fut: Future<Output = Result<Value, AuthError>>,
 {
     let ctx = who.ctx()?;
-    answer(f(state.iris.auth.clone(), ctx).await, rid)
+    answer(who, f(state.iris.auth.clone(), ctx).await)
 }
 
 /// The JSON answer of an auth call, or its error body.
 fn answer<T: serde::Serialize>(
+    who: &Caller,
     r: Result<T, AuthError>,
-    rid: &RequestId,
 ) -> Result<Json<Value>, ApiError> {
-    r.map(|v| Json(json!(v)))
-        .map_err(|e| ApiError::new(e.into(), rid))
+    r.map(|v| Json(json!(v))).map_err(|e| who.fail(e.into()))
 }
 
-async fn logout_all(
-    State(state): State<AppState>,
-    rid: RequestId,
-    who: Caller,
-) -> Result<Json<Value>, ApiError> {
-    as_caller(&state, &rid, &who, |auth, ctx| async move {
+async fn logout_all(State(state): State<AppState>, who: Caller) -> Result<Json<Value>, ApiError> {
+    as_caller(&state, &who, |auth, ctx| async move {
         auth.logout_all(&ctx.principal, &ctx.origin).await?;
         Ok(json!({"message": "Every session ended", "timestamp": iris_core::now_ms()}))
     })
     .await
 }
 
-async fn me(
-    State(state): State<AppState>,
-    rid: RequestId,
-    who: Caller,
-) -> Result<Json<Value>, ApiError> {
-    as_caller(&state, &rid, &who, |auth, ctx| async move {
+async fn me(State(state): State<AppState>, who: Caller) -> Result<Json<Value>, ApiError> {
+    as_caller(&state, &who, |auth, ctx| async move {
         auth.me(&ctx.principal).await
     })
     .await
 }
 
-async fn mfa_setup(
-    State(state): State<AppState>,
-    rid: RequestId,
-    who: Caller,
-) -> Result<Json<Value>, ApiError> {
-    as_caller(&state, &rid, &who, |auth, ctx| async move {
+async fn mfa_setup(State(state): State<AppState>, who: Caller) -> Result<Json<Value>, ApiError> {
+    as_caller(&state, &who, |auth, ctx| async move {
         auth.mfa_setup(&ctx.principal, &ctx.origin).await
     })
     .await
@@ -205,12 +170,10 @@ struct CodeBody {
 
 async fn mfa_confirm(
     State(state): State<AppState>,
-    rid: RequestId,
     who: Caller,
-    Body(bytes): Body,
+    Typed(b): Typed<CodeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let b: CodeBody = body(&bytes).map_err(|e| ApiError::new(e, &rid))?;
-    as_caller(&state, &rid, &who, |auth, ctx| async move {
+    as_caller(&state, &who, |auth, ctx| async move {
         auth.mfa_confirm(&ctx.principal, &b.code, &ctx.origin).await
     })
     .await
@@ -219,42 +182,34 @@ async fn mfa_confirm(
 /// The second step of a login: the `mfaToken` of the challenge and a code.
 async fn mfa_verify(
     State(state): State<AppState>,
-    rid: RequestId,
     who: Caller,
-    Body(bytes): Body,
+    Typed(b): Typed<CodeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let fail = |e: IrisError| ApiError::new(e, &rid);
-    let b: CodeBody = body(&bytes).map_err(fail)?;
     let Some(token) = b.mfa_token else {
-        return Err(fail(IrisError::validation(
+        return Err(who.fail(IrisError::validation(
             "mfaToken",
             "required: the token of the login's MFA challenge",
         )));
     };
     answer(
+        &who,
         state
             .iris
             .auth
             .mfa_verify(&token, &b.code, &who.origin)
             .await,
-        &rid,
     )
 }
 
 async fn mfa_disable(
     State(state): State<AppState>,
-    rid: RequestId,
     who: Caller,
-    Body(bytes): Body,
+    Typed(b): Typed<CodeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let b: CodeBody = body(&bytes).map_err(|e| ApiError::new(e, &rid))?;
     let Some(password) = b.password else {
-        return Err(ApiError::new(
-            IrisError::validation("password", "required"),
-            &rid,
-        ));
+        return Err(who.fail(IrisError::validation("password", "required")));
     };
-    as_caller(&state, &rid, &who, |auth, ctx| async move {
+    as_caller(&state, &who, |auth, ctx| async move {
         auth.mfa_disable(&ctx.principal, &password, &b.code, &ctx.origin)
             .await
     })

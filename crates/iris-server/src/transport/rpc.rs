@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::gate::caller::{Caller, RequestId};
-use crate::params::{Body, body_object};
+use crate::gate::caller::Caller;
+use crate::params::Object;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/rpc", post(rpc))
@@ -18,21 +18,15 @@ pub fn routes() -> Router<AppState> {
 /// `POST /rpc {method, params}`: any operation by name (seed 004).
 async fn rpc(
     State(state): State<AppState>,
-    rid: RequestId,
     who: Caller,
-    Body(body): Body,
+    Object(mut req): Object,
 ) -> Result<Json<Value>, ApiError> {
-    let fail = |e: IrisError| ApiError::new(e, &rid);
     let ctx = who.ctx()?;
-    let mut req = body_object(&body).map_err(fail)?;
-    let method = match req.remove("method") {
-        Some(Value::String(m)) => m,
-        _ => {
-            return Err(fail(IrisError::validation(
-                "method",
-                "a string naming the operation is required",
-            )));
-        }
+    let Some(Value::String(method)) = req.remove("method") else {
+        return Err(who.fail(IrisError::validation(
+            "method",
+            "a string naming the operation is required",
+        )));
     };
     let params = req.remove("params").unwrap_or_else(|| json!({}));
     state
@@ -40,5 +34,5 @@ async fn rpc(
         .dispatch(ctx, &method, params)
         .await
         .map(Json)
-        .map_err(fail)
+        .map_err(|e| who.fail(e))
 }

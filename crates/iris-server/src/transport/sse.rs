@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::gate::caller::{Caller, RequestId};
-use crate::params::{Body, body_object};
+use crate::gate::caller::Caller;
+use crate::params::Object;
 
 pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
@@ -74,33 +74,28 @@ fn stream_of(follower: Follower, open: OpenStream) -> EventStream {
 
 async fn send_and_stream(
     State(state): State<AppState>,
-    rid: RequestId,
     who: Caller,
     Path(team): Path<String>,
-    Body(body): Body,
+    Object(mut params): Object,
 ) -> Result<EventStream, ApiError> {
-    let fail = |e: IrisError| ApiError::new(e, &rid);
     let ctx = who.ctx()?;
-    let mut params = body_object(&body).map_err(fail)?;
     params.remove("stream");
     params.insert("toTeam".into(), json!(team));
     let follower = state
         .iris
         .send_and_follow(&ctx, Value::Object(params))
         .await
-        .map_err(fail)?;
+        .map_err(|e| who.fail(e))?;
     Ok(stream_of(follower, OpenStream::new(&state.sse_streams)))
 }
 
 async fn follow(
     State(state): State<AppState>,
-    rid: RequestId,
     who: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<EventStream, ApiError> {
-    let fail = |e: IrisError| ApiError::new(e, &rid);
     let ctx = who.ctx()?;
     let after = headers
         .get("last-event-id")
@@ -114,13 +109,17 @@ async fn follow(
         });
     let after = match after {
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-            fail(IrisError::validation(
+            who.fail(IrisError::validation(
                 "Last-Event-ID",
                 "must be a non-negative integer",
             ))
         })?),
         None => None,
     };
-    let follower = state.iris.follow(&ctx, &id, after).await.map_err(fail)?;
+    let follower = state
+        .iris
+        .follow(&ctx, &id, after)
+        .await
+        .map_err(|e| who.fail(e))?;
     Ok(stream_of(follower, OpenStream::new(&state.sse_streams)))
 }

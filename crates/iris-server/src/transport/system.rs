@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::{Caller, RequestId};
-use crate::params::{Body, body_object};
+use crate::params::Object;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -91,30 +91,23 @@ pub async fn list_tools(who: Caller) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"tools": tools, "count": tools.len()})))
 }
 
-pub async fn describe_tool(
-    rid: RequestId,
-    who: Caller,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn describe_tool(who: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     who.ctx()?;
     registry()
         .get(&name)
         .map(|o| Json(o.describe()))
-        .ok_or_else(|| ApiError::new(IrisError::not_found(format!("no tool `{name}`")), &rid))
+        .ok_or_else(|| who.fail(IrisError::not_found(format!("no tool `{name}`"))))
 }
 
 /// `POST /tools/:name/execute {parameters}` (seed 003); the body itself is
 /// taken as the parameters when it has no `parameters` field.
 pub async fn execute_tool(
     State(state): State<AppState>,
-    rid: RequestId,
     who: Caller,
     Path(name): Path<String>,
-    Body(body): Body,
+    Object(mut req): Object,
 ) -> Result<Json<Value>, ApiError> {
-    let fail = |e: IrisError| ApiError::new(e, &rid);
     let ctx = who.ctx()?;
-    let mut req = body_object(&body).map_err(fail)?;
     let params = match req.remove("parameters") {
         Some(p) => p,
         None => Value::Object(req),
@@ -124,7 +117,7 @@ pub async fn execute_tool(
         .iris
         .dispatch(ctx, &name, params)
         .await
-        .map_err(fail)?;
+        .map_err(|e| who.fail(e))?;
     Ok(Json(json!({
         "tool": name,
         "result": result,
