@@ -63,20 +63,14 @@ impl<R: AsyncBufRead + Unpin> Lines<R> {
                 Err(e) => return Some(Err(e)),
             };
             if available.is_empty() {
-                // End of the pipe.
-                let (dropping, cut_sent) = (self.dropping, self.cut_sent);
-                self.dropping = false;
-                self.cut_sent = false;
+                // End of the pipe: a last line without its terminator.
+                let cut_sent = std::mem::take(&mut self.cut_sent);
                 if self.buf.is_empty() || cut_sent {
                     self.buf.clear();
+                    self.dropping = false;
                     return None;
                 }
-                let text = self.take();
-                return Some(Ok(if dropping {
-                    Line::Cut(text)
-                } else {
-                    Line::Text(text)
-                }));
+                return Some(Ok(self.finish_line()));
             }
             let end = available
                 .iter()
@@ -86,7 +80,8 @@ impl<R: AsyncBufRead + Unpin> Lines<R> {
                 None => (available, available.len(), false),
             };
             if !self.dropping {
-                let room = self.limit - self.buf.len();
+                // One byte over the limit for a `\r` that a `\n` may follow.
+                let room = self.limit + 1 - self.buf.len();
                 if piece.len() > room {
                     self.buf.extend_from_slice(&piece[..room]);
                     self.dropping = true;
@@ -96,30 +91,36 @@ impl<R: AsyncBufRead + Unpin> Lines<R> {
             }
             self.reader.consume(used);
             if ended {
-                let (dropping, cut_sent) = (self.dropping, self.cut_sent);
-                self.dropping = false;
-                self.cut_sent = false;
-                if cut_sent {
+                if std::mem::take(&mut self.cut_sent) {
                     // Its cut head was returned already.
                     self.buf.clear();
+                    self.dropping = false;
                     continue;
                 }
-                if self.buf.last() == Some(&b'\r') && !dropping {
-                    self.buf.pop();
-                }
-                let text = self.take();
-                return Some(Ok(if dropping {
-                    Line::Cut(text)
-                } else {
-                    Line::Text(text)
-                }));
+                return Some(Ok(self.finish_line()));
             }
             if self.dropping && !self.cut_sent {
                 // Over the limit with no end in sight: say so now rather
                 // than after the rest arrives (which may be never).
                 self.cut_sent = true;
+                self.buf.truncate(self.limit);
                 return Some(Ok(Line::Cut(self.take())));
             }
+        }
+    }
+
+    /// The line in the buffer, ended: without a trailing `\r`, cut when
+    /// longer than the limit.
+    fn finish_line(&mut self) -> Line {
+        let dropping = std::mem::take(&mut self.dropping);
+        if !dropping && self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+        }
+        if dropping || self.buf.len() > self.limit {
+            self.buf.truncate(self.limit);
+            Line::Cut(self.take())
+        } else {
+            Line::Text(self.take())
         }
     }
 
@@ -177,5 +178,19 @@ mod tests {
         assert_eq!(got, [text("10%"), text("50%"), text("100%"), text("done")]);
         let got = all(b"10%\r50%\n", 100, false).await;
         assert_eq!(got, [text("10%\r50%")]);
+    }
+
+    #[tokio::test]
+    async fn a_line_of_exactly_the_limit_fits_with_either_ending() {
+        assert_eq!(
+            all(b"abcd\r\nabcd\nabcd", 4, false).await,
+            [text("abcd"), text("abcd"), text("abcd")]
+        );
+        assert_eq!(all(b"abcd\r", 4, false).await, [text("abcd")]);
+        assert_eq!(all(b"abcde\n", 4, false).await, [Line::Cut("abcd".into())]);
+        assert_eq!(
+            all(b"abcd\rx\n", 4, false).await,
+            [Line::Cut("abcd".into())]
+        );
     }
 }

@@ -51,13 +51,14 @@ pub struct AgentProcess {
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     pid: Option<u32>,
     max_line: usize,
-    /// When the process was seen to exit: its pipe is read for what is
-    /// left until [`EXIT_DRAIN`] after that, not until every process
+    /// The process was seen to exit: its pipe is read for what is left,
+    /// each read waiting [`EXIT_DRAIN`] at most, not until every process
     /// holding the pipe lets go of it.
-    exited_at: Option<tokio::time::Instant>,
+    exited: bool,
 }
 
-/// How long output left in the pipe is still read after the agent exited.
+/// How long one read of the output left in the pipe may wait after the
+/// agent exited.
 /// The pipe normally closes at once; tools the agent started may hold it
 /// open, but they are killed with its process group.
 const EXIT_DRAIN: Duration = Duration::from_millis(50);
@@ -148,7 +149,7 @@ impl AgentProcess {
             stderr_tail,
             pid,
             max_line,
-            exited_at: None,
+            exited: false,
         })
     }
 
@@ -177,8 +178,10 @@ impl AgentProcess {
     /// what is left in the pipe is read for [`EXIT_DRAIN`] at most.
     pub async fn next_line(&mut self) -> Option<Result<String, LineError>> {
         let read = loop {
-            if let Some(at) = self.exited_at {
-                match tokio::time::timeout_at(at + EXIT_DRAIN, self.lines.next()).await {
+            if self.exited {
+                // Each read may wait this long: what the agent wrote before
+                // it died is in the pipe already, however slowly we get to it.
+                match tokio::time::timeout(EXIT_DRAIN, self.lines.next()).await {
                     Ok(read) => break read?,
                     Err(_) => return None,
                 }
@@ -192,7 +195,7 @@ impl AgentProcess {
             match read {
                 Some(read) => break read?,
                 None => {
-                    self.exited_at = Some(tokio::time::Instant::now());
+                    self.exited = true;
                     self.signal_group(libc::SIGKILL);
                 }
             }

@@ -28,7 +28,7 @@ fn mounted() -> axum::Router<iris_server::AppState> {
             .and_then(|c| c.principal.as_ref().map(|p| p.name.clone()))
             .unwrap_or_default();
         Ok::<_, std::convert::Infallible>(axum::response::Response::new(axum::body::Body::from(
-            who,
+            format!("svc:{who}"),
         )))
     });
     axum::Router::new()
@@ -140,9 +140,21 @@ async fn every_route_and_mounted_service_needs_a_credential_but_the_public_list(
         assert_eq!(resp.status(), 200, "{path}");
         assert!(resp.headers().contains_key("x-request-id"));
         assert_eq!(resp.headers()["x-frame-options"], "DENY");
-        assert_eq!(resp.text().await.unwrap(), "walker", "{path}");
+        assert_eq!(resp.text().await.unwrap(), "svc:walker", "{path}");
     }
 
+    // A CORS preflight needs no credential, and the CORS layer answers it:
+    // it never reaches the mounted service.
+    let pre = w
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/mounted", w.base))
+        .header("Origin", "http://localhost:3100")
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.status().is_success(), "{}", pre.status());
+    assert!(!pre.text().await.unwrap().starts_with("svc:"));
     // A foreign Host is refused on every route, with or without a key.
     for template in &templates {
         let path = concrete(template);
@@ -234,4 +246,26 @@ async fn a_request_with_two_host_headers_is_refused() {
     }
     w.server.stop().await;
     w.h.stop().await;
+}
+
+/// Credentials tried as a WebSocket's first message count against the
+/// address like those at the gate: a socket is no way around the limit.
+#[tokio::test]
+async fn first_message_credentials_count_against_the_address() {
+    let h = start("api:\n  port: 0\n  rateLimit:\n    perIp: 4/min\nteams:\n  demo:\n    path: .\n    agent: echo\n").await;
+    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
+    let url = format!("ws://{}/ws", server.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let mut codes = Vec::new();
+    for i in 0..6 {
+        let bad = serde_json::json!({"jsonrpc": "2.0", "id": i, "method": "auth", "params": {"token": "iris_sk_live_nope"}});
+        send(&mut ws, bad).await;
+        codes.push(recv(&mut ws).await["error"]["code"].clone());
+    }
+    assert_eq!(codes.first(), Some(&serde_json::json!(-32001)), "{codes:?}");
+    assert_eq!(codes.last(), Some(&serde_json::json!(-32029)), "{codes:?}");
+    server.stop().await;
+    h.stop().await;
 }

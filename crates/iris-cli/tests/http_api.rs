@@ -798,3 +798,42 @@ async fn a_page_far_past_the_end_is_empty() {
     }
     a.stop().await;
 }
+
+/// A path segment that is not UTF-8 once decoded is a 400 with the error
+/// body on every kind of route (it used to drop the segment: a team's
+/// status became every team's); extension methods share one metrics label.
+#[tokio::test]
+async fn bad_path_segments_are_refused_and_odd_methods_share_a_label() {
+    let a = api("").await;
+    for (method, path) in [
+        ("GET", "/api/v1/teams/%FF/status"),
+        ("POST", "/api/v1/teams/%FF/cancel"),
+        ("POST", "/api/v1/teams/%FF/stream"),
+        ("GET", "/api/v1/messages/%FF/stream"),
+        ("GET", "/api/v1/tools/%FF"),
+        ("POST", "/api/v1/tools/%FF/execute"),
+    ] {
+        let (s, v) = a.req(method, path, Some(json!({"toTeam": "demo"}))).await;
+        assert_eq!(s, 400, "{method} {path}: {v}");
+        assert_error_body(&v, 400, "VALIDATION_ERROR");
+    }
+    for m in ["FOO1", "FOO2"] {
+        let m = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+        let r = a
+            .http
+            .request(m, format!("{}/api/v1/status", a.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405);
+    }
+    let metrics = a.text("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"iris_http_requests_total{route="unmatched",method="OTHER",status="405"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("FOO1"), "{metrics}");
+    a.stop().await;
+}

@@ -449,6 +449,35 @@ async fn json_rpc_batches_and_request_objects_follow_the_specification() {
     h.stop().await;
 }
 
+/// A batch counts as many messages as it has members against
+/// `messagesPerSecond`; a notification refused for the rate gets no answer.
+#[tokio::test]
+async fn batches_count_each_member_against_the_message_rate() {
+    let (h, server) = setup("  websocket:\n    messagesPerSecond: 5\n").await;
+    let mut ws = connect(&server, "/ws").await;
+    let batch: Vec<Value> = (0..6)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "ping"}))
+        .collect();
+    send(&mut ws, Value::Array(batch)).await;
+    let v = recv(&mut ws).await;
+    assert_eq!(v["error"]["code"], -32029, "{v}");
+    // Over the rate: a notification is dropped silently, a request answered.
+    send(&mut ws, json!({"jsonrpc": "2.0", "method": "ping"})).await;
+    send(
+        &mut ws,
+        json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}),
+    )
+    .await;
+    let v = recv(&mut ws).await;
+    assert_eq!(
+        (v["id"].clone(), v["error"]["code"].clone()),
+        (json!(7), json!(-32029)),
+        "{v}"
+    );
+    server.stop().await;
+    h.stop().await;
+}
+
 /// A message over `api.websocket.maxMessageBytes` closes the socket with
 /// 1009 (message too big) and a reason, not a dropped connection.
 #[tokio::test]

@@ -145,3 +145,45 @@ pub fn add_query(
         params.insert(k, value);
     }
 }
+
+/// The one `{…}` segment of a route, percent-decoded. A segment that does
+/// not decode (invalid UTF-8) is a validation error with the error body,
+/// not a route without it.
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let rid = parts
+            .extensions
+            .get::<Caller>()
+            .map(|c| c.request_id.clone());
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(s)| Segment(s))
+            .map_err(|e| {
+                ApiError::maybe(IrisError::validation("path", e.body_text()), rid.as_ref())
+            })
+    }
+}
+
+/// Every `{…}` segment of a route, percent-decoded, by name; the same
+/// errors as [`Segment`].
+pub async fn segments(
+    parts: &mut axum::http::request::Parts,
+    state: &AppState,
+) -> Result<Vec<(String, String)>, ApiError> {
+    use axum::extract::FromRequestParts;
+    let rid = parts
+        .extensions
+        .get::<Caller>()
+        .map(|c| c.request_id.clone());
+    axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+        .await
+        .map(|axum::extract::Path(p)| p)
+        .map_err(|e| ApiError::maybe(IrisError::validation("path", e.body_text()), rid.as_ref()))
+}

@@ -22,6 +22,9 @@ use axum::http::Method;
 /// same on every request); the string is compared on a hit, so a reused
 /// address cannot mix two routes up.
 pub fn record_request(route: &str, method: &Method, status: u16, secs: f64) {
+    // Extension methods are any token a client sends: one label for all
+    // of them, so callers cannot grow the set of series.
+    let method = if is_standard(method) { method } else { &OTHER };
     type Handles = (Box<str>, metrics::Counter, metrics::Histogram);
     thread_local! {
         static HANDLES: RefCell<HashMap<(usize, u16, Method), Handles>> = RefCell::default();
@@ -40,6 +43,25 @@ pub fn record_request(route: &str, method: &Method, status: u16, secs: f64) {
         entry.1.increment(1);
         entry.2.record(secs);
     });
+}
+
+/// `OTHER`: the label of every method outside RFC 9110's.
+static OTHER: std::sync::LazyLock<Method> =
+    std::sync::LazyLock::new(|| Method::from_bytes(b"OTHER").unwrap_or(Method::GET));
+
+fn is_standard(m: &Method) -> bool {
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ]
+    .contains(m)
 }
 
 /// The handles of a route, method and status seen for the first time on

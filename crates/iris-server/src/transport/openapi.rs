@@ -311,13 +311,33 @@ fn build() -> Value {
             plain("The API page", "text/html", "system"),
         ),
     ];
-    for (path, method, o) in extra {
+    for (path, method, mut o) in extra {
+        // Each `{segment}` of the template is a required path parameter.
+        let segments: Vec<Value> = path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !segments.is_empty() {
+            o["parameters"] = Value::Array(segments);
+        }
         if let Some(m) = paths
             .entry(path.to_owned())
             .or_insert_with(|| json!({}))
             .as_object_mut()
         {
             m.insert(method.to_owned(), o);
+        }
+    }
+    // The routes that answer without a credential say so.
+    let policies = crate::gate::policy::Policies::new();
+    for (path, methods) in paths.iter_mut() {
+        if policies.of(Some(path)).access == crate::gate::policy::Access::Public
+            && let Some(methods) = methods.as_object_mut()
+        {
+            for o in methods.values_mut() {
+                o["security"] = json!([]);
+            }
         }
     }
     defs.insert(
@@ -407,6 +427,31 @@ mod tests {
             let p = &doc["paths"][format!("/api/v1{}", r.path)];
             for m in r.verb.methods() {
                 assert_eq!(p[*m]["x-iris-operation"], r.spec.op, "{} {m}", r.path);
+            }
+        }
+        // Public routes need no credential; the rest the bearer.
+        assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([]));
+        assert_eq!(
+            doc["paths"]["/api/v1/auth/login"]["post"]["security"],
+            json!([])
+        );
+        assert!(
+            doc["paths"]["/api/v1/teams"]["get"]
+                .get("security")
+                .is_none()
+        );
+        // Every `{segment}` of every path is declared for every method.
+        for (path, methods) in doc["paths"].as_object().unwrap() {
+            let segments = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'));
+            for name in segments {
+                for (method, o) in methods.as_object().unwrap() {
+                    let declared = o["parameters"].as_array().is_some_and(|ps| {
+                        ps.iter().any(|p| p["name"] == name && p["in"] == "path")
+                    });
+                    assert!(declared, "{method} {path}: `{name}` is not declared");
+                }
             }
         }
         let mut all = Vec::new();

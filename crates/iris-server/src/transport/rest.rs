@@ -3,7 +3,7 @@
 //! which parameter, and whether the rest comes from the query or the body.
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on, post};
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::Caller;
-use crate::params::{Body, add_query, body_object, read_body};
+use crate::params::{Body, add_query, body_object, read_body, segments};
 
 /// How one route calls one operation.
 #[derive(Clone, Copy)]
@@ -188,11 +188,12 @@ impl OpRoute {
         let fail = |e: IrisError| ApiError::new(e, &rid);
         let ctx = who.ctx()?;
         let (mut parts, body) = req.into_parts();
-        let segments =
-            match Path::<Vec<(String, String)>>::from_request_parts(&mut parts, &state).await {
-                Ok(Path(p)) => p,
-                Err(_) => Vec::new(),
-            };
+        let OpRoute(spec, _) = self;
+        // Only routes with segments read them (a bad one is a 400).
+        let segments = match (spec.team, spec.id) {
+            (None, None) => Vec::new(),
+            _ => segments(&mut parts, &state).await?,
+        };
         let query = match parts.uri.query() {
             Some(_) => Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
                 .map(|q| q.0)

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::Caller;
-use crate::params::Object;
+use crate::params::{Object, Segment};
 
 pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
@@ -75,7 +75,7 @@ fn stream_of(follower: Follower, open: OpenStream) -> EventStream {
 async fn send_and_stream(
     State(state): State<AppState>,
     who: Caller,
-    Path(team): Path<String>,
+    Segment(team): Segment,
     Object(mut params): Object,
 ) -> Result<EventStream, ApiError> {
     let ctx = who.ctx()?;
@@ -93,7 +93,7 @@ async fn follow(
     State(state): State<AppState>,
     who: Caller,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<EventStream, ApiError> {
     let ctx = who.ctx()?;

@@ -1,7 +1,7 @@
 //! Routes outside the REST table: health, readiness, metrics, and the tool
 //! registry (`/api/v1/tools…`).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::{Caller, RequestId};
-use crate::params::Object;
+use crate::params::{Object, Segment};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -91,7 +91,7 @@ pub async fn list_tools(who: Caller) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"tools": tools, "count": tools.len()})))
 }
 
-pub async fn describe_tool(who: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn describe_tool(who: Caller, Segment(name): Segment) -> Result<Json<Value>, ApiError> {
     who.ctx()?;
     registry()
         .get(&name)
@@ -104,7 +104,7 @@ pub async fn describe_tool(who: Caller, Path(name): Path<String>) -> Result<Json
 pub async fn execute_tool(
     State(state): State<AppState>,
     who: Caller,
-    Path(name): Path<String>,
+    Segment(name): Segment,
     Object(mut req): Object,
 ) -> Result<Json<Value>, ApiError> {
     let ctx = who.ctx()?;

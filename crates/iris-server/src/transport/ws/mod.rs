@@ -219,7 +219,11 @@ impl Connection {
                     }
                     Some(Ok(Message::Binary(_))) => {
                         (last_message, last_frame) = (Instant::now(), Instant::now());
-                        let e = IrisError::validation("message", "binary messages are not supported; send JSON text");
+                        let problem = "binary messages are not supported; send JSON text";
+                        let e = match self.proto {
+                            Protocol::JsonRpc => IrisError::new(ErrorKind::InvalidRequest, problem),
+                            Protocol::Stream => IrisError::validation("message", problem),
+                        };
                         self.reply_error(None, e).await;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_frame = Instant::now(),
@@ -294,13 +298,15 @@ impl Connection {
         self.tasks.push(tokio::spawn(work));
     }
 
-    /// Fixed one-second window.
-    fn over_rate(&mut self, per_second: u32) -> bool {
+    /// Fixed one-second window; a message counts `weight` (a JSON-RPC
+    /// batch, its members).
+    fn over_rate(&mut self, per_second: u32, weight: usize) -> bool {
         let now = Instant::now();
         if now.duration_since(self.window.0) >= Duration::from_secs(1) {
             self.window = (now, 0);
         }
-        self.window.1 += 1;
+        let weight = u32::try_from(weight).unwrap_or(u32::MAX);
+        self.window.1 = self.window.1.saturating_add(weight);
         self.window.1 > per_second
     }
 
@@ -323,15 +329,34 @@ impl Connection {
     async fn on_text(&mut self, text: &str, per_second: u32) {
         let parsed: Result<Value, _> = serde_json::from_str(text);
         let id = parsed.as_ref().ok().and_then(|v| v.get("id").cloned());
-        if self.finishing {
-            let e = IrisError::new(ErrorKind::ServiceUnavailable, "the server is shutting down");
-            return self.reply_error(id, e).await;
-        }
-        if self.over_rate(per_second) {
-            let e = IrisError::new(
+        // A JSON-RPC notification is answered by nothing, errors included
+        // (JSON-RPC 2.0 section 4.1).
+        let notification = self.proto == Protocol::JsonRpc
+            && parsed
+                .as_ref()
+                .is_ok_and(|v| v.is_object() && v.get("id").is_none());
+        // A batch counts as many messages as it has members.
+        let weight = match &parsed {
+            Ok(Value::Array(members)) if self.proto == Protocol::JsonRpc => members.len().max(1),
+            _ => 1,
+        };
+        let refusal = if self.finishing {
+            Some(IrisError::new(
+                ErrorKind::ServiceUnavailable,
+                "the server is shutting down",
+            ))
+        } else if self.over_rate(per_second, weight) {
+            Some(IrisError::new(
                 ErrorKind::RateLimited,
                 format!("more than {per_second} messages per second"),
-            );
+            ))
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            if notification {
+                return;
+            }
             return self.reply_error(id, e).await;
         }
         let msg = match parsed {
@@ -382,6 +407,20 @@ impl Connection {
             );
             return self.reply_error(id, e).await;
         };
+        // Each try counts against the address, as a failed credential does
+        // at the gate: a socket is no way around the per-address limit.
+        let limit = self
+            .ctx
+            .origin
+            .ip
+            .and_then(|ip| self.state.iris.auth.limit_ip(ip));
+        if let Some(d) = limit.filter(|d| !d.allowed) {
+            let e = IrisError::new(
+                ErrorKind::RateLimited,
+                format!("rate limit of {} requests exceeded; retry later", d.limit),
+            );
+            return self.reply_error(id, e).await;
+        }
         match self.state.iris.auth.authenticate(token, &self.ctx.origin) {
             Ok(p) => {
                 let who = json!({"authenticated": true, "name": p.name, "kind": p.kind_name(), "scopes": p.scopes});

@@ -145,6 +145,10 @@ impl Connection {
                 .visible_to(&self.ctx.principal)
                 .map(|o| o.describe()).collect::<Vec<_>>()})),
             "subscribe" | "unsubscribe" => self.rpc_subscriptions(&method, &params).await,
+            "tools/call" | "tools/execute" if !params.is_object() => Err(IrisError::validation(
+                "params",
+                "an object `{name, arguments}`",
+            )),
             "tools/call" | "tools/execute" => {
                 let name = params
                     .get("name")
