@@ -2,12 +2,14 @@
 # The whole test suite, with its own set-up, on a fresh machine.
 #   bash scripts/test.sh
 # Installs what the tests need (Chromium and curl from Debian, the pinned
-# Claude Code CLI from npm into .tools/), checks formatting and lints, then
-# runs every test with nextest (or cargo test where nextest is missing).
+# Claude Code CLI from npm and schemathesis from PyPI into .tools/), checks
+# formatting and lints, runs schemathesis against a live server, then runs
+# every test with nextest (or cargo test where nextest is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLAUDE_CODE_VERSION=2.1.330
+SCHEMATHESIS_VERSION=4.32.5
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -39,6 +41,42 @@ cargo fmt --all -- --check
 
 step "clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "schemathesis $SCHEMATHESIS_VERSION over the OpenAPI document (a live server)"
+st=.tools/venv/bin/schemathesis
+if ! "$st" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  python3 -m venv .tools/venv
+  .tools/venv/bin/pip install -q "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+cargo build -q -p iris-cli
+home=$(mktemp -d)
+cat > "$home/config.yaml" <<'YAML'
+api:
+  port: 0
+  rateLimit:
+    maxRequests: 1000000000
+    perIp: 1000000000/min
+    messages: 1000000000/min
+teams:
+  demo:
+    path: .
+    agent: echo
+YAML
+IRIS_HOME="$home" target/debug/iris serve >"$home/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 200); do [ -s "$home/.http.port" ] && break; sleep 0.05; done
+port=$(cat "$home/.http.port")
+key=$(sed -n 's/^IRIS_API_KEY=//p' "$home/credentials")
+# Every operation: no server error, every answer as the document says,
+# and the document itself valid (undeclared parameters are errors).
+status=0
+"$st" run "http://127.0.0.1:$port/api/v1/openapi.json" -H "Authorization: Bearer $key" \
+  --checks not_a_server_error,response_schema_conformance \
+  --max-examples 20 --seed 1 --no-color || status=$?
+kill "$server"; wait "$server" || true
+if grep -q panicked "$home/serve.log"; then echo "the server panicked:"; cat "$home/serve.log"; status=1; fi
+rm -rf "$home"
+[ "$status" -eq 0 ] || exit "$status"
 
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -103,7 +103,10 @@ fn build() -> Value {
                     }
                 }
             } else {
-                o["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": params_schema}}});
+                let needed = params_schema["required"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty());
+                o["requestBody"] = json!({"required": needed, "content": {"application/json": {"schema": params_schema}}});
             }
             paths
                 .entry(path.clone())
