@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use iris_core::auth::{Auth, AuthError, Login};
 use iris_core::{Ctx, IrisError};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -16,6 +17,38 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::{self as auth, Caller, REFRESH_PREFIX};
 use crate::params::Typed;
+
+/// The request bodies of the routes that take one, by the path under
+/// `auth/`, as JSON Schemas from the types that read them, with what the
+/// handlers require besides (one of the names at login; the token or
+/// password a step needs).
+pub fn request_schemas() -> Vec<(&'static str, Value)> {
+    let schema = |s: schemars::Schema, required: &[&str]| {
+        let mut v = s.to_value();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("$schema");
+            o.remove("title");
+            if !required.is_empty() {
+                o.insert("required".into(), json!(required));
+            }
+        }
+        v
+    };
+    let mut login = schema(schemars::schema_for!(LoginBody), &["password"]);
+    login["anyOf"] =
+        json!([{"required": ["username"]}, {"required": ["email"]}, {"required": ["login"]}]);
+    let code = || schemars::schema_for!(CodeBody);
+    vec![
+        ("login", login),
+        (
+            "refresh",
+            schema(schemars::schema_for!(RefreshBody), &["refreshToken"]),
+        ),
+        ("mfa/confirm", schema(code(), &["code"])),
+        ("mfa/verify", schema(code(), &["code", "mfaToken"])),
+        ("mfa/disable", schema(code(), &["code", "password"])),
+    ]
+}
 
 pub fn routes(prefix: &str) -> Router<AppState> {
     let at = |path: &str| format!("{prefix}/auth/{path}");
@@ -32,7 +65,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
         .route(&at("mfa/disable"), post(mfa_disable))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct LoginBody {
     username: Option<String>,
@@ -64,7 +97,7 @@ async fn login(
     )
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RefreshBody {
     refresh_token: Option<String>,
@@ -157,7 +190,7 @@ async fn mfa_setup(State(state): State<AppState>, who: Caller) -> Result<Json<Va
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct CodeBody {
     code: String,

@@ -332,10 +332,34 @@ fn build() -> Value {
             m.insert(method.to_owned(), o);
         }
     }
+    // The bodies of /auth/*, from the types that read them.
+    for (under, schema) in super::auth::request_schemas() {
+        if let Some(o) = paths
+            .get_mut(&format!("/api/v1/auth/{under}"))
+            .and_then(|p| p.get_mut("post"))
+        {
+            o["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        }
+    }
+    // The WebSockets: a GET upgrading the connection (RFC 6455 section
+    // 4.1: `Upgrade: websocket`, `Connection: Upgrade`,
+    // `Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`). The headers are
+    // described, not declared: an HTTP test client that sent them would be
+    // switched to a protocol it does not speak. A plain GET is answered
+    // 400 with the error body.
+    for path in ["/api/v1/stream", "/ws"] {
+        if let Some(o) = paths.get_mut(path).and_then(|p| p.get_mut("get")) {
+            o["description"] = json!(
+                "Send the WebSocket upgrade headers of RFC 6455 section 4.1; without them the answer is 400 with the error body. The credential may come in the `Authorization` header, a `token` query parameter, or the first message (`api.websocket.authTimeout`)."
+            );
+            o["responses"]["101"] = json!({"description": "Switching to the WebSocket protocol"});
+        }
+    }
     // The routes that answer without a credential say so.
     let policies = crate::gate::policy::Policies::new();
     for (path, methods) in paths.iter_mut() {
-        if policies.of(Some(path)).access == crate::gate::policy::Access::Public
+        if policies.of(Some(path)).access != crate::gate::policy::Access::Guarded
             && let Some(methods) = methods.as_object_mut()
         {
             for o in methods.values_mut() {

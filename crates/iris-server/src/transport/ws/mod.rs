@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -58,8 +59,18 @@ async fn upgrade_as<const RPC: bool>(
     State(state): State<AppState>,
     rid: RequestId,
     who: Caller,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // A plain GET (no upgrade headers) gets the error body like any other
+    // bad request, with the status axum chose (400, 405, 426).
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            let status = rejection.status();
+            let e = IrisError::validation("Upgrade", rejection.body_text());
+            return ApiError::new(e, &rid).with_status(status).into_response();
+        }
+    };
     let proto = if RPC {
         Protocol::JsonRpc
     } else {
