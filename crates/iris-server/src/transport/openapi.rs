@@ -356,6 +356,13 @@ fn build() -> Value {
             o["responses"]["101"] = json!({"description": "Switching to the WebSocket protocol"});
         }
     }
+    // `/rpc`: the operation by name and its parameters.
+    if let Some(o) = paths.get_mut("/rpc").and_then(|p| p.get_mut("post")) {
+        o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["method"],
+            "properties": {"method": {"type": "string", "description": "an operation's name (GET /api/v1/tools)"},
+                           "params": {"type": "object", "description": "its parameters"}}}}}});
+    }
     // The routes that answer without a credential say so.
     let policies = crate::gate::policy::Policies::new();
     for (path, methods) in paths.iter_mut() {
