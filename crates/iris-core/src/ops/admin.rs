@@ -30,6 +30,7 @@ pub struct KeyCreateParams {
     /// Limit the key to these teams.
     pub teams: Option<Vec<String>>,
     /// `30d`, `12h`, `90m`…; never expires when absent.
+    #[schemars(regex(pattern = DURATION))]
     pub expires_in: Option<String>,
     /// This key's own limit (`100/min`) instead of the default.
     pub rate_limit: Option<String>,
@@ -55,7 +56,8 @@ pub struct KeyRefParams {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeyRotateParams {
     pub key: String,
-    /// How long the old key keeps working (`1h`, `0s`…); default auth.rotationGrace.
+    /// How long the old key keeps working (`1h`, `90s`…); default auth.rotationGrace.
+    #[schemars(regex(pattern = DURATION))]
     pub grace: Option<String>,
 }
 
@@ -67,6 +69,8 @@ pub struct KeyList {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UserCreateParams {
+    /// 3 to 64 letters, digits, `.`, `_` or `-`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{3,64}$"))]
     pub username: String,
     pub password: String,
     pub email: Option<String>,
@@ -182,6 +186,10 @@ fn known_teams(iris: &Iris, teams: &Option<Vec<String>>) -> Result<()> {
     }
     Ok(())
 }
+
+/// What `parse_duration` reads: a positive whole number and a unit (none:
+/// seconds), as the schema of the fields that hold one says.
+const DURATION: &str = r"^\s*0*[1-9][0-9]{0,11}(s|sec|second|seconds|m|min|minute|minutes|h|hour|hours|d|day|days)?\s*$";
 
 fn duration(field: &str, v: Option<&str>) -> Result<Option<std::time::Duration>> {
     v.map(|s| parse_duration(s).map_err(|e| IrisError::validation(field, e)))

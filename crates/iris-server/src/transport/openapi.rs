@@ -356,6 +356,23 @@ fn build() -> Value {
             o["responses"]["101"] = json!({"description": "Switching to the WebSocket protocol"});
         }
     }
+    // A stream's message: `quick_message`'s parameters, the team in the path.
+    if let (Some(op), Some(o)) = (
+        registry().get("quick_message"),
+        paths
+            .get_mut("/api/v1/teams/{team}/stream")
+            .and_then(|p| p.get_mut("post")),
+    ) {
+        let mut schema = absorb(&op.params_schema, &mut defs);
+        if let Some(props) = schema["properties"].as_object_mut() {
+            props.remove("toTeam");
+        }
+        if let Some(req) = schema["required"].as_array_mut() {
+            req.retain(|x| x != "toTeam");
+        }
+        o["requestBody"] =
+            json!({"required": true, "content": {"application/json": {"schema": schema}}});
+    }
     // `/rpc`: the operation by name and its parameters.
     if let Some(o) = paths.get_mut("/rpc").and_then(|p| p.get_mut("post")) {
         o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {
