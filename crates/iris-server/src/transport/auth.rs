@@ -32,18 +32,23 @@ pub fn request_schemas() -> Vec<(&'static str, Value)> {
                 o.insert("required".into(), json!(required));
             }
         }
+        // A field a step needs is a non-empty string (not null).
+        for key in required {
+            v["properties"][*key] = json!({"type": "string", "minLength": 1});
+        }
         v
     };
     let mut login = schema(schemars::schema_for!(LoginBody), &["password"]);
-    login["anyOf"] =
-        json!([{"required": ["username"]}, {"required": ["email"]}, {"required": ["login"]}]);
+    let named = |key: &str| json!({"required": [key], "properties": {key: {"type": "string", "minLength": 1}}});
+    login["anyOf"] = json!([named("username"), named("email"), named("login")]);
     let code = || schemars::schema_for!(CodeBody);
     vec![
         ("login", login),
-        (
-            "refresh",
-            schema(schemars::schema_for!(RefreshBody), &["refreshToken"]),
-        ),
+        ("refresh", {
+            let mut refresh = schema(schemars::schema_for!(RefreshBody), &["refreshToken"]);
+            refresh["properties"]["refreshToken"]["pattern"] = json!(format!("^{REFRESH_PREFIX}"));
+            refresh
+        }),
         ("mfa/confirm", schema(code(), &["code"])),
         ("mfa/verify", schema(code(), &["code", "mfaToken"])),
         ("mfa/disable", schema(code(), &["code", "password"])),
