@@ -224,6 +224,23 @@ async fn websockets_close_a_silent_socket_with_1008_and_refuse_foreign_origins()
     w.h.stop().await;
 }
 
+/// An `Origin` header that is not visible ASCII is refused like a foreign
+/// one, not taken for a request without an origin.
+#[tokio::test]
+async fn an_unreadable_origin_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = walk().await;
+    let mut tcp = tokio::net::TcpStream::connect(w.server.addr).await.unwrap();
+    let mut request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nOrigin: http://\xe9vil.example\r\nConnection: close\r\n\r\n".to_vec();
+    tcp.write_all(&request).await.unwrap();
+    request.clear();
+    let _ = tcp.read_to_end(&mut request).await;
+    let answer = String::from_utf8_lossy(&request);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    w.server.stop().await;
+    w.h.stop().await;
+}
+
 /// Two `Host` headers: 400 (RFC 9112 section 3.2), whichever comes first,
 /// on every kind of route, with the error body.
 #[tokio::test]

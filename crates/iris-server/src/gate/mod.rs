@@ -240,12 +240,15 @@ fn check_host(state: &AppState, heads: &HeaderMap) -> Result<(), IrisError> {
             "host `{host}` is not allowed (api.allowedHosts)"
         )));
     }
-    let origin = heads.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    match origin {
-        Some(o) if !host::origin_allowed(&state.iris.config.api, &state.hosts, o) => Err(
+    // An `Origin` that is not visible ASCII names no allowed origin: refused,
+    // not taken for a request without one.
+    match heads.get(header::ORIGIN).map(|v| v.to_str()) {
+        None => Ok(()),
+        Some(Err(_)) => Err(forbidden("an unreadable origin is not allowed".to_owned())),
+        Some(Ok(o)) if !host::origin_allowed(&state.iris.config.api, &state.hosts, o) => Err(
             forbidden(format!("origin `{o}` is not allowed (api.cors.origins)")),
         ),
-        _ => Ok(()),
+        Some(Ok(_)) => Ok(()),
     }
 }
 
