@@ -52,9 +52,12 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// Whether a browser `Origin` may call: a configured CORS origin, or a page
-/// served by an allowed host.
-pub fn origin_allowed(api: &ApiConfig, hosts: &Hosts, origin: &str) -> bool {
+/// Whether a browser `Origin` may call a request sent to `host` (its `Host`
+/// header): a configured CORS origin, or a page served by an allowed host.
+/// Bound to every address with no names configured, every `Host` is
+/// allowed, so there a page's origin must be the server it calls (the
+/// request's own `Host`): any other site's page is refused.
+pub fn origin_allowed(api: &ApiConfig, hosts: &Hosts, origin: &str, host: &str) -> bool {
     if api.cors.enabled
         && api
             .cors
@@ -64,8 +67,11 @@ pub fn origin_allowed(api: &ApiConfig, hosts: &Hosts, origin: &str) -> bool {
     {
         return true;
     }
-    let host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
-    hosts.allow(host)
+    let served = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
+    if hosts.any {
+        return strip_port(served).eq_ignore_ascii_case(strip_port(host));
+    }
+    hosts.allow(served)
 }
 
 #[cfg(test)]
@@ -108,8 +114,33 @@ mod tests {
     fn origins_must_be_configured_or_local() {
         let a = api("127.0.0.1", &[]);
         let h = Hosts::new(&a);
-        assert!(origin_allowed(&a, &h, "http://localhost:3100"));
-        assert!(origin_allowed(&a, &h, "http://127.0.0.1:1615"));
-        assert!(!origin_allowed(&a, &h, "https://evil.example"));
+        let host = "127.0.0.1:1615";
+        assert!(origin_allowed(&a, &h, "http://localhost:3100", host));
+        assert!(origin_allowed(&a, &h, "http://127.0.0.1:1615", host));
+        assert!(!origin_allowed(&a, &h, "https://evil.example", host));
+    }
+
+    /// Bound to every address: every Host is served, but only pages of the
+    /// server itself (or configured CORS origins) may call it.
+    #[test]
+    fn on_every_address_an_origin_must_be_the_server_itself() {
+        let a = api("0.0.0.0", &[]);
+        let h = Hosts::new(&a);
+        assert!(origin_allowed(
+            &a,
+            &h,
+            "http://iris.lan:1615",
+            "iris.lan:1615"
+        ));
+        assert!(
+            origin_allowed(&a, &h, "http://localhost:3100", "iris.lan:1615"),
+            "cors.origins"
+        );
+        assert!(!origin_allowed(
+            &a,
+            &h,
+            "https://evil.example",
+            "iris.lan:1615"
+        ));
     }
 }

@@ -245,7 +245,7 @@ fn check_host(state: &AppState, heads: &HeaderMap) -> Result<(), IrisError> {
     match heads.get(header::ORIGIN).map(|v| v.to_str()) {
         None => Ok(()),
         Some(Err(_)) => Err(forbidden("an unreadable origin is not allowed".to_owned())),
-        Some(Ok(o)) if !host::origin_allowed(&state.iris.config.api, &state.hosts, o) => Err(
+        Some(Ok(o)) if !host::origin_allowed(&state.iris.config.api, &state.hosts, o, host) => Err(
             forbidden(format!("origin `{o}` is not allowed (api.cors.origins)")),
         ),
         Some(Ok(_)) => Ok(()),
