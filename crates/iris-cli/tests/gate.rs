@@ -59,6 +59,14 @@ async fn walk() -> Walk {
     }
 }
 
+impl Walk {
+    /// A request of `method` to `path` on the server.
+    fn request(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        self.http.request(m, format!("{}{path}", self.base))
+    }
+}
+
 /// A concrete path for a template.
 fn concrete(template: &str) -> String {
     template
@@ -82,13 +90,7 @@ async fn every_route_and_mounted_service_needs_a_credential_but_the_public_list(
     for template in &templates {
         let path = concrete(template);
         for method in METHODS {
-            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-            let resp = w
-                .http
-                .request(m, format!("{}{path}", w.base))
-                .send()
-                .await
-                .unwrap();
+            let resp = w.request(method, &path).send().await.unwrap();
             let status = resp.status().as_u16();
             let body: Value = resp.json().await.unwrap_or(Value::Null);
             match access(template) {
@@ -159,10 +161,8 @@ async fn every_route_and_mounted_service_needs_a_credential_but_the_public_list(
     for template in &templates {
         let path = concrete(template);
         for method in METHODS {
-            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
             let resp = w
-                .http
-                .request(m, format!("{}{path}", w.base))
+                .request(method, &path)
                 .header("Host", "evil.example")
                 .bearer_auth(&key)
                 .send()

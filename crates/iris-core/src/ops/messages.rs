@@ -48,42 +48,30 @@ fn default_timeout() -> i64 {
     30_000
 }
 
-/// `ask_message`'s parameters: `send_message`'s, always waiting.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AskParams {
-    /// The team to ask.
-    #[schemars(length(min = 1, max = 64))]
-    pub to_team: String,
-    /// The question.
-    #[schemars(length(min = 1, max = 1_000_000))]
-    pub message: String,
-    /// Who is asking (a team or any caller name); defaults to the caller's identity.
-    #[serde(default)]
-    #[schemars(length(max = 128))]
-    pub from_team: Option<String>,
-    /// Milliseconds to wait: 0 waits until the turn ends. When a positive
-    /// wait runs out the call fails with TIMEOUT; the turn goes on.
-    #[serde(default = "default_timeout")]
-    #[schemars(range(min = 0, max = 86_400_000))]
-    pub timeout: i64,
-    /// Continue a particular conversation instead of the pair's default one.
-    #[serde(default)]
-    pub session_id: Option<String>,
-    #[serde(default)]
-    pub priority: Priority,
-}
+/// `ask_message`'s parameters: `send_message`'s, with a wait of 0 or more
+/// (an ask always waits; `quick_message` is the one that does not).
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct AskParams(SendParams);
 
-impl From<AskParams> for SendParams {
-    fn from(p: AskParams) -> Self {
-        SendParams {
-            to_team: p.to_team,
-            message: p.message,
-            from_team: p.from_team,
-            timeout: p.timeout,
-            session_id: p.session_id,
-            priority: p.priority,
+impl JsonSchema for AskParams {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AskParams".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = SendParams::json_schema(generator);
+        if let Some(timeout) = schema
+            .as_object_mut()
+            .and_then(|o| o.get_mut("properties"))
+            .and_then(|p| p.get_mut("timeout"))
+        {
+            timeout["minimum"] = json!(0);
+            timeout["description"] = json!(
+                "Milliseconds to wait: 0 waits until the turn ends. When a positive wait runs out the call fails with TIMEOUT; the turn goes on."
+            );
         }
+        schema
     }
 }
 
@@ -229,8 +217,8 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_WRITE),
             true,
             // (`timeout: -1` is refused by the schema: ask waits; quick_message does not.)
-            |iris: Arc<Iris>, ctx: Ctx, p: AskParams| async move {
-                deliver(&iris, &ctx, p.into(), "message").await
+            |iris: Arc<Iris>, ctx: Ctx, AskParams(p): AskParams| async move {
+                deliver(&iris, &ctx, p, "message").await
             },
         ),
         Operation::new(

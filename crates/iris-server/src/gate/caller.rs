@@ -75,6 +75,15 @@ fn ungated() -> ApiError {
     )
 }
 
+/// 401 for a request that needs a credential and presents none.
+#[cold]
+pub fn unauthenticated() -> IrisError {
+    IrisError::new(
+        ErrorKind::Unauthorized,
+        "authentication required: send `Authorization: Bearer <API key or access token>`",
+    )
+}
+
 /// The credential a request presents, if any. The `token` query parameter
 /// counts only on GET requests to streams (`…/stream`, `/ws`), where
 /// browsers cannot set headers; elsewhere a key in a URL would end up in
@@ -123,13 +132,7 @@ impl Caller {
                 principal: p.clone(),
                 origin: self.origin.clone(),
             }),
-            None => Err(ApiError::new(
-                IrisError::new(
-                    ErrorKind::Unauthorized,
-                    "authentication required: send `Authorization: Bearer <API key or access token>`",
-                ),
-                &self.request_id,
-            )),
+            None => Err(self.fail(unauthenticated())),
         }
     }
 

@@ -87,7 +87,7 @@ pub struct Gate<S> {
 
 impl<S, B> Service<Request> for Gate<S>
 where
-    S: Service<Request, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request, Response = Response<B>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
@@ -130,18 +130,19 @@ where
         let deadline = (policy.timed && timeout > 0)
             .then(|| tokio::time::Instant::from_std(started + Duration::from_millis(timeout)));
         Box::pin(async move {
-            let answer = match call {
-                Err(refusal) => Some(Err(refusal)),
-                Ok(call) => match deadline {
-                    Some(at) => tokio::time::timeout_at(at, call).await.ok().map(Ok),
-                    None => Some(Ok(call.await)),
-                },
-            };
-            let resp = match answer {
-                Some(Ok(Ok(resp))) => resp.map(Body::new),
-                Some(Ok(Err(never))) => match never {},
-                Some(Err(refusal)) => ApiError::new(refusal, &out.rid).into_response(),
-                None => timed_out(&out.rid),
+            let resp = match call {
+                Err(refusal) => ApiError::new(refusal, &out.rid).into_response(),
+                Ok(call) => {
+                    let answered = match deadline {
+                        Some(at) => tokio::time::timeout_at(at, call).await.ok(),
+                        None => Some(call.await),
+                    };
+                    match answered {
+                        Some(Ok(resp)) => resp.map(Body::new),
+                        Some(Err(never)) => match never {},
+                        None => timed_out(&out.rid),
+                    }
+                }
             };
             Ok(out.finish(resp))
         })
@@ -195,10 +196,7 @@ fn admit(state: &AppState, req: &Request, policy: Policy, rid: &RequestId) -> Ad
         None if !state.iris.config.api.require_auth => Some(state.open.clone()),
         None if policy.access != Access::Guarded || is_preflight(req) => None,
         None => {
-            let e = IrisError::new(
-                ErrorKind::Unauthorized,
-                "authentication required: send `Authorization: Bearer <API key or access token>`",
-            );
+            let e = caller::unauthenticated();
             return refuse(e, limit);
         }
     };
@@ -259,7 +257,7 @@ fn forbidden(problem: String) -> IrisError {
 
 /// 429; the headers are added on the way out.
 #[cold]
-fn too_many(d: &Decision) -> IrisError {
+pub(crate) fn too_many(d: &Decision) -> IrisError {
     IrisError::new(
         ErrorKind::RateLimited,
         format!("rate limit of {} requests exceeded; retry later", d.limit),

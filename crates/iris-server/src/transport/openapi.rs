@@ -46,6 +46,16 @@ fn rewrite_refs(v: &mut Value) {
     }
 }
 
+/// `schema` without the property `field` (one the path fills).
+fn without(schema: &mut Value, field: &str) {
+    if let Some(props) = schema["properties"].as_object_mut() {
+        props.remove(field);
+    }
+    if let Some(req) = schema["required"].as_array_mut() {
+        req.retain(|x| x != field);
+    }
+}
+
 fn error_response() -> Value {
     json!({"description": "The error body (docs/operations.md)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
 }
@@ -66,12 +76,7 @@ fn build() -> Value {
             {
                 parameters.push(json!({"name": segment, "in": "path", "required": true,
                     "description": format!("fills `{field}`"), "schema": {"type": "string"}}));
-                if let Some(props) = params_schema["properties"].as_object_mut() {
-                    props.remove(field);
-                }
-                if let Some(req) = params_schema["required"].as_array_mut() {
-                    req.retain(|x| x != field);
-                }
+                without(&mut params_schema, field);
             }
         }
         let result_schema = absorb(&op.result_schema, &mut defs);
@@ -364,12 +369,7 @@ fn build() -> Value {
             .and_then(|p| p.get_mut("post")),
     ) {
         let mut schema = absorb(&op.params_schema, &mut defs);
-        if let Some(props) = schema["properties"].as_object_mut() {
-            props.remove("toTeam");
-        }
-        if let Some(req) = schema["required"].as_array_mut() {
-            req.retain(|x| x != "toTeam");
-        }
+        without(&mut schema, "toTeam");
         o["requestBody"] =
             json!({"required": true, "content": {"application/json": {"schema": schema}}});
     }

@@ -183,12 +183,9 @@ impl OpRoute {
         who: Caller,
         req: Request,
     ) -> Result<Response, ApiError> {
-        let OpRoute(_, operation) = self;
-        let rid = who.request_id.clone();
-        let fail = |e: IrisError| ApiError::new(e, &rid);
+        let OpRoute(spec, operation) = self;
         let ctx = who.ctx()?;
         let (mut parts, body) = req.into_parts();
-        let OpRoute(spec, _) = self;
         // Only routes with segments read them (a bad one is a 400).
         let segments = match (spec.team, spec.id) {
             (None, None) => Vec::new(),
@@ -197,16 +194,18 @@ impl OpRoute {
         let query = match parts.uri.query() {
             Some(_) => Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
                 .map(|q| q.0)
-                .map_err(|e| fail(IrisError::validation("query", e.body_text())))?,
+                .map_err(|e| who.fail(IrisError::validation("query", e.body_text())))?,
             None => Vec::new(),
         };
-        let Body(body) = read_body(body, &state, Some(&rid)).await?;
-        let params = self.params(&segments, query, &body).map_err(fail)?;
+        let Body(body) = read_body(body, &state, Some(&who.request_id)).await?;
+        let params = self
+            .params(&segments, query, &body)
+            .map_err(|e| who.fail(e))?;
         let text = state
             .iris
             .dispatch_text(ctx, operation, params)
             .await
-            .map_err(fail)?;
+            .map_err(|e| who.fail(e))?;
         Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
     }
 

@@ -426,11 +426,7 @@ impl Connection {
             .ip
             .and_then(|ip| self.state.iris.auth.limit_ip(ip));
         if let Some(d) = limit.filter(|d| !d.allowed) {
-            let e = IrisError::new(
-                ErrorKind::RateLimited,
-                format!("rate limit of {} requests exceeded; retry later", d.limit),
-            );
-            return self.reply_error(id, e).await;
+            return self.reply_error(id, crate::gate::too_many(&d)).await;
         }
         match self.state.iris.auth.authenticate(token, &self.ctx.origin) {
             Ok(p) => {
