@@ -168,9 +168,9 @@ impl TurnEvent {
         matches!(self, TurnEvent::Complete { .. } | TurnEvent::Error { .. })
     }
 
-    fn item(item: &StreamItem) -> TurnEvent {
-        let (seq, data) = (item.seq, item.data.clone());
-        match item.kind {
+    fn item(item: StreamItem) -> TurnEvent {
+        let StreamItem { seq, kind, data } = item;
+        match kind {
             StreamKind::Chunk => TurnEvent::Chunk { seq, data },
             StreamKind::ToolUse => TurnEvent::ToolUse { seq, data },
         }
@@ -251,7 +251,12 @@ impl Follower {
         let live = match turn {
             TurnStream::Live(t) => Some(t),
             TurnStream::Stored { row, items } => {
-                queue.extend(items.iter().filter(|i| i.seq > after).map(TurnEvent::item));
+                queue.extend(
+                    items
+                        .into_iter()
+                        .filter(|i| i.seq > after)
+                        .map(TurnEvent::item),
+                );
                 queue.push_back(match TurnStatus::parse(&row.status) {
                     Some(status) if status.is_final() => TurnEvent::end(
                         &row.id,
@@ -300,7 +305,7 @@ impl Follower {
                     if let Some(last) = items.last() {
                         self.after = last.seq;
                     }
-                    self.queue.extend(items.iter().map(TurnEvent::item));
+                    self.queue.extend(items.into_iter().map(TurnEvent::item));
                 }
                 FollowStep::Done(o) => {
                     self.queue.push_back(TurnEvent::end(

@@ -120,7 +120,9 @@ impl Operation {
                     // schema, which names each bad field; what is left to
                     // fail here is rare (and would not be worth tracking
                     // the path of every field on every call for).
-                    let p: P = serde_json::from_value(whole_numbers(params))
+                    let mut params = params;
+                    whole_numbers(&mut params);
+                    let p: P = serde_json::from_value(params)
                         .map_err(|e| IrisError::validation("params", e.to_string()))?;
                     let r = handler(iris, ctx, p).await?;
                     match encoding {
@@ -370,23 +372,23 @@ fn as_text<R: Serialize>(r: &R) -> serde_json::Result<Vec<u8>> {
     })
 }
 
-/// `params` with every number that has no fractional part (`5.0`) as an
-/// integer: JSON Schema counts `5.0` as an integer (2020-12, section 4.2.1
-/// of the validation vocabulary), so the validator passes it, and serde's
-/// integer fields must take it too.
-fn whole_numbers(params: Value) -> Value {
-    match params {
-        Value::Number(n) if n.is_f64() => match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
-            _ => Value::Number(n),
-        },
-        Value::Array(items) => Value::Array(items.into_iter().map(whole_numbers).collect()),
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (k, whole_numbers(v)))
-                .collect(),
-        ),
-        other => other,
+/// Turn every number of `v` that has no fractional part (`5.0`) into an
+/// integer, in place: JSON Schema counts `5.0` as an integer (2020-12 core,
+/// section 4.2.1), so the validator passes it, and
+/// serde's integer fields must take it too. Walks without copying.
+fn whole_numbers(v: &mut Value) {
+    match v {
+        Value::Number(n) => {
+            if let Some(f) = n
+                .as_f64()
+                .filter(|f| n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15)
+            {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(map) => map.values_mut().for_each(whole_numbers),
+        _ => {}
     }
 }
 
@@ -461,7 +463,8 @@ mod tests {
 
     #[test]
     fn whole_floats_are_integers() {
-        let v = whole_numbers(json!({"timeout": 1_423_244.0, "a": [2.0, 2.5], "s": "3.0"}));
+        let mut v = json!({"timeout": 1_423_244.0, "a": [2.0, 2.5], "s": "3.0"});
+        whole_numbers(&mut v);
         assert_eq!(v, json!({"timeout": 1_423_244, "a": [2, 2.5], "s": "3.0"}));
         assert!(v["timeout"].is_i64());
     }
