@@ -90,7 +90,7 @@ pub fn load(source: &ConfigSource) -> anyhow::Result<Config> {
     Config::load(source).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-async fn start(cfg: Config, serving: bool) -> anyhow::Result<Arc<Iris>> {
+pub async fn start(cfg: Config, serving: bool) -> anyhow::Result<Arc<Iris>> {
     // A one-shot command neither prewarms teams nor recovers the database
     // (a server may be running on it).
     let options = StartOptions {
@@ -272,13 +272,9 @@ pub async fn invoke(
     Ok(result.map_err(|e| e.body(None, now_ms())))
 }
 
-/// `POST /rpc` on the running server, with the key of `$IRIS_HOME/credentials`.
-async fn remote(
-    cfg: &Config,
-    port_file: &std::path::Path,
-    operation: &str,
-    params: Value,
-) -> anyhow::Result<Result<Value, Value>> {
+/// The base URL (`http://host:port`) of the server of this `IRIS_HOME`,
+/// from its port file.
+pub fn server_url(cfg: &Config, port_file: &std::path::Path) -> anyhow::Result<String> {
     let port = std::fs::read_to_string(port_file)
         .with_context(|| format!("reading {}", port_file.display()))?;
     let host = match cfg.api.host.as_str() {
@@ -286,7 +282,17 @@ async fn remote(
         h if h.contains(':') => format!("[{h}]"),
         h => h.to_owned(),
     };
-    let url = format!("http://{host}:{}/rpc", port.trim());
+    Ok(format!("http://{host}:{}", port.trim()))
+}
+
+/// `POST /rpc` on the running server, with the key of `$IRIS_HOME/credentials`.
+async fn remote(
+    cfg: &Config,
+    port_file: &std::path::Path,
+    operation: &str,
+    params: Value,
+) -> anyhow::Result<Result<Value, Value>> {
+    let url = format!("{}/rpc", server_url(cfg, port_file)?);
     let mut req = reqwest::Client::new()
         .post(&url)
         .json(&serde_json::json!({"method": operation, "params": params}));

@@ -4,6 +4,7 @@ mod admin;
 mod commands;
 mod credentials;
 mod logging;
+mod mcp;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,14 @@ enum Command {
         /// Allow `api.requireAuth: false` on a non-loopback address.
         #[arg(long)]
         insecure: bool,
+    },
+    /// Serve MCP on stdin/stdout (for MCP hosts such as Claude Code or Claude Desktop).
+    Mcp {
+        /// Relay to a running `iris serve` instead of running the agents in
+        /// this process: its `/mcp` URL, or nothing for the server of this
+        /// IRIS_HOME. The key comes from $IRIS_API_KEY or $IRIS_HOME/credentials.
+        #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+        connect: Option<String>,
     },
     /// Manage API keys.
     Key {
@@ -120,6 +129,7 @@ fn main() -> ExitCode {
         Command::Init { force } => commands::init(force),
         Command::Tools => commands::tools(),
         Command::Serve { insecure } => commands::run_async(commands::serve(source, insecure)),
+        Command::Mcp { connect } => commands::run_async(mcp::run(source, connect)),
         Command::Key { action, local } => commands::run_async(admin::key(source, action, local)),
         Command::User { action, local } => commands::run_async(admin::user(source, action, local)),
         Command::Audit { action, local } => {

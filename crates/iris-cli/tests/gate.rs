@@ -82,7 +82,7 @@ fn access(template: &str) -> iris_server::Access {
 #[tokio::test]
 async fn every_route_and_mounted_service_needs_a_credential_but_the_public_list() {
     let w = walk().await;
-    let mut templates = iris_server::route_templates().unwrap();
+    let mut templates = iris_server::route_templates(w.h.iris.clone()).unwrap();
     assert!(templates.len() > 60, "{templates:?}");
     assert!(templates.contains(&"/api/teams/{team}/stream".to_owned()));
     templates.extend(["/mounted", "/nested", "/nested/deeper", "/no/such/route"].map(String::from));
@@ -179,7 +179,7 @@ async fn every_route_and_mounted_service_needs_a_credential_but_the_public_list(
 #[tokio::test]
 async fn websockets_close_a_silent_socket_with_1008_and_refuse_foreign_origins() {
     let w = walk().await;
-    let ws_routes: Vec<String> = iris_server::route_templates()
+    let ws_routes: Vec<String> = iris_server::route_templates(w.h.iris.clone())
         .unwrap()
         .into_iter()
         .filter(|t| access(t) == iris_server::Access::FirstMessage)

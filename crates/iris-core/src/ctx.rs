@@ -4,19 +4,36 @@ use std::sync::Arc;
 
 use iris_auth::{Origin, principal::Principal};
 
+use crate::follow::Follower;
+
+/// Where a sending operation hands the turn it started, for a transport
+/// that reports a call's progress while the caller waits (MCP progress
+/// notifications) or must stop that turn when the caller gives up (MCP
+/// cancellation). The operation's result is unchanged.
+pub type TurnWatch = tokio::sync::mpsc::UnboundedSender<Follower>;
+
 /// The context of one call: who, and from where.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub principal: Arc<Principal>,
     pub origin: Origin,
+    /// Set by transports that follow the turns a call starts (see
+    /// [`TurnWatch`]); `None` for everyone else.
+    pub watch: Option<TurnWatch>,
 }
 
 impl Ctx {
-    pub fn local() -> Self {
+    /// A call of `principal` from `origin`.
+    pub fn new(principal: Arc<Principal>, origin: Origin) -> Self {
         Ctx {
-            principal: Arc::new(Principal::local()),
-            origin: Origin::default(),
+            principal,
+            origin,
+            watch: None,
         }
+    }
+
+    pub fn local() -> Self {
+        Ctx::new(Arc::new(Principal::local()), Origin::default())
     }
 
     pub fn request_id(&self) -> Option<&str> {

@@ -23,7 +23,7 @@ pub mod recorder;
 pub mod registry;
 pub mod team;
 
-pub use ctx::Ctx;
+pub use ctx::{Ctx, TurnWatch};
 pub use error::{ErrorKind, IrisError, Result};
 pub use follow::{Follower, TurnEvent, TurnStream};
 pub use iris::{Iris, Outgoing, StartOptions};

@@ -209,15 +209,17 @@ impl Registry {
         &self.ops
     }
 
-    /// The operations `principal` may call: what every tool listing shows
+    /// The operations `principal` may call (the same rule as
+    /// [`Iris::permit`]: its scopes, and no team-spanning operation for a
+    /// caller limited to some teams): what every tool listing shows
     /// (`GET /api/v1/tools`, JSON-RPC and MCP `tools/list`).
     pub fn visible_to<'a>(
         &'a self,
         principal: &'a Principal,
     ) -> impl Iterator<Item = &'a Operation> {
-        self.ops
-            .iter()
-            .filter(|o| o.scope.is_none_or(|s| principal.allows(s)))
+        self.ops.iter().filter(|o| {
+            o.scope.is_none_or(|s| principal.allows(s)) && !(o.global && principal.teams.is_some())
+        })
     }
 }
 

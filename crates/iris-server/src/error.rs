@@ -56,6 +56,13 @@ impl IntoResponse for ApiError {
             .and_then(|d| d.get("retryAfterMs"))
             .and_then(serde_json::Value::as_u64);
         let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3: how to authenticate (MCP clients read it, 2025-11-25 §Authorization).
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"iris\""),
+            );
+        }
         if let Some(ms) = retry {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -38,6 +38,19 @@ impl std::ops::Deref for AppState {
     }
 }
 
+impl AppState {
+    fn new(iris: Arc<Iris>, lifecycle: Lifecycle) -> Self {
+        AppState(Arc::new(Shared {
+            lifecycle,
+            open: iris.auth.open_principal(),
+            hosts: gate::host::Hosts::new(&iris.config.api),
+            iris,
+            ws_connections: Default::default(),
+            sse_streams: Default::default(),
+        }))
+    }
+}
+
 pub struct Shared {
     pub iris: Arc<Iris>,
     /// The caller of a request without a credential when `api.requireAuth`
@@ -64,14 +77,7 @@ pub fn app(
     mounted: Router<AppState>,
 ) -> anyhow::Result<App> {
     gate::metrics::handle();
-    let state = AppState(Arc::new(Shared {
-        lifecycle,
-        open: iris.auth.open_principal(),
-        hosts: gate::host::Hosts::new(&iris.config.api),
-        iris,
-        ws_connections: Default::default(),
-        sse_streams: Default::default(),
-    }));
+    let state = AppState::new(iris, lifecycle);
     let api = &state.iris.config.api;
     let layers = tower::ServiceBuilder::new()
         .layer(gate::GateLayer::new(state.clone()))
@@ -80,7 +86,7 @@ pub fn app(
         .layer(tower_http::limit::RequestBodyLimitLayer::new(
             api.max_body_bytes,
         ));
-    let router = transport::routes()?
+    let router = transport::routes(&state)?
         .merge(mounted)
         .fallback(error::unknown_route)
         .method_not_allowed_fallback(error::wrong_method)
@@ -103,8 +109,9 @@ pub type App =
 /// axum has no API that lists a router's routes; its `Debug` output names
 /// each template, so a change there fails that test loudly rather than
 /// walking fewer routes.
-pub fn route_templates() -> anyhow::Result<Vec<String>> {
-    let text = format!("{:?}", transport::routes()?);
+pub fn route_templates(iris: Arc<Iris>) -> anyhow::Result<Vec<String>> {
+    let state = AppState::new(iris, Lifecycle::stopped());
+    let text = format!("{:?}", transport::routes(&state)?);
     let mut found: Vec<String> = text
         .split('"')
         .filter(|s| s.starts_with('/'))

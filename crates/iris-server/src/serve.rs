@@ -41,6 +41,12 @@ impl Lifecycle {
         (stop, Lifecycle { phase, open })
     }
 
+    /// A lifecycle of no server (every phase reached): for routers that
+    /// are only inspected.
+    pub fn stopped() -> Self {
+        Lifecycle::new().1
+    }
+
     /// Kept by a connection while it is open.
     pub fn hold(&self) -> watch::Receiver<()> {
         self.open.subscribe()

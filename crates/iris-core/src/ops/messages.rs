@@ -170,6 +170,10 @@ pub(crate) async fn deliver(
 ) -> Result<MessageResult> {
     let timeout = p.timeout.clamp(-1, MAX_WAIT_MS);
     let tracker = iris.send(ctx, outgoing(ctx, p, kind)).await?;
+    if let Some(watch) = &ctx.watch {
+        // The watcher may have gone (its caller left); the turn goes on.
+        let _ = watch.send(Follower::new(TurnStream::Live(tracker.clone()), None));
+    }
     if timeout == -1 {
         return Ok(result_of(&tracker, true));
     }

@@ -128,10 +128,7 @@ impl Caller {
     /// or 401 on the few routes it lets through without one.
     pub fn ctx(&self) -> Result<Ctx, ApiError> {
         match &self.principal {
-            Some(p) => Ok(Ctx {
-                principal: p.clone(),
-                origin: self.origin.clone(),
-            }),
+            Some(p) => Ok(Ctx::new(p.clone(), self.origin.clone())),
             None => Err(self.fail(unauthenticated())),
         }
     }

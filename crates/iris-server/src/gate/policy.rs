@@ -38,6 +38,9 @@ pub const STREAMS: &[&str] = &[
     "/ws",
     "{api}/teams/{team}/stream",
     "{api}/messages/{id}/stream",
+    // MCP: its GET stream, and POSTs answered with an event stream that
+    // lasts as long as the tool call (a `send_message` waits for the team).
+    "/mcp",
 ];
 
 /// Who may call a route without a credential.

@@ -4,6 +4,7 @@
 //! hold no business logic.
 
 pub mod auth;
+pub mod mcp;
 pub mod openapi;
 pub mod rest;
 pub mod rpc;
@@ -24,9 +25,10 @@ use crate::AppState;
 use crate::gate::policy::API_PREFIXES;
 
 /// Every route of every transport (without the gate: [`crate::app`] adds it).
-pub fn routes() -> anyhow::Result<Router<AppState>> {
+pub fn routes(state: &AppState) -> anyhow::Result<Router<AppState>> {
     let mut router = Router::new()
         .merge(system::routes())
+        .merge(mcp::routes(state))
         .merge(rpc::routes())
         .merge(ws::routes());
     for prefix in API_PREFIXES {

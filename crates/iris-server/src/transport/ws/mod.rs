@@ -91,10 +91,7 @@ fn upgrade(
     let (ctx, authenticated) = match who.ctx() {
         Ok(c) => (c, true),
         Err(_) => (
-            Ctx {
-                principal: Arc::new(Principal::nobody()),
-                origin: who.origin.clone(),
-            },
+            Ctx::new(Arc::new(Principal::nobody()), who.origin.clone()),
             false,
         ),
     };

@@ -1,0 +1,237 @@
+//! `iris mcp --connect URL`: an MCP server on stdio that relays every
+//! request to a running `iris serve`'s `/mcp` (with the key of
+//! `$IRIS_HOME/credentials`), so several MCP hosts share one set of agents.
+//! Progress and log notifications come back to the stdio client; a
+//! cancelled request is cancelled upstream.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam,
+    ClientRequest, InitializeResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ProgressToken,
+    ReadResourceRequestParams, ReadResourceResponse, ServerResult,
+};
+// Logging (SEP-2577): relayed for clients of 2025-11-25.
+#[allow(deprecated)]
+use rmcp::model::{LoggingMessageNotificationParam, SetLevelRequestParams};
+use rmcp::service::{
+    NotificationContext, Peer, PeerRequestOptions, RequestContext, RunningService,
+};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{
+    ClientHandler, ErrorData as McpError, RoleClient, RoleServer, ServerHandler, ServiceExt,
+};
+
+/// Upstream progress tokens (rmcp gives each request its own) to the stdio
+/// client's token and peer.
+type Relay = Arc<Mutex<HashMap<ProgressToken, (ProgressToken, Peer<RoleServer>)>>>;
+
+/// The stdio side: every request goes to the upstream server.
+#[derive(Clone)]
+pub struct Forward {
+    upstream: Peer<RoleClient>,
+    info: InitializeResult,
+    relay: Relay,
+    /// The stdio client, once it has sent a request (for log messages).
+    downstream: Arc<Mutex<Option<Peer<RoleServer>>>>,
+}
+
+/// The upstream side: notifications back to the stdio client.
+pub struct Upstream {
+    relay: Relay,
+    downstream: Arc<Mutex<Option<Peer<RoleServer>>>>,
+}
+
+/// Connect to `url` (an Iris `/mcp`) with `key`, returning the stdio
+/// handler and the upstream connection (keep it alive while serving).
+///
+/// # Errors
+/// The server is unreachable, refuses the key, or does not speak MCP.
+pub async fn connect(
+    url: &str,
+    key: Option<String>,
+) -> anyhow::Result<(Forward, RunningService<RoleClient, Upstream>)> {
+    let relay = Relay::default();
+    let downstream = Arc::new(Mutex::new(None));
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    if let Some(key) = key {
+        config = config.auth_header(key);
+    }
+    let transport = StreamableHttpClientTransport::from_config(config);
+    let running = Upstream {
+        relay: relay.clone(),
+        downstream: downstream.clone(),
+    }
+    .serve(transport)
+    .await
+    .map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
+    let peer = running
+        .peer()
+        .peer_info()
+        .ok_or_else(|| anyhow::anyhow!("{url} sent no server information"))?;
+    // What the stdio client is told: the upstream server's capabilities and
+    // name; the protocol version is negotiated with the stdio client.
+    let mut info = InitializeResult::new(peer.capabilities.clone());
+    if let Some(server) = &peer.server_info {
+        info = info.with_server_info(server.clone());
+    }
+    if let Some(instructions) = &peer.instructions {
+        info = info.with_instructions(instructions.clone());
+    }
+    let forward = Forward {
+        upstream: running.peer().clone(),
+        info,
+        relay,
+        downstream,
+    };
+    Ok((forward, running))
+}
+
+impl Forward {
+    fn remember(&self, cx: &RequestContext<RoleServer>) {
+        if let Ok(mut d) = self.downstream.lock() {
+            d.get_or_insert_with(|| cx.peer.clone());
+        }
+    }
+}
+
+/// An upstream failure as this side's error: the upstream's JSON-RPC error
+/// as it came, else an internal error naming the cause.
+fn relayed(e: rmcp::ServiceError) -> McpError {
+    match e {
+        rmcp::ServiceError::McpError(e) => e,
+        other => McpError::internal_error(format!("the Iris server: {other}"), None),
+    }
+}
+
+impl ServerHandler for Forward {
+    fn get_info(&self) -> InitializeResult {
+        self.info.clone()
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        self.remember(&cx);
+        self.upstream.list_tools(request).await.map_err(relayed)
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        self.remember(&cx);
+        let wanted = cx.meta.get_progress_token();
+        let handle = self
+            .upstream
+            .send_request_with_option(
+                ClientRequest::CallToolRequest(CallToolRequest::new(request)),
+                PeerRequestOptions::no_options(),
+            )
+            .await
+            .map_err(relayed)?;
+        let (id, token) = (handle.id.clone(), handle.progress_token.clone());
+        if let (Some(wanted), Ok(mut relay)) = (wanted, self.relay.lock()) {
+            relay.insert(token.clone(), (wanted, cx.peer.clone()));
+        }
+        let result = tokio::select! {
+            r = handle.await_response() => r.map_err(relayed),
+            () = cx.ct.cancelled() => {
+                let reason = Some("cancelled by the stdio client".to_owned());
+                let _ = self.upstream.notify_cancelled(CancelledNotificationParam::new(Some(id), reason)).await;
+                Err(McpError::internal_error("the client cancelled the request", None))
+            }
+        };
+        if let Ok(mut relay) = self.relay.lock() {
+            relay.remove(&token);
+        }
+        match result? {
+            ServerResult::CallToolResult(r) => Ok(r.into()),
+            other => Err(McpError::internal_error(
+                format!("the Iris server answered tools/call with {other:?}"),
+                None,
+            )),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        self.remember(&cx);
+        self.upstream.list_resources(request).await.map_err(relayed)
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        self.remember(&cx);
+        self.upstream
+            .list_resource_templates(request)
+            .await
+            .map_err(relayed)
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        self.remember(&cx);
+        self.upstream
+            .read_resource(request)
+            .await
+            .map(Into::into)
+            .map_err(relayed)
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        cx: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.remember(&cx);
+        self.upstream.set_level(request).await.map_err(relayed)
+    }
+}
+
+impl ClientHandler for Upstream {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        let target = self
+            .relay
+            .lock()
+            .ok()
+            .and_then(|r| r.get(&params.progress_token).cloned());
+        if let Some((token, peer)) = target {
+            let mut relayed = params;
+            relayed.progress_token = token;
+            let _ = peer.notify_progress(relayed).await;
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _cx: NotificationContext<RoleClient>,
+    ) {
+        let peer = self.downstream.lock().ok().and_then(|d| d.clone());
+        if let Some(peer) = peer {
+            let _ = peer.notify_logging_message(params).await;
+        }
+    }
+}
