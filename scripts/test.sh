@@ -2,7 +2,8 @@
 # The whole test suite, with its own set-up, on a fresh machine.
 #   bash scripts/test.sh
 # Installs what the tests need (Chromium and curl from Debian, the pinned
-# Claude Code CLI from npm and schemathesis from PyPI into .tools/), checks
+# Claude Code CLI from npm and schemathesis from PyPI into .tools/, the
+# pinned MCP clients of crates/iris-cli/tests/clients/ from npm and PyPI), checks
 # formatting and lints, runs schemathesis against a live server, then runs
 # every test with nextest (or cargo test where nextest is missing).
 set -euo pipefail
@@ -35,6 +36,16 @@ if [ ! -x "$bin" ] || [ "$installed" != "$CLAUDE_CODE_VERSION" ]; then
     "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" >/dev/null
 fi
 "$bin" --version
+
+step "MCP clients: the official SDKs and conformance suite (pinned)"
+clients=crates/iris-cli/tests/clients
+[ -x .tools/venv/bin/python ] || python3 -m venv .tools/venv
+.tools/venv/bin/pip install -q -r "$clients/requirements.txt"
+# Reinstalled only when the lock file changed since the last install.
+if ! cmp -s "$clients/package-lock.json" "$clients/node_modules/.installed-lock.json"; then
+  npm ci --prefix "$clients" --no-audit --no-fund --loglevel=error >/dev/null
+  cp "$clients/package-lock.json" "$clients/node_modules/.installed-lock.json"
+fi
 
 step "format"
 cargo fmt --all -- --check

@@ -36,10 +36,15 @@ fn tool(op: &Operation) -> Tool {
 }
 
 /// A schema as the JSON object MCP wants (the registry's always are),
-/// with boolean subschemas written as objects: schemars writes `true` for
-/// "any JSON value" (`serde_json::Value` fields), which JSON Schema 2020-12
-/// allows but the TypeScript SDK's tool validation refuses
-/// (`properties.usage: Invalid input`); `{}` means the same.
+/// in the subset MCP's SDKs take without complaint, meaning the same:
+/// - boolean subschemas written as objects: schemars writes `true` for
+///   "any JSON value" (`serde_json::Value` fields), which JSON Schema
+///   2020-12 allows but the TypeScript SDK's tool validation refuses
+///   (`properties.usage: Invalid input`); `{}` means the same;
+/// - schemars' Rust number formats (`uint64`, `int32`, …) left out: they
+///   are no JSON Schema format (§7.3), only annotations, and the SDKs'
+///   validator (AJV) warns about each one on every listing. The ranges
+///   they stand for stay as `minimum`/`maximum`.
 fn object(schema: &Value) -> JsonObject {
     let mut schema = schema.clone();
     objects_only(&mut schema);
@@ -49,10 +54,21 @@ fn object(schema: &Value) -> JsonObject {
     }
 }
 
+const RUST_NUMBER_FORMATS: &[&str] = &[
+    "int", "uint", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64",
+    "float", "double",
+];
+
 fn objects_only(schema: &mut Value) {
     let Some(o) = schema.as_object_mut() else {
         return;
     };
+    if o.get("format")
+        .and_then(Value::as_str)
+        .is_some_and(|f| RUST_NUMBER_FORMATS.contains(&f))
+    {
+        o.remove("format");
+    }
     for (keyword, value) in o.iter_mut() {
         match keyword.as_str() {
             "properties" | "patternProperties" | "$defs" | "definitions" => {
@@ -144,11 +160,18 @@ mod tests {
             "type": "object",
             "additionalProperties": false,
             "properties": {"usage": true, "list": {"type": "array", "items": true},
+                           "n": {"type": "integer", "format": "uint64", "minimum": 0},
+                           "at": {"type": "string", "format": "date-time"},
                            "either": {"anyOf": [true, {"type": "null"}]}},
             "$defs": {"Never": false}
         });
         let o = object(&schema);
         assert_eq!(o["additionalProperties"], false);
+        assert_eq!(
+            o["properties"]["n"],
+            serde_json::json!({"type": "integer", "minimum": 0})
+        );
+        assert_eq!(o["properties"]["at"]["format"], "date-time");
         assert_eq!(o["properties"]["usage"], serde_json::json!({}));
         assert_eq!(o["properties"]["list"]["items"], serde_json::json!({}));
         assert_eq!(o["properties"]["either"]["anyOf"][0], serde_json::json!({}));

@@ -6,7 +6,9 @@
 //! `reply N: text`, N counting the markers in the whole request, so a
 //! resumed conversation shows it kept its context. `MSG<api-error …>` gets a
 //! 400 error; `MSG<slow …>` streams 60 words 100 ms apart; `MSG<paced …>`
-//! streams its reply 40 ms a word.
+//! streams its reply 40 ms a word; `MSG<tool NAME>` answers with a use of
+//! the tool NAME (input `{}`) and, once the request carries its result,
+//! replies `tool said: <the result's text>`.
 //! Plain std networking: one thread per connection, `Connection: close`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -49,6 +51,17 @@ fn markers(body: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The text of a `tool_result` block in the request's last message.
+fn last_tool_result(req: &Value) -> Option<String> {
+    let content = req["messages"].as_array()?.last()?["content"].as_array()?;
+    let result = content.iter().find(|b| b["type"] == "tool_result")?;
+    Some(match &result["content"] {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
+        other => other.to_string(),
+    })
 }
 
 fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
@@ -95,7 +108,14 @@ fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
             err.len()
         );
     }
-    let (words, delay): (Vec<String>, u64) = if last.starts_with("slow") {
+    let tool_result = last_tool_result(&req);
+    let tool_call = last
+        .strip_prefix("tool ")
+        .filter(|_| tool_result.is_none())
+        .map(str::to_owned);
+    let (words, delay): (Vec<String>, u64) = if let Some(result) = &tool_result {
+        (vec![format!("tool said: {result}")], 0)
+    } else if last.starts_with("slow") {
         ((0..60).map(|i| format!("w{i} ")).collect(), 100)
     } else if last.starts_with("paced") {
         let reply = format!("reply {}: {last}", found.len());
@@ -131,6 +151,25 @@ fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
         json!({"type":"message_start","message":{"id":"msg_stub","type":"message","role":"assistant",
         "model":model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}),
     )?;
+    if let Some(name) = tool_call {
+        event(
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_stub_1","name":name,"input":{}}}),
+        )?;
+        event(
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{}"}}),
+        )?;
+        event(
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":0}),
+        )?;
+        event(
+            "message_delta",
+            json!({"type":"message_delta","delta":{"stop_reason":"tool_use","stop_sequence":null},"usage":{"output_tokens":1}}),
+        )?;
+        return event("message_stop", json!({"type":"message_stop"}));
+    }
     event(
         "content_block_start",
         json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),

@@ -2,14 +2,26 @@
 //! `iris_mcp::http_service`) mounted behind the gate like every route, so
 //! it has the same keys and tokens (401 with `WWW-Authenticate: Bearer`
 //! without one), Host and Origin checks, body cap, rate limits and audit.
-//! The only thing added here is the caller: the gate's [`Caller`] as the
-//! [`iris_core::Ctx`] the MCP handler runs each request as.
+//! Added here: the caller (the gate's [`Caller`] as the [`iris_core::Ctx`]
+//! the MCP handler runs each request as), and the errors of a POST body
+//! that is no JSON-RPC message at all, which rmcp answers with a plain-text
+//! 415: here they get 400 with the JSON-RPC error of the one table
+//! (-32700 for a body that is not JSON; -32600 for a batch, which neither
+//! revision takes, or an object without `"jsonrpc": "2.0"`), as the
+//! Streamable HTTP transport asks (2025-11-25 §Transports: "an HTTP error
+//! status code … MAY comprise a JSON-RPC error response that has no id").
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use iris_core::{ErrorKind, IrisError, now_ms};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
+use crate::params::{Body, read_body};
 use crate::serve::FINISHING;
 use crate::{AppState, Caller};
 
@@ -25,7 +37,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     }
     let api = &state.iris.config.api;
     let mcp = iris_mcp::http_service(state.iris.clone(), api.max_body_bytes, stop);
-    let service = ServiceBuilder::new().map_request(with_ctx).service(mcp);
+    let service = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(state.clone(), message))
+        .map_request(with_ctx)
+        .service(mcp);
     Router::new().route_service("/mcp", service)
 }
 
@@ -40,4 +55,75 @@ fn with_ctx(mut request: Request) -> Request {
         request.extensions_mut().insert(ctx);
     }
     request
+}
+
+/// A POST's body, read within `api.maxBodyBytes` (413 beyond) and passed
+/// on only when it is one JSON-RPC message.
+async fn message(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let rid = parts
+        .extensions
+        .get::<Caller>()
+        .map(|c| c.request_id.clone());
+    let Body(bytes) = match read_body(body, &state, rid.as_ref()).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(e) = not_a_message(&bytes) {
+        let error = e.jsonrpc(rid.as_ref().map(|r| &*r.0), now_ms());
+        let body = json!({"jsonrpc": "2.0", "id": null, "error": error});
+        return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// Why `body` is not one JSON-RPC 2.0 message, if it is not.
+fn not_a_message(body: &[u8]) -> Option<IrisError> {
+    let invalid = |why: &str| {
+        Some(IrisError::new(
+            ErrorKind::InvalidRequest,
+            format!("invalid request: {why}"),
+        ))
+    };
+    match serde_json::from_slice::<Value>(body) {
+        Err(e) => Some(IrisError::new(
+            ErrorKind::MalformedJson,
+            format!("the body is not JSON: {e}"),
+        )),
+        Ok(Value::Array(_)) => {
+            invalid("a batch; MCP 2025-11-25 and 2026-07-28 take one JSON-RPC message per request")
+        }
+        Ok(Value::Object(m)) if m.get("jsonrpc").and_then(Value::as_str) != Some("2.0") => {
+            invalid("need \"jsonrpc\": \"2.0\"")
+        }
+        Ok(Value::Object(_)) => None,
+        Ok(_) => invalid("a JSON-RPC message is a JSON object"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_single_json_rpc_objects_pass() {
+        let code = |b: &str| not_a_message(b.as_bytes()).map(|e| e.kind.jsonrpc_code());
+        assert_eq!(code(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#), None);
+        assert_eq!(code(r#"{"jsonrpc":"#), Some(-32700));
+        assert_eq!(code(""), Some(-32700));
+        assert_eq!(
+            code(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#),
+            Some(-32600)
+        );
+        assert_eq!(
+            code(r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#),
+            Some(-32600)
+        );
+        assert_eq!(code(r#"{"id":1,"method":"ping"}"#), Some(-32600));
+        assert_eq!(code("42"), Some(-32600));
+    }
 }
