@@ -2,7 +2,7 @@
 //! the same invocation, on the same machine, and reports ratios.
 //!
 //!   cargo build --release -p iris-cli -p iris-bench
-//!   target/release/iris-bench [turn|spawn|fanout|http|stream|idle-ws|all] [--iterations N]
+//!   target/release/iris-bench [turn|spawn|fanout|http|mcp|stream|idle-ws|all] [--iterations N]
 //!
 //! `HEALTHZ=1` adds `/healthz` to `http`; `PIN=1` puts the servers on CPU 1
 //! and wrk on CPU 0 (see `pinned`); `ROUNDS=N` runs `http`'s set N times
@@ -15,6 +15,7 @@ mod floor;
 mod http;
 mod idle_ws;
 mod kill;
+mod mcp;
 mod spawn;
 mod stats;
 mod stream;
@@ -183,6 +184,13 @@ async fn run() -> anyhow::Result<()> {
             .and_then(|n| n.parse().ok())
             .unwrap_or(10);
         http::run(seconds).await?;
+    }
+    if matches!(which, "mcp" | "all") {
+        let seconds = std::env::var("RUN_SECS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10);
+        mcp::run(seconds).await?;
     }
     if matches!(which, "stream" | "all") {
         stream::run(iterations.unwrap_or(5)).await?;

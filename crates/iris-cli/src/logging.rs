@@ -5,9 +5,12 @@ use tracing::Level;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
-/// `default` is the filter used when `IRIS_LOG` is not set.
+/// `default` is the filter used when `IRIS_LOG` is not set. rmcp is held
+/// to warnings unless `IRIS_LOG` says otherwise: it logs three lines at
+/// `info` for every MCP request.
 pub fn init(default: &str) {
-    let filter = EnvFilter::try_from_env("IRIS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_env("IRIS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},rmcp=warn")));
     let json = std::env::var("IRIS_LOG_FORMAT").is_ok_and(|v| v == "json");
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)

@@ -266,3 +266,60 @@ fn claude_code_calls_an_iris_tool_over_mcp_and_its_result_reaches_the_model() {
     );
     assert!(answer.contains("totalTeams"), "{answer}");
 }
+
+/// The `claude mcp add` commands of docs/mcp.md, run as written (with this
+/// server's port) by the real CLI in a home of its own: each server they
+/// add answers `claude mcp list`'s health check.
+#[test]
+fn the_claude_code_commands_of_the_docs_connect() {
+    let s = Server::start("");
+    let doc = std::fs::read_to_string(root().join("docs/mcp.md")).unwrap();
+    let commands: Vec<String> = doc
+        .lines()
+        .filter(|l| l.starts_with("claude mcp add "))
+        .map(|l| l.replace("http://127.0.0.1:1615/mcp", &s.url))
+        .collect();
+    assert_eq!(commands.len(), 3, "{commands:?}");
+    // `claude` and `iris` on the PATH, as a user has them.
+    let bin = tempfile::tempdir().unwrap();
+    let claude =
+        installed(root().join(".tools/node_modules/@anthropic-ai/claude-code-linux-x64/claude"));
+    std::os::unix::fs::symlink(claude, bin.path().join("claude")).unwrap();
+    std::os::unix::fs::symlink(iris_bin(), bin.path().join("iris")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let home = tempfile::tempdir().unwrap();
+    let shell = |line: &str| {
+        let out = Command::new("sh")
+            .args(["-c", line])
+            .current_dir(home.path())
+            .env("PATH", &path)
+            .env("HOME", home.path())
+            .env("IRIS_HOME", s.home.path())
+            .env("KEY", &s.key)
+            .env("DISABLE_AUTOUPDATER", "1")
+            .env("DISABLE_TELEMETRY", "1")
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{line}:\n{text}");
+        text
+    };
+    for c in &commands {
+        shell(c);
+    }
+    let listed = shell("claude mcp list");
+    for name in ["iris", "iris-local", "iris-relay"] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}:")) && l.contains("Connected")),
+            "{name}:\n{listed}"
+        );
+    }
+}

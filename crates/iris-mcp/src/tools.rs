@@ -154,6 +154,18 @@ mod tests {
         }
     }
 
+    /// docs/mcp.md's table names every tool with its scope.
+    #[test]
+    fn the_docs_list_every_tool() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/mcp.md"))
+                .expect("docs/mcp.md");
+        for op in registry().all() {
+            let row = format!("| `{}` | {} |", op.name, op.scope.unwrap_or("any"));
+            assert!(doc.contains(&row), "docs/mcp.md lacks {row}");
+        }
+    }
+
     #[test]
     fn boolean_subschemas_become_objects() {
         let schema = serde_json::json!({
