@@ -133,6 +133,14 @@ fn main() -> anyhow::Result<()> {
         .block_on(run())
 }
 
+/// `RUN_SECS`: the length of each wrk run (10 s).
+fn run_secs() -> u32 {
+    std::env::var("RUN_SECS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10)
+}
+
 async fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let which = args.first().map(String::as_str).unwrap_or("all");
@@ -179,18 +187,10 @@ async fn run() -> anyhow::Result<()> {
         fanout::run().await?;
     }
     if matches!(which, "http" | "all") {
-        let seconds = std::env::var("RUN_SECS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(10);
-        http::run(seconds).await?;
+        http::run(run_secs()).await?;
     }
     if matches!(which, "mcp" | "all") {
-        let seconds = std::env::var("RUN_SECS")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(10);
-        mcp::run(seconds).await?;
+        mcp::run(run_secs()).await?;
     }
     if matches!(which, "stream" | "all") {
         stream::run(iterations.unwrap_or(5)).await?;

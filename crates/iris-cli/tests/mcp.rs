@@ -62,6 +62,12 @@ impl Answer {
             .find(|m| m.get("id").is_some())
             .unwrap_or_else(|| panic!("no reply in {}: {}", self.status, self.text))
     }
+    /// The error body of a tool error (`isError`, the body as text).
+    fn tool_error(&self) -> Value {
+        let result = &self.reply()["result"];
+        assert_eq!(result["isError"], true, "{}", self.text);
+        serde_json::from_str(result["content"][0]["text"].as_str().unwrap()).unwrap()
+    }
     fn error_code(&self) -> i64 {
         self.reply()["error"]["code"].as_i64().unwrap_or_default()
     }
@@ -340,9 +346,7 @@ async fn tools_list_follows_scopes_and_teams_exactly_like_the_rest_listing() {
                 "arguments": {"toTeam": "other", "message": "hi"}}),
         )
         .await;
-    let body: Value =
-        serde_json::from_str(a.reply()["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
-    assert_eq!(a.reply()["result"]["isError"], true);
+    let body = a.tool_error();
     assert_eq!(body["code"], "TEAM_NOT_FOUND", "{body}");
     let a = m
         .modern(
@@ -352,8 +356,7 @@ async fn tools_list_follows_scopes_and_teams_exactly_like_the_rest_listing() {
                 "arguments": {"toTeam": "demo", "message": "hi"}}),
         )
         .await;
-    let body: Value =
-        serde_json::from_str(a.reply()["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    let body = a.tool_error();
     assert_eq!(body["code"], "FORBIDDEN", "{body}");
     // Resources show only what the key may see.
     let a = m.modern(&limited, "resources/list", json!({})).await;
@@ -391,9 +394,7 @@ async fn calls_validate_with_the_one_table_and_are_audited() {
                 "arguments": {"toTeam": "demo", "timeout": "soon"}}),
         )
         .await;
-    assert_eq!(a.reply()["result"]["isError"], true, "{}", a.text);
-    let body: Value =
-        serde_json::from_str(a.reply()["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    let body = a.tool_error();
     assert_eq!(body["code"], "VALIDATION_ERROR");
     assert!(body["details"]["fields"]["message"].is_string(), "{body}");
     assert!(body["details"]["fields"]["timeout"].is_string(), "{body}");

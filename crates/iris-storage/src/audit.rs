@@ -83,11 +83,13 @@ pub struct AuditFilter {
     pub offset: i64,
 }
 
-/// What `verify_audit` found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// What `verify_audit` found (the `audit_verify` operation's result).
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditVerdict {
+    /// The chain is intact.
     pub ok: bool,
+    /// Records checked.
     pub records: i64,
     pub first_seq: Option<i64>,
     pub last_seq: Option<i64>,

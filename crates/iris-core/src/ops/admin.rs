@@ -140,22 +140,6 @@ impl TimeParam {
     }
 }
 
-/// What `audit_verify` found (the store's verdict, with its schema).
-#[derive(Debug, Serialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct AuditVerifyResult {
-    /// The chain is intact.
-    pub ok: bool,
-    /// Records checked.
-    pub records: i64,
-    pub first_seq: Option<i64>,
-    pub last_seq: Option<i64>,
-    /// The first problem found, if any.
-    pub problem: Option<String>,
-    /// The record it is at.
-    pub bad_seq: Option<i64>,
-}
-
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuditListParams {
@@ -406,15 +390,7 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
                 iris.auth.audit.flush().await;
-                let v = iris.store.verify_audit().await?;
-                Ok(AuditVerifyResult {
-                    ok: v.ok,
-                    records: v.records,
-                    first_seq: v.first_seq,
-                    last_seq: v.last_seq,
-                    problem: v.problem,
-                    bad_seq: v.bad_seq,
-                })
+                Ok(iris.store.verify_audit().await?)
             },
         ),
     ];
