@@ -5,6 +5,7 @@
 //! audit writer. Every transport authenticates through [`Auth::authenticate`];
 //! scopes are checked once, in the core's dispatch.
 
+pub mod agents;
 pub mod audit;
 pub mod error;
 mod keys;
@@ -145,6 +146,8 @@ pub struct Auth {
     pub audit: Auditor,
     revision: AtomicI64,
     reloading: tokio::sync::Mutex<()>,
+    /// The credentials of the agents Iris runs (memory only).
+    pub agents: agents::Agents,
 }
 
 impl Auth {
@@ -169,6 +172,7 @@ impl Auth {
             caches: RwLock::default(),
             revision: AtomicI64::new(-1),
             reloading: tokio::sync::Mutex::new(()),
+            agents: agents::Agents::default(),
         });
         auth.reload().await?;
         auth.prune_audit().await?;
@@ -382,6 +386,8 @@ impl Auth {
     pub fn authenticate(&self, credential: &str, origin: &Origin) -> Result<Arc<Principal>> {
         let result = if credential.starts_with(KEY_PREFIX) {
             self.authenticate_key(credential, origin)
+        } else if credential.starts_with(agents::AGENT_PREFIX) {
+            self.agents.authenticate(credential)
         } else if credential.split('.').count() == 3 {
             self.authenticate_token(credential)
         } else {

@@ -17,6 +17,9 @@ pub enum PrincipalKind {
     Open,
     Key,
     User,
+    /// An agent process Iris runs, calling back as its team (team-to-team
+    /// messaging): `name` is the team, `id` the conversation it serves.
+    Agent,
 }
 
 /// An authenticated caller.
@@ -79,6 +82,11 @@ impl Principal {
             .any(|s| s == scope::ALL || s == scope::ADMIN || s == scope)
     }
 
+    /// The team an agent's credential speaks for (`None` for everyone else).
+    pub fn agent_team(&self) -> Option<&str> {
+        (self.kind == PrincipalKind::Agent).then_some(self.name.as_str())
+    }
+
     pub fn can_see_team(&self, team: &str) -> bool {
         self.teams
             .as_ref()
@@ -96,6 +104,7 @@ impl Principal {
             PrincipalKind::Open => "open",
             PrincipalKind::Key => "key",
             PrincipalKind::User => "user",
+            PrincipalKind::Agent => "agent",
         }
     }
 }

@@ -6,27 +6,12 @@
 mod anthropic_stub;
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use iris_core::ErrorKind;
 use iris_core::bus::EventKind;
 use serde_json::json;
-
-fn claude_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("IRIS_CLAUDE_BIN") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let bin = root.join(".tools/node_modules/@anthropic-ai/claude-code-linux-x64/claude");
-    assert!(
-        bin.exists(),
-        "Claude Code is not installed at {}: run scripts/test.sh (or set IRIS_CLAUDE_BIN)",
-        bin.display()
-    );
-    bin
-}
 
 struct Setup {
     h: Harness,
@@ -39,10 +24,8 @@ async fn start_claude() -> Setup {
     std::fs::create_dir_all(home.path().join("claude-home")).unwrap();
     std::fs::create_dir_all(home.path().join("work")).unwrap();
     let yaml = format!(
-        "settings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  shutdownGrace: 2000\nteams:\n  cc:\n    path: ./work\n    agent: claude\n    claudePath: {bin}\n    env:\n      HOME: {home}\n      ANTHROPIC_BASE_URL: {url}\n      ANTHROPIC_API_KEY: sk-ant-test-not-a-real-key\n      DISABLE_AUTOUPDATER: '1'\n      DISABLE_TELEMETRY: '1'\n      DISABLE_ERROR_REPORTING: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
-        bin = claude_bin().display(),
-        home = home.path().join("claude-home").display(),
-        url = stub.url,
+        "settings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  shutdownGrace: 2000\nteams:\n{}",
+        claude_team("cc", &home.path().join("claude-home"), &stub.url, "")
     );
     Setup {
         h: start_in(home, &yaml).await,
@@ -228,5 +211,43 @@ async fn a_fork_continues_from_the_original_conversation_independently() {
         "reply 2: on the original",
         "the original did not see the fork's message"
     );
+    s.h.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_conversation_is_started_afresh_once_and_the_caller_is_told() {
+    let s = start_claude().await;
+    let one = s.h.tell("cc", "MSG<first>").await.unwrap();
+    assert_eq!(one["response"].as_str().unwrap().trim(), "reply 1: first");
+    assert!(one.get("notice").is_none(), "{one}");
+    s.h.call("team_sleep", json!({"team": "cc"})).await.unwrap();
+    // The agent forgets the conversation (its transcripts are gone), so
+    // the next spawn's `--resume` finds nothing.
+    std::fs::remove_dir_all(s.h.home.path().join("claude-home/.claude/projects")).unwrap();
+    let two = s.h.tell("cc", "MSG<second>").await.unwrap();
+    assert_eq!(two["status"], "completed", "{two}");
+    assert_eq!(
+        two["response"].as_str().unwrap().trim(),
+        "reply 1: second",
+        "a fresh conversation"
+    );
+    assert!(
+        two["notice"]
+            .as_str()
+            .unwrap()
+            .contains("started it afresh"),
+        "{two}"
+    );
+    assert_eq!(two["sessionId"], one["sessionId"], "under the same id");
+    let report =
+        s.h.call("session_report", json!({"toTeam": "cc"}))
+            .await
+            .unwrap();
+    assert!(report["restartedAt"].is_i64(), "{report}");
+    // From then on the new conversation is resumed as usual.
+    s.h.call("team_sleep", json!({"team": "cc"})).await.unwrap();
+    let three = s.h.tell("cc", "MSG<third>").await.unwrap();
+    assert_eq!(three["response"].as_str().unwrap().trim(), "reply 2: third");
+    assert!(three.get("notice").is_none(), "{three}");
     s.h.stop().await;
 }

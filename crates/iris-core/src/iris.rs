@@ -110,6 +110,7 @@ impl Iris {
             recorder.clone(),
             bus.clone(),
             options.echo_program,
+            auth.clone(),
         );
         let teams = config
             .teams
@@ -282,6 +283,7 @@ impl Iris {
             process_state: "stopped".into(),
             created_at: now,
             last_used_at: now,
+            restarted_at: None,
         };
         self.store.insert_session(&row).await?;
         self.session_count
@@ -292,16 +294,20 @@ impl Iris {
     /// Queue a message as a new turn; returns its tracker at once.
     pub async fn send(&self, ctx: &Ctx, out: Outgoing) -> Result<Arc<TurnTracker>> {
         let team = self.team(ctx, &out.to)?;
+        let chain = self.chain(ctx, &team.name)?;
         let session = self
             .session(&out.from, &out.to, out.session_id.as_deref())
             .await?;
-        let tracker = Arc::new(TurnTracker::new(
-            format!("msg_{}", ulid::Ulid::new()),
-            session.id.clone(),
-            team.name.clone(),
-            out.from.clone(),
-            out.text,
-        ));
+        let tracker = Arc::new(
+            TurnTracker::new(
+                format!("msg_{}", ulid::Ulid::new()),
+                session.id.clone(),
+                team.name.clone(),
+                out.from.clone(),
+                out.text,
+            )
+            .with_chain(chain),
+        );
         self.recorder.write(StoreWrite::InsertTurn(TurnRow {
             id: tracker.id.clone(),
             session_id: session.id.clone(),
@@ -319,6 +325,7 @@ impl Iris {
             started_at: None,
             completed_at: None,
             events_dropped: 0,
+            chain: tracker.chain.clone(),
         }));
         if let Err(e) = self
             .pool

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod bus;
+mod chain;
 pub mod config;
 mod ctx;
 pub mod error;

@@ -125,6 +125,11 @@ pub async fn start_with(
             n => n,
         },
     };
+    // The claude teams' `iris` MCP server (team-to-team messaging).
+    iris.pool.serve_mcp_at(format!(
+        "http://{}/mcp",
+        local_authority(&host, addr.port())
+    ));
     // The routes first: a server that cannot start leaves no port file.
     let app = crate::app(iris, lifecycle.clone(), mounted)?;
     if let Some(p) = &port_file {
@@ -139,6 +144,17 @@ pub async fn start_with(
         port_file,
         grace,
     })
+}
+
+/// How a client on this machine reaches a server bound to `host`: the
+/// loopback address for an every-address bind, else the bind itself.
+fn local_authority(host: &str, port: u16) -> String {
+    match host.trim_start_matches('[').trim_end_matches(']') {
+        "0.0.0.0" | "" => format!("127.0.0.1:{port}"),
+        "::" => format!("[::1]:{port}"),
+        h if h.contains(':') => format!("[{h}]:{port}"),
+        h => format!("{h}:{port}"),
+    }
 }
 
 /// What every connection is held to.

@@ -23,12 +23,14 @@ pub struct SessionRow {
     pub process_state: String,
     pub created_at: i64,
     pub last_used_at: i64,
+    /// When the agent had lost the conversation and Iris started it afresh.
+    pub restarted_at: Option<i64>,
 }
 
 macro_rules! select_sessions {
     ($rest:literal) => {
         concat!(
-            "SELECT id, from_team, to_team, is_default, fork_of, started, message_count, process_state, created_at, last_used_at FROM sessions ",
+            "SELECT id, from_team, to_team, is_default, fork_of, started, message_count, process_state, created_at, last_used_at, restarted_at FROM sessions ",
             $rest
         )
     };
@@ -46,6 +48,7 @@ fn from_row(r: &SqliteRow) -> SessionRow {
         process_state: r.get("process_state"),
         created_at: r.get("created_at"),
         last_used_at: r.get("last_used_at"),
+        restarted_at: r.get("restarted_at"),
     }
 }
 
@@ -152,6 +155,7 @@ mod tests {
             process_state: "stopped".into(),
             created_at: 1,
             last_used_at: 1,
+            restarted_at: None,
         }
     }
 

@@ -27,6 +27,9 @@ pub struct TurnRow {
     pub started_at: Option<i64>,
     pub completed_at: Option<i64>,
     pub events_dropped: i64,
+    /// The teams this message passed through, ending with `to_team` (see
+    /// migration 0004); empty when it came from outside any team's turn.
+    pub chain: Vec<String>,
 }
 
 impl TurnRow {
@@ -85,7 +88,7 @@ macro_rules! select_turns {
     ($rest:literal) => {
         concat!(
             "SELECT id, session_id, from_team, to_team, kind, status, request, response, error, tool_uses, usage, ",
-            "cost_usd, created_at, started_at, completed_at, events_dropped FROM turns",
+            "cost_usd, created_at, started_at, completed_at, events_dropped, chain FROM turns",
             $rest
         )
     };
@@ -114,6 +117,9 @@ fn from_row(r: &SqliteRow) -> TurnRow {
         started_at: r.get("started_at"),
         completed_at: r.get("completed_at"),
         events_dropped: r.get("events_dropped"),
+        chain: json_col(r, "chain")
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
     }
 }
 
@@ -253,6 +259,7 @@ mod tests {
             process_state: "stopped".into(),
             created_at: 1,
             last_used_at: 1,
+            restarted_at: None,
         })
         .await
         .unwrap();
@@ -274,6 +281,7 @@ mod tests {
                 started_at: None,
                 completed_at: None,
                 events_dropped: 0,
+                chain: Vec::new(),
             })])
             .await
             .unwrap();

@@ -21,6 +21,11 @@ pub enum StoreWrite {
         session_id: String,
         state: &'static str,
     },
+    /// The agent had lost the conversation; Iris started it afresh under the same id.
+    SessionRestarted {
+        id: String,
+        at: i64,
+    },
     TurnFinished {
         id: String,
         finish: TurnFinish,
@@ -43,8 +48,8 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, w: &StoreWrite) -> Result<(
     match w {
         StoreWrite::InsertTurn(t) => {
             sqlx::query(
-                "INSERT INTO turns (id, session_id, from_team, to_team, kind, status, request, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO turns (id, session_id, from_team, to_team, kind, status, request, created_at, chain)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&t.id)
             .bind(&t.session_id)
@@ -54,6 +59,10 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, w: &StoreWrite) -> Result<(
             .bind(&t.status)
             .bind(&t.request)
             .bind(t.created_at)
+            .bind(
+                (!t.chain.is_empty())
+                    .then(|| serde_json::to_string(&t.chain).unwrap_or_default()),
+            )
             .execute(&mut **tx)
             .await
             .ctx("inserting a turn")?;
@@ -75,6 +84,14 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, w: &StoreWrite) -> Result<(
             .execute(&mut **tx)
             .await
             .ctx("updating session use")?;
+        }
+        StoreWrite::SessionRestarted { id, at } => {
+            sqlx::query("UPDATE sessions SET restarted_at = ? WHERE id = ?")
+                .bind(at)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .ctx("recording a restarted conversation")?;
         }
         StoreWrite::ProcessState { session_id, state } => {
             sqlx::query("UPDATE sessions SET process_state = ? WHERE id = ?")

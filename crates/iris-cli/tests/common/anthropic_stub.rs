@@ -6,9 +6,10 @@
 //! `reply N: text`, N counting the markers in the whole request, so a
 //! resumed conversation shows it kept its context. `MSG<api-error …>` gets a
 //! 400 error; `MSG<slow …>` streams 60 words 100 ms apart; `MSG<paced …>`
-//! streams its reply 40 ms a word; `MSG<tool NAME>` answers with a use of
-//! the tool NAME (input `{}`) and, once the request carries its result,
-//! replies `tool said: <the result's text>`.
+//! streams its reply 40 ms a word; `MSG<tool NAME>` or `MSG<tool NAME
+//! JSON>` answers with a use of the tool NAME (input JSON, else `{}`; write
+//! `<`, `>` inside it as `\u003c`, `\u003e`) and, once the request carries its
+//! result, replies `tool said: <the result's text>`.
 //! Plain std networking: one thread per connection, `Connection: close`.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -53,10 +54,11 @@ fn markers(body: &str) -> Vec<String> {
     out
 }
 
-/// The text of a `tool_result` block in the request's last message.
-fn last_tool_result(req: &Value) -> Option<String> {
-    let content = req["messages"].as_array()?.last()?["content"].as_array()?;
-    let result = content.iter().find(|b| b["type"] == "tool_result")?;
+/// The text of the result of tool use `id` among `blocks`.
+fn tool_result_in(blocks: &[Value], id: &str) -> Option<String> {
+    let result = blocks
+        .iter()
+        .find(|b| b["type"] == "tool_result" && b["tool_use_id"] == id)?;
     Some(match &result["content"] {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect(),
@@ -95,7 +97,7 @@ fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
             resp.len()
         );
     }
-    count.fetch_add(1, Ordering::SeqCst);
+    let n = count.fetch_add(1, Ordering::SeqCst);
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let text = String::from_utf8_lossy(&body);
     let found = markers(&text);
@@ -108,11 +110,66 @@ fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
             err.len()
         );
     }
-    let tool_result = last_tool_result(&req);
-    let tool_call = last
-        .strip_prefix("tool ")
-        .filter(|_| tool_result.is_none())
-        .map(str::to_owned);
+    // Tool markers are the user's prompts that start with one; each gets
+    // one tool use. While fewer tool uses than such prompts are in the
+    // conversation, the newest prompt's tool is used; otherwise the result
+    // of the newest tool use is reported. (Counting, not looking at the last
+    // message: Claude Code merges a new prompt, older tool results and
+    // reminders into one message.)
+    let messages = req["messages"].as_array().cloned().unwrap_or_default();
+    let blocks = |role: &str| -> Vec<Value> {
+        messages
+            .iter()
+            .filter(|m| m["role"] == role)
+            .flat_map(|m| match &m["content"] {
+                Value::Array(b) => b.clone(),
+                other => vec![json!({"type": "text", "text": other})],
+            })
+            .collect()
+    };
+    let (user, assistant) = (blocks("user"), blocks("assistant"));
+    let prompts: Vec<&Value> = user
+        .iter()
+        .filter(|b| {
+            b["type"] == "text"
+                && b["text"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("MSG<tool "))
+        })
+        .collect();
+    let uses: Vec<&str> = assistant
+        .iter()
+        .filter(|b| b["type"] == "tool_use")
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    let marker = (prompts.len() > uses.len())
+        .then(|| {
+            prompts
+                .last()
+                .and_then(|b| markers(&b["text"].to_string()).pop())
+        })
+        .flatten();
+    let tool_result = if marker.is_none() {
+        uses.last().and_then(|id| tool_result_in(&user, id))
+    } else {
+        None
+    };
+    let tool_call =
+        marker
+            .map(|m| m["tool ".len()..].to_owned())
+            .map(|rest| match rest.split_once(' ') {
+                Some((name, input)) => {
+                    // The marker was read from the JSON body: a string's escapes
+                    // are still on it.
+                    let text: String = serde_json::from_str(&format!("\"{input}\""))
+                        .unwrap_or_else(|_| input.to_owned());
+                    (
+                        name.to_owned(),
+                        serde_json::from_str(&text).unwrap_or_else(|_| json!({})),
+                    )
+                }
+                None => (rest.to_owned(), json!({})),
+            });
     let (words, delay): (Vec<String>, u64) = if let Some(result) = &tool_result {
         (vec![format!("tool said: {result}")], 0)
     } else if last.starts_with("slow") {
@@ -151,14 +208,14 @@ fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
         json!({"type":"message_start","message":{"id":"msg_stub","type":"message","role":"assistant",
         "model":model,"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":5,"output_tokens":1}}}),
     )?;
-    if let Some(name) = tool_call {
+    if let Some((name, input)) = tool_call {
         event(
             "content_block_start",
-            json!({"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_stub_1","name":name,"input":{}}}),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":format!("toolu_stub_{n}"),"name":name,"input":{}}}),
         )?;
         event(
             "content_block_delta",
-            json!({"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":"{}"}}),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":input.to_string()}}),
         )?;
         event(
             "content_block_stop",

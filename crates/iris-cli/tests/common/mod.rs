@@ -15,6 +15,32 @@ pub fn iris_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_iris"))
 }
 
+/// The Claude Code CLI `scripts/test.sh` installs (or `$IRIS_CLAUDE_BIN`).
+pub fn claude_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("IRIS_CLAUDE_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin = root.join(".tools/node_modules/@anthropic-ai/claude-code-linux-x64/claude");
+    assert!(
+        bin.exists(),
+        "Claude Code is not installed at {}: run scripts/test.sh (or set IRIS_CLAUDE_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// The config lines of a `claude` team `name` working in `./work`, its
+/// HOME at `home`, talking to the Messages API stub at `stub_url`;
+/// `extra` adds lines under the team (indented 4).
+pub fn claude_team(name: &str, home: &std::path::Path, stub_url: &str, extra: &str) -> String {
+    format!(
+        "  {name}:\n    path: ./work\n    agent: claude\n    claudePath: {bin}\n{extra}    env:\n      HOME: {home}\n      ANTHROPIC_BASE_URL: {stub_url}\n      ANTHROPIC_API_KEY: sk-ant-test-not-a-real-key\n      DISABLE_AUTOUPDATER: '1'\n      DISABLE_TELEMETRY: '1'\n      DISABLE_ERROR_REPORTING: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n",
+        bin = claude_bin().display(),
+        home = home.display(),
+    )
+}
+
 pub struct Harness {
     pub iris: Arc<Iris>,
     pub home: tempfile::TempDir,

@@ -41,6 +41,9 @@ pub struct Settings {
     pub shutdown_grace: u64,
     /// Log records kept in memory for `get_logs`.
     pub log_buffer: usize,
+    /// Most teams one message may pass through beyond the first (team-to-team
+    /// messaging: A → B → C is 2 hops).
+    pub max_hops: usize,
 }
 
 impl Default for Settings {
@@ -57,6 +60,7 @@ impl Default for Settings {
             max_line_bytes: 4 * 1024 * 1024,
             shutdown_grace: 3000,
             log_buffer: 1000,
+            max_hops: 4,
         }
     }
 }
@@ -258,6 +262,34 @@ pub struct TeamConfig {
     /// How a `command` team gets its prompt.
     #[serde(default)]
     pub prompt_via: PromptVia,
+    /// The teams this team's agent may message (`"*"` or a list of names);
+    /// every configured team when absent.
+    #[serde(default)]
+    pub can_message: Option<TeamSet>,
+}
+
+/// Some teams by name, or `"*"` for all.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum TeamSet {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl TeamSet {
+    pub fn contains(&self, team: &str) -> bool {
+        match self {
+            TeamSet::One(t) => t == "*" || t == team,
+            TeamSet::Many(ts) => ts.iter().any(|t| t == "*" || t == team),
+        }
+    }
+
+    fn names(&self) -> &[String] {
+        match self {
+            TeamSet::One(t) => std::slice::from_ref(t),
+            TeamSet::Many(ts) => ts,
+        }
+    }
 }
 
 fn default_agent() -> AgentKind {
@@ -438,6 +470,19 @@ impl Config {
                 ));
             }
             team.path = resolve(base, &team.path).display().to_string();
+        }
+        for (name, team) in &cfg.teams {
+            let unknown = team
+                .can_message
+                .iter()
+                .flat_map(TeamSet::names)
+                .find(|t| *t != "*" && !cfg.teams.contains_key(*t));
+            if let Some(t) = unknown {
+                return Err(err(
+                    format!("teams.{name}.canMessage"),
+                    format!("`{t}` is not a configured team (expected team names or \"*\")"),
+                ));
+            }
         }
         if let Some(p) = cfg.database.path.as_mut() {
             *p = resolve(base, p).display().to_string();
@@ -625,6 +670,11 @@ mod tests {
         assert!(e.message.contains("NOPE"));
         let e = parse("settings:\n  maxProcesses: 0\n").unwrap_err();
         assert_eq!(e.key_path, "settings.maxProcesses");
+        let e = parse("teams:\n  a:\n    path: .\n    canMessage: [b]\n").unwrap_err();
+        assert_eq!(e.key_path, "teams.a.canMessage");
+        let cfg = parse("teams:\n  a:\n    path: .\n    canMessage: '*'\n  b:\n    path: .\n    canMessage: [a]\n").unwrap();
+        assert!(cfg.teams["a"].can_message.as_ref().unwrap().contains("b"));
+        assert!(!cfg.teams["b"].can_message.as_ref().unwrap().contains("b"));
         let e = parse("teams:\n  'bad name':\n    path: .\n").unwrap_err();
         assert_eq!(e.key_path, "teams.bad name");
     }

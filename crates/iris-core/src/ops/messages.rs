@@ -42,6 +42,10 @@ pub struct SendParams {
     pub session_id: Option<String>,
     #[serde(default)]
     pub priority: Priority,
+    /// With `timeout: -1`, from a team's agent: deliver the answer into
+    /// the agent's conversation as a new message when it ends.
+    #[serde(default)]
+    pub notify: bool,
 }
 
 fn default_timeout() -> i64 {
@@ -89,6 +93,10 @@ pub struct QuickParams {
     pub session_id: Option<String>,
     #[serde(default)]
     pub priority: Priority,
+    /// From a team's agent: deliver the answer into the agent's
+    /// conversation as a new message when it ends.
+    #[serde(default)]
+    pub notify: bool,
 }
 
 /// The answer to a message (seed 001's `tell` response, plus ids).
@@ -112,6 +120,10 @@ pub struct MessageResult {
     pub tool_uses: Vec<iris_agent::ToolUse>,
     pub usage: Option<serde_json::Value>,
     pub cost_usd: Option<f64>,
+    /// Something to know about how the turn ran: the agent had lost the
+    /// conversation, and Iris started it afresh (it remembers nothing before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
 }
 
 fn result_of(t: &TurnTracker, is_async: bool) -> MessageResult {
@@ -130,19 +142,20 @@ fn result_of(t: &TurnTracker, is_async: bool) -> MessageResult {
         tool_uses: outcome.map(|o| o.tool_uses.clone()).unwrap_or_default(),
         usage: outcome.and_then(|o| o.usage.clone()),
         cost_usd: outcome.and_then(|o| o.cost_usd),
+        notice: t.notice().map(str::to_owned),
     }
 }
 
 /// What `p` sends, as `ctx`'s caller.
-fn outgoing(ctx: &Ctx, p: SendParams, kind: &'static str) -> Outgoing {
-    Outgoing {
-        from: caller(ctx, p.from_team),
+fn outgoing(iris: &Iris, ctx: &Ctx, p: SendParams, kind: &'static str) -> Result<Outgoing> {
+    Ok(Outgoing {
+        from: caller(iris, ctx, p.from_team)?,
         to: p.to_team,
         text: p.message,
         session_id: p.session_id,
         priority: p.priority,
         kind,
-    }
+    })
 }
 
 impl QuickParams {
@@ -155,6 +168,7 @@ impl QuickParams {
             timeout: -1,
             session_id: self.session_id,
             priority: self.priority,
+            notify: self.notify,
         }
     }
 }
@@ -169,7 +183,23 @@ pub(crate) async fn deliver(
     kind: &'static str,
 ) -> Result<MessageResult> {
     let timeout = p.timeout.clamp(-1, MAX_WAIT_MS);
-    let tracker = iris.send(ctx, outgoing(ctx, p, kind)).await?;
+    let notify = p.notify;
+    if notify && timeout != -1 {
+        return Err(IrisError::validation(
+            "notify",
+            "only with timeout -1 (a call that waits gets the answer itself)",
+        ));
+    }
+    if notify && ctx.principal.agent_team().is_none() {
+        return Err(IrisError::validation(
+            "notify",
+            "only from a team's agent, whose conversation the answer goes to",
+        ));
+    }
+    let tracker = iris.send(ctx, outgoing(iris, ctx, p, kind)?).await?;
+    if notify {
+        iris.notify_when_done(ctx, tracker.clone());
+    }
     if let Some(watch) = &ctx.watch {
         // The watcher may have gone (its caller left); the turn goes on.
         let _ = watch.send(Follower::new(TurnStream::Live(tracker.clone()), None));
@@ -258,8 +288,8 @@ impl Iris {
             |iris, ctx, params| async move {
                 let p: QuickParams = serde_json::from_value(params)
                     .map_err(|e| IrisError::validation("params", e.to_string()))?;
-                iris.send(&ctx, outgoing(&ctx, p.into_send(), "message"))
-                    .await
+                let out = outgoing(&iris, &ctx, p.into_send(), "message")?;
+                iris.send(&ctx, out).await
             },
         )
         .await?;

@@ -92,10 +92,9 @@ pub(crate) fn all() -> Vec<Operation> {
     ops
 }
 
-/// The caller's name for `fromTeam` when none is given.
-fn caller(ctx: &Ctx, from: Option<String>) -> String {
-    from.filter(|f| !f.is_empty())
-        .unwrap_or_else(|| ctx.principal.name.clone())
+/// The `fromTeam` of a call (see [`Iris::speaker`]).
+fn caller(iris: &Iris, ctx: &Ctx, from: Option<String>) -> Result<String> {
+    iris.speaker(ctx, from)
 }
 
 /// A team filter the caller named must be a team it may see.

@@ -96,7 +96,7 @@ async fn conversation(
 ) -> Result<(std::sync::Arc<crate::team::Team>, SessionRow)> {
     if let Some(t) = to_team {
         let team = iris.team(ctx, t)?;
-        let from = caller(ctx, from);
+        let from = caller(iris, ctx, from)?;
         let s = iris.existing_session(&from, &team.name, session_id).await?;
         return Ok((team, s));
     }
@@ -158,6 +158,11 @@ pub struct ForkResult {
 pub struct ReportEntry {
     pub message_id: String,
     pub from: String,
+    /// `message`, or `notification` for an answer delivered back into the
+    /// conversation (`notify`).
+    pub kind: String,
+    /// The teams the message passed through, ending with this team.
+    pub chain: Vec<String>,
     pub status: String,
     pub request: String,
     pub response: Option<String>,
@@ -171,6 +176,8 @@ impl From<TurnRow> for ReportEntry {
         ReportEntry {
             message_id: t.id,
             from: t.from_team,
+            kind: t.kind,
+            chain: t.chain,
             status: t.status,
             request: t.request,
             response: t.response,
@@ -190,6 +197,8 @@ pub struct ReportResult {
     pub forked_from: Option<String>,
     pub created_at: i64,
     pub last_used_at: i64,
+    /// When the agent had lost the conversation and Iris started it afresh.
+    pub restarted_at: Option<i64>,
     pub message_count: i64,
     pub messages: Vec<ReportEntry>,
     pub process: Option<ProcessInfo>,
@@ -228,6 +237,7 @@ pub(crate) async fn report(iris: &Iris, ctx: &Ctx, p: ReportParams) -> Result<Re
         forked_from: s.fork_of,
         created_at: s.created_at,
         last_used_at: s.last_used_at,
+        restarted_at: s.restarted_at,
         message_count: total,
         messages: turns.into_iter().map(ReportEntry::from).collect(),
         process,
@@ -243,7 +253,7 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: CancelParams| async move {
                 let team = iris.team(&ctx, &p.to_team)?;
-                let from = caller(&ctx, p.from_team);
+                let from = caller(&iris, &ctx, p.from_team)?;
                 let s = iris
                     .existing_session(&from, &team.name, p.session_id.as_deref())
                     .await?;
@@ -265,7 +275,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     .to_team
                     .ok_or_else(|| IrisError::validation("toTeam", "is required"))?;
                 let team = iris.team(&ctx, &to)?;
-                let from = caller(&ctx, p.from_team);
+                let from = caller(&iris, &ctx, p.from_team)?;
                 let old = iris.store.default_session(&from, &team.name).await?;
                 if let Some(old) = &old {
                     let id = old.id.clone();

@@ -55,6 +55,9 @@ pub(crate) struct SessionInfo {
     pub fork_of: Option<String>,
     /// The agent has seen a message: respawns resume.
     pub started: bool,
+    /// The agent had lost the conversation: the next spawn starts it anew
+    /// under the same id, whatever the record says.
+    pub afresh: bool,
 }
 
 struct Running {
@@ -74,6 +77,9 @@ struct Running {
     /// Stream items not yet handed to followers (see `flush_stream`).
     pending: Vec<StreamItem>,
     interrupt_sent: Option<Instant>,
+    /// The turn was handed to a fresh conversation once already (see
+    /// `start_afresh`).
+    restarted: bool,
 }
 
 /// Why the actor woke up.
@@ -90,6 +96,8 @@ pub(crate) struct Actor {
     session: SessionInfo,
     rx: mpsc::UnboundedReceiver<Command>,
     process: Option<AgentProcess>,
+    /// The `iris` MCP server of a claude process; dropped with the process.
+    seat: Option<super::seat::Seat>,
     queue: [VecDeque<TurnJob>; 3],
     current: Option<Running>,
     last_used: Instant,
@@ -125,6 +133,7 @@ impl Actor {
             session,
             rx,
             process: None,
+            seat: None,
             queue: Default::default(),
             current: None,
             last_used: Instant::now(),
@@ -249,6 +258,9 @@ impl Actor {
 
     fn spawn_mode(&self) -> SessionMode {
         let id = self.session.id.clone();
+        if self.session.afresh {
+            return SessionMode::New(id);
+        }
         match (&self.session.fork_of, self.session.started) {
             (_, true) => SessionMode::Resume(id),
             (Some(from), false) => SessionMode::Fork {
@@ -256,6 +268,21 @@ impl Actor {
                 new_id: id,
             },
             (None, false) => SessionMode::New(id),
+        }
+    }
+
+    /// A claude process's way back to this Iris, when the API serves MCP.
+    fn seat(&self) -> Option<super::seat::Seat> {
+        if self.team.agent() != iris_agent::AgentKind::Claude {
+            return None;
+        }
+        let url = self.pool.mcp_url.get()?;
+        match super::seat::Seat::new(&self.pool.auth, url, &self.team.name, &self.session.id) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(team = %self.team.name, error = %e, "no iris MCP server for this process");
+                None
+            }
         }
     }
 
@@ -272,13 +299,19 @@ impl Actor {
                 self.session.started = row.started;
             }
         }
-        let spec = self
+        let mut spec = self
             .team
             .launch_session(&self.spawn_mode(), &self.pool.echo_program);
+        let seat = self.seat();
+        if let Some(s) = &seat {
+            spec.args.extend(s.args());
+        }
         match AgentProcess::spawn(&spec, self.pool.settings.max_line_bytes) {
             Ok(p) => {
                 let pid = p.pid();
                 self.process = Some(p);
+                self.seat = seat;
+                self.session.afresh = false;
                 self.shared.pid.store(pid.unwrap_or(0), Ordering::Relaxed);
                 self.shared.spawned_at.store(now_ms(), Ordering::Relaxed);
                 self.set_state(ProcState::Ready);
@@ -390,6 +423,7 @@ impl Actor {
                 next_seq: 0,
                 pending: Vec::new(),
                 interrupt_sent: None,
+                restarted: false,
             });
             if let Err(e) = sent {
                 tracing::warn!(team = %self.team.name, error = %e, "could not hand the message to the agent");
@@ -529,7 +563,11 @@ impl Actor {
             .and_then(Value::as_str)
             .unwrap_or("unknown")
             .to_owned();
+        let lost = matches!(&event, AgentEvent::Result(r) if r.is_error) && lost_conversation(&raw);
         let seq = self.record(&kind, raw);
+        if lost && self.start_afresh().await {
+            return;
+        }
         self.stream(stream_items(seq, &event));
         match event {
             AgentEvent::TextDelta(_) => {}
@@ -591,11 +629,68 @@ impl Actor {
         }
     }
 
+    /// The agent no longer has the conversation it was resumed with (Claude
+    /// Code: "No conversation found with session ID"): start it afresh
+    /// under the same id, once per turn, hand it the turn's message again,
+    /// record that on the session and tell the caller. False when it does
+    /// not apply (then the turn fails as reported).
+    async fn start_afresh(&mut self) -> bool {
+        let Some(r) = self.current.as_mut() else {
+            return false;
+        };
+        if r.restarted || !r.fresh_process || r.interrupt_sent.is_some() {
+            return false;
+        }
+        r.restarted = true;
+        let tracker = r.tracker.clone();
+        tracing::warn!(team = %self.team.name, session = %self.session.id, "the agent had lost this conversation; starting it afresh");
+        self.kill_process().await;
+        self.session.afresh = true;
+        self.session.fork_of = None;
+        self.pool.recorder.write(StoreWrite::SessionRestarted {
+            id: self.session.id.clone(),
+            at: now_ms(),
+        });
+        tracker.set_notice(
+            "the agent no longer had this conversation, so Iris started it afresh: \
+             it does not remember the earlier messages",
+        );
+        let sent = match self.ensure_process().await {
+            Ok(()) => match self.process.as_mut() {
+                Some(p) => p
+                    .send(&protocol::user_message_line(&tracker.request))
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => Err("no process".to_owned()),
+            },
+            Err(e) => Err(e.message),
+        };
+        self.session.started = true;
+        self.set_state(ProcState::Busy);
+        if let Some(r) = self.current.as_mut() {
+            let now = Instant::now();
+            r.last_output = now;
+            r.got_output = false;
+            r.deltas.clear();
+            r.assistant_text.clear();
+            r.tool_uses.clear();
+        }
+        if let Err(e) = sent {
+            let reason = format!(
+                "team `{}`: starting the conversation afresh failed: {e}",
+                self.team.name
+            );
+            self.end_turn(TurnStatus::Failed, Some(reason), None).await;
+        }
+        true
+    }
+
     /// stdout closed: the process ended (a crash, or a command agent finishing).
     async fn on_exit(&mut self) {
         let Some(mut p) = self.process.take() else {
             return;
         };
+        self.seat = None;
         let status = p.wait_for(Duration::from_secs(2)).await;
         if status.is_none() {
             p.kill_now().await;
@@ -765,6 +860,7 @@ impl Actor {
         self.cancel_pending(reason).await;
         if let Some(p) = self.process.take() {
             let status = p.shutdown(self.grace()).await;
+            self.seat = None;
             self.publish(
                 EventKind::ProcessTerminated,
                 None,
@@ -783,6 +879,7 @@ impl Actor {
     async fn kill_process(&mut self) {
         if let Some(mut p) = self.process.take() {
             p.kill_now().await;
+            self.seat = None;
             self.shared.pid.store(0, Ordering::Relaxed);
             if self.team.agent().is_persistent() {
                 self.publish(
@@ -896,6 +993,19 @@ impl Actor {
         let id = tracker.id.clone();
         self.pool.recorder.then(move || pool.forget(&id));
     }
+}
+
+/// Whether a `result` line says the agent does not have the conversation
+/// it was resumed with (Claude Code: `errors: ["No conversation found with
+/// session ID: …"]`).
+fn lost_conversation(raw: &Value) -> bool {
+    raw.get("errors")
+        .and_then(Value::as_array)
+        .is_some_and(|e| {
+            e.iter()
+                .filter_map(Value::as_str)
+                .any(|m| m.contains("No conversation found"))
+        })
 }
 
 fn describe(code: Option<i32>) -> String {

@@ -6,6 +6,7 @@
 //! so no command is ever lost to an actor that is going away.
 
 mod actor;
+pub mod seat;
 pub mod turn;
 
 use std::collections::HashMap;
@@ -149,6 +150,11 @@ pub(crate) struct PoolInner {
     pub recorder: Recorder,
     pub bus: Arc<Bus>,
     pub echo_program: PathBuf,
+    /// Issues the credentials of claude teams' `iris` MCP server.
+    pub auth: Arc<iris_auth::Auth>,
+    /// This Iris's `/mcp`, once the API serves it: claude teams started
+    /// after that get it as their `iris` MCP server (see [`seat`]).
+    pub mcp_url: std::sync::OnceLock<String>,
 }
 
 #[derive(Clone)]
@@ -212,6 +218,7 @@ impl Pool {
         recorder: Recorder,
         bus: Arc<Bus>,
         echo_program: PathBuf,
+        auth: Arc<iris_auth::Auth>,
     ) -> Self {
         Pool {
             inner: Arc::new(PoolInner {
@@ -223,8 +230,24 @@ impl Pool {
                 recorder,
                 bus,
                 echo_program,
+                auth,
+                mcp_url: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Where this Iris serves MCP (`http://host:port/mcp`): claude teams'
+    /// processes started from now on can call it back. Set once.
+    pub fn serve_mcp_at(&self, url: String) {
+        let _ = self.inner.mcp_url.set(url);
+    }
+
+    /// The turn running in conversation `session_id`, if one is.
+    pub fn running_turn(&self, session_id: &str) -> Option<Arc<TurnTracker>> {
+        let live = self.inner.live.lock().ok()?;
+        live.values()
+            .find(|t| t.session_id == session_id && t.status() == turn::TurnStatus::Running)
+            .cloned()
     }
 
     fn lock(&self) -> Result<SlotsGuard<'_>> {
@@ -294,6 +317,7 @@ impl Pool {
                 id: session.id.clone(),
                 fork_of: session.fork_of.clone(),
                 started: session.started,
+                afresh: false,
             };
             let actor = Actor::new(self.inner.clone(), shared.clone(), team.clone(), info, rx);
             tokio::spawn(actor.run());

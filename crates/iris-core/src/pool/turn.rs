@@ -169,6 +169,12 @@ pub struct TurnTracker {
     pub from: String,
     pub request: String,
     pub created_at: i64,
+    /// The teams the message passed through, ending with `team` (see
+    /// `Iris::chain`).
+    pub chain: Vec<String>,
+    /// Something the caller should know about how the turn ran (the agent
+    /// had lost the conversation and it was started afresh).
+    notice: OnceLock<String>,
     status: watch::Sender<TurnStatus>,
     partial: Mutex<String>,
     outcome: OnceLock<TurnOutcome>,
@@ -192,12 +198,29 @@ impl TurnTracker {
             from,
             request,
             created_at: crate::now_ms(),
+            chain: Vec::new(),
+            notice: OnceLock::new(),
             status: watch::channel(TurnStatus::Queued).0,
             partial: Mutex::new(String::new()),
             outcome: OnceLock::new(),
             log: Mutex::new(Vec::new()),
             version: watch::channel(0).0,
         }
+    }
+
+    /// Note something for the caller (the first note stays).
+    pub fn set_notice(&self, notice: &str) {
+        let _ = self.notice.set(notice.to_owned());
+    }
+
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.get().map(String::as_str)
+    }
+
+    /// The tracker with its chain.
+    pub fn with_chain(mut self, chain: Vec<String>) -> Self {
+        self.chain = chain;
+        self
     }
 
     pub fn status(&self) -> TurnStatus {

@@ -22,7 +22,10 @@ impl Hosts {
         let bind = api.host.trim_start_matches('[').trim_end_matches(']');
         let is = |choices: &[&str]| choices.iter().any(|c| bind.eq_ignore_ascii_case(c));
         let mut names = vec![bind.to_owned()];
-        if is(&["127.0.0.1", "localhost", "::1"]) {
+        // Loopback names on a loopback or every-address bind: how this
+        // machine's own clients (the agents Iris runs among them) call it; a
+        // rebinding page sends its own name, never these.
+        if is(&["127.0.0.1", "localhost", "::1", "0.0.0.0", "::"]) {
             names.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
         }
         names.extend(api.allowed_hosts.iter().cloned());
@@ -108,6 +111,9 @@ mod tests {
         assert!(hosts("0.0.0.0", &[]).allow("anything"));
         assert!(!hosts("0.0.0.0", &["iris.internal"]).allow("anything"));
         assert!(hosts("0.0.0.0", &["iris.internal"]).allow("iris.internal"));
+        // The machine's own clients (the agents Iris runs) by loopback.
+        assert!(hosts("0.0.0.0", &["iris.internal"]).allow("127.0.0.1:1615"));
+        assert!(!hosts("10.0.0.5", &[]).allow("127.0.0.1:1615"));
     }
 
     #[test]
