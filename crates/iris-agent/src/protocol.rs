@@ -35,6 +35,15 @@ pub enum AgentEvent {
     ToolResult { tool_use_id: String, is_error: bool },
     /// End of the turn.
     Result(TurnResult),
+    /// The agent asks whether it may use a tool (a `control_request` of
+    /// subtype `can_use_tool`, sent with `--permission-prompt-tool stdio`);
+    /// answered with [`permission_line`].
+    PermissionRequest {
+        request_id: String,
+        tool_name: String,
+        input: Value,
+        tool_use_id: Option<String>,
+    },
     /// Answer to a control request (interrupt).
     ControlResponse {
         request_id: String,
@@ -138,6 +147,17 @@ fn interpret(raw: &Value) -> Result<AgentEvent, ParseError> {
             duration_ms: raw.get("duration_ms").and_then(Value::as_u64),
             num_turns: raw.get("num_turns").and_then(Value::as_u64),
         }),
+        "control_request"
+            if raw.pointer("/request/subtype").and_then(Value::as_str) == Some("can_use_tool") =>
+        {
+            let req = raw.get("request").unwrap_or(&Value::Null);
+            AgentEvent::PermissionRequest {
+                request_id: str_at(raw, "request_id").unwrap_or_default().to_owned(),
+                tool_name: str_at(req, "tool_name").unwrap_or_default().to_owned(),
+                input: req.get("input").cloned().unwrap_or_else(|| json!({})),
+                tool_use_id: str_at(req, "tool_use_id").map(str::to_owned),
+            }
+        }
         "control_response" => {
             let resp = raw.get("response").unwrap_or(&Value::Null);
             AgentEvent::ControlResponse {
@@ -189,6 +209,24 @@ pub fn interrupt_line(request_id: &str) -> String {
         "type": "control_request",
         "request_id": request_id,
         "request": {"subtype": "interrupt"},
+    });
+    let mut line = v.to_string();
+    line.push('\n');
+    line
+}
+
+/// The stdin line that answers a [`AgentEvent::PermissionRequest`]: allow
+/// (with the tool's input, changed or not) or deny with a message the agent
+/// reads (Claude Code's control protocol, `behavior: allow | deny`).
+pub fn permission_line(request_id: &str, allow: bool, input: &Value, message: &str) -> String {
+    let decision = if allow {
+        json!({"behavior": "allow", "updatedInput": input})
+    } else {
+        json!({"behavior": "deny", "message": message})
+    };
+    let v = json!({
+        "type": "control_response",
+        "response": {"subtype": "success", "request_id": request_id, "response": decision},
     });
     let mut line = v.to_string();
     line.push('\n');
@@ -268,6 +306,38 @@ mod tests {
                 success: true,
                 error: None
             }
+        );
+    }
+
+    #[test]
+    fn permission_requests_and_answers() {
+        let (e, _) = parse_line(
+            r#"{"type":"control_request","request_id":"r9","request":{"subtype":"can_use_tool","tool_name":"Bash","input":{"command":"ls"},"tool_use_id":"t1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            AgentEvent::PermissionRequest {
+                request_id: "r9".into(),
+                tool_name: "Bash".into(),
+                input: json!({"command": "ls"}),
+                tool_use_id: Some("t1".into()),
+            }
+        );
+        let allow: Value =
+            serde_json::from_str(&permission_line("r9", true, &json!({"command": "ls"}), ""))
+                .unwrap();
+        assert_eq!(allow["response"]["request_id"], "r9");
+        assert_eq!(allow["response"]["response"]["behavior"], "allow");
+        assert_eq!(
+            allow["response"]["response"]["updatedInput"]["command"],
+            "ls"
+        );
+        let deny: Value =
+            serde_json::from_str(&permission_line("r9", false, &json!({}), "no")).unwrap();
+        assert_eq!(
+            deny["response"]["response"],
+            json!({"behavior": "deny", "message": "no"})
         );
     }
 

@@ -13,6 +13,8 @@ pub const PROCESSES_MANAGE: &str = "processes:manage";
 pub const CACHE_READ: &str = "cache:read";
 pub const CACHE_WRITE: &str = "cache:write";
 pub const AUDIT_READ: &str = "audit:read";
+/// Decide whether agents may use tools (permission approvals).
+pub const APPROVALS_MANAGE: &str = "approvals:manage";
 pub const ADMIN: &str = "admin";
 pub const ALL: &str = "*";
 
@@ -28,6 +30,7 @@ pub const SCOPES: &[&str] = &[
     CACHE_READ,
     CACHE_WRITE,
     AUDIT_READ,
+    APPROVALS_MANAGE,
     ADMIN,
     ALL,
 ];
@@ -62,7 +65,11 @@ pub const ROLES: &[(&str, Option<&str>, &[&str])] = &[
         Some("viewer"),
         &[MESSAGES_WRITE, MESSAGES_STREAM, PROCESSES_MANAGE],
     ),
-    ("developer", Some("operator"), &[TEAMS_WRITE, CACHE_WRITE]),
+    (
+        "developer",
+        Some("operator"),
+        &[TEAMS_WRITE, CACHE_WRITE, APPROVALS_MANAGE],
+    ),
     ("admin", None, &[ADMIN]),
 ];
 
@@ -155,6 +162,6 @@ mod tests {
         }
         assert_eq!(role("viewer").unwrap().len(), 4);
         assert_eq!(role("operator").unwrap().len(), 7);
-        assert_eq!(role("developer").unwrap().len(), 9);
+        assert_eq!(role("developer").unwrap().len(), 10);
     }
 }

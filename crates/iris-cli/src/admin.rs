@@ -105,6 +105,32 @@ pub enum AuditAction {
     Verify,
 }
 
+#[derive(Subcommand)]
+pub enum ApprovalAction {
+    /// Approvals, newest first (pending ones by default).
+    List {
+        #[arg(long)]
+        team: Option<String>,
+        /// pending, allowed, denied, expired, or all.
+        #[arg(long, default_value = "pending")]
+        status: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let the agent use the tool.
+    Allow {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Refuse the tool; the agent reads the reason.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
 fn print_error(body: &Value) -> ExitCode {
     eprintln!(
         "iris: {}",
@@ -211,6 +237,50 @@ pub async fn key(source: ConfigSource, action: KeyAction, local: bool) -> anyhow
                 "teams",
                 "usageCount",
                 "lastUsedAt",
+            ],
+        ),
+        _ => println!("{}", serde_json::to_string_pretty(&result)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn approvals(
+    source: ConfigSource,
+    action: ApprovalAction,
+    local: bool,
+) -> anyhow::Result<ExitCode> {
+    let (op, params) = match &action {
+        ApprovalAction::List { team, status, .. } => (
+            "approval_list",
+            json!({"team": team, "status": (status != "all").then_some(status)}),
+        ),
+        ApprovalAction::Allow { id, reason } => (
+            "approval_decide",
+            json!({"approvalId": id, "decision": "allow", "reason": reason}),
+        ),
+        ApprovalAction::Deny { id, reason } => (
+            "approval_decide",
+            json!({"approvalId": id, "decision": "deny", "reason": reason}),
+        ),
+    };
+    let result = match invoke(load(&source)?, op, strip_nulls(params), local).await? {
+        Ok(v) => v,
+        Err(body) => return Ok(print_error(&body)),
+    };
+    match action {
+        ApprovalAction::List { json: false, .. } => table(
+            result["approvals"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            &[
+                "id",
+                "team",
+                "toolName",
+                "input",
+                "status",
+                "decidedBy",
+                "createdAt",
             ],
         ),
         _ => println!("{}", serde_json::to_string_pretty(&result)?),

@@ -60,6 +60,13 @@ enum Command {
         #[arg(long, global = true)]
         local: bool,
     },
+    /// Permission approvals: list them, allow or deny one.
+    Approvals {
+        #[command(subcommand)]
+        action: admin::ApprovalAction,
+        #[arg(long, global = true)]
+        local: bool,
+    },
     /// Read and verify the audit trail.
     Audit {
         #[command(subcommand)]
@@ -132,6 +139,9 @@ fn main() -> ExitCode {
         Command::Mcp { connect } => commands::run_async(mcp::run(source, connect)),
         Command::Key { action, local } => commands::run_async(admin::key(source, action, local)),
         Command::User { action, local } => commands::run_async(admin::user(source, action, local)),
+        Command::Approvals { action, local } => {
+            commands::run_async(admin::approvals(source, action, local))
+        }
         Command::Audit { action, local } => {
             commands::run_async(admin::audit(source, action, local))
         }

@@ -26,6 +26,12 @@ pub enum EventKind {
     ProcessTerminated,
     ProcessError,
     ProcessState,
+    /// An agent asks to use a tool and waits for a decision.
+    ApprovalRequested,
+    /// Someone allowed or denied it.
+    ApprovalResolved,
+    /// Nobody decided in time, or the process is gone: the tool is denied.
+    ApprovalExpired,
 }
 
 impl EventKind {

@@ -88,6 +88,13 @@ impl Iris {
             .await
             .map_err(|e| IrisError::internal("opening the database", e))?;
         let failed = if options.recover {
+            // No process of a previous run waits for an approval any more.
+            let expired = store
+                .expire_pending_approvals("Iris restarted; the agent's process is gone", now_ms())
+                .await?;
+            if !expired.is_empty() {
+                tracing::warn!(approvals = ?expired, "pending approvals of a previous run expired");
+            }
             store.recover(now_ms()).await?
         } else {
             0

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use iris_agent::{AgentKind, LaunchSpec, SessionMode};
 
-use crate::config::{GrantPermission, Settings, TeamConfig};
+use crate::config::{Settings, TeamConfig};
 
 #[derive(Debug, Clone)]
 pub struct Team {
@@ -52,13 +52,35 @@ impl Team {
             .collect()
     }
 
-    /// A persistent (claude/echo) process for one session.
-    pub fn launch_session(&self, session: &SessionMode, echo_program: &Path) -> LaunchSpec {
+    /// A persistent (claude/echo) process for one session; `mcp_config`,
+    /// the file of its `iris` MCP server, if it gets one (its tools are
+    /// allowed).
+    pub fn launch_session(
+        &self,
+        session: &SessionMode,
+        echo_program: &Path,
+        mcp_config: Option<&Path>,
+    ) -> LaunchSpec {
         let mut extra = Vec::new();
-        if self.config.agent == AgentKind::Claude
-            && self.config.grant_permission == GrantPermission::Yes
-        {
-            extra.push("--dangerously-skip-permissions".to_owned());
+        if self.config.agent == AgentKind::Claude {
+            // Iris answers the agent's permission requests on stdin, per
+            // `grantPermission` (`yes` at once: Claude Code refuses
+            // `--dangerously-skip-permissions` to root, and this way every
+            // answer is recorded alike).
+            extra.extend(["--permission-prompt-tool".to_owned(), "stdio".to_owned()]);
+            let mut allowed = self.config.allowed_tools.clone();
+            if let Some(file) = mcp_config {
+                extra.extend(["--mcp-config".to_owned(), file.display().to_string()]);
+                allowed.push(crate::pool::seat::IRIS_TOOLS.to_owned());
+            }
+            if !allowed.is_empty() {
+                extra.push("--allowedTools".to_owned());
+                extra.push(allowed.join(","));
+            }
+            if !self.config.disallowed_tools.is_empty() {
+                extra.push("--disallowedTools".to_owned());
+                extra.push(self.config.disallowed_tools.join(","));
+            }
         }
         extra.extend(self.config.args.iter().cloned());
         LaunchSpec::persistent(

@@ -3,6 +3,7 @@
 //! Records here are plain data; the core decides what they mean. Every
 //! timestamp is Unix milliseconds.
 
+mod approvals;
 mod audit;
 mod keys;
 mod sessions;
@@ -18,6 +19,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use approvals::{ApprovalRow, Decision};
 pub use audit::{AuditFilter, AuditRow, AuditVerdict, GENESIS};
 pub use keys::KeyRow;
 pub use sessions::SessionRow;

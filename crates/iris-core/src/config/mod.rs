@@ -44,6 +44,9 @@ pub struct Settings {
     /// Most teams one message may pass through beyond the first (team-to-team
     /// messaging: A → B → C is 2 hops).
     pub max_hops: usize,
+    /// How long a pending approval waits for a decision (ms); then the tool
+    /// is denied and the approval expires.
+    pub approval_timeout: u64,
 }
 
 impl Default for Settings {
@@ -61,6 +64,7 @@ impl Default for Settings {
             shutdown_grace: 3000,
             log_buffer: 1000,
             max_hops: 4,
+            approval_timeout: 300_000,
         }
     }
 }
@@ -219,15 +223,18 @@ pub struct DatabaseConfig {
     pub path: Option<String>,
 }
 
-/// How much the agent may do without asking (Claude teams).
+/// Whether a Claude team's agent may use tools that need permission.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum GrantPermission {
-    /// Skip permission prompts (`--dangerously-skip-permissions`).
+    /// Yes: every request is allowed at once.
     Yes,
-    /// The agent's own defaults.
-    #[default]
+    /// No: every request is denied at once.
     No,
+    /// Each request becomes a pending approval that someone decides
+    /// (as the original Iris did).
+    #[default]
+    Ask,
 }
 
 /// One team: an agent working in a folder.
@@ -253,6 +260,12 @@ pub struct TeamConfig {
     pub env: BTreeMap<String, String>,
     #[serde(default)]
     pub grant_permission: GrantPermission,
+    /// Tools the agent may use without asking (Claude's `--allowedTools`).
+    #[serde(default)]
+    pub allowed_tools: Vec<String>,
+    /// Tools the agent may not use (Claude's `--disallowedTools`).
+    #[serde(default)]
+    pub disallowed_tools: Vec<String>,
     /// Overrides `settings.idleTimeout` for this team (ms).
     #[serde(default)]
     pub idle_timeout: Option<u64>,

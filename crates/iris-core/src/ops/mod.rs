@@ -5,6 +5,7 @@
 //! depend on them.
 
 mod admin;
+mod approvals;
 mod messages;
 mod sessions;
 mod system;
@@ -88,6 +89,7 @@ pub(crate) fn all() -> Vec<Operation> {
     ops.extend(sessions::operations());
     ops.extend(teams::operations());
     ops.extend(system::operations());
+    ops.extend(approvals::operations());
     ops.extend(admin::operations());
     ops
 }

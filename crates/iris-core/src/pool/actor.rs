@@ -22,10 +22,14 @@ use super::turn::{
     stream_items,
 };
 use super::{PoolInner, ProcState, SlotShared};
+
+#[path = "permission.rs"]
+mod permission;
 use crate::bus::EventKind;
 use crate::error::{IrisError, Result};
 use crate::now_ms;
 use crate::team::Team;
+pub(crate) use permission::Answer;
 
 /// What the rest of Iris may ask of an actor.
 pub(crate) enum Command {
@@ -36,6 +40,11 @@ pub(crate) enum Command {
     Cancel {
         turn_id: Option<String>,
         reply: oneshot::Sender<bool>,
+    },
+    /// Someone decided a pending approval of this process.
+    Decide {
+        approval_id: String,
+        answer: Answer,
     },
     /// Stop the process and end the actor; pending turns are cancelled with `reason`.
     Stop {
@@ -98,6 +107,8 @@ pub(crate) struct Actor {
     process: Option<AgentProcess>,
     /// The `iris` MCP server of a claude process; dropped with the process.
     seat: Option<super::seat::Seat>,
+    /// Permission requests waiting for a decision.
+    awaiting: Vec<permission::Awaiting>,
     queue: [VecDeque<TurnJob>; 3],
     current: Option<Running>,
     last_used: Instant,
@@ -134,6 +145,7 @@ impl Actor {
             rx,
             process: None,
             seat: None,
+            awaiting: Vec::new(),
             queue: Default::default(),
             current: None,
             last_used: Instant::now(),
@@ -176,6 +188,14 @@ impl Actor {
     /// The next moment something must happen without outside input.
     fn deadline(&self) -> Option<Instant> {
         let s = &self.pool.settings;
+        if let Some(d) = self.approval_deadline() {
+            // Waiting for a person is not silence: only the approval's own
+            // timeout runs (and an interrupt's grace).
+            return Some(match self.current.as_ref().and_then(|r| r.interrupt_sent) {
+                Some(at) => d.min(at + self.grace()),
+                None => d,
+            });
+        }
         match &self.current {
             Some(r) => Some(match r.interrupt_sent {
                 Some(at) => at + self.grace(),
@@ -248,6 +268,10 @@ impl Actor {
                 let found = self.cancel(turn_id.as_deref()).await;
                 let _ = reply.send(found);
             }
+            Command::Decide {
+                approval_id,
+                answer,
+            } => self.on_decision(&approval_id, answer).await,
             Command::Stop { reason, reply } => {
                 self.cancel_pending(&reason).await;
                 return Some(reply);
@@ -299,13 +323,12 @@ impl Actor {
                 self.session.started = row.started;
             }
         }
-        let mut spec = self
-            .team
-            .launch_session(&self.spawn_mode(), &self.pool.echo_program);
         let seat = self.seat();
-        if let Some(s) = &seat {
-            spec.args.extend(s.args());
-        }
+        let spec = self.team.launch_session(
+            &self.spawn_mode(),
+            &self.pool.echo_program,
+            seat.as_ref().map(|s| s.file()),
+        );
         match AgentProcess::spawn(&spec, self.pool.settings.max_line_bytes) {
             Ok(p) => {
                 let pid = p.pid();
@@ -607,6 +630,12 @@ impl Actor {
                 };
                 self.end_turn(status, error, Some(result)).await;
             }
+            AgentEvent::PermissionRequest {
+                request_id,
+                tool_name,
+                input,
+                ..
+            } => self.on_permission(request_id, tool_name, input).await,
             AgentEvent::ControlResponse { success, error, .. } => {
                 if !success {
                     tracing::warn!(team = %self.team.name, error = ?error, "agent refused a control request");
@@ -691,6 +720,7 @@ impl Actor {
             return;
         };
         self.seat = None;
+        self.expire_all("the agent's process ended").await;
         let status = p.wait_for(Duration::from_secs(2)).await;
         if status.is_none() {
             p.kill_now().await;
@@ -753,6 +783,16 @@ impl Actor {
             return false;
         };
         if Instant::now() < deadline {
+            return false;
+        }
+        if self
+            .approval_deadline()
+            .is_some_and(|d| d <= Instant::now())
+        {
+            self.expire_due().await;
+            return false;
+        }
+        if self.approval_deadline().is_some() {
             return false;
         }
         let Some(r) = &self.current else {
@@ -861,6 +901,7 @@ impl Actor {
         if let Some(p) = self.process.take() {
             let status = p.shutdown(self.grace()).await;
             self.seat = None;
+            self.expire_all("the agent's process was stopped").await;
             self.publish(
                 EventKind::ProcessTerminated,
                 None,
@@ -880,6 +921,7 @@ impl Actor {
         if let Some(mut p) = self.process.take() {
             p.kill_now().await;
             self.seat = None;
+            self.expire_all("the agent's process was stopped").await;
             self.shared.pid.store(0, Ordering::Relaxed);
             if self.team.agent().is_persistent() {
                 self.publish(

@@ -155,6 +155,8 @@ pub(crate) struct PoolInner {
     /// This Iris's `/mcp`, once the API serves it: claude teams started
     /// after that get it as their `iris` MCP server (see [`seat`]).
     pub mcp_url: std::sync::OnceLock<String>,
+    /// Pending approvals of live processes: approval id → session id.
+    pub approvals: Mutex<HashMap<String, String>>,
 }
 
 #[derive(Clone)]
@@ -232,6 +234,7 @@ impl Pool {
                 echo_program,
                 auth,
                 mcp_url: std::sync::OnceLock::new(),
+                approvals: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -240,6 +243,52 @@ impl Pool {
     /// processes started from now on can call it back. Set once.
     pub fn serve_mcp_at(&self, url: String) {
         let _ = self.inner.mcp_url.set(url);
+    }
+
+    /// Whether a live process waits for `approval_id`.
+    pub fn awaits(&self, approval_id: &str) -> bool {
+        self.inner
+            .approvals
+            .lock()
+            .is_ok_and(|p| p.contains_key(approval_id))
+    }
+
+    /// Hand a decision to the process that waits for `approval_id`; false
+    /// when none does any more.
+    pub fn decide(
+        &self,
+        approval_id: &str,
+        allow: bool,
+        message: String,
+        updated_input: Option<serde_json::Value>,
+        by: String,
+    ) -> bool {
+        let Some(session) = self
+            .inner
+            .approvals
+            .lock()
+            .ok()
+            .and_then(|p| p.get(approval_id).cloned())
+        else {
+            return false;
+        };
+        let Ok(slots) = self.lock() else {
+            return false;
+        };
+        let answer = actor::Answer {
+            allow,
+            message,
+            updated_input,
+            by,
+        };
+        slots.get(&session).is_some_and(|slot| {
+            slot.tx
+                .send(Command::Decide {
+                    approval_id: approval_id.to_owned(),
+                    answer,
+                })
+                .is_ok()
+        })
     }
 
     /// The turn running in conversation `session_id`, if one is.

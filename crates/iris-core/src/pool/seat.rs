@@ -66,14 +66,9 @@ impl Seat {
         Ok(seat)
     }
 
-    /// The arguments that give the agent the `iris` server.
-    pub fn args(&self) -> Vec<String> {
-        vec![
-            "--mcp-config".into(),
-            self.file.display().to_string(),
-            "--allowedTools".into(),
-            IRIS_TOOLS.into(),
-        ]
+    /// The `--mcp-config` file of the `iris` server.
+    pub fn file(&self) -> &std::path::Path {
+        &self.file
     }
 }
 

@@ -141,6 +141,18 @@ pub(crate) const ROUTES: &[Route] = &[
     ),
     route("/messages/history", Verb::Get, op("message_history")),
     route("/messages/{id}", Verb::Get, id("get_message", "messageId")),
+    // Permission approvals (what agents of `grantPermission: ask` teams wait for).
+    route("/approvals", Verb::Get, op("approval_list")),
+    route(
+        "/approvals/{id}",
+        Verb::Get,
+        id("approval_get", "approvalId"),
+    ),
+    route(
+        "/approvals/{id}",
+        Verb::Post,
+        id("approval_decide", "approvalId"),
+    ),
     // Administration (seed 000 keys, seed 003 users and audit logs).
     route("/admin/keys", Verb::Get, op("key_list")),
     route("/admin/keys", Verb::Post, op("key_create")),

@@ -1,0 +1,197 @@
+//! Permission approvals (migration 0005): a tool an agent asked to use,
+//! and what was decided.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::{Context, Result, Store};
+
+/// One approval.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRow {
+    pub id: String,
+    pub team: String,
+    pub session_id: String,
+    /// The message (turn) during which the agent asked.
+    pub turn_id: Option<String>,
+    pub tool_name: String,
+    pub input: Value,
+    /// `pending`, `allowed`, `denied` or `expired`.
+    pub status: String,
+    pub reason: Option<String>,
+    /// The input the tool runs with, when the decision changed it (or the
+    /// answer to a question the tool asks).
+    pub updated_input: Option<Value>,
+    /// Who decided (`key:…`, `user:…`), or `timeout` / `process` for an
+    /// approval that expired.
+    pub decided_by: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub decided_at: Option<i64>,
+}
+
+macro_rules! select_approvals {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, team, session_id, turn_id, tool_name, input, status, reason, ",
+            "updated_input, decided_by, created_at, expires_at, decided_at FROM approvals",
+            $rest
+        )
+    };
+}
+
+fn json(r: &SqliteRow, name: &str) -> Option<Value> {
+    r.get::<Option<String>, _>(name)
+        .and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn from_row(r: &SqliteRow) -> ApprovalRow {
+    ApprovalRow {
+        id: r.get("id"),
+        team: r.get("team"),
+        session_id: r.get("session_id"),
+        turn_id: r.get("turn_id"),
+        tool_name: r.get("tool_name"),
+        input: json(r, "input").unwrap_or(Value::Null),
+        status: r.get("status"),
+        reason: r.get("reason"),
+        updated_input: json(r, "updated_input"),
+        decided_by: r.get("decided_by"),
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+        decided_at: r.get("decided_at"),
+    }
+}
+
+/// A decision on a pending approval.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// `allowed`, `denied` or `expired`.
+    pub status: &'static str,
+    pub reason: Option<String>,
+    pub updated_input: Option<Value>,
+    pub decided_by: String,
+    pub at: i64,
+}
+
+impl Store {
+    pub async fn insert_approval(&self, a: &ApprovalRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO approvals (id, team, session_id, turn_id, tool_name, input, status, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&a.id)
+        .bind(&a.team)
+        .bind(&a.session_id)
+        .bind(&a.turn_id)
+        .bind(&a.tool_name)
+        .bind(a.input.to_string())
+        .bind(&a.status)
+        .bind(a.created_at)
+        .bind(a.expires_at)
+        .execute(&self.pool)
+        .await
+        .ctx("inserting an approval")?;
+        Ok(())
+    }
+
+    pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>> {
+        let row = sqlx::query(select_approvals!(" WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx("reading an approval")?;
+        Ok(row.as_ref().map(from_row))
+    }
+
+    /// Approvals, newest first, of `teams` (all when `None`) and `status`,
+    /// `limit` from `offset`; with the total.
+    pub async fn approvals(
+        &self,
+        teams: Option<&[String]>,
+        team: Option<&str>,
+        status: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<ApprovalRow>, i64)> {
+        let filter = |q: &mut QueryBuilder<Sqlite>| {
+            q.push(" WHERE 1 = 1");
+            if let Some(t) = team {
+                q.push(" AND team = ").push_bind(t.to_owned());
+            }
+            if let Some(s) = status {
+                q.push(" AND status = ").push_bind(s.to_owned());
+            }
+            if let Some(ts) = teams {
+                q.push(" AND team IN (");
+                let mut sep = q.separated(", ");
+                sep.push_bind("");
+                for t in ts {
+                    sep.push_bind(t.clone());
+                }
+                q.push(")");
+            }
+        };
+        let mut q = QueryBuilder::<Sqlite>::new(select_approvals!(""));
+        filter(&mut q);
+        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .ctx("listing approvals")?;
+        let mut c = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM approvals");
+        filter(&mut c);
+        let total: i64 = c
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .ctx("counting approvals")?;
+        Ok((rows.iter().map(from_row).collect(), total))
+    }
+
+    /// Decide `id` if it is still pending; false when it was not (decided,
+    /// expired, or unknown): a decision is made once.
+    pub async fn decide_approval(&self, id: &str, d: &Decision) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE approvals SET status = ?, reason = ?, updated_input = ?, decided_by = ?, decided_at = ?
+             WHERE id = ? AND status = 'pending'",
+        )
+        .bind(d.status)
+        .bind(&d.reason)
+        .bind(d.updated_input.as_ref().map(Value::to_string))
+        .bind(&d.decided_by)
+        .bind(d.at)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .ctx("deciding an approval")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Expire every pending approval (no process of this Iris waits for one
+    /// any more, e.g. at start-up after a crash); returns their ids.
+    pub async fn expire_pending_approvals(&self, reason: &str, at: i64) -> Result<Vec<String>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM approvals WHERE status = 'pending'")
+                .fetch_all(&self.pool)
+                .await
+                .ctx("finding pending approvals")?;
+        sqlx::query(
+            "UPDATE approvals SET status = 'expired', reason = ?, decided_by = 'process', decided_at = ?
+             WHERE status = 'pending'",
+        )
+        .bind(reason)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .ctx("expiring pending approvals")?;
+        Ok(ids)
+    }
+}
