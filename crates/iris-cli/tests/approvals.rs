@@ -184,6 +184,9 @@ async fn allowing_through_rest_lets_the_tool_run_and_a_second_decision_conflicts
         ))
         .await;
     assert_eq!(m["status"], "completed", "{m}");
+    assert_eq!(m["permissions"][0]["toolName"], "Bash", "{m}");
+    assert_eq!(m["permissions"][0]["decision"], "allow");
+    assert_eq!(m["permissions"][0]["approvalId"], id.as_str());
     let audit =
         s.h.call("audit_list", json!({"action": "operation.approval_decide"}))
             .await
@@ -355,6 +358,24 @@ async fn an_approval_pending_when_iris_is_killed_is_expired_after_the_restart() 
     let message = sent["messageId"].as_str().unwrap();
     let (_, m) = call(Method::GET, format!("{base}/messages/{message}"), None).await;
     assert_eq!(m["status"], "failed", "the interrupted turn ended: {m}");
+    // The CLI sees it too.
+    let out = std::process::Command::new(iris_bin())
+        .args(["approvals", "list", "--status", "expired", "--json"])
+        .env("IRIS_HOME", home.path())
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["approvals"][0]["id"], id.as_str(), "{listed}");
+    let out = std::process::Command::new(iris_bin())
+        .args(["approvals", "allow", &id])
+        .env("IRIS_HOME", home.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already expired"),
+        "{out:?}"
+    );
     second.kill().unwrap();
     second.wait().unwrap();
 }

@@ -200,3 +200,22 @@ async fn an_async_message_with_notify_comes_back_into_the_asking_conversation() 
     assert!(text.contains(&id), "{text}");
     t.stop().await;
 }
+
+#[tokio::test]
+async fn a_team_waiting_on_another_fails_fast_when_the_pool_has_no_room() {
+    // One process in all: a's own, busy with the turn that asks e.
+    let t = teams("  maxProcesses: 1\n", &[("a", "")]).await;
+    let started = std::time::Instant::now();
+    let answer = t
+        .relay(
+            "a",
+            json!({"toTeam": "e", "message": "room?", "timeout": 0}),
+        )
+        .await;
+    assert!(answer.contains("POOL_EXHAUSTED"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "failed fast, no waiting for the slot a holds"
+    );
+    t.stop().await;
+}

@@ -123,6 +123,15 @@ fn from_row(r: &SqliteRow) -> TurnRow {
     }
 }
 
+fn event_from_row(r: &SqliteRow) -> EventRow {
+    EventRow {
+        seq: r.get("seq"),
+        at: r.get("at"),
+        kind: r.get("kind"),
+        data: serde_json::from_str(&r.get::<String, _>("data")).unwrap_or(Value::Null),
+    }
+}
+
 fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &HistoryFilter) {
     q.push(" WHERE 1 = 1");
     if let Some(v) = &f.to_team {
@@ -220,6 +229,19 @@ impl Store {
         Ok((rows.iter().map(from_row).collect(), total))
     }
 
+    /// The events of turn `id` of one `kind`, in order.
+    pub async fn turn_events_of_kind(&self, id: &str, kind: &str) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query(
+            "SELECT seq, at, kind, data FROM turn_events WHERE turn_id = ? AND kind = ? ORDER BY seq",
+        )
+        .bind(id)
+        .bind(kind)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("reading a turn's events of one kind")?;
+        Ok(rows.iter().map(event_from_row).collect())
+    }
+
     pub async fn turn_events(&self, id: &str, after_seq: i64) -> Result<Vec<EventRow>> {
         let rows = sqlx::query("SELECT seq, at, kind, data FROM turn_events WHERE turn_id = ? AND seq > ? ORDER BY seq")
             .bind(id)
@@ -227,15 +249,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .ctx("reading turn events")?;
-        Ok(rows
-            .iter()
-            .map(|r| EventRow {
-                seq: r.get("seq"),
-                at: r.get("at"),
-                kind: r.get("kind"),
-                data: serde_json::from_str(&r.get::<String, _>("data")).unwrap_or(Value::Null),
-            })
-            .collect())
+        Ok(rows.iter().map(event_from_row).collect())
     }
 }
 

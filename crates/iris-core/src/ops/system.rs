@@ -128,6 +128,11 @@ pub struct MessageRecord {
     pub turn: TurnRow,
     /// Milliseconds from creation to the end, once ended.
     pub duration: Option<i64>,
+    /// The tools the agent asked permission for and what was decided
+    /// (`get_message` of an ended turn): `{toolName, input, decision,
+    /// reason, decidedBy, approvalId}`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<serde_json::Value>,
 }
 
 impl From<TurnRow> for MessageRecord {
@@ -135,6 +140,7 @@ impl From<TurnRow> for MessageRecord {
         MessageRecord {
             duration: turn.completed_at.map(|c| c - turn.created_at),
             turn,
+            permissions: Vec::new(),
         }
     }
 }
@@ -344,7 +350,15 @@ pub(super) fn operations() -> Vec<Operation> {
                         }
                     }
                 }
-                Ok(MessageRecord::from(turn))
+                let mut record = MessageRecord::from(turn);
+                record.permissions = iris
+                    .store
+                    .turn_events_of_kind(&p.message_id, "permission")
+                    .await?
+                    .into_iter()
+                    .map(|e| e.data)
+                    .collect();
+                Ok(record)
             },
         ),
         Operation::new(
