@@ -38,12 +38,14 @@ impl Agents {
     /// A credential for the process of `team` serving conversation
     /// `session`, valid for `ttl` unless revoked first. Its principal is of
     /// kind `agent`, named after the team (the `fromTeam` of its calls), with
-    /// the session as its id, [`AGENT_SCOPES`] and `limits`.
+    /// the session as its id, [`AGENT_SCOPES`], the teams it may see
+    /// (`None`: all) and `limits`.
     pub fn issue(
         &self,
         team: &str,
         session: &str,
         ttl: Duration,
+        teams: Option<Vec<String>>,
         limits: Option<Arc<IdentityLimits>>,
     ) -> Result<String> {
         let token = format!("{AGENT_PREFIX}{}", secret::random_token()?);
@@ -52,7 +54,7 @@ impl Agents {
             id: session.to_owned(),
             name: team.to_owned(),
             scopes: AGENT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
-            teams: None,
+            teams,
             limits,
         });
         let seat = Seat {
@@ -99,7 +101,7 @@ mod tests {
     fn an_agent_credential_names_its_team_until_revoked() {
         let agents = Agents::default();
         let token = agents
-            .issue("alpha", "sess-1", Duration::from_secs(60), None)
+            .issue("alpha", "sess-1", Duration::from_secs(60), None, None)
             .unwrap();
         assert!(token.starts_with(AGENT_PREFIX));
         let p = agents.authenticate(&token).unwrap();
@@ -110,7 +112,9 @@ mod tests {
         assert!(p.allows(scope::MESSAGES_WRITE) && !p.allows(scope::PROCESSES_MANAGE));
         agents.revoke(&token);
         assert!(agents.authenticate(&token).is_err());
-        let expired = agents.issue("alpha", "s", Duration::ZERO, None).unwrap();
+        let expired = agents
+            .issue("alpha", "s", Duration::ZERO, None, None)
+            .unwrap();
         assert!(agents.authenticate(&expired).is_err());
     }
 }

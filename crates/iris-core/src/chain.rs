@@ -35,6 +35,17 @@ impl Iris {
         }
     }
 
+    /// An agent works only in its own team's conversations (those `from`
+    /// its team): another conversation, named by id, is not found.
+    pub fn own_session(&self, ctx: &Ctx, session: &iris_storage::SessionRow) -> Result<()> {
+        match ctx.principal.agent_team() {
+            Some(team) if session.from_team != team => {
+                Err(IrisError::session_not_found(format!("`{}`", session.id)))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The chain of a message from `ctx`'s caller to `to`: `[to]` from
     /// outside any team's turn; from an agent of team A, the chain of A's
     /// running turn (or `[A]`) followed by `to`.
@@ -43,7 +54,15 @@ impl Iris {
     /// `FORBIDDEN` (audited) when A's `canMessage` leaves `to` out;
     /// `CONFLICT` naming the chain when `to` is already on it (a cycle) or
     /// it would pass more than `settings.maxHops` teams after the first.
-    pub fn chain(&self, ctx: &Ctx, to: &str) -> Result<Vec<String>> {
+    pub fn chain(&self, ctx: &Ctx, to: &str, continues: &[String]) -> Result<Vec<String>> {
+        if !continues.is_empty() {
+            // An answer delivered back (`notify`): it continues the chain it
+            // answers, hops counted (so two teams cannot bounce messages
+            // forever), but coming back is its purpose, not a cycle.
+            let mut chain = continues.to_vec();
+            chain.push(to.to_owned());
+            return self.within_hops(chain);
+        }
         let Some(from) = ctx.principal.agent_team() else {
             return Ok(vec![to.to_owned()]);
         };
@@ -66,7 +85,7 @@ impl Iris {
             )
             .with_details(json!({"fromTeam": from, "toTeam": to})));
         }
-        let mut chain = self
+        let mut chain: Vec<String> = self
             .pool
             .running_turn(&ctx.principal.id)
             .map(|t| t.chain.clone())
@@ -82,8 +101,13 @@ impl Iris {
             )
             .with_details(json!({"chain": chain})));
         }
+        self.within_hops(chain)
+    }
+
+    fn within_hops(&self, chain: Vec<String>) -> Result<Vec<String>> {
         let max = self.config.settings.max_hops;
-        if chain.len() - 1 > max {
+        if chain.len().saturating_sub(1) > max {
+            let shown = chain.join(" → ");
             return Err(IrisError::new(
                 ErrorKind::Conflict,
                 format!("more than {max} hops (settings.maxHops): {shown}"),
@@ -139,6 +163,7 @@ impl Iris {
                 session_id: Some(session),
                 priority: crate::pool::turn::Priority::Normal,
                 kind: "notification",
+                continues: tracker.chain.clone(),
             };
             if let Err(e) = iris.send(&Ctx::local(), out).await {
                 tracing::warn!(message = %tracker.id, error = %e, "could not deliver an answer to the asking team");

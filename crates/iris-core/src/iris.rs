@@ -53,6 +53,9 @@ pub struct Outgoing {
     pub session_id: Option<String>,
     pub priority: Priority,
     pub kind: &'static str,
+    /// The chain this message continues (an answer delivered back with
+    /// `notify`); empty for everything else.
+    pub continues: Vec<String>,
 }
 
 pub struct Iris {
@@ -301,10 +304,11 @@ impl Iris {
     /// Queue a message as a new turn; returns its tracker at once.
     pub async fn send(&self, ctx: &Ctx, out: Outgoing) -> Result<Arc<TurnTracker>> {
         let team = self.team(ctx, &out.to)?;
-        let chain = self.chain(ctx, &team.name)?;
+        let chain = self.chain(ctx, &team.name, &out.continues)?;
         let session = self
             .session(&out.from, &out.to, out.session_id.as_deref())
             .await?;
+        self.own_session(ctx, &session)?;
         let tracker = Arc::new(
             TurnTracker::new(
                 format!("msg_{}", ulid::Ulid::new()),
@@ -313,7 +317,8 @@ impl Iris {
                 out.from.clone(),
                 out.text,
             )
-            .with_chain(chain),
+            .with_chain(chain)
+            .asked_from(ctx.principal.agent_team().map(|_| ctx.principal.id.clone())),
         );
         self.recorder.write(StoreWrite::InsertTurn(TurnRow {
             id: tracker.id.clone(),

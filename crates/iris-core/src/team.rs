@@ -52,14 +52,14 @@ impl Team {
             .collect()
     }
 
-    /// A persistent (claude/echo) process for one session; `mcp_config`,
-    /// the file of its `iris` MCP server, if it gets one (its tools are
-    /// allowed).
+    /// A persistent (claude/echo) process for one session; `iris_mcp`, the
+    /// config file and credential of its `iris` MCP server, if it gets one
+    /// (its tools are allowed).
     pub fn launch_session(
         &self,
         session: &SessionMode,
         echo_program: &Path,
-        mcp_config: Option<&Path>,
+        iris_mcp: Option<(&Path, &str)>,
     ) -> LaunchSpec {
         let mut extra = Vec::new();
         if self.config.agent == AgentKind::Claude {
@@ -69,7 +69,7 @@ impl Team {
             // answer is recorded alike).
             extra.extend(["--permission-prompt-tool".to_owned(), "stdio".to_owned()]);
             let mut allowed = self.config.allowed_tools.clone();
-            if let Some(file) = mcp_config {
+            if let Some((file, _)) = iris_mcp {
                 extra.extend(["--mcp-config".to_owned(), file.display().to_string()]);
                 allowed.push(crate::pool::seat::IRIS_TOOLS.to_owned());
             }
@@ -83,12 +83,16 @@ impl Team {
             }
         }
         extra.extend(self.config.args.iter().cloned());
+        let mut env = self.env();
+        if let Some((_, token)) = iris_mcp {
+            env.push((crate::pool::seat::TOKEN_VAR.to_owned(), token.to_owned()));
+        }
         LaunchSpec::persistent(
             self.config.agent,
             self.program(echo_program),
             session,
             &extra,
-            self.env(),
+            env,
             self.path().to_path_buf(),
         )
     }

@@ -297,7 +297,8 @@ impl TeamSet {
         }
     }
 
-    fn names(&self) -> &[String] {
+    /// The names as written (`"*"` among them, if it is).
+    pub fn names(&self) -> &[String] {
         match self {
             TeamSet::One(t) => std::slice::from_ref(t),
             TeamSet::Many(ts) => ts,

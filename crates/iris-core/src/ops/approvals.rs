@@ -90,6 +90,12 @@ async fn visible(iris: &Iris, ctx: &Ctx, id: &str) -> Result<ApprovalRow> {
 }
 
 async fn decide(iris: &Iris, ctx: &Ctx, p: DecideParams) -> Result<ApprovalRow> {
+    if p.decision == Verdict::Deny && p.updated_input.is_some() {
+        return Err(IrisError::validation(
+            "updatedInput",
+            "only with decision allow (a denied tool does not run)",
+        ));
+    }
     let row = visible(iris, ctx, &p.approval_id).await?;
     let taken = |row: &ApprovalRow| {
         IrisError::conflict(format!("approval `{}` is already {}", row.id, row.status))

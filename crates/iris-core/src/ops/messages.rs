@@ -155,6 +155,7 @@ fn outgoing(iris: &Iris, ctx: &Ctx, p: SendParams, kind: &'static str) -> Result
         session_id: p.session_id,
         priority: p.priority,
         kind,
+        continues: Vec::new(),
     })
 }
 

@@ -98,6 +98,7 @@ async fn conversation(
         let team = iris.team(ctx, t)?;
         let from = caller(iris, ctx, from)?;
         let s = iris.existing_session(&from, &team.name, session_id).await?;
+        iris.own_session(ctx, &s)?;
         return Ok((team, s));
     }
     let Some(id) = session_id else {
@@ -110,6 +111,7 @@ async fn conversation(
     let not_found = || IrisError::session_not_found(format!("`{id}`"));
     let s = iris.store.session(id).await?.ok_or_else(not_found)?;
     let team = iris.team(ctx, &s.to_team).map_err(|_| not_found())?;
+    iris.own_session(ctx, &s)?;
     Ok((team, s))
 }
 

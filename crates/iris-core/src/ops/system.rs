@@ -131,7 +131,7 @@ pub struct MessageRecord {
     /// The tools the agent asked permission for and what was decided
     /// (`get_message` of an ended turn): `{toolName, input, decision,
     /// reason, decidedBy, approvalId}`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub permissions: Vec<serde_json::Value>,
 }
 
@@ -336,6 +336,11 @@ pub(super) fn operations() -> Vec<Operation> {
                     .turn(&p.message_id)
                     .await?
                     .filter(|t| ctx.principal.can_see_team(&t.to_team))
+                    .filter(|t| {
+                        ctx.principal
+                            .agent_team()
+                            .is_none_or(|own| t.from_team == own || t.to_team == own)
+                    })
                     .ok_or_else(|| {
                         IrisError::not_found(format!("no message `{}`", p.message_id))
                     })?;
@@ -370,12 +375,17 @@ pub(super) fn operations() -> Vec<Operation> {
                 super::visible(&ctx, p.team.as_deref())?;
                 let limit = p.limit;
                 let page = p.page;
+                // An agent reads what its team asked, or what was asked of it.
+                let from_team = match ctx.principal.agent_team() {
+                    Some(own) if p.team.as_deref() != Some(own) => Some(own.to_owned()),
+                    _ => p.from,
+                };
                 iris.recorder.flush().await;
                 let (rows, total) = iris
                     .store
                     .turns(&HistoryFilter {
                         to_team: p.team,
-                        from_team: p.from,
+                        from_team,
                         session_id: p.session_id,
                         status: p.status,
                         since: p.since,

@@ -202,6 +202,9 @@ impl Actor {
                 None if r.fresh_process && !r.got_output => {
                     r.started + Duration::from_millis(s.spawn_timeout)
                 }
+                // Waiting on another team's answer (an `iris` tool call)
+                // writes nothing: no silence timeout meanwhile.
+                None if self.pool.waits_on_others(&self.session.id) => return None,
                 None => r.last_output + Duration::from_millis(s.response_timeout),
             }),
             None if self.idle() => Some(self.last_used + self.team.idle_timeout(s)),
@@ -301,7 +304,17 @@ impl Actor {
             return None;
         }
         let url = self.pool.mcp_url.get()?;
-        match super::seat::Seat::new(&self.pool.auth, url, &self.team.name, &self.session.id) {
+        // It sees every team (a message outside `canMessage` is refused with
+        // FORBIDDEN, audited, not hidden); its reading is limited to its own
+        // team's conversations and messages (`Iris::own_session`, the ops).
+        let teams = None;
+        match super::seat::Seat::new(
+            &self.pool.auth,
+            url,
+            &self.team.name,
+            &self.session.id,
+            teams,
+        ) {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(team = %self.team.name, error = %e, "no iris MCP server for this process");
@@ -327,7 +340,7 @@ impl Actor {
         let spec = self.team.launch_session(
             &self.spawn_mode(),
             &self.pool.echo_program,
-            seat.as_ref().map(|s| s.file()),
+            seat.as_ref().map(|s| (s.file(), s.token())),
         );
         match AgentProcess::spawn(&spec, self.pool.settings.max_line_bytes) {
             Ok(p) => {
@@ -576,6 +589,19 @@ impl Actor {
             }
         };
         let Some(turn_id) = self.current.as_ref().map(|r| r.tracker.id.clone()) else {
+            if let AgentEvent::PermissionRequest { request_id, .. } = &event {
+                // Nothing runs that it could be for: refuse, never leave it waiting.
+                let line = protocol::permission_line(
+                    request_id,
+                    false,
+                    &Value::Null,
+                    "no message is running",
+                );
+                if let Some(p) = self.process.as_mut() {
+                    let _ = p.send(&line).await;
+                }
+                return;
+            }
             if !matches!(event, AgentEvent::ControlResponse { .. }) {
                 tracing::debug!(team = %self.team.name, "agent output outside a turn");
             }
@@ -785,15 +811,22 @@ impl Actor {
         if Instant::now() < deadline {
             return false;
         }
-        if self
-            .approval_deadline()
-            .is_some_and(|d| d <= Instant::now())
-        {
-            self.expire_due().await;
-            return false;
-        }
-        if self.approval_deadline().is_some() {
-            return false;
+        let interrupt_due = self
+            .current
+            .as_ref()
+            .and_then(|r| r.interrupt_sent)
+            .is_some_and(|at| at + self.grace() <= Instant::now());
+        if !interrupt_due {
+            if self
+                .approval_deadline()
+                .is_some_and(|d| d <= Instant::now())
+            {
+                self.expire_due().await;
+                return false;
+            }
+            if self.approval_deadline().is_some() {
+                return false;
+            }
         }
         let Some(r) = &self.current else {
             // Idle too long: leave the pool, unless a command is on its way.
@@ -943,6 +976,8 @@ impl Actor {
         result: Option<TurnResult>,
     ) {
         self.flush_stream();
+        // Its permission requests die with it.
+        self.expire_all("the turn ended").await;
         let Some(r) = self.current.take() else { return };
         let result = result.unwrap_or_default();
         let response = match result

@@ -205,6 +205,15 @@ impl PoolInner {
         true
     }
 
+    /// Whether the agent of conversation `session_id` waits on a message it
+    /// sent to another team (its silence is then no hang).
+    pub(crate) fn waits_on_others(&self, session_id: &str) -> bool {
+        self.live.lock().is_ok_and(|live| {
+            live.values()
+                .any(|t| t.asked_from.as_deref() == Some(session_id) && !t.status().is_final())
+        })
+    }
+
     /// A turn has been persisted; it no longer needs to be found in memory.
     pub(crate) fn forget(&self, turn_id: &str) {
         if let Ok(mut live) = self.live.lock() {

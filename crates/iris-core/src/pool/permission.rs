@@ -188,25 +188,29 @@ impl Actor {
             decided_by: by.to_owned(),
             at: now_ms(),
         };
-        match self
+        if let Ok(false) = self
             .pool
             .store
             .decide_approval(approval_id, &decision)
             .await
         {
-            Ok(true) | Err(_) => {}
-            Ok(false) => {
-                // Decided a moment ago: the decision is on its way here.
-                if let Some(a) = self
-                    .awaiting
-                    .iter_mut()
-                    .find(|a| a.approval_id == approval_id)
-                {
-                    a.deadline = Instant::now() + Duration::from_secs(1);
-                    if self.process.is_some() {
-                        return;
-                    }
-                }
+            // Decided already (a moment ago, or by another process): act on
+            // what the record says, now.
+            if let Ok(Some(row)) = self.pool.store.approval(approval_id).await
+                && matches!(row.status.as_str(), "allowed" | "denied")
+            {
+                let by = row.decided_by.clone().unwrap_or_default();
+                let answer = Answer {
+                    allow: row.status == "allowed",
+                    message: row
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| format!("{} by {by}", row.status)),
+                    updated_input: row.updated_input.clone(),
+                    by,
+                };
+                self.on_decision(approval_id, answer).await;
+                return;
             }
         }
         let Some(i) = self

@@ -1,9 +1,12 @@
 //! A claude team's way back to Iris (team-to-team messaging): while its
 //! process runs, an MCP server entry named `iris` pointing at this Iris's
 //! `/mcp`, with a credential that speaks for the team (see
-//! `iris_auth::agents`), handed over with `--mcp-config` in a private
-//! temporary file. Dropping the seat revokes the credential and removes
-//! the file, so neither outlives the process.
+//! `iris_auth::agents`), handed over with `--mcp-config` in a temporary
+//! file. The credential itself is not in the file: the file says
+//! `Bearer ${IRIS_MCP_TOKEN}`, which Claude Code expands from the
+//! process's own environment, so no other agent of this machine reads it
+//! from disk. Dropping the seat revokes the credential and removes the
+//! file, so neither outlives the process.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -20,6 +23,9 @@ pub const AGENT_CREDENTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
 /// of them (its credential only allows messaging and reading).
 pub const IRIS_TOOLS: &str = "mcp__iris";
 
+/// The variable of the agent's environment that holds its credential.
+pub const TOKEN_VAR: &str = "IRIS_MCP_TOKEN";
+
 pub(crate) struct Seat {
     auth: Arc<Auth>,
     token: String,
@@ -28,20 +34,26 @@ pub(crate) struct Seat {
 
 impl Seat {
     /// A seat for the process of `team` serving conversation `session`,
-    /// calling `url`.
-    pub fn new(auth: &Arc<Auth>, url: &str, team: &str, session: &str) -> std::io::Result<Seat> {
+    /// calling `url`, seeing `teams` (`None`: every team).
+    pub fn new(
+        auth: &Arc<Auth>,
+        url: &str,
+        team: &str,
+        session: &str,
+        teams: Option<Vec<String>>,
+    ) -> std::io::Result<Seat> {
         let limits = Arc::new(IdentityLimits::new(
             auth.settings.default_rate,
             auth.settings.message_rate,
         ));
         let token = auth
             .agents
-            .issue(team, session, AGENT_CREDENTIAL_TTL, Some(limits))
+            .issue(team, session, AGENT_CREDENTIAL_TTL, teams, Some(limits))
             .map_err(std::io::Error::other)?;
         let config = json!({"mcpServers": {"iris": {
             "type": "http",
             "url": url,
-            "headers": {"Authorization": format!("Bearer {token}")},
+            "headers": {"Authorization": format!("Bearer ${{{TOKEN_VAR}}}")},
         }}});
         let seat = |file| Seat {
             auth: auth.clone(),
@@ -69,6 +81,11 @@ impl Seat {
     /// The `--mcp-config` file of the `iris` server.
     pub fn file(&self) -> &std::path::Path {
         &self.file
+    }
+
+    /// The credential, for the agent's environment ([`TOKEN_VAR`]).
+    pub fn token(&self) -> &str {
+        &self.token
     }
 }
 

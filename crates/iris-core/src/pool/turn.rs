@@ -172,6 +172,9 @@ pub struct TurnTracker {
     /// The teams the message passed through, ending with `team` (see
     /// `Iris::chain`).
     pub chain: Vec<String>,
+    /// The conversation of the agent that sent this message (team-to-team),
+    /// which waits on it: its silence timeout is paused meanwhile.
+    pub asked_from: Option<String>,
     /// Something the caller should know about how the turn ran (the agent
     /// had lost the conversation and it was started afresh).
     notice: OnceLock<String>,
@@ -199,6 +202,7 @@ impl TurnTracker {
             request,
             created_at: crate::now_ms(),
             chain: Vec::new(),
+            asked_from: None,
             notice: OnceLock::new(),
             status: watch::channel(TurnStatus::Queued).0,
             partial: Mutex::new(String::new()),
@@ -215,6 +219,12 @@ impl TurnTracker {
 
     pub fn notice(&self) -> Option<&str> {
         self.notice.get().map(String::as_str)
+    }
+
+    /// The tracker, sent by the agent of conversation `session`.
+    pub fn asked_from(mut self, session: Option<String>) -> Self {
+        self.asked_from = session;
+        self
     }
 
     /// The tracker with its chain.
