@@ -24,11 +24,16 @@ struct Teams {
 /// An Iris serving HTTP (so claude teams get its `/mcp`) with the claude
 /// teams named in `claude` (each with its extra lines) and an echo team `e`.
 async fn teams(settings: &str, claude: &[(&str, &str)]) -> Teams {
+    teams_with(settings, "60000", claude).await
+}
+
+/// [`teams`] with `settings.responseTimeout` (ms).
+async fn teams_with(settings: &str, response_timeout: &str, claude: &[(&str, &str)]) -> Teams {
     let stub = anthropic_stub::start();
     let home = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(home.path().join("work")).unwrap();
     let mut yaml = format!(
-        "api:\n  port: 0\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  shutdownGrace: 2000\n{settings}teams:\n  e:\n    path: ./work\n    agent: echo\n"
+        "api:\n  port: 0\nsettings:\n  responseTimeout: {response_timeout}\n  spawnTimeout: 60000\n  shutdownGrace: 2000\n{settings}teams:\n  e:\n    path: ./work\n    agent: echo\n"
     );
     for (name, extra) in claude {
         let claude_home = home.path().join(format!("claude-{name}"));
@@ -217,5 +222,32 @@ async fn a_team_waiting_on_another_fails_fast_when_the_pool_has_no_room() {
         started.elapsed() < Duration::from_secs(20),
         "failed fast, no waiting for the slot a holds"
     );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn a_team_waiting_on_another_is_not_timed_out_for_silence_nor_given_foreign_conversations() {
+    // a writes nothing while e takes longer than a's silence timeout.
+    let t = teams_with("", "1500", &[("a", "")]).await;
+    let cfg_note = "the silence timeout is 1.5 s; e writes a word every 0.6 s, 3 s in all";
+    let answer = t
+        .relay(
+            "a",
+            json!({"toTeam": "e", "message": "[[delay=600]] a slow answer in words", "timeout": 0}),
+        )
+        .await;
+    assert!(
+        answer.contains("a slow answer in words"),
+        "{cfg_note}: {answer}"
+    );
+    // Someone else's conversation with e, named by id: not found.
+    let theirs = t.h.tell("e", "private").await.unwrap();
+    let answer = t
+        .relay(
+            "a",
+            json!({"toTeam": "e", "message": "sneak", "sessionId": theirs["sessionId"], "timeout": 0}),
+        )
+        .await;
+    assert!(answer.contains("SESSION_NOT_FOUND"), "{answer}");
     t.stop().await;
 }
