@@ -164,6 +164,10 @@ struct Connection {
     proto: Protocol,
     out: mpsc::Sender<Value>,
     out_rx: Option<mpsc::Receiver<Value>>,
+    /// An answer of the connection's own loop found the outgoing queue full:
+    /// the client does not read what it is sent, and the loop, which is what
+    /// empties that queue, must not wait on it. The connection is closed.
+    overrun: std::sync::atomic::AtomicBool,
     subscriptions: HashMap<String, JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
     /// Turns this connection follows itself; team subscriptions skip them.
@@ -186,6 +190,7 @@ impl Connection {
             proto,
             out,
             out_rx: Some(out_rx),
+            overrun: Default::default(),
             subscriptions: HashMap::new(),
             tasks: Vec::new(),
             followed: Arc::new(Mutex::new(Followed::default())),
@@ -214,6 +219,12 @@ impl Connection {
         let lifecycle = self.state.lifecycle.clone();
         let mut drain = tokio::time::interval(Duration::from_millis(50));
         loop {
+            if self.overrun.load(std::sync::atomic::Ordering::Relaxed) {
+                // 1013 Try Again Later (RFC 6455 section 7.4.1, IANA registry).
+                let why = "the client does not read its messages; 1024 are waiting";
+                let _ = sink.send(closing(1013, why)).await;
+                break;
+            }
             if self.finishing && self.tasks.iter().all(JoinHandle::is_finished) && out_rx.is_empty()
             {
                 let _ = sink.send(going_away()).await;
@@ -318,8 +329,13 @@ impl Connection {
         self.window.1 > per_second
     }
 
+    /// Queue an answer of the loop itself: never waits (the loop is what
+    /// empties the queue); a full queue closes the connection (`overrun`).
     async fn send(&self, v: Value) {
-        let _ = self.out.send(v).await;
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(v) {
+            self.overrun
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     async fn reply_error(&self, id: Option<Value>, e: IrisError) {
