@@ -15,6 +15,7 @@ pub mod rate;
 pub mod scope;
 pub mod secret;
 mod session;
+mod signins;
 mod users;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ pub use keys::{KeyInfo, NewKey};
 pub use principal::{Principal, PrincipalKind};
 pub use rate::{Decision, IdentityLimits, Rate, parse_duration};
 pub use session::{Login, Tokens};
+pub use signins::{Registration, SignUp};
 pub use users::{NewUser, UserInfo, UserUpdate};
 
 /// The prefix of every API key.

@@ -24,7 +24,7 @@ pub use audit::{AuditFilter, AuditRow, AuditVerdict, GENESIS};
 pub use keys::KeyRow;
 pub use sessions::SessionRow;
 pub use turns::{EventRow, HistoryFilter, TurnFinish, TurnRow};
-pub use users::{RefreshRow, UserRow};
+pub use users::{RefreshRow, SignInRow, UserRow};
 pub use writes::StoreWrite;
 
 /// A storage failure, with what was being done.

@@ -1,6 +1,7 @@
 //! User records and their refresh tokens.
 
 use serde::Serialize;
+use sqlx::Row;
 
 use crate::{Context, Result, Store};
 
@@ -58,7 +59,52 @@ pub struct RefreshRow {
     pub revoked_at: Option<i64>,
 }
 
+/// A sign-in session: one login's refresh-token family, alive while one
+/// of its tokens is neither revoked nor expired.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignInRow {
+    /// The family id (the `sid` of its access tokens).
+    pub id: String,
+    pub user_id: String,
+    /// The login.
+    pub started_at: i64,
+    /// The last refresh (or the login).
+    pub last_refresh_at: i64,
+    pub expires_at: i64,
+}
+
 impl Store {
+    /// Live sign-in sessions, the most recently refreshed first; of one
+    /// user, or of everyone.
+    pub async fn sign_ins(&self, user_id: Option<&str>, now: i64) -> Result<Vec<SignInRow>> {
+        let rows = sqlx::query(
+            "SELECT family, user_id, MIN(created_at) AS started_at, MAX(created_at) AS last_refresh_at,
+                    MAX(expires_at) AS expires_at
+             FROM refresh_tokens
+             WHERE revoked_at IS NULL AND (? IS NULL OR user_id = ?)
+             GROUP BY family, user_id
+             HAVING MAX(expires_at) > ?
+             ORDER BY last_refresh_at DESC",
+        )
+        .bind(user_id)
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("listing sign-in sessions")?;
+        Ok(rows
+            .iter()
+            .map(|r| SignInRow {
+                id: r.get("family"),
+                user_id: r.get("user_id"),
+                started_at: r.get("started_at"),
+                last_refresh_at: r.get("last_refresh_at"),
+                expires_at: r.get("expires_at"),
+            })
+            .collect())
+    }
+
     /// Insert `u`, or write back every mutable field of an existing user
     /// (the id, username and creation time never change).
     pub async fn save_user(&self, u: &UserRow) -> Result<()> {

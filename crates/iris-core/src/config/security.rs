@@ -28,6 +28,9 @@ pub struct AuthConfig {
     pub password_min_length: usize,
     /// How long a rotated key keeps working (seconds).
     pub rotation_grace: u64,
+    /// Who may create an account with `POST /auth/register`: `closed`
+    /// (nobody), `approval` (disabled until an admin enables it), `open`.
+    pub registration: iris_auth::Registration,
 }
 
 impl Default for AuthConfig {
@@ -41,6 +44,7 @@ impl Default for AuthConfig {
             lockout_seconds: 900,
             password_min_length: 12,
             rotation_grace: 86_400,
+            registration: iris_auth::Registration::Closed,
         }
     }
 }

@@ -4,11 +4,12 @@
 //! operations depend on the core (`Iris`, `registry`); the core does not
 //! depend on them.
 
+mod account;
 mod admin;
 mod approvals;
 mod messages;
 mod sessions;
-mod system;
+pub(crate) mod system;
 mod teams;
 
 use std::future::Future;
@@ -90,6 +91,7 @@ pub(crate) fn all() -> Vec<Operation> {
     ops.extend(teams::operations());
     ops.extend(system::operations());
     ops.extend(approvals::operations());
+    ops.extend(account::operations());
     ops.extend(admin::operations());
     ops
 }

@@ -22,6 +22,7 @@ pub const PUBLIC: &[&str] = &[
     "{api}/docs",
     "{api}/docs/app.js",
     "{api}/auth/login",
+    "{api}/auth/register",
     "{api}/auth/refresh",
     "{api}/auth/mfa/verify",
 ];

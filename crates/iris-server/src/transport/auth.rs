@@ -49,6 +49,10 @@ pub fn request_schemas() -> Vec<(&'static str, Value)> {
             refresh["properties"]["refreshToken"]["pattern"] = json!(format!("^{REFRESH_PREFIX}"));
             refresh
         }),
+        (
+            "register",
+            schema(schemars::schema_for!(RegisterBody), &["email", "password"]),
+        ),
         ("mfa/confirm", schema(code(), &["code"])),
         ("mfa/verify", schema(code(), &["code", "mfaToken"])),
         ("mfa/disable", schema(code(), &["code", "password"])),
@@ -59,6 +63,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
     let at = |path: &str| format!("{prefix}/auth/{path}");
     Router::new()
         .route(&at("login"), post(login))
+        .route(&at("register"), post(register))
         .route(&at("refresh"), post(refresh))
         .route(&at("logout"), post(logout))
         .route(&at("logout-all"), post(logout_all))
@@ -100,6 +105,49 @@ async fn login(
         &who,
         state.iris.auth.login(req, &who.origin, who.origin.ip).await,
     )
+}
+
+/// `POST /auth/register` (seed 003): `{email, password, username?}`; the
+/// seed's `name`, `organization` and `phone` are accepted and not kept.
+#[derive(Deserialize, Default, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RegisterBody {
+    email: Option<String>,
+    password: Option<String>,
+    /// The login name; the email's local part when absent.
+    username: Option<String>,
+    name: Option<String>,
+    organization: Option<String>,
+    phone: Option<String>,
+}
+
+/// 201 with the new account (`status: disabled` until an administrator
+/// enables it when `auth.registration` is `approval`); 403 when closed.
+async fn register(
+    State(state): State<AppState>,
+    who: Caller,
+    Typed(b): Typed<RegisterBody>,
+) -> Result<(axum::http::StatusCode, Json<Value>), ApiError> {
+    let (Some(email), Some(password)) = (b.email, b.password) else {
+        return Err(who.fail(IrisError::validation(
+            "email",
+            "email and password are required",
+        )));
+    };
+    let _ = (b.name, b.organization, b.phone);
+    let req = iris_core::auth::SignUp {
+        email,
+        password,
+        username: b.username,
+    };
+    let mode = state.iris.config.auth.registration;
+    let user = state
+        .iris
+        .auth
+        .register(req, mode, &who.origin, who.origin.ip)
+        .await
+        .map_err(|e| who.fail(e.into()))?;
+    Ok((axum::http::StatusCode::CREATED, Json(json!(user))))
 }
 
 #[derive(Deserialize, Default, JsonSchema)]

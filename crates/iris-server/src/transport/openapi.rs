@@ -237,6 +237,15 @@ fn build() -> Value {
             ),
         ),
         (
+            "/api/v1/auth/register",
+            "post",
+            plain(
+                "Create an account `{email, password, username?}` as `auth.registration` allows: 201 with the account (disabled until an admin enables it under `approval`); 403 when `closed`, the default (docs/security.md)",
+                "application/json",
+                "auth",
+            ),
+        ),
+        (
             "/api/v1/auth/refresh",
             "post",
             plain(

@@ -141,6 +141,13 @@ pub(crate) const ROUTES: &[Route] = &[
     ),
     route("/messages/history", Verb::Get, op("message_history")),
     route("/messages/{id}", Verb::Get, id("get_message", "messageId")),
+    // Sign-in sessions (seed 003 "Sessions").
+    route("/sessions", Verb::Get, op("sign_in_list")),
+    route(
+        "/sessions/{id}/terminate",
+        Verb::Post,
+        id("sign_in_terminate", "sessionId"),
+    ),
     // Permission approvals (what agents of `grantPermission: ask` teams wait for).
     route("/approvals", Verb::Get, op("approval_list")),
     route(
