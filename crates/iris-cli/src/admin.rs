@@ -106,6 +106,39 @@ pub enum AuditAction {
 }
 
 #[derive(Subcommand)]
+pub enum TeamAction {
+    /// Create a team at run time (stored; present after a restart).
+    Add {
+        name: String,
+        /// The folder the agent works in.
+        #[arg(long)]
+        path: String,
+        /// claude, echo or command.
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Further keys of teams.<name> as a JSON object.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
+    /// Change a team created at run time: the keys given replace its own.
+    Edit {
+        name: String,
+        /// Keys of teams.<name> as a JSON object.
+        #[arg(long)]
+        config: String,
+    },
+    /// Delete a team created at run time.
+    Rm {
+        name: String,
+        /// Stop its processes even while they work.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ApprovalAction {
     /// Approvals, newest first (pending ones by default).
     List {
@@ -242,6 +275,52 @@ pub async fn key(source: ConfigSource, action: KeyAction, local: bool) -> anyhow
         _ => println!("{}", serde_json::to_string_pretty(&result)?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+pub async fn team(
+    source: ConfigSource,
+    action: TeamAction,
+    local: bool,
+) -> anyhow::Result<ExitCode> {
+    let object = |text: &str| -> anyhow::Result<serde_json::Map<String, Value>> {
+        match serde_json::from_str(text) {
+            Ok(Value::Object(m)) => Ok(m),
+            _ => anyhow::bail!("--config must be a JSON object"),
+        }
+    };
+    let (op, params) = match action {
+        TeamAction::Add {
+            name,
+            path,
+            agent,
+            description,
+            config,
+        } => {
+            let mut p = object(&config)?;
+            p.insert("name".into(), json!(name));
+            p.insert("path".into(), json!(path));
+            if let Some(a) = agent {
+                p.insert("agent".into(), json!(a));
+            }
+            if let Some(d) = description {
+                p.insert("description".into(), json!(d));
+            }
+            ("team_create", Value::Object(p))
+        }
+        TeamAction::Edit { name, config } => {
+            let mut p = object(&config)?;
+            p.insert("team".into(), json!(name));
+            ("team_update", Value::Object(p))
+        }
+        TeamAction::Rm { name, force } => ("team_delete", json!({"team": name, "force": force})),
+    };
+    match invoke(load(&source)?, op, params, local).await? {
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(body) => Ok(print_error(&body)),
+    }
 }
 
 pub async fn approvals(

@@ -60,6 +60,13 @@ enum Command {
         #[arg(long, global = true)]
         local: bool,
     },
+    /// Teams created at run time: add, edit, remove.
+    Team {
+        #[command(subcommand)]
+        action: admin::TeamAction,
+        #[arg(long, global = true)]
+        local: bool,
+    },
     /// Permission approvals: list them, allow or deny one.
     Approvals {
         #[command(subcommand)]
@@ -139,6 +146,7 @@ fn main() -> ExitCode {
         Command::Mcp { connect } => commands::run_async(mcp::run(source, connect)),
         Command::Key { action, local } => commands::run_async(admin::key(source, action, local)),
         Command::User { action, local } => commands::run_async(admin::user(source, action, local)),
+        Command::Team { action, local } => commands::run_async(admin::team(source, action, local)),
         Command::Approvals { action, local } => {
             commands::run_async(admin::approvals(source, action, local))
         }

@@ -122,11 +122,27 @@ impl Iris {
             options.echo_program,
             auth.clone(),
         );
-        let teams = config
+        let mut teams: BTreeMap<String, Arc<Team>> = config
             .teams
             .iter()
             .map(|(name, t)| (name.clone(), Arc::new(Team::new(name, t.clone()))))
             .collect();
+        // Teams created at run time; the config file's win a name clash.
+        let known: Vec<String> = teams.keys().cloned().collect();
+        for (name, json) in store.saved_teams().await? {
+            if teams.contains_key(&name) {
+                tracing::warn!(team = %name, "a stored team has the name of a team of the config file; the file's wins");
+                continue;
+            }
+            match crate::config::team_from_json(&name, json, &config.base_dir(), &known) {
+                Ok(t) => {
+                    teams.insert(name.clone(), Arc::new(Team::created(&name, t)));
+                }
+                Err((field, problem)) => {
+                    tracing::warn!(team = %name, field, problem, "a stored team is no longer valid; left out");
+                }
+            }
+        }
         let iris = Arc::new(Iris {
             config,
             teams: RwLock::new(teams),
@@ -166,6 +182,20 @@ impl Iris {
         self.auth
             .audit
             .record(event.by(&ctx.principal).from(&ctx.origin));
+    }
+
+    /// Add or replace a team (created or changed at run time).
+    pub(crate) fn put_team(&self, team: Arc<Team>) {
+        if let Ok(mut teams) = self.teams.write() {
+            teams.insert(team.name.clone(), team);
+        }
+    }
+
+    /// Remove a team (deleted at run time).
+    pub(crate) fn remove_team(&self, name: &str) {
+        if let Ok(mut teams) = self.teams.write() {
+            teams.remove(name);
+        }
     }
 
     pub fn teams(&self) -> Vec<Arc<Team>> {

@@ -11,13 +11,26 @@ use crate::config::{Settings, TeamConfig};
 pub struct Team {
     pub name: String,
     pub config: TeamConfig,
+    /// Declared in the config file (then the API cannot change it), or
+    /// created at run time.
+    pub from_file: bool,
 }
 
 impl Team {
+    /// A team of the config file.
     pub fn new(name: &str, config: TeamConfig) -> Self {
         Team {
             name: name.to_owned(),
             config,
+            from_file: true,
+        }
+    }
+
+    /// A team created at run time (stored in the database).
+    pub fn created(name: &str, config: TeamConfig) -> Self {
+        Team {
+            from_file: false,
+            ..Team::new(name, config)
         }
     }
 

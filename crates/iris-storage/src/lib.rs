@@ -7,6 +7,7 @@ mod approvals;
 mod audit;
 mod keys;
 mod sessions;
+mod teams;
 mod turns;
 mod users;
 mod writes;

@@ -561,6 +561,74 @@ impl Config {
 }
 
 /// Team names appear in URLs, topics and session keys.
+impl Config {
+    /// The folder relative paths are resolved against: the config file's,
+    /// else `IRIS_HOME` (the embedded defaults).
+    pub fn base_dir(&self) -> PathBuf {
+        self.source
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.home.clone())
+    }
+}
+
+/// A team's configuration from JSON (the API's teams at run time),
+/// checked like the config file's: `config` with the keys of
+/// `teams.<name>` (camelCase), `path` relative to `base` and an existing
+/// folder, `canMessage` naming teams of `known` (or `name` itself).
+///
+/// # Errors
+/// The key path (`path`, `agent`, `canMessage`, …) and what is wrong.
+pub fn team_from_json(
+    name: &str,
+    config: serde_json::Value,
+    base: &Path,
+    known: &[String],
+) -> Result<TeamConfig, (String, String)> {
+    if !valid_team_name(name) {
+        return Err((
+            "name".into(),
+            "a team name is 1-64 letters, digits, `-` or `_`".into(),
+        ));
+    }
+    let mut team: TeamConfig = serde_path_to_error::deserialize(config).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        let message = e.into_inner().to_string();
+        // A missing or unknown field is named in the message; take it out.
+        let field = if field.is_empty() {
+            message.split('`').nth(1).unwrap_or_default().to_owned()
+        } else {
+            field
+        };
+        (field, message)
+    })?;
+    let folder = resolve(base, &team.path);
+    if !folder.is_dir() {
+        return Err(("path".into(), format!("no folder `{}`", team.path)));
+    }
+    team.path = folder.display().to_string();
+    if team.agent == AgentKind::Command && team.command.as_deref().is_none_or(str::is_empty) {
+        return Err((
+            "command".into(),
+            "a `command` team needs its executable".into(),
+        ));
+    }
+    let unknown = team
+        .can_message
+        .iter()
+        .flat_map(TeamSet::names)
+        .find(|t| *t != "*" && *t != name && !known.iter().any(|k| k == *t));
+    if let Some(t) = unknown {
+        return Err((
+            "canMessage".into(),
+            format!("`{t}` is not a team (expected team names or \"*\")"),
+        ));
+    }
+    Ok(team)
+}
+
 pub fn valid_team_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name

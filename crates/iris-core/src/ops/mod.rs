@@ -10,6 +10,7 @@ mod approvals;
 mod messages;
 mod sessions;
 pub(crate) mod system;
+mod team_config;
 mod teams;
 
 use std::future::Future;
@@ -89,6 +90,7 @@ pub(crate) fn all() -> Vec<Operation> {
     ops.extend(messages::operations());
     ops.extend(sessions::operations());
     ops.extend(teams::operations());
+    ops.extend(team_config::operations());
     ops.extend(system::operations());
     ops.extend(approvals::operations());
     ops.extend(account::operations());

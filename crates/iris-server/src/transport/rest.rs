@@ -82,6 +82,17 @@ pub(crate) const ROUTES: &[Route] = &[
     route("/teams/wake-all", Verb::Post, op("team_wake_all")),
     route("/teams", Verb::Get, op("list_teams")),
     route("/teams/status", Verb::Get, op("team_status")),
+    // Teams at run time (seed 003's contexts, also under /contexts).
+    route("/teams", Verb::Post, op("team_create")),
+    route("/teams/{team}", Verb::Get, team("team_get", "team")),
+    route("/teams/{team}", Verb::Put, team("team_update", "team")),
+    route("/teams/{team}", Verb::Patch, team("team_update", "team")),
+    route("/teams/{team}", Verb::Delete, team("team_delete", "team")),
+    route("/contexts", Verb::Get, op("list_teams")),
+    route("/contexts", Verb::Post, op("team_create")),
+    route("/contexts/{id}", Verb::Get, id("team_get", "team")),
+    route("/contexts/{id}", Verb::Put, id("team_update", "team")),
+    route("/contexts/{id}", Verb::Delete, id("team_delete", "team")),
     route("/teams/{team}/wake", Verb::Post, team("team_wake", "team")),
     route(
         "/teams/{team}/launch",

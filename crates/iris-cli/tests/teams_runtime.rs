@@ -1,0 +1,235 @@
+//! Teams at run time over real HTTP and MCP: created, used, changed,
+//! present after a restart, deleted; validated like the config file (the
+//! field named); teams of the config file refused with CONFLICT naming it.
+
+mod common;
+
+use common::*;
+use iris_core::auth::{NewKey, Origin, Principal};
+use serde_json::{Value, json};
+
+struct Api {
+    h: Harness,
+    server: iris_server::Running,
+    base: String,
+    http: reqwest::Client,
+    key: String,
+}
+
+async fn api(home: tempfile::TempDir) -> Api {
+    let h = start_in(
+        home,
+        "api:\n  port: 0\nteams:\n  demo:\n    path: .\n    agent: echo\n",
+    )
+    .await;
+    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
+    let (key, _) = h
+        .iris
+        .auth
+        .create_key(
+            NewKey::with_role("root", "admin"),
+            &Principal::local(),
+            &Origin::default(),
+        )
+        .await
+        .unwrap();
+    Api {
+        base: format!("http://{}", server.addr),
+        h,
+        server,
+        http: reqwest::Client::new(),
+        key,
+    }
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn mcp(&self, tool: &str, arguments: Value) -> Value {
+        let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                          "io.modelcontextprotocol/clientCapabilities": {}});
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                          "params": {"name": tool, "arguments": arguments, "_meta": meta}});
+        let text = self
+            .http
+            .post(format!("{}/mcp", self.base))
+            .bearer_auth(&self.key)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "tools/call")
+            .header("mcp-name", tool)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .find(|d| d.contains("\"id\":1"))
+            .unwrap_or(&text)
+            .trim()
+            .to_owned();
+        serde_json::from_str::<Value>(&line).unwrap()["result"].clone()
+    }
+
+    async fn stop(self) -> tempfile::TempDir {
+        self.server.stop().await;
+        self.h.stop().await
+    }
+}
+
+use reqwest::Method;
+
+#[tokio::test]
+async fn a_team_is_created_used_changed_kept_across_a_restart_and_deleted() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("web")).unwrap();
+    let a = api(home).await;
+    // Created through REST, validated like the config file.
+    let (status, bad) = a
+        .call(
+            Method::POST,
+            "/api/v1/teams",
+            json!({"name": "web", "path": "./nowhere", "agent": "echo"}),
+        )
+        .await;
+    assert_eq!(
+        (status, bad["details"]["fields"]["path"].is_string()),
+        (400, true),
+        "{bad}"
+    );
+    let (status, bad) = a
+        .call(
+            Method::POST,
+            "/api/v1/teams",
+            json!({"name": "web", "path": "./web", "agent": "robot"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["details"]["fields"]["agent"].is_string(), "{bad}");
+    let (status, bad) = a
+        .call(
+            Method::POST,
+            "/api/v1/teams",
+            json!({"name": "web", "path": "./web", "colour": "red"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, made) = a
+        .call(
+            Method::POST,
+            "/api/v1/teams",
+            json!({"name": "web", "path": "./web", "agent": "echo", "description": "the site"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(made["source"], "api");
+    let (status, _) = a
+        .call(
+            Method::POST,
+            "/api/v1/teams",
+            json!({"name": "web", "path": "./web", "agent": "echo"}),
+        )
+        .await;
+    assert_eq!(status, 409, "exists");
+    // Used.
+    let (status, told) = a
+        .call(
+            Method::POST,
+            "/api/v1/teams/tell",
+            json!({"toTeam": "web", "message": "hello web", "timeout": 0}),
+        )
+        .await;
+    assert_eq!(
+        (status, told["response"].as_str()),
+        (200, Some("hello web")),
+        "{told}"
+    );
+    // Changed (PATCH), read back (also under /api/contexts).
+    let (status, changed) = a
+        .call(
+            Method::PATCH,
+            "/api/v1/teams/web",
+            json!({"description": "the web site"}),
+        )
+        .await;
+    assert_eq!(
+        (status, changed["config"]["description"].as_str()),
+        (200, Some("the web site")),
+        "{changed}"
+    );
+    let (_, got) = a.call(Method::GET, "/api/contexts/web", Value::Null).await;
+    assert_eq!(got["config"]["agent"], "echo", "{got}");
+    // The config file's team: read only here.
+    let (status, refused) = a
+        .call(
+            Method::PATCH,
+            "/api/v1/teams/demo",
+            json!({"description": "x"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("config.yaml"),
+        "{refused}"
+    );
+    // Present after a restart.
+    let home = a.stop().await;
+    let a = api(home).await;
+    let (status, got) = a.call(Method::GET, "/api/v1/teams/web", Value::Null).await;
+    assert_eq!(
+        (status, got["config"]["description"].as_str()),
+        (200, Some("the web site")),
+        "{got}"
+    );
+    // Through MCP: another team created and deleted.
+    std::fs::create_dir_all(a.h.home.path().join("docs")).unwrap();
+    let made = a
+        .mcp(
+            "team_create",
+            json!({"name": "docs", "path": "./docs", "agent": "echo"}),
+        )
+        .await;
+    assert_eq!(made["isError"], false, "{made}");
+    let gone = a.mcp("team_delete", json!({"team": "docs"})).await;
+    assert_eq!(gone["structuredContent"]["deleted"], true, "{gone}");
+    // Deleted through REST: unknown from then on; audited.
+    let (status, _) = a
+        .call(Method::DELETE, "/api/v1/teams/web", Value::Null)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = a.call(Method::GET, "/api/v1/teams/web", Value::Null).await;
+    assert_eq!(status, 404);
+    let audit =
+        a.h.call(
+            "audit_list",
+            json!({"action": "operation.team_create", "result": "success"}),
+        )
+        .await
+        .unwrap();
+    let results: Vec<&Value> = audit["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["result"])
+        .collect();
+    assert_eq!(audit["pagination"]["total"], 2, "{results:?}");
+    let home = a.stop().await;
+    let a = api(home).await;
+    let (status, _) = a.call(Method::GET, "/api/v1/teams/web", Value::Null).await;
+    assert_eq!(status, 404, "deleted for good");
+    a.stop().await;
+}
