@@ -52,15 +52,14 @@ impl Api {
         bearer: Option<&str>,
         body: Value,
     ) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        if let Some(b) = bearer {
-            req = req.bearer_auth(b);
-        }
-        let r = req.send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        http(
+            &self.http,
+            method,
+            format!("{}{path}", self.base),
+            bearer,
+            body,
+        )
+        .await
     }
     async fn post(&self, path: &str, bearer: Option<&str>, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::POST, path, bearer, body).await

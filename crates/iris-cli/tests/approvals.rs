@@ -89,26 +89,27 @@ impl Setup {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        let url = format!("{}{path}", self.base);
+        http(
+            &self.http,
+            reqwest::Method::GET,
+            url,
+            Some(&self.key),
+            Value::Null,
+        )
+        .await
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        let url = format!("{}{path}", self.base);
+        http(
+            &self.http,
+            reqwest::Method::POST,
+            url,
+            Some(&self.key),
+            body,
+        )
+        .await
     }
 
     /// The first pending approval of `team`, waiting up to 30 s for it.
@@ -304,19 +305,15 @@ async fn an_approval_pending_when_iris_is_killed_is_expired_after_the_restart() 
         .lines()
         .find_map(|l| l.strip_prefix("IRIS_API_KEY=").map(str::to_owned))
         .unwrap();
-    let http = reqwest::Client::new();
+    let client = reqwest::Client::new();
     let call = |method: reqwest::Method, url: String, body: Option<Value>| {
-        let mut req = http.request(method, url).bearer_auth(&key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        async move {
-            let r = req.send().await.unwrap();
-            (
-                r.status().as_u16(),
-                r.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        }
+        http(
+            &client,
+            method,
+            url,
+            Some(&key),
+            body.unwrap_or(Value::Null),
+        )
     };
     use reqwest::Method;
     let (_, sent) = call(

@@ -44,15 +44,8 @@ async fn api(home: tempfile::TempDir) -> Api {
 
 impl Api {
     async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key);
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        let r = req.send().await.unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        let url = format!("{}{path}", self.base);
+        http(&self.http, method, url, Some(&self.key), body).await
     }
 
     async fn mcp(&self, tool: &str, arguments: Value) -> Value {

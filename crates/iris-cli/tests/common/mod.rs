@@ -228,3 +228,23 @@ pub fn succeeded(out: &std::process::Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// One HTTP request with an optional bearer and a JSON body (`Null`: no
+/// body): the status and the JSON answer (`Null` when it is not JSON).
+pub async fn http(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    bearer: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut req = client.request(method, url);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    if !body.is_null() {
+        req = req.json(&body);
+    }
+    let r = req.send().await.expect("the request is sent");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}

@@ -7,7 +7,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::caller;
 use crate::auth::scope;
 use crate::ctx::Ctx;
 use crate::error::{ErrorKind, IrisError, Result};
@@ -149,7 +148,7 @@ fn result_of(t: &TurnTracker, is_async: bool) -> MessageResult {
 /// What `p` sends, as `ctx`'s caller.
 fn outgoing(iris: &Iris, ctx: &Ctx, p: SendParams, kind: &'static str) -> Result<Outgoing> {
     Ok(Outgoing {
-        from: caller(iris, ctx, p.from_team)?,
+        from: iris.speaker(ctx, p.from_team)?,
         to: p.to_team,
         text: p.message,
         session_id: p.session_id,

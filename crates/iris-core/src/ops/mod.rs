@@ -98,11 +98,6 @@ pub(crate) fn all() -> Vec<Operation> {
     ops
 }
 
-/// The `fromTeam` of a call (see [`Iris::speaker`]).
-fn caller(iris: &Iris, ctx: &Ctx, from: Option<String>) -> Result<String> {
-    iris.speaker(ctx, from)
-}
-
 /// A team filter the caller named must be a team it may see.
 fn visible(ctx: &Ctx, team: Option<&str>) -> Result<()> {
     match team {

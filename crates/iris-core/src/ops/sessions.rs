@@ -6,7 +6,6 @@ use iris_storage::{HistoryFilter, SessionRow, TurnRow};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::caller;
 use crate::auth::scope;
 use crate::ctx::Ctx;
 use crate::error::{IrisError, Result};
@@ -96,7 +95,7 @@ async fn conversation(
 ) -> Result<(std::sync::Arc<crate::team::Team>, SessionRow)> {
     if let Some(t) = to_team {
         let team = iris.team(ctx, t)?;
-        let from = caller(iris, ctx, from)?;
+        let from = iris.speaker(ctx, from)?;
         let s = iris.existing_session(&from, &team.name, session_id).await?;
         iris.own_session(ctx, &s)?;
         return Ok((team, s));
@@ -255,7 +254,7 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: CancelParams| async move {
                 let team = iris.team(&ctx, &p.to_team)?;
-                let from = caller(&iris, &ctx, p.from_team)?;
+                let from = iris.speaker(&ctx, p.from_team)?;
                 let s = iris
                     .existing_session(&from, &team.name, p.session_id.as_deref())
                     .await?;
@@ -277,7 +276,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     .to_team
                     .ok_or_else(|| IrisError::validation("toTeam", "is required"))?;
                 let team = iris.team(&ctx, &to)?;
-                let from = caller(&iris, &ctx, p.from_team)?;
+                let from = iris.speaker(&ctx, p.from_team)?;
                 let old = iris.store.default_session(&from, &team.name).await?;
                 if let Some(old) = &old {
                     let id = old.id.clone();

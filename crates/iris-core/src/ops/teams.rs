@@ -6,7 +6,6 @@ use std::time::Instant;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::caller;
 use crate::auth::scope;
 use crate::ctx::Ctx;
 use crate::error::{IrisError, Result};
@@ -228,7 +227,7 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: TeamParams| async move {
                 let team = iris.team(&ctx, &p.team)?;
-                wake(&iris, &team, &caller(&iris, &ctx, p.from_team)?).await
+                wake(&iris, &team, &iris.speaker(&ctx, p.from_team)?).await
             },
         ),
         Operation::new(
@@ -238,7 +237,7 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: TeamParams| async move {
                 let team = iris.team(&ctx, &p.team)?;
-                let woke = wake(&iris, &team, &caller(&iris, &ctx, p.from_team)?).await?;
+                let woke = wake(&iris, &team, &iris.speaker(&ctx, p.from_team)?).await?;
                 let resume_command = match team.agent() {
                     iris_agent::AgentKind::Claude => format!(
                         "cd '{}' && {} --resume {}",
@@ -288,7 +287,7 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: WakeAllParams| async move {
                 let started = Instant::now();
-                let from = caller(&iris, &ctx, p.from_team)?;
+                let from = iris.speaker(&ctx, p.from_team)?;
                 let teams: Vec<Arc<Team>> = iris
                     .teams()
                     .into_iter()

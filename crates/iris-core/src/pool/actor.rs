@@ -202,9 +202,6 @@ impl Actor {
                 None if r.fresh_process && !r.got_output => {
                     r.started + Duration::from_millis(s.spawn_timeout)
                 }
-                // Waiting on another team's answer (an `iris` tool call)
-                // writes nothing: no silence timeout meanwhile.
-                None if self.pool.waits_on_others(&self.session.id) => return None,
                 None => r.last_output + Duration::from_millis(s.response_timeout),
             }),
             None if self.idle() => Some(self.last_used + self.team.idle_timeout(s)),
@@ -827,6 +824,19 @@ impl Actor {
             if self.approval_deadline().is_some() {
                 return false;
             }
+        }
+        // Silent because it waits on another team's answer (an `iris` tool
+        // call): no hang; look again a silence later. (Checked when the
+        // silence runs out, not on every line of output.)
+        let silent = self
+            .current
+            .as_ref()
+            .is_some_and(|r| r.interrupt_sent.is_none() && (r.got_output || !r.fresh_process));
+        if silent && self.pool.waits_on_others(&self.session.id) {
+            if let Some(r) = self.current.as_mut() {
+                r.last_output = Instant::now();
+            }
+            return false;
         }
         let Some(r) = &self.current else {
             // Idle too long: leave the pool, unless a command is on its way.

@@ -117,19 +117,28 @@ impl Actor {
 
     /// Someone decided `approval_id` (already stored by the operation).
     pub(super) async fn on_decision(&mut self, approval_id: &str, answer: Answer) {
-        let Some(i) = self
+        if let Some(a) = self.take_awaiting(approval_id) {
+            self.settle(a, answer, EventKind::ApprovalResolved).await;
+        }
+    }
+
+    /// The awaiting request of `approval_id`, no longer awaited.
+    fn take_awaiting(&mut self, approval_id: &str) -> Option<Awaiting> {
+        let i = self
             .awaiting
             .iter()
-            .position(|a| a.approval_id == approval_id)
-        else {
-            return;
-        };
+            .position(|a| a.approval_id == approval_id)?;
         let a = self.awaiting.remove(i);
-        self.forget_approval(&a.approval_id);
-        let input = answer
-            .updated_input
-            .clone()
-            .unwrap_or_else(|| a.input.clone());
+        if let Ok(mut pending) = self.pool.approvals.lock() {
+            pending.remove(approval_id);
+        }
+        Some(a)
+    }
+
+    /// Answer the agent (with the changed input, if any) and announce it.
+    async fn settle(&mut self, a: Awaiting, answer: Answer, kind: EventKind) {
+        let input = answer.updated_input.unwrap_or(a.input);
+        let decision = if answer.allow { "allow" } else { "deny" };
         self.answer_permission(
             &a.request_id,
             &a.tool_name,
@@ -141,10 +150,9 @@ impl Actor {
         )
         .await;
         let data = json!({"approvalId": a.approval_id, "toolName": a.tool_name,
-                          "decision": if answer.allow { "allow" } else { "deny" },
-                          "reason": answer.message, "decidedBy": answer.by});
+                          "decision": decision, "reason": answer.message, "decidedBy": answer.by});
         let turn = self.current.as_ref().map(|r| r.tracker.id.clone());
-        self.publish(EventKind::ApprovalResolved, turn.as_deref(), data);
+        self.publish(kind, turn.as_deref(), data);
     }
 
     /// The earliest deadline of the awaiting requests.
@@ -213,36 +221,14 @@ impl Actor {
                 return;
             }
         }
-        let Some(i) = self
-            .awaiting
-            .iter()
-            .position(|a| a.approval_id == approval_id)
-        else {
-            return;
-        };
-        let a = self.awaiting.remove(i);
-        self.forget_approval(&a.approval_id);
-        if self.process.is_some() {
-            let message = format!("denied: {why}");
-            self.answer_permission(
-                &a.request_id,
-                &a.tool_name,
-                &a.input,
-                false,
-                &message,
-                by,
-                Some(&a.approval_id),
-            )
-            .await;
-        }
-        let data = json!({"approvalId": a.approval_id, "toolName": a.tool_name, "reason": why});
-        let turn = self.current.as_ref().map(|r| r.tracker.id.clone());
-        self.publish(EventKind::ApprovalExpired, turn.as_deref(), data);
-    }
-
-    fn forget_approval(&self, approval_id: &str) {
-        if let Ok(mut pending) = self.pool.approvals.lock() {
-            pending.remove(approval_id);
+        if let Some(a) = self.take_awaiting(approval_id) {
+            let answer = Answer {
+                allow: false,
+                message: format!("denied: {why}"),
+                updated_input: None,
+                by: by.to_owned(),
+            };
+            self.settle(a, answer, EventKind::ApprovalExpired).await;
         }
     }
 

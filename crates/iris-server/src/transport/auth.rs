@@ -116,9 +116,12 @@ struct RegisterBody {
     password: Option<String>,
     /// The login name; the email's local part when absent.
     username: Option<String>,
-    name: Option<String>,
-    organization: Option<String>,
-    phone: Option<String>,
+    #[serde(rename = "name")]
+    _name: Option<String>,
+    #[serde(rename = "organization")]
+    _organization: Option<String>,
+    #[serde(rename = "phone")]
+    _phone: Option<String>,
 }
 
 /// 201 with the new account (`status: disabled` until an administrator
@@ -134,7 +137,6 @@ async fn register(
             "email and password are required",
         )));
     };
-    let _ = (b.name, b.organization, b.phone);
     let req = iris_core::auth::SignUp {
         email,
         password,

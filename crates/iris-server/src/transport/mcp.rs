@@ -17,7 +17,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use iris_core::{ErrorKind, IrisError, now_ms};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
@@ -81,27 +81,37 @@ async fn message(State(state): State<AppState>, request: Request, next: Next) ->
         .await
 }
 
-/// Why `body` is not one JSON-RPC 2.0 message, if it is not.
+/// Why `body` is not one JSON-RPC 2.0 message, if it is not. Only
+/// `jsonrpc` is read (the rest is skipped, not built): rmcp parses the
+/// message itself right after.
 fn not_a_message(body: &[u8]) -> Option<IrisError> {
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow)]
+        jsonrpc: Option<std::borrow::Cow<'a, str>>,
+    }
     let invalid = |why: &str| {
         Some(IrisError::new(
             ErrorKind::InvalidRequest,
             format!("invalid request: {why}"),
         ))
     };
-    match serde_json::from_slice::<Value>(body) {
+    if body.trim_ascii_start().first() == Some(&b'[') {
+        return invalid(
+            "a batch; MCP 2025-11-25 and 2026-07-28 take one JSON-RPC message per request",
+        );
+    }
+    match serde_json::from_slice::<Probe>(body) {
+        Ok(p) if p.jsonrpc.as_deref() == Some("2.0") => None,
+        Ok(_) => invalid("need \"jsonrpc\": \"2.0\""),
+        // Well-formed JSON of another shape (a number, `jsonrpc: 2`…).
+        Err(e) if e.is_data() => {
+            invalid("a JSON-RPC message is a JSON object with \"jsonrpc\": \"2.0\"")
+        }
         Err(e) => Some(IrisError::new(
             ErrorKind::MalformedJson,
             format!("the body is not JSON: {e}"),
         )),
-        Ok(Value::Array(_)) => {
-            invalid("a batch; MCP 2025-11-25 and 2026-07-28 take one JSON-RPC message per request")
-        }
-        Ok(Value::Object(m)) if m.get("jsonrpc").and_then(Value::as_str) != Some("2.0") => {
-            invalid("need \"jsonrpc\": \"2.0\"")
-        }
-        Ok(Value::Object(_)) => None,
-        Ok(_) => invalid("a JSON-RPC message is a JSON object"),
     }
 }
 
