@@ -164,7 +164,7 @@ pub enum ApprovalAction {
     },
 }
 
-fn print_error(body: &Value) -> ExitCode {
+pub(crate) fn print_error(body: &Value) -> ExitCode {
     eprintln!(
         "iris: {}",
         body.pointer("/error/message")
@@ -197,7 +197,7 @@ fn cell(v: &Value) -> String {
     }
 }
 
-fn table(rows: &[Value], columns: &[&str]) {
+pub(crate) fn table(rows: &[Value], columns: &[&str]) {
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
@@ -478,7 +478,7 @@ pub async fn audit(
 }
 
 /// Leave out unset options (operations reject `null` for typed fields).
-fn strip_nulls(mut v: Value) -> Value {
+pub(crate) fn strip_nulls(mut v: Value) -> Value {
     if let Value::Object(m) = &mut v {
         m.retain(|_, x| !x.is_null());
     }

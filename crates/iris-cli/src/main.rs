@@ -3,6 +3,7 @@
 mod admin;
 mod commands;
 mod credentials;
+mod jobs;
 mod logging;
 mod mcp;
 
@@ -71,6 +72,13 @@ enum Command {
     Approvals {
         #[command(subcommand)]
         action: admin::ApprovalAction,
+        #[arg(long, global = true)]
+        local: bool,
+    },
+    /// Jobs: queue a task for a team, list, read, cancel, see deliveries.
+    Jobs {
+        #[command(subcommand)]
+        action: jobs::JobAction,
         #[arg(long, global = true)]
         local: bool,
     },
@@ -150,6 +158,7 @@ fn main() -> ExitCode {
         Command::Approvals { action, local } => {
             commands::run_async(admin::approvals(source, action, local))
         }
+        Command::Jobs { action, local } => commands::run_async(jobs::jobs(source, action, local)),
         Command::Audit { action, local } => {
             commands::run_async(admin::audit(source, action, local))
         }

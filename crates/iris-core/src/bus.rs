@@ -32,6 +32,42 @@ pub enum EventKind {
     ApprovalResolved,
     /// Nobody decided in time, or the process is gone: the tool is denied.
     ApprovalExpired,
+    /// A job was queued (`execute`).
+    JobQueued,
+    /// A job ended and its end (with its webhook deliveries) is written.
+    JobFinished,
+}
+
+impl EventKind {
+    /// The event's name for webhook subscribers (`turn.completed`,
+    /// `process.terminated`, `approval.requested`, …); `None` for stream
+    /// traffic (chunks, tool uses), which is no webhook's business. Jobs'
+    /// events (`job.<status>`) are written with the job's end instead, so
+    /// they survive a crash.
+    pub fn webhook_name(self, data: &Value) -> Option<String> {
+        Some(match self {
+            EventKind::TurnQueued => "turn.queued".into(),
+            EventKind::TurnStarted => "turn.started".into(),
+            EventKind::TurnCompleted => format!(
+                "turn.{}",
+                data.get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("completed")
+            ),
+            EventKind::ProcessSpawned => "process.spawned".into(),
+            EventKind::ProcessTerminated => "process.terminated".into(),
+            EventKind::ProcessError => "process.error".into(),
+            EventKind::ApprovalRequested => "approval.requested".into(),
+            EventKind::ApprovalResolved => "approval.resolved".into(),
+            EventKind::ApprovalExpired => "approval.expired".into(),
+            EventKind::Chunk
+            | EventKind::ToolUse
+            | EventKind::ToolResult
+            | EventKind::ProcessState
+            | EventKind::JobQueued
+            | EventKind::JobFinished => return None,
+        })
+    }
 }
 
 impl EventKind {

@@ -67,6 +67,8 @@ pub struct Iris {
     pub auth: Arc<Auth>,
     pub bus: Arc<Bus>,
     pub pool: Pool,
+    /// Jobs (`execute`) and their webhooks.
+    pub jobs: crate::jobs::Jobs,
     pub started_at: i64,
     /// Sessions in the database, kept in memory so status calls never query.
     session_count: std::sync::atomic::AtomicI64,
@@ -114,6 +116,25 @@ impl Iris {
         let auth = Auth::start(store.clone(), config.auth_settings()).await?;
         auth.spawn_upkeep();
         let recorder = Recorder::start(store.clone());
+        // Only a server runs jobs and sends webhooks.
+        let deliverer = if options.recover {
+            let secret = match config.webhooks.signing_secret.as_str() {
+                "" => {
+                    let fresh = hex::encode(iris_auth::secret::random_bytes::<32>()?);
+                    store.meta_init("webhook_signing_secret", &fresh).await?
+                }
+                s => s.to_owned(),
+            };
+            let d = iris_webhooks::Deliverer::start(
+                store.clone(),
+                config.webhooks.delivery_options(secret),
+            )
+            .map_err(|e| IrisError::internal("starting webhooks", e))?;
+            Some(d)
+        } else {
+            None
+        };
+        let jobs = crate::jobs::Jobs::new(config.jobs.concurrency_per_team, deliverer);
         let pool = Pool::new(
             config.settings.clone(),
             store.clone(),
@@ -151,10 +172,16 @@ impl Iris {
             auth,
             bus,
             pool,
+            jobs,
             started_at: now_ms(),
             session_count: std::sync::atomic::AtomicI64::new(session_count),
             sessions: tokio::sync::Mutex::new(SessionCache::default()),
         });
+        iris.reload_webhooks().await?;
+        iris.start_jobs().await?;
+        if options.recover {
+            iris.spawn_history_pruning();
+        }
         let prewarm = if options.prewarm {
             iris.teams()
         } else {
@@ -175,6 +202,29 @@ impl Iris {
             });
         }
         Ok(iris)
+    }
+
+    /// Prune the history past `history.retainDays`: now, then hourly.
+    fn spawn_history_pruning(self: &Arc<Self>) {
+        let days = self.config.history.retain_days;
+        if days == 0 {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(iris) = weak.upgrade() else { return };
+                let before = now_ms() - i64::from(days) * 86_400_000;
+                iris.recorder.flush().await;
+                match iris.store.prune_history(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(turns = n, days, "pruned the message history"),
+                    Err(e) => tracing::warn!(error = %e, "pruning the message history"),
+                }
+                drop(iris);
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+        });
     }
 
     /// Record an audit event as `ctx`'s caller, off the request path.
@@ -368,6 +418,7 @@ impl Iris {
             completed_at: None,
             events_dropped: 0,
             chain: tracker.chain.clone(),
+            caller: Some(ctx.principal.actor()),
         }));
         if let Err(e) = self
             .pool

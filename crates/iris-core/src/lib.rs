@@ -17,6 +17,7 @@ mod ctx;
 pub mod error;
 pub mod follow;
 mod iris;
+pub mod jobs;
 pub mod logs;
 mod ops;
 pub mod pool;

@@ -25,7 +25,12 @@ use iris_auth::{AuditEvent, Outcome};
 
 /// Operations that hand a message to a team: counted against the
 /// caller's tighter message rate, and audited with the message's size and hash.
-const SENDS_MESSAGES: &[&str] = &["send_message", "ask_message", "quick_message"];
+const SENDS_MESSAGES: &[&str] = &[
+    "send_message",
+    "ask_message",
+    "quick_message",
+    "job_execute",
+];
 
 /// What a result is turned into: a `Value` for transports that wrap it
 /// (JSON-RPC, WebSocket frames), or JSON text for those that send it as is
@@ -317,7 +322,9 @@ struct AuditRecord {
 impl AuditRecord {
     fn of(iris: &Iris, op: &Operation, params: &Value, sends: bool) -> Self {
         let mut details = json!({"operation": op.name});
-        if sends && let Some(text) = params.get("message").and_then(Value::as_str) {
+        // (A job's text is its `task`.)
+        let text = params.get("message").or_else(|| params.get("task"));
+        if sends && let Some(text) = text.and_then(Value::as_str) {
             details["messageBytes"] = json!(text.len());
             details["messageSha256"] = json!(iris_auth::secret::sha256_hex(text));
             if iris.auth.settings.audit_message_text {

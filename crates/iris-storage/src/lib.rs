@@ -5,11 +5,13 @@
 
 mod approvals;
 mod audit;
+mod jobs;
 mod keys;
 mod sessions;
 mod teams;
 mod turns;
 mod users;
+mod webhooks;
 mod writes;
 
 use std::path::Path;
@@ -22,10 +24,12 @@ use sqlx::sqlite::{
 
 pub use approvals::{ApprovalRow, Decision};
 pub use audit::{AuditFilter, AuditRow, AuditVerdict, GENESIS};
+pub use jobs::{Callback, JobFilter, JobRecord, JobRow, callback_json};
 pub use keys::KeyRow;
 pub use sessions::SessionRow;
 pub use turns::{EventRow, HistoryFilter, TurnFinish, TurnRow};
 pub use users::{RefreshRow, SignInRow, UserRow};
+pub use webhooks::{AttemptOutcome, AttemptRow, DeliveryRow, WebhookRow};
 pub use writes::StoreWrite;
 
 /// A storage failure, with what was being done.
@@ -98,7 +102,9 @@ impl Store {
     }
 
     /// At start-up nothing runs yet: mark every process stopped and fail the
-    /// turns a previous run left unfinished. Returns how many turns were failed.
+    /// turns a previous run left unfinished, except jobs' (their own
+    /// recovery re-runs or fails them and reports it). Returns how many
+    /// turns were failed.
     pub async fn recover(&self, now: i64) -> Result<u64> {
         sqlx::query(
             "UPDATE sessions SET process_state = 'stopped' WHERE process_state <> 'stopped'",
@@ -108,7 +114,7 @@ impl Store {
         .ctx("resetting process states")?;
         let done = sqlx::query(
             "UPDATE turns SET status = 'failed', error = 'Iris restarted before the turn ended', completed_at = ?
-             WHERE status IN ('queued', 'running')",
+             WHERE status IN ('queued', 'running') AND kind <> 'job'",
         )
         .bind(now)
         .execute(&self.pool)

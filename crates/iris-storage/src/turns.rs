@@ -30,6 +30,9 @@ pub struct TurnRow {
     /// The teams this message passed through, ending with `to_team` (see
     /// migration 0004); empty when it came from outside any team's turn.
     pub chain: Vec<String>,
+    /// Who sent it: the caller's identity (`key:…`, `user:…`, `agent:…`,
+    /// `local`); `None` for turns recorded before callers were (migration 0007).
+    pub caller: Option<String>,
 }
 
 impl TurnRow {
@@ -88,7 +91,7 @@ macro_rules! select_turns {
     ($rest:literal) => {
         concat!(
             "SELECT id, session_id, from_team, to_team, kind, status, request, response, error, tool_uses, usage, ",
-            "cost_usd, created_at, started_at, completed_at, events_dropped, chain FROM turns",
+            "cost_usd, created_at, started_at, completed_at, events_dropped, chain, caller FROM turns",
             $rest
         )
     };
@@ -99,7 +102,7 @@ fn json_col(r: &SqliteRow, name: &str) -> Option<Value> {
         .and_then(|s| serde_json::from_str(&s).ok())
 }
 
-fn from_row(r: &SqliteRow) -> TurnRow {
+pub(crate) fn from_row(r: &SqliteRow) -> TurnRow {
     TurnRow {
         id: r.get("id"),
         session_id: r.get("session_id"),
@@ -120,6 +123,7 @@ fn from_row(r: &SqliteRow) -> TurnRow {
         chain: json_col(r, "chain")
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default(),
+        caller: r.get("caller"),
     }
 }
 
@@ -229,6 +233,21 @@ impl Store {
         Ok((rows.iter().map(from_row).collect(), total))
     }
 
+    /// The average running time (ms) of the last 20 completed turns of
+    /// `team`, if it has any.
+    pub async fn average_turn_ms(&self, team: &str) -> Result<Option<f64>> {
+        let row = sqlx::query(
+            "SELECT AVG(completed_at - started_at) FROM (SELECT completed_at, started_at FROM turns
+             WHERE to_team = ? AND status = 'completed' AND started_at IS NOT NULL
+             ORDER BY created_at DESC LIMIT 20)",
+        )
+        .bind(team)
+        .fetch_one(&self.pool)
+        .await
+        .ctx("averaging turn durations")?;
+        Ok(row.get::<Option<f64>, _>(0))
+    }
+
     /// The events of turn `id` of one `kind`, in order.
     pub async fn turn_events_of_kind(&self, id: &str, kind: &str) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
@@ -296,6 +315,7 @@ mod tests {
                 completed_at: None,
                 events_dropped: 0,
                 chain: Vec::new(),
+                caller: Some("key:k".into()),
             })])
             .await
             .unwrap();

@@ -44,12 +44,12 @@ impl Store {
     }
 }
 
-async fn apply_one(tx: &mut Transaction<'_, Sqlite>, w: &StoreWrite) -> Result<()> {
+pub(crate) async fn apply_one(tx: &mut Transaction<'_, Sqlite>, w: &StoreWrite) -> Result<()> {
     match w {
         StoreWrite::InsertTurn(t) => {
             sqlx::query(
-                "INSERT INTO turns (id, session_id, from_team, to_team, kind, status, request, created_at, chain)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO turns (id, session_id, from_team, to_team, kind, status, request, created_at, chain, caller)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&t.id)
             .bind(&t.session_id)
@@ -63,6 +63,7 @@ async fn apply_one(tx: &mut Transaction<'_, Sqlite>, w: &StoreWrite) -> Result<(
                 (!t.chain.is_empty())
                     .then(|| serde_json::to_string(&t.chain).unwrap_or_default()),
             )
+            .bind(&t.caller)
             .execute(&mut **tx)
             .await
             .ctx("inserting a turn")?;

@@ -3,6 +3,7 @@
 //! duration is in milliseconds. Unknown keys are errors, never dropped.
 
 mod interpolate;
+mod jobs;
 mod security;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use interpolate::{MissingVar, interpolate, interpolate_keeping};
 pub use iris_auth::Rate;
+pub use jobs::{HistoryConfig, JobsConfig, WebhooksConfig};
 pub use security::{AuditConfig, AuthConfig};
 
 /// Process-pool and runtime settings.
@@ -320,6 +322,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
     pub audit: AuditConfig,
+    pub jobs: JobsConfig,
+    pub webhooks: WebhooksConfig,
+    pub history: HistoryConfig,
     pub teams: BTreeMap<String, TeamConfig>,
     /// Where it was read from; `None` for the embedded defaults.
     #[serde(skip)]

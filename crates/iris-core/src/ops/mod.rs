@@ -7,11 +7,13 @@
 mod account;
 mod admin;
 mod approvals;
+mod jobs;
 mod messages;
 mod sessions;
 pub(crate) mod system;
 mod team_config;
 mod teams;
+mod webhooks;
 
 use std::future::Future;
 use std::sync::{Arc, LazyLock};
@@ -93,6 +95,8 @@ pub(crate) fn all() -> Vec<Operation> {
     ops.extend(team_config::operations());
     ops.extend(system::operations());
     ops.extend(approvals::operations());
+    ops.extend(jobs::operations());
+    ops.extend(webhooks::operations());
     ops.extend(account::operations());
     ops.extend(admin::operations());
     ops

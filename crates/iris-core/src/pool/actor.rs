@@ -187,6 +187,23 @@ impl Actor {
 
     /// The next moment something must happen without outside input.
     fn deadline(&self) -> Option<Instant> {
+        let limit = self.limit_deadline();
+        match (self.next_deadline(), limit) {
+            (Some(d), Some(l)) => Some(d.min(l)),
+            (d, l) => d.or(l),
+        }
+    }
+
+    /// When the running turn's own time limit (a job's `timeout`) runs out.
+    fn limit_deadline(&self) -> Option<Instant> {
+        let r = self.current.as_ref()?;
+        if r.interrupt_sent.is_some() {
+            return None;
+        }
+        Some(r.started + r.tracker.limit?)
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
         let s = &self.pool.settings;
         if let Some(d) = self.approval_deadline() {
             // Waiting for a person is not silence: only the approval's own
@@ -806,6 +823,22 @@ impl Actor {
             return false;
         };
         if Instant::now() < deadline {
+            return false;
+        }
+        if self.limit_deadline().is_some_and(|l| l <= Instant::now()) {
+            let limit = self
+                .current
+                .as_ref()
+                .and_then(|r| r.tracker.limit)
+                .unwrap_or_default();
+            let msg = format!(
+                "team `{}`: the time limit of {} ms ran out",
+                self.team.name,
+                limit.as_millis()
+            );
+            tracing::warn!(team = %self.team.name, "{msg}; restarting the process");
+            self.kill_process().await;
+            self.end_turn(TurnStatus::TimedOut, Some(msg), None).await;
             return false;
         }
         let interrupt_due = self

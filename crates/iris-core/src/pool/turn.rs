@@ -175,6 +175,9 @@ pub struct TurnTracker {
     /// The conversation of the agent that sent this message (team-to-team),
     /// which waits on it: its silence timeout is paused meanwhile.
     pub asked_from: Option<String>,
+    /// Longest the turn may run once started (a job's `timeout`); then it
+    /// ends `timed_out`.
+    pub limit: Option<Duration>,
     /// Something the caller should know about how the turn ran (the agent
     /// had lost the conversation and it was started afresh).
     notice: OnceLock<String>,
@@ -203,6 +206,7 @@ impl TurnTracker {
             created_at: crate::now_ms(),
             chain: Vec::new(),
             asked_from: None,
+            limit: None,
             notice: OnceLock::new(),
             status: watch::channel(TurnStatus::Queued).0,
             partial: Mutex::new(String::new()),
@@ -224,6 +228,18 @@ impl TurnTracker {
     /// The tracker, sent by the agent of conversation `session`.
     pub fn asked_from(mut self, session: Option<String>) -> Self {
         self.asked_from = session;
+        self
+    }
+
+    /// The tracker with a limit on its running time.
+    pub fn with_limit(mut self, limit: Option<Duration>) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The tracker with its created time (a job queued before, kept in the database).
+    pub fn created(mut self, at: i64) -> Self {
+        self.created_at = at;
         self
     }
 

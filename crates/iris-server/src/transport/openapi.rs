@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use iris_core::registry;
 use serde_json::{Map, Value, json};
 
-use super::rest::{ROUTES, Verb};
+use super::rest::{HEADER_PARAMS, ROUTES, Verb};
 use crate::AppState;
 
 /// Move a schemars schema's `$defs` into `defs` and point its `$ref`s there.
@@ -89,10 +89,18 @@ fn build() -> Value {
                 "x-iris-scope": op.scope,
                 "parameters": parameters,
                 "responses": {
-                    "200": {"description": "The operation's result", "content": {"application/json": {"schema": result_schema}}},
+                    r.status.to_string(): {"description": "The operation's result", "content": {"application/json": {"schema": result_schema}}},
                     "default": error_response(),
                 },
             });
+            for (header, field) in HEADER_PARAMS {
+                if let Some(schema) = params_schema["properties"].get(*field)
+                    && let Some(list) = o["parameters"].as_array_mut()
+                {
+                    list.push(json!({"name": header, "in": "header", "required": false,
+                        "description": format!("fills `{field}`"), "schema": schema}));
+                }
+            }
             if r.verb == Verb::Get {
                 let required: Vec<&str> = params_schema["required"]
                     .as_array()

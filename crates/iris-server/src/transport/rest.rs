@@ -43,6 +43,8 @@ pub(crate) struct Route {
     pub path: &'static str,
     pub verb: Verb,
     pub spec: Spec,
+    /// The status of a success: 200, or 202 for work accepted to run later.
+    pub status: u16,
 }
 
 const fn op(op: &'static str) -> Spec {
@@ -70,8 +72,21 @@ const fn id(op: &'static str, field: &'static str) -> Spec {
 }
 
 const fn route(path: &'static str, verb: Verb, spec: Spec) -> Route {
-    Route { path, verb, spec }
+    Route {
+        path,
+        verb,
+        spec,
+        status: 200,
+    }
 }
+
+/// A route whose success is 202 Accepted: the work runs after the answer.
+const fn accepted(r: Route) -> Route {
+    Route { status: 202, ..r }
+}
+
+/// Request headers that fill an operation parameter, where it has one.
+pub(crate) const HEADER_PARAMS: &[(&str, &str)] = &[("idempotency-key", "idempotencyKey")];
 
 /// Every REST route of seeds 000-003, each a call of one operation.
 pub(crate) const ROUTES: &[Route] = &[
@@ -150,6 +165,20 @@ pub(crate) const ROUTES: &[Route] = &[
         Verb::Post,
         team("ask_message", "toTeam"),
     ),
+    // Seed 002's jobs: execute a task, be told by webhook.
+    accepted(route(
+        "/teams/{team}/execute",
+        Verb::Post,
+        team("job_execute", "team"),
+    )),
+    route("/jobs", Verb::Get, op("job_list")),
+    route("/jobs/{id}", Verb::Get, id("job_get", "jobId")),
+    route("/jobs/{id}/cancel", Verb::Post, id("job_cancel", "jobId")),
+    route(
+        "/jobs/{id}/deliveries",
+        Verb::Get,
+        id("job_deliveries", "jobId"),
+    ),
     route("/messages/history", Verb::Get, op("message_history")),
     route("/messages/{id}", Verb::Get, id("get_message", "messageId")),
     // Sign-in sessions (seed 003 "Sessions").
@@ -198,13 +227,46 @@ pub(crate) const ROUTES: &[Route] = &[
         Verb::Post,
         id("user_reset_password", "user"),
     ),
+    // Webhook subscriptions (seed 003 "Webhooks").
+    route("/admin/webhooks", Verb::Get, op("webhook_list")),
+    route("/admin/webhooks", Verb::Post, op("webhook_create")),
+    route(
+        "/admin/webhooks/{id}",
+        Verb::Get,
+        id("webhook_get", "webhookId"),
+    ),
+    route(
+        "/admin/webhooks/{id}",
+        Verb::Patch,
+        id("webhook_update", "webhookId"),
+    ),
+    route(
+        "/admin/webhooks/{id}",
+        Verb::Put,
+        id("webhook_update", "webhookId"),
+    ),
+    route(
+        "/admin/webhooks/{id}",
+        Verb::Delete,
+        id("webhook_delete", "webhookId"),
+    ),
+    route(
+        "/admin/webhooks/{id}/deliveries",
+        Verb::Get,
+        id("webhook_deliveries", "webhookId"),
+    ),
+    route(
+        "/admin/webhook-deliveries/{id}/redeliver",
+        Verb::Post,
+        id("webhook_redeliver", "deliveryId"),
+    ),
     route("/admin/audit-logs", Verb::Get, op("audit_list")),
     route("/admin/audit-logs/verify", Verb::Get, op("audit_verify")),
 ];
 
-/// The route calling one operation.
+/// The route calling one operation, and its success status.
 #[derive(Clone, Copy)]
-struct OpRoute(Spec, &'static Operation);
+struct OpRoute(Spec, &'static Operation, axum::http::StatusCode);
 
 impl OpRoute {
     async fn answer(
@@ -213,7 +275,7 @@ impl OpRoute {
         who: Caller,
         req: Request,
     ) -> Result<Response, ApiError> {
-        let OpRoute(spec, operation) = self;
+        let OpRoute(spec, operation, status) = self;
         let ctx = who.ctx()?;
         let (mut parts, body) = req.into_parts();
         // Only routes with segments read them (a bad one is a 400).
@@ -228,15 +290,28 @@ impl OpRoute {
             None => Vec::new(),
         };
         let Body(body) = read_body(body, &state, Some(&who.request_id)).await?;
-        let params = self
+        let mut params = self
             .params(&segments, query, &body)
             .map_err(|e| who.fail(e))?;
+        for (header, field) in HEADER_PARAMS {
+            if let Some(v) = parts.headers.get(*header)
+                && operation.params_schema["properties"].get(*field).is_some()
+            {
+                let v = v.to_str().map_err(|_| {
+                    who.fail(IrisError::validation(
+                        field,
+                        "the header is not visible ASCII",
+                    ))
+                })?;
+                params[*field] = json!(v);
+            }
+        }
         let text = state
             .iris
             .dispatch_text(ctx, operation, params)
             .await
             .map_err(|e| who.fail(e))?;
-        Ok(([(header::CONTENT_TYPE, "application/json")], text).into_response())
+        Ok((status, [(header::CONTENT_TYPE, "application/json")], text).into_response())
     }
 
     /// The operation's parameters: the body's object, the query's values
@@ -247,7 +322,7 @@ impl OpRoute {
         query: Vec<(String, String)>,
         body: &axum::body::Bytes,
     ) -> Result<Value, IrisError> {
-        let OpRoute(spec, operation) = self;
+        let OpRoute(spec, operation, _) = self;
         let mut params = body_object(body)?;
         add_query(&mut params, operation, query);
         let segment = |name: &str| segments.iter().find(|(k, _)| k == name).map(|(_, v)| v);
@@ -294,7 +369,9 @@ pub fn routes(prefix: &str) -> anyhow::Result<Router<AppState>> {
         let operation = iris_core::registry()
             .get(r.spec.op)
             .ok_or_else(|| anyhow::anyhow!("route {}: no operation `{}`", r.path, r.spec.op))?;
-        let op = OpRoute(r.spec, operation);
+        let status = axum::http::StatusCode::from_u16(r.status)
+            .map_err(|e| anyhow::anyhow!("route {}: {e}", r.path))?;
+        let op = OpRoute(r.spec, operation, status);
         let handler = move |State(state): State<AppState>, who: Caller, req: Request| {
             op.answer(state, who, req)
         };
