@@ -2,7 +2,7 @@
 //! the same invocation, on the same machine, and reports ratios.
 //!
 //!   cargo build --release -p iris-cli -p iris-bench
-//!   target/release/iris-bench [turn|spawn|fanout|http|mcp|stream|idle-ws|all] [--iterations N]
+//!   target/release/iris-bench [turn|spawn|fanout|http|mcp|stream|jobs|idle-ws|all] [--iterations N]
 //!
 //! `HEALTHZ=1` adds `/healthz` to `http`; `PIN=1` puts the servers on CPU 1
 //! and wrk on CPU 0 (see `pinned`); `ROUNDS=N` runs `http`'s set N times
@@ -14,6 +14,7 @@ mod fanout;
 mod floor;
 mod http;
 mod idle_ws;
+mod jobs;
 mod kill;
 mod mcp;
 mod spawn;
@@ -194,6 +195,9 @@ async fn run() -> anyhow::Result<()> {
     }
     if matches!(which, "stream" | "all") {
         stream::run(iterations.unwrap_or(5)).await?;
+    }
+    if matches!(which, "jobs" | "all") {
+        jobs::run(iterations.unwrap_or(20_000)).await?;
     }
     if which == "kill" {
         // Needs the real Claude Code CLI; not part of `all`.

@@ -6,9 +6,14 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
+use std::collections::HashMap;
+
+use sqlx::sqlite::SqlitePool;
+use tokio::sync::{mpsc, oneshot};
+
 use crate::webhooks::{DeliveryRow, insert_delivery};
-use crate::writes::apply_one;
-use crate::{Context, Result, Store, StoreWrite, TurnFinish, TurnRow};
+use crate::writes::insert_turns;
+use crate::{Context, Result, Store, StoreError, TurnFinish, TurnRow};
 
 /// Where a job's end is reported (seed 002's `callback`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,63 +129,143 @@ fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &JobFilter) {
     }
 }
 
-/// Whether `e` is a broken UNIQUE constraint.
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+/// Most jobs written in one transaction.
+pub const JOB_BATCH: usize = 256;
+
+/// A job waiting for the writer, with where its answer goes.
+pub(crate) struct NewJob {
+    turn: TurnRow,
+    job: JobRow,
+    reply: oneshot::Sender<Result<Option<JobRecord>>>,
+}
+
+/// The job writer: takes what is waiting (up to [`JOB_BATCH`]), writes it
+/// in one transaction, answers each. A batch that fails is written again
+/// job by job, so one bad job fails alone.
+async fn write_jobs(pool: SqlitePool, mut rx: mpsc::Receiver<NewJob>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < JOB_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        match write_batch(&pool, &batch).await {
+            Ok(results) => {
+                for (j, r) in batch.into_iter().zip(results) {
+                    let _ = j.reply.send(Ok(r));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                if let Some(j) = batch.pop() {
+                    let _ = j.reply.send(Err(e));
+                }
+            }
+            Err(_) => {
+                for j in batch {
+                    let r = write_batch(&pool, std::slice::from_ref(&j))
+                        .await
+                        .map(|mut v| v.pop().flatten());
+                    let _ = j.reply.send(r);
+                }
+            }
+        }
+    }
+}
+
+/// Write `batch` in one transaction; for each job, the earlier job with its
+/// idempotency key if there is one (then it is not written).
+async fn write_batch(pool: &SqlitePool, batch: &[NewJob]) -> Result<Vec<Option<JobRecord>>> {
+    let mut tx = pool.begin().await.ctx("starting a transaction")?;
+    let mut out = Vec::with_capacity(batch.len());
+    let mut turns = Vec::with_capacity(batch.len());
+    let mut jobs = Vec::with_capacity(batch.len());
+    let mut keyed: HashMap<(&str, &str), JobRecord> = HashMap::new();
+    for new in batch {
+        if let Some(key) = new.job.idempotency_key.as_deref() {
+            let slot = (new.job.caller.as_str(), key);
+            if let Some(earlier) = keyed.get(&slot) {
+                out.push(Some(earlier.clone()));
+                continue;
+            }
+            let found = sqlx::query(select_jobs!(
+                " WHERE j.caller = ? AND j.idempotency_key = ?"
+            ))
+            .bind(slot.0)
+            .bind(slot.1)
+            .fetch_optional(&mut *tx)
+            .await
+            .ctx("reading a job by idempotency key")?;
+            if let Some(row) = found {
+                out.push(Some(record(&row)));
+                continue;
+            }
+            keyed.insert(
+                slot,
+                JobRecord {
+                    job: new.job.clone(),
+                    turn: new.turn.clone(),
+                },
+            );
+        }
+        turns.push(new.turn.clone());
+        jobs.push(&new.job);
+        out.push(None);
+    }
+    insert_turns(&mut tx, &turns).await?;
+    if !jobs.is_empty() {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO jobs (id, team, priority, timeout_ms, callback, caller, idempotency_key, request_hash, attempts, created_at) ",
+        );
+        q.push_values(&jobs, |mut b, j| {
+            b.push_bind(&j.id)
+                .push_bind(&j.team)
+                .push_bind(&j.priority)
+                .push_bind(j.timeout_ms)
+                .push_bind(
+                    j.callback
+                        .as_ref()
+                        .map(|c| serde_json::json!(c).to_string()),
+                )
+                .push_bind(&j.caller)
+                .push_bind(&j.idempotency_key)
+                .push_bind(&j.request_hash)
+                .push_bind(j.attempts)
+                .push_bind(j.created_at);
+        });
+        q.build().execute(&mut *tx).await.ctx("inserting jobs")?;
+    }
+    tx.commit().await.ctx("committing jobs")?;
+    Ok(out)
 }
 
 impl Store {
-    /// Write a new job with its queued turn, both or neither. With an
-    /// idempotency key the caller already used, nothing is written and the
-    /// job that has it comes back instead.
+    /// Write a new job with its queued turn, both or neither, committed
+    /// when this returns. With an idempotency key the caller already used,
+    /// nothing is written and the job that has it comes back instead.
+    ///
+    /// Concurrent calls share transactions (group commit, at most
+    /// [`JOB_BATCH`] jobs in one): SQLite pays per commit far more than per
+    /// row, so this is what makes enqueueing fast.
     pub async fn insert_job(&self, turn: &TurnRow, job: &JobRow) -> Result<Option<JobRecord>> {
-        if let Some(key) = &job.idempotency_key
-            && let Some(found) = self.job_by_key(&job.caller, key).await?
-        {
-            return Ok(Some(found));
-        }
-        let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
-        apply_one(&mut tx, &StoreWrite::InsertTurn(turn.clone())).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (id, team, priority, timeout_ms, callback, caller, idempotency_key, request_hash, attempts, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&job.id)
-        .bind(&job.team)
-        .bind(&job.priority)
-        .bind(job.timeout_ms)
-        .bind(job.callback.as_ref().map(|c| serde_json::json!(c).to_string()))
-        .bind(&job.caller)
-        .bind(&job.idempotency_key)
-        .bind(&job.request_hash)
-        .bind(job.attempts)
-        .bind(job.created_at)
-        .execute(&mut *tx)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            // The same key in a race: the first one wins.
-            Err(e) if is_unique_violation(&e) => {
-                drop(tx);
-                let key = job.idempotency_key.as_deref().unwrap_or_default();
-                return self.job_by_key(&job.caller, key).await;
-            }
-            Err(e) => return Err(e).ctx("inserting a job"),
-        }
-        tx.commit().await.ctx("committing a job")?;
-        Ok(None)
-    }
-
-    async fn job_by_key(&self, caller: &str, key: &str) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(select_jobs!(
-            " WHERE j.caller = ? AND j.idempotency_key = ?"
-        ))
-        .bind(caller)
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .ctx("reading a job by idempotency key")?;
-        Ok(row.as_ref().map(record))
+        let writer = self.job_writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(4 * JOB_BATCH);
+            tokio::spawn(write_jobs(self.pool.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let new = NewJob {
+            turn: turn.clone(),
+            job: job.clone(),
+            reply,
+        };
+        let gone = || StoreError {
+            context: "writing a job",
+            source: sqlx::Error::WorkerCrashed,
+        };
+        writer.send(new).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>> {

@@ -24,7 +24,7 @@ use sqlx::sqlite::{
 
 pub use approvals::{ApprovalRow, Decision};
 pub use audit::{AuditFilter, AuditRow, AuditVerdict, GENESIS};
-pub use jobs::{Callback, JobFilter, JobRecord, JobRow, callback_json};
+pub use jobs::{Callback, JOB_BATCH, JobFilter, JobRecord, JobRow, callback_json};
 pub use keys::KeyRow;
 pub use sessions::SessionRow;
 pub use turns::{EventRow, HistoryFilter, TurnFinish, TurnRow};
@@ -57,6 +57,9 @@ impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// Where new jobs go to be written in batches (started on first use;
+    /// see `Store::insert_job`).
+    job_writer: std::sync::Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<jobs::NewJob>>>,
 }
 
 impl Store {
@@ -88,7 +91,10 @@ impl Store {
                 context: "applying migrations",
                 source: e.into(),
             })?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            job_writer: Default::default(),
+        })
     }
 
     /// Round-trip time of a trivial query, for health checks.

@@ -1,7 +1,7 @@
 //! Writes applied in order and in batches by the core's recorder, so the
 //! hot path of a turn never waits for the database.
 
-use sqlx::{Sqlite, Transaction};
+use sqlx::{QueryBuilder, Sqlite, Transaction};
 
 use crate::{Context, EventRow, Result, Store, TurnFinish, TurnRow};
 
@@ -44,30 +44,38 @@ impl Store {
     }
 }
 
+/// Insert new turns in one statement.
+pub(crate) async fn insert_turns(
+    tx: &mut Transaction<'_, Sqlite>,
+    turns: &[TurnRow],
+) -> Result<()> {
+    if turns.is_empty() {
+        return Ok(());
+    }
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO turns (id, session_id, from_team, to_team, kind, status, request, created_at, chain, caller) ",
+    );
+    q.push_values(turns, |mut b, t| {
+        b.push_bind(&t.id)
+            .push_bind(&t.session_id)
+            .push_bind(&t.from_team)
+            .push_bind(&t.to_team)
+            .push_bind(&t.kind)
+            .push_bind(&t.status)
+            .push_bind(&t.request)
+            .push_bind(t.created_at)
+            .push_bind(
+                (!t.chain.is_empty()).then(|| serde_json::to_string(&t.chain).unwrap_or_default()),
+            )
+            .push_bind(&t.caller);
+    });
+    q.build().execute(&mut **tx).await.ctx("inserting turns")?;
+    Ok(())
+}
+
 pub(crate) async fn apply_one(tx: &mut Transaction<'_, Sqlite>, w: &StoreWrite) -> Result<()> {
     match w {
-        StoreWrite::InsertTurn(t) => {
-            sqlx::query(
-                "INSERT INTO turns (id, session_id, from_team, to_team, kind, status, request, created_at, chain, caller)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&t.id)
-            .bind(&t.session_id)
-            .bind(&t.from_team)
-            .bind(&t.to_team)
-            .bind(&t.kind)
-            .bind(&t.status)
-            .bind(&t.request)
-            .bind(t.created_at)
-            .bind(
-                (!t.chain.is_empty())
-                    .then(|| serde_json::to_string(&t.chain).unwrap_or_default()),
-            )
-            .bind(&t.caller)
-            .execute(&mut **tx)
-            .await
-            .ctx("inserting a turn")?;
-        }
+        StoreWrite::InsertTurn(t) => insert_turns(tx, std::slice::from_ref(t)).await?,
         StoreWrite::TurnStarted { id, at } => {
             sqlx::query("UPDATE turns SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'")
                 .bind(at)

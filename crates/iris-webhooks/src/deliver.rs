@@ -125,42 +125,40 @@ impl Deliverer {
 async fn run(inner: Arc<Inner>) {
     loop {
         let free = inner.slots.available_permits();
-        if free > 0 {
-            send_due(&inner, free).await;
+        if free > 0 && send_due(&inner, free).await > 0 {
+            // More may be due.
+            continue;
         }
         let now = crate::now_ms();
         let wait = match inner.store.next_delivery_due().await {
-            Ok(Some(at)) if inner.slots.available_permits() > 0 => {
-                Duration::from_millis((at - now).clamp(0, 5_000) as u64)
-            }
+            // Due now yet not sent (no free slot, or taken elsewhere):
+            // look again soon or when something changes, without spinning.
+            Ok(Some(at)) => Duration::from_millis((at - now).clamp(50, 5_000) as u64),
             _ => Duration::from_secs(5),
         };
-        if wait.is_zero() && inner.slots.available_permits() > 0 {
-            // Due now but not taken (claimed elsewhere, or a store error):
-            // do not spin.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
         let _ = tokio::time::timeout(wait, inner.wake.notified()).await;
     }
 }
 
-async fn send_due(inner: &Arc<Inner>, free: usize) {
+/// Start attempts of what is due, in free slots; returns how many started.
+async fn send_due(inner: &Arc<Inner>, free: usize) -> usize {
     let now = crate::now_ms();
     let due = match inner.store.due_deliveries(now, free as i64).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "reading due webhook deliveries");
-            return;
+            return 0;
         }
     };
+    let mut started = 0;
     let lease = (inner.options.timeout + inner.options.connect_timeout).as_millis() as i64 + 5_000;
     for d in due {
         let Ok(permit) = inner.slots.clone().try_acquire_owned() else {
-            return;
+            break;
         };
         match inner.store.claim_delivery(&d.id, now, now + lease).await {
             Ok(true) => {
+                started += 1;
                 let inner = inner.clone();
                 tokio::spawn(async move {
                     attempt(&inner, d).await;
@@ -172,6 +170,7 @@ async fn send_due(inner: &Arc<Inner>, free: usize) {
             Err(e) => tracing::warn!(error = %e, "claiming a webhook delivery"),
         }
     }
+    started
 }
 
 /// Why an attempt failed, and whether trying again could help.
