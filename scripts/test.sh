@@ -37,7 +37,7 @@ if [ ! -x "$bin" ] || [ "$installed" != "$CLAUDE_CODE_VERSION" ]; then
 fi
 "$bin" --version
 
-step "MCP clients: the official SDKs and conformance suite (pinned)"
+step "Protocol clients: the MCP SDKs and conformance suite, socket.io-client and python-socketio (pinned)"
 clients=crates/iris-cli/tests/clients
 [ -x .tools/venv/bin/python ] || python3 -m venv .tools/venv
 .tools/venv/bin/pip install -q -r "$clients/requirements.txt"

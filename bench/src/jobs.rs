@@ -18,6 +18,9 @@ use serde_json::{Value, json};
 
 const WRITERS: usize = 32;
 
+/// Callbacks a receiver got: job id and when (Unix ms).
+type Arrivals = Arc<Mutex<Vec<(String, i64)>>>;
+
 /// The plain SQLite insert rate (rows/s) over `n` rows.
 async fn sqlite_ceiling(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> {
     use sqlx::sqlite::{
@@ -91,28 +94,26 @@ async fn execute_rate(n: usize) -> anyhow::Result<(f64, tempfile::TempDir)> {
 
 /// A receiver: `/slow` answers after 5 s, anything else at once; records
 /// when each job's callback arrived (Unix ms).
-async fn receiver() -> anyhow::Result<(String, Arc<Mutex<Vec<(String, i64)>>>)> {
+async fn receiver() -> anyhow::Result<(String, Arrivals)> {
     use axum::extract::{Request, State};
-    let got: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
+    let got: Arrivals = Arc::default();
     let app = axum::Router::new()
-        .fallback(
-            |State(got): State<Arc<Mutex<Vec<(String, i64)>>>>, req: Request| async move {
-                let slow = req.uri().path() == "/slow";
-                let body = axum::body::to_bytes(req.into_body(), 1 << 20)
-                    .await
-                    .unwrap_or_default();
-                let at = iris_core::now_ms();
-                if slow {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                } else if let Ok(v) = serde_json::from_slice::<Value>(&body)
-                    && let Some(id) = v["jobId"].as_str()
-                    && let Ok(mut g) = got.lock()
-                {
-                    g.push((id.to_owned(), at));
-                }
-                "ok"
-            },
-        )
+        .fallback(|State(got): State<Arrivals>, req: Request| async move {
+            let slow = req.uri().path() == "/slow";
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                .await
+                .unwrap_or_default();
+            let at = iris_core::now_ms();
+            if slow {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            } else if let Ok(v) = serde_json::from_slice::<Value>(&body)
+                && let Some(id) = v["jobId"].as_str()
+                && let Ok(mut g) = got.lock()
+            {
+                g.push((id.to_owned(), at));
+            }
+            "ok"
+        })
         .with_state(got.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();

@@ -177,7 +177,13 @@ async fn write_jobs(pool: SqlitePool, mut rx: mpsc::Receiver<NewJob>) {
 /// Write `batch` in one transaction; for each job, the earlier job with its
 /// idempotency key if there is one (then it is not written).
 async fn write_batch(pool: &SqlitePool, batch: &[NewJob]) -> Result<Vec<Option<JobRecord>>> {
-    let mut tx = pool.begin().await.ctx("starting a transaction")?;
+    // IMMEDIATE: it reads (idempotency keys) before it writes, and a read
+    // transaction that must become a write one after another connection
+    // committed fails at once (SQLITE_BUSY_SNAPSHOT) instead of waiting.
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .ctx("starting a transaction")?;
     let mut out = Vec::with_capacity(batch.len());
     let mut turns = Vec::with_capacity(batch.len());
     let mut jobs = Vec::with_capacity(batch.len());

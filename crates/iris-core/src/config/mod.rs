@@ -177,6 +177,8 @@ pub struct ApiConfig {
     /// not yet accepted, until one closes. A WebSocket counts here until its
     /// upgrade and under `websocket.maxConnections` from then on.
     pub max_connections: usize,
+    /// How often Socket.IO's `system` room gets `health:check` (ms); 0 never.
+    pub health_broadcast_interval: u64,
 }
 
 impl Default for ApiConfig {
@@ -195,6 +197,7 @@ impl Default for ApiConfig {
             shutdown_grace: 10_000,
             header_timeout: 30_000,
             max_connections: 10_000,
+            health_broadcast_interval: 30_000,
         }
     }
 }

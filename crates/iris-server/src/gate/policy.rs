@@ -29,8 +29,9 @@ pub const PUBLIC: &[&str] = &[
 
 /// WebSockets whose first message may carry the credential (browsers
 /// cannot set headers on one); a socket that sends none is closed with
-/// 1008.
-pub const FIRST_MESSAGE: &[&str] = &["{api}/stream", "/ws"];
+/// 1008. Socket.IO's is its handshake's `auth` (its CONNECT packet),
+/// checked by its connect middleware, which refuses with `connect_error`.
+pub const FIRST_MESSAGE: &[&str] = &["{api}/stream", "/ws", "/socket.io/", "/socket.io"];
 
 /// Streams: their answer starts at once and lasts as long as the stream,
 /// so `api.requestTimeout` does not apply.
@@ -39,6 +40,9 @@ pub const STREAMS: &[&str] = &[
     "/ws",
     "{api}/teams/{team}/stream",
     "{api}/messages/{id}/stream",
+    // Socket.IO: long-polling GETs wait for events, WebSockets last.
+    "/socket.io/",
+    "/socket.io",
     // MCP: its GET stream, and POSTs answered with an event stream that
     // lasts as long as the tool call (a `send_message` waits for the team).
     "/mcp",

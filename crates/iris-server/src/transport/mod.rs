@@ -8,6 +8,7 @@ pub mod mcp;
 pub mod openapi;
 pub mod rest;
 pub mod rpc;
+pub mod socketio;
 pub mod sse;
 pub mod system;
 pub mod ws;
@@ -30,6 +31,7 @@ pub fn routes(state: &AppState) -> anyhow::Result<Router<AppState>> {
         .merge(system::routes())
         .merge(mcp::routes(state))
         .merge(rpc::routes())
+        .merge(socketio::routes(state))
         .merge(ws::routes());
     for prefix in API_PREFIXES {
         router = router

@@ -1,0 +1,345 @@
+//! Socket.IO at `/socket.io` (the original Iris plans' event API, seed 001),
+//! socketioxide's tower service mounted behind the gate like every route.
+//! A thin adapter: sends go through the core's `send_and_follow` (the
+//! checks and audit of `quick_message`), room permissions through
+//! `Iris::check_topic`, events come from the bus ([`rooms`]).
+//!
+//! - Authentication in the handshake, `auth: {token}` (or the gate's
+//!   `Authorization` header), through the same code as the WebSockets; a
+//!   bad or missing one is refused with `connect_error` and its reason.
+//! - Events: `cache:subscribe` / `cache:unsubscribe {sessionId}` →
+//!   `cache:message {sessionId, message}`; `process:subscribe` /
+//!   `process:unsubscribe {team}` → `process:spawned {team, pid}`,
+//!   `process:terminated {team}`, `process:error {team, error}` and the
+//!   team's `approval:*`, `job:*` and `turn:*`; `health:check` every
+//!   `api.healthBroadcastInterval` to the `system` room (and as the answer
+//!   to a `health:check` of the client's); `tell:start {toTeam, message,
+//!   fromTeam}` → `tell:chunk {messageId, chunk}` … `tell:complete
+//!   {messageId, response}` or `tell:error {messageId, error}`.
+//! - Acknowledgements answer `{ok: true, …}`, or the error body of DESIGN
+//!   section 6; a failure is also emitted as `error` with the body.
+//! - Limits like the other WebSockets: message size
+//!   (`api.websocket.maxMessageBytes`), events per second
+//!   (`api.websocket.messagesPerSecond`), connections (counted with the
+//!   WebSockets against `api.websocket.maxConnections`).
+//!
+//! The adapter (which node a room lives on) is chosen in [`build`] only:
+//! the in-memory one today; socketioxide's Redis adapter is the path to
+//! many nodes.
+
+mod rooms;
+
+use rooms::Sio;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use iris_core::{Ctx, ErrorKind, IrisError, TurnEvent, now_ms};
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Data, Event, SocketRef, TryData};
+use socketioxide::handler::ConnectHandler;
+
+use crate::gate::caller::Caller;
+use crate::{AppState, serve::FINISHING};
+
+/// What a socket carries: its caller and its event budget.
+struct Conn {
+    ctx: Ctx,
+    /// Events per second it may send (`api.websocket.messagesPerSecond`).
+    limit: u32,
+    /// Start of the current one-second window, and events in it.
+    window: Mutex<(Instant, u32)>,
+}
+
+/// The routes: the service at `/socket.io/` (Engine.IO's path).
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let (svc, io) = builder(state).build_svc();
+    let sio = Sio::new(state.clone(), io.clone());
+    let on_connect = move |s: SocketRef| connected(sio.clone(), s);
+    let authenticate = {
+        let state = state.clone();
+        move |s: SocketRef, auth: TryData<Value>| authenticate(state.clone(), s, auth.0.ok())
+    };
+    io.ns("/", on_connect.with(authenticate));
+    // Open sockets end when the server stops.
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let lifecycle = state.lifecycle.clone();
+        runtime.spawn(async move {
+            lifecycle.reached(FINISHING).await;
+            io.close().await;
+        });
+    }
+    Router::new()
+        .route_service("/socket.io/", svc.clone())
+        .route_service("/socket.io", svc)
+}
+
+/// The Socket.IO server's configuration: the one place that chooses the
+/// adapter (the in-memory one; `with_adapter` takes socketioxide's Redis
+/// adapter for many nodes) and the engine's limits.
+fn builder(state: &AppState) -> socketioxide::SocketIoBuilder {
+    let ws = &state.iris.config.api.websocket;
+    SocketIo::builder()
+        .req_path("/socket.io")
+        .max_payload(ws.max_message_bytes as u64)
+        .ping_interval(Duration::from_millis(ws.ping_interval.max(1_000)))
+        .connect_timeout(Duration::from_millis(ws.auth_timeout.max(1_000)))
+}
+
+/// The connect middleware: who the socket is, or why it may not connect.
+async fn authenticate(state: AppState, s: SocketRef, auth: Option<Value>) -> Result<(), String> {
+    let caller = s
+        .req_parts()
+        .extensions
+        .get::<Caller>()
+        .cloned()
+        .ok_or("the request did not pass the gate")?;
+    let token = auth
+        .as_ref()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str);
+    let principal = match (token, caller.principal.clone()) {
+        (Some(token), _) => {
+            // Each try counts against the address, as at the gate.
+            if let Some(d) = caller
+                .origin
+                .ip
+                .and_then(|ip| state.iris.auth.limit_ip(ip))
+                .filter(|d| !d.allowed)
+            {
+                return Err(crate::gate::too_many(&d).message);
+            }
+            state
+                .iris
+                .auth
+                .authenticate(token, &caller.origin)
+                .map_err(|e| IrisError::from(e).message)?
+        }
+        (None, Some(p)) => p,
+        (None, None) if !state.iris.config.api.require_auth => state.open.clone(),
+        (None, None) => {
+            return Err("authentication required: connect with auth: {token: \"<API key or access token>\"}".into());
+        }
+    };
+    let limit = state.iris.config.api.websocket.max_connections;
+    if state.ws_connections.fetch_add(1, Ordering::AcqRel) >= limit {
+        state.ws_connections.fetch_sub(1, Ordering::AcqRel);
+        return Err(format!(
+            "too many connections (api.websocket.maxConnections = {limit})"
+        ));
+    }
+    s.extensions.insert(Arc::new(Conn {
+        ctx: Ctx::new(principal, caller.origin),
+        limit: state.iris.config.api.websocket.messages_per_second.max(1),
+        window: Mutex::new((Instant::now(), 0)),
+    }));
+    Ok(())
+}
+
+fn conn(s: &SocketRef) -> Option<Arc<Conn>> {
+    s.extensions.get::<Arc<Conn>>()
+}
+
+/// A connected socket: the `system` room if it may read it, and its events.
+async fn connected(sio: Arc<Sio>, s: SocketRef) {
+    let Some(c) = conn(&s) else {
+        let _ = s.disconnect();
+        return;
+    };
+    if sio.state.iris.check_topic(&c.ctx, "system").await.is_ok() {
+        s.join("system");
+    }
+    for (event, room_of) in [
+        (
+            "cache:subscribe",
+            rooms::session_room as fn(&Value) -> Result<String, IrisError>,
+        ),
+        ("process:subscribe", rooms::team_room),
+    ] {
+        let sio = sio.clone();
+        s.on(
+            event,
+            move |s: SocketRef, data: TryData<Value>, ack: AckSender| {
+                subscribe(sio.clone(), s, data.0.ok(), ack, room_of, true)
+            },
+        );
+    }
+    for (event, room_of) in [
+        (
+            "cache:unsubscribe",
+            rooms::session_room as fn(&Value) -> Result<String, IrisError>,
+        ),
+        ("process:unsubscribe", rooms::team_room),
+    ] {
+        let sio = sio.clone();
+        s.on(
+            event,
+            move |s: SocketRef, data: TryData<Value>, ack: AckSender| {
+                subscribe(sio.clone(), s, data.0.ok(), ack, room_of, false)
+            },
+        );
+    }
+    {
+        let sio = sio.clone();
+        s.on(
+            "tell:start",
+            move |s: SocketRef, data: TryData<Value>, ack: AckSender| {
+                tell(sio.clone(), s, data.0.ok(), ack)
+            },
+        );
+    }
+    {
+        let sio = sio.clone();
+        s.on("health:check", move |s: SocketRef, ack: AckSender| {
+            health(sio.clone(), s, ack)
+        });
+    }
+    s.on_fallback(
+        |s: SocketRef, Event(name): Event, ack: AckSender, _: Data<Value>| async move {
+            if let Some((_, ack)) = admit(&s, ack) {
+                let e =
+                    IrisError::new(ErrorKind::MethodNotFound, format!("unknown event `{name}`"))
+                        .with_details(json!({"event": name}));
+                fail(&s, ack, e);
+            }
+        },
+    );
+    s.on_disconnect(move |s: SocketRef| {
+        sio.state.ws_connections.fetch_sub(1, Ordering::AcqRel);
+        // Its rooms are left after this handler: release the ones it was
+        // the last in once that happened.
+        let joined: Vec<String> = s.rooms().iter().map(|r| r.to_string()).collect();
+        let sio = sio.clone();
+        async move {
+            tokio::task::yield_now().await;
+            for room in joined {
+                sio.release(&room);
+            }
+        }
+    });
+}
+
+/// The socket's caller, if this event is within its budget; else the
+/// refusal is sent and `None` returned.
+fn admit(s: &SocketRef, ack: AckSender) -> Option<(Ctx, AckSender)> {
+    let c = conn(s)?;
+    let count = {
+        let Ok(mut w) = c.window.lock() else {
+            return None;
+        };
+        if w.0.elapsed() >= Duration::from_secs(1) {
+            *w = (Instant::now(), 0);
+        }
+        w.1 += 1;
+        w.1
+    };
+    let limit = c.limit;
+    if count > limit {
+        let e = IrisError::new(
+            ErrorKind::RateLimited,
+            format!("more than {limit} events per second"),
+        );
+        fail(s, ack, e);
+        return None;
+    }
+    Some((c.ctx.clone(), ack))
+}
+
+/// Answer a failed event: the error body as the acknowledgement, and as
+/// an `error` event.
+fn fail(s: &SocketRef, ack: AckSender, e: IrisError) {
+    let body = e.body(None, now_ms());
+    let _ = s.emit("error", &body);
+    let _ = ack.send(&body);
+}
+
+/// `cache:subscribe` and friends: join (or leave) the room the data names,
+/// if the caller may read it.
+async fn subscribe(
+    sio: Arc<Sio>,
+    s: SocketRef,
+    data: Option<Value>,
+    ack: AckSender,
+    room_of: fn(&Value) -> Result<String, IrisError>,
+    join: bool,
+) {
+    let Some((ctx, ack)) = admit(&s, ack) else {
+        return;
+    };
+    let room = match room_of(&data.unwrap_or(Value::Null)) {
+        Ok(r) => r,
+        Err(e) => return fail(&s, ack, e),
+    };
+    if !join {
+        s.leave(room.clone());
+        sio.release(&room);
+        let _ = ack.send(&json!({"ok": true, "room": room, "subscribed": false}));
+        return;
+    }
+    if let Err(e) = sio.state.iris.check_topic(&ctx, &room).await {
+        return fail(&s, ack, e);
+    }
+    sio.ensure(&room);
+    s.join(room.clone());
+    let _ = ack.send(&json!({"ok": true, "room": room, "subscribed": true}));
+}
+
+/// `tell:start`: send a message and stream its turn to this socket.
+async fn tell(sio: Arc<Sio>, s: SocketRef, data: Option<Value>, ack: AckSender) {
+    let Some((ctx, ack)) = admit(&s, ack) else {
+        return;
+    };
+    let Some(params) = data.filter(Value::is_object) else {
+        return fail(
+            &s,
+            ack,
+            IrisError::validation("data", "must be an object {toTeam, message, fromTeam?}"),
+        );
+    };
+    let mut follower = match sio.state.iris.send_and_follow(&ctx, params).await {
+        Ok(f) => f,
+        Err(e) => return fail(&s, ack, e),
+    };
+    let id = follower.message_id().to_owned();
+    // The first event names the turn's conversation.
+    let start = match follower.next().await {
+        Some(e @ TurnEvent::Start { .. }) => e.data(),
+        _ => json!({"messageId": id}),
+    };
+    let _ = ack.send(&json!({"ok": true, "messageId": id, "team": start["team"], "sessionId": start["sessionId"]}));
+    tokio::spawn(async move {
+        while let Some(event) = follower.next().await {
+            let (name, body) = match &event {
+                TurnEvent::Start { .. } => continue,
+                TurnEvent::Chunk { data, seq } => (
+                    "tell:chunk",
+                    json!({"messageId": id, "chunk": data.get("text").cloned().unwrap_or(Value::Null), "seq": seq}),
+                ),
+                TurnEvent::ToolUse { data, seq } => (
+                    "tell:tool_use",
+                    json!({"messageId": id, "toolUse": data, "seq": seq}),
+                ),
+                TurnEvent::Complete { .. } => ("tell:complete", event.data()),
+                TurnEvent::Error { error, .. } => {
+                    let mut body = event.data();
+                    body["error"] = error.body(None, now_ms());
+                    ("tell:error", body)
+                }
+            };
+            if s.emit(name, &body).is_err() {
+                // The socket is gone; the turn goes on.
+                return;
+            }
+        }
+    });
+}
+
+/// `health:check` from the client: the same report the `system` room gets.
+async fn health(sio: Arc<Sio>, s: SocketRef, ack: AckSender) {
+    if let Some((_, ack)) = admit(&s, ack) {
+        let _ = ack.send(&rooms::health_report(&sio.state));
+    }
+}
