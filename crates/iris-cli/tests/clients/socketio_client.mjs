@@ -159,6 +159,17 @@ async function all() {
   check(errors.length === 6 && errors.every((e) => e.code), 'each failure is also an `error` event');
   const after = await tell(socket, 'still here');
   check(after.done.response === 'still here', 'the socket goes on after bad input');
+
+  // Limits: events per second (api.websocket.messagesPerSecond, 50); a
+  // message over 1 MB is refused (socketioxide 0.18 caps WebSocket frames
+  // at its own 64 MiB; long-polling bodies at api.websocket.maxMessageBytes).
+  await new Promise((r) => setTimeout(r, 1100));
+  const burst = await Promise.all(Array.from({ length: 80 }, () => socket.timeout(10000).emitWithAck('health:check')));
+  const limited = burst.filter((b) => b.code === 'RATE_LIMITED').length;
+  check(limited > 0 && limited < 80, `a burst of 80 events: ${limited} refused with RATE_LIMITED`);
+  await new Promise((r) => setTimeout(r, 1100));
+  const huge = await socket.timeout(15000).emitWithAck('tell:start', { toTeam: 'demo', message: 'x'.repeat(2 * 1024 * 1024) });
+  check(huge.code === 'VALIDATION_ERROR', `a 2 MiB message is refused: ${huge.code}`);
   socket.close();
 
   // The long-polling transport alone.
