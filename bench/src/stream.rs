@@ -1,6 +1,6 @@
 //! Streaming latency: from the echo agent writing a chunk (it stamps each
-//! chunk with the time it wrote it) to a client receiving it, over SSE and
-//! WebSocket, against reading the same agent's pipe directly.
+//! chunk with the time it wrote it) to a client receiving it, over SSE,
+//! WebSocket and Socket.IO, against reading the same agent's pipe directly.
 
 use std::time::Duration;
 
@@ -88,17 +88,55 @@ async fn websocket(addr: std::net::SocketAddr) -> anyhow::Result<Vec<Duration>> 
     Ok(out)
 }
 
+/// A Socket.IO client speaking the protocol itself over a WebSocket
+/// (Engine.IO 4 frames: `0` open, `2`/`3` ping/pong, `40` connect, `42`
+/// events), as socket.io-client does after its upgrade.
+async fn socketio(addr: std::net::SocketAddr) -> anyhow::Result<Vec<Duration>> {
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    ws.send(Message::Text("40".into())).await?;
+    let tell = json!(["tell:start", {"toTeam": "demo", "message": MESSAGE}]);
+    let mut out = Vec::new();
+    while let Some(m) = ws.next().await {
+        let Message::Text(t) = m? else { continue };
+        let t = t.as_str();
+        if t == "2" {
+            ws.send(Message::Text("3".into())).await?;
+        } else if t.starts_with("40") {
+            ws.send(Message::Text(format!("42{tell}").into())).await?;
+        } else if let Some(event) = t.strip_prefix("42")
+            && let Ok(v) = serde_json::from_str::<Value>(event)
+        {
+            match v[0].as_str() {
+                Some("tell:chunk") => {
+                    out.extend(latency(v[1]["chunk"].as_str().unwrap_or_default()))
+                }
+                Some("tell:complete") | Some("tell:error") => break,
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub async fn run(rounds: usize) -> anyhow::Result<()> {
     let (iris, _dir) = crate::http::open().await?;
     let server = iris_server::start(iris.clone(), None).await?;
     let base = format!("http://{}", server.addr);
-    let (mut r, mut s, mut w) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut r, mut s, mut w, mut io) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         r.extend(raw().await?);
         s.extend(sse(&base).await?);
         w.extend(websocket(server.addr).await?);
+        io.extend(socketio(server.addr).await?);
     }
-    let (r, s, w) = (summarize(&mut r), summarize(&mut s), summarize(&mut w));
+    let (r, s, w, io) = (
+        summarize(&mut r),
+        summarize(&mut s),
+        summarize(&mut w),
+        summarize(&mut io),
+    );
     println!("chunk latency, agent write to client read ({rounds} turns of 300 chunks each)");
     println!(
         "  raw pipe   : median {:8.1} us  p99 {:8.1} us",
@@ -114,6 +152,11 @@ pub async fn run(rounds: usize) -> anyhow::Result<()> {
         "  WebSocket  : median {:8.1} us  p99 {:8.1} us",
         us(w.median),
         us(w.p99)
+    );
+    println!(
+        "  Socket.IO  : median {:8.1} us  p99 {:8.1} us",
+        us(io.median),
+        us(io.p99)
     );
     server.stop().await;
     iris.shutdown().await;
