@@ -841,3 +841,66 @@ async fn jobs_survive_a_sigkill() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("already ended"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_does_not_cancel_jobs() {
+    let (rx, url) = Receiver::start(0).await;
+    let yaml = format!(
+        "{WEBHOOKS}jobs:\n  retryInterrupted: true\nsettings:\n  shutdownGrace: 300\nteams:\n  demo:\n    path: .\n    agent: echo\n"
+    );
+    let h = start(&yaml).await;
+    let call = |h: &Harness, task: &str| {
+        let params =
+            json!({"team": "demo", "task": task, "callback": {"url": format!("{url}/stop")}});
+        let iris = h.iris.clone();
+        async move {
+            iris.dispatch(iris_core::Ctx::local(), "job_execute", params)
+                .await
+                .unwrap()
+        }
+    };
+    let running = call(&h, "[[delay=200]] a b c d e f g h").await;
+    let queued = call(&h, "behind it").await;
+    let id = running["jobId"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h
+        .iris
+        .dispatch(iris_core::Ctx::local(), "job_get", json!({"jobId": id}))
+        .await
+        .unwrap()["status"]
+        != "running"
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let home = h.stop().await;
+    assert!(
+        rx.hits("/stop").is_empty(),
+        "the shutdown reported nothing as cancelled"
+    );
+    // Started again: the interrupted job runs again (retryInterrupted), the queued one runs.
+    let h = start_in(home, &yaml).await;
+    let hits = rx.wait_for("/stop", 2).await;
+    let got: BTreeMap<String, (String, Value)> = hits
+        .iter()
+        .map(|h| {
+            let v = h.json();
+            (
+                v["jobId"].as_str().unwrap().to_owned(),
+                (
+                    v["status"].as_str().unwrap().to_owned(),
+                    v["result"].clone(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(got[&id].0, "completed", "{got:?}");
+    assert_eq!(got[queued["jobId"].as_str().unwrap()].1, "behind it");
+    let job = h
+        .iris
+        .dispatch(iris_core::Ctx::local(), "job_get", json!({"jobId": id}))
+        .await
+        .unwrap();
+    assert_eq!(job["attempts"], 2, "{job}");
+    h.stop().await;
+}

@@ -481,8 +481,10 @@ impl Iris {
 
     /// Stop every agent and close the database.
     pub async fn shutdown(&self) {
+        let jobs = self.stop_jobs();
         self.pool.shutdown().await;
         self.recorder.flush().await;
+        self.reopen_jobs(&jobs).await;
         self.auth.flush().await;
         self.store.close().await;
     }

@@ -64,6 +64,8 @@ pub struct JobFilter {
     pub status: Option<String>,
     /// Only this caller's jobs.
     pub caller: Option<String>,
+    /// Only jobs sent from this team (an agent reads its own team's).
+    pub from_team: Option<String>,
     /// Only jobs of these teams (a caller limited to some teams).
     pub teams: Option<Vec<String>>,
     pub limit: i64,
@@ -115,6 +117,9 @@ fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &JobFilter) {
     }
     if let Some(v) = &f.caller {
         q.push(" AND j.caller = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.from_team {
+        q.push(" AND t.from_team = ").push_bind(v.clone());
     }
     if let Some(teams) = &f.teams {
         q.push(" AND j.team IN (");
@@ -332,6 +337,24 @@ impl Store {
         tx.commit().await.ctx("committing a requeued job")
     }
 
+    /// Jobs a shutdown stopped (their turns ended `cancelled` by it): back
+    /// to `running` if they had started, else `queued`, unless their end
+    /// was already written. Returns how many.
+    pub async fn reopen_jobs(&self, ids: &[String]) -> Result<u64> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "UPDATE turns SET status = CASE WHEN started_at IS NULL THEN 'queued' ELSE 'running' END, \
+             completed_at = NULL, error = NULL, response = NULL \
+             WHERE id IN (SELECT id FROM jobs WHERE notified = 0) AND id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(id.clone());
+        }
+        list.push_unseparated(")");
+        let done = q.build().execute(&self.pool).await.ctx("reopening jobs")?;
+        Ok(done.rows_affected())
+    }
+
     /// A job ended: its turn's end and the deliveries that report it, in
     /// one transaction, after which the job needs nothing more. (The turn's
     /// events follow through the recorder; writing the end twice is harmless.)
@@ -355,12 +378,14 @@ impl Store {
     }
 }
 
-/// The request a job was made from, as JSON, for the record's `callback`.
+/// A job's callback as its record shows it: the URL, the method and the
+/// names of its headers. Never the secret (it signs the deliveries) nor the
+/// header values (they often carry a receiver's credential).
 pub fn callback_json(c: &Callback) -> Value {
-    let mut v = serde_json::json!(c);
-    if let Some(o) = v.as_object_mut() {
-        // Never shown back: it signs the deliveries.
-        o.remove("secret");
-    }
-    v
+    let headers: serde_json::Map<String, Value> = c
+        .headers
+        .keys()
+        .map(|k| (k.clone(), Value::from("(hidden)")))
+        .collect();
+    serde_json::json!({"url": c.url, "method": c.method, "headers": headers})
 }

@@ -332,16 +332,21 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Deliveries of a webhook or of a job, newest first.
+    /// Deliveries of a webhook or of a job (with `callbacks_only`, a job's
+    /// callback's only, not the subscriptions'), newest first.
     pub async fn deliveries(
         &self,
         webhook_id: Option<&str>,
         job_id: Option<&str>,
+        callbacks_only: bool,
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<DeliveryRow>, i64)> {
         let filter = |q: &mut QueryBuilder<Sqlite>| {
             q.push(" WHERE 1 = 1");
+            if callbacks_only {
+                q.push(" AND webhook_id IS NULL");
+            }
             if let Some(w) = webhook_id {
                 q.push(" AND webhook_id = ").push_bind(w.to_owned());
             }

@@ -245,11 +245,24 @@ async fn secret_for(inner: &Inner, d: &DeliveryRow) -> Result<String, Failure> {
             }),
         };
     }
-    if let Some(job) = &d.job_id
-        && let Ok(Some(j)) = inner.store.job(job).await
-        && let Some(secret) = j.job.callback.and_then(|c| c.secret)
-    {
-        return Ok(secret);
+    if let Some(job) = &d.job_id {
+        match inner.store.job(job).await {
+            Ok(Some(j)) => {
+                if let Some(secret) = j.job.callback.and_then(|c| c.secret) {
+                    return Ok(secret);
+                }
+            }
+            // Pruned: its secret went with it.
+            Ok(None) => {}
+            // Signing with the wrong secret would fail the receiver's check.
+            Err(e) => {
+                return Err(Failure {
+                    error: e.to_string(),
+                    status: None,
+                    final_: false,
+                });
+            }
+        }
     }
     Ok(inner.options.signing_secret.clone())
 }

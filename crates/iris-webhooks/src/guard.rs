@@ -45,7 +45,9 @@ pub fn is_refused(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => refused_v4(v4),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            // IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible (::a.b.c.d,
+            // which also covers :: and ::1) addresses are their IPv4 one.
+            if let Some(v4) = v6.to_ipv4() {
                 return refused_v4(v4);
             }
             let first = v6.segments()[0];
@@ -57,6 +59,7 @@ pub fn is_refused(ip: IpAddr) -> bool {
                 || (first & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
                 || first == 0x0064 && v6.segments()[1] == 0xff9b // NAT64 64:ff9b::/96
                 || first == 0x2002 // 6to4, which embeds an IPv4 address
+                || (first == 0x2001 && v6.segments()[1] == 0) // Teredo 2001::/32, likewise
                 || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
         }
     }
@@ -78,10 +81,19 @@ fn refused_v4(ip: Ipv4Addr) -> bool {
         || a >= 240 // reserved
 }
 
-/// Why a destination is refused, for the caller.
+/// Why a destination is refused, for the caller. The address a name
+/// resolved to is logged, not told: it would map the internal network for
+/// anyone who may create a job.
 fn refusal(host: &str, ip: IpAddr) -> String {
+    let literal = host
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+        .is_ok();
+    if !literal {
+        tracing::info!(host, %ip, "webhook destination refused: an internal address");
+    }
     format!(
-        "`{host}` resolves to {ip}, a loopback, private, link-local or otherwise internal address; \
+        "`{host}` is or resolves to a loopback, private, link-local or otherwise internal address; \
          webhooks may not go there unless the host is in webhooks.allowHosts"
     )
 }
@@ -208,6 +220,8 @@ mod tests {
             "fd00:ec2::254",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
             "::",
         ] {
             assert!(is_refused(ip.parse().unwrap()), "{ip}");

@@ -13,7 +13,8 @@
 
 mod report;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -27,16 +28,12 @@ use crate::pool::turn::{Priority, TurnStatus, TurnTracker};
 
 pub use report::{Subscriptions, job_payload, spawn_event_forwarder};
 
-/// A job waiting for its turn to be handed to the pool.
+/// A job waiting for its turn to be handed to the pool. Only its id: the
+/// rest (up to a megabyte of task) is read back from the database when it
+/// goes, so a long queue costs little memory.
 #[derive(Debug, Clone)]
 struct Waiting {
     id: String,
-    session_id: String,
-    from: String,
-    request: String,
-    created_at: i64,
-    chain: Vec<String>,
-    limit: Option<Duration>,
 }
 
 /// One team's jobs.
@@ -55,6 +52,10 @@ struct State {
     teams: HashMap<String, TeamJobs>,
     /// Where each waiting job is: team and key.
     index: HashMap<String, (String, (Priority, u64))>,
+    /// Taken from the queue, not yet in the pool.
+    dispatching: HashSet<String>,
+    /// Cancelled while being dispatched: ended instead of submitted.
+    cancelled: HashSet<String>,
     arrivals: u64,
 }
 
@@ -78,6 +79,9 @@ pub struct Jobs {
     pub deliverer: Option<iris_webhooks::Deliverer>,
     /// Active webhook subscriptions.
     pub subscriptions: Subscriptions,
+    /// Iris is stopping: nothing more is dispatched, and the ends the
+    /// shutdown causes are not jobs' ends (see [`Iris::stop_jobs`]).
+    stopping: AtomicBool,
 }
 
 /// Weight of the newest duration in the moving average.
@@ -91,6 +95,7 @@ impl Jobs {
             concurrency: concurrency.max(1),
             deliverer,
             subscriptions: Subscriptions::default(),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -109,16 +114,6 @@ impl Jobs {
         let priority = parse_priority(&job.job.priority);
         let waiting = Waiting {
             id: job.job.id.clone(),
-            session_id: job.turn.session_id.clone(),
-            from: job.turn.from_team.clone(),
-            request: job.turn.request.clone(),
-            created_at: job.turn.created_at,
-            chain: job.turn.chain.clone(),
-            limit: job
-                .job
-                .timeout_ms
-                .filter(|t| *t > 0)
-                .map(|t| Duration::from_millis(t as u64)),
         };
         let place = {
             let Ok(mut s) = self.state.lock() else {
@@ -180,7 +175,12 @@ impl Jobs {
             return Vec::new();
         };
         let mut out = Vec::new();
-        let State { teams, index, .. } = &mut *s;
+        let State {
+            teams,
+            index,
+            dispatching,
+            ..
+        } = &mut *s;
         for (name, team) in teams.iter_mut() {
             while team.running.len() + out.iter().filter(|(t, _, _)| t == name).count()
                 < self.concurrency
@@ -189,6 +189,7 @@ impl Jobs {
                     break;
                 };
                 index.remove(&w.id);
+                dispatching.insert(w.id.clone());
                 out.push((name.clone(), key, w));
             }
         }
@@ -198,6 +199,7 @@ impl Jobs {
     /// Return a job the pool could not take, at its place.
     fn put_back(&self, team: &str, key: (Priority, u64), w: Waiting) {
         if let Ok(mut s) = self.state.lock() {
+            s.dispatching.remove(&w.id);
             s.index.insert(w.id.clone(), (team.to_owned(), key));
             s.teams
                 .entry(team.to_owned())
@@ -209,6 +211,7 @@ impl Jobs {
 
     fn started(&self, team: &str, tracker: Arc<TurnTracker>) {
         if let Ok(mut s) = self.state.lock() {
+            s.dispatching.remove(&tracker.id);
             s.teams
                 .entry(team.to_owned())
                 .or_default()
@@ -233,6 +236,51 @@ impl Jobs {
         self.wake.notify_one();
     }
 
+    /// Dispatching of job `id` is over (it failed or was cancelled);
+    /// whether it had been cancelled meanwhile.
+    fn dispatched(&self, id: &str) -> bool {
+        self.state.lock().is_ok_and(|mut s| {
+            s.dispatching.remove(id);
+            s.cancelled.remove(id)
+        })
+    }
+
+    /// Dispatching of job `id` ends here if it was cancelled meanwhile.
+    fn dispatched_if_cancelled(&self, id: &str) -> bool {
+        self.state.lock().is_ok_and(|mut s| {
+            let cancelled = s.cancelled.remove(id);
+            if cancelled {
+                s.dispatching.remove(id);
+            }
+            cancelled
+        })
+    }
+
+    /// Cancel job `id` if it is being dispatched; whether it was.
+    fn cancel_dispatching(&self, id: &str) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|mut s| s.dispatching.contains(id) && s.cancelled.insert(id.to_owned()))
+    }
+
+    /// Whether Iris is stopping.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// The jobs handed to the pool and not ended.
+    fn running_ids(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .map(|s| {
+                s.teams
+                    .values()
+                    .flat_map(|t| t.running.keys().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The running turn of job `id`, if it runs.
     fn running_turn(&self, id: &str) -> Option<Arc<TurnTracker>> {
         let s = self.state.lock().ok()?;
@@ -246,6 +294,10 @@ impl Jobs {
             t.average_ms.get_or_insert(avg);
         }
     }
+}
+
+fn priority_of(key: (Priority, u64)) -> Priority {
+    key.0
 }
 
 pub(crate) fn parse_priority(p: &str) -> Priority {
@@ -347,6 +399,23 @@ impl Iris {
             self.write_job_end(&job, finish).await;
             return Ok(TurnStatus::Queued);
         }
+        if self.jobs.cancel_dispatching(&job.job.id) {
+            // On its way to the pool: it ends before it gets there.
+            for _ in 0..50 {
+                if self.jobs.running_turn(&job.job.id).is_some() {
+                    break;
+                }
+                if self
+                    .store
+                    .job(&job.job.id)
+                    .await?
+                    .is_some_and(|j| j.job.notified)
+                {
+                    return Ok(TurnStatus::Queued);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         if let Some(t) = self.jobs.running_turn(&job.job.id) {
             let status = t.status();
             if !status.is_final() {
@@ -396,15 +465,24 @@ impl Iris {
 
     /// Hand one waiting job to the pool.
     async fn dispatch_job(self: &Arc<Self>, team_name: &str, key: (Priority, u64), w: Waiting) {
-        let priority = key.0;
-        let Some(job) = self.store.job(&w.id).await.ok().flatten() else {
+        let job = match self.store.job(&w.id).await {
+            Ok(Some(job)) => job,
             // Deleted with its conversation meanwhile.
-            return;
+            Ok(None) => {
+                self.jobs.dispatched(&w.id);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(job = %w.id, error = %e, "reading a job to run it; trying again");
+                self.jobs.put_back(team_name, key, w);
+                self.wake_later();
+                return;
+            }
         };
-        let fail = |message: String| {
+        let end = |status: &str, message: String| {
             let mut job = job.clone();
             let finish = TurnFinish {
-                status: "failed".into(),
+                status: status.into(),
                 response: String::new(),
                 error: Some(message),
                 completed_at: now_ms(),
@@ -413,32 +491,55 @@ impl Iris {
             job.turn.finish(finish.clone());
             (job, finish)
         };
+        if self.jobs.stopping() {
+            self.jobs.put_back(team_name, key, w);
+            return;
+        }
         let Some(team) = self.team_named(team_name) else {
-            let (job, finish) = fail(format!("team `{team_name}` no longer exists"));
+            self.jobs.dispatched(&w.id);
+            let (job, finish) = end("failed", format!("team `{team_name}` no longer exists"));
             self.write_job_end(&job, finish).await;
             return;
         };
-        let session = match self.session(&w.from, team_name, Some(&w.session_id)).await {
+        let t = &job.turn;
+        let session = match self
+            .session(&t.from_team, team_name, Some(&t.session_id))
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
-                let (job, finish) = fail(e.message);
+                self.jobs.dispatched(&w.id);
+                let (job, finish) = end("failed", e.message);
                 self.write_job_end(&job, finish).await;
                 return;
             }
         };
         let tracker = Arc::new(
             TurnTracker::new(
-                w.id.clone(),
-                w.session_id.clone(),
+                t.id.clone(),
+                t.session_id.clone(),
                 team_name.to_owned(),
-                w.from.clone(),
-                w.request.clone(),
+                t.from_team.clone(),
+                t.request.clone(),
             )
-            .created(w.created_at)
-            .with_chain(w.chain.clone())
-            .with_limit(w.limit),
+            .created(t.created_at)
+            .with_chain(t.chain.clone())
+            .with_limit(
+                job.job
+                    .timeout_ms
+                    .filter(|ms| *ms > 0)
+                    .map(|ms| Duration::from_millis(ms as u64)),
+            ),
         );
-        match self.pool.submit(&team, &session, tracker.clone(), priority) {
+        if self.jobs.dispatched_if_cancelled(&w.id) {
+            let (job, finish) = end("cancelled", "cancelled".into());
+            self.write_job_end(&job, finish).await;
+            return;
+        }
+        match self
+            .pool
+            .submit(&team, &session, tracker.clone(), priority_of(key))
+        {
             Ok(()) => {
                 self.jobs.started(team_name, tracker.clone());
                 let iris = self.clone();
@@ -447,31 +548,66 @@ impl Iris {
             Err(e) if matches!(e.kind, ErrorKind::PoolExhausted | ErrorKind::QueueFull) => {
                 // The pool is full: wait, first in line.
                 self.jobs.put_back(team_name, key, w);
-                let weak = Arc::downgrade(self);
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    if let Some(iris) = weak.upgrade() {
-                        iris.jobs.wake.notify_one();
-                    }
-                });
+                self.wake_later();
             }
             Err(e) => {
-                let (job, finish) = fail(e.message);
+                self.jobs.dispatched(&w.id);
+                let (job, finish) = end("failed", e.message);
                 self.write_job_end(&job, finish).await;
             }
         }
+    }
+
+    /// Look at the queue again in a while (the pool or the database was busy).
+    fn wake_later(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Some(iris) = weak.upgrade() {
+                iris.jobs.wake.notify_one();
+            }
+        });
     }
 
     async fn watch_job(self: Arc<Self>, mut job: JobRecord, tracker: Arc<TurnTracker>) {
         let Some(outcome) = tracker.wait(None).await.cloned() else {
             return;
         };
+        if self.jobs.stopping() {
+            // Ended by the shutdown, not by itself: the next start takes it
+            // up (see `stop_jobs`).
+            return;
+        }
         let finish = outcome.finish(0);
         job.turn.finish(finish.clone());
         job.turn.started_at = Some(outcome.completed_at - outcome.duration_ms as i64);
         self.write_job_end(&job, finish).await;
         self.jobs
             .ended(&job.job.team, &job.job.id, Some(outcome.duration_ms));
+    }
+
+    /// Before the pool stops: dispatch nothing more, and remember which
+    /// jobs it is running. Returns them for [`Iris::reopen_jobs`].
+    pub(crate) fn stop_jobs(&self) -> Vec<String> {
+        self.jobs.stopping.store(true, Ordering::Release);
+        self.jobs.running_ids()
+    }
+
+    /// After the pool stopped: the jobs it was running ended `cancelled`
+    /// by the shutdown, not by anyone's wish; put them back as they were
+    /// (`running` if they had started, else `queued`), so the next start
+    /// runs them again or fails them `interrupted`, and reports them.
+    pub(crate) async fn reopen_jobs(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
+        match self.store.reopen_jobs(ids).await {
+            Ok(n) => tracing::info!(
+                jobs = n,
+                "jobs stopped by the shutdown are taken up at the next start"
+            ),
+            Err(e) => tracing::warn!(error = %e, "reopening jobs stopped by the shutdown"),
+        }
     }
 
     /// A team by name, whoever asks (the scheduler has no caller).
@@ -484,6 +620,9 @@ impl Iris {
 async fn schedule(iris: Weak<Iris>) {
     loop {
         let Some(strong) = iris.upgrade() else { return };
+        if strong.jobs.stopping() {
+            return;
+        }
         let batch = strong.jobs.next_batch();
         let mut seeded = Vec::new();
         for (team, key, w) in batch {

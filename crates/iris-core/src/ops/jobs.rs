@@ -438,6 +438,8 @@ pub(super) fn operations() -> Vec<Operation> {
                         team: p.team,
                         status: p.status,
                         caller: p.mine.then(|| ctx.principal.actor()),
+                        // An agent reads its own team's jobs only.
+                        from_team: ctx.principal.agent_team().map(str::to_owned),
                         teams: ctx.principal.teams.clone(),
                         limit: p.limit,
                         offset: Pagination::offset(p.page, p.limit),
@@ -472,9 +474,11 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: JobParams| async move {
                 visible_job(&iris, &ctx, &p.job_id).await?;
+                // Subscriptions' deliveries are administrators' business.
+                let callbacks_only = !ctx.principal.allows(scope::ADMIN);
                 let (rows, total) = iris
                     .store
-                    .deliveries(None, Some(&p.job_id), 1000, 0)
+                    .deliveries(None, Some(&p.job_id), callbacks_only, 1000, 0)
                     .await?;
                 Ok(DeliveryList {
                     deliveries: with_attempts(&iris, rows).await?,

@@ -278,6 +278,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     .deliveries(
                         Some(&p.webhook_id),
                         None,
+                        false,
                         p.limit,
                         Pagination::offset(p.page, p.limit),
                     )

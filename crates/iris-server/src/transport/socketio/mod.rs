@@ -282,8 +282,10 @@ async fn subscribe(
     if let Err(e) = sio.state.iris.check_topic(&ctx, &room).await {
         return fail(&s, ack, e);
     }
-    sio.ensure(&room);
+    // Joined first, so a socket leaving at the same time does not stop the
+    // feed this one needs (`release` looks for members under the same lock).
     s.join(room.clone());
+    sio.ensure(&room);
     let _ = ack.send(&json!({"ok": true, "room": room, "subscribed": true}));
 }
 

@@ -77,10 +77,13 @@ impl Sio {
 
     /// Stop feeding `room` if no socket is in it any more.
     pub fn release(&self, room: &str) {
-        if room == "system" || !self.io.within(room.to_owned()).sockets().is_empty() {
+        if room == "system" {
             return;
         }
-        if let Ok(mut feeds) = self.feeds.lock()
+        let Ok(mut feeds) = self.feeds.lock() else {
+            return;
+        };
+        if self.io.within(room.to_owned()).sockets().is_empty()
             && let Some(h) = feeds.remove(room)
         {
             h.abort();
