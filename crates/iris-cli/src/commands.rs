@@ -140,7 +140,11 @@ pub async fn serve(source: ConfigSource, insecure: bool) -> anyhow::Result<ExitC
         database = %iris.config.database_path().display(),
         "Iris is running; Ctrl-C stops it"
     );
-    signals.wait().await;
+    let _watcher = crate::reload::watch(&iris)?;
+    while signals.wait().await == Signal::Reload {
+        tracing::info!("SIGHUP: reloading the configuration file");
+        let _ = iris.reload().await;
+    }
     tracing::info!("shutting down: finishing requests, then stopping the agents");
     if let Some(s) = server {
         s.stop().await;
@@ -180,13 +184,23 @@ async fn first_key(iris: &Arc<Iris>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGINT and SIGTERM, listened for from the moment they are created, so a
-/// signal during start-up is not lost to the default handler.
+/// SIGINT and SIGTERM (stop) and SIGHUP (reload the configuration),
+/// listened for from the moment they are created, so a signal during
+/// start-up is not lost to the default handler.
 struct Signals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+/// What a signal asks for.
+#[derive(PartialEq)]
+enum Signal {
+    Stop,
+    Reload,
 }
 
 impl Signals {
@@ -197,20 +211,25 @@ impl Signals {
             Ok(Signals {
                 term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
                 int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+                hup: signal(SignalKind::hangup()).context("listening for SIGHUP")?,
             })
         }
         #[cfg(not(unix))]
         Ok(Signals {})
     }
 
-    async fn wait(&mut self) {
+    async fn wait(&mut self) -> Signal {
         #[cfg(unix)]
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
         #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
     }
 }
 

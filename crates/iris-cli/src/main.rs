@@ -6,6 +6,7 @@ mod credentials;
 mod jobs;
 mod logging;
 mod mcp;
+mod reload;
 
 use std::process::ExitCode;
 

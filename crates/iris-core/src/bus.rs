@@ -36,6 +36,10 @@ pub enum EventKind {
     JobQueued,
     /// A job ended and its end (with its webhook deliveries) is written.
     JobFinished,
+    /// The configuration file was reloaded and applied (`system` only).
+    ConfigReloaded,
+    /// The configuration file changed but was not applied: the error.
+    ConfigRejected,
 }
 
 impl EventKind {
@@ -60,6 +64,8 @@ impl EventKind {
             EventKind::ApprovalRequested => "approval.requested".into(),
             EventKind::ApprovalResolved => "approval.resolved".into(),
             EventKind::ApprovalExpired => "approval.expired".into(),
+            EventKind::ConfigReloaded => "config.reloaded".into(),
+            EventKind::ConfigRejected => "config.rejected".into(),
             EventKind::Chunk
             | EventKind::ToolUse
             | EventKind::ToolResult

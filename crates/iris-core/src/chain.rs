@@ -105,7 +105,7 @@ impl Iris {
     }
 
     fn within_hops(&self, chain: Vec<String>) -> Result<Vec<String>> {
-        let max = self.config.settings.max_hops;
+        let max = self.pool.settings().max_hops;
         if chain.len().saturating_sub(1) > max {
             let shown = chain.join(" → ");
             return Err(IrisError::new(

@@ -23,6 +23,7 @@ mod ops;
 pub mod pool;
 pub mod recorder;
 pub mod registry;
+pub mod reload;
 pub mod team;
 
 pub use ctx::{Ctx, TurnWatch};

@@ -316,7 +316,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     },
                     processes: ProcessCounts {
                         total: processes,
-                        max_processes: iris.config.settings.max_processes,
+                        max_processes: iris.pool.settings().max_processes,
                     },
                     uptime: now - iris.started_at,
                     version: env!("CARGO_PKG_VERSION"),

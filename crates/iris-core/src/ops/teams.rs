@@ -215,7 +215,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 Ok(StatusResult {
                     teams: teams.iter().map(|t| status_of(&iris, t)).collect(),
                     total_processes: processes.len(),
-                    max_processes: iris.config.settings.max_processes,
+                    max_processes: iris.pool.settings().max_processes,
                     timestamp: crate::now_ms(),
                 })
             },

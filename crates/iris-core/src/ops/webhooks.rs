@@ -36,6 +36,8 @@ pub const EVENTS: &[&str] = &[
     "approval.requested",
     "approval.resolved",
     "approval.expired",
+    "config.reloaded",
+    "config.rejected",
     "*",
 ];
 

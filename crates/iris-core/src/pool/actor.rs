@@ -46,6 +46,9 @@ pub(crate) enum Command {
         approval_id: String,
         answer: Answer,
     },
+    /// The team's configuration changed: use it, restarting the process
+    /// once no turn runs.
+    Reconfigure(Arc<Team>),
     /// Stop the process and end the actor; pending turns are cancelled with `reason`.
     Stop {
         reason: String,
@@ -111,6 +114,8 @@ pub(crate) struct Actor {
     awaiting: Vec<permission::Awaiting>,
     queue: [VecDeque<TurnJob>; 3],
     current: Option<Running>,
+    /// The team's configuration changed: restart the process when no turn runs.
+    restart_pending: bool,
     last_used: Instant,
     interrupt_seq: u64,
 }
@@ -148,13 +153,14 @@ impl Actor {
             awaiting: Vec::new(),
             queue: Default::default(),
             current: None,
+            restart_pending: false,
             last_used: Instant::now(),
             interrupt_seq: 0,
         }
     }
 
     fn grace(&self) -> Duration {
-        Duration::from_millis(self.pool.settings.shutdown_grace)
+        Duration::from_millis(self.pool.settings().shutdown_grace)
     }
 
     fn set_state(&self, state: ProcState) {
@@ -204,7 +210,7 @@ impl Actor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let s = &self.pool.settings;
+        let s = self.pool.settings();
         if let Some(d) = self.approval_deadline() {
             // Waiting for a person is not silence: only the approval's own
             // timeout runs (and an interrupt's grace).
@@ -221,7 +227,7 @@ impl Actor {
                 }
                 None => r.last_output + Duration::from_millis(s.response_timeout),
             }),
-            None if self.idle() => Some(self.last_used + self.team.idle_timeout(s)),
+            None if self.idle() => Some(self.last_used + self.team.idle_timeout(&s)),
             None => None,
         }
     }
@@ -289,6 +295,10 @@ impl Actor {
                 approval_id,
                 answer,
             } => self.on_decision(&approval_id, answer).await,
+            Command::Reconfigure(team) => {
+                self.team = team;
+                self.restart_pending = true;
+            }
             Command::Stop { reason, reply } => {
                 self.cancel_pending(&reason).await;
                 return Some(reply);
@@ -356,7 +366,7 @@ impl Actor {
             &self.pool.echo_program,
             seat.as_ref().map(|s| (s.file(), s.token())),
         );
-        match AgentProcess::spawn(&spec, self.pool.settings.max_line_bytes) {
+        match AgentProcess::spawn(&spec, self.pool.settings().max_line_bytes) {
             Ok(p) => {
                 let pid = p.pid();
                 self.process = Some(p);
@@ -406,6 +416,11 @@ impl Actor {
 
     /// Start the next queued turn if nothing runs.
     async fn begin_next(&mut self) {
+        if self.restart_pending && self.current.is_none() {
+            self.restart_pending = false;
+            self.retire_process("the team's configuration changed")
+                .await;
+        }
         while self.current.is_none() {
             let Some(job) = self.queue.iter_mut().find_map(VecDeque::pop_front) else {
                 return;
@@ -448,7 +463,7 @@ impl Actor {
                 }
             } else {
                 let spec = self.team.launch_turn(&text, &self.pool.echo_program);
-                match AgentProcess::spawn(&spec, self.pool.settings.max_line_bytes) {
+                match AgentProcess::spawn(&spec, self.pool.settings().max_line_bytes) {
                     Ok(p) => {
                         self.shared
                             .pid
@@ -489,7 +504,7 @@ impl Actor {
 
     /// Keep a raw event (bounded); returns its sequence number in the turn.
     fn record(&mut self, kind: &str, data: Value) -> u64 {
-        let max = self.pool.settings.max_events_per_turn;
+        let max = self.pool.settings().max_events_per_turn;
         let Some(r) = self.current.as_mut() else {
             return 0;
         };
@@ -891,7 +906,8 @@ impl Actor {
                 TurnStatus::Failed,
                 format!(
                     "team `{}`: the agent did not start within {} ms",
-                    self.team.name, self.pool.settings.spawn_timeout
+                    self.team.name,
+                    self.pool.settings().spawn_timeout
                 ),
             )
         } else {
@@ -899,7 +915,8 @@ impl Actor {
                 TurnStatus::TimedOut,
                 format!(
                     "team `{}`: no output from the agent for {} ms",
-                    self.team.name, self.pool.settings.response_timeout
+                    self.team.name,
+                    self.pool.settings().response_timeout
                 ),
             )
         };
@@ -988,6 +1005,24 @@ impl Actor {
             self.end_turn(TurnStatus::Cancelled, Some(reason.to_owned()), None)
                 .await;
         }
+        self.shared.pid.store(0, Ordering::Relaxed);
+        self.set_state(ProcState::Stopped);
+        self.record_state("stopped");
+    }
+
+    /// Stop the process politely between turns; the next turn starts a new
+    /// one (resuming the conversation) with the team's configuration.
+    async fn retire_process(&mut self, reason: &str) {
+        let Some(p) = self.process.take() else { return };
+        tracing::info!(team = %self.team.name, session = %self.session.id, reason, "restarting the agent's process");
+        let status = p.shutdown(self.grace()).await;
+        self.seat = None;
+        self.expire_all("the agent's process was stopped").await;
+        self.publish(
+            EventKind::ProcessTerminated,
+            None,
+            json!({"team": self.team.name, "exitCode": status.and_then(|s| s.code()), "reason": reason}),
+        );
         self.shared.pid.store(0, Ordering::Relaxed);
         self.set_state(ProcState::Stopped);
         self.record_state("stopped");

@@ -145,7 +145,8 @@ pub(crate) struct PoolInner {
     slots: Slots,
     live: Mutex<HashMap<String, Arc<TurnTracker>>>,
     generation: AtomicU64,
-    pub settings: Settings,
+    /// Swapped whole when the configuration is reloaded.
+    settings: std::sync::RwLock<Arc<Settings>>,
     pub store: Store,
     pub recorder: Recorder,
     pub bus: Arc<Bus>,
@@ -183,6 +184,14 @@ fn info(s: &SlotShared) -> ProcessInfo {
 }
 
 impl PoolInner {
+    /// The settings in force.
+    pub(crate) fn settings(&self) -> Arc<Settings> {
+        self.settings
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
     /// An idle actor asks to leave. Refused (false) if a command is waiting.
     pub(crate) fn retire(
         &self,
@@ -236,7 +245,7 @@ impl Pool {
                 slots: Slots::default(),
                 live: Mutex::new(HashMap::new()),
                 generation: AtomicU64::new(0),
-                settings,
+                settings: std::sync::RwLock::new(Arc::new(settings)),
                 store,
                 recorder,
                 bus,
@@ -326,7 +335,7 @@ impl Pool {
         let alive = slots.get(&session.id).is_some_and(|s| !s.tx.is_closed());
         if !alive {
             slots.remove(&session.id);
-            if slots.len() >= self.inner.settings.max_processes {
+            if slots.len() >= self.inner.settings().max_processes {
                 let victim = slots
                     .iter()
                     .filter(|(_, s)| {
@@ -343,11 +352,11 @@ impl Pool {
                         ErrorKind::PoolExhausted,
                         format!(
                             "all {} agent processes are busy; try again later",
-                            self.inner.settings.max_processes
+                            self.inner.settings().max_processes
                         ),
                     )
                     .with_details(
-                        serde_json::json!({"maxProcesses": self.inner.settings.max_processes}),
+                        serde_json::json!({"maxProcesses": self.inner.settings().max_processes}),
                     ));
                 };
                 if let Some(v) = slots.remove(&victim) {
@@ -400,7 +409,7 @@ impl Pool {
             .filter(|s| s.shared.team == team.name)
             .map(|s| s.shared.queued.load(Ordering::Acquire))
             .sum();
-        let max = self.inner.settings.max_queue_per_team;
+        let max = self.inner.settings().max_queue_per_team;
         if waiting >= max {
             return Err(IrisError::new(
                 ErrorKind::QueueFull,
@@ -519,7 +528,26 @@ impl Pool {
         self.stop_where(|_| true, "Iris is shutting down").await;
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.inner.settings
+    /// The settings in force (they change when the configuration is reloaded).
+    pub fn settings(&self) -> Arc<Settings> {
+        self.inner.settings()
+    }
+
+    /// New settings, from a reloaded configuration: limits and timeouts
+    /// apply from the next time they are read (new processes, new turns).
+    pub fn set_settings(&self, settings: Settings) {
+        if let Ok(mut s) = self.inner.settings.write() {
+            *s = Arc::new(settings);
+        }
+    }
+
+    /// A team's configuration changed: its processes take `team` and
+    /// restart with it once their running turn has ended.
+    pub fn reconfigure(&self, team: &Arc<Team>) {
+        if let Ok(slots) = self.lock() {
+            for slot in slots.values().filter(|s| s.shared.team == team.name) {
+                let _ = slot.tx.send(Command::Reconfigure(team.clone()));
+            }
+        }
     }
 }

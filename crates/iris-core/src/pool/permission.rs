@@ -77,7 +77,7 @@ impl Actor {
     }
 
     async fn ask(&mut self, request_id: String, tool_name: String, input: Value) {
-        let timeout = self.pool.settings.approval_timeout;
+        let timeout = self.pool.settings().approval_timeout;
         let now = now_ms();
         let row = ApprovalRow {
             id: format!("apr_{}", ulid::Ulid::new()),
@@ -169,7 +169,7 @@ impl Actor {
             .filter(|a| a.deadline <= now)
             .map(|a| a.approval_id.clone())
             .collect();
-        let ms = self.pool.settings.approval_timeout;
+        let ms = self.pool.settings().approval_timeout;
         for id in due {
             self.expire(&id, &format!("no decision within {ms} ms"), "timeout")
                 .await;

@@ -54,7 +54,7 @@ async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response
             Ok(d) => json!({"ok": true, "latencyMs": d.as_secs_f64() * 1000.0}),
             Err(_) => json!({"ok": false}),
         },
-        "processes": {"total": total, "max": iris.config.settings.max_processes, "byState": by_state},
+        "processes": {"total": total, "max": iris.pool.settings().max_processes, "byState": by_state},
         "queues": queues,
         "bus": {"droppedSubscribers": iris.bus.dropped_subscribers()},
         "uptime": iris_core::now_ms() - iris.started_at,

@@ -143,7 +143,12 @@ fn translate(room: &str, e: &Event) -> Option<(&'static str, Value)> {
         EventKind::TurnQueued => "turn:queued",
         EventKind::TurnStarted => "turn:started",
         EventKind::TurnCompleted => "turn:completed",
-        EventKind::Chunk | EventKind::ToolUse | EventKind::ToolResult | EventKind::ProcessState => {
+        EventKind::Chunk
+        | EventKind::ToolUse
+        | EventKind::ToolResult
+        | EventKind::ProcessState
+        | EventKind::ConfigReloaded
+        | EventKind::ConfigRejected => {
             return None;
         }
     };
@@ -156,7 +161,7 @@ pub(super) fn health_report(state: &AppState) -> Value {
     let now = iris_core::now_ms();
     json!({
         "totalProcesses": iris.pool.process_count(),
-        "maxProcesses": iris.config.settings.max_processes,
+        "maxProcesses": iris.pool.settings().max_processes,
         "processes": iris.processes_by_state(),
         "jobsWaiting": iris.jobs.waiting(),
         "sessions": iris.session_count(),

@@ -1,0 +1,158 @@
+//! Reloading the configuration file while Iris runs (`iris serve` watches
+//! the file and reloads on SIGHUP; see the CLI). All or nothing: a file
+//! that fails to parse or validate changes nothing — the running
+//! configuration stays, and the error (file, key path, what was expected)
+//! is logged and published (`config_rejected`). A valid one applies:
+//!
+//! - `settings`: swapped whole; limits and timeouts apply from the next time
+//!   they are read (new turns, new processes).
+//! - `teams`: the file's teams added, removed (their processes stopped) or
+//!   changed (their processes restart with the new options once their
+//!   running turn has ended). Teams created through the API are untouched,
+//!   unless the file now declares one of their names (the file wins, as at
+//!   start).
+//! - Everything else (`api` with the listen address, `database`, `auth`,
+//!   `audit`, `dashboard`, `jobs`, `webhooks`, `history`) is read at start
+//!   only: a change there is named in the log as needing a restart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::bus::EventKind;
+use crate::config::{Config, ConfigError, ConfigSource};
+use crate::iris::Iris;
+use crate::team::Team;
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Reloaded {
+    pub settings: bool,
+    pub teams_added: Vec<String>,
+    pub teams_removed: Vec<String>,
+    pub teams_changed: Vec<String>,
+    /// Sections that changed in the file but apply only at the next start.
+    pub needs_restart: Vec<String>,
+}
+
+impl Reloaded {
+    pub fn is_empty(&self) -> bool {
+        !self.settings
+            && self.teams_added.is_empty()
+            && self.teams_removed.is_empty()
+            && self.teams_changed.is_empty()
+            && self.needs_restart.is_empty()
+    }
+}
+
+/// The sections read at start only, as JSON, by name.
+fn start_only(c: &Config) -> BTreeMap<&'static str, serde_json::Value> {
+    BTreeMap::from([
+        ("api", json!(c.api)),
+        ("dashboard", json!(c.dashboard)),
+        ("database", json!(c.database)),
+        ("auth", json!(c.auth)),
+        ("audit", json!(c.audit)),
+        ("jobs", json!(c.jobs)),
+        ("webhooks", json!(c.webhooks)),
+        ("history", json!(c.history)),
+    ])
+}
+
+impl Iris {
+    /// Read the configuration file again and apply it (see the module's
+    /// doc). The error of a file that is not applied is also logged and
+    /// published.
+    pub async fn reload(self: &Arc<Self>) -> Result<Reloaded, ConfigError> {
+        let Some(path) = self.config.source.clone() else {
+            return Err(self.rejected(ConfigError {
+                file: "<embedded defaults>".into(),
+                key_path: String::new(),
+                message: "running on the embedded defaults: there is no file to reload".into(),
+            }));
+        };
+        let new = Config::load(&ConfigSource { flag: Some(path) }).map_err(|e| self.rejected(e))?;
+        if let Some(first) = new.problems().into_iter().next() {
+            return Err(self.rejected(first));
+        }
+        let mut out = Reloaded::default();
+        let (old, fresh) = (start_only(&self.config), start_only(&new));
+        out.needs_restart = fresh
+            .iter()
+            .filter(|(k, v)| old.get(*k) != Some(v))
+            .map(|(k, _)| (*k).to_owned())
+            .collect();
+        if *self.pool.settings() != new.settings {
+            crate::logs::ring().set_capacity(new.settings.log_buffer);
+            self.pool.set_settings(new.settings.clone());
+            out.settings = true;
+        }
+        let current: BTreeMap<String, Arc<Team>> = self
+            .teams()
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        for (name, team) in &current {
+            if team.from_file && !new.teams.contains_key(name) {
+                self.remove_team(name);
+                let stopped = self
+                    .pool
+                    .stop_where(
+                        |p| p.team == *name,
+                        "the team was removed from the configuration file",
+                    )
+                    .await;
+                tracing::info!(team = %name, processes = stopped.len(), "team removed by the configuration file");
+                out.teams_removed.push(name.clone());
+            }
+        }
+        for (name, config) in &new.teams {
+            match current.get(name) {
+                Some(t) if t.from_file && t.config == *config => {}
+                Some(_) => {
+                    let team = Arc::new(Team::new(name, config.clone()));
+                    self.put_team(team.clone());
+                    self.pool.reconfigure(&team);
+                    out.teams_changed.push(name.clone());
+                }
+                None => {
+                    self.put_team(Arc::new(Team::new(name, config.clone())));
+                    out.teams_added.push(name.clone());
+                }
+            }
+        }
+        let file = new
+            .source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        if !out.needs_restart.is_empty() {
+            tracing::warn!(file, sections = ?out.needs_restart, "changed in the configuration file, applied at the next start only (they are read at start: the listen address, database, keys…)");
+        }
+        tracing::info!(file, changes = ?out, "configuration reloaded");
+        self.bus.publish(
+            EventKind::ConfigReloaded,
+            "",
+            None,
+            None,
+            json!({"file": file, "changes": out}),
+        );
+        Ok(out)
+    }
+
+    /// Log and publish a configuration that was not applied.
+    fn rejected(&self, e: ConfigError) -> ConfigError {
+        tracing::error!(file = %e.file, key = %e.key_path, error = %e.message, "the configuration file was not applied; the running configuration stays");
+        self.bus.publish(
+            EventKind::ConfigRejected,
+            "",
+            None,
+            None,
+            json!({"file": e.file, "keyPath": e.key_path, "message": e.message}),
+        );
+        e
+    }
+}
