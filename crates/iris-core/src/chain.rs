@@ -164,6 +164,7 @@ impl Iris {
                 priority: crate::pool::turn::Priority::Normal,
                 kind: "notification",
                 continues: tracker.chain.clone(),
+                isolation: None,
             };
             if let Err(e) = iris.send(&Ctx::local(), out).await {
                 tracing::warn!(message = %tracker.id, error = %e, "could not deliver an answer to the asking team");

@@ -56,6 +56,8 @@ pub struct Outgoing {
     /// The chain this message continues (an answer delivered back with
     /// `notify`); empty for everything else.
     pub continues: Vec<String>,
+    /// Run the conversation in its own git worktree (else as the team says).
+    pub isolation: Option<crate::worktree::Isolation>,
 }
 
 pub struct Iris {
@@ -374,6 +376,7 @@ impl Iris {
             created_at: now,
             last_used_at: now,
             restarted_at: None,
+            worktree: None,
         };
         self.store.insert_session(&row).await?;
         self.session_count
@@ -385,10 +388,14 @@ impl Iris {
     pub async fn send(&self, ctx: &Ctx, out: Outgoing) -> Result<Arc<TurnTracker>> {
         let team = self.team(ctx, &out.to)?;
         let chain = self.chain(ctx, &team.name, &out.continues)?;
-        let session = self
+        let mut session = self
             .session(&out.from, &out.to, out.session_id.as_deref())
             .await?;
         self.own_session(ctx, &session)?;
+        let isolation = out.isolation.unwrap_or(team.config.isolation);
+        if isolation == crate::worktree::Isolation::Worktree && session.worktree.is_none() {
+            session = self.give_worktree(&team, session).await?;
+        }
         let tracker = Arc::new(
             TurnTracker::new(
                 format!("msg_{}", ulid::Ulid::new()),
@@ -445,6 +452,29 @@ impl Iris {
             serde_json::json!({"messageId": tracker.id, "from": tracker.from}),
         );
         Ok(tracker)
+    }
+
+    /// Give a conversation its own git worktree (before its agent starts
+    /// there: a process already running in the team's folder is stopped
+    /// first, and its next turn starts in the worktree).
+    async fn give_worktree(&self, team: &Team, session: SessionRow) -> Result<SessionRow> {
+        let dir = crate::worktree::create(&self.config.home, &team.name, team.path(), &session.id)
+            .await?;
+        let dir = dir.display().to_string();
+        self.store.set_worktree(&session.id, Some(&dir)).await?;
+        let id = session.id.clone();
+        self.pool
+            .stop_where(
+                |p| p.session_id == id,
+                "the conversation moves to its own worktree",
+            )
+            .await;
+        self.forget_session(&session.id).await;
+        tracing::info!(team = %team.name, session = %session.id, worktree = %dir, "the conversation has its own git worktree");
+        Ok(SessionRow {
+            worktree: Some(dir),
+            ..session
+        })
     }
 
     /// Messages waiting per team, every team named (0 when none wait):

@@ -25,6 +25,7 @@ pub mod recorder;
 pub mod registry;
 pub mod reload;
 pub mod team;
+pub mod worktree;
 
 pub use ctx::{Ctx, TurnWatch};
 pub use error::{ErrorKind, IrisError, Result};

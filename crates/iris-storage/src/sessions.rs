@@ -25,12 +25,14 @@ pub struct SessionRow {
     pub last_used_at: i64,
     /// When the agent had lost the conversation and Iris started it afresh.
     pub restarted_at: Option<i64>,
+    /// The git worktree it runs in (branch `iris/<id>`), if it has one.
+    pub worktree: Option<String>,
 }
 
 macro_rules! select_sessions {
     ($rest:literal) => {
         concat!(
-            "SELECT id, from_team, to_team, is_default, fork_of, started, message_count, process_state, created_at, last_used_at, restarted_at FROM sessions ",
+            "SELECT id, from_team, to_team, is_default, fork_of, started, message_count, process_state, created_at, last_used_at, restarted_at, worktree FROM sessions ",
             $rest
         )
     };
@@ -49,14 +51,15 @@ fn from_row(r: &SqliteRow) -> SessionRow {
         created_at: r.get("created_at"),
         last_used_at: r.get("last_used_at"),
         restarted_at: r.get("restarted_at"),
+        worktree: r.get("worktree"),
     }
 }
 
 impl Store {
     pub async fn insert_session(&self, s: &SessionRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, from_team, to_team, is_default, fork_of, started, message_count, process_state, created_at, last_used_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, from_team, to_team, is_default, fork_of, started, message_count, process_state, created_at, last_used_at, worktree)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.from_team)
@@ -68,6 +71,7 @@ impl Store {
         .bind(&s.process_state)
         .bind(s.created_at)
         .bind(s.last_used_at)
+        .bind(&s.worktree)
         .execute(&self.pool)
         .await
         .ctx("inserting a session")?;
@@ -117,6 +121,17 @@ impl Store {
         Ok(row.get(0))
     }
 
+    /// Record the worktree a session runs in (or none).
+    pub async fn set_worktree(&self, id: &str, worktree: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE sessions SET worktree = ? WHERE id = ?")
+            .bind(worktree)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .ctx("recording a session's worktree")?;
+        Ok(())
+    }
+
     /// Stop a session being the default of its pair (reboot keeps its history).
     pub async fn retire_session(&self, id: &str) -> Result<()> {
         sqlx::query("UPDATE sessions SET is_default = 0 WHERE id = ?")
@@ -156,6 +171,7 @@ mod tests {
             created_at: 1,
             last_used_at: 1,
             restarted_at: None,
+            worktree: None,
         }
     }
 

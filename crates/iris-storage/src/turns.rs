@@ -293,6 +293,7 @@ mod tests {
             created_at: 1,
             last_used_at: 1,
             restarted_at: None,
+            worktree: None,
         })
         .await
         .unwrap();

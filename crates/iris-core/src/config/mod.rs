@@ -284,6 +284,11 @@ pub struct TeamConfig {
     /// every configured team when absent.
     #[serde(default)]
     pub can_message: Option<TeamSet>,
+    /// `worktree`: each conversation works in its own git worktree and
+    /// branch `iris/<session id>` (the team's `path` must be in a git
+    /// repository); `none` (default): all share the team's folder.
+    #[serde(default)]
+    pub isolation: crate::worktree::Isolation,
 }
 
 /// Some teams by name, or `"*"` for all.
@@ -542,6 +547,19 @@ impl Config {
                     message: format!("folder `{}` does not exist", team.path),
                 });
             }
+            if team.isolation == crate::worktree::Isolation::Worktree
+                && Path::new(&team.path).is_dir()
+                && !crate::worktree::is_repository(Path::new(&team.path))
+            {
+                out.push(ConfigError {
+                    file: file.clone(),
+                    key_path: format!("teams.{name}.isolation"),
+                    message: format!(
+                        "`worktree` needs a git repository, and `{}` is not in one",
+                        team.path
+                    ),
+                });
+            }
             if team.agent == AgentKind::Command && team.command.is_none() {
                 out.push(ConfigError {
                     file: file.clone(),
@@ -617,6 +635,17 @@ pub fn team_from_json(
         return Err(("path".into(), format!("no folder `{}`", team.path)));
     }
     team.path = folder.display().to_string();
+    if team.isolation == crate::worktree::Isolation::Worktree
+        && !crate::worktree::is_repository(&folder)
+    {
+        return Err((
+            "isolation".into(),
+            format!(
+                "`worktree` needs a git repository, and `{}` is not in one",
+                team.path
+            ),
+        ));
+    }
     if team.agent == AgentKind::Command && team.command.as_deref().is_none_or(str::is_empty) {
         return Err((
             "command".into(),

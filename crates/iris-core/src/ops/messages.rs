@@ -45,6 +45,10 @@ pub struct SendParams {
     /// the agent's conversation as a new message when it ends.
     #[serde(default)]
     pub notify: bool,
+    /// `worktree`: this conversation works in its own git worktree and
+    /// branch `iris/<session id>` (else as the team's `isolation` says).
+    #[serde(default)]
+    pub isolation: Option<crate::worktree::Isolation>,
 }
 
 fn default_timeout() -> i64 {
@@ -96,6 +100,9 @@ pub struct QuickParams {
     /// conversation as a new message when it ends.
     #[serde(default)]
     pub notify: bool,
+    /// `worktree`: this conversation works in its own git worktree.
+    #[serde(default)]
+    pub isolation: Option<crate::worktree::Isolation>,
 }
 
 /// The answer to a message (seed 001's `tell` response, plus ids).
@@ -155,6 +162,7 @@ fn outgoing(iris: &Iris, ctx: &Ctx, p: SendParams, kind: &'static str) -> Result
         priority: p.priority,
         kind,
         continues: Vec::new(),
+        isolation: p.isolation,
     })
 }
 
@@ -169,6 +177,7 @@ impl QuickParams {
             session_id: self.session_id,
             priority: self.priority,
             notify: self.notify,
+            isolation: self.isolation,
         }
     }
 }

@@ -142,6 +142,18 @@ pub struct DeleteResult {
     pub team: String,
     pub session_id: String,
     pub deleted: bool,
+    /// Its git worktree: removed when clean, else kept (and why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<crate::worktree::Removal>,
+}
+
+/// A conversation's own git worktree.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorktreeInfo {
+    /// The folder its agent works in.
+    pub path: String,
+    pub branch: String,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -203,6 +215,9 @@ pub struct ReportResult {
     pub message_count: i64,
     pub messages: Vec<ReportEntry>,
     pub process: Option<ProcessInfo>,
+    /// Where it works when it has its own git worktree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<WorktreeInfo>,
 }
 
 pub(crate) async fn report(iris: &Iris, ctx: &Ctx, p: ReportParams) -> Result<ReportResult> {
@@ -231,6 +246,10 @@ pub(crate) async fn report(iris: &Iris, ctx: &Ctx, p: ReportParams) -> Result<Re
         .processes()
         .into_iter()
         .find(|x| x.session_id == s.id);
+    let worktree = s.worktree.clone().map(|path| WorktreeInfo {
+        branch: crate::worktree::branch(&s.id),
+        path,
+    });
     Ok(ReportResult {
         team: team.name.clone(),
         from: s.from_team,
@@ -242,6 +261,7 @@ pub(crate) async fn report(iris: &Iris, ctx: &Ctx, p: ReportParams) -> Result<Re
         message_count: total,
         messages: turns.into_iter().map(ReportEntry::from).collect(),
         process,
+        worktree,
     })
 }
 
@@ -306,11 +326,18 @@ pub(super) fn operations() -> Vec<Operation> {
                 iris.pool
                     .stop_where(|x| x.session_id == id, "session deleted")
                     .await;
+                let worktree = match &s.worktree {
+                    Some(dir) => Some(
+                        crate::worktree::remove_if_clean(std::path::Path::new(dir), &s.id).await,
+                    ),
+                    None => None,
+                };
                 let deleted = iris.delete_session(&s.id).await?;
                 Ok(DeleteResult {
                     team: team.name.clone(),
                     session_id: s.id,
                     deleted,
+                    worktree,
                 })
             },
         ),

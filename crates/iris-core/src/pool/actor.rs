@@ -64,6 +64,8 @@ pub(crate) struct TurnJob {
 /// The session the actor serves.
 pub(crate) struct SessionInfo {
     pub id: String,
+    /// Its own git worktree (the folder the agent works in), if it has one.
+    pub worktree: Option<std::path::PathBuf>,
     pub fork_of: Option<String>,
     /// The agent has seen a message: respawns resume.
     pub started: bool,
@@ -361,11 +363,14 @@ impl Actor {
             }
         }
         let seat = self.seat();
-        let spec = self.team.launch_session(
+        let mut spec = self.team.launch_session(
             &self.spawn_mode(),
             &self.pool.echo_program,
             seat.as_ref().map(|s| (s.file(), s.token())),
         );
+        if let Some(dir) = &self.session.worktree {
+            spec.cwd = dir.clone();
+        }
         match AgentProcess::spawn(&spec, self.pool.settings().max_line_bytes) {
             Ok(p) => {
                 let pid = p.pid();
@@ -462,7 +467,10 @@ impl Actor {
                     None => Err("no process".to_owned()),
                 }
             } else {
-                let spec = self.team.launch_turn(&text, &self.pool.echo_program);
+                let mut spec = self.team.launch_turn(&text, &self.pool.echo_program);
+                if let Some(dir) = &self.session.worktree {
+                    spec.cwd = dir.clone();
+                }
                 match AgentProcess::spawn(&spec, self.pool.settings().max_line_bytes) {
                     Ok(p) => {
                         self.shared

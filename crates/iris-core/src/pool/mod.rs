@@ -382,6 +382,7 @@ impl Pool {
             });
             let info = SessionInfo {
                 id: session.id.clone(),
+                worktree: session.worktree.as_ref().map(std::path::PathBuf::from),
                 fork_of: session.fork_of.clone(),
                 started: session.started,
                 afresh: false,

@@ -1,0 +1,179 @@
+//! A git worktree per conversation: with `isolation: worktree` (a team's
+//! option, or a send's parameter) a conversation's agent works in its own
+//! checkout of the team's repository, on its own branch `iris/<session
+//! id>`, under `$IRIS_HOME/worktrees/<team>/<session id>`, so several
+//! conversations on one repository never see each other's edits.
+//!
+//! Iris touches the repository only through `git worktree add` (which
+//! creates the branch) and `git worktree remove` (never `--force`): a
+//! worktree with uncommitted or untracked changes is kept when its
+//! conversation is deleted, and so is the branch (the agent's commits
+//! stay reachable).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{IrisError, Result};
+
+/// How a conversation's agent shares the team's folder.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// In the team's folder, as every other conversation.
+    #[default]
+    None,
+    /// In its own git worktree and branch.
+    Worktree,
+}
+
+/// The branch of a conversation's worktree.
+pub fn branch(session_id: &str) -> String {
+    format!("iris/{session_id}")
+}
+
+async fn git(dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+/// The root of the git repository `path` is in, and `path` relative to it.
+async fn repository(team: &str, path: &Path) -> Result<(PathBuf, PathBuf)> {
+    let root = git(path, &["rev-parse", "--show-toplevel"])
+        .await
+        .map(PathBuf::from)
+        .map_err(|_| {
+            IrisError::validation(
+                "isolation",
+                format!(
+                    "team `{team}`: `isolation: worktree` needs a git repository, and {} is not in one",
+                    path.display()
+                ),
+            )
+        })?;
+    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let rel = canonical
+        .strip_prefix(&root)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    Ok((root, rel))
+}
+
+/// Create the worktree of conversation `session_id` of `team` (whose folder
+/// is `path`), on a new branch from the repository's `HEAD`; returns the
+/// folder the agent works in (the team's folder's place inside it). A
+/// failure leaves nothing behind.
+pub async fn create(home: &Path, team: &str, path: &Path, session_id: &str) -> Result<PathBuf> {
+    let (root, rel) = repository(team, path).await?;
+    let dir = home.join("worktrees").join(team).join(session_id);
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| IrisError::internal("creating the worktrees folder", e))?;
+    }
+    let dir_text = dir.display().to_string();
+    git(
+        &root,
+        &[
+            "worktree",
+            "add",
+            "-b",
+            &branch(session_id),
+            &dir_text,
+            "HEAD",
+        ],
+    )
+    .await
+    .map_err(|e| {
+        IrisError::process(format!(
+            "team `{team}`: could not create the conversation's worktree: {e}"
+        ))
+        .with_details(serde_json::json!({"team": team, "sessionId": session_id}))
+    })?;
+    Ok(dir.join(rel))
+}
+
+/// What deleting a conversation did with its worktree.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Removal {
+    pub path: String,
+    pub branch: String,
+    /// Removed (it was clean), or kept.
+    pub removed: bool,
+    /// Why it was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_because: Option<String>,
+}
+
+/// Remove a conversation's worktree if it is clean (no changes, no
+/// untracked files); keep it otherwise. `workdir` is the folder the agent
+/// worked in (inside the worktree).
+pub async fn remove_if_clean(workdir: &Path, session_id: &str) -> Removal {
+    let top = git(workdir, &["rev-parse", "--show-toplevel"]).await;
+    let mut out = Removal {
+        path: workdir.display().to_string(),
+        branch: branch(session_id),
+        removed: false,
+        kept_because: None,
+    };
+    let top = match top {
+        Ok(t) => PathBuf::from(t),
+        Err(e) => {
+            out.kept_because = Some(format!("not a worktree any more: {e}"));
+            return out;
+        }
+    };
+    out.path = top.display().to_string();
+    match git(&top, &["status", "--porcelain"]).await {
+        Ok(s) if s.is_empty() => {}
+        Ok(_) => {
+            out.kept_because = Some("it has uncommitted or untracked changes".into());
+            return out;
+        }
+        Err(e) => {
+            out.kept_because = Some(format!("git status failed: {e}"));
+            return out;
+        }
+    }
+    // From the main repository, not from inside the worktree being removed.
+    let main = git(
+        &top,
+        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+    )
+    .await
+    .map(PathBuf::from)
+    .ok()
+    .and_then(|common| common.parent().map(Path::to_path_buf))
+    .unwrap_or_else(|| top.clone());
+    let top_text = top.display().to_string();
+    match git(&main, &["worktree", "remove", &top_text]).await {
+        Ok(_) => out.removed = true,
+        Err(e) => out.kept_because = Some(format!("git worktree remove failed: {e}")),
+    }
+    out
+}
+
+/// Whether `path` is inside a git repository (for the configuration check).
+pub fn is_repository(path: &Path) -> bool {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(path)
+        .args(["rev-parse", "--show-toplevel"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
