@@ -25,9 +25,45 @@ use rmcp::{
     ClientHandler, ErrorData as McpError, RoleClient, RoleServer, ServerHandler, ServiceExt,
 };
 
-/// Upstream progress tokens (rmcp gives each request its own) to the stdio
-/// client's token and peer.
-type Relay = Arc<Mutex<HashMap<ProgressToken, (ProgressToken, Peer<RoleServer>)>>>;
+/// Upstream progress tokens (rmcp gives each request its own) to where
+/// their notifications go. An async lock: notifications are relayed one at
+/// a time, in order (see [`Progress`]).
+type Relay = Arc<tokio::sync::Mutex<HashMap<ProgressToken, Progress>>>;
+
+/// One call's progress on its way to the stdio client. rmcp handles each
+/// incoming notification in its own task, so they can reach the relay out
+/// of order, and a client may drop a notification whose progress is below
+/// the last it saw. Iris numbers a call's progress 1, 2, 3…: each is held
+/// until those before it went, and whatever is held when the call ends
+/// goes then, in order.
+struct Progress {
+    token: ProgressToken,
+    peer: Peer<RoleServer>,
+    next: u64,
+    held: std::collections::BTreeMap<u64, ProgressNotificationParam>,
+}
+
+impl Progress {
+    /// Send what is due: the next in order, and those after it that came early.
+    async fn send_due(&mut self) {
+        while let Some(p) = self.held.remove(&self.next) {
+            self.next += 1;
+            self.send(p).await;
+        }
+    }
+
+    /// The call ended: send whatever is still held, in order.
+    async fn flush(&mut self) {
+        for (_, p) in std::mem::take(&mut self.held) {
+            self.send(p).await;
+        }
+    }
+
+    async fn send(&self, mut p: ProgressNotificationParam) {
+        p.progress_token = self.token.clone();
+        let _ = self.peer.notify_progress(p).await;
+    }
+}
 
 /// The stdio side: every request goes to the upstream server.
 #[derive(Clone)]
@@ -128,6 +164,9 @@ impl ServerHandler for Forward {
     ) -> Result<CallToolResponse, McpError> {
         self.remember(&cx);
         let wanted = cx.meta.get_progress_token();
+        // Held until the call's entry is in: a first notification that
+        // overtakes the answer to sending waits for it instead of being lost.
+        let mut relay = self.relay.lock().await;
         let handle = self
             .upstream
             .send_request_with_option(
@@ -137,9 +176,16 @@ impl ServerHandler for Forward {
             .await
             .map_err(relayed)?;
         let (id, token) = (handle.id.clone(), handle.progress_token.clone());
-        if let (Some(wanted), Ok(mut relay)) = (wanted, self.relay.lock()) {
-            relay.insert(token.clone(), (wanted, cx.peer.clone()));
+        if let Some(wanted) = wanted {
+            let progress = Progress {
+                token: wanted,
+                peer: cx.peer.clone(),
+                next: 1,
+                held: Default::default(),
+            };
+            relay.insert(token.clone(), progress);
         }
+        drop(relay);
         let result = tokio::select! {
             r = handle.await_response() => r.map_err(relayed),
             () = cx.ct.cancelled() => {
@@ -148,8 +194,8 @@ impl ServerHandler for Forward {
                 Err(McpError::internal_error("the client cancelled the request", None))
             }
         };
-        if let Ok(mut relay) = self.relay.lock() {
-            relay.remove(&token);
+        if let Some(mut progress) = self.relay.lock().await.remove(&token) {
+            progress.flush().await;
         }
         match result? {
             ServerResult::CallToolResult(r) => Ok(r.into()),
@@ -211,15 +257,17 @@ impl ClientHandler for Upstream {
         params: ProgressNotificationParam,
         _cx: NotificationContext<RoleClient>,
     ) {
-        let target = self
-            .relay
-            .lock()
-            .ok()
-            .and_then(|r| r.get(&params.progress_token).cloned());
-        if let Some((token, peer)) = target {
-            let mut relayed = params;
-            relayed.progress_token = token;
-            let _ = peer.notify_progress(relayed).await;
+        let mut relay = self.relay.lock().await;
+        let Some(progress) = relay.get_mut(&params.progress_token) else {
+            return;
+        };
+        let n = params.progress;
+        if n.fract() == 0.0 && n >= progress.next as f64 {
+            progress.held.insert(n as u64, params);
+            progress.send_due().await;
+        } else {
+            // Not one of Iris's numbered steps: as it comes.
+            progress.send(params).await;
         }
     }
 
