@@ -37,7 +37,7 @@ if [ ! -x "$bin" ] || [ "$installed" != "$CLAUDE_CODE_VERSION" ]; then
 fi
 "$bin" --version
 
-step "Protocol clients: the MCP SDKs and conformance suite, socket.io-client and python-socketio (pinned)"
+step "Protocol clients: the MCP SDKs and conformance suite, socket.io-client, python-socketio, playwright-core (pinned)"
 clients=crates/iris-cli/tests/clients
 [ -x .tools/venv/bin/python ] || python3 -m venv .tools/venv
 .tools/venv/bin/pip install -q -r "$clients/requirements.txt"
@@ -46,6 +46,16 @@ if ! cmp -s "$clients/package-lock.json" "$clients/node_modules/.installed-lock.
   npm ci --prefix "$clients" --no-audit --no-fund --loglevel=error >/dev/null
   cp "$clients/package-lock.json" "$clients/node_modules/.installed-lock.json"
 fi
+
+step "Chromium for the dashboard's browser test (Debian's package)"
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+chromium --version
 
 step "format"
 cargo fmt --all -- --check

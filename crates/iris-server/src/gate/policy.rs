@@ -25,6 +25,12 @@ pub const PUBLIC: &[&str] = &[
     "{api}/auth/register",
     "{api}/auth/refresh",
     "{api}/auth/mfa/verify",
+    // The dashboard's page and assets (it signs in through the API).
+    "/ui",
+    "/ui/",
+    "/ui/app.js",
+    "/ui/app.css",
+    "/dashboard",
 ];
 
 /// WebSockets whose first message may carry the credential (browsers

@@ -11,6 +11,7 @@ pub mod rpc;
 pub mod socketio;
 pub mod sse;
 pub mod system;
+pub mod ui;
 pub mod ws;
 
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub fn routes(state: &AppState) -> anyhow::Result<Router<AppState>> {
         .merge(mcp::routes(state))
         .merge(rpc::routes())
         .merge(socketio::routes(state))
+        .merge(ui::routes())
         .merge(ws::routes());
     for prefix in API_PREFIXES {
         router = router

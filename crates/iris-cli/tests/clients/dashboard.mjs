@@ -1,0 +1,132 @@
+// The dashboard in a real browser (Debian's chromium through playwright-core),
+// against a live `iris serve` with an `echo` team `demo`
+// (crates/iris-cli/tests/dashboard.rs starts it and creates the user):
+//
+//   node dashboard.mjs BASE USERNAME PASSWORD SCREENSHOT_DIR
+//
+// A wrong password is refused; sign in; see the teams; send a message and
+// watch the answer grow; create a key, see it once, revoke it, and the API
+// refuses it; run a job and see it complete; read the audit log. Prints
+// one line per check; exits 1 at the first failure. Screenshots of the
+// main pages go to SCREENSHOT_DIR.
+import { chromium } from 'playwright-core';
+
+const [base, username, password, shots] = process.argv.slice(2);
+
+function check(cond, what) {
+  if (!cond) {
+    console.error(`FAILED: ${what}`);
+    process.exit(1);
+  }
+  console.log(`ok ${what}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox'],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 860 } });
+  const outside = [];
+  page.on('request', (r) => {
+    if (!r.url().startsWith(base) && !r.url().startsWith(base.replace('http', 'ws'))) outside.push(r.url());
+  });
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+
+  const res = await page.goto(`${base}/ui`);
+  check(res.status() === 200, 'the dashboard page loads without a credential');
+  const csp = res.headers()['content-security-policy'] || '';
+  check(/default-src 'none'/.test(csp) && /script-src 'self'/.test(csp), `its CSP allows only its own origin: ${csp}`);
+
+  // A wrong password: the error body's message, no sign-in.
+  await page.fill('#login-form input[name=username]', username);
+  await page.fill('#login-form input[name=password]', 'not-the-password-1A!');
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#error:not([hidden])');
+  check(/invalid|password|credentials/i.test(await page.textContent('#error')), `a wrong password is refused: ${await page.textContent('#error')}`);
+  check(await page.isHidden('#nav'), 'nothing is shown after a refused sign-in');
+
+  await page.fill('#login-form input[name=password]', password);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForSelector('#nav:not([hidden])');
+  await page.waitForSelector('#team-rows tr');
+  check((await page.textContent('#team-rows')).includes('demo'), 'signed in: the teams are listed');
+  check(!page.url().includes('token') && !page.url().includes(password), 'no credential in the URL');
+  await page.screenshot({ path: `${shots}/dashboard-teams.png` });
+
+  // A conversation: the answer grows as the agent writes it.
+  await page.click('#nav [data-view=chat]');
+  await page.selectOption('#chat-team', 'demo');
+  await page.fill('#chat-form textarea', 'the answer arrives word by word [[delay=120]]');
+  await page.click('#chat-form button[type=submit]');
+  await page.waitForFunction(() => document.getElementById('chat-answer').textContent.length > 0);
+  const partial = await page.textContent('#chat-answer');
+  await page.waitForFunction(() => /completed/.test(document.getElementById('chat-status').textContent));
+  const full = await page.textContent('#chat-answer');
+  check(full === 'the answer arrives word by word', `the answer: ${full}`);
+  check(partial.length < full.length, `it grew while streaming (first seen: "${partial}")`);
+  await page.waitForSelector('#chat-history li');
+  await page.screenshot({ path: `${shots}/dashboard-conversation.png` });
+
+  // Keys: shown once, revoked, then refused by the API.
+  await page.click('#nav [data-view=keys]');
+  await page.fill('#newkey-form input[name=name]', 'made-in-the-browser');
+  await page.click('#newkey-form button[type=submit]');
+  await page.waitForSelector('#newkey:not([hidden])');
+  const key = (await page.textContent('#newkey-value')).trim();
+  check(key.startsWith('iris_sk_'), 'a new key is shown once');
+  const use = () => fetch(`${base}/api/v1/teams`, { headers: { authorization: `Bearer ${key}` } }).then((r) => r.status);
+  check((await use()) === 200, 'the new key works');
+  await page.waitForSelector('#key-rows tr');
+  await page.screenshot({ path: `${shots}/dashboard-keys.png` });
+  await page.click('button[aria-label="Revoke made-in-the-browser"]');
+  let status = 0;
+  for (let i = 0; i < 50 && status !== 401; i += 1) {
+    status = await use();
+    if (status !== 401) await new Promise((r) => setTimeout(r, 100));
+  }
+  check(status === 401, 'revoked: the API refuses the key');
+
+  // A job, followed to its end.
+  await page.click('#nav [data-view=jobs]');
+  await page.selectOption('#job-team', 'demo');
+  await page.fill('#job-form input[name=task]', 'a job from the browser');
+  await page.click('#job-form button[type=submit]');
+  await page.waitForFunction(() => /completed/.test(document.getElementById('job-rows').textContent), null, { timeout: 15000 });
+  check((await page.textContent('#job-rows')).includes('a job from the browser'), 'the job completed with its result');
+  await page.screenshot({ path: `${shots}/dashboard-jobs.png` });
+
+  // The audit log and health.
+  await page.click('#nav [data-view=audit]');
+  await page.waitForSelector('#audit-rows tr');
+  check((await page.textContent('#audit-rows')).includes('auth.'), 'the audit log lists sign-ins');
+  await page.screenshot({ path: `${shots}/dashboard-audit.png` });
+  await page.click('#nav [data-view=health]');
+  await page.waitForFunction(() => document.getElementById('health-body').textContent.includes('database'));
+  check(true, 'health and metrics are shown');
+
+  // Keyboard: the sections are buttons, reachable with Tab.
+  await page.keyboard.press('Tab');
+  check(await page.evaluate(() => document.activeElement && document.activeElement.tagName !== 'BODY'), 'focus moves with the keyboard');
+  // A phone's screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.click('#nav [data-view=teams]');
+  await page.waitForSelector('#team-rows tr');
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 40, `fits a phone's width (overflow ${overflow}px)`);
+  await page.screenshot({ path: `${shots}/dashboard-phone.png` });
+
+  // Sign out.
+  await page.click('#signout');
+  await page.waitForSelector('#signin:not([hidden])');
+  check(await page.isHidden('#nav'), 'signed out');
+  check(outside.length === 0, `no request leaves the origin: ${outside.join(', ')}`);
+  check(problems.length === 0, `no script errors: ${problems.join('; ')}`);
+} catch (e) {
+  console.error(`FAILED: ${e.stack || e}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

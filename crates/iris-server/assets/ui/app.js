@@ -1,0 +1,461 @@
+// The Iris dashboard: plain JavaScript over the same API as every client
+// (REST under /api/v1, the WebSockets /api/v1/stream and /ws). Credentials
+// live in memory and sessionStorage (so a reload keeps the sign-in), are
+// sent only in Authorization headers or a WebSocket's first message, and
+// never in a URL. Text from the server is put in with textContent only.
+'use strict';
+
+const API = '/api/v1';
+const state = { token: null, refresh: null, key: null, expiresAt: 0, teams: [], events: null };
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, text, attrs = {}) {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  return e;
+}
+
+function row(cells) {
+  const tr = el('tr');
+  for (const c of cells) {
+    const td = el('td');
+    if (c instanceof Node) td.append(c);
+    else td.textContent = c === null || c === undefined ? '' : String(c);
+    tr.append(td);
+  }
+  return tr;
+}
+
+function showError(message) {
+  const box = $('error');
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function when(ms) {
+  return ms ? new Date(ms).toLocaleString() : '';
+}
+
+/// The credential requests carry: an access token or an API key.
+function bearer() {
+  return state.token || state.key;
+}
+
+function save() {
+  const s = { refresh: state.refresh, key: state.key };
+  sessionStorage.setItem('iris', JSON.stringify(s));
+}
+
+async function refreshToken() {
+  if (!state.refresh) return false;
+  const r = await fetch(`${API}/auth/refresh`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${state.refresh}`, 'content-type': 'application/json' },
+    body: '{}',
+  });
+  if (!r.ok) return false;
+  const b = await r.json();
+  state.token = b.accessToken;
+  if (b.refreshToken) state.refresh = b.refreshToken;
+  state.expiresAt = Date.now() + (b.expiresIn || 900) * 1000;
+  save();
+  return true;
+}
+
+/// One API call; the error body's message is shown and thrown.
+async function api(method, path, body) {
+  if (state.token && state.expiresAt - Date.now() < 30000) await refreshToken();
+  const opts = { method, headers: { authorization: `Bearer ${bearer()}` } };
+  if (body !== undefined) {
+    opts.headers['content-type'] = 'application/json';
+    opts.body = JSON.stringify(body);
+  }
+  let r = await fetch(API + path, opts);
+  if (r.status === 401 && (await refreshToken())) {
+    opts.headers.authorization = `Bearer ${bearer()}`;
+    r = await fetch(API + path, opts);
+  }
+  const text = await r.text();
+  const data = text ? JSON.parse(text) : {};
+  if (!r.ok) {
+    const message = data.message || `${r.status} ${r.statusText}`;
+    showError(message);
+    throw new Error(message);
+  }
+  showError('');
+  return data;
+}
+
+// ---- sign in and out ----
+
+async function signedIn() {
+  $('signin').hidden = true;
+  $('nav').hidden = false;
+  await loadTeams();
+  openEvents();
+  show('teams');
+}
+
+$('login-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const body = { username: f.get('username'), password: f.get('password') };
+  if (f.get('mfaCode')) body.mfaCode = f.get('mfaCode');
+  const r = await fetch(`${API}/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const b = await r.json();
+  if (!r.ok || !b.accessToken) {
+    showError(b.message || 'sign-in failed');
+    return;
+  }
+  showError('');
+  state.token = b.accessToken;
+  state.refresh = b.refreshToken;
+  state.expiresAt = Date.now() + (b.expiresIn || 900) * 1000;
+  state.key = null;
+  ev.target.reset();
+  save();
+  await signedIn();
+});
+
+$('key-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  state.key = new FormData(ev.target).get('key');
+  state.token = null;
+  state.refresh = null;
+  try {
+    await api('GET', '/teams');
+  } catch {
+    state.key = null;
+    return;
+  }
+  ev.target.reset();
+  save();
+  await signedIn();
+});
+
+$('signout').addEventListener('click', async () => {
+  if (state.refresh) {
+    await fetch(`${API}/auth/logout`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${state.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ refreshToken: state.refresh }),
+    }).catch(() => {});
+  }
+  Object.assign(state, { token: null, refresh: null, key: null, expiresAt: 0 });
+  sessionStorage.removeItem('iris');
+  if (state.events) state.events.close();
+  location.reload();
+});
+
+// ---- views ----
+
+const loaders = {
+  teams: loadTeams,
+  chat: loadHistory,
+  approvals: loadApprovals,
+  jobs: loadJobs,
+  keys: loadKeys,
+  audit: () => loadAudit(),
+  health: loadHealth,
+};
+
+function show(view) {
+  for (const s of document.querySelectorAll('.view')) s.hidden = s.id !== view;
+  for (const b of document.querySelectorAll('#nav [data-view]')) {
+    if (b.dataset.view === view) b.setAttribute('aria-current', 'page');
+    else b.removeAttribute('aria-current');
+  }
+  const load = loaders[view];
+  if (load) load().catch(() => {});
+}
+
+$('nav').addEventListener('click', (ev) => {
+  const view = ev.target.closest('[data-view]');
+  if (view) show(view.dataset.view);
+});
+
+async function loadTeams() {
+  const data = await api('GET', '/teams?includeProcessDetails=true');
+  state.teams = data.teams || [];
+  const rows = $('team-rows');
+  rows.replaceChildren();
+  for (const t of state.teams) {
+    // One process per conversation with the team.
+    const procs = Array.isArray(t.process) ? t.process : [];
+    const states = [...new Set(procs.map((x) => x.state))];
+    const p = {
+      state: procs.length ? `${t.status}: ${states.join(', ')}` : t.status,
+      queued: procs.reduce((n, x) => n + (x.queued || 0), 0),
+      pid: procs.map((x) => x.pid).filter(Boolean).join(' '),
+      lastUsed: Math.max(0, ...procs.map((x) => x.lastUsed || 0)),
+    };
+    const actions = el('span');
+    for (const [label, path] of [['Wake', 'wake'], ['Sleep', 'sleep'], ['Reboot', 'reboot']]) {
+      const b = el('button', label, { type: 'button', 'aria-label': `${label} ${t.name}` });
+      b.addEventListener('click', () => api('POST', `/teams/${encodeURIComponent(t.name)}/${path}`, {}).then(loadTeams).catch(() => {}));
+      actions.append(b, ' ');
+    }
+    rows.append(row([t.name, p.state || '', p.queued, p.pid, when(p.lastUsed), actions]));
+  }
+  for (const select of [$('chat-team'), $('job-team')]) {
+    const current = select.value;
+    select.replaceChildren(...state.teams.map((t) => el('option', t.name)));
+    if (current) select.value = current;
+  }
+}
+
+// ---- a live conversation ----
+
+let chatSocket = null;
+
+function streamSocket() {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${API}/stream`);
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'auth', token: bearer() }));
+    ws.onerror = () => reject(new Error('the stream could not connect'));
+    ws.onmessage = (m) => {
+      const v = JSON.parse(m.data);
+      if (v.type === 'authenticated') resolve(ws);
+      else if (v.type === 'error') reject(new Error(v.error?.message || 'refused'));
+    };
+  });
+}
+
+$('chat-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const team = f.get('team');
+  $('chat-answer').textContent = '';
+  $('chat-tools').replaceChildren();
+  $('chat-status').textContent = 'sending…';
+  try {
+    chatSocket = await streamSocket();
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
+  chatSocket.onmessage = (m) => {
+    const v = JSON.parse(m.data);
+    if (v.type === 'start') $('chat-status').textContent = `running (${v.messageId})`;
+    else if (v.type === 'chunk') $('chat-answer').textContent += v.text || '';
+    else if (v.type === 'tool_use') $('chat-tools').append(el('li', `${v.name || v.tool}: ${JSON.stringify(v.input)}`));
+    else if (v.type === 'complete') {
+      $('chat-status').textContent = `${v.status} in ${v.duration} ms`;
+      chatSocket.close();
+      loadHistory().catch(() => {});
+    } else if (v.type === 'error') {
+      $('chat-status').textContent = 'failed';
+      showError(v.error?.message || v.error || 'the turn failed');
+      chatSocket.close();
+    }
+  };
+  chatSocket.send(JSON.stringify({ type: 'message', team, message: f.get('message') }));
+});
+
+$('chat-cancel').addEventListener('click', () => {
+  if (chatSocket && chatSocket.readyState === WebSocket.OPEN) {
+    chatSocket.send(JSON.stringify({ type: 'cancel', team: $('chat-team').value }));
+  }
+});
+
+async function loadHistory() {
+  const team = $('chat-team').value;
+  if (!team) return;
+  const r = await api('GET', `/teams/${encodeURIComponent(team)}/report?limit=20`);
+  const list = $('chat-history');
+  list.replaceChildren(...(r.messages || []).map((m) => el('li', `${m.request} → ${m.response ?? m.status}`)));
+}
+
+// ---- approvals, live ----
+
+async function loadApprovals() {
+  const data = await api('GET', '/approvals?status=pending');
+  const list = $('approval-list');
+  list.replaceChildren();
+  $('pending').textContent = data.approvals.length || '';
+  for (const a of data.approvals) {
+    const li = el('li', null, { class: 'approval' });
+    li.append(el('strong', `${a.team}: ${a.toolName}`), el('pre', JSON.stringify(a.input, null, 2)));
+    const reason = el('input', null, { 'aria-label': `Reason for ${a.id}`, placeholder: 'reason (optional)' });
+    li.append(reason);
+    for (const decision of ['allow', 'deny']) {
+      const b = el('button', decision === 'allow' ? 'Allow' : 'Deny', { type: 'button' });
+      b.addEventListener('click', () =>
+        api('POST', `/approvals/${encodeURIComponent(a.id)}`, { decision, reason: reason.value || undefined })
+          .then(loadApprovals)
+          .catch(() => {}),
+      );
+      li.append(' ', b);
+    }
+    list.append(li);
+  }
+}
+
+/// Lifecycle events of every team the caller sees (JSON-RPC /ws, topic
+/// `system`): approvals and jobs refresh as soon as something happens.
+function openEvents() {
+  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+  state.events = ws;
+  ws.onopen = () => ws.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'auth', params: { token: bearer() } }));
+  ws.onmessage = (m) => {
+    const v = JSON.parse(m.data);
+    if (v.id === 1 && v.result) {
+      ws.send(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'subscribe', params: { events: ['system'] } }));
+      return;
+    }
+    const kind = v.params?.event?.kind || '';
+    if (kind.startsWith('approval_')) loadApprovals().catch(() => {});
+    if (kind.startsWith('job_') && !$('jobs').hidden) loadJobs().catch(() => {});
+    if (kind.startsWith('process_') && !$('teams').hidden) loadTeams().catch(() => {});
+  };
+  ws.onclose = () => {
+    if (bearer()) setTimeout(openEvents, 2000);
+  };
+}
+
+// ---- jobs ----
+
+$('job-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  await api('POST', `/teams/${encodeURIComponent(f.get('team'))}/execute`, { task: f.get('task') }).catch(() => {});
+  ev.target.reset();
+  await loadJobs();
+});
+
+async function loadJobs() {
+  const data = await api('GET', '/jobs?limit=50');
+  const rows = $('job-rows');
+  rows.replaceChildren();
+  for (const j of data.jobs) {
+    const d = el('button', 'Show', { type: 'button', 'aria-label': `Deliveries of ${j.jobId}` });
+    d.addEventListener('click', async () => {
+      const r = await api('GET', `/jobs/${encodeURIComponent(j.jobId)}/deliveries`);
+      d.replaceWith(el('span', r.deliveries.map((x) => `${x.status} after ${x.attempts} attempt(s)`).join('; ') || 'none'));
+    });
+    rows.append(row([j.jobId, j.team, j.status, j.position ?? '', j.result ?? j.error ?? '', d]));
+  }
+}
+
+// ---- keys and users ----
+
+$('newkey-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const r = await api('POST', '/admin/keys', { name: f.get('name'), role: f.get('role') }).catch(() => null);
+  if (!r) return;
+  $('newkey-value').textContent = r.key;
+  $('newkey').hidden = false;
+  ev.target.reset();
+  await loadKeys();
+});
+
+$('copy-key').addEventListener('click', () => navigator.clipboard?.writeText($('newkey-value').textContent));
+
+async function loadKeys() {
+  const data = await api('GET', '/admin/keys');
+  const rows = $('key-rows');
+  rows.replaceChildren();
+  for (const k of data.keys) {
+    const revoke = el('button', 'Revoke', { type: 'button', 'aria-label': `Revoke ${k.name}` });
+    revoke.addEventListener('click', () => api('POST', `/admin/keys/${encodeURIComponent(k.id)}/revoke`, {}).then(loadKeys).catch(() => {}));
+    const rotate = el('button', 'Rotate', { type: 'button', 'aria-label': `Rotate ${k.name}` });
+    rotate.addEventListener('click', async () => {
+      const r = await api('POST', `/admin/keys/${encodeURIComponent(k.id)}/rotate`, {}).catch(() => null);
+      if (r?.key) {
+        $('newkey-value').textContent = r.key;
+        $('newkey').hidden = false;
+      }
+      await loadKeys();
+    });
+    const actions = el('span');
+    actions.append(revoke, ' ', rotate);
+    rows.append(row([k.name, k.prefix, k.role || (k.scopes || []).join(' '), k.status || (k.revokedAt ? 'revoked' : 'active'), actions]));
+  }
+  const users = await api('GET', '/admin/users').catch(() => ({ users: [] }));
+  $('user-rows').replaceChildren(...users.users.map((u) => row([u.username || u.email, (u.roles || []).join(' '), u.status, u.mfaEnabled ? 'on' : 'off'])));
+}
+
+// ---- audit and health ----
+
+$('audit-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  loadAudit(f.get('action'), f.get('result')).catch(() => {});
+});
+
+async function loadAudit(action, result) {
+  const q = new URLSearchParams({ limit: '100' });
+  if (action) q.set('action', action);
+  if (result) q.set('result', result);
+  const data = await api('GET', `/admin/audit-logs?${q}`);
+  $('audit-rows').replaceChildren(...data.logs.map((l) => row([l.timestamp, l.actor, l.action, l.team || l.resource || '', l.result])));
+}
+
+async function loadHealth() {
+  const r = await fetch('/health/detailed', { headers: { authorization: `Bearer ${bearer()}` } });
+  $('health-body').textContent = JSON.stringify(await r.json(), null, 2);
+  const logs = await api('GET', '/logs?limit=50').catch(() => ({ logs: [] }));
+  $('logs').textContent = logs.logs
+    .map((l) => `${when(l.timestamp)} ${l.level} ${l.message} ${l.fields ? JSON.stringify(l.fields) : ''}`)
+    .join('\n');
+  const since = Date.now() - 3600000;
+  const hist = await api('GET', `/messages/history?limit=1000&since=${since}`).catch(() => ({ messages: [] }));
+  drawChart(hist.messages, since);
+}
+
+/// Turns per five minutes over the last hour, with their mean latency as a line.
+function drawChart(messages, since) {
+  const c = $('turn-chart');
+  const g = c.getContext('2d');
+  const buckets = Array.from({ length: 12 }, () => ({ n: 0, ms: 0 }));
+  for (const m of messages) {
+    const i = Math.min(11, Math.floor((m.createdAt - since) / 300000));
+    if (i < 0) continue;
+    buckets[i].n += 1;
+    buckets[i].ms += m.duration || 0;
+  }
+  g.clearRect(0, 0, c.width, c.height);
+  const max = Math.max(1, ...buckets.map((b) => b.n));
+  const w = c.width / 12;
+  g.fillStyle = '#6366f1';
+  buckets.forEach((b, i) => {
+    const h = (b.n / max) * (c.height - 10);
+    g.fillRect(i * w + 2, c.height - h, w - 4, h);
+  });
+  const lat = buckets.map((b) => (b.n ? b.ms / b.n : 0));
+  const maxLat = Math.max(1, ...lat);
+  g.strokeStyle = '#f59e0b';
+  g.beginPath();
+  lat.forEach((l, i) => {
+    const y = c.height - (l / maxLat) * (c.height - 10);
+    if (i === 0) g.moveTo(w / 2, y);
+    else g.lineTo(i * w + w / 2, y);
+  });
+  g.stroke();
+}
+
+// ---- start ----
+
+(async () => {
+  const saved = JSON.parse(sessionStorage.getItem('iris') || '{}');
+  if (saved.key) {
+    state.key = saved.key;
+  } else if (saved.refresh) {
+    state.refresh = saved.refresh;
+    if (!(await refreshToken())) return;
+  } else {
+    return;
+  }
+  try {
+    await signedIn();
+  } catch {
+    sessionStorage.removeItem('iris');
+  }
+})();
