@@ -178,6 +178,35 @@ impl Auth {
         );
         Ok(json!({"mfaEnabled": false}))
     }
+
+    /// An administrator turns a user's MFA off (a lost authenticator): the
+    /// secret and backup codes are gone, the user's sessions end, and the
+    /// next login needs the password only, until MFA is set up again.
+    pub async fn mfa_reset(
+        &self,
+        reference: &str,
+        by: &Principal,
+        origin: &Origin,
+    ) -> Result<Value> {
+        let mut u = self.find_user(reference).await?;
+        let was = u.mfa_enabled;
+        u.mfa_enabled = false;
+        u.mfa_secret = None;
+        u.backup_codes = "[]".into();
+        u.token_version += 1;
+        u.updated_at = now_ms();
+        self.store.save_user(&u).await?;
+        self.store.revoke_user_refresh(&u.id, now_ms()).await?;
+        self.changed().await?;
+        self.audit.record(
+            AuditEvent::new("user.mfa_reset", Outcome::Success)
+                .by(by)
+                .resource(u.id.clone())
+                .from(origin)
+                .details(json!({"username": u.username, "wasEnabled": was})),
+        );
+        Ok(json!({"user": u.id, "username": u.username, "mfaEnabled": false, "wasEnabled": was}))
+    }
 }
 
 #[cfg(test)]
@@ -248,5 +277,44 @@ mod tests {
         };
         assert!(a.login(with(backup), &o, None).await.is_ok());
         assert!(a.login(with(backup), &o, None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_admin_resets_a_users_mfa() {
+        let (a, _d) = with_user().await;
+        let o = Origin::default();
+        let t = a
+            .login(login("ann", "Correct-Horse-42"), &o, None)
+            .await
+            .unwrap();
+        let me = a.authenticate(&t.access_token, &o).unwrap();
+        let setup = a.mfa_setup(&me, &o).await.unwrap();
+        let totp = totp_for(setup["secret"].as_str().unwrap(), "ann").unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        a.mfa_confirm(&me, &totp.generate(now).to_string(), &o)
+            .await
+            .unwrap();
+        assert!(
+            a.login(login("ann", "Correct-Horse-42"), &o, None)
+                .await
+                .is_err(),
+            "a code is needed"
+        );
+        let r = a.mfa_reset("ann", &Principal::local(), &o).await.unwrap();
+        assert_eq!(r["wasEnabled"], true);
+        assert!(
+            a.login(login("ann", "Correct-Horse-42"), &o, None)
+                .await
+                .is_ok(),
+            "the password alone signs in again"
+        );
+        assert!(
+            a.mfa_reset("nobody", &Principal::local(), &o)
+                .await
+                .is_err()
+        );
     }
 }

@@ -1,19 +1,34 @@
 //! The dashboard in a real browser: Debian's chromium driven by
 //! playwright-core (tests/clients/dashboard.mjs) against a live `iris
-//! serve` with an `echo` team and a user. Screenshots of the main pages
-//! go to docs/img/, where the README shows them.
+//! serve` with an `echo` team, a `claude` team (the real Claude Code CLI
+//! on the local Messages API stub, `grantPermission: ask`) and a user.
+//! Screenshots of the main pages go to docs/img/, where the README shows
+//! them.
 
+#[path = "common/anthropic_stub.rs"]
+#[allow(dead_code)]
+mod anthropic_stub;
 mod common;
 
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_works_in_a_browser() {
+    let stub = anthropic_stub::start();
     let home = tempfile::tempdir().unwrap();
-    let (_server, base) = serve_in(
-        home.path(),
-        "api:\n  port: 0\nteams:\n  demo:\n    path: .\n    agent: echo\n",
+    std::fs::create_dir_all(home.path().join("work")).unwrap();
+    let claude_home = home.path().join("claude-home");
+    std::fs::create_dir_all(&claude_home).unwrap();
+    let config = format!(
+        "api:\n  port: 0\ndashboard:\n  http: 0\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  approvalTimeout: 120000\nteams:\n  demo:\n    path: .\n    agent: echo\n{}",
+        claude_team(
+            "guarded",
+            &claude_home,
+            &stub.url,
+            "    grantPermission: ask\n"
+        )
     );
+    let (_server, base) = serve_in(home.path(), &config);
     let password = "Correct-Horse-9!x";
     let made = iris(home.path())
         .args([
@@ -40,9 +55,12 @@ async fn the_dashboard_works_in_a_browser() {
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = std::fs::read_to_string(home.path().join("serve.err")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.contains(" request ")).collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
     assert!(
         out.status.success(),
-        "{stdout}\n{}",
+        "{stdout}\n{}\nserver log:\n{tail}",
         String::from_utf8_lossy(&out.stderr)
     );
     for check in [
@@ -50,11 +68,21 @@ async fn the_dashboard_works_in_a_browser() {
         "it grew while streaming",
         "revoked: the API refuses the key",
         "the job completed with its result",
+        "the approval appears without a reload",
+        "the tool's output arrives",
         "no request leaves the origin",
     ] {
         assert!(stdout.contains(check), "{check}: {stdout}");
     }
-    for page in ["teams", "conversation", "keys", "jobs", "audit", "phone"] {
+    for page in [
+        "teams",
+        "conversation",
+        "approvals",
+        "keys",
+        "jobs",
+        "audit",
+        "phone",
+    ] {
         assert!(
             shots.join(format!("dashboard-{page}.png")).exists(),
             "{page}"

@@ -65,6 +65,9 @@ impl Lifecycle {
 /// [`stop`]: Running::stop
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where the dashboard listens besides `/ui` here (`dashboard.http`),
+    /// when that port could be had.
+    pub dashboard: Option<SocketAddr>,
     stop: watch::Sender<u8>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     port_file: Option<PathBuf>,
@@ -130,15 +133,35 @@ pub async fn start_with(
         "http://{}/mcp",
         local_authority(&host, addr.port())
     ));
+    let board = iris.config.dashboard.clone();
     // The routes first: a server that cannot start leaves no port file.
     let app = crate::app(iris, lifecycle.clone(), mounted)?;
     if let Some(p) = &port_file {
         write_port_file(p, addr.port())?;
     }
+    // The dashboard's own port serves the same app (so its page and the
+    // API it calls share an origin), behind the same gate. A port that is
+    // taken is no reason not to serve the API: the dashboard stays at /ui.
+    let mut dashboard = None;
+    if board.enabled && !(board.host == host && board.http == addr.port()) {
+        match TcpListener::bind((board.host.as_str(), board.http)).await {
+            Ok(l) => {
+                let at = l.local_addr()?;
+                tokio::spawn(accept(l, app.clone(), limits, lifecycle.clone()));
+                tracing::info!(addr = %at, "dashboard listening (also at /ui on the API port)");
+                dashboard = Some(at);
+            }
+            Err(e) => tracing::warn!(
+                host = %board.host, port = board.http, error = %e,
+                "the dashboard's port is not available; the dashboard is at /ui on the API port"
+            ),
+        }
+    }
     let task = tokio::spawn(accept(listener, app, limits, lifecycle));
     tracing::info!(%addr, "API listening");
     Ok(Running {
         addr,
+        dashboard,
         stop,
         task,
         port_file,

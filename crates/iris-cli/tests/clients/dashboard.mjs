@@ -70,6 +70,19 @@ try {
   await page.waitForSelector('#chat-history li');
   await page.screenshot({ path: `${shots}/dashboard-conversation.png` });
 
+  // A team created at run time, then deleted.
+  await page.click('#nav [data-view=teams]');
+  await page.fill('#team-form input[name=name]', 'made-here');
+  await page.fill('#team-form input[name=path]', '.');
+  await page.selectOption('#team-form select[name=agent]', 'echo');
+  await page.click('#team-form button[type=submit]');
+  await page.waitForSelector('button[aria-label="Delete made-here"]');
+  check(true, 'a team is created from the page');
+  page.once('dialog', (d) => d.accept());
+  await page.click('button[aria-label="Delete made-here"]');
+  await page.waitForFunction(() => !document.getElementById('team-rows').textContent.includes('made-here'));
+  check(true, 'and deleted');
+
   // Keys: shown once, revoked, then refused by the API.
   await page.click('#nav [data-view=keys]');
   await page.fill('#newkey-form input[name=name]', 'made-in-the-browser');
@@ -80,6 +93,15 @@ try {
   const use = () => fetch(`${base}/api/v1/teams`, { headers: { authorization: `Bearer ${key}` } }).then((r) => r.status);
   check((await use()) === 200, 'the new key works');
   await page.waitForSelector('#key-rows tr');
+  // A user created, given a role.
+  await page.fill('#user-form input[name=username]', 'grace');
+  await page.fill('#user-form input[name=password]', 'Another-Long-Pass-7?');
+  await page.click('#user-form button[type=submit]');
+  await page.waitForSelector('select[aria-label="Role of grace"]');
+  await page.selectOption('select[aria-label="Role of grace"]', 'developer');
+  await page.waitForFunction(() => /grace\s*developer/.test(document.getElementById('user-rows').textContent));
+  check(true, 'a user is created and given a role');
+  await page.click('button[aria-label="Reset MFA of grace"]');
   await page.screenshot({ path: `${shots}/dashboard-keys.png` });
   await page.click('button[aria-label="Revoke made-in-the-browser"]');
   let status = 0;
@@ -97,6 +119,30 @@ try {
   await page.waitForFunction(() => /completed/.test(document.getElementById('job-rows').textContent), null, { timeout: 15000 });
   check((await page.textContent('#job-rows')).includes('a job from the browser'), 'the job completed with its result');
   await page.screenshot({ path: `${shots}/dashboard-jobs.png` });
+
+  // An approval: a claude team on the Messages API stub asks to run Bash.
+  await page.click('#nav [data-view=chat]');
+  await page.selectOption('#chat-team', 'guarded');
+  await page.fill('#chat-form textarea',
+    // (A command that changes something: Claude Code runs read-only ones
+    // such as a bare `echo` without asking.)
+    'MSG<tool Bash {"command":"mkdir -p made-by-agent && echo approved-output","description":"Make a folder"}>');
+  await page.click('#chat-form button[type=submit]');
+  await page.waitForFunction(() => document.getElementById('pending').textContent === '1', null, { timeout: 90000 });
+  check(true, 'the approval appears without a reload (the menu counts it)');
+  await page.click('#nav [data-view=approvals]');
+  await page.waitForSelector('#approval-list li');
+  const asked = await page.textContent('#approval-list');
+  check(asked.includes('guarded: Bash') && asked.includes('echo approved-output'), 'with the tool and its input');
+  await page.screenshot({ path: `${shots}/dashboard-approvals.png` });
+  await page.fill('#approval-list input', 'looks fine');
+  await page.click('#approval-list button:has-text("Allow")');
+  await page.waitForFunction(() => document.getElementById('approval-list').children.length === 0);
+  await page.click('#nav [data-view=chat]');
+  await page.waitForFunction(() => /completed/.test(document.getElementById('chat-status').textContent), null, { timeout: 90000 });
+  const toolAnswer = await page.textContent('#chat-answer');
+  check(toolAnswer.includes('approved-output'), `the tool's output arrives: ${toolAnswer}`);
+  check((await page.textContent('#chat-tools')).includes('Bash'), 'the tool use was shown as it happened');
 
   // The audit log and health.
   await page.click('#nav [data-view=audit]');

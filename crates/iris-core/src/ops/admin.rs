@@ -114,6 +114,26 @@ pub struct UserUpdateParams {
     pub email: Option<String>,
 }
 
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaReset {
+    /// The user's id.
+    pub user: String,
+    pub username: String,
+    /// Always false after a reset.
+    pub mfa_enabled: bool,
+    /// Whether MFA was on before.
+    pub was_enabled: bool,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserRef {
+    /// The user's id, username or email.
+    #[schemars(length(min = 1, max = 254))]
+    pub user: String,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PasswordParams {
@@ -339,6 +359,20 @@ pub(super) fn operations() -> Vec<Operation> {
                     .auth
                     .reset_password(&p.user, &p.password, &ctx.principal, &ctx.origin)
                     .await?)
+            },
+        ),
+        Operation::new(
+            "user_reset_mfa",
+            "Turn a user's MFA off (a lost authenticator): their sessions end; the next login needs the password only.",
+            Some(scope::ADMIN),
+            true,
+            |iris: Arc<Iris>, ctx: Ctx, p: UserRef| async move {
+                let done = iris
+                    .auth
+                    .mfa_reset(&p.user, &ctx.principal, &ctx.origin)
+                    .await?;
+                serde_json::from_value::<MfaReset>(done)
+                    .map_err(|e| IrisError::internal("resetting MFA", e))
             },
         ),
         Operation::new(

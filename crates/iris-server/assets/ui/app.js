@@ -196,11 +196,24 @@ async function loadTeams() {
       lastUsed: Math.max(0, ...procs.map((x) => x.lastUsed || 0)),
     };
     const actions = el('span');
-    for (const [label, path] of [['Wake', 'wake'], ['Sleep', 'sleep'], ['Reboot', 'reboot']]) {
+    const team = encodeURIComponent(t.name);
+    for (const [label, path] of [['Wake', 'wake'], ['Sleep', 'sleep'], ['Reboot', 'reboot'], ['Fork', 'fork']]) {
       const b = el('button', label, { type: 'button', 'aria-label': `${label} ${t.name}` });
-      b.addEventListener('click', () => api('POST', `/teams/${encodeURIComponent(t.name)}/${path}`, {}).then(loadTeams).catch(() => {}));
+      b.addEventListener('click', () => api('POST', `/teams/${team}/${path}`, {}).then(loadTeams).catch(() => {}));
       actions.append(b, ' ');
     }
+    const edit = el('button', 'Edit', { type: 'button', 'aria-label': `Edit ${t.name}` });
+    edit.addEventListener('click', () => {
+      const input = el('input', null, { 'aria-label': `New description of ${t.name}`, value: t.config?.description || '' });
+      const save = el('button', 'Save', { type: 'button' });
+      save.addEventListener('click', () => api('PATCH', `/teams/${team}`, { description: input.value }).then(loadTeams).catch(() => {}));
+      edit.replaceWith(input, save);
+    });
+    const del = el('button', 'Delete', { type: 'button', 'aria-label': `Delete ${t.name}` });
+    del.addEventListener('click', () => {
+      if (confirm(`Delete the team ${t.name}?`)) api('DELETE', `/teams/${team}`, { force: true }).then(loadTeams).catch(() => {});
+    });
+    actions.append(edit, ' ', del);
     rows.append(row([t.name, p.state || '', p.queued, p.pid, when(p.lastUsed), actions]));
   }
   for (const select of [$('chat-team'), $('job-team')]) {
@@ -209,6 +222,18 @@ async function loadTeams() {
     if (current) select.value = current;
   }
 }
+
+$('team-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const body = { name: f.get('name'), path: f.get('path'), agent: f.get('agent') };
+  if (f.get('description')) body.description = f.get('description');
+  const made = await api('POST', '/teams', body).catch(() => null);
+  if (made) {
+    ev.target.reset();
+    await loadTeams();
+  }
+});
 
 // ---- a live conversation ----
 
@@ -379,8 +404,31 @@ async function loadKeys() {
     rows.append(row([k.name, k.prefix, k.role || (k.scopes || []).join(' '), k.status || (k.revokedAt ? 'revoked' : 'active'), actions]));
   }
   const users = await api('GET', '/admin/users').catch(() => ({ users: [] }));
-  $('user-rows').replaceChildren(...users.users.map((u) => row([u.username || u.email, (u.roles || []).join(' '), u.status, u.mfaEnabled ? 'on' : 'off'])));
+  const rows2 = $('user-rows');
+  rows2.replaceChildren();
+  for (const u of users.users) {
+    const name = u.username || u.email;
+    const role = el('select', null, { 'aria-label': `Role of ${name}` });
+    for (const r of ['viewer', 'operator', 'developer', 'admin']) role.append(el('option', r));
+    role.value = (u.roles || [])[0] || 'viewer';
+    role.addEventListener('change', () => api('PATCH', `/admin/users/${encodeURIComponent(u.id)}`, { roles: [role.value] }).then(loadKeys).catch(() => {}));
+    const reset = el('button', 'Reset MFA', { type: 'button', 'aria-label': `Reset MFA of ${name}` });
+    reset.addEventListener('click', () => api('POST', `/admin/users/${encodeURIComponent(u.id)}/mfa/reset`, {}).then(loadKeys).catch(() => {}));
+    const actions = el('span');
+    actions.append(role, ' ', reset);
+    rows2.append(row([name, (u.roles || []).join(' '), u.status, u.mfaEnabled ? 'on' : 'off', actions]));
+  }
 }
+
+$('user-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const made = await api('POST', '/admin/users', { username: f.get('username'), password: f.get('password'), role: f.get('role') }).catch(() => null);
+  if (made) {
+    ev.target.reset();
+    await loadKeys();
+  }
+});
 
 // ---- audit and health ----
 
@@ -397,6 +445,19 @@ async function loadAudit(action, result) {
   const data = await api('GET', `/admin/audit-logs?${q}`);
   $('audit-rows').replaceChildren(...data.logs.map((l) => row([l.timestamp, l.actor, l.action, l.team || l.resource || '', l.result])));
 }
+
+/// The health view's logs follow what happens while it is open.
+setInterval(() => {
+  if (bearer() && !$('health').hidden) {
+    api('GET', '/logs?limit=50')
+      .then((logs) => {
+        $('logs').textContent = logs.logs
+          .map((l) => `${when(l.timestamp)} ${l.level} ${l.message} ${l.fields ? JSON.stringify(l.fields) : ''}`)
+          .join('\n');
+      })
+      .catch(() => {});
+  }
+}, 3000);
 
 async function loadHealth() {
   const r = await fetch('/health/detailed', { headers: { authorization: `Bearer ${bearer()}` } });

@@ -31,6 +31,7 @@ pub const PUBLIC: &[&str] = &[
     "/ui/app.js",
     "/ui/app.css",
     "/dashboard",
+    "/",
 ];
 
 /// WebSockets whose first message may carry the credential (browsers

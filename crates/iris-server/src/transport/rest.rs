@@ -260,6 +260,11 @@ pub(crate) const ROUTES: &[Route] = &[
         Verb::Post,
         id("webhook_redeliver", "deliveryId"),
     ),
+    route(
+        "/admin/users/{id}/mfa/reset",
+        Verb::Post,
+        id("user_reset_mfa", "user"),
+    ),
     route("/admin/audit-logs", Verb::Get, op("audit_list")),
     route("/admin/audit-logs/verify", Verb::Get, op("audit_verify")),
 ];

@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/app.js", get(script))
         .route("/ui/app.css", get(style))
         .route("/dashboard", get(|| async { Redirect::permanent("/ui") }))
+        .route("/", get(|| async { Redirect::temporary("/ui") }))
 }
 
 fn asset(kind: &'static str, body: &'static str) -> impl IntoResponse {
