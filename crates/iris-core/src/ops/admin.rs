@@ -175,7 +175,7 @@ pub struct AuditListParams {
     pub result: Option<String>,
     /// info, warning or critical.
     pub severity: Option<String>,
-    #[serde(default = "one")]
+    #[serde(default = "super::one")]
     #[schemars(range(min = 1))]
     pub page: i64,
     #[serde(default = "hundred")]
@@ -183,9 +183,6 @@ pub struct AuditListParams {
     pub limit: i64,
 }
 
-fn one() -> i64 {
-    1
-}
 fn hundred() -> i64 {
     100
 }

@@ -27,19 +27,12 @@ pub struct ListParams {
     #[serde(default)]
     #[schemars(regex(pattern = r"^(pending|allowed|denied|expired)$"))]
     pub status: Option<String>,
-    #[serde(default = "one")]
+    #[serde(default = "super::one")]
     #[schemars(range(min = 1))]
     pub page: i64,
-    #[serde(default = "fifty")]
+    #[serde(default = "super::fifty")]
     #[schemars(range(min = 1, max = 1000))]
     pub limit: i64,
-}
-
-fn one() -> i64 {
-    1
-}
-fn fifty() -> i64 {
-    50
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -143,19 +143,12 @@ pub struct ListParams {
     /// Only the caller's own jobs.
     #[serde(default)]
     pub mine: bool,
-    #[serde(default = "one")]
+    #[serde(default = "super::one")]
     #[schemars(range(min = 1))]
     pub page: i64,
-    #[serde(default = "fifty")]
+    #[serde(default = "super::fifty")]
     #[schemars(range(min = 1, max = 1000))]
     pub limit: i64,
-}
-
-fn one() -> i64 {
-    1
-}
-fn fifty() -> i64 {
-    50
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

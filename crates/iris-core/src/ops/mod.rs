@@ -102,6 +102,16 @@ pub(crate) fn all() -> Vec<Operation> {
     ops
 }
 
+/// The first page, the default of every list's `page`.
+fn one() -> i64 {
+    1
+}
+
+/// The default `limit` of the lists.
+fn fifty() -> i64 {
+    50
+}
+
 /// A team filter the caller named must be a team it may see.
 fn visible(ctx: &Ctx, team: Option<&str>) -> Result<()> {
     match team {

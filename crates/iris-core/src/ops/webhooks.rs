@@ -98,19 +98,12 @@ pub struct WebhookParams {
 pub struct DeliveriesParams {
     #[schemars(length(min = 1, max = 64))]
     pub webhook_id: String,
-    #[serde(default = "one")]
+    #[serde(default = "super::one")]
     #[schemars(range(min = 1))]
     pub page: i64,
-    #[serde(default = "fifty")]
+    #[serde(default = "super::fifty")]
     #[schemars(range(min = 1, max = 1000))]
     pub limit: i64,
-}
-
-fn one() -> i64 {
-    1
-}
-fn fifty() -> i64 {
-    50
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
