@@ -116,11 +116,16 @@ pub async fn serve(source: ConfigSource, insecure: bool) -> anyhow::Result<ExitC
     crate::logging::init("info");
     let mut signals = Signals::listen()?;
     let cfg = load(&source)?;
-    if cfg.api.enabled && !cfg.api.require_auth && !is_loopback(&cfg.api.host) && !insecure {
+    // The dashboard's port serves the whole API too.
+    let mut binds = vec![&cfg.api.host];
+    if cfg.dashboard.enabled {
+        binds.push(&cfg.dashboard.host);
+    }
+    let exposed = binds.into_iter().find(|h| !is_loopback(h));
+    if let Some(host) = exposed.filter(|_| cfg.api.enabled && !cfg.api.require_auth && !insecure) {
         anyhow::bail!(
-            "refusing to serve {} without authentication: api.requireAuth is false and the address is not loopback; \
-             turn requireAuth on, bind 127.0.0.1, or pass --insecure if you really mean it",
-            cfg.api.host
+            "refusing to serve {host} without authentication: api.requireAuth is false and the address is not loopback; \
+             turn requireAuth on, bind 127.0.0.1 (api.host and dashboard.host), or pass --insecure if you really mean it"
         );
     }
     let iris = start(cfg, true).await?;

@@ -54,7 +54,8 @@ async fn each_conversation_edits_its_own_worktree() {
     // A command agent that writes its prompt to notes.txt where it runs,
     // and answers with that folder.
     let yaml = format!(
-        "teams:\n  editor:\n    path: {}\n    agent: command\n    command: sh\n    args: ['-c', 'printf \"%s\\n\" \"$0\" > notes.txt; pwd']\n    isolation: worktree\n  plain:\n    path: {}\n    agent: echo\n",
+        "teams:\n  editor:\n    path: {}\n    agent: command\n    command: sh\n    args: ['-c', 'printf \"%s\\n\" \"$0\" > notes.txt; pwd']\n    isolation: worktree\n  shared:\n    path: {}\n    agent: echo\n  plain:\n    path: {}\n    agent: echo\n",
+        repo.display(),
         repo.display(),
         plain.display()
     );
@@ -143,6 +144,17 @@ async fn each_conversation_edits_its_own_worktree() {
         git(&repo, &["branch", "--list", &format!("iris/{a}")]).contains(&a),
         "its branch (and commit) stay"
     );
+    // The id used again: its branch (with A's commit) is checked out again.
+    let again = tell(&a, "A once more").await.unwrap()["response"]
+        .as_str()
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(again, wa);
+    assert_eq!(
+        git(Path::new(&wa), &["log", "-1", "--format=%s"]),
+        "A's notes"
+    );
     let kept = h
         .call(
             "session_delete",
@@ -162,6 +174,17 @@ async fn each_conversation_edits_its_own_worktree() {
         "from B\n",
         "never forced"
     );
+
+    // A conversation that started in the team's folder stays there.
+    h.tell("shared", "started here").await.unwrap();
+    let e = h
+        .call(
+            "send_message",
+            json!({"toTeam": "shared", "message": "x", "isolation": "worktree", "timeout": 0}),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("already started"), "{}", e.message);
 
     // No repository: refused, per call and per team, nothing left behind.
     let e = h

@@ -76,6 +76,11 @@ pub struct Iris {
     session_count: std::sync::atomic::AtomicI64,
     /// Serialises session creation; also guards the cache inside.
     sessions: tokio::sync::Mutex<SessionCache>,
+    /// Held by a configuration reload from reading the file to applying it.
+    pub(crate) reloading: tokio::sync::Mutex<()>,
+    /// Held while a conversation gets its worktree (rare; keeps two first
+    /// messages of one conversation from both creating it).
+    worktrees: tokio::sync::Mutex<()>,
 }
 
 /// Sessions already looked up: the default id of each (from, to) pair and
@@ -178,6 +183,8 @@ impl Iris {
             started_at: now_ms(),
             session_count: std::sync::atomic::AtomicI64::new(session_count),
             sessions: tokio::sync::Mutex::new(SessionCache::default()),
+            reloading: tokio::sync::Mutex::new(()),
+            worktrees: tokio::sync::Mutex::new(()),
         });
         iris.reload_webhooks().await?;
         iris.start_jobs().await?;
@@ -394,7 +401,9 @@ impl Iris {
         self.own_session(ctx, &session)?;
         let isolation = out.isolation.unwrap_or(team.config.isolation);
         if isolation == crate::worktree::Isolation::Worktree && session.worktree.is_none() {
-            session = self.give_worktree(&team, session).await?;
+            session = self
+                .give_worktree(&team, session, out.isolation.is_some())
+                .await?;
         }
         let tracker = Arc::new(
             TurnTracker::new(
@@ -454,26 +463,48 @@ impl Iris {
         Ok(tracker)
     }
 
-    /// Give a conversation its own git worktree (before its agent starts
-    /// there: a process already running in the team's folder is stopped
-    /// first, and its next turn starts in the worktree).
-    async fn give_worktree(&self, team: &Team, session: SessionRow) -> Result<SessionRow> {
-        let dir = crate::worktree::create(&self.config.home, &team.name, team.path(), &session.id)
+    /// Give a conversation its own git worktree before its agent starts.
+    /// A conversation that already started keeps its folder: the agent's
+    /// history is kept per folder, and moving would lose it (asked for on
+    /// the call: `VALIDATION_ERROR`; by the team's option: it stays).
+    async fn give_worktree(
+        &self,
+        team: &Team,
+        session: SessionRow,
+        asked: bool,
+    ) -> Result<SessionRow> {
+        let _one = self.worktrees.lock().await;
+        // Another message of this conversation may have made it meanwhile.
+        let current = self.store.session(&session.id).await?.unwrap_or(session);
+        if current.worktree.is_some() {
+            self.forget_session(&current.id).await;
+            return Ok(current);
+        }
+        if current.started {
+            if asked {
+                return Err(IrisError::validation(
+                    "isolation",
+                    "this conversation already started in the team's folder; a worktree is for a new conversation (another sessionId)",
+                ));
+            }
+            return Ok(current);
+        }
+        let dir = crate::worktree::create(&self.config.home, &team.name, team.path(), &current.id)
             .await?;
         let dir = dir.display().to_string();
-        self.store.set_worktree(&session.id, Some(&dir)).await?;
-        let id = session.id.clone();
+        self.store.set_worktree(&current.id, Some(&dir)).await?;
+        let id = current.id.clone();
         self.pool
             .stop_where(
                 |p| p.session_id == id,
                 "the conversation moves to its own worktree",
             )
             .await;
-        self.forget_session(&session.id).await;
-        tracing::info!(team = %team.name, session = %session.id, worktree = %dir, "the conversation has its own git worktree");
+        self.forget_session(&current.id).await;
+        tracing::info!(team = %team.name, session = %current.id, worktree = %dir, "the conversation has its own git worktree");
         Ok(SessionRow {
             worktree: Some(dir),
-            ..session
+            ..current
         })
     }
 

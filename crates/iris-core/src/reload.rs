@@ -67,6 +67,9 @@ impl Iris {
     /// doc). The error of a file that is not applied is also logged and
     /// published.
     pub async fn reload(self: &Arc<Self>) -> Result<Reloaded, ConfigError> {
+        // One at a time (the watcher and SIGHUP may both fire): a reload
+        // reads the file and applies it whole before the next one reads.
+        let _one = self.reloading.lock().await;
         let Some(path) = self.config.source.clone() else {
             return Err(self.rejected(ConfigError {
                 file: "<embedded defaults>".into(),
@@ -85,6 +88,9 @@ impl Iris {
             .filter(|(k, v)| old.get(*k) != Some(v))
             .map(|(k, _)| (*k).to_owned())
             .collect();
+        if self.config.settings.http_port != new.settings.http_port {
+            out.needs_restart.push("settings.httpPort".into());
+        }
         if *self.pool.settings() != new.settings {
             crate::logs::ring().set_capacity(new.settings.log_buffer);
             self.pool.set_settings(new.settings.clone());

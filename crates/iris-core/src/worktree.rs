@@ -6,7 +6,7 @@
 //!
 //! Iris touches the repository only through `git worktree add` (which
 //! creates the branch) and `git worktree remove` (never `--force`): a
-//! worktree with uncommitted or untracked changes is kept when its
+//! worktree with uncommitted, untracked or ignored files is kept when its
 //! conversation is deleted, and so is the branch (the agent's commits
 //! stay reachable).
 
@@ -84,19 +84,30 @@ pub async fn create(home: &Path, team: &str, path: &Path, session_id: &str) -> R
             .map_err(|e| IrisError::internal("creating the worktrees folder", e))?;
     }
     let dir_text = dir.display().to_string();
-    git(
+    let name = branch(session_id);
+    if dir.join(".git").exists() {
+        // Made before (its record was not written): taken as it is.
+        return Ok(dir.join(rel));
+    }
+    // The branch outlives its worktree (a conversation deleted, then its
+    // id used again): check it out again rather than fail on `-b`.
+    let exists = git(
         &root,
         &[
-            "worktree",
-            "add",
-            "-b",
-            &branch(session_id),
-            &dir_text,
-            "HEAD",
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("refs/heads/{name}"),
         ],
     )
     .await
-    .map_err(|e| {
+    .is_ok();
+    let args: Vec<&str> = if exists {
+        vec!["worktree", "add", "--", &dir_text, &name]
+    } else {
+        vec!["worktree", "add", "-b", &name, "--", &dir_text, "HEAD"]
+    };
+    git(&root, &args).await.map_err(|e| {
         IrisError::process(format!(
             "team `{team}`: could not create the conversation's worktree: {e}"
         ))
@@ -137,10 +148,12 @@ pub async fn remove_if_clean(workdir: &Path, session_id: &str) -> Removal {
         }
     };
     out.path = top.display().to_string();
-    match git(&top, &["status", "--porcelain"]).await {
+    // Ignored files count too: `git worktree remove` would delete them
+    // (a `.env`, build output), and nothing is deleted that was not committed.
+    match git(&top, &["status", "--porcelain", "--ignored"]).await {
         Ok(s) if s.is_empty() => {}
         Ok(_) => {
-            out.kept_because = Some("it has uncommitted or untracked changes".into());
+            out.kept_because = Some("it has uncommitted, untracked or ignored files".into());
             return out;
         }
         Err(e) => {

@@ -116,8 +116,9 @@ pub(crate) struct Actor {
     awaiting: Vec<permission::Awaiting>,
     queue: [VecDeque<TurnJob>; 3],
     current: Option<Running>,
-    /// The team's configuration changed: restart the process when no turn runs.
-    restart_pending: bool,
+    /// The team's new configuration: taken, and the process restarted,
+    /// when no turn runs.
+    reconfigured: Option<Arc<Team>>,
     last_used: Instant,
     interrupt_seq: u64,
 }
@@ -155,7 +156,7 @@ impl Actor {
             awaiting: Vec::new(),
             queue: Default::default(),
             current: None,
-            restart_pending: false,
+            reconfigured: None,
             last_used: Instant::now(),
             interrupt_seq: 0,
         }
@@ -297,10 +298,9 @@ impl Actor {
                 approval_id,
                 answer,
             } => self.on_decision(&approval_id, answer).await,
-            Command::Reconfigure(team) => {
-                self.team = team;
-                self.restart_pending = true;
-            }
+            // Taken up between turns: the running turn ends under the
+            // configuration it started with.
+            Command::Reconfigure(team) => self.reconfigured = Some(team),
             Command::Stop { reason, reply } => {
                 self.cancel_pending(&reason).await;
                 return Some(reply);
@@ -421,10 +421,12 @@ impl Actor {
 
     /// Start the next queued turn if nothing runs.
     async fn begin_next(&mut self) {
-        if self.restart_pending && self.current.is_none() {
-            self.restart_pending = false;
+        if self.current.is_none()
+            && let Some(team) = self.reconfigured.take()
+        {
             self.retire_process("the team's configuration changed")
                 .await;
+            self.team = team;
         }
         while self.current.is_none() {
             let Some(job) = self.queue.iter_mut().find_map(VecDeque::pop_front) else {

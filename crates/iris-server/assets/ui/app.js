@@ -6,7 +6,7 @@
 'use strict';
 
 const API = '/api/v1';
-const state = { token: null, refresh: null, key: null, expiresAt: 0, teams: [], events: null };
+const state = { token: null, refresh: null, key: null, expiresAt: 0, teams: [], events: null, refreshing: null };
 
 const $ = (id) => document.getElementById(id);
 
@@ -48,7 +48,18 @@ function save() {
   sessionStorage.setItem('iris', JSON.stringify(s));
 }
 
-async function refreshToken() {
+/// One refresh at a time: a refresh token is single-use, and the server
+/// takes a second use as theft (it ends the whole sign-in).
+function refreshToken() {
+  if (!state.refreshing) {
+    state.refreshing = doRefresh().finally(() => {
+      state.refreshing = null;
+    });
+  }
+  return state.refreshing;
+}
+
+async function doRefresh() {
   if (!state.refresh) return false;
   const r = await fetch(`${API}/auth/refresh`, {
     method: 'POST',
@@ -140,6 +151,8 @@ $('key-form').addEventListener('submit', async (ev) => {
 });
 
 $('signout').addEventListener('click', async () => {
+  // An access token that ran out while the page was idle would be refused.
+  if (state.refresh && state.expiresAt - Date.now() < 30000) await refreshToken();
   if (state.refresh) {
     await fetch(`${API}/auth/logout`, {
       method: 'POST',
