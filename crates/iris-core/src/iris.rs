@@ -405,6 +405,12 @@ impl Iris {
                 .give_worktree(&team, session, out.isolation.is_some())
                 .await?;
         }
+        // The team as it is now: a reload may have changed or removed it
+        // while the session was looked up (a process started with the old
+        // one would keep it).
+        let team = self
+            .team_named(&team.name)
+            .ok_or_else(|| IrisError::team_not_found(&team.name))?;
         let tracker = Arc::new(
             TurnTracker::new(
                 format!("msg_{}", ulid::Ulid::new()),
