@@ -135,25 +135,13 @@ impl Store {
                 q.push(")");
             }
         };
-        let mut q = QueryBuilder::<Sqlite>::new(select_approvals!(""));
-        filter(&mut q);
-        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let rows = q
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .ctx("listing approvals")?;
-        let mut c = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM approvals");
-        filter(&mut c);
-        let total: i64 = c
-            .build_query_scalar()
-            .fetch_one(&self.pool)
-            .await
-            .ctx("counting approvals")?;
-        Ok((rows.iter().map(from_row).collect(), total))
+        let listing = crate::Listing {
+            select: select_approvals!(""),
+            count: "SELECT COUNT(*) FROM approvals",
+            order: " ORDER BY created_at DESC, id DESC",
+            what: "listing approvals",
+        };
+        self.page(&listing, filter, limit, offset, from_row).await
     }
 
     /// Decide `id` if it is still pending; false when it was not (decided,

@@ -290,23 +290,14 @@ impl Store {
 
     /// Jobs matching `f`, newest first, with the total before paging.
     pub async fn jobs(&self, f: &JobFilter) -> Result<(Vec<JobRecord>, i64)> {
-        let mut q = QueryBuilder::<Sqlite>::new(select_jobs!(""));
-        push_filters(&mut q, f);
-        q.push(" ORDER BY j.created_at DESC, j.id DESC LIMIT ")
-            .push_bind(f.limit)
-            .push(" OFFSET ")
-            .push_bind(f.offset);
-        let rows = q.build().fetch_all(&self.pool).await.ctx("reading jobs")?;
-        let mut c =
-            QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM jobs j JOIN turns t ON t.id = j.id");
-        push_filters(&mut c, &f.clone());
-        let total: i64 = c
-            .build()
-            .fetch_one(&self.pool)
+        let listing = crate::Listing {
+            select: select_jobs!(""),
+            count: "SELECT COUNT(*) FROM jobs j JOIN turns t ON t.id = j.id",
+            order: " ORDER BY j.created_at DESC, j.id DESC",
+            what: "reading jobs",
+        };
+        self.page(&listing, |q| push_filters(q, f), f.limit, f.offset, record)
             .await
-            .ctx("counting jobs")?
-            .get(0);
-        Ok((rows.iter().map(record).collect(), total))
     }
 
     /// Jobs whose end is not written yet, oldest first: at start-up, what a

@@ -62,7 +62,48 @@ pub struct Store {
     job_writer: std::sync::Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<jobs::NewJob>>>,
 }
 
+/// How one kind of record is listed a page at a time (see [`Store::page`]).
+pub(crate) struct Listing {
+    /// `SELECT … FROM …`, without `WHERE`.
+    pub select: &'static str,
+    /// `SELECT COUNT(*) FROM …` over the same tables.
+    pub count: &'static str,
+    /// ` ORDER BY …`.
+    pub order: &'static str,
+    /// What is being read, for errors.
+    pub what: &'static str,
+}
+
 impl Store {
+    /// One page of a list: the rows of `l` that `filter` (which pushes a
+    /// ` WHERE …`) keeps, in order, `limit` from `offset`, each made by
+    /// `row`; and how many it keeps in all.
+    pub(crate) async fn page<T>(
+        &self,
+        l: &Listing,
+        filter: impl Fn(&mut sqlx::QueryBuilder<sqlx::Sqlite>),
+        limit: i64,
+        offset: i64,
+        row: fn(&sqlx::sqlite::SqliteRow) -> T,
+    ) -> Result<(Vec<T>, i64)> {
+        let mut q = sqlx::QueryBuilder::new(l.select);
+        filter(&mut q);
+        q.push(l.order)
+            .push(" LIMIT ")
+            .push_bind(limit)
+            .push(" OFFSET ")
+            .push_bind(offset);
+        let rows = q.build().fetch_all(&self.pool).await.ctx(l.what)?;
+        let mut c = sqlx::QueryBuilder::new(l.count);
+        filter(&mut c);
+        let total: i64 = c
+            .build_query_scalar()
+            .fetch_one(&self.pool)
+            .await
+            .ctx(l.what)?;
+        Ok((rows.iter().map(row).collect(), total))
+    }
+
     /// Open (creating if needed) the database file and apply migrations.
     pub async fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {

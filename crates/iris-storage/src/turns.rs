@@ -210,27 +210,24 @@ impl Store {
 
     /// Turns matching `f`, with the total count before paging.
     pub async fn turns(&self, f: &HistoryFilter) -> Result<(Vec<TurnRow>, i64)> {
-        let mut q = QueryBuilder::<Sqlite>::new(select_turns!(""));
-        push_filters(&mut q, f);
-        q.push(if f.oldest_first {
-            " ORDER BY created_at ASC, id ASC"
-        } else {
-            " ORDER BY created_at DESC, id DESC"
-        });
-        q.push(" LIMIT ")
-            .push_bind(f.limit)
-            .push(" OFFSET ")
-            .push_bind(f.offset);
-        let rows = q.build().fetch_all(&self.pool).await.ctx("reading turns")?;
-        let mut c = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM turns");
-        push_filters(&mut c, f);
-        let total: i64 = c
-            .build()
-            .fetch_one(&self.pool)
-            .await
-            .ctx("counting turns")?
-            .get(0);
-        Ok((rows.iter().map(from_row).collect(), total))
+        let listing = crate::Listing {
+            select: select_turns!(""),
+            count: "SELECT COUNT(*) FROM turns",
+            order: if f.oldest_first {
+                " ORDER BY created_at ASC, id ASC"
+            } else {
+                " ORDER BY created_at DESC, id DESC"
+            },
+            what: "reading turns",
+        };
+        self.page(
+            &listing,
+            |q| push_filters(q, f),
+            f.limit,
+            f.offset,
+            from_row,
+        )
+        .await
     }
 
     /// The average running time (ms) of the last 20 completed turns of

@@ -354,26 +354,14 @@ impl Store {
                 q.push(" AND job_id = ").push_bind(j.to_owned());
             }
         };
-        let mut q = QueryBuilder::<Sqlite>::new(select_deliveries!(""));
-        filter(&mut q);
-        q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let rows = q
-            .build()
-            .fetch_all(&self.pool)
+        let listing = crate::Listing {
+            select: select_deliveries!(""),
+            count: "SELECT COUNT(*) FROM webhook_deliveries",
+            order: " ORDER BY created_at DESC, id DESC",
+            what: "reading deliveries",
+        };
+        self.page(&listing, filter, limit, offset, delivery_from_row)
             .await
-            .ctx("reading deliveries")?;
-        let mut c = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM webhook_deliveries");
-        filter(&mut c);
-        let total: i64 = c
-            .build()
-            .fetch_one(&self.pool)
-            .await
-            .ctx("counting deliveries")?
-            .get(0);
-        Ok((rows.iter().map(delivery_from_row).collect(), total))
     }
 
     /// The attempts of a delivery, in order.
