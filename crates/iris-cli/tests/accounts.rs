@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use iris_core::auth::{NewKey, Origin, Principal};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "Correct-Horse-42-battery";
@@ -24,17 +23,7 @@ async fn api(registration: &str) -> Api {
         "api:\n  port: 0\n  rateLimit:\n    login: 1000/min\nauth:\n  registration: {registration}\nteams:\n  demo:\n    path: .\n    agent: echo\n"
     ))
     .await;
-    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
-    let (admin, _) = h
-        .iris
-        .auth
-        .create_key(
-            NewKey::with_role("root", "admin"),
-            &Principal::local(),
-            &Origin::default(),
-        )
-        .await
-        .unwrap();
+    let (server, admin) = h.serve_with_key("admin").await;
     Api {
         base: format!("http://{}/api/v1", server.addr),
         h,

@@ -77,6 +77,19 @@ impl Live {
     }
 }
 
+/// The data of the next `system` event of `kind` on the JSON-RPC socket
+/// (others skipped), within 10 s each.
+async fn event(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), recv(ws))
+            .await
+            .expect("an event");
+        if m["params"]["event"]["kind"] == kind {
+            return m["params"]["event"]["data"].clone();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_apply_live_and_bad_ones_are_refused() {
     let home = tempfile::tempdir().unwrap();
@@ -148,12 +161,7 @@ async fn edits_apply_live_and_bad_ones_are_refused() {
         "the process restarted with the new env"
     );
     assert_eq!(live.tell("extra", "hello extra").await, "hello extra");
-    let reloaded = loop {
-        let m = recv(&mut ws).await;
-        if m["params"]["event"]["kind"] == "config_reloaded" {
-            break m["params"]["event"]["data"].clone();
-        }
-    };
+    let reloaded = event(&mut ws, "config_reloaded").await;
     assert_eq!(
         reloaded["changes"]["teamsAdded"],
         json!(["extra"]),
@@ -164,14 +172,7 @@ async fn edits_apply_live_and_bad_ones_are_refused() {
 
     // A file that does not validate: nothing of it applies.
     live.write("settings:\n  maxProcesses: many\nteams:\n  demo:\n    path: .\n    agent: echo\n");
-    let rejected = loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), recv(&mut ws))
-            .await
-            .expect("an event");
-        if m["params"]["event"]["kind"] == "config_rejected" {
-            break m["params"]["event"]["data"].clone();
-        }
-    };
+    let rejected = event(&mut ws, "config_rejected").await;
     assert_eq!(rejected["keyPath"], "settings.maxProcesses", "{rejected}");
     assert!(rejected["file"].as_str().unwrap().ends_with("config.yaml"));
     assert!(live.log().contains("was not applied"), "logged");
@@ -189,14 +190,7 @@ async fn edits_apply_live_and_bad_ones_are_refused() {
         "{}  ghost:\n    path: /no/such/folder\n",
         config("three", 7, true)
     ));
-    let rejected = loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), recv(&mut ws))
-            .await
-            .expect("an event");
-        if m["params"]["event"]["kind"] == "config_rejected" {
-            break m["params"]["event"]["data"].clone();
-        }
-    };
+    let rejected = event(&mut ws, "config_rejected").await;
     assert_eq!(rejected["keyPath"], "teams.ghost.path", "{rejected}");
     assert_eq!(
         live.tell("demo", "[[env=STAGE]]").await,

@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use iris_core::auth::{NewKey, Origin, Principal};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -128,17 +127,7 @@ async fn setup(extra: &str) -> Setup {
         "api:\n  port: 0\n  maxBodyBytes: 65536\n{WEBHOOKS}{extra}settings:\n  responseTimeout: 30000\nteams:\n  demo:\n    path: .\n    agent: echo\n"
     );
     let h = start(&yaml).await;
-    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
-    let (key, _) = h
-        .iris
-        .auth
-        .create_key(
-            NewKey::with_role("ci", "admin"),
-            &Principal::local(),
-            &Origin::default(),
-        )
-        .await
-        .unwrap();
+    let (server, key) = h.serve_with_key("admin").await;
     Setup {
         base: format!("http://{}/api/v1", server.addr),
         h,
@@ -162,6 +151,21 @@ impl Setup {
 
     async fn execute(&self, body: Value) -> (u16, Value) {
         self.call(Method::POST, "/teams/demo/execute", body).await
+    }
+
+    /// Wait until job `id`'s first delivery is `status`; that delivery.
+    async fn delivery(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, d) = self
+                .call(Method::GET, &format!("/jobs/{id}/deliveries"), Value::Null)
+                .await;
+            if d["deliveries"][0]["status"] == status {
+                return d["deliveries"][0].clone();
+            }
+            assert!(Instant::now() < deadline, "{d}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Wait until job `id` has ended; its record.
@@ -273,22 +277,9 @@ async fn execute_reports_by_signed_callback() {
         .call(Method::GET, "/jobs?status=completed", Value::Null)
         .await;
     assert_eq!(list["pagination"]["total"], 1);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, d) = s
-            .call(Method::GET, &format!("/jobs/{id}/deliveries"), Value::Null)
-            .await;
-        if d["deliveries"][0]["status"] == "delivered" {
-            assert_eq!(
-                d["deliveries"][0]["attemptLog"].as_array().unwrap().len(),
-                1
-            );
-            assert_eq!(d["deliveries"][0]["responseStatus"], 200);
-            break;
-        }
-        assert!(Instant::now() < deadline, "{d}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let d = s.delivery(&id, "delivered").await;
+    assert_eq!(d["attemptLog"].as_array().unwrap().len(), 1);
+    assert_eq!(d["responseStatus"], 200);
     // Without a secret of its own, the server's signs; the history names the caller.
     let (_, second) = s
         .execute(json!({"task": "again", "callback": {"url": format!("{url}/plain")}}))
@@ -472,24 +463,14 @@ async fn a_failing_receiver_is_retried_until_it_answers() {
         1,
         "one delivery, three attempts"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let d = loop {
-        let (_, d) = s
-            .call(Method::GET, &format!("/jobs/{id}/deliveries"), Value::Null)
-            .await;
-        if d["deliveries"][0]["status"] == "delivered" {
-            break d;
-        }
-        assert!(Instant::now() < deadline, "{d}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
-    let log = d["deliveries"][0]["attemptLog"].as_array().unwrap();
+    let d = s.delivery(id, "delivered").await;
+    let log = d["attemptLog"].as_array().unwrap();
     let codes: Vec<i64> = log
         .iter()
         .map(|a| a["responseStatus"].as_i64().unwrap())
         .collect();
     assert_eq!(codes, [500, 500, 200]);
-    assert_eq!(d["deliveries"][0]["attempts"], 3);
+    assert_eq!(d["attempts"], 3);
     // Gave up after maxAttempts (4): failed, then redelivered by hand.
     let (rx2, url2) = Receiver::start(100).await;
     let (_, b) = s
@@ -497,17 +478,7 @@ async fn a_failing_receiver_is_retried_until_it_answers() {
         .await;
     rx2.wait_for("/down", 4).await;
     let id = b["jobId"].as_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let delivery = loop {
-        let (_, d) = s
-            .call(Method::GET, &format!("/jobs/{id}/deliveries"), Value::Null)
-            .await;
-        if d["deliveries"][0]["status"] == "failed" {
-            break d["deliveries"][0].clone();
-        }
-        assert!(Instant::now() < deadline, "{d}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let delivery = s.delivery(id, "failed").await;
     assert_eq!(delivery["attempts"], 4);
     rx2.fail_first.store(0, Ordering::SeqCst);
     let (st, r) = s

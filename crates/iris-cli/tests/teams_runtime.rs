@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use iris_core::auth::{NewKey, Origin, Principal};
 use serde_json::{Value, json};
 
 struct Api {
@@ -22,17 +21,7 @@ async fn api(home: tempfile::TempDir) -> Api {
         "api:\n  port: 0\nteams:\n  demo:\n    path: .\n    agent: echo\n",
     )
     .await;
-    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
-    let (key, _) = h
-        .iris
-        .auth
-        .create_key(
-            NewKey::with_role("root", "admin"),
-            &Principal::local(),
-            &Origin::default(),
-        )
-        .await
-        .unwrap();
+    let (server, key) = h.serve_with_key("admin").await;
     Api {
         base: format!("http://{}", server.addr),
         h,

@@ -90,6 +90,23 @@ impl Harness {
         .await
     }
 
+    /// Serve this Iris's API (on its configured port) and make an API key
+    /// with `role`: what the HTTP tests start from.
+    pub async fn serve_with_key(&self, role: &str) -> (iris_server::Running, String) {
+        let server = iris_server::start(self.iris.clone(), None).await.unwrap();
+        let (key, _) = self
+            .iris
+            .auth
+            .create_key(
+                iris_core::auth::NewKey::with_role(role, role),
+                &iris_core::auth::Principal::local(),
+                &iris_core::auth::Origin::default(),
+            )
+            .await
+            .unwrap();
+        (server, key)
+    }
+
     pub async fn stop(self) -> tempfile::TempDir {
         self.iris.shutdown().await;
         self.home

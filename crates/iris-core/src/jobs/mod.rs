@@ -296,10 +296,6 @@ impl Jobs {
     }
 }
 
-fn priority_of(key: (Priority, u64)) -> Priority {
-    key.0
-}
-
 pub(crate) fn parse_priority(p: &str) -> Priority {
     match p {
         "high" => Priority::High,
@@ -327,14 +323,16 @@ impl Iris {
         let (mut requeued, mut interrupted, mut reported) = (0, 0, 0);
         for mut job in open {
             match TurnStatus::parse(&job.turn.status) {
-                Some(TurnStatus::Queued) => self.requeue(&job),
+                Some(TurnStatus::Queued) => {
+                    self.jobs.enqueue(&job);
+                }
                 Some(TurnStatus::Running) => {
                     let cfg = &self.config.jobs;
                     if cfg.retry_interrupted && job.job.attempts < cfg.max_attempts {
                         self.store.requeue_job(&job.job.id).await?;
                         job.job.attempts += 1;
                         requeued += 1;
-                        self.requeue(&job);
+                        self.jobs.enqueue(&job);
                     } else {
                         interrupted += 1;
                         let finish = TurnFinish {
@@ -376,10 +374,6 @@ impl Iris {
             );
         }
         Ok(())
-    }
-
-    fn requeue(&self, job: &JobRecord) {
-        self.jobs.enqueue(job);
     }
 
     /// Cancel job `id`: a waiting one ends `cancelled` at once, a running
@@ -536,10 +530,7 @@ impl Iris {
             self.write_job_end(&job, finish).await;
             return;
         }
-        match self
-            .pool
-            .submit(&team, &session, tracker.clone(), priority_of(key))
-        {
+        match self.pool.submit(&team, &session, tracker.clone(), key.0) {
             Ok(()) => {
                 self.jobs.started(team_name, tracker.clone());
                 let iris = self.clone();
