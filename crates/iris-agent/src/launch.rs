@@ -5,6 +5,19 @@ use std::path::PathBuf;
 /// The hidden `iris` subcommand that runs the built-in echo agent.
 pub const ECHO_SUBCOMMAND: &str = "agent-echo";
 
+/// The variables of Iris's own environment an agent process gets: what a
+/// program needs to run in a user's session, nothing that says where
+/// Iris keeps its secrets. Everything else it gets is named by its driver,
+/// profile or team (docs/security.md).
+pub const INHERITED_ENV: [&str; 8] = [
+    "PATH", "HOME", "LANG", "TZ", "TERM", "USER", "SHELL", "TMPDIR",
+];
+
+/// Iris's own values of [`INHERITED_ENV`] and of every `LC_*` variable.
+pub fn inherited_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars().filter(|(k, _)| INHERITED_ENV.contains(&k.as_str()) || k.starts_with("LC_"))
+}
+
 /// Which driver a team uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +88,7 @@ impl SessionMode {
 pub struct LaunchSpec {
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// The whole environment: nothing else of Iris's is passed on.
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
     /// Written to stdin right after spawn, then stdin is closed (command agents).

@@ -12,6 +12,6 @@ pub mod lines;
 pub mod process;
 pub mod protocol;
 
-pub use launch::{AgentKind, LaunchSpec, PromptVia, SessionMode};
+pub use launch::{AgentKind, INHERITED_ENV, LaunchSpec, PromptVia, SessionMode, inherited_env};
 pub use process::{AgentProcess, LineError, ProcessError};
 pub use protocol::{AgentEvent, ToolUse};

@@ -74,6 +74,7 @@ impl AgentProcess {
         }
         let mut cmd = Command::new(&spec.program);
         cmd.args(&spec.args)
+            .env_clear()
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(&spec.cwd)
             .stdin(Stdio::piped())

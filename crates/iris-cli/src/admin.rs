@@ -110,12 +110,12 @@ pub enum TeamAction {
     /// Create a team at run time (stored; present after a restart).
     Add {
         name: String,
-        /// The folder the agent works in.
+        /// The folder the agent works in (under one of the config's teamRoots).
         #[arg(long)]
         path: String,
-        /// claude, echo or command.
+        /// One of the config's agentProfiles (`iris call team_profiles` lists them).
         #[arg(long)]
-        agent: Option<String>,
+        profile: Option<String>,
         #[arg(long)]
         description: Option<String>,
         /// Further keys of teams.<name> as a JSON object.
@@ -292,15 +292,15 @@ pub async fn team(
         TeamAction::Add {
             name,
             path,
-            agent,
+            profile,
             description,
             config,
         } => {
             let mut p = object(&config)?;
             p.insert("name".into(), json!(name));
             p.insert("path".into(), json!(path));
-            if let Some(a) = agent {
-                p.insert("agent".into(), json!(a));
+            if let Some(a) = profile {
+                p.insert("profile".into(), json!(a));
             }
             if let Some(d) = description {
                 p.insert("description".into(), json!(d));

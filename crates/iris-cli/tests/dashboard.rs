@@ -19,8 +19,11 @@ async fn the_dashboard_works_in_a_browser() {
     std::fs::create_dir_all(home.path().join("work")).unwrap();
     let claude_home = home.path().join("claude-home");
     std::fs::create_dir_all(&claude_home).unwrap();
+    // Teams made from the page work under a root outside Iris's home.
+    let projects = tempfile::tempdir().unwrap();
     let config = format!(
-        "api:\n  port: 0\ndashboard:\n  http: 0\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  approvalTimeout: 120000\nteams:\n  demo:\n    path: .\n    agent: echo\n{}",
+        "teamRoots: [{}]\napi:\n  port: 0\ndashboard:\n  http: 0\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  approvalTimeout: 120000\nteams:\n  demo:\n    path: .\n    agent: echo\n{}",
+        projects.path().display(),
         claude_team(
             "guarded",
             &claude_home,
@@ -51,6 +54,7 @@ async fn the_dashboard_works_in_a_browser() {
         .arg(root.join("crates/iris-cli/tests/clients/dashboard.mjs"))
         .args([base.as_str(), "ada", password])
         .arg(&shots)
+        .arg(projects.path())
         .output()
         .await
         .unwrap();

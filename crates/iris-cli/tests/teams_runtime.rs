@@ -18,7 +18,7 @@ struct Api {
 async fn api(home: tempfile::TempDir) -> Api {
     let h = start_in(
         home,
-        "api:\n  port: 0\nteams:\n  demo:\n    path: .\n    agent: echo\n",
+        "api:\n  port: 0\nteamRoots: [./web, ./docs]\nteams:\n  demo:\n    path: .\n    agent: echo\n",
     )
     .await;
     let (server, key) = h.serve_with_key("admin").await;
@@ -38,33 +38,7 @@ impl Api {
     }
 
     async fn mcp(&self, tool: &str, arguments: Value) -> Value {
-        let meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                          "io.modelcontextprotocol/clientCapabilities": {}});
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                          "params": {"name": tool, "arguments": arguments, "_meta": meta}});
-        let text = self
-            .http
-            .post(format!("{}/mcp", self.base))
-            .bearer_auth(&self.key)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "tools/call")
-            .header("mcp-name", tool)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let line = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .find(|d| d.contains("\"id\":1"))
-            .unwrap_or(&text)
-            .trim()
-            .to_owned();
-        serde_json::from_str::<Value>(&line).unwrap()["result"].clone()
+        mcp_tool_call(&self.http, &self.base, &self.key, tool, arguments).await["result"].clone()
     }
 
     async fn stop(self) -> tempfile::TempDir {
@@ -85,7 +59,7 @@ async fn a_team_is_created_used_changed_kept_across_a_restart_and_deleted() {
         .call(
             Method::POST,
             "/api/v1/teams",
-            json!({"name": "web", "path": "./nowhere", "agent": "echo"}),
+            json!({"name": "web", "path": "./nowhere", "profile": "echo"}),
         )
         .await;
     assert_eq!(
@@ -97,11 +71,11 @@ async fn a_team_is_created_used_changed_kept_across_a_restart_and_deleted() {
         .call(
             Method::POST,
             "/api/v1/teams",
-            json!({"name": "web", "path": "./web", "agent": "robot"}),
+            json!({"name": "web", "path": "./web", "profile": "robot"}),
         )
         .await;
     assert_eq!(status, 400, "{bad}");
-    assert!(bad["details"]["fields"]["agent"].is_string(), "{bad}");
+    assert!(bad["details"]["fields"]["profile"].is_string(), "{bad}");
     let (status, bad) = a
         .call(
             Method::POST,
@@ -114,7 +88,7 @@ async fn a_team_is_created_used_changed_kept_across_a_restart_and_deleted() {
         .call(
             Method::POST,
             "/api/v1/teams",
-            json!({"name": "web", "path": "./web", "agent": "echo", "description": "the site"}),
+            json!({"name": "web", "path": "./web", "profile": "echo", "description": "the site"}),
         )
         .await;
     assert_eq!(status, 200, "{made}");
@@ -123,7 +97,7 @@ async fn a_team_is_created_used_changed_kept_across_a_restart_and_deleted() {
         .call(
             Method::POST,
             "/api/v1/teams",
-            json!({"name": "web", "path": "./web", "agent": "echo"}),
+            json!({"name": "web", "path": "./web", "profile": "echo"}),
         )
         .await;
     assert_eq!(status, 409, "exists");
@@ -154,7 +128,11 @@ async fn a_team_is_created_used_changed_kept_across_a_restart_and_deleted() {
         "{changed}"
     );
     let (_, got) = a.call(Method::GET, "/api/contexts/web", Value::Null).await;
-    assert_eq!(got["config"]["agent"], "echo", "{got}");
+    assert_eq!(
+        (got["agent"].as_str(), got["config"]["profile"].as_str()),
+        (Some("echo"), Some("echo")),
+        "{got}"
+    );
     // The config file's team: read only here.
     let (status, refused) = a
         .call(
@@ -182,7 +160,7 @@ async fn a_team_is_created_used_changed_kept_across_a_restart_and_deleted() {
     let made = a
         .mcp(
             "team_create",
-            json!({"name": "docs", "path": "./docs", "agent": "echo"}),
+            json!({"name": "docs", "path": "./docs", "profile": "echo"}),
         )
         .await;
     assert_eq!(made["isError"], false, "{made}");

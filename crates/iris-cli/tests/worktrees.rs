@@ -49,12 +49,15 @@ async fn each_conversation_edits_its_own_worktree() {
     unsafe { std::env::set_var("IRIS_HOME", home.path()) };
     let repo = home.path().join("repo");
     repository(&repo);
-    let plain = home.path().join("plain");
+    // Outside $IRIS_HOME: no team may work in Iris's own folder.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let plain = elsewhere.path().join("plain");
     std::fs::create_dir_all(&plain).unwrap();
     // A command agent that writes its prompt to notes.txt where it runs,
     // and answers with that folder.
     let yaml = format!(
-        "teams:\n  editor:\n    path: {}\n    agent: command\n    command: sh\n    args: ['-c', 'printf \"%s\\n\" \"$0\" > notes.txt; pwd']\n    isolation: worktree\n  shared:\n    path: {}\n    agent: echo\n  plain:\n    path: {}\n    agent: echo\n",
+        "teamRoots: [{}]\nteams:\n  editor:\n    path: {}\n    agent: command\n    command: sh\n    args: ['-c', 'printf \"%s\\n\" \"$0\" > notes.txt; pwd']\n    isolation: worktree\n  shared:\n    path: {}\n    agent: echo\n  plain:\n    path: {}\n    agent: echo\n",
+        elsewhere.path().display(),
         repo.display(),
         repo.display(),
         plain.display()
@@ -198,7 +201,7 @@ async fn each_conversation_edits_its_own_worktree() {
     assert!(e.message.contains("git repository"), "{}", e.message);
     assert!(!h.home.path().join("worktrees").join("plain").exists());
     let e = h
-        .call("team_create", json!({"name": "nogit", "path": plain.display().to_string(), "agent": "echo", "isolation": "worktree"}))
+        .call("team_create", json!({"name": "nogit", "path": plain.display().to_string(), "profile": "echo", "isolation": "worktree"}))
         .await
         .unwrap_err();
     assert_eq!(e.kind.code(), "VALIDATION_ERROR");

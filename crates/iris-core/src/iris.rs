@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use iris_storage::{SessionRow, Store, StoreWrite, TurnFinish, TurnRow};
 
 use crate::bus::Bus;
-use crate::config::Config;
+use crate::config::{Config, TeamPolicy};
 use crate::ctx::Ctx;
 use crate::error::{IrisError, Result};
 use crate::now_ms;
@@ -62,6 +62,8 @@ pub struct Outgoing {
 
 pub struct Iris {
     pub config: Config,
+    /// What teams may run and where; replaced by a reload.
+    policy: RwLock<Arc<TeamPolicy>>,
     teams: RwLock<BTreeMap<String, Arc<Team>>>,
     pub store: Store,
     pub recorder: Recorder,
@@ -150,29 +152,11 @@ impl Iris {
             options.echo_program,
             auth.clone(),
         );
-        let mut teams: BTreeMap<String, Arc<Team>> = config
-            .teams
-            .iter()
-            .map(|(name, t)| (name.clone(), Arc::new(Team::new(name, t.clone()))))
-            .collect();
-        // Teams created at run time; the config file's win a name clash.
-        let known: Vec<String> = teams.keys().cloned().collect();
-        for (name, json) in store.saved_teams().await? {
-            if teams.contains_key(&name) {
-                tracing::warn!(team = %name, "a stored team has the name of a team of the config file; the file's wins");
-                continue;
-            }
-            match crate::config::team_from_json(&name, json, &config.base_dir(), &known) {
-                Ok(t) => {
-                    teams.insert(name.clone(), Arc::new(Team::created(&name, t)));
-                }
-                Err((field, problem)) => {
-                    tracing::warn!(team = %name, field, problem, "a stored team is no longer valid; left out");
-                }
-            }
-        }
+        let policy = config.team_policy();
+        let teams = teams_of(&config, &policy, store.saved_teams().await?);
         let iris = Arc::new(Iris {
             config,
+            policy: RwLock::new(Arc::new(policy)),
             teams: RwLock::new(teams),
             store,
             recorder,
@@ -247,6 +231,29 @@ impl Iris {
     pub(crate) fn put_team(&self, team: Arc<Team>) {
         if let Ok(mut teams) = self.teams.write() {
             teams.insert(team.name.clone(), team);
+        }
+    }
+
+    /// What teams may run and where, as the running configuration says.
+    pub fn team_policy(&self) -> Arc<TeamPolicy> {
+        self.policy
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    pub(crate) fn set_team_policy(&self, policy: TeamPolicy) {
+        match self.policy.write() {
+            Ok(mut p) => *p = Arc::new(policy),
+            Err(e) => *e.into_inner() = Arc::new(policy),
+        }
+    }
+
+    /// Replace every team at once (a reload).
+    pub(crate) fn set_teams(&self, teams: BTreeMap<String, Arc<Team>>) {
+        match self.teams.write() {
+            Ok(mut t) => *t = teams,
+            Err(e) => *e.into_inner() = teams,
         }
     }
 
@@ -565,4 +572,52 @@ fn check_team(row: SessionRow, to: &str) -> Result<SessionRow> {
         )));
     }
     Ok(row)
+}
+
+/// The teams of `config` and of the store, as a start with both gives
+/// them (a reload gives the same): the file's teams; then each stored
+/// team whose name the file leaves free and that is still valid under
+/// `policy` (its folder under a root, its profile known, custom agent
+/// fields only while `api.teams.allowCustomAgents` is on). A stored team
+/// that is not is left out, with a warning, and kept in the store.
+pub(crate) fn teams_of(
+    config: &Config,
+    policy: &TeamPolicy,
+    stored: Vec<(String, serde_json::Value)>,
+) -> BTreeMap<String, Arc<Team>> {
+    let mut teams = BTreeMap::new();
+    for (name, t) in &config.teams {
+        match Team::new(name, t.clone(), &policy.profiles) {
+            Ok(team) => {
+                teams.insert(name.clone(), Arc::new(team));
+            }
+            // Checked when the file was parsed; only a bug gets here.
+            Err((field, problem)) => {
+                tracing::error!(team = %name, field, problem, "a team of the config file is invalid; left out");
+            }
+        }
+    }
+    let known: Vec<String> = teams.keys().cloned().collect();
+    for (name, json) in stored {
+        if teams.contains_key(&name) {
+            tracing::warn!(team = %name, "a stored team has the name of a team of the config file; the file's wins");
+            continue;
+        }
+        if !policy.allow_custom_agents
+            && let Some(field) = crate::config::custom_agent_field(&json)
+        {
+            tracing::warn!(team = %name, field, "a stored team sets its agent itself, which api.teams.allowCustomAgents no longer allows; left out");
+            continue;
+        }
+        match crate::config::team_from_json(&name, json, policy, &known) {
+            Ok((t, profile)) => {
+                let team = Team::created(&name, t, profile, policy.roots.clone());
+                teams.insert(name.clone(), Arc::new(team));
+            }
+            Err((field, problem)) => {
+                tracing::warn!(team = %name, field, problem, "a stored team is no longer valid; left out");
+            }
+        }
+    }
+    teams
 }

@@ -6,11 +6,11 @@
 //!
 //! - `settings`: swapped whole; limits and timeouts apply from the next time
 //!   they are read (new turns, new processes).
-//! - `teams`: the file's teams added, removed (their processes stopped) or
-//!   changed (their processes restart with the new options once their
-//!   running turn has ended). Teams created through the API are untouched,
-//!   unless the file now declares one of their names (the file wins, as at
-//!   start).
+//! - `teams`, `agentProfiles`, `teamRoots`, `api.teams`: the teams become
+//!   what a start with this file and the database would give (the file's,
+//!   then the API's that are still valid: under a root, a known profile),
+//!   added, removed (their processes stopped) or changed (their processes
+//!   restart with the new options once their running turn has ended).
 //! - Everything else (`api` with the listen address, `database`, `auth`,
 //!   `audit`, `dashboard`, `jobs`, `webhooks`, `history`) is read at start
 //!   only: a change there is named in the log as needing a restart.
@@ -50,8 +50,13 @@ impl Reloaded {
 
 /// The sections read at start only, as JSON, by name.
 fn start_only(c: &Config) -> BTreeMap<&'static str, serde_json::Value> {
+    // `api.teams` applies live (with the teams).
+    let mut api = json!(c.api);
+    if let Some(a) = api.as_object_mut() {
+        a.remove("teams");
+    }
     BTreeMap::from([
-        ("api", json!(c.api)),
+        ("api", api),
         ("dashboard", json!(c.dashboard)),
         ("database", json!(c.database)),
         ("auth", json!(c.auth)),
@@ -96,39 +101,57 @@ impl Iris {
             self.pool.set_settings(new.settings.clone());
             out.settings = true;
         }
+        // The teams a start with this file and this database would have.
+        let stored = self.store.saved_teams().await.map_err(|e| ConfigError {
+            file: new
+                .source
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            key_path: "teams".into(),
+            message: format!("reading the teams created through the API: {e}"),
+        })?;
+        let policy = new.team_policy();
+        let fresh = crate::iris::teams_of(&new, &policy, stored);
         let current: BTreeMap<String, Arc<Team>> = self
             .teams()
             .into_iter()
             .map(|t| (t.name.clone(), t))
             .collect();
-        for (name, team) in &current {
-            if team.from_file && !new.teams.contains_key(name) {
-                self.remove_team(name);
-                let stopped = self
-                    .pool
-                    .stop_where(
-                        |p| p.team == *name,
-                        "the team was removed from the configuration file",
-                    )
-                    .await;
-                tracing::info!(team = %name, processes = stopped.len(), "team removed by the configuration file");
-                out.teams_removed.push(name.clone());
-            }
-        }
-        for (name, config) in &new.teams {
-            match current.get(name) {
-                Some(t) if t.from_file && t.config == *config => {}
+        let mut next = BTreeMap::new();
+        for (name, team) in fresh {
+            match current.get(&name) {
+                Some(t) if **t == *team => {
+                    next.insert(name, t.clone());
+                }
                 Some(_) => {
-                    let team = Arc::new(Team::new(name, config.clone()));
-                    self.put_team(team.clone());
+                    let team = Arc::new(team.as_ref().clone());
                     self.pool.reconfigure(&team);
                     out.teams_changed.push(name.clone());
+                    next.insert(name, team);
                 }
                 None => {
-                    self.put_team(Arc::new(Team::new(name, config.clone())));
                     out.teams_added.push(name.clone());
+                    next.insert(name, team);
                 }
             }
+        }
+        out.teams_removed = current
+            .keys()
+            .filter(|n| !next.contains_key(*n))
+            .cloned()
+            .collect();
+        self.set_team_policy(policy);
+        self.set_teams(next);
+        for name in &out.teams_removed {
+            let stopped = self
+                .pool
+                .stop_where(
+                    |p| p.team == *name,
+                    "the team was removed by a configuration reload",
+                )
+                .await;
+            tracing::info!(team = %name, processes = stopped.len(), "team removed by a configuration reload");
         }
         let file = new
             .source

@@ -1,45 +1,88 @@
 //! A team at run time: its configuration and how to start its agent.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use iris_agent::{AgentKind, LaunchSpec, SessionMode};
 
-use crate::config::{Settings, TeamConfig};
+use crate::config::{AgentProfile, Settings, TeamConfig, TeamRoots};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Team {
     pub name: String,
+    /// As declared (the config file's keys, or what the API stored).
     pub config: TeamConfig,
+    /// What it runs: its profile with its own additions.
+    pub profile: AgentProfile,
     /// Declared in the config file (then the API cannot change it), or
     /// created at run time.
     pub from_file: bool,
+    /// A run-time team's folder must stay under these: checked again
+    /// before each process starts. `None` for the config file's teams.
+    roots: Option<TeamRoots>,
 }
 
 impl Team {
-    /// A team of the config file.
-    pub fn new(name: &str, config: TeamConfig) -> Self {
+    /// A team of the config file (checked when the file was parsed).
+    ///
+    /// # Errors
+    /// The key and the problem, if its profile is not one of `profiles`.
+    pub fn new(
+        name: &str,
+        config: TeamConfig,
+        profiles: &BTreeMap<String, AgentProfile>,
+    ) -> Result<Self, (String, String)> {
+        Ok(Team {
+            name: name.to_owned(),
+            profile: AgentProfile::of_team(&config, profiles)?,
+            config,
+            from_file: true,
+            roots: None,
+        })
+    }
+
+    /// A team created at run time (stored in the database), as
+    /// `config::team_from_json` made it.
+    pub fn created(
+        name: &str,
+        config: TeamConfig,
+        profile: AgentProfile,
+        roots: TeamRoots,
+    ) -> Self {
         Team {
             name: name.to_owned(),
             config,
-            from_file: true,
-        }
-    }
-
-    /// A team created at run time (stored in the database).
-    pub fn created(name: &str, config: TeamConfig) -> Self {
-        Team {
+            profile,
             from_file: false,
-            ..Team::new(name, config)
+            roots: Some(roots),
         }
     }
 
     pub fn agent(&self) -> AgentKind {
-        self.config.agent
+        self.profile.agent
     }
 
     pub fn path(&self) -> &Path {
         Path::new(&self.config.path)
+    }
+
+    /// Whether its folder may be used now: a run-time team's is still
+    /// under a root and clear of Iris's files, whatever was swapped for a
+    /// symlink since it was checked.
+    ///
+    /// # Errors
+    /// Why not.
+    pub fn check_folder(&self) -> Result<(), String> {
+        match &self.roots {
+            // The reason without the folder: callers see this message.
+            Some(roots) => roots.admit(self.path()).map(drop).map_err(|problem| {
+                tracing::warn!(team = %self.name, problem, "a team's folder is refused");
+                "its folder is no longer under teamRoots or clear of Iris's own files; not started"
+                    .to_owned()
+            }),
+            None => Ok(()),
+        }
     }
 
     pub fn idle_timeout(&self, settings: &Settings) -> Duration {
@@ -48,60 +91,71 @@ impl Team {
 
     /// The executable this team runs; `echo_program` is the `iris` binary.
     pub fn program(&self, echo_program: &Path) -> PathBuf {
-        match self.config.agent {
+        match self.profile.agent {
             AgentKind::Echo => echo_program.to_path_buf(),
             AgentKind::Claude => {
-                PathBuf::from(self.config.claude_path.as_deref().unwrap_or("claude"))
+                PathBuf::from(self.profile.claude_path.as_deref().unwrap_or("claude"))
             }
-            AgentKind::Command => PathBuf::from(self.config.command.as_deref().unwrap_or_default()),
+            AgentKind::Command => {
+                PathBuf::from(self.profile.command.as_deref().unwrap_or_default())
+            }
         }
     }
 
-    fn env(&self) -> Vec<(String, String)> {
-        self.config
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
+    /// The agent's whole environment: the allowlist of Iris's own
+    /// ([`iris_agent::inherited_env`]), then `driver`'s variables, then the
+    /// profile's and the team's.
+    fn env(&self, driver: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env: BTreeMap<String, String> = iris_agent::inherited_env().collect();
+        env.extend(
+            driver
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        env.extend(self.profile.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.into_iter().collect()
     }
 
     /// A persistent (claude/echo) process for one session; `iris_mcp`, the
-    /// config file and credential of its `iris` MCP server, if it gets one
-    /// (its tools are allowed).
+    /// `--mcp-config` JSON and credential of its `iris` MCP server, if it
+    /// gets one (its tools are allowed).
     pub fn launch_session(
         &self,
         session: &SessionMode,
         echo_program: &Path,
-        iris_mcp: Option<(&Path, &str)>,
+        iris_mcp: Option<(&str, &str)>,
     ) -> LaunchSpec {
         let mut extra = Vec::new();
-        if self.config.agent == AgentKind::Claude {
+        if self.profile.agent == AgentKind::Claude {
             // Iris answers the agent's permission requests on stdin, per
             // `grantPermission` (`yes` at once: Claude Code refuses
             // `--dangerously-skip-permissions` to root, and this way every
             // answer is recorded alike).
             extra.extend(["--permission-prompt-tool".to_owned(), "stdio".to_owned()]);
-            let mut allowed = self.config.allowed_tools.clone();
-            if let Some((file, _)) = iris_mcp {
-                extra.extend(["--mcp-config".to_owned(), file.display().to_string()]);
+            let mut allowed = self.profile.allowed_tools.clone();
+            if let Some((mcp_config, _)) = iris_mcp {
+                // Inline: no file for another agent to find (it holds no
+                // secret either: the token comes from the environment).
+                extra.extend(["--mcp-config".to_owned(), mcp_config.to_owned()]);
                 allowed.push(crate::pool::seat::IRIS_TOOLS.to_owned());
             }
             if !allowed.is_empty() {
                 extra.push("--allowedTools".to_owned());
                 extra.push(allowed.join(","));
             }
-            if !self.config.disallowed_tools.is_empty() {
+            if !self.profile.disallowed_tools.is_empty() {
                 extra.push("--disallowedTools".to_owned());
-                extra.push(self.config.disallowed_tools.join(","));
+                extra.push(self.profile.disallowed_tools.join(","));
             }
         }
-        extra.extend(self.config.args.iter().cloned());
-        let mut env = self.env();
-        if let Some((_, token)) = iris_mcp {
-            env.push((crate::pool::seat::TOKEN_VAR.to_owned(), token.to_owned()));
-        }
+        extra.extend(self.profile.args.iter().cloned());
+        let driver: Vec<(&str, &str)> = iris_mcp
+            .map(|(_, token)| (crate::pool::seat::TOKEN_VAR, token))
+            .into_iter()
+            .collect();
+        let env = self.env(&driver);
         LaunchSpec::persistent(
-            self.config.agent,
+            self.profile.agent,
             self.program(echo_program),
             session,
             &extra,
@@ -114,11 +168,11 @@ impl Team {
     pub fn launch_turn(&self, prompt: &str, echo_program: &Path) -> LaunchSpec {
         LaunchSpec::per_turn(
             self.program(echo_program),
-            &self.config.args,
-            self.env(),
+            &self.profile.args,
+            self.env(&[]),
             self.path().to_path_buf(),
             prompt,
-            self.config.prompt_via,
+            self.profile.prompt_via,
         )
     }
 }

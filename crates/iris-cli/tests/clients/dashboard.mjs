@@ -2,8 +2,9 @@
 // against a live `iris serve` with an `echo` team `demo`
 // (crates/iris-cli/tests/dashboard.rs starts it and creates the user):
 //
-//   node dashboard.mjs BASE USERNAME PASSWORD SCREENSHOT_DIR
+//   node dashboard.mjs BASE USERNAME PASSWORD SCREENSHOT_DIR TEAM_FOLDER
 //
+// TEAM_FOLDER: a folder under the server's teamRoots, for a team made here.
 // A wrong password is refused; sign in; see the teams; send a message and
 // watch the answer grow; create a key, see it once, revoke it, and the API
 // refuses it; run a job and see it complete; read the audit log. Prints
@@ -11,7 +12,7 @@
 // main pages go to SCREENSHOT_DIR.
 import { chromium } from 'playwright-core';
 
-const [base, username, password, shots] = process.argv.slice(2);
+const [base, username, password, shots, teamFolder] = process.argv.slice(2);
 
 function check(cond, what) {
   if (!cond) {
@@ -73,8 +74,9 @@ try {
   // A team created at run time, then deleted.
   await page.click('#nav [data-view=teams]');
   await page.fill('#team-form input[name=name]', 'made-here');
-  await page.fill('#team-form input[name=path]', '.');
-  await page.selectOption('#team-form select[name=agent]', 'echo');
+  await page.fill('#team-form input[name=path]', teamFolder);
+  await page.waitForSelector('#team-form select[name=profile] option[value=echo]', { state: 'attached' });
+  await page.selectOption('#team-form select[name=profile]', 'echo');
   await page.click('#team-form button[type=submit]');
   await page.waitForSelector('button[aria-label="Delete made-here"]');
   check(true, 'a team is created from the page');

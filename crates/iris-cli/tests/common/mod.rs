@@ -265,3 +265,40 @@ pub async fn http(
     let r = req.send().await.expect("the request is sent");
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
+
+/// One MCP `tools/call` over Streamable HTTP (revision 2026-07-28, no
+/// session) as `key`: the JSON-RPC answer.
+pub async fn mcp_tool_call(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    tool: &str,
+    arguments: Value,
+) -> Value {
+    let meta = serde_json::json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                                  "io.modelcontextprotocol/clientCapabilities": {}});
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                  "params": {"name": tool, "arguments": arguments, "_meta": meta}});
+    let text = client
+        .post(format!("{base}/mcp"))
+        .bearer_auth(key)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", tool)
+        .json(&body)
+        .send()
+        .await
+        .expect("the request is sent")
+        .text()
+        .await
+        .expect("an answer");
+    let line = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .find(|d| d.contains("\"id\":1"))
+        .unwrap_or(&text)
+        .trim()
+        .to_owned();
+    serde_json::from_str(&line).expect("a JSON-RPC answer")
+}

@@ -4,6 +4,7 @@
 
 mod interpolate;
 mod jobs;
+mod profiles;
 mod security;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use interpolate::{MissingVar, interpolate, interpolate_keeping};
 pub use iris_auth::Rate;
 pub use jobs::{HistoryConfig, JobsConfig, WebhooksConfig};
+pub use profiles::{AgentProfile, ApiTeamsConfig, TeamRoots, builtin_profiles};
 pub use security::{AuditConfig, AuthConfig};
 
 /// Process-pool and runtime settings.
@@ -179,6 +181,8 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// How often Socket.IO's `system` room gets `health:check` (ms); 0 never.
     pub health_broadcast_interval: u64,
+    /// What the API may do with teams (`allowCustomAgents`).
+    pub teams: ApiTeamsConfig,
 }
 
 impl Default for ApiConfig {
@@ -198,6 +202,7 @@ impl Default for ApiConfig {
             header_timeout: 30_000,
             max_connections: 10_000,
             health_broadcast_interval: 30_000,
+            teams: ApiTeamsConfig::default(),
         }
     }
 }
@@ -242,47 +247,56 @@ pub enum GrantPermission {
     Ask,
 }
 
-/// One team: an agent working in a folder.
+/// One team: an agent working in a folder. What it runs comes from its
+/// `profile` (one of `agentProfiles`, with the team's additions) or, in
+/// the config file, from its own `agent`, `claudePath`, `command`, `args`,
+/// `env`, … ([`AgentProfile::of_team`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TeamConfig {
     pub path: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub color: Option<String>,
-    #[serde(default = "default_agent")]
-    pub agent: AgentKind,
+    /// One of `agentProfiles` (or the built-in `echo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The driver; `claude` when neither this nor a profile says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentKind>,
     /// The `claude` executable (claude teams).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claude_path: Option<String>,
     /// The executable of a `command` team.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    #[serde(default)]
+    /// Write-only through the API: reads show the names (`envNames`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    #[serde(default)]
-    pub grant_permission: GrantPermission,
+    /// `ask` when neither this nor a profile says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant_permission: Option<GrantPermission>,
     /// Tools the agent may use without asking (Claude's `--allowedTools`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_tools: Vec<String>,
     /// Tools the agent may not use (Claude's `--disallowedTools`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disallowed_tools: Vec<String>,
     /// Overrides `settings.idleTimeout` for this team (ms).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<u64>,
     /// Start this team's default process at start-up.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub prewarm: bool,
-    /// How a `command` team gets its prompt.
-    #[serde(default)]
-    pub prompt_via: PromptVia,
+    /// How a `command` team gets its prompt (`arg` when nothing says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_via: Option<PromptVia>,
     /// The teams this team's agent may message (`"*"` or a list of names);
     /// every configured team when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub can_message: Option<TeamSet>,
     /// `worktree`: each conversation works in its own git worktree and
     /// branch `iris/<session id>` (the team's `path` must be in a git
@@ -316,10 +330,6 @@ impl TeamSet {
     }
 }
 
-fn default_agent() -> AgentKind {
-    AgentKind::Claude
-}
-
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -333,6 +343,10 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub webhooks: WebhooksConfig,
     pub history: HistoryConfig,
+    /// Named agents teams may run (`echo` is built in).
+    pub agent_profiles: BTreeMap<String, AgentProfile>,
+    /// Folders under which teams created through the API may work.
+    pub team_roots: Vec<String>,
     pub teams: BTreeMap<String, TeamConfig>,
     /// Where it was read from; `None` for the embedded defaults.
     #[serde(skip)]
@@ -498,6 +512,23 @@ impl Config {
             }
             team.path = resolve(base, &team.path).display().to_string();
         }
+        for (name, profile) in &cfg.agent_profiles {
+            if !valid_team_name(name) {
+                return Err(err(
+                    format!("agentProfiles.{name}"),
+                    "a profile name is 1-64 letters, digits, `-` or `_`".into(),
+                ));
+            }
+            if profile.agent == AgentKind::Command
+                && profile.command.as_deref().is_none_or(str::is_empty)
+            {
+                return Err(err(
+                    format!("agentProfiles.{name}.command"),
+                    "a `command` profile needs its executable".into(),
+                ));
+            }
+        }
+        let profiles = cfg.profiles();
         for (name, team) in &cfg.teams {
             let unknown = team
                 .can_message
@@ -510,6 +541,12 @@ impl Config {
                     format!("`{t}` is not a configured team (expected team names or \"*\")"),
                 ));
             }
+            if let Err((field, problem)) = AgentProfile::of_team(team, &profiles) {
+                return Err(err(format!("teams.{name}.{field}"), problem));
+            }
+        }
+        for root in cfg.team_roots.iter_mut() {
+            *root = resolve(base, root).display().to_string();
         }
         if let Some(p) = cfg.database.path.as_mut() {
             *p = resolve(base, p).display().to_string();
@@ -560,13 +597,6 @@ impl Config {
                     ),
                 });
             }
-            if team.agent == AgentKind::Command && team.command.is_none() {
-                out.push(ConfigError {
-                    file: file.clone(),
-                    key_path: format!("teams.{name}.command"),
-                    message: "a `command` team needs the executable to run".into(),
-                });
-            }
         }
         out
     }
@@ -599,19 +629,62 @@ impl Config {
     }
 }
 
-/// A team's configuration from JSON (the API's teams at run time),
-/// checked like the config file's: `config` with the keys of
-/// `teams.<name>` (camelCase), `path` relative to `base` and an existing
-/// folder, `canMessage` naming teams of `known` (or `name` itself).
+/// What teams may run and where, as one configuration says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeamPolicy {
+    /// `agentProfiles` with the built-in ones.
+    pub profiles: BTreeMap<String, AgentProfile>,
+    pub roots: TeamRoots,
+    pub allow_custom_agents: bool,
+    /// Relative team paths are resolved against this (the config file's folder).
+    pub base: PathBuf,
+}
+
+impl Config {
+    /// `agentProfiles` with the built-in profiles under names it leaves free.
+    pub fn profiles(&self) -> BTreeMap<String, AgentProfile> {
+        let mut all = builtin_profiles();
+        all.extend(
+            self.agent_profiles
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        all
+    }
+
+    /// The profiles, the roots (clear of the home, the database and this
+    /// file) and the switch, for the teams of the API.
+    pub fn team_policy(&self) -> TeamPolicy {
+        let db = self.database_path();
+        let mut protected = vec![self.home.clone()];
+        protected.extend(db.parent().map(Path::to_path_buf));
+        protected.extend(self.source.clone());
+        TeamPolicy {
+            profiles: self.profiles(),
+            roots: TeamRoots::new(
+                self.team_roots.iter().map(PathBuf::from).collect(),
+                protected,
+            ),
+            allow_custom_agents: self.api.teams.allow_custom_agents,
+            base: self.base_dir(),
+        }
+    }
+}
+
+/// A team created through the API, from JSON: `config` with the keys of
+/// `teams.<name>` (camelCase), `path` relative to the config file's folder,
+/// under one of `teamRoots` and clear of Iris's own files, its profile
+/// resolved, `canMessage` naming teams of `known` (or `name` itself). Who
+/// may set which key is the operation's business (`ops/team_config.rs`).
 ///
 /// # Errors
-/// The key path (`path`, `agent`, `canMessage`, …) and what is wrong.
+/// The key path (`path`, `profile`, `canMessage`, …) and what is wrong.
 pub fn team_from_json(
     name: &str,
     config: serde_json::Value,
-    base: &Path,
+    policy: &TeamPolicy,
     known: &[String],
-) -> Result<TeamConfig, (String, String)> {
+) -> Result<(TeamConfig, AgentProfile), (String, String)> {
     if !valid_team_name(name) {
         return Err((
             "name".into(),
@@ -630,10 +703,10 @@ pub fn team_from_json(
         };
         (field, message)
     })?;
-    let folder = resolve(base, &team.path);
-    if !folder.is_dir() {
-        return Err(("path".into(), format!("no folder `{}`", team.path)));
-    }
+    let folder = policy
+        .roots
+        .admit(&resolve(&policy.base, &team.path))
+        .map_err(|problem| ("path".to_owned(), problem))?;
     team.path = folder.display().to_string();
     if team.isolation == crate::worktree::Isolation::Worktree
         && !crate::worktree::is_repository(&folder)
@@ -644,12 +717,6 @@ pub fn team_from_json(
                 "`worktree` needs a git repository, and `{}` is not in one",
                 team.path
             ),
-        ));
-    }
-    if team.agent == AgentKind::Command && team.command.as_deref().is_none_or(str::is_empty) {
-        return Err((
-            "command".into(),
-            "a `command` team needs its executable".into(),
         ));
     }
     let unknown = team
@@ -663,7 +730,31 @@ pub fn team_from_json(
             format!("`{t}` is not a team (expected team names or \"*\")"),
         ));
     }
-    Ok(team)
+    let profile = AgentProfile::of_team(&team, &policy.profiles)?;
+    Ok((team, profile))
+}
+
+/// The keys of a team that decide what its process is without a profile:
+/// set through the API by admins only, and only with
+/// `api.teams.allowCustomAgents`.
+pub const CUSTOM_AGENT_FIELDS: [&str; 8] = [
+    "agent",
+    "command",
+    "claudePath",
+    "args",
+    "env",
+    "allowedTools",
+    "disallowedTools",
+    "promptVia",
+];
+
+/// The first key of `team` (JSON) among [`CUSTOM_AGENT_FIELDS`], if any.
+pub fn custom_agent_field(team: &serde_json::Value) -> Option<&'static str> {
+    CUSTOM_AGENT_FIELDS.into_iter().find(|f| {
+        team.get(*f).is_some_and(|v| {
+            !v.is_null() && v != &serde_json::json!([]) && v != &serde_json::json!({})
+        })
+    })
 }
 
 pub fn valid_team_name(name: &str) -> bool {
@@ -721,7 +812,7 @@ mod tests {
     #[test]
     fn embedded_and_starter_configs_parse() {
         let cfg = parse(EMBEDDED).unwrap();
-        assert_eq!(cfg.teams["demo"].agent, AgentKind::Echo);
+        assert_eq!(cfg.teams["demo"].agent, Some(AgentKind::Echo));
         assert_eq!(cfg.api_port(), 1615);
         assert_eq!(cfg.database_path(), Path::new("/home/x/.iris/data/iris.db"));
         let starter = parse(STARTER).unwrap();

@@ -11,11 +11,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::auth::scope;
+use crate::config::{GrantPermission, TeamConfig, TeamPolicy};
 use crate::ctx::Ctx;
-use crate::error::{IrisError, Result};
+use crate::error::{ErrorKind, IrisError, Result};
 use crate::iris::Iris;
+use crate::ops::system::NoParams;
 use crate::registry::Operation;
 use crate::team::Team;
+use iris_auth::{AuditEvent, Outcome};
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -31,23 +34,31 @@ pub struct TeamRecord {
     pub name: String,
     /// `config` (the config file; read only here) or `api` (created at run time).
     pub source: String,
-    /// The keys of `teams.<name>` (docs/configuration.md).
+    /// The driver it runs (`claude`, `echo`, `command`), from its profile or its own keys.
+    pub agent: String,
+    /// The keys of `teams.<name>` (docs/configuration.md), `env` as
+    /// `envNames`: secret values are never shown.
     pub config: Value,
 }
 
-/// `{name, path, agent?, …}`: the keys of `teams.<name>` of the config file.
+/// `{name, path, profile, …}`: the keys of `teams.<name>` of the config file.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateParams {
     #[schemars(length(min = 1, max = 64))]
     pub name: String,
-    /// `path`, `agent`, `description`, `args`, `env`, `grantPermission`,
-    /// `canMessage`, … as in the config file.
+    /// `path`, `profile`, `description`, `color`, `isolation`,
+    /// `idleTimeout`, `grantPermission` (stricter than the profile's),
+    /// `canMessage`, … as in the config file; the agent's own keys
+    /// (`agent`, `command`, `args`, `env`, …) for admins with
+    /// `api.teams.allowCustomAgents` only.
     #[serde(flatten)]
     pub config: Map<String, Value>,
 }
 
-/// `{team, …keys to change}`: the given keys replace the team's.
+/// `{team, …keys to change}`: the given keys replace the team's (`null`
+/// removes one); in `env`, each variable given replaces its namesake,
+/// `null` removes it, the others stay.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpdateParams {
@@ -80,8 +91,25 @@ fn record(team: &Team) -> TeamRecord {
     TeamRecord {
         name: team.name.clone(),
         source: if team.from_file { "config" } else { "api" }.into(),
-        config: serde_json::to_value(&team.config).unwrap_or(Value::Null),
+        agent: team.agent().as_str().into(),
+        config: shown(&team.config),
     }
+}
+
+/// A team's declared keys as anyone may read them: `env` becomes
+/// `envNames`, the variables' names without their values (config-file
+/// values after `${VAR}` substitution included).
+pub(crate) fn shown(config: &TeamConfig) -> Value {
+    let mut v = serde_json::to_value(config).unwrap_or(Value::Null);
+    if let Some(m) = v.as_object_mut()
+        && m.remove("env").is_some()
+    {
+        m.insert(
+            "envNames".into(),
+            json!(config.env.keys().collect::<Vec<_>>()),
+        );
+    }
+    v
 }
 
 fn editable(iris: &Iris, team: &Team) -> Result<()> {
@@ -101,20 +129,240 @@ fn editable(iris: &Iris, team: &Team) -> Result<()> {
     Ok(())
 }
 
-/// Validate `config` as team `name`'s, store it, and put the team in place.
-async fn save(iris: &Iris, name: &str, config: Map<String, Value>) -> Result<Arc<Team>> {
+fn forbidden(field: &str, message: String) -> IrisError {
+    IrisError::new(ErrorKind::Forbidden, format!("{field}: {message}"))
+        .with_details(json!({"field": field}))
+}
+
+/// Whether `ctx` may set what the keys `given` say, on a team whose keys
+/// will be `after` (docs/security.md, "Who may make Iris run what"):
+/// a profile's name, a folder under a root, description, colour,
+/// isolation, an idle timeout within `settings.idleTimeout` and a
+/// `grantPermission` no looser than the profile's for everyone with
+/// `teams:write`; `canMessage` naming teams the caller sees; the driver,
+/// executable, arguments, environment and tool lists for admins only, and
+/// only with `api.teams.allowCustomAgents`.
+fn check_keys(
+    iris: &Iris,
+    ctx: &Ctx,
+    policy: &TeamPolicy,
+    given: &Map<String, Value>,
+    after: &Map<String, Value>,
+) -> Result<()> {
+    if given.contains_key("envNames") {
+        return Err(IrisError::validation(
+            "envNames",
+            "read only: set variables with `env` ({\"NAME\": \"value\"}; null removes one)",
+        ));
+    }
+    let custom = policy.allow_custom_agents && ctx.principal.allows(scope::ADMIN);
+    if !custom {
+        // Present at all: `null` would remove the profile's limits too.
+        let field = crate::config::CUSTOM_AGENT_FIELDS
+            .into_iter()
+            .find(|f| given.contains_key(*f));
+        if let Some(field) = field {
+            let why = if ctx.principal.allows(scope::ADMIN) {
+                "api.teams.allowCustomAgents is off"
+            } else {
+                "only admins may, and only with api.teams.allowCustomAgents"
+            };
+            return Err(forbidden(
+                field,
+                format!(
+                    "what a team runs comes from its profile (agentProfiles in the config file); setting it directly: {why}"
+                ),
+            ));
+        }
+        let profile = after.get("profile").and_then(Value::as_str);
+        let custom_team = crate::config::custom_agent_field(&Value::Object(after.clone()));
+        if profile.is_none() && custom_team.is_none() {
+            let names: Vec<&str> = policy.profiles.keys().map(String::as_str).collect();
+            return Err(IrisError::validation(
+                "profile",
+                format!(
+                    "a team created through the API runs one of the agent profiles: {}",
+                    names.join(", ")
+                ),
+            ));
+        }
+        let wanted = given
+            .get("grantPermission")
+            .and_then(|g| serde_json::from_value::<GrantPermission>(g.clone()).ok());
+        let allowed = profile
+            .and_then(|p| policy.profiles.get(p))
+            .map(|p| p.grant_permission);
+        if let (Some(wanted), Some(allowed)) = (wanted, allowed)
+            && !wanted.at_most(allowed)
+        {
+            return Err(forbidden(
+                "grantPermission",
+                format!(
+                    "may only be stricter than its profile's (`{}`); `{}` is not",
+                    allowed.as_str(),
+                    wanted.as_str()
+                ),
+            ));
+        }
+    }
+    if let Some(ms) = given.get("idleTimeout").and_then(Value::as_u64) {
+        let most = iris.pool.settings().idle_timeout;
+        if !(1000..=most).contains(&ms) {
+            return Err(IrisError::validation(
+                "idleTimeout",
+                format!("between 1000 and settings.idleTimeout ({most}) ms"),
+            ));
+        }
+    }
+    if let Some(set) = given.get("canMessage") {
+        let names: Vec<&str> = match set {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        for name in names {
+            let visible = if name == "*" {
+                ctx.principal.teams.is_none()
+            } else {
+                ctx.principal.can_see_team(name)
+            };
+            if !visible {
+                return Err(forbidden(
+                    "canMessage",
+                    format!("`{name}` is not a team this caller may name"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `config`'s `env` merged into `into`'s: each variable given replaces
+/// the one of that name, `null` removes it, the others are kept.
+fn merge_env(into: &mut Map<String, Value>, given: Option<Value>) {
+    let Some(Value::Object(given)) = given else {
+        if let Some(other) = given {
+            // Not an object: let validation name it.
+            into.insert("env".into(), other);
+        }
+        return;
+    };
+    let mut env = match into.remove("env") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    for (k, v) in given {
+        if v.is_null() {
+            env.remove(&k);
+        } else {
+            env.insert(k, v);
+        }
+    }
+    if !env.is_empty() {
+        into.insert("env".into(), Value::Object(env));
+    }
+}
+
+/// What changed between two teams' readable keys: `{key: {before, after}}`.
+fn changes(before: &Value, after: &Value) -> Value {
+    let empty = Map::new();
+    let (b, a) = (
+        before.as_object().unwrap_or(&empty),
+        after.as_object().unwrap_or(&empty),
+    );
+    let mut out = Map::new();
+    for key in b.keys().chain(a.keys()) {
+        let (x, y) = (b.get(key), a.get(key));
+        if x != y && !out.contains_key(key) {
+            out.insert(key.clone(), json!({"before": x, "after": y}));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Audit a change of a team: its name and what changed, secrets by name only.
+fn audit_change(iris: &Iris, ctx: &Ctx, action: &str, name: &str, before: Value, after: Value) {
+    iris.audit(
+        ctx,
+        AuditEvent::new(format!("team.{action}"), Outcome::Success)
+            .team(Some(name.to_owned()))
+            .resource(format!("team:{name}"))
+            .details(json!({"team": name, "changes": changes(&before, &after)})),
+    );
+}
+
+/// Check `config` as team `name`'s for `ctx`, store it, and put the team
+/// in place.
+async fn save(
+    iris: &Iris,
+    ctx: &Ctx,
+    name: &str,
+    given: &Map<String, Value>,
+    config: Map<String, Value>,
+) -> Result<Arc<Team>> {
+    let policy = iris.team_policy();
+    check_keys(iris, ctx, &policy, given, &config)?;
     let known: Vec<String> = iris.teams().iter().map(|t| t.name.clone()).collect();
     let config = Value::Object(config);
-    let team = crate::config::team_from_json(name, config.clone(), &iris.config.base_dir(), &known)
+    let (team, profile) = crate::config::team_from_json(name, config.clone(), &policy, &known)
         .map_err(|(field, problem)| IrisError::validation(&field, problem))?;
     iris.store.save_team(name, &config, crate::now_ms()).await?;
-    let team = Arc::new(Team::created(name, team));
+    let team = Arc::new(Team::created(name, team, profile, policy.roots.clone()));
     iris.put_team(team.clone());
     Ok(team)
 }
 
+/// A profile as callers see it (what it runs, not its environment).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileEntry {
+    pub name: String,
+    pub agent: String,
+    pub description: Option<String>,
+    /// The loosest `grantPermission` a team of it may have.
+    pub grant_permission: String,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfilesResult {
+    pub profiles: Vec<ProfileEntry>,
+    /// Folders under which a team created through the API may work.
+    pub team_roots: Vec<String>,
+    /// Whether admins may set a team's agent outside the profiles.
+    pub allow_custom_agents: bool,
+}
+
 pub(super) fn operations() -> Vec<Operation> {
     vec![
+        Operation::new(
+            "team_profiles",
+            "The agent profiles a team created through the API may run, and the folders (teamRoots) it may work in.",
+            Some(scope::TEAMS_READ),
+            false,
+            |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
+                let policy = iris.team_policy();
+                Ok(ProfilesResult {
+                    profiles: policy
+                        .profiles
+                        .iter()
+                        .map(|(name, p)| ProfileEntry {
+                            name: name.clone(),
+                            agent: p.agent.as_str().into(),
+                            description: p.description.clone(),
+                            grant_permission: p.grant_permission.as_str().into(),
+                        })
+                        .collect(),
+                    team_roots: policy
+                        .roots
+                        .roots()
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect(),
+                    allow_custom_agents: policy.allow_custom_agents,
+                })
+            },
+        ),
         Operation::new(
             "team_get",
             "One team's configuration and where it comes from (the config file or the API).",
@@ -127,13 +375,13 @@ pub(super) fn operations() -> Vec<Operation> {
         ),
         Operation::new(
             "team_create",
-            "Create a team at run time: {name, path, agent?, …} with the keys of teams.<name> in the config file; stored, present after a restart.",
+            "Create a team at run time: {name, path, profile, …}: one of the config file's agent profiles, in a folder under its teamRoots; stored, present after a restart.",
             Some(scope::TEAMS_WRITE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: CreateParams| async move {
                 if ctx.principal.teams.is_some() {
                     return Err(IrisError::new(
-                        crate::error::ErrorKind::Forbidden,
+                        ErrorKind::Forbidden,
                         "a caller limited to some teams cannot create one",
                     ));
                 }
@@ -141,7 +389,18 @@ pub(super) fn operations() -> Vec<Operation> {
                     return Err(IrisError::conflict(format!("team `{}` exists", p.name))
                         .with_details(json!({"team": p.name})));
                 }
-                let team = save(&iris, &p.name, p.config).await?;
+                let mut config = p.config.clone();
+                config.remove("env");
+                merge_env(&mut config, p.config.get("env").cloned());
+                let team = save(&iris, &ctx, &p.name, &p.config, config).await?;
+                audit_change(
+                    &iris,
+                    &ctx,
+                    "created",
+                    &team.name,
+                    json!({}),
+                    shown(&team.config),
+                );
                 Ok(record(&team))
             },
         ),
@@ -157,9 +416,22 @@ pub(super) fn operations() -> Vec<Operation> {
                     Ok(Value::Object(m)) => m,
                     _ => Map::new(),
                 };
+                let mut given = p.config;
+                let env = given.remove("env");
+                config.extend(given.clone());
                 config.retain(|_, v| !v.is_null());
-                config.extend(p.config);
-                let team = save(&iris, &team.name, config).await?;
+                merge_env(&mut config, env.clone());
+                given.extend(env.map(|e| ("env".to_owned(), e)));
+                let before = shown(&team.config);
+                let team = save(&iris, &ctx, &team.name, &given, config).await?;
+                audit_change(
+                    &iris,
+                    &ctx,
+                    "updated",
+                    &team.name,
+                    before,
+                    shown(&team.config),
+                );
                 Ok(record(&team))
             },
         ),
@@ -187,6 +459,14 @@ pub(super) fn operations() -> Vec<Operation> {
                     .await;
                 iris.store.delete_team(&name).await?;
                 iris.remove_team(&name);
+                audit_change(
+                    &iris,
+                    &ctx,
+                    "deleted",
+                    &name,
+                    shown(&team.config),
+                    json!({}),
+                );
                 Ok(DeleteResult {
                     team: name,
                     deleted: true,

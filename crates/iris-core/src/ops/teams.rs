@@ -242,7 +242,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     iris_agent::AgentKind::Claude => format!(
                         "cd '{}' && {} --resume {}",
                         team.config.path,
-                        team.config.claude_path.as_deref().unwrap_or("claude"),
+                        team.profile.claude_path.as_deref().unwrap_or("claude"),
                         woke.session_id
                     ),
                     _ => format!("iris tell {} \"…\"", team.name),

@@ -349,12 +349,30 @@ impl Actor {
         }
     }
 
+    /// Refuse to start a process of a run-time team whose folder left the
+    /// team roots since it was checked (a symlink swapped, a root removed).
+    fn check_folder(&mut self) -> Result<()> {
+        let Err(problem) = self.team.check_folder() else {
+            return Ok(());
+        };
+        self.set_state(ProcState::Failed);
+        let message = format!("team `{}`: {problem}", self.team.name);
+        tracing::warn!(team = %self.team.name, "{message}; not started");
+        self.publish(
+            EventKind::ProcessError,
+            None,
+            json!({"team": self.team.name, "error": message}),
+        );
+        Err(IrisError::process(message).with_details(json!({"team": self.team.name})))
+    }
+
     /// Start the persistent process if it is not running.
     async fn ensure_process(&mut self) -> Result<()> {
         if self.process.is_some() || !self.team.agent().is_persistent() {
             return Ok(());
         }
         self.set_state(ProcState::Spawning);
+        self.check_folder()?;
         if !self.session.started {
             // The row handed to us may predate writes still in the recorder.
             self.pool.recorder.flush().await;
@@ -366,7 +384,7 @@ impl Actor {
         let mut spec = self.team.launch_session(
             &self.spawn_mode(),
             &self.pool.echo_program,
-            seat.as_ref().map(|s| (s.file(), s.token())),
+            seat.as_ref().map(|s| (s.config(), s.token())),
         );
         if let Some(dir) = &self.session.worktree {
             spec.cwd = dir.clone();
@@ -473,7 +491,12 @@ impl Actor {
                 if let Some(dir) = &self.session.worktree {
                     spec.cwd = dir.clone();
                 }
-                match AgentProcess::spawn(&spec, self.pool.settings().max_line_bytes) {
+                let spawned = match self.team.check_folder() {
+                    Ok(()) => AgentProcess::spawn(&spec, self.pool.settings().max_line_bytes)
+                        .map_err(|e| e.to_string()),
+                    Err(problem) => Err(problem),
+                };
+                match spawned {
                     Ok(p) => {
                         self.shared
                             .pid
@@ -481,7 +504,7 @@ impl Actor {
                         self.process = Some(p);
                         Ok(())
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 }
             };
             self.current = Some(Running {

@@ -44,7 +44,7 @@ impl Actor {
         input: Value,
     ) {
         let team = self.team.name.clone();
-        match self.team.config.grant_permission {
+        match self.team.profile.grant_permission {
             GrantPermission::Yes => {
                 self.answer_permission(
                     &request_id,

@@ -1,14 +1,12 @@
 //! A claude team's way back to Iris (team-to-team messaging): while its
 //! process runs, an MCP server entry named `iris` pointing at this Iris's
 //! `/mcp`, with a credential that speaks for the team (see
-//! `iris_auth::agents`), handed over with `--mcp-config` in a temporary
-//! file. The credential itself is not in the file: the file says
-//! `Bearer ${IRIS_MCP_TOKEN}`, which Claude Code expands from the
-//! process's own environment, so no other agent of this machine reads it
-//! from disk. Dropping the seat revokes the credential and removes the
-//! file, so neither outlives the process.
+//! `iris_auth::agents`), handed over inline with `--mcp-config` (no file
+//! to leave behind or for another agent to read). The credential itself
+//! is not in it: it says `Bearer ${IRIS_MCP_TOKEN}`, which Claude Code
+//! expands from the process's own environment. Dropping the seat revokes
+//! the credential, so it does not outlive the process.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +27,7 @@ pub const TOKEN_VAR: &str = "IRIS_MCP_TOKEN";
 pub(crate) struct Seat {
     auth: Arc<Auth>,
     token: String,
-    file: tempfile::TempPath,
+    config: String,
 }
 
 impl Seat {
@@ -54,33 +52,18 @@ impl Seat {
             "type": "http",
             "url": url,
             "headers": {"Authorization": format!("Bearer ${{{TOKEN_VAR}}}")},
-        }}});
-        let seat = |file| Seat {
+        }}})
+        .to_string();
+        Ok(Seat {
             auth: auth.clone(),
-            token: token.clone(),
-            file,
-        };
-        // tempfile creates it readable by its owner only (0600).
-        let mut file = match tempfile::Builder::new()
-            .prefix("iris-mcp-")
-            .suffix(".json")
-            .tempfile()
-        {
-            Ok(f) => f,
-            Err(e) => {
-                auth.agents.revoke(&token);
-                return Err(e);
-            }
-        };
-        let written = file.write_all(config.to_string().as_bytes());
-        let seat = seat(file.into_temp_path());
-        written?;
-        Ok(seat)
+            token,
+            config,
+        })
     }
 
-    /// The `--mcp-config` file of the `iris` server.
-    pub fn file(&self) -> &std::path::Path {
-        &self.file
+    /// The `--mcp-config` JSON of the `iris` server.
+    pub fn config(&self) -> &str {
+        &self.config
     }
 
     /// The credential, for the agent's environment ([`TOKEN_VAR`]).

@@ -229,6 +229,18 @@ async function loadTeams() {
     actions.append(edit, ' ', del);
     rows.append(row([t.name, p.state || '', p.queued, p.pid, when(p.lastUsed), actions]));
   }
+  // What a new team may run, and where (the config file decides).
+  const options = await api('GET', '/agent-profiles').catch(() => null);
+  if (options) {
+    const select = $('team-profile');
+    const current = select.value;
+    select.replaceChildren(...options.profiles.map((p) =>
+      el('option', p.description ? `${p.name} — ${p.description}` : p.name, { value: p.name })));
+    if (current) select.value = current;
+    $('team-roots').textContent = options.teamRoots.length
+      ? `Under: ${options.teamRoots.join(', ')}`
+      : 'No teamRoots in the config file: teams can only be added there.';
+  }
   for (const select of [$('chat-team'), $('job-team')]) {
     const current = select.value;
     select.replaceChildren(...state.teams.map((t) => el('option', t.name)));
@@ -239,7 +251,7 @@ async function loadTeams() {
 $('team-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const f = new FormData(ev.target);
-  const body = { name: f.get('name'), path: f.get('path'), agent: f.get('agent') };
+  const body = { name: f.get('name'), path: f.get('path'), profile: f.get('profile') };
   if (f.get('description')) body.description = f.get('description');
   const made = await api('POST', '/teams', body).catch(() => null);
   if (made) {

@@ -99,6 +99,7 @@ pub(crate) const ROUTES: &[Route] = &[
     route("/teams/status", Verb::Get, op("team_status")),
     // Teams at run time (seed 003's contexts, also under /contexts).
     route("/teams", Verb::Post, op("team_create")),
+    route("/agent-profiles", Verb::Get, op("team_profiles")),
     route("/teams/{team}", Verb::Get, team("team_get", "team")),
     route("/teams/{team}", Verb::Put, team("team_update", "team")),
     route("/teams/{team}", Verb::Patch, team("team_update", "team")),

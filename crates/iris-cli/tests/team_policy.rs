@@ -1,0 +1,651 @@
+//! Who may make Iris run what (docs/security.md): teams created through
+//! the API choose among the config file's agent profiles and folders under
+//! its team roots; a developer key — and one limited to its own team —
+//! cannot set a program, arguments, environment or tool list by any field
+//! on REST, `/rpc`, `/ws` or MCP; admins can only with
+//! `api.teams.allowCustomAgents`; secret values are never read back; an
+//! agent's environment is the allowlist; every team change is audited with
+//! what changed.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use reqwest::Method;
+use serde_json::{Map, Value, json};
+
+/// The config: roots `./projects`, a profile `cmd` running `/usr/bin/env`
+/// (an agent that prints its environment), the built-in `echo`.
+fn config(custom: bool) -> String {
+    format!(
+        "api:\n  port: 0\n  teams:\n    allowCustomAgents: {custom}\nteamRoots: [./projects]\nagentProfiles:\n  cmd:\n    agent: command\n    command: /usr/bin/env\n    promptVia: stdin\n    env:\n      PROFILE_VAR: from-the-profile\n  careful:\n    agent: echo\n    grantPermission: 'no'\nteams:\n  demo:\n    path: .\n    agent: echo\n    env:\n      FILE_SECRET: s3cret-of-the-file\n"
+    )
+}
+
+struct Api {
+    h: Harness,
+    server: iris_server::Running,
+    base: String,
+    http: reqwest::Client,
+    admin: String,
+}
+
+async fn api(home: tempfile::TempDir, custom: bool) -> Api {
+    for d in ["projects/web", "projects/site", "outside"] {
+        std::fs::create_dir_all(home.path().join(d)).unwrap();
+    }
+    let h = start_in(home, &config(custom)).await;
+    let (server, admin) = h.serve_with_key("admin").await;
+    Api {
+        base: format!("http://{}", server.addr),
+        h,
+        server,
+        http: reqwest::Client::new(),
+        admin,
+    }
+}
+
+/// The transports every rule is checked on.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    Rest,
+    Rpc,
+    Ws,
+    Mcp,
+}
+const EVERY: [Via; 4] = [Via::Rest, Via::Rpc, Via::Ws, Via::Mcp];
+
+impl Api {
+    async fn key(&self, role: &str, teams: Option<&[&str]>) -> String {
+        let mut new = iris_core::auth::NewKey::with_role(role, role);
+        new.teams = teams.map(|t| t.iter().map(|s| (*s).to_owned()).collect());
+        self.h
+            .iris
+            .auth
+            .create_key(
+                new,
+                &iris_core::auth::Principal::local(),
+                &iris_core::auth::Origin::default(),
+            )
+            .await
+            .unwrap()
+            .0
+    }
+
+    async fn rest(&self, method: Method, path: &str, key: &str, body: Value) -> (u16, Value) {
+        http(
+            &self.http,
+            method,
+            format!("{}{path}", self.base),
+            Some(key),
+            body,
+        )
+        .await
+    }
+
+    /// Call `op` with `params` over `via` as `key`: `Ok(result)` or
+    /// `Err(the error body)`.
+    async fn call(&self, via: Via, key: &str, op: &str, params: Value) -> Result<Value, Value> {
+        match via {
+            Via::Rest => {
+                let mut p = params.as_object().cloned().unwrap_or_default();
+                let (method, path) = match op {
+                    "team_create" => (Method::POST, "/api/v1/teams".to_owned()),
+                    "team_update" => {
+                        let team = p.remove("team").unwrap();
+                        (
+                            Method::PATCH,
+                            format!("/api/v1/teams/{}", team.as_str().unwrap()),
+                        )
+                    }
+                    "team_get" => {
+                        let team = p.remove("team").unwrap();
+                        (
+                            Method::GET,
+                            format!("/api/v1/teams/{}", team.as_str().unwrap()),
+                        )
+                    }
+                    other => panic!("no REST route in this test for {other}"),
+                };
+                let body = if method == Method::GET {
+                    Value::Null
+                } else {
+                    Value::Object(p)
+                };
+                let (status, v) = self.rest(method, &path, key, body).await;
+                if status == 200 { Ok(v) } else { Err(v) }
+            }
+            Via::Rpc => {
+                let (status, v) = self
+                    .rest(
+                        Method::POST,
+                        "/rpc",
+                        key,
+                        json!({"method": op, "params": params}),
+                    )
+                    .await;
+                if status == 200 { Ok(v) } else { Err(v) }
+            }
+            Via::Ws => {
+                use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+                let mut req = format!("ws://{}/ws", self.server.addr)
+                    .into_client_request()
+                    .unwrap();
+                req.headers_mut()
+                    .insert("authorization", format!("Bearer {key}").parse().unwrap());
+                let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+                send(
+                    &mut ws,
+                    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                           "params": {"name": op, "arguments": params}}),
+                )
+                .await;
+                let reply = loop {
+                    let v = recv(&mut ws).await;
+                    if v["id"] == 7 {
+                        break v;
+                    }
+                };
+                let _ = ws.close(None).await;
+                while ws.next().await.is_some() {}
+                match reply.get("error") {
+                    Some(e) => Err(e["data"].clone()),
+                    None => Ok(reply["result"].clone()),
+                }
+            }
+            Via::Mcp => {
+                let v = mcp_tool_call(&self.http, &self.base, key, op, params).await;
+                let result = &v["result"];
+                if result["isError"] == true {
+                    let text = result["content"][0]["text"].as_str().unwrap();
+                    Err(serde_json::from_str(text).unwrap())
+                } else {
+                    Ok(result["structuredContent"].clone())
+                }
+            }
+        }
+    }
+
+    async fn exists(&self, team: &str) -> bool {
+        self.call(Via::Rest, &self.admin, "team_get", json!({"team": team}))
+            .await
+            .is_ok()
+    }
+
+    async fn stop(self) -> tempfile::TempDir {
+        self.server.stop().await;
+        self.h.stop().await
+    }
+}
+
+/// `attempt` refused with `code`, naming `field`.
+#[track_caller]
+fn refused(attempt: &Result<Value, Value>, code: &str, field: &str, what: &str) {
+    let body = attempt.as_ref().expect_err(what);
+    assert_eq!(body["code"], code, "{what}: {body}");
+    let named = body["details"]["field"] == field || body["details"]["fields"].get(field).is_some();
+    assert!(named, "{what}: the field `{field}` is named: {body}");
+}
+
+/// Every key that decides what runs, with a value that would run
+/// something of the caller's choosing.
+fn agent_fields() -> Vec<(&'static str, Value)> {
+    vec![
+        ("agent", json!("command")),
+        ("command", json!("/bin/sh")),
+        ("claudePath", json!("/bin/sh")),
+        ("args", json!(["-c", "touch /tmp/pwned"])),
+        ("env", json!({"LD_PRELOAD": "/tmp/evil.so"})),
+        ("allowedTools", json!(["Bash"])),
+        ("disallowedTools", json!([])),
+        ("promptVia", json!("stdin")),
+    ]
+}
+
+#[tokio::test]
+async fn a_developer_key_cannot_choose_what_runs_on_any_transport() {
+    let a = api(tempfile::tempdir().unwrap(), false).await;
+    let dev = a.key("developer", None).await;
+    for via in EVERY {
+        for (field, value) in agent_fields() {
+            // Created with the field, alone or beside a profile.
+            let mut p = Map::new();
+            p.insert("name".into(), json!("evil"));
+            p.insert("path".into(), json!("./projects/web"));
+            p.insert("profile".into(), json!("echo"));
+            p.insert(field.into(), value.clone());
+            let r = a.call(via, &dev, "team_create", Value::Object(p)).await;
+            refused(
+                &r,
+                "FORBIDDEN",
+                field,
+                &format!("{via:?} create with {field}"),
+            );
+            assert!(!a.exists("evil").await, "{via:?}: nothing stored");
+        }
+        // A looser grantPermission than the profile's.
+        let r = a
+            .call(via, &dev, "team_create",
+                  json!({"name": "evil", "path": "./projects/web", "profile": "careful", "grantPermission": "ask"}))
+            .await;
+        refused(
+            &r,
+            "FORBIDDEN",
+            "grantPermission",
+            &format!("{via:?} looser grant"),
+        );
+        // No profile at all.
+        let r = a
+            .call(
+                via,
+                &dev,
+                "team_create",
+                json!({"name": "evil", "path": "./projects/web"}),
+            )
+            .await;
+        refused(
+            &r,
+            "VALIDATION_ERROR",
+            "profile",
+            &format!("{via:?} no profile"),
+        );
+        // Folders outside the roots: `/`, `..`, a symlink out, Iris's home.
+        for path in ["/", "./projects/../outside", "./projects/out", "."] {
+            if path == "./projects/out" {
+                let link = a.h.home.path().join("projects/out");
+                if !link.exists() {
+                    std::os::unix::fs::symlink(a.h.home.path().join("outside"), link).unwrap();
+                }
+            }
+            let r = a
+                .call(
+                    via,
+                    &dev,
+                    "team_create",
+                    json!({"name": "evil", "path": path, "profile": "echo"}),
+                )
+                .await;
+            refused(
+                &r,
+                "VALIDATION_ERROR",
+                "path",
+                &format!("{via:?} path {path}"),
+            );
+        }
+        assert!(!a.exists("evil").await, "{via:?}: nothing stored");
+    }
+    // What a developer may do: a profile, a folder under a root, a
+    // stricter grant, description and colour.
+    let made = a
+        .call(
+            Via::Rest,
+            &dev,
+            "team_create",
+            json!({"name": "web", "path": "./projects/web", "profile": "echo",
+                     "grantPermission": "no", "description": "the site", "color": "#123456"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (made["agent"].as_str(), made["source"].as_str()),
+        (Some("echo"), Some("api"))
+    );
+    // Changing it (PATCH and PUT, and every other transport) is held to
+    // the same rules, also for a key limited to this one team.
+    let mine = a.key("developer", Some(&["web"])).await;
+    for key in [&dev, &mine] {
+        for via in EVERY {
+            for (field, value) in agent_fields() {
+                let r = a
+                    .call(
+                        via,
+                        key,
+                        "team_update",
+                        json!({"team": "web", field: value}),
+                    )
+                    .await;
+                refused(
+                    &r,
+                    "FORBIDDEN",
+                    field,
+                    &format!("{via:?} update with {field}"),
+                );
+                // `null` would take the profile's limits away: refused too.
+                let r = a
+                    .call(via, key, "team_update", json!({"team": "web", field: null}))
+                    .await;
+                refused(
+                    &r,
+                    "FORBIDDEN",
+                    field,
+                    &format!("{via:?} update with {field}: null"),
+                );
+            }
+        }
+        let (status, body) = a
+            .rest(
+                Method::PUT,
+                "/api/v1/teams/web",
+                key,
+                json!({"path": "./projects/web", "profile": "cmd", "args": ["-0"]}),
+            )
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (403, Some("FORBIDDEN")),
+            "{body}"
+        );
+    }
+    // The limited key may not name teams it cannot see.
+    let r = a
+        .call(
+            Via::Rest,
+            &mine,
+            "team_update",
+            json!({"team": "web", "canMessage": "*"}),
+        )
+        .await;
+    refused(&r, "FORBIDDEN", "canMessage", "limited key, canMessage *");
+    let r = a
+        .call(
+            Via::Rest,
+            &mine,
+            "team_update",
+            json!({"team": "web", "canMessage": ["demo"]}),
+        )
+        .await;
+    refused(
+        &r,
+        "FORBIDDEN",
+        "canMessage",
+        "limited key, canMessage demo",
+    );
+    // …and may change what is free.
+    let changed = a
+        .call(
+            Via::Mcp,
+            &mine,
+            "team_update",
+            json!({"team": "web", "description": "mine"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed["config"]["description"], "mine", "{changed}");
+    // Admins cannot either while allowCustomAgents is off.
+    let r = a
+        .call(Via::Rest, &a.admin, "team_create",
+              json!({"name": "evil", "path": "./projects/site", "agent": "command", "command": "/bin/sh"}))
+        .await;
+    refused(&r, "FORBIDDEN", "agent", "admin without allowCustomAgents");
+    // The team still runs what its profile says.
+    let told = a
+        .call(
+            Via::Rpc,
+            &dev,
+            "send_message",
+            json!({"toTeam": "web", "message": "still echo", "timeout": 0}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(told["response"], "still echo", "{told}");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn admins_set_custom_agents_only_when_allowed_and_agents_get_only_the_allowlist() {
+    let a = api(tempfile::tempdir().unwrap(), true).await;
+    let dev = a.key("developer", None).await;
+    let r = a
+        .call(Via::Rest, &dev, "team_create",
+              json!({"name": "mine", "path": "./projects/site", "agent": "command", "command": "/usr/bin/env"}))
+        .await;
+    refused(
+        &r,
+        "FORBIDDEN",
+        "agent",
+        "a developer, even with the switch on",
+    );
+    let made = a
+        .call(
+            Via::Rest,
+            &a.admin,
+            "team_create",
+            json!({"name": "envy", "path": "./projects/site", "agent": "command",
+                     "command": "/usr/bin/env", "promptVia": "stdin",
+                     "env": {"TEAM_TOKEN": "t0ps3cret", "OTHER": "x"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(made["agent"], "command");
+    // Secret values are write-only: names only, for everyone.
+    assert_eq!(
+        made["config"]["envNames"],
+        json!(["OTHER", "TEAM_TOKEN"]),
+        "{made}"
+    );
+    assert!(!made.to_string().contains("t0ps3cret"), "{made}");
+    // The agent's environment: the allowlist, the team's variables, nothing of Iris's.
+    // SAFETY: the test sets a variable of its own process before the
+    // agent starts; Iris (in this process) must not pass it on.
+    unsafe { std::env::set_var("IRIS_TEST_LEAK", "iris-own-secret") };
+    let told = a
+        .call(Via::Rest, &a.admin, "team_get", json!({"team": "envy"}))
+        .await
+        .unwrap();
+    assert!(told["config"]["envNames"].is_array());
+    let out = a
+        .call(
+            Via::Rpc,
+            &a.admin,
+            "send_message",
+            json!({"toTeam": "envy", "message": "print", "timeout": 0}),
+        )
+        .await
+        .unwrap();
+    let text = out["response"].as_str().unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert!(
+        names.contains(&"TEAM_TOKEN") && names.contains(&"PATH"),
+        "{text}"
+    );
+    let allowed = |n: &str| {
+        iris_agent::INHERITED_ENV.contains(&n)
+            || n.starts_with("LC_")
+            || ["TEAM_TOKEN", "OTHER"].contains(&n)
+    };
+    let extra: Vec<&&str> = names.iter().filter(|n| !allowed(n)).collect();
+    assert!(
+        extra.is_empty(),
+        "only the allowlist and the team's env: {extra:?} in {text}"
+    );
+    assert!(!text.contains("iris-own-secret"));
+    // A profile's team gets the profile's variables too.
+    a.call(
+        Via::Rest,
+        &dev,
+        "team_create",
+        json!({"name": "prof", "path": "./projects/web", "profile": "cmd"}),
+    )
+    .await
+    .unwrap();
+    let out = a
+        .call(
+            Via::Rpc,
+            &dev,
+            "send_message",
+            json!({"toTeam": "prof", "message": "print", "timeout": 0}),
+        )
+        .await
+        .unwrap();
+    assert!(
+        out["response"]
+            .as_str()
+            .unwrap()
+            .contains("PROFILE_VAR=from-the-profile"),
+        "{out}"
+    );
+    // On update an omitted variable is kept and null removes one.
+    let changed = a
+        .call(
+            Via::Rest,
+            &a.admin,
+            "team_update",
+            json!({"team": "envy", "env": {"OTHER": null, "NEW": "n"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        changed["config"]["envNames"],
+        json!(["NEW", "TEAM_TOKEN"]),
+        "{changed}"
+    );
+    // Every team change is audited with what changed, secrets by name only.
+    let audit =
+        a.h.call(
+            "audit_list",
+            json!({"action": "team.updated", "team": "envy"}),
+        )
+        .await
+        .unwrap();
+    let entry = &audit["logs"][0];
+    assert_eq!(
+        entry["details"]["changes"]["envNames"],
+        json!({"before": ["OTHER", "TEAM_TOKEN"], "after": ["NEW", "TEAM_TOKEN"]}),
+        "{entry}"
+    );
+    for action in ["team.created", "team.deleted"] {
+        if action == "team.deleted" {
+            a.rest(Method::DELETE, "/api/v1/teams/envy", &a.admin, Value::Null)
+                .await;
+        }
+        let audit =
+            a.h.call("audit_list", json!({"action": action, "team": "envy"}))
+                .await
+                .unwrap();
+        assert_eq!(audit["pagination"]["total"], 1, "{action}: {audit}");
+        assert!(!audit.to_string().contains("t0ps3cret"), "{audit}");
+    }
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn secrets_are_write_only_for_viewers_and_agents() {
+    let a = api(tempfile::tempdir().unwrap(), false).await;
+    let viewer = a.key("viewer", None).await;
+    let agent =
+        a.h.iris
+            .auth
+            .agents
+            .issue(
+                "demo",
+                "00000000-0000-4000-8000-000000000000",
+                std::time::Duration::from_secs(60),
+                None,
+                None,
+            )
+            .unwrap();
+    for key in [&viewer, &agent, &a.admin] {
+        for via in EVERY {
+            let got = a.call(via, key, "team_get", json!({"team": "demo"})).await;
+            let got = got.unwrap_or_else(|e| panic!("{via:?}: {e}"));
+            assert_eq!(
+                got["config"]["envNames"],
+                json!(["FILE_SECRET"]),
+                "{via:?}: {got}"
+            );
+            assert!(
+                !got.to_string().contains("s3cret-of-the-file"),
+                "{via:?}: {got}"
+            );
+            let (_, list) = a.rest(Method::GET, "/api/v1/teams", key, Value::Null).await;
+            assert!(!list.to_string().contains("s3cret"), "{list}");
+        }
+    }
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn a_folder_swapped_for_a_symlink_after_creation_is_refused_at_spawn() {
+    let a = api(tempfile::tempdir().unwrap(), false).await;
+    let dev = a.key("developer", None).await;
+    a.call(
+        Via::Rest,
+        &dev,
+        "team_create",
+        json!({"name": "web", "path": "./projects/web", "profile": "echo"}),
+    )
+    .await
+    .unwrap();
+    let web = a.h.home.path().join("projects/web");
+    std::fs::remove_dir(&web).unwrap();
+    std::os::unix::fs::symlink(a.h.home.path().join("outside"), &web).unwrap();
+    let r = a
+        .rest(
+            Method::POST,
+            "/api/v1/teams/tell",
+            &dev,
+            json!({"toTeam": "web", "message": "[[cwd]]", "timeout": 0}),
+        )
+        .await;
+    // The turn fails as its process could not start, and says why.
+    assert_eq!(
+        (r.0, r.1["code"].as_str()),
+        (500, Some("PROCESS_ERROR")),
+        "{}",
+        r.1
+    );
+    let message = r.1["message"].as_str().unwrap();
+    assert!(
+        message.contains("teamRoots") && !message.contains("/tmp"),
+        "{message}"
+    );
+    assert!(pids(&a.h, "web").is_empty(), "no process started");
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn profiles_and_roots_are_listed_and_reloaded_like_a_restart() {
+    let a = api(tempfile::tempdir().unwrap(), false).await;
+    let viewer = a.key("viewer", None).await;
+    let listed = a
+        .call(Via::Rpc, &viewer, "team_profiles", json!({}))
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["careful", "cmd", "echo"], "{listed}");
+    assert!(
+        !listed.to_string().contains("from-the-profile"),
+        "no profile env values: {listed}"
+    );
+    assert_eq!(listed["teamRoots"].as_array().unwrap().len(), 1);
+    a.call(
+        Via::Rest,
+        &a.admin,
+        "team_create",
+        json!({"name": "web", "path": "./projects/web", "profile": "cmd"}),
+    )
+    .await
+    .unwrap();
+    // The file drops the profile: after a reload, as after a restart, the
+    // team is left out (kept in the store); back when the profile is.
+    let file = a.h.home.path().join("config.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let without = text.replace("  cmd:\n    agent: command\n    command: /usr/bin/env\n    promptVia: stdin\n    env:\n      PROFILE_VAR: from-the-profile\n", "");
+    std::fs::write(&file, &without).unwrap();
+    let changes = a.h.iris.reload().await.unwrap();
+    assert_eq!(changes.teams_removed, ["web"]);
+    assert!(!a.exists("web").await);
+    std::fs::write(&file, &text).unwrap();
+    let changes = a.h.iris.reload().await.unwrap();
+    assert_eq!(changes.teams_added, ["web"]);
+    assert!(a.exists("web").await);
+    a.stop().await;
+}
