@@ -32,9 +32,19 @@ struct Seat {
 #[derive(Default)]
 pub struct Agents {
     seats: Mutex<HashMap<[u8; 32], Seat>>,
+    /// Told when one is revoked (`Auth::changes`).
+    changes: Option<Arc<tokio::sync::watch::Sender<u64>>>,
 }
 
 impl Agents {
+    /// Agents whose revocations tick `changes`.
+    pub(crate) fn telling(changes: Arc<tokio::sync::watch::Sender<u64>>) -> Self {
+        Agents {
+            seats: Mutex::default(),
+            changes: Some(changes),
+        }
+    }
+
     /// A credential for the process of `team` serving conversation
     /// `session`, valid for `ttl` unless revoked first. Its principal is of
     /// kind `agent`, named after the team (the `fromTeam` of its calls), with
@@ -69,17 +79,27 @@ impl Agents {
         Ok(token)
     }
 
-    /// Revoke `token` (nothing if it is unknown).
+    /// Revoke `token` (nothing if it is unknown); connections opened with
+    /// it are told.
     pub fn revoke(&self, token: &str) {
         let mut seats = self.seats.lock().unwrap_or_else(|p| p.into_inner());
-        seats.remove(&secret::sha256(token));
+        if seats.remove(&secret::sha256(token)).is_some()
+            && let Some(c) = &self.changes
+        {
+            c.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// The principal of a live, unexpired `token`.
     pub fn authenticate(&self, token: &str) -> Result<Arc<Principal>> {
+        self.standing(token).map(|(p, _)| p)
+    }
+
+    /// The principal of a live, unexpired `token`, and when it expires.
+    pub(crate) fn standing(&self, token: &str) -> Result<(Arc<Principal>, i64)> {
         let seats = self.seats.lock().unwrap_or_else(|p| p.into_inner());
         match seats.get(&secret::sha256(token)) {
-            Some(s) if s.expires_at > now_ms() => Ok(s.principal.clone()),
+            Some(s) if s.expires_at > now_ms() => Ok((s.principal.clone(), s.expires_at)),
             Some(_) => Err(AuthError::unauthorized("agent credential expired")),
             None => Err(AuthError::unauthorized(
                 "invalid agent credential (revoked when its process ended)",

@@ -16,6 +16,7 @@ pub mod scope;
 pub mod secret;
 mod session;
 mod signins;
+pub mod standing;
 mod users;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ pub use principal::{Principal, PrincipalKind};
 pub use rate::{Decision, IdentityLimits, Rate, parse_duration};
 pub use session::{Login, Tokens};
 pub use signins::{Registration, SignUp};
+pub use standing::Standing;
 pub use users::{NewUser, UserInfo, UserUpdate};
 
 /// The prefix of every API key.
@@ -150,6 +152,8 @@ pub struct Auth {
     reloading: tokio::sync::Mutex<()>,
     /// The credentials of the agents Iris runs (memory only).
     pub agents: agents::Agents,
+    /// Ticks when a credential may have ended or changed (`standing`).
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Auth {
@@ -160,6 +164,7 @@ impl Auth {
         let secret = store
             .meta_init("jwt_secret", &hex::encode(secret::random_bytes::<32>()?))
             .await?;
+        let changes = Arc::new(tokio::sync::watch::Sender::new(0));
         let auth = Arc::new(Auth {
             jwt: session::Jwt::new(&secret, settings.token_leeway)?,
             per_ip: rate::PerIp::new(settings.per_ip_rate),
@@ -174,7 +179,8 @@ impl Auth {
             caches: RwLock::default(),
             revision: AtomicI64::new(-1),
             reloading: tokio::sync::Mutex::new(()),
-            agents: agents::Agents::default(),
+            agents: agents::Agents::telling(changes.clone()),
+            changes,
         });
         auth.reload().await?;
         auth.prune_audit().await?;
@@ -253,6 +259,10 @@ impl Auth {
         let rev = self.store.auth_revision().await?;
         let keys = self.store.keys().await?;
         let users = self.store.users().await?;
+        // Sign-ins another process ended since this one's tokens could
+        // have been issued: refused here too.
+        let window = self.settings.access_ttl.as_millis() as i64 + 10_000;
+        let ended = self.store.families_revoked_since(now_ms() - window).await?;
         self.flush_usage().await;
         let mut caches = self.caches.write().unwrap_or_else(|p| p.into_inner());
         // Buckets of identities that no longer exist are left behind in `old`.
@@ -272,7 +282,12 @@ impl Auth {
             fresh.users.insert(entry.principal.id.clone(), entry);
         }
         *caches = fresh;
+        drop(caches);
+        for (family, at) in ended {
+            self.jwt.end(&family, at + window);
+        }
         self.revision.store(rev, Ordering::Release);
+        self.announce();
         Ok(())
     }
 

@@ -41,6 +41,9 @@ pub(crate) struct Jwt {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// The same, past `exp` too: an open connection lives as long as its
+    /// sign-in, not its first access token (`crate::standing`).
+    lasting: Validation,
     /// Families ended by logout, until their access tokens expire.
     ended: RwLock<HashMap<String, i64>>,
 }
@@ -54,10 +57,13 @@ impl Jwt {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = leeway.as_secs();
+        let mut lasting = validation.clone();
+        lasting.validate_exp = false;
         Ok(Jwt {
             encoding: EncodingKey::from_secret(&secret),
             decoding: DecodingKey::from_secret(&secret),
             validation,
+            lasting,
             ended: RwLock::default(),
         })
     }
@@ -68,8 +74,17 @@ impl Jwt {
     }
 
     pub(crate) fn verify(&self, token: &str, typ: &str) -> Result<Claims> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| {
+        self.verify_with(token, typ, &self.validation)
+    }
+
+    /// An access token's claims, expired or not (its signature checked).
+    pub(crate) fn verify_lasting(&self, token: &str) -> Result<Claims> {
+        self.verify_with(token, "access", &self.lasting)
+    }
+
+    fn verify_with(&self, token: &str, typ: &str, validation: &Validation) -> Result<Claims> {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, validation).map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind as K;
                 AuthError::unauthorized(match e.kind() {
                     K::ExpiredSignature => "access token expired".to_owned(),
@@ -89,14 +104,14 @@ impl Jwt {
         Ok(data.claims)
     }
 
-    fn ended(&self, sid: &str) -> bool {
+    pub(crate) fn ended(&self, sid: &str) -> bool {
         self.ended
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(sid)
     }
 
-    fn end(&self, sid: &str, until: i64) {
+    pub(crate) fn end(&self, sid: &str, until: i64) {
         let mut ended = self.ended.write().unwrap_or_else(|p| p.into_inner());
         let now = now_ms();
         ended.retain(|_, t| *t > now);
@@ -131,6 +146,11 @@ static DUMMY_HASH: LazyLock<String> =
 impl Auth {
     pub(crate) fn authenticate_token(&self, token: &str) -> Result<Arc<Principal>> {
         let claims = self.jwt.verify(token, "access")?;
+        self.token_user(&claims)
+    }
+
+    /// The user of a token's claims, if its sign-in and the user still stand.
+    pub(crate) fn token_user(&self, claims: &Claims) -> Result<Arc<Principal>> {
         if self.jwt.ended(&claims.sid) {
             return Err(AuthError::unauthorized("session ended (logged out)"));
         }
@@ -317,10 +337,8 @@ impl Auth {
         }
         if row.used_at.is_some() || !self.store.spend_refresh(&hash, now).await? {
             self.store.revoke_refresh_family(&row.family, now).await?;
-            self.jwt.end(
-                &row.family,
-                now + self.settings.access_ttl.as_millis() as i64 + 10_000,
-            );
+            self.end_sign_in(&row.family, now);
+            self.changed().await?;
             self.audit.record(
                 AuditEvent::new("auth.refresh_reuse", Outcome::Denied)
                     .claimed(format!("user:{}", row.user_id))
@@ -348,6 +366,16 @@ impl Auth {
         Ok(tokens)
     }
 
+    /// End sign-in `family` (revoked at `at`) in this process: its access
+    /// tokens stop working, and connections opened with them are told.
+    pub(crate) fn end_sign_in(&self, family: &str, at: i64) {
+        self.jwt.end(
+            family,
+            at + self.settings.access_ttl.as_millis() as i64 + 10_000,
+        );
+        self.announce();
+    }
+
     fn refresh_failed(&self, origin: &Origin, reason: &str) -> AuthError {
         self.audit.record(
             AuditEvent::new("auth.refresh", Outcome::Failure)
@@ -363,7 +391,9 @@ impl Auth {
         let claims = self.jwt.verify(access_token, "access")?;
         let now = now_ms();
         self.store.revoke_refresh_family(&claims.sid, now).await?;
-        self.jwt.end(&claims.sid, claims.exp * 1000 + 10_000);
+        self.end_sign_in(&claims.sid, now);
+        // Other processes (nodes, the CLI) learn of it at their next check.
+        self.changed().await?;
         self.audit.record(
             AuditEvent::new("auth.logout", Outcome::Success)
                 .claimed(format!("user:{}", claims.sub))

@@ -49,8 +49,8 @@ impl Auth {
         Ok(self.store.sign_ins(Some(&principal.id), now).await?)
     }
 
-    /// End sign-in session `id` (its refresh tokens stop working; access
-    /// tokens already issued live out their short lifetime).
+    /// End sign-in session `id`: its refresh tokens and access tokens stop
+    /// working, and connections opened with them close.
     ///
     /// # Errors
     /// `NotFound` for a session the caller may not see or that has ended.
@@ -64,7 +64,10 @@ impl Auth {
         let Some(session) = visible.iter().find(|s| s.id == id) else {
             return Err(AuthError::NotFound(format!("no sign-in session `{id}`")));
         };
-        self.store.revoke_refresh_family(id, now_ms()).await?;
+        let now = now_ms();
+        self.store.revoke_refresh_family(id, now).await?;
+        self.end_sign_in(id, now);
+        self.changed().await?;
         self.audit.record(
             AuditEvent::new("auth.session.terminate", Outcome::Success)
                 .by(principal)

@@ -112,8 +112,20 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Agents run as Iris's own OS user; without this they could read Iris's
+/// environment and memory through `/proc/<pid>/` (environ, mem), which
+/// become root's once the process is not dumpable. Core dumps go too.
+fn not_dumpable() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_DUMPABLE only changes this process's flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot make the process non-dumpable");
+    }
+}
+
 pub async fn serve(source: ConfigSource, insecure: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init("info");
+    not_dumpable();
     let mut signals = Signals::listen()?;
     let cfg = load(&source)?;
     // The dashboard's port serves the whole API too.

@@ -171,7 +171,7 @@ async fn registration_follows_the_configured_mode() {
 }
 
 #[tokio::test]
-async fn a_terminated_sign_in_session_loses_its_refresh_token() {
+async fn a_terminated_sign_in_session_loses_its_refresh_and_access_tokens() {
     let a = api("open").await;
     for who in ["eve", "fay"] {
         let (status, _) = a
@@ -228,7 +228,12 @@ async fn a_terminated_sign_in_session_loses_its_refresh_token() {
         )
         .await;
     assert_eq!(status, 200, "the other session goes on");
-    let (_, mine) = a.get("/sessions", &eve_access).await;
-    assert_eq!(mine["sessions"].as_array().unwrap().len(), 1);
+    // Its access tokens end with it (not at their own expiry).
+    let (status, _) = a.get("/sessions", &eve_access).await;
+    assert_eq!(status, 401, "the terminated session's access token fails");
+    let (other_access, _) = a.login("eve").await;
+    let (status, mine) = a.get("/sessions", &other_access).await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(mine["sessions"].as_array().unwrap().len(), 2, "{mine}");
     a.stop().await;
 }

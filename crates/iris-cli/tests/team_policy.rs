@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 /// (an agent that prints its environment), the built-in `echo`.
 fn config(custom: bool) -> String {
     format!(
-        "api:\n  port: 0\n  teams:\n    allowCustomAgents: {custom}\nteamRoots: [./projects]\nagentProfiles:\n  cmd:\n    agent: command\n    command: /usr/bin/env\n    promptVia: stdin\n    env:\n      PROFILE_VAR: from-the-profile\n  careful:\n    agent: echo\n    grantPermission: 'no'\nteams:\n  demo:\n    path: .\n    agent: echo\n    env:\n      FILE_SECRET: s3cret-of-the-file\n"
+        "api:\n  port: 0\n  teams:\n    allowCustomAgents: {custom}\nteamRoots: [./projects]\nagentProfiles:\n  cmd:\n    agent: command\n    command: /usr/bin/env\n    promptVia: stdin\n    env:\n      PROFILE_VAR: from-the-profile\n  careful:\n    agent: echo\n    grantPermission: 'no'\n  trusting:\n    agent: echo\n    grantPermission: 'yes'\nteams:\n  demo:\n    path: .\n    agent: echo\n    env:\n      FILE_SECRET: s3cret-of-the-file\n"
     )
 }
 
@@ -371,6 +371,70 @@ async fn a_developer_key_cannot_choose_what_runs_on_any_transport() {
         .await
         .unwrap();
     assert_eq!(changed["config"]["description"], "mine", "{changed}");
+    // Nor take its profile away, nor drop canMessage (every team), nor
+    // move into the folder of a team it cannot see.
+    let r = a
+        .call(
+            Via::Rest,
+            &mine,
+            "team_update",
+            json!({"team": "web", "profile": null}),
+        )
+        .await;
+    refused(&r, "FORBIDDEN", "profile", "profile: null");
+    let r = a
+        .call(
+            Via::Rest,
+            &mine,
+            "team_update",
+            json!({"team": "web", "canMessage": null}),
+        )
+        .await;
+    refused(
+        &r,
+        "FORBIDDEN",
+        "canMessage",
+        "limited key, canMessage null",
+    );
+    a.call(
+        Via::Rest,
+        &dev,
+        "team_create",
+        json!({"name": "site", "path": "./projects/site", "profile": "echo"}),
+    )
+    .await
+    .unwrap();
+    let r = a
+        .call(
+            Via::Rest,
+            &mine,
+            "team_update",
+            json!({"team": "web", "path": "./projects/site"}),
+        )
+        .await;
+    refused(
+        &r,
+        "FORBIDDEN",
+        "path",
+        "limited key into another team's folder",
+    );
+    // A profile switched to a stricter one takes the team's grant down with it.
+    let made = a
+        .call(Via::Rest, &dev, "team_create",
+              json!({"name": "loose", "path": "./projects/site", "profile": "trusting", "grantPermission": "yes"}))
+        .await
+        .unwrap();
+    assert_eq!(made["grantPermission"], "yes");
+    let switched = a
+        .call(
+            Via::Rest,
+            &dev,
+            "team_update",
+            json!({"team": "loose", "profile": "careful"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(switched["grantPermission"], "no", "{switched}");
     // Admins cannot either while allowCustomAgents is off.
     let r = a
         .call(Via::Rest, &a.admin, "team_create",
@@ -462,6 +526,21 @@ async fn admins_set_custom_agents_only_when_allowed_and_agents_get_only_the_allo
         "only the allowlist and the team's env: {extra:?} in {text}"
     );
     assert!(!text.contains("iris-own-secret"));
+    // Rows that set their agent without an admin having saved them so
+    // (from before profiles) are not trusted, even with the switch on.
+    a.h.iris
+        .store
+        .save_team(
+            "legacy",
+            &json!({"path": "./projects/site", "agent": "command", "command": "/bin/sh"}),
+            false,
+            0,
+        )
+        .await
+        .unwrap();
+    let changes = a.h.iris.reload().await.unwrap();
+    assert!(changes.teams_added.is_empty(), "{changes:?}");
+    assert!(!a.exists("legacy").await);
     // A profile's team gets the profile's variables too.
     a.call(
         Via::Rest,
@@ -620,7 +699,7 @@ async fn profiles_and_roots_are_listed_and_reloaded_like_a_restart() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["careful", "cmd", "echo"], "{listed}");
+    assert_eq!(names, ["careful", "cmd", "echo", "trusting"], "{listed}");
     assert!(
         !listed.to_string().contains("from-the-profile"),
         "no profile env values: {listed}"

@@ -49,6 +49,11 @@ async fn each_conversation_edits_its_own_worktree() {
     unsafe { std::env::set_var("IRIS_HOME", home.path()) };
     let repo = home.path().join("repo");
     repository(&repo);
+    // A hook an agent could have planted: git as Iris runs it runs none.
+    let hook = repo.join(".git/hooks/post-checkout");
+    let marker = home.path().join("hook-ran");
+    std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", marker.display())).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     // Outside $IRIS_HOME: no team may work in Iris's own folder.
     let elsewhere = tempfile::tempdir().unwrap();
     let plain = elsewhere.path().join("plain");
@@ -81,6 +86,7 @@ async fn each_conversation_edits_its_own_worktree() {
         .trim()
         .to_owned();
     assert_ne!(wa, wb);
+    assert!(!marker.exists(), "the repository's post-checkout hook ran");
     let worktrees = h.home.path().join("worktrees").join("editor");
     assert!(
         Path::new(&wa).starts_with(std::fs::canonicalize(&worktrees).unwrap()),

@@ -7,7 +7,7 @@ pub use iris_auth::scope;
 pub use iris_auth::secret::sha256_hex;
 pub use iris_auth::{
     AuditEvent, Auth, AuthError, Decision, KEY_PREFIX, Login, NewKey, Origin, Outcome,
-    Registration, SignUp,
+    Registration, SignUp, Standing,
 };
 
 use serde_json::json;

@@ -502,6 +502,16 @@ impl Iris {
             }
             return Ok(current);
         }
+        // Git runs in the team's folder: a run-time team's must still be
+        // under a root, and so must the repository a worktree checks out.
+        team.check_folder()
+            .and_then(|()| team.check_repository())
+            .map_err(|problem| {
+                IrisError::new(
+                    crate::error::ErrorKind::Forbidden,
+                    format!("team `{}`: {problem}", team.name),
+                )
+            })?;
         let dir = crate::worktree::create(&self.config.home, &team.name, team.path(), &current.id)
             .await?;
         let dir = dir.display().to_string();
@@ -577,13 +587,14 @@ fn check_team(row: SessionRow, to: &str) -> Result<SessionRow> {
 /// The teams of `config` and of the store, as a start with both gives
 /// them (a reload gives the same): the file's teams; then each stored
 /// team whose name the file leaves free and that is still valid under
-/// `policy` (its folder under a root, its profile known, custom agent
-/// fields only while `api.teams.allowCustomAgents` is on). A stored team
-/// that is not is left out, with a warning, and kept in the store.
+/// `policy` (`config::team_from_json`: its folder under a root, its
+/// profile known, agent keys of its own only if an admin saved them while
+/// `api.teams.allowCustomAgents` is on). A stored team that is not is
+/// left out, with a warning, and kept in the store.
 pub(crate) fn teams_of(
     config: &Config,
     policy: &TeamPolicy,
-    stored: Vec<(String, serde_json::Value)>,
+    stored: Vec<iris_storage::SavedTeam>,
 ) -> BTreeMap<String, Arc<Team>> {
     let mut teams = BTreeMap::new();
     for (name, t) in &config.teams {
@@ -597,25 +608,23 @@ pub(crate) fn teams_of(
             }
         }
     }
-    let known: Vec<String> = teams.keys().cloned().collect();
-    for (name, json) in stored {
+    let mut known: Vec<String> = teams.keys().cloned().collect();
+    known.extend(stored.iter().map(|s| s.name.clone()));
+    for saved in stored {
+        let name = saved.name;
         if teams.contains_key(&name) {
             tracing::warn!(team = %name, "a stored team has the name of a team of the config file; the file's wins");
             continue;
         }
-        if !policy.allow_custom_agents
-            && let Some(field) = crate::config::custom_agent_field(&json)
+        match crate::config::team_from_json(&name, saved.config, policy, &known, saved.custom_agent)
         {
-            tracing::warn!(team = %name, field, "a stored team sets its agent itself, which api.teams.allowCustomAgents no longer allows; left out");
-            continue;
-        }
-        match crate::config::team_from_json(&name, json, policy, &known) {
             Ok((t, profile)) => {
-                let team = Team::created(&name, t, profile, policy.roots.clone());
+                let team =
+                    Team::created(&name, t, profile, policy.roots.clone(), saved.custom_agent);
                 teams.insert(name.clone(), Arc::new(team));
             }
             Err((field, problem)) => {
-                tracing::warn!(team = %name, field, problem, "a stored team is no longer valid; left out");
+                tracing::warn!(team = %name, field, problem, "a stored team is not allowed by the configuration as it is now; left out (kept in the database)");
             }
         }
     }

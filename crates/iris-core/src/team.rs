@@ -21,6 +21,9 @@ pub struct Team {
     /// A run-time team's folder must stay under these: checked again
     /// before each process starts. `None` for the config file's teams.
     roots: Option<TeamRoots>,
+    /// A run-time team whose agent keys an admin set outside the profiles
+    /// (`api.teams.allowCustomAgents`).
+    pub custom_agent: bool,
 }
 
 impl Team {
@@ -39,6 +42,7 @@ impl Team {
             config,
             from_file: true,
             roots: None,
+            custom_agent: false,
         })
     }
 
@@ -49,6 +53,7 @@ impl Team {
         config: TeamConfig,
         profile: AgentProfile,
         roots: TeamRoots,
+        custom_agent: bool,
     ) -> Self {
         Team {
             name: name.to_owned(),
@@ -56,6 +61,7 @@ impl Team {
             profile,
             from_file: false,
             roots: Some(roots),
+            custom_agent,
         }
     }
 
@@ -82,6 +88,22 @@ impl Team {
                     .to_owned()
             }),
             None => Ok(()),
+        }
+    }
+
+    /// Whether a worktree of its repository may be made: for a run-time
+    /// team, the repository's top folder (all of which a worktree checks
+    /// out) is under a root too.
+    ///
+    /// # Errors
+    /// Why not.
+    pub fn check_repository(&self) -> Result<(), String> {
+        match (&self.roots, crate::worktree::top_level(self.path())) {
+            (Some(roots), Some(top)) if roots.admit(&top).is_err() => Err(
+                "a worktree checks out the whole repository, whose top folder is not under teamRoots"
+                    .into(),
+            ),
+            _ => Ok(()),
         }
     }
 

@@ -34,12 +34,33 @@ pub fn branch(session_id: &str) -> String {
     format!("iris/{session_id}")
 }
 
-async fn git(dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
-    let out = tokio::process::Command::new("git")
+/// `git -C dir` as Iris runs it on a team's repository, which an agent
+/// may have written to: the environment of an agent (the allowlist, not
+/// Iris's own), no system or global configuration, no hooks, no
+/// filesystem monitor — nothing of the repository's choosing runs as Iris.
+fn git_command(dir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new("git");
+    c.env_clear()
+        .envs(iris_agent::inherited_env())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
+        ])
         .arg("-C")
         .arg(dir)
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+async fn git(dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
+    let mut c = tokio::process::Command::from(git_command(dir));
+    let out = c
         .args(args)
-        .stdin(std::process::Stdio::null())
         .output()
         .await
         .map_err(|e| format!("cannot run git: {e}"))?;
@@ -181,12 +202,17 @@ pub async fn remove_if_clean(workdir: &Path, session_id: &str) -> Removal {
 
 /// Whether `path` is inside a git repository (for the configuration check).
 pub fn is_repository(path: &Path) -> bool {
-    std::process::Command::new("git")
-        .arg("-C")
-        .arg(path)
+    top_level(path).is_some()
+}
+
+/// The top folder of the git repository `path` is in, if it is in one.
+pub fn top_level(path: &Path) -> Option<PathBuf> {
+    let out = git_command(path)
         .args(["rev-parse", "--show-toplevel"])
-        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }

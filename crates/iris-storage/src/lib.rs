@@ -27,6 +27,7 @@ pub use audit::{AuditFilter, AuditRow, AuditVerdict, GENESIS};
 pub use jobs::{Callback, JOB_BATCH, JobFilter, JobRecord, JobRow, callback_json};
 pub use keys::KeyRow;
 pub use sessions::SessionRow;
+pub use teams::SavedTeam;
 pub use turns::{EventRow, HistoryFilter, TurnFinish, TurnRow};
 pub use users::{RefreshRow, SignInRow, UserRow};
 pub use webhooks::{AttemptOutcome, AttemptRow, DeliveryRow, WebhookRow};

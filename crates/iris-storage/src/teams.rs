@@ -5,10 +5,21 @@ use sqlx::Row;
 
 use crate::{Context, Result, Store};
 
+/// A team stored by the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedTeam {
+    pub name: String,
+    /// Its keys as the config file would have them.
+    pub config: Value,
+    /// Saved by an admin while `api.teams.allowCustomAgents` was on, with
+    /// agent keys of its own (the only rows allowed to have them).
+    pub custom_agent: bool,
+}
+
 impl Store {
-    /// Every stored team: name and configuration, by name.
-    pub async fn saved_teams(&self) -> Result<Vec<(String, Value)>> {
-        let rows = sqlx::query("SELECT name, config FROM teams ORDER BY name")
+    /// Every stored team, by name.
+    pub async fn saved_teams(&self) -> Result<Vec<SavedTeam>> {
+        let rows = sqlx::query("SELECT name, config, custom_agent FROM teams ORDER BY name")
             .fetch_all(&self.pool)
             .await
             .ctx("reading teams")?;
@@ -16,22 +27,31 @@ impl Store {
             .iter()
             .map(|r| {
                 let text: String = r.get("config");
-                (
-                    r.get("name"),
-                    serde_json::from_str(&text).unwrap_or(Value::Null),
-                )
+                SavedTeam {
+                    name: r.get("name"),
+                    config: serde_json::from_str(&text).unwrap_or(Value::Null),
+                    custom_agent: r.get::<i64, _>("custom_agent") != 0,
+                }
             })
             .collect())
     }
 
     /// Store team `name` (insert, or replace its configuration).
-    pub async fn save_team(&self, name: &str, config: &Value, at: i64) -> Result<()> {
+    pub async fn save_team(
+        &self,
+        name: &str,
+        config: &Value,
+        custom_agent: bool,
+        at: i64,
+    ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO teams (name, config, created_at, updated_at) VALUES (?, ?, ?, ?)
-             ON CONFLICT (name) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+            "INSERT INTO teams (name, config, custom_agent, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET config = excluded.config, custom_agent = excluded.custom_agent,
+             updated_at = excluded.updated_at",
         )
         .bind(name)
         .bind(config.to_string())
+        .bind(i64::from(custom_agent))
         .bind(at)
         .bind(at)
         .execute(&self.pool)

@@ -214,6 +214,18 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Sign-ins (refresh-token families) revoked since `since`, with when:
+    /// what another process ended that this one must refuse too.
+    pub async fn families_revoked_since(&self, since: i64) -> Result<Vec<(String, i64)>> {
+        sqlx::query_as(
+            "SELECT family, MAX(revoked_at) FROM refresh_tokens WHERE revoked_at >= ? GROUP BY family",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("reading revoked sign-ins")
+    }
+
     pub async fn revoke_user_refresh(&self, user_id: &str, at: i64) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",

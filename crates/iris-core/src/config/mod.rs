@@ -354,6 +354,10 @@ pub struct Config {
     /// `IRIS_HOME` in force when it was loaded.
     #[serde(skip)]
     pub home: PathBuf,
+    /// What relative paths were resolved against: the config file's
+    /// folder, or for the embedded defaults the folder Iris started in.
+    #[serde(skip)]
+    pub base: PathBuf,
 }
 
 /// A configuration problem: the file, the key path, and what was expected.
@@ -503,6 +507,7 @@ impl Config {
             }
         };
         cfg.home = home.to_path_buf();
+        cfg.base = base.to_path_buf();
         for (name, team) in cfg.teams.iter_mut() {
             if !valid_team_name(name) {
                 return Err(err(
@@ -619,13 +624,9 @@ impl Config {
 /// Team names appear in URLs, topics and session keys.
 impl Config {
     /// The folder relative paths are resolved against: the config file's,
-    /// else `IRIS_HOME` (the embedded defaults).
+    /// else the folder Iris started in (the embedded defaults).
     pub fn base_dir(&self) -> PathBuf {
-        self.source
-            .as_ref()
-            .and_then(|p| p.parent())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| self.home.clone())
+        self.base.clone()
     }
 }
 
@@ -659,12 +660,28 @@ impl Config {
         let mut protected = vec![self.home.clone()];
         protected.extend(db.parent().map(Path::to_path_buf));
         protected.extend(self.source.clone());
+        let home_dir = std::env::var_os("HOME").map(PathBuf::from);
+        let roots = self
+            .team_roots
+            .iter()
+            .map(PathBuf::from)
+            .filter(|r| {
+                let real = std::fs::canonicalize(r).unwrap_or_else(|_| r.clone());
+                // Everything, or a whole home with its keys and dotfiles:
+                // not a place for teams, whatever started Iris there.
+                let wide = real.parent().is_none()
+                    || home_dir
+                        .as_ref()
+                        .is_some_and(|h| std::fs::canonicalize(h).unwrap_or_else(|_| h.clone()) == real);
+                if wide {
+                    tracing::warn!(root = %r.display(), "a team root that is `/` or a home folder is too wide; ignored");
+                }
+                !wide
+            })
+            .collect();
         TeamPolicy {
             profiles: self.profiles(),
-            roots: TeamRoots::new(
-                self.team_roots.iter().map(PathBuf::from).collect(),
-                protected,
-            ),
+            roots: TeamRoots::new(roots, protected),
             allow_custom_agents: self.api.teams.allow_custom_agents,
             base: self.base_dir(),
         }
@@ -673,9 +690,14 @@ impl Config {
 
 /// A team created through the API, from JSON: `config` with the keys of
 /// `teams.<name>` (camelCase), `path` relative to the config file's folder,
-/// under one of `teamRoots` and clear of Iris's own files, its profile
-/// resolved, `canMessage` naming teams of `known` (or `name` itself). Who
-/// may set which key is the operation's business (`ops/team_config.rs`).
+/// under one of `teamRoots` and clear of Iris's own files, `canMessage`
+/// naming teams of `known` (or `name` itself). Unless `custom` (saved by an
+/// admin while `api.teams.allowCustomAgents` is on, and still on), it runs
+/// a profile, sets none of the agent keys ([`CUSTOM_AGENT_FIELDS`]) and
+/// lets through no more than its profile (`grantPermission` capped at the
+/// profile's). Who may set which key is the operation's business too
+/// (`ops/team_config.rs`): this is what holds for every stored team, at
+/// every start and reload.
 ///
 /// # Errors
 /// The key path (`path`, `profile`, `canMessage`, …) and what is wrong.
@@ -684,11 +706,19 @@ pub fn team_from_json(
     config: serde_json::Value,
     policy: &TeamPolicy,
     known: &[String],
+    custom: bool,
 ) -> Result<(TeamConfig, AgentProfile), (String, String)> {
     if !valid_team_name(name) {
         return Err((
             "name".into(),
             "a team name is 1-64 letters, digits, `-` or `_`".into(),
+        ));
+    }
+    let custom = custom && policy.allow_custom_agents;
+    if !custom && let Some(field) = custom_agent_field(&config) {
+        return Err((
+            field.to_owned(),
+            "only a team saved by an admin while api.teams.allowCustomAgents is on sets its agent itself".into(),
         ));
     }
     let mut team: TeamConfig = serde_path_to_error::deserialize(config).map_err(|e| {
@@ -703,21 +733,41 @@ pub fn team_from_json(
         };
         (field, message)
     })?;
+    if !custom && team.profile.is_none() {
+        let names: Vec<&str> = policy.profiles.keys().map(String::as_str).collect();
+        return Err((
+            "profile".into(),
+            format!(
+                "a team created through the API runs one of the agent profiles: {}",
+                names.join(", ")
+            ),
+        ));
+    }
     let folder = policy
         .roots
         .admit(&resolve(&policy.base, &team.path))
         .map_err(|problem| ("path".to_owned(), problem))?;
     team.path = folder.display().to_string();
-    if team.isolation == crate::worktree::Isolation::Worktree
-        && !crate::worktree::is_repository(&folder)
-    {
-        return Err((
-            "isolation".into(),
-            format!(
-                "`worktree` needs a git repository, and `{}` is not in one",
-                team.path
-            ),
-        ));
+    if team.isolation == crate::worktree::Isolation::Worktree {
+        match crate::worktree::top_level(&folder) {
+            None => {
+                return Err((
+                    "isolation".into(),
+                    format!(
+                        "`worktree` needs a git repository, and `{}` is not in one",
+                        team.path
+                    ),
+                ));
+            }
+            // A worktree checks out the whole repository: it must be under a root too.
+            Some(top) if policy.roots.admit(&top).is_err() => {
+                return Err((
+                    "isolation".into(),
+                    "`worktree` checks out the whole repository, whose top folder is not under teamRoots".into(),
+                ));
+            }
+            Some(_) => {}
+        }
     }
     let unknown = team
         .can_message
@@ -730,7 +780,15 @@ pub fn team_from_json(
             format!("`{t}` is not a team (expected team names or \"*\")"),
         ));
     }
-    let profile = AgentProfile::of_team(&team, &policy.profiles)?;
+    let mut profile = AgentProfile::of_team(&team, &policy.profiles)?;
+    if !custom
+        && let Some(base) = team.profile.as_ref().and_then(|p| policy.profiles.get(p))
+        && !profile.grant_permission.at_most(base.grant_permission)
+    {
+        // No looser than its profile, whatever was stored before the
+        // profile was tightened or changed.
+        profile.grant_permission = base.grant_permission;
+    }
     Ok((team, profile))
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::auth::scope;
-use crate::config::{GrantPermission, TeamConfig, TeamPolicy};
+use crate::config::{AgentProfile, GrantPermission, TeamConfig, TeamPolicy};
 use crate::ctx::Ctx;
 use crate::error::{ErrorKind, IrisError, Result};
 use crate::iris::Iris;
@@ -36,6 +36,8 @@ pub struct TeamRecord {
     pub source: String,
     /// The driver it runs (`claude`, `echo`, `command`), from its profile or its own keys.
     pub agent: String,
+    /// The `grantPermission` in force (its own, no looser than its profile's).
+    pub grant_permission: String,
     /// The keys of `teams.<name>` (docs/configuration.md), `env` as
     /// `envNames`: secret values are never shown.
     pub config: Value,
@@ -92,6 +94,7 @@ fn record(team: &Team) -> TeamRecord {
         name: team.name.clone(),
         source: if team.from_file { "config" } else { "api" }.into(),
         agent: team.agent().as_str().into(),
+        grant_permission: team.profile.grant_permission.as_str().into(),
         config: shown(&team.config),
     }
 }
@@ -147,7 +150,6 @@ fn check_keys(
     ctx: &Ctx,
     policy: &TeamPolicy,
     given: &Map<String, Value>,
-    after: &Map<String, Value>,
 ) -> Result<()> {
     if given.contains_key("envNames") {
         return Err(IrisError::validation(
@@ -155,8 +157,7 @@ fn check_keys(
             "read only: set variables with `env` ({\"NAME\": \"value\"}; null removes one)",
         ));
     }
-    let custom = policy.allow_custom_agents && ctx.principal.allows(scope::ADMIN);
-    if !custom {
+    if !may_customize(ctx, policy) {
         // Present at all: `null` would remove the profile's limits too.
         let field = crate::config::CUSTOM_AGENT_FIELDS
             .into_iter()
@@ -174,35 +175,25 @@ fn check_keys(
                 ),
             ));
         }
-        let profile = after.get("profile").and_then(Value::as_str);
-        let custom_team = crate::config::custom_agent_field(&Value::Object(after.clone()));
-        if profile.is_none() && custom_team.is_none() {
-            let names: Vec<&str> = policy.profiles.keys().map(String::as_str).collect();
-            return Err(IrisError::validation(
+        if given.get("profile").is_some_and(|p| !p.is_string()) {
+            return Err(forbidden(
                 "profile",
-                format!(
-                    "a team created through the API runs one of the agent profiles: {}",
-                    names.join(", ")
-                ),
+                "only admins with api.teams.allowCustomAgents may take a team's profile away"
+                    .into(),
             ));
         }
         let wanted = given
             .get("grantPermission")
             .and_then(|g| serde_json::from_value::<GrantPermission>(g.clone()).ok());
-        let allowed = profile
+        let allowed = given
+            .get("profile")
+            .and_then(Value::as_str)
             .and_then(|p| policy.profiles.get(p))
             .map(|p| p.grant_permission);
         if let (Some(wanted), Some(allowed)) = (wanted, allowed)
             && !wanted.at_most(allowed)
         {
-            return Err(forbidden(
-                "grantPermission",
-                format!(
-                    "may only be stricter than its profile's (`{}`); `{}` is not",
-                    allowed.as_str(),
-                    wanted.as_str()
-                ),
-            ));
+            return Err(looser(allowed, wanted));
         }
     }
     if let Some(ms) = given.get("idleTimeout").and_then(Value::as_u64) {
@@ -215,6 +206,13 @@ fn check_keys(
         }
     }
     if let Some(set) = given.get("canMessage") {
+        // Absent means every team: only for a caller that sees every team.
+        if set.is_null() && ctx.principal.teams.is_some() {
+            return Err(forbidden(
+                "canMessage",
+                "a caller limited to some teams names the teams (removing it would allow every team)".into(),
+            ));
+        }
         let names: Vec<&str> = match set {
             Value::String(s) => vec![s.as_str()],
             Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
@@ -232,6 +230,65 @@ fn check_keys(
                     format!("`{name}` is not a team this caller may name"),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `ctx` may set a team's agent keys itself.
+fn may_customize(ctx: &Ctx, policy: &TeamPolicy) -> bool {
+    policy.allow_custom_agents && ctx.principal.allows(scope::ADMIN)
+}
+
+#[cold]
+fn looser(allowed: GrantPermission, wanted: GrantPermission) -> IrisError {
+    forbidden(
+        "grantPermission",
+        format!(
+            "may only be stricter than its profile's (`{}`); `{}` is not",
+            allowed.as_str(),
+            wanted.as_str()
+        ),
+    )
+}
+
+/// What a saved team's keys allow, checked against `before` (the team as
+/// it was, on an update) for a caller who may not set agent keys: no
+/// looser `grantPermission` than before where there is no profile to cap
+/// it, and — for a caller limited to some teams that moves its team — no
+/// folder holding, or lying in, that of a team it cannot see.
+fn check_result(
+    iris: &Iris,
+    ctx: &Ctx,
+    policy: &TeamPolicy,
+    given: &Map<String, Value>,
+    before: Option<&Team>,
+    after: &(TeamConfig, AgentProfile),
+) -> Result<()> {
+    if !may_customize(ctx, policy)
+        && let Some(before) = before
+        && after.0.profile.is_none()
+        && !after
+            .1
+            .grant_permission
+            .at_most(before.profile.grant_permission)
+    {
+        return Err(looser(
+            before.profile.grant_permission,
+            after.1.grant_permission,
+        ));
+    }
+    if ctx.principal.teams.is_some() && given.contains_key("path") {
+        let folder = std::path::Path::new(&after.0.path);
+        let clash = iris.teams().into_iter().find(|t| {
+            !ctx.principal.can_see_team(&t.name)
+                && (folder.starts_with(t.path()) || t.path().starts_with(folder))
+        });
+        if clash.is_some() {
+            return Err(forbidden(
+                "path",
+                "the folder holds, or lies in, the folder of a team this caller cannot see".into(),
+            ));
         }
     }
     Ok(())
@@ -280,34 +337,78 @@ fn changes(before: &Value, after: &Value) -> Value {
     Value::Object(out)
 }
 
-/// Audit a change of a team: its name and what changed, secrets by name only.
-fn audit_change(iris: &Iris, ctx: &Ctx, action: &str, name: &str, before: Value, after: Value) {
+/// Audit a change of a team: its name and what changed, secrets by name
+/// only (`envChanged`: the variables whose values changed).
+fn audit_change(
+    iris: &Iris,
+    ctx: &Ctx,
+    action: &str,
+    name: &str,
+    before: Option<&TeamConfig>,
+    after: Option<&TeamConfig>,
+) {
+    let mut changes = changes(
+        &before.map(shown).unwrap_or_else(|| json!({})),
+        &after.map(shown).unwrap_or_else(|| json!({})),
+    );
+    if let (Some(b), Some(a), Some(m)) = (before, after, changes.as_object_mut()) {
+        let changed: Vec<&String> = a
+            .env
+            .iter()
+            .filter(|(k, v)| b.env.get(*k).is_some_and(|old| old != *v))
+            .map(|(k, _)| k)
+            .collect();
+        if !changed.is_empty() {
+            m.insert("envChanged".into(), json!(changed));
+        }
+    }
     iris.audit(
         ctx,
         AuditEvent::new(format!("team.{action}"), Outcome::Success)
             .team(Some(name.to_owned()))
             .resource(format!("team:{name}"))
-            .details(json!({"team": name, "changes": changes(&before, &after)})),
+            .details(json!({"team": name, "changes": changes})),
     );
 }
 
-/// Check `config` as team `name`'s for `ctx`, store it, and put the team
-/// in place.
+/// Check `config` as team `name`'s for `ctx` (`before`: the team as it
+/// was, on an update), store it, and put the team in place.
 async fn save(
     iris: &Iris,
     ctx: &Ctx,
     name: &str,
     given: &Map<String, Value>,
     config: Map<String, Value>,
+    before: Option<&Team>,
 ) -> Result<Arc<Team>> {
     let policy = iris.team_policy();
-    check_keys(iris, ctx, &policy, given, &config)?;
+    check_keys(iris, ctx, &policy, given)?;
+    // Agent keys of its own: set now by an admin who may, or kept from
+    // one who did (nobody else may touch them, `check_keys`).
+    let sets_agent = crate::config::CUSTOM_AGENT_FIELDS
+        .iter()
+        .any(|f| given.contains_key(*f));
+    let custom = if sets_agent {
+        may_customize(ctx, &policy)
+    } else {
+        before.is_some_and(|t| t.custom_agent)
+    };
     let known: Vec<String> = iris.teams().iter().map(|t| t.name.clone()).collect();
     let config = Value::Object(config);
-    let (team, profile) = crate::config::team_from_json(name, config.clone(), &policy, &known)
+    let made = crate::config::team_from_json(name, config.clone(), &policy, &known, custom)
         .map_err(|(field, problem)| IrisError::validation(&field, problem))?;
-    iris.store.save_team(name, &config, crate::now_ms()).await?;
-    let team = Arc::new(Team::created(name, team, profile, policy.roots.clone()));
+    check_result(iris, ctx, &policy, given, before, &made)?;
+    iris.store
+        .save_team(name, &config, custom, crate::now_ms())
+        .await?;
+    let (team, profile) = made;
+    let team = Arc::new(Team::created(
+        name,
+        team,
+        profile,
+        policy.roots.clone(),
+        custom,
+    ));
     iris.put_team(team.clone());
     Ok(team)
 }
@@ -392,15 +493,8 @@ pub(super) fn operations() -> Vec<Operation> {
                 let mut config = p.config.clone();
                 config.remove("env");
                 merge_env(&mut config, p.config.get("env").cloned());
-                let team = save(&iris, &ctx, &p.name, &p.config, config).await?;
-                audit_change(
-                    &iris,
-                    &ctx,
-                    "created",
-                    &team.name,
-                    json!({}),
-                    shown(&team.config),
-                );
+                let team = save(&iris, &ctx, &p.name, &p.config, config, None).await?;
+                audit_change(&iris, &ctx, "created", &team.name, None, Some(&team.config));
                 Ok(record(&team))
             },
         ),
@@ -422,17 +516,16 @@ pub(super) fn operations() -> Vec<Operation> {
                 config.retain(|_, v| !v.is_null());
                 merge_env(&mut config, env.clone());
                 given.extend(env.map(|e| ("env".to_owned(), e)));
-                let before = shown(&team.config);
-                let team = save(&iris, &ctx, &team.name, &given, config).await?;
+                let saved = save(&iris, &ctx, &team.name, &given, config, Some(&team)).await?;
                 audit_change(
                     &iris,
                     &ctx,
                     "updated",
                     &team.name,
-                    before,
-                    shown(&team.config),
+                    Some(&team.config),
+                    Some(&saved.config),
                 );
-                Ok(record(&team))
+                Ok(record(&saved))
             },
         ),
         Operation::new(
@@ -459,14 +552,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     .await;
                 iris.store.delete_team(&name).await?;
                 iris.remove_team(&name);
-                audit_change(
-                    &iris,
-                    &ctx,
-                    "deleted",
-                    &name,
-                    shown(&team.config),
-                    json!({}),
-                );
+                audit_change(&iris, &ctx, "deleted", &name, Some(&team.config), None);
                 Ok(DeleteResult {
                     team: name,
                     deleted: true,

@@ -195,6 +195,12 @@ async fn wake(iris: &Iris, team: &Arc<Team>, from: &str) -> Result<WakeResult> {
     })
 }
 
+/// `text` as one word of a POSIX shell, whatever it holds (a folder named
+/// with a quote must not become a command for whoever pastes the line).
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
 pub(super) fn operations() -> Vec<Operation> {
     vec![
         Operation::new(
@@ -240,9 +246,9 @@ pub(super) fn operations() -> Vec<Operation> {
                 let woke = wake(&iris, &team, &iris.speaker(&ctx, p.from_team)?).await?;
                 let resume_command = match team.agent() {
                     iris_agent::AgentKind::Claude => format!(
-                        "cd '{}' && {} --resume {}",
-                        team.config.path,
-                        team.profile.claude_path.as_deref().unwrap_or("claude"),
+                        "cd {} && {} --resume {}",
+                        shell_quote(&team.config.path),
+                        shell_quote(team.profile.claude_path.as_deref().unwrap_or("claude")),
                         woke.session_id
                     ),
                     _ => format!("iris tell {} \"…\"", team.name),
@@ -370,4 +376,13 @@ pub(super) fn operations() -> Vec<Operation> {
             },
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_quoting_keeps_a_quote_inside_one_word() {
+        assert_eq!(super::shell_quote("/a b"), "'/a b'");
+        assert_eq!(super::shell_quote("x'; rm -rf ~ #"), "'x'\\''; rm -rf ~ #'");
+    }
 }

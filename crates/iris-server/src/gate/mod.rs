@@ -20,6 +20,7 @@
 
 pub mod caller;
 pub mod headers;
+pub mod held;
 pub mod host;
 pub mod metrics;
 pub mod policy;
