@@ -142,8 +142,9 @@ pub struct Auditor {
 const BATCH: usize = 4096;
 
 impl Auditor {
-    /// Start the writer (needs a Tokio runtime). `enabled: false` records nothing.
-    pub fn start(store: Store, enabled: bool) -> Self {
+    /// Start the writer (needs a Tokio runtime). `enabled: false` records
+    /// nothing. After each batch the chain's ends go to `witness`.
+    pub fn start(store: Store, enabled: bool, witness: Option<std::path::PathBuf>) -> Self {
         if !enabled {
             return Auditor { tx: None };
         }
@@ -165,6 +166,10 @@ impl Auditor {
                 if let Err(e) = store.append_audit(&mut rows).await {
                     // Losing audit records silently would defeat their point.
                     tracing::error!(error = %e, lost = rows.len(), "cannot write audit records");
+                } else if let Some(path) = &witness
+                    && !rows.is_empty()
+                {
+                    crate::witness::write(&store, path).await;
                 }
                 rows.clear();
                 for w in waiters.drain(..) {

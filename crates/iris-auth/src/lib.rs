@@ -18,6 +18,7 @@ mod session;
 mod signins;
 pub mod standing;
 mod users;
+pub mod witness;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -72,6 +73,8 @@ pub struct Settings {
     pub audit_message_text: bool,
     /// A key's successful uses are audited at most this often (per key).
     pub key_use_audit_interval: Duration,
+    /// The audit trail's witness file (`witness`); `None`: none kept.
+    pub audit_witness: Option<std::path::PathBuf>,
 }
 
 impl Default for Settings {
@@ -94,6 +97,7 @@ impl Default for Settings {
             audit_retention_days: 90,
             audit_message_text: false,
             key_use_audit_interval: Duration::from_secs(60),
+            audit_witness: None,
         }
     }
 }
@@ -173,7 +177,11 @@ impl Auth {
                 settings.default_rate,
                 settings.message_rate,
             ))))),
-            audit: Auditor::start(store.clone(), settings.audit),
+            audit: Auditor::start(
+                store.clone(),
+                settings.audit,
+                settings.audit_witness.clone(),
+            ),
             store,
             settings,
             caches: RwLock::default(),
@@ -183,8 +191,36 @@ impl Auth {
             changes,
         });
         auth.reload().await?;
+        if let Some(path) = auth
+            .settings
+            .audit_witness
+            .as_ref()
+            .filter(|_| auth.settings.audit)
+            && let Some((theirs, kept)) = witness::ensure(&auth.store, path).await
+        {
+            auth.audit.record(
+                AuditEvent::new("audit.witness_replaced", Outcome::Failure)
+                    .claimed("iris")
+                    .severity(Severity::Critical)
+                    .details(serde_json::json!({
+                        "previousChain": theirs,
+                        "keptAt": kept.display().to_string(),
+                    })),
+            );
+        }
         auth.prune_audit().await?;
         Ok(auth)
+    }
+
+    /// The audit witness as its file says (`Ok(None)`: no file, or none kept).
+    ///
+    /// # Errors
+    /// Why the file cannot be read.
+    pub fn audit_witness(&self) -> std::result::Result<Option<iris_storage::AuditWitness>, String> {
+        match &self.settings.audit_witness {
+            Some(path) => witness::read(path),
+            None => Ok(None),
+        }
     }
 
     /// Drop audit records older than the retention (none when it is 0).
@@ -194,6 +230,9 @@ impl Auth {
             let pruned = self.store.prune_audit(before).await?;
             if pruned > 0 {
                 tracing::info!(pruned, "audit records past their retention removed");
+                if let Some(path) = &self.settings.audit_witness {
+                    witness::write(&self.store, path).await;
+                }
             }
         }
         Ok(())

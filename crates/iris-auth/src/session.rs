@@ -151,9 +151,8 @@ impl Auth {
 
     /// The user of a token's claims, if its sign-in and the user still stand.
     pub(crate) fn token_user(&self, claims: &Claims) -> Result<Arc<Principal>> {
-        if self.jwt.ended(&claims.sid) {
-            return Err(AuthError::unauthorized("session ended (logged out)"));
-        }
+        // The user first: a disabled account says so, not that its
+        // sign-ins (ended with it) are over.
         let caches = self.caches.read().unwrap_or_else(|p| p.into_inner());
         let user = caches
             .users
@@ -166,6 +165,9 @@ impl Auth {
             return Err(AuthError::unauthorized(
                 "session ended (password reset or logout-all)",
             ));
+        }
+        if self.jwt.ended(&claims.sid) {
+            return Err(AuthError::unauthorized("session ended (logged out)"));
         }
         Ok(user.principal.clone())
     }

@@ -57,19 +57,7 @@ const EVERY: [Via; 4] = [Via::Rest, Via::Rpc, Via::Ws, Via::Mcp];
 
 impl Api {
     async fn key(&self, role: &str, teams: Option<&[&str]>) -> String {
-        let mut new = iris_core::auth::NewKey::with_role(role, role);
-        new.teams = teams.map(|t| t.iter().map(|s| (*s).to_owned()).collect());
-        self.h
-            .iris
-            .auth
-            .create_key(
-                new,
-                &iris_core::auth::Principal::local(),
-                &iris_core::auth::Origin::default(),
-            )
-            .await
-            .unwrap()
-            .0
+        self.h.key(role, teams, None).await.0
     }
 
     async fn rest(&self, method: Method, path: &str, key: &str, body: Value) -> (u16, Value) {

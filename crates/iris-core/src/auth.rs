@@ -6,8 +6,8 @@ pub use iris_auth::principal::{Principal, PrincipalKind};
 pub use iris_auth::scope;
 pub use iris_auth::secret::sha256_hex;
 pub use iris_auth::{
-    AuditEvent, Auth, AuthError, Decision, KEY_PREFIX, Login, NewKey, Origin, Outcome,
-    Registration, SignUp, Standing,
+    AuditEvent, Auth, AuthError, Decision, KEY_PREFIX, Login, NewKey, NewUser, Origin, Outcome,
+    Registration, SignUp, Standing, UserUpdate,
 };
 
 use serde_json::json;

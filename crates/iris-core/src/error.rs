@@ -177,6 +177,33 @@ pub struct IrisError {
 
 pub type Result<T, E = IrisError> = std::result::Result<T, E>;
 
+/// Longest error message in a body, and string in its details (chars).
+const MESSAGE_CHARS: usize = 1024;
+const DETAIL_CHARS: usize = 512;
+
+/// `text` cut to `max` chars, saying how much went.
+fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => std::borrow::Cow::Owned(format!(
+            "{}… ({} more bytes cut)",
+            &text[..end],
+            text.len() - end
+        )),
+    }
+}
+
+fn cut_strings(v: &mut Value) {
+    match v {
+        Value::String(s) if s.len() > DETAIL_CHARS => {
+            *s = cut(s, DETAIL_CHARS).into_owned();
+        }
+        Value::Array(items) => items.iter_mut().for_each(cut_strings),
+        Value::Object(m) => m.values_mut().for_each(cut_strings),
+        _ => {}
+    }
+}
+
 /// The constructors are `#[cold]`: they are only reached on the way to an
 /// error, and telling the compiler so moves those paths out of the hot
 /// code around them (fewer instruction-cache lines touched per request).
@@ -235,19 +262,22 @@ impl IrisError {
         )
     }
 
-    /// The flat JSON body of DESIGN section 6.
+    /// The flat JSON body of DESIGN section 6. Long values a caller sent
+    /// (a 5 MB header named in a message and again in `details`) are cut.
     pub fn body(&self, request_id: Option<&str>, timestamp: i64) -> Value {
         let mut m = Map::new();
         m.insert("error".into(), self.kind.name().into());
         m.insert("code".into(), self.kind.code().into());
-        m.insert("message".into(), self.message.clone().into());
+        m.insert("message".into(), cut(&self.message, MESSAGE_CHARS).into());
         m.insert("statusCode".into(), self.kind.http_status().into());
         m.insert("timestamp".into(), timestamp.into());
         if let Some(id) = request_id {
             m.insert("requestId".into(), id.into());
         }
         if let Some(d) = &self.details {
-            m.insert("details".into(), d.clone());
+            let mut d = d.clone();
+            cut_strings(&mut d);
+            m.insert("details".into(), d);
         }
         Value::Object(m)
     }
@@ -256,7 +286,7 @@ impl IrisError {
     pub fn jsonrpc(&self, request_id: Option<&str>, timestamp: i64) -> Value {
         json!({
             "code": self.kind.jsonrpc_code(),
-            "message": self.message,
+            "message": cut(&self.message, MESSAGE_CHARS),
             "data": self.body(request_id, timestamp),
         })
     }

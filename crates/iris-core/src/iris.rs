@@ -487,7 +487,9 @@ impl Iris {
         asked: bool,
     ) -> Result<SessionRow> {
         let _one = self.worktrees.lock().await;
-        // Another message of this conversation may have made it meanwhile.
+        // Another message of this conversation may have made it meanwhile,
+        // or started it in the team's folder (written by the recorder).
+        self.recorder.flush().await;
         let current = self.store.session(&session.id).await?.unwrap_or(session);
         if current.worktree.is_some() {
             self.forget_session(&current.id).await;

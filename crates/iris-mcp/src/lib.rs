@@ -29,6 +29,7 @@ use rmcp::transport::streamable_http_server::session::local::LocalSessionManager
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+pub use rmcp::transport::streamable_http_server::session::local::LocalSessionManager as Sessions;
 pub use server::{Identity, IrisMcp};
 
 /// The protocol revisions Iris serves, newest first.
@@ -40,10 +41,12 @@ pub const REVISIONS: [&str; 2] = ["2026-07-28", "2025-11-25"];
 ///
 /// Host and Origin are not checked here: the gate in front checks them for
 /// every route (the same allow-list as the rest of the API).
+/// `sessions` keeps the open sessions (the server checks who owns each).
 pub fn http_service(
     iris: Arc<iris_core::Iris>,
     max_body_bytes: usize,
     stop: CancellationToken,
+    sessions: Arc<LocalSessionManager>,
 ) -> StreamableHttpService<IrisMcp, LocalSessionManager> {
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
@@ -52,9 +55,15 @@ pub fn http_service(
         .with_cancellation_token(stop);
     StreamableHttpService::new(
         move || Ok(IrisMcp::new(iris.clone(), Identity::PerRequest)),
-        Arc::new(LocalSessionManager::default()),
+        sessions,
         config,
     )
+}
+
+/// Whether session `id` is still open (not ended by its client, by its
+/// idle time or by the server).
+pub async fn session_open(sessions: &Sessions, id: &str) -> bool {
+    sessions.sessions.read().await.contains_key(id)
 }
 
 /// Serve `handler` on this process's stdin and stdout until the client

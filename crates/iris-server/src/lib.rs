@@ -46,6 +46,7 @@ impl AppState {
             hosts: gate::host::Hosts::new(&iris.config.api),
             iris,
             ws_connections: Default::default(),
+            ws_pending: Default::default(),
             sse_streams: Default::default(),
         }))
     }
@@ -58,6 +59,9 @@ pub struct Shared {
     pub open: Arc<Principal>,
     /// Open WebSocket connections (capped by `api.websocket.maxConnections`).
     pub ws_connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// WebSockets still to send their credential (capped by
+    /// `api.websocket.maxUnauthenticated`).
+    pub ws_pending: Arc<std::sync::atomic::AtomicUsize>,
     /// Open SSE streams.
     pub sse_streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The `Host` names requests may carry (DNS-rebinding protection).

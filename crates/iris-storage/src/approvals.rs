@@ -125,15 +125,7 @@ impl Store {
             if let Some(s) = status {
                 q.push(" AND status = ").push_bind(s.to_owned());
             }
-            if let Some(ts) = teams {
-                q.push(" AND team IN (");
-                let mut sep = q.separated(", ");
-                sep.push_bind("");
-                for t in ts {
-                    sep.push_bind(t.clone());
-                }
-                q.push(")");
-            }
+            crate::push_teams(q, "team", teams);
         };
         let listing = crate::Listing {
             select: select_approvals!(""),

@@ -98,6 +98,23 @@ pub struct AuditVerdict {
     pub bad_seq: Option<i64>,
 }
 
+/// What a witness outside the database saw of the chain's two ends the
+/// last time this process wrote to it (or pruned it): the audit trail
+/// cannot notice by itself a cut tail, a cut head together with its
+/// anchor, or an emptied log; compared with this, it can.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditWitness {
+    /// The chain this witness is of (`audit_chain_id`, one per database).
+    pub chain: String,
+    pub first_seq: i64,
+    pub first_prev: String,
+    pub last_seq: i64,
+    pub last_hash: String,
+    /// When it was written (Unix ms).
+    pub at: i64,
+}
+
 macro_rules! select_audit {
     ($rest:literal) => {
         concat!(
@@ -205,6 +222,144 @@ impl Store {
         Ok((rows, total))
     }
 
+    /// The id of this database's audit chain (made once).
+    pub async fn audit_chain_id(&self) -> Result<String> {
+        // Unique, not secret: the time to the nanosecond and this process.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let seed = format!("{nanos}:{}", std::process::id());
+        let fresh = format!(
+            "chain_{}",
+            &hex::encode(Sha256::digest(seed.as_bytes()))[..24]
+        );
+        self.meta_init("audit_chain_id", &fresh).await
+    }
+
+    /// The chain's ends as the anchor has them, as a witness would keep
+    /// them (`None` while the trail is empty).
+    pub async fn audit_witness_now(&self) -> Result<Option<AuditWitness>> {
+        let anchor: Option<(i64, String, i64, String)> = sqlx::query_as(
+            "SELECT first_seq, first_prev, last_seq, last_hash FROM audit_anchor WHERE id = 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .ctx("reading the audit anchor")?;
+        let chain = self.audit_chain_id().await?;
+        Ok(anchor.map(
+            |(first_seq, first_prev, last_seq, last_hash)| AuditWitness {
+                chain,
+                first_seq,
+                first_prev,
+                last_seq,
+                last_hash,
+                at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or_default(),
+            },
+        ))
+    }
+
+    /// [`Store::verify_audit`], and then the chain compared with `witness`
+    /// (what a file outside the database saw; `Err(why)` when there is
+    /// none to read): the record it ends at must still be there, unchanged,
+    /// and nothing before its first may be missing.
+    pub async fn verify_audit_with(
+        &self,
+        witness: std::result::Result<Option<AuditWitness>, String>,
+    ) -> Result<AuditVerdict> {
+        let mut v = self.verify_audit().await?;
+        if !v.ok {
+            return Ok(v);
+        }
+        let problem = self.against_witness(&v, witness).await?;
+        if let Some((seq, why)) = problem {
+            v.ok = false;
+            v.problem = Some(why);
+            v.bad_seq = seq;
+        }
+        Ok(v)
+    }
+
+    /// What is wrong with an intact chain `v` given what the witness saw.
+    async fn against_witness(
+        &self,
+        v: &AuditVerdict,
+        witness: std::result::Result<Option<AuditWitness>, String>,
+    ) -> Result<Option<(Option<i64>, String)>> {
+        let w = match witness {
+            Ok(Some(w)) => w,
+            // Nothing was ever recorded here and there is nothing to witness.
+            Ok(None) if v.records == 0 => return Ok(None),
+            Ok(None) => {
+                return Ok(Some((
+                    None,
+                    "the audit witness file is missing (it is written with every record; was it deleted?)".into(),
+                )));
+            }
+            Err(why) => {
+                return Ok(Some((
+                    None,
+                    format!("the audit witness cannot be read: {why}"),
+                )));
+            }
+        };
+        let chain = self.audit_chain_id().await?;
+        if w.chain != chain {
+            return Ok(Some((
+                None,
+                format!(
+                    "the witness is of another audit chain ({}), not this database's ({chain}): the database was replaced, or the witness is another's",
+                    w.chain
+                ),
+            )));
+        }
+        let at: Option<(String,)> = sqlx::query_as("SELECT hash FROM audit_log WHERE seq = ?")
+            .bind(w.last_seq)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx("reading the witnessed record")?;
+        let tail = match (at, v.last_seq) {
+            (Some((hash,)), _) if hash != w.last_hash => Some((
+                Some(w.last_seq),
+                format!("record {} is not the one the witness saw", w.last_seq),
+            )),
+            (Some(_), _) => None,
+            (None, Some(last)) if last < w.last_seq => Some((
+                Some(last),
+                format!(
+                    "the trail ends at record {last}, but the witness saw record {}: later records were removed",
+                    w.last_seq
+                ),
+            )),
+            (None, None) => Some((
+                None,
+                format!(
+                    "the trail is empty, but the witness saw records up to {}",
+                    w.last_seq
+                ),
+            )),
+            (None, Some(_)) => Some((
+                Some(w.last_seq),
+                format!("record {} that the witness saw is missing", w.last_seq),
+            )),
+        };
+        if tail.is_some() {
+            return Ok(tail);
+        }
+        Ok(v.first_seq.filter(|first| *first > w.first_seq).map(|first| {
+            (
+                Some(first),
+                format!(
+                    "the trail starts at record {first}, but the witness saw it start at {}: records were removed",
+                    w.first_seq
+                ),
+            )
+        }))
+    }
+
     /// Walk the whole chain: every hash recomputed, every link and sequence
     /// number checked, and both ends compared with the anchor.
     pub async fn verify_audit(&self) -> Result<AuditVerdict> {
@@ -297,6 +452,13 @@ impl Store {
                     &mut verdict,
                     None,
                     format!("the trail is empty but should end at record {last_seq}"),
+                );
+            }
+            (None, Some((seq, _))) => {
+                fail(
+                    &mut verdict,
+                    Some(*seq),
+                    "the trail has records but its anchor is missing (deleted)".into(),
                 );
             }
             _ => {}

@@ -121,17 +121,7 @@ fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &JobFilter) {
     if let Some(v) = &f.from_team {
         q.push(" AND t.from_team = ").push_bind(v.clone());
     }
-    if let Some(teams) = &f.teams {
-        q.push(" AND j.team IN (");
-        let mut list = q.separated(", ");
-        for t in teams {
-            list.push_bind(t.clone());
-        }
-        list.push_unseparated(")");
-        if teams.is_empty() {
-            q.push(" AND 1 = 0");
-        }
-    }
+    crate::push_teams(q, "j.team", f.teams.as_deref());
 }
 
 /// Most jobs written in one transaction.

@@ -23,7 +23,7 @@ use sqlx::sqlite::{
 };
 
 pub use approvals::{ApprovalRow, Decision};
-pub use audit::{AuditFilter, AuditRow, AuditVerdict, GENESIS};
+pub use audit::{AuditFilter, AuditRow, AuditVerdict, AuditWitness, GENESIS};
 pub use jobs::{Callback, JOB_BATCH, JobFilter, JobRecord, JobRow, callback_json};
 pub use keys::KeyRow;
 pub use sessions::SessionRow;
@@ -73,6 +73,27 @@ pub(crate) struct Listing {
     pub order: &'static str,
     /// What is being read, for errors.
     pub what: &'static str,
+}
+
+/// ` AND column IN (…)` for a caller limited to `teams` (nothing matches
+/// an empty list): lists are filtered in the query, so their totals count
+/// only what the caller may see.
+pub(crate) fn push_teams(
+    q: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
+    column: &str,
+    teams: Option<&[String]>,
+) {
+    let Some(teams) = teams else { return };
+    if teams.is_empty() {
+        q.push(" AND 1 = 0");
+        return;
+    }
+    q.push(" AND ").push(column).push(" IN (");
+    let mut list = q.separated(", ");
+    for t in teams {
+        list.push_bind(t.clone());
+    }
+    list.push_unseparated(")");
 }
 
 impl Store {

@@ -81,6 +81,8 @@ pub struct HistoryFilter {
     pub session_id: Option<String>,
     pub status: Option<String>,
     pub since: Option<i64>,
+    /// Only turns to these teams (a caller limited to some teams).
+    pub teams: Option<Vec<String>>,
     pub limit: i64,
     pub offset: i64,
     /// Oldest first (a conversation) rather than newest first (a log).
@@ -153,6 +155,7 @@ fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &HistoryFilter) {
     if let Some(v) = f.since {
         q.push(" AND created_at >= ").push_bind(v);
     }
+    crate::push_teams(q, "to_team", f.teams.as_deref());
 }
 
 /// The end of a turn and its events, inside a caller's transaction.
@@ -360,6 +363,7 @@ mod tests {
 
         let (page, total) = s
             .turns(&HistoryFilter {
+                teams: None,
                 to_team: Some("b".into()),
                 limit: 2,
                 ..Default::default()
@@ -373,6 +377,7 @@ mod tests {
         );
         let (done, _) = s
             .turns(&HistoryFilter {
+                teams: None,
                 status: Some("completed".into()),
                 limit: 10,
                 ..Default::default()

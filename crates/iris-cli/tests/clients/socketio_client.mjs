@@ -5,6 +5,11 @@
 //   node socketio_client.mjs all URL KEY        every check below, in order
 //   node socketio_client.mjs reconnect URL KEY  subscribe, wait for the server
 //                                               to drop and come back, resubscribe
+//   node socketio_client.mjs ended URL KEY TRANSPORT
+//                                               connect (websocket or polling),
+//                                               print CONNECTED, then the `error`
+//                                               event and the disconnect the server
+//                                               sends when the credential ends
 //
 // Prints one line per check ("ok …"); exits 1 at the first failure.
 import { io } from 'socket.io-client';
@@ -205,10 +210,28 @@ async function reconnect() {
   }, 60000);
 }
 
+/// Connected until the server ends the socket (its credential ended).
+async function ended(transport) {
+  const socket = io(url, { auth: { token: key }, transports: [transport], reconnection: false });
+  socket.on('error', (body) => console.log(`ERROR ${JSON.stringify(body)}`));
+  socket.on('disconnect', (reason) => {
+    console.log(`DISCONNECTED ${reason}`);
+    process.exit(0);
+  });
+  await once(socket, 'connect');
+  const ack = await socket.timeout(10000).emitWithAck('health:check');
+  console.log(`CONNECTED ${ack.status || 'ok'}`);
+  setTimeout(() => {
+    console.error('FAILED: still connected after 30 s');
+    process.exit(1);
+  }, 30000);
+}
+
 try {
   if (mode === 'reconnect') await reconnect();
+  else if (mode === 'ended') await ended(process.argv[5] || 'websocket');
   else await all();
-  if (mode !== 'reconnect') process.exit(0);
+  if (mode !== 'reconnect' && mode !== 'ended') process.exit(0);
 } catch (e) {
   console.error(`FAILED: ${e.stack || e}`);
   process.exit(1);

@@ -107,9 +107,61 @@ impl Harness {
         (server, key)
     }
 
+    /// A new API key with `role`, limited to `teams` if given, expiring
+    /// after `expires_in` if given: the key and its id.
+    pub async fn key(
+        &self,
+        role: &str,
+        teams: Option<&[&str]>,
+        expires_in: Option<Duration>,
+    ) -> (String, String) {
+        let mut new = iris_core::auth::NewKey::with_role(role, role);
+        new.teams = teams.map(|t| t.iter().map(|s| (*s).to_owned()).collect());
+        new.expires_in = expires_in;
+        let (key, info) = self
+            .iris
+            .auth
+            .create_key(
+                new,
+                &iris_core::auth::Principal::local(),
+                &iris_core::auth::Origin::default(),
+            )
+            .await
+            .unwrap();
+        (key, info.id)
+    }
+
     pub async fn stop(self) -> tempfile::TempDir {
         self.iris.shutdown().await;
         self.home
+    }
+}
+
+/// An Iris and its API server, in this process.
+pub struct Served {
+    pub h: Harness,
+    pub server: iris_server::Running,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+/// [`start`] `yaml` (which must set `api.port: 0`) and serve its API.
+pub async fn served(yaml: &str) -> Served {
+    let h = start(yaml).await;
+    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
+    Served {
+        base: format!("http://{}", server.addr),
+        h,
+        server,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Served {
+    pub async fn stop(self) {
+        self.server.stop().await;
+        self.h.stop().await;
     }
 }
 

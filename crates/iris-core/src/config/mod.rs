@@ -130,6 +130,10 @@ pub struct WebSocketConfig {
     pub idle_timeout: u64,
     /// Open WebSocket connections at most; more are refused with 503.
     pub max_connections: usize,
+    /// WebSockets opened without a credential (it is to come as their
+    /// first message) at most, apart from `maxConnections`: they cannot
+    /// take the room of authenticated ones. More are refused with 503.
+    pub max_unauthenticated: usize,
     /// Interval of server pings (ms).
     pub ping_interval: u64,
     /// How long a connection opened without a credential may take to send
@@ -144,6 +148,7 @@ impl Default for WebSocketConfig {
             messages_per_second: 50,
             idle_timeout: 300_000,
             max_connections: 10_000,
+            max_unauthenticated: 1000,
             ping_interval: 30_000,
             auth_timeout: 10_000,
         }
@@ -183,6 +188,26 @@ pub struct ApiConfig {
     pub health_broadcast_interval: u64,
     /// What the API may do with teams (`allowCustomAgents`).
     pub teams: ApiTeamsConfig,
+    /// MCP over Streamable HTTP (`/mcp`).
+    pub mcp: McpConfig,
+}
+
+/// `api.mcp`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Open MCP sessions one principal (a key, a user, an agent) may have;
+    /// an `initialize` beyond it is refused with 429 until one ends
+    /// (`DELETE /mcp`, or its idle time).
+    pub max_sessions_per_principal: usize,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            max_sessions_per_principal: 32,
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -203,6 +228,7 @@ impl Default for ApiConfig {
             max_connections: 10_000,
             health_broadcast_interval: 30_000,
             teams: ApiTeamsConfig::default(),
+            mcp: McpConfig::default(),
         }
     }
 }

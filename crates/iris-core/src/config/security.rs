@@ -61,6 +61,9 @@ pub struct AuditConfig {
     /// A key's successful authentications are recorded at most once per
     /// this many seconds per key, with the count since the last record.
     pub key_use_interval: u64,
+    /// The witness file of the trail's ends, outside the database
+    /// (default: `audit-witness.json` beside the database file).
+    pub witness: Option<String>,
 }
 
 impl Default for AuditConfig {
@@ -70,11 +73,25 @@ impl Default for AuditConfig {
             retention_days: 90,
             include_message_text: false,
             key_use_interval: 60,
+            witness: None,
         }
     }
 }
 
 impl Config {
+    /// The audit trail's witness file: `audit.witness` (relative to the
+    /// config file's folder), else `audit-witness.json` beside the database.
+    pub fn audit_witness_path(&self) -> std::path::PathBuf {
+        match &self.audit.witness {
+            Some(p) => self.base.join(p),
+            None => self
+                .database_path()
+                .parent()
+                .map(|d| d.join("audit-witness.json"))
+                .unwrap_or_else(|| self.home.join("audit-witness.json")),
+        }
+    }
+
     /// What the auth layer runs with.
     pub fn auth_settings(&self) -> iris_auth::Settings {
         let rl = &self.api.rate_limit;
@@ -100,6 +117,7 @@ impl Config {
             audit_retention_days: self.audit.retention_days,
             audit_message_text: self.audit.include_message_text,
             key_use_audit_interval: Duration::from_secs(self.audit.key_use_interval),
+            audit_witness: Some(self.audit_witness_path()),
         }
     }
 }

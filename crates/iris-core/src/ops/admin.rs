@@ -416,12 +416,15 @@ pub(super) fn operations() -> Vec<Operation> {
         ),
         Operation::new(
             "audit_verify",
-            "Recompute the audit trail's hash chain; reports the first edited or missing record.",
+            "Recompute the audit trail's hash chain and compare its ends with the witness file; reports the first edited or missing record.",
             Some(scope::AUDIT_READ),
             false,
             |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
                 iris.auth.audit.flush().await;
-                Ok(iris.store.verify_audit().await?)
+                Ok(iris
+                    .store
+                    .verify_audit_with(iris.auth.audit_witness())
+                    .await?)
             },
         ),
     ];

@@ -232,6 +232,7 @@ pub(crate) async fn report(iris: &Iris, ctx: &Ctx, p: ReportParams) -> Result<Re
     let (mut turns, total) = iris
         .store
         .turns(&HistoryFilter {
+            teams: None,
             session_id: Some(s.id.clone()),
             limit: p.limit,
             ..Default::default()

@@ -389,16 +389,14 @@ pub(super) fn operations() -> Vec<Operation> {
                         session_id: p.session_id,
                         status: p.status,
                         since: p.since,
+                        teams: ctx.principal.teams.clone(),
                         limit,
                         offset: Pagination::offset(page, limit),
                         oldest_first: false,
                     })
                     .await?;
-                let messages: Vec<MessageRecord> = rows
-                    .into_iter()
-                    .filter(|t| ctx.principal.can_see_team(&t.to_team))
-                    .map(MessageRecord::from)
-                    .collect();
+                let messages: Vec<MessageRecord> =
+                    rows.into_iter().map(MessageRecord::from).collect();
                 Ok(HistoryResult {
                     messages,
                     pagination: Pagination::of(page, limit, total),

@@ -364,8 +364,14 @@ function openEvents() {
     if (kind.startsWith('job_') && !$('jobs').hidden) loadJobs().catch(() => {});
     if (kind.startsWith('process_') && !$('teams').hidden) loadTeams().catch(() => {});
   };
+  // The server keeps this connection across token refreshes (it lives as
+  // long as the sign-in); one that dropped comes back with a fresh token.
   ws.onclose = () => {
-    if (bearer()) setTimeout(openEvents, 2000);
+    if (!bearer()) return;
+    setTimeout(async () => {
+      if (state.refresh && state.expiresAt - Date.now() < 30000) await refreshToken();
+      if (bearer()) openEvents();
+    }, 2000);
   };
 }
 

@@ -37,6 +37,9 @@ pub struct Caller {
     pub origin: Origin,
     /// The same id as `origin.request_id`, typed for error bodies.
     pub request_id: RequestId,
+    /// The credential it presented, kept on streams and WebSockets only:
+    /// they check it again while they last (`held`).
+    pub credential: Option<Arc<str>>,
 }
 
 /// Handlers take the [`Caller`] the gate left. Every route is behind the

@@ -120,6 +120,15 @@ where
         // The route is called here, not inside the answer's future: that
         // future then holds only the route's own, not the request and a
         // copy of the service stack besides.
+        // An event stream ends when its credential does (`held`).
+        let held = match &admitted.caller {
+            Ok(Caller {
+                credential: Some(c),
+                ..
+            }) => held::Held::new(&self.state.iris.auth, c.clone()).ok(),
+            _ => None,
+        };
+        let announce = req.uri().path() != "/mcp";
         let call = match admitted.caller {
             Ok(caller) => {
                 req.extensions_mut().insert(caller);
@@ -127,6 +136,7 @@ where
             }
             Err(refusal) => Err(refusal),
         };
+        let auth = self.state.iris.auth.clone();
         let timeout = self.state.iris.config.api.request_timeout;
         let deadline = (policy.timed && timeout > 0)
             .then(|| tokio::time::Instant::from_std(started + Duration::from_millis(timeout)));
@@ -139,7 +149,12 @@ where
                         None => Some(call.await),
                     };
                     match answered {
-                        Some(Ok(resp)) => resp.map(Body::new),
+                        Some(Ok(resp)) => match held {
+                            Some(held) if is_event_stream(resp.headers()) => resp.map(|b| {
+                                held::stream_until_ended(Body::new(b), held, auth, announce)
+                            }),
+                            _ => resp.map(Body::new),
+                        },
                         Some(Err(never)) => match never {},
                         None => timed_out(&out.rid),
                     }
@@ -191,6 +206,13 @@ fn admit(state: &AppState, req: &Request, policy: Policy, rid: &RequestId) -> Ad
     if let Some(d) = limit.as_ref().filter(|d| !d.allowed) {
         return refuse(too_many(d), limit);
     }
+    // A connection that outlives the request checks its credential again.
+    let credential = match &found {
+        Some(Ok(_)) if !policy.timed => {
+            caller::credential(heads, req.uri(), is_get).map(Arc::<str>::from)
+        }
+        _ => None,
+    };
     let principal: Option<Arc<Principal>> = match found {
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => return refuse(e.into(), limit),
@@ -205,6 +227,7 @@ fn admit(state: &AppState, req: &Request, policy: Policy, rid: &RequestId) -> Ad
         principal,
         origin,
         request_id: rid.clone(),
+        credential,
     };
     Admission {
         caller: Ok(caller),
@@ -291,9 +314,19 @@ impl Out {
     fn finish(self, resp: Response) -> Response {
         let mut resp = if resp.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(resp.headers())
         {
-            // tower-http's body limit answers with text of its own.
+            // tower-http's body limit, and Engine.IO's payload limit for
+            // Socket.IO's long-polling, answer with text of their own.
+            let socketio = self
+                .route
+                .as_ref()
+                .is_some_and(|r| r.as_str().starts_with("/socket.io"));
+            let limit = if socketio {
+                "api.websocket.maxMessageBytes"
+            } else {
+                "api.maxBodyBytes"
+            };
             let e =
-                IrisError::validation("body", "the request body is larger than api.maxBodyBytes");
+                IrisError::validation("body", format!("the request body is larger than {limit}"));
             ApiError::new(e, &self.rid)
                 .with_status(StatusCode::PAYLOAD_TOO_LARGE)
                 .into_response()
@@ -331,6 +364,11 @@ impl Out {
         }
         resp
     }
+}
+
+fn is_event_stream(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 fn is_json(h: &HeaderMap) -> bool {

@@ -43,11 +43,15 @@ use socketioxide::extract::{AckSender, Data, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 
 use crate::gate::caller::Caller;
+use crate::gate::held::{self, Held};
 use crate::{AppState, serve::FINISHING};
 
 /// What a socket carries: its caller and its event budget.
 struct Conn {
-    ctx: Ctx,
+    ctx: Mutex<Ctx>,
+    /// Its credential, checked again before each event and whenever
+    /// credentials change (`None`: the open caller of `requireAuth: false`).
+    held: Mutex<Option<Held>>,
     /// Events per second it may send (`api.websocket.messagesPerSecond`).
     limit: u32,
     /// Start of the current one-second window, and events in it.
@@ -101,23 +105,16 @@ async fn authenticate(state: AppState, s: SocketRef, auth: Option<Value>) -> Res
         .as_ref()
         .and_then(|a| a.get("token"))
         .and_then(Value::as_str);
-    let principal = match (token, caller.principal.clone()) {
+    let auth = &state.iris.auth;
+    let held = match (token, &caller.credential) {
         (Some(token), _) => {
-            // Each try counts against the address, as at the gate.
-            if let Some(d) = caller
-                .origin
-                .ip
-                .and_then(|ip| state.iris.auth.limit_ip(ip))
-                .filter(|d| !d.allowed)
-            {
-                return Err(crate::gate::too_many(&d).message);
-            }
-            state
-                .iris
-                .auth
-                .authenticate(token, &caller.origin)
-                .map_err(|e| IrisError::from(e).message)?
+            Some(held::late_login(&state, &caller.origin, token).map_err(|e| e.message)?)
         }
+        (None, Some(c)) => Some(Held::new(auth, c.clone()).map_err(|e| e.message)?),
+        (None, None) => None,
+    };
+    let principal = match (&held, caller.principal.clone()) {
+        (Some(h), _) => h.principal().clone(),
         (None, Some(p)) => p,
         (None, None) if !state.iris.config.api.require_auth => state.open.clone(),
         (None, None) => {
@@ -132,11 +129,71 @@ async fn authenticate(state: AppState, s: SocketRef, auth: Option<Value>) -> Res
         ));
     }
     s.extensions.insert(Arc::new(Conn {
-        ctx: Ctx::new(principal, caller.origin),
+        ctx: Mutex::new(Ctx::new(principal, caller.origin)),
+        held: Mutex::new(held),
         limit: state.iris.config.api.websocket.messages_per_second.max(1),
         window: Mutex::new((Instant::now(), 0)),
     }));
     Ok(())
+}
+
+impl Conn {
+    /// The caller as it stands now; `Err` (and the socket told and
+    /// disconnected) when its credential no longer stands.
+    fn check(&self, s: &SocketRef, auth: &iris_core::auth::Auth) -> Result<Ctx, ()> {
+        let checked = match self.held.lock() {
+            Ok(mut held) => match held.as_mut() {
+                Some(h) => h.check(auth).map(Some),
+                None => Ok(None),
+            },
+            Err(_) => Ok(None),
+        };
+        let mut ctx = self.ctx.lock().map_err(drop)?;
+        match checked {
+            Ok(Some(p)) => ctx.principal = p,
+            Ok(None) => {}
+            Err(e) => {
+                drop(ctx);
+                end(s, &e);
+                return Err(());
+            }
+        }
+        Ok(ctx.clone())
+    }
+}
+
+/// A socket whose credential stopped standing: `error` with the reason,
+/// then disconnected.
+fn end(s: &SocketRef, e: &IrisError) {
+    let _ = s.emit("error", &e.body(None, now_ms()));
+    let _ = s.clone().disconnect();
+}
+
+/// Watch a socket's credential while it is connected: disconnected within
+/// a second of its end (revoked, expired, disabled, signed out).
+fn watch_credential(sio: &Arc<Sio>, s: &SocketRef) {
+    let Some(c) = conn(s) else { return };
+    if c.held.lock().map(|h| h.is_none()).unwrap_or(true) {
+        return;
+    }
+    let (s, auth) = (s.clone(), sio.state.iris.auth.clone());
+    tokio::spawn(async move {
+        let mut changes = auth.changes();
+        loop {
+            let deadline = c
+                .held
+                .lock()
+                .ok()
+                .and_then(|h| h.as_ref().and_then(Held::deadline));
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = held::until(deadline) => {}
+            }
+            if !s.connected() || c.check(&s, &auth).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 fn conn(s: &SocketRef) -> Option<Arc<Conn>> {
@@ -149,9 +206,13 @@ async fn connected(sio: Arc<Sio>, s: SocketRef) {
         let _ = s.disconnect();
         return;
     };
-    if sio.state.iris.check_topic(&c.ctx, "system").await.is_ok() {
+    let Ok(ctx) = c.check(&s, &sio.state.iris.auth) else {
+        return;
+    };
+    if sio.state.iris.check_topic(&ctx, "system").await.is_ok() {
         s.join("system");
     }
+    watch_credential(&sio, &s);
     for (event, room_of) in [
         (
             "cache:subscribe",
@@ -197,13 +258,19 @@ async fn connected(sio: Arc<Sio>, s: SocketRef) {
             health(sio.clone(), s, ack)
         });
     }
+    let auth = sio.state.iris.auth.clone();
     s.on_fallback(
-        |s: SocketRef, Event(name): Event, ack: AckSender, _: Data<Value>| async move {
-            if let Some((_, ack)) = admit(&s, ack) {
-                let e =
-                    IrisError::new(ErrorKind::MethodNotFound, format!("unknown event `{name}`"))
-                        .with_details(json!({"event": name}));
-                fail(&s, ack, e);
+        move |s: SocketRef, Event(name): Event, ack: AckSender, _: Data<Value>| {
+            let auth = auth.clone();
+            async move {
+                if let Some((_, ack)) = admit(&s, ack, &auth) {
+                    let e = IrisError::new(
+                        ErrorKind::MethodNotFound,
+                        format!("unknown event `{name}`"),
+                    )
+                    .with_details(json!({"event": name}));
+                    fail(&s, ack, e);
+                }
             }
         },
     );
@@ -222,9 +289,9 @@ async fn connected(sio: Arc<Sio>, s: SocketRef) {
     });
 }
 
-/// The socket's caller, if this event is within its budget; else the
-/// refusal is sent and `None` returned.
-fn admit(s: &SocketRef, ack: AckSender) -> Option<(Ctx, AckSender)> {
+/// The socket's caller, if this event is within its budget and its
+/// credential still stands; else the refusal is sent and `None` returned.
+fn admit(s: &SocketRef, ack: AckSender, auth: &iris_core::auth::Auth) -> Option<(Ctx, AckSender)> {
     let c = conn(s)?;
     let count = {
         let Ok(mut w) = c.window.lock() else {
@@ -245,7 +312,8 @@ fn admit(s: &SocketRef, ack: AckSender) -> Option<(Ctx, AckSender)> {
         fail(s, ack, e);
         return None;
     }
-    Some((c.ctx.clone(), ack))
+    let ctx = c.check(s, auth).ok()?;
+    Some((ctx, ack))
 }
 
 /// Answer a failed event: the error body as the acknowledgement, and as
@@ -266,7 +334,7 @@ async fn subscribe(
     room_of: fn(&Value) -> Result<String, IrisError>,
     join: bool,
 ) {
-    let Some((ctx, ack)) = admit(&s, ack) else {
+    let Some((ctx, ack)) = admit(&s, ack, &sio.state.iris.auth) else {
         return;
     };
     let room = match room_of(&data.unwrap_or(Value::Null)) {
@@ -291,7 +359,7 @@ async fn subscribe(
 
 /// `tell:start`: send a message and stream its turn to this socket.
 async fn tell(sio: Arc<Sio>, s: SocketRef, data: Option<Value>, ack: AckSender) {
-    let Some((ctx, ack)) = admit(&s, ack) else {
+    let Some((ctx, ack)) = admit(&s, ack, &sio.state.iris.auth) else {
         return;
     };
     let Some(params) = data.filter(Value::is_object) else {
@@ -341,7 +409,7 @@ async fn tell(sio: Arc<Sio>, s: SocketRef, data: Option<Value>, ack: AckSender) 
 
 /// `health:check` from the client: the same report the `system` room gets.
 async fn health(sio: Arc<Sio>, s: SocketRef, ack: AckSender) {
-    if let Some((_, ack)) = admit(&s, ack) {
+    if let Some((_, ack)) = admit(&s, ack, &sio.state.iris.auth) {
         let _ = ack.send(&rooms::health_report(&sio.state));
     }
 }

@@ -35,6 +35,7 @@ use tokio::task::JoinHandle;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::{Caller, RequestId};
+use crate::gate::held::{self, Held};
 use crate::serve::{CLOSING, FINISHING};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -88,6 +89,13 @@ fn upgrade(
 ) -> Response {
     // Browsers cannot set headers on a WebSocket: without a credential the
     // connection opens unauthenticated and its first message must carry one.
+    let held = match &who.credential {
+        Some(c) => match Held::new(&state.iris.auth, c.clone()) {
+            Ok(h) => Some(h),
+            Err(e) => return ApiError::new(e, &rid).into_response(),
+        },
+        None => None,
+    };
     let (ctx, authenticated) = match who.ctx() {
         Ok(c) => (c, true),
         Err(_) => (
@@ -96,19 +104,29 @@ fn upgrade(
         ),
     };
     let limits = state.iris.config.api.websocket.clone();
-    let open = state.ws_connections.fetch_add(1, Ordering::AcqRel);
-    if open >= limits.max_connections {
-        state.ws_connections.fetch_sub(1, Ordering::AcqRel);
+    // Sockets still to send their credential have a cap of their own, so
+    // they cannot take the room of authenticated ones.
+    let (count, cap, what) = if authenticated {
+        (
+            &state.ws_connections,
+            limits.max_connections,
+            "WebSocket connections",
+        )
+    } else {
+        (
+            &state.ws_pending,
+            limits.max_unauthenticated,
+            "WebSocket connections still to authenticate (send the credential in the Authorization header or ?token=)",
+        )
+    };
+    if count.fetch_add(1, Ordering::AcqRel) >= cap {
+        count.fetch_sub(1, Ordering::AcqRel);
         return ApiError::new(
-            IrisError::new(
-                ErrorKind::ServiceUnavailable,
-                "too many WebSocket connections",
-            ),
+            IrisError::new(ErrorKind::ServiceUnavailable, format!("too many {what}")),
             &rid,
         )
         .into_response();
     }
-    let counter = state.ws_connections.clone();
     // Stopping the server waits for this connection too; held from before
     // the upgrade, so there is no moment when neither it nor its HTTP
     // connection is counted.
@@ -122,8 +140,8 @@ fn upgrade(
             let _open = open;
             let mut c = Connection::new(state, ctx, proto);
             c.authenticated = authenticated;
+            c.held = held;
             c.run(socket).await;
-            counter.fetch_sub(1, Ordering::AcqRel);
         })
         .into_response()
 }
@@ -175,6 +193,11 @@ struct Connection {
     window: (Instant, u32),
     /// False until a first `auth` message proved who this is.
     authenticated: bool,
+    /// Its credential, checked again before each message and whenever
+    /// credentials change (`None`: the open caller of `requireAuth: false`).
+    held: Option<Held>,
+    /// Its credential stopped standing: close with this.
+    ended: Option<IrisError>,
     /// Set once the server stops: new messages are refused, and the
     /// connection closes as soon as what it follows has ended (at the end
     /// of the grace at the latest).
@@ -196,7 +219,20 @@ impl Connection {
             followed: Arc::new(Mutex::new(Followed::default())),
             window: (Instant::now(), 0),
             authenticated: true,
+            held: None,
+            ended: None,
             finishing: false,
+        }
+    }
+
+    /// Check the credential again (a message arrived, or credentials
+    /// changed): the principal as it is now, or `ended` set.
+    fn recheck(&mut self) {
+        if let Some(h) = self.held.as_mut() {
+            match h.check(&self.state.iris.auth) {
+                Ok(p) => self.ctx.principal = p,
+                Err(e) => self.ended = Some(e),
+            }
         }
     }
 
@@ -218,7 +254,18 @@ impl Connection {
         tokio::pin!(auth_deadline);
         let lifecycle = self.state.lifecycle.clone();
         let mut drain = tokio::time::interval(Duration::from_millis(50));
+        let mut changes = self.state.iris.auth.changes();
+        let mut changes_open = true;
         loop {
+            if let Some(e) = self.ended.take() {
+                // The error, then 1008 with the reason.
+                let v = self.error_value(None, &e);
+                let _ = sink.send(Message::Text(v.to_string().into())).await;
+                let _ = sink
+                    .send(closing(axum::extract::ws::close_code::POLICY, &e.message))
+                    .await;
+                break;
+            }
             if self.overrun.load(std::sync::atomic::Ordering::Relaxed) {
                 // 1013 Try Again Later (RFC 6455 section 7.4.1, IANA registry).
                 let why = "the client does not read its messages; 1024 are waiting";
@@ -271,6 +318,13 @@ impl Connection {
                     let _ = sink.send(closing(axum::extract::ws::close_code::POLICY, &why)).await;
                     break;
                 }
+                changed = changes.changed(), if changes_open && self.held.is_some() => {
+                    match changed {
+                        Ok(()) => self.recheck(),
+                        Err(_) => changes_open = false,
+                    }
+                }
+                () = held::until(self.held.as_ref().and_then(Held::deadline)), if self.held.is_some() => self.recheck(),
                 () = lifecycle.reached(FINISHING), if !self.finishing => self.stop_following_topics(),
                 () = lifecycle.reached(CLOSING) => {
                     let _ = sink.send(going_away()).await;
@@ -296,6 +350,12 @@ impl Connection {
         for h in self.tasks.drain(..) {
             h.abort();
         }
+        let count = if self.authenticated {
+            &self.state.ws_connections
+        } else {
+            &self.state.ws_pending
+        };
+        count.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Stopping began: refuse new messages from now on, and end the topic
@@ -339,15 +399,20 @@ impl Connection {
     }
 
     async fn reply_error(&self, id: Option<Value>, e: IrisError) {
-        let v = match self.proto {
+        let v = self.error_value(id, &e);
+        self.send(v).await;
+    }
+
+    /// An error as this protocol says it.
+    fn error_value(&self, id: Option<Value>, e: &IrisError) -> Value {
+        match self.proto {
             Protocol::Stream => {
                 json!({"type": "error", "error": e.body(self.ctx.request_id(), now_ms())})
             }
             Protocol::JsonRpc => {
                 json!({"jsonrpc": "2.0", "id": id.unwrap_or(Value::Null), "error": e.jsonrpc(None, now_ms())})
             }
-        };
-        self.send(v).await;
+        }
     }
 
     async fn on_text(&mut self, text: &str, per_second: u32) {
@@ -382,6 +447,12 @@ impl Connection {
                 return;
             }
             return self.reply_error(id, e).await;
+        }
+        // Nothing is carried out for a credential that no longer stands;
+        // a changed role applies from this message on.
+        self.recheck();
+        if self.ended.is_some() {
+            return;
         }
         let msg = match parsed {
             Ok(v) => v,
@@ -431,21 +502,25 @@ impl Connection {
             );
             return self.reply_error(id, e).await;
         };
-        // Each try counts against the address, as a failed credential does
-        // at the gate: a socket is no way around the per-address limit.
-        let limit = self
-            .ctx
-            .origin
-            .ip
-            .and_then(|ip| self.state.iris.auth.limit_ip(ip));
-        if let Some(d) = limit.filter(|d| !d.allowed) {
-            return self.reply_error(id, crate::gate::too_many(&d)).await;
-        }
-        match self.state.iris.auth.authenticate(token, &self.ctx.origin) {
-            Ok(p) => {
+        match held::late_login(&self.state, &self.ctx.origin, token) {
+            Ok(h) => {
+                // Now an authenticated connection: counted as one.
+                let limit = self.state.iris.config.api.websocket.max_connections;
+                if self.state.ws_connections.fetch_add(1, Ordering::AcqRel) >= limit {
+                    self.state.ws_connections.fetch_sub(1, Ordering::AcqRel);
+                    let e = IrisError::new(
+                        ErrorKind::ServiceUnavailable,
+                        "too many WebSocket connections",
+                    );
+                    self.ended = Some(e);
+                    return;
+                }
+                self.state.ws_pending.fetch_sub(1, Ordering::AcqRel);
+                let p = h.principal().clone();
                 let who = json!({"authenticated": true, "name": p.name, "kind": p.kind_name(), "scopes": p.scopes});
                 self.ctx.principal = p;
                 self.authenticated = true;
+                self.held = Some(h);
                 let v = match self.proto {
                     Protocol::Stream => json!({"type": "authenticated", "principal": who}),
                     Protocol::JsonRpc => {
@@ -454,7 +529,7 @@ impl Connection {
                 };
                 self.send(v).await;
             }
-            Err(e) => self.reply_error(id, e.into()).await,
+            Err(e) => self.reply_error(id, e).await,
         }
     }
 }

@@ -12,16 +12,8 @@ impl Connection {
             self.ack(action, topic).await;
             return Ok(());
         }
-        if !self
-            .ctx
-            .principal
-            .allows(iris_core::auth::scope::MESSAGES_STREAM)
-        {
-            return Err(IrisError::new(
-                ErrorKind::Forbidden,
-                "subscribing needs the `messages:stream` scope",
-            ));
-        }
+        // The one rule of every transport (docs/security.md): `system`
+        // needs `teams:read`, team and session topics `messages:stream`.
         self.state.iris.check_topic(&self.ctx, topic).await?;
         if !self.subscriptions.contains_key(topic) {
             let mut sub = self.state.iris.bus.subscribe(topic);
