@@ -218,3 +218,161 @@ async fn edits_apply_live_and_bad_ones_are_refused() {
     .await;
     assert_eq!(live.tell("demo", "[[env=STAGE]]").await, "four");
 }
+
+fn serving(dir: tempfile::TempDir, server: Reap, base: String) -> Live {
+    let key = key_in(dir.path());
+    Live {
+        home: dir,
+        base,
+        key,
+        http: reqwest::Client::new(),
+        _server: server,
+    }
+}
+
+/// A slow turn, sent in the background: its status and answer.
+fn slow_tell(live: &Live, team: &str) -> tokio::task::JoinHandle<(u16, Value)> {
+    let (client, base, key, team) = (
+        live.http.clone(),
+        live.base.clone(),
+        live.key.clone(),
+        team.to_owned(),
+    );
+    tokio::spawn(async move {
+        http(
+            &client,
+            Method::POST,
+            format!("{base}/api/v1/teams/tell"),
+            Some(&key),
+            json!({"toTeam": team, "message": "[[delay=150]] a b c d e f g h i j k l", "timeout": 0}),
+        )
+        .await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_caught_half_written_changes_nothing_and_costs_no_turn() {
+    let home = tempfile::tempdir().unwrap();
+    let text = config("one", 7, true);
+    let (server, base) = serve_in(home.path(), &text);
+    let live = serving(home, server, base);
+    let running = slow_tell(&live, "demo");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // An editor that truncates the file, then writes it a second later.
+    let file = live.home.path().join("config.yaml");
+    std::fs::write(&file, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    std::fs::write(&file, &text).unwrap();
+    let (status, told) = running.await.unwrap();
+    assert_eq!(status, 200, "{told}");
+    assert_eq!(told["response"], "a b c d e f g h i j k l", "{told}");
+    let (_, teams) = live.call(Method::GET, "/teams", Value::Null).await;
+    assert_eq!(teams["totalTeams"], 2, "{teams}");
+    let (_, status) = live.call(Method::GET, "/status", Value::Null).await;
+    assert_eq!(
+        status["processes"]["maxProcesses"], 7,
+        "settings kept: {status}"
+    );
+    live.until("the empty file is refused in the log", async |l| {
+        l.log().contains("the file is empty")
+    })
+    .await;
+    // A reload that removes a team lets its running turn finish first.
+    let running = slow_tell(&live, "extra");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    live.write(&config("one", 7, false));
+    let (status, told) = running.await.unwrap();
+    assert_eq!(
+        (status, told["response"].as_str()),
+        (200, Some("a b c d e f g h i j k l")),
+        "{told}"
+    );
+    live.until("the removed team is gone", async |l| {
+        l.call(Method::GET, "/teams/extra", Value::Null).await.0 == 404
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_symlinked_config_is_reloaded_as_kubernetes_and_links_update_it() {
+    // Kubernetes' ConfigMap layout: config.yaml -> ..data/config.yaml,
+    // ..data -> ..<version>, updated by swapping ..data.
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().to_path_buf();
+    let version = |name: &str, text: &str| {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join("config.yaml"), text).unwrap();
+    };
+    version("..2026_12_07_one", &config("one", 10, false));
+    std::os::unix::fs::symlink("..2026_12_07_one", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/config.yaml", dir.join("config.yaml")).unwrap();
+    let (server, base) = serve_with(&dir, &[]);
+    let live = serving(home, server, base);
+    assert_eq!(live.tell("demo", "[[env=STAGE]]").await, "one");
+    version("..2026_12_07_two", &config("two", 10, true));
+    let tmp = live.home.path().join("..data_tmp");
+    std::os::unix::fs::symlink("..2026_12_07_two", &tmp).unwrap();
+    std::fs::rename(&tmp, live.home.path().join("..data")).unwrap();
+    live.until("the ConfigMap's new version applies", async |l| {
+        l.call(Method::GET, "/teams/extra", Value::Null).await.0 == 200
+    })
+    .await;
+
+    // A config linked to a file in another folder: edits there apply.
+    let home = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("iris.yaml");
+    std::fs::write(&target, config("one", 10, false)).unwrap();
+    std::os::unix::fs::symlink(&target, home.path().join("config.yaml")).unwrap();
+    let (server, base) = serve_with(home.path(), &[]);
+    let live = serving(home, server, base);
+    std::fs::write(&target, config("three", 10, true)).unwrap();
+    live.until("the linked file's edit applies", async |l| {
+        l.call(Method::GET, "/teams/extra", Value::Null).await.0 == 200
+    })
+    .await;
+    assert_eq!(live.tell("demo", "[[env=STAGE]]").await, "three");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_gives_what_a_restart_gives() {
+    let home = tempfile::tempdir().unwrap();
+    // Teams of the API work outside Iris's home (which is `home` here).
+    let roots = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(roots.path().join("web")).unwrap();
+    let with = |file_web: bool| {
+        let mut c = format!(
+            "teamRoots: [{}]\n{}",
+            roots.path().display(),
+            config("one", 10, false)
+        );
+        if file_web {
+            c += "  web:\n    path: .\n    agent: echo\n    description: from the file\n";
+        }
+        c
+    };
+    let (server, base) = serve_in(home.path(), &with(false));
+    let live = serving(home, server, base);
+    let (status, made) = live
+        .call(
+            Method::POST,
+            "/teams",
+            json!({"name": "web", "path": roots.path().join("web"), "profile": "echo", "description": "from the API"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{made}");
+    // The file declares `web` too: the file's wins, as at start…
+    live.write(&with(true));
+    live.until("the file's team shadows the API's", async |l| {
+        l.call(Method::GET, "/teams/web", Value::Null).await.1["source"] == "config"
+    })
+    .await;
+    // …and when the file stops declaring it, the API's is back, as after a restart.
+    live.write(&with(false));
+    live.until("the API's team is back", async |l| {
+        l.call(Method::GET, "/teams/web", Value::Null).await.1["source"] == "api"
+    })
+    .await;
+    let (_, web) = live.call(Method::GET, "/teams/web", Value::Null).await;
+    assert_eq!(web["config"]["description"], "from the API", "{web}");
+}

@@ -443,6 +443,37 @@ async fn idempotency_keys_return_the_first_job() {
     assert_ne!(d["jobId"], a["jobId"]);
     let (_, list) = s.call(Method::GET, "/jobs", Value::Null).await;
     assert_eq!(list["pagination"]["total"], 2, "{list}");
+    // Header and body: both only if they agree.
+    let r = s
+        .http
+        .post(format!("{}/teams/demo/execute", s.base))
+        .bearer_auth(&s.key)
+        .header("Idempotency-Key", "deploy-44")
+        .json(&json!({"task": "deploy main", "idempotencyKey": "deploy-45"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["details"]["fields"]["idempotencyKey"].is_string(),
+        "{body}"
+    );
+    let r = s
+        .http
+        .post(format!("{}/teams/demo/execute", s.base))
+        .bearer_auth(&s.key)
+        .header("Idempotency-Key", "deploy-42")
+        .json(&json!({"task": "deploy main", "idempotencyKey": "deploy-42"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["jobId"].clone(), body["replayed"].clone()),
+        (a["jobId"].clone(), json!(true))
+    );
     s.h.stop().await;
 }
 
@@ -869,4 +900,126 @@ async fn a_clean_shutdown_does_not_cancel_jobs() {
         .unwrap();
     assert_eq!(job["attempts"], 2, "{job}");
     h.stop().await;
+}
+
+/// A fresh session id (a UUID v4 from the kernel's generator).
+fn uuid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_conversation_or_a_team_ends_its_jobs_with_their_callbacks() {
+    let (receiver, url) = Receiver::start(0).await;
+    let s = setup("teamRoots: [./rt]\n").await;
+    // Three jobs in one conversation, the first running.
+    let sid = uuid();
+    let mut ids = Vec::new();
+    for (i, task) in ["[[delay=1000]] a b c d e f g h i j", "second", "third"]
+        .iter()
+        .enumerate()
+    {
+        let (status, v) = s
+            .execute(
+                json!({"task": task, "sessionId": sid, "callback": {"url": format!("{url}/c{i}")}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{v}");
+        ids.push(v["jobId"].as_str().unwrap().to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, j) = s
+            .call(Method::GET, &format!("/jobs/{}", ids[0]), Value::Null)
+            .await;
+        if j["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, v) = s
+        .call(Method::DELETE, &format!("/cache/{sid}"), Value::Null)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    for i in 0..3 {
+        let hit = &receiver.wait_for(&format!("/c{i}"), 1).await[0];
+        let body = hit.json();
+        assert_eq!(body["status"], "cancelled", "job {i}: {body}");
+    }
+    // A deleted team's queued jobs end at once, each heard of.
+    std::fs::create_dir_all(s.h.home.path().join("rt/temp")).unwrap();
+    let (status, v) = s
+        .call(
+            Method::POST,
+            "/teams",
+            json!({"name": "temp", "path": "./rt/temp", "profile": "echo"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    for i in 0..30 {
+        let task = if i == 0 {
+            // Long enough to still run when the team is deleted.
+            "[[delay=1000]] a b c d e f g h i j"
+        } else {
+            "later"
+        };
+        let (status, v) = s
+            .call(
+                Method::POST,
+                "/teams/temp/execute",
+                json!({"task": task, "callback": {"url": format!("{url}/t{i}")}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{v}");
+    }
+    let deleted = Instant::now();
+    let (status, v) = s
+        .call(Method::DELETE, "/teams/temp?force=true", Value::Null)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    for i in 0..30 {
+        let hit = &receiver.wait_for(&format!("/t{i}"), 1).await[0];
+        assert_eq!(hit.json()["status"], "cancelled", "{}", hit.json());
+    }
+    assert!(
+        deleted.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        deleted.elapsed()
+    );
+    s.h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_job_that_just_ended_is_a_conflict() {
+    let s = setup("").await;
+    let mut seen = BTreeSet::new();
+    for i in 0..40u64 {
+        let (status, v) = s.execute(json!({"task": format!("quick {i}")})).await;
+        assert_eq!(status, 202, "{v}");
+        let id = v["jobId"].as_str().unwrap().to_owned();
+        tokio::time::sleep(Duration::from_millis((i * 37) % 120)).await;
+        let (status, c) = s
+            .call(Method::POST, &format!("/jobs/{id}/cancel"), Value::Null)
+            .await;
+        let job = s.ended(&id).await;
+        match status {
+            // This cancel ended it.
+            200 => assert_eq!(
+                (c["status"].as_str(), job["status"].as_str()),
+                (Some("cancelled"), Some("cancelled")),
+                "{c} {job}"
+            ),
+            409 => assert_eq!(c["details"]["status"], job["status"], "{c} {job}"),
+            other => panic!("{other}: {c}"),
+        }
+        seen.insert((
+            status,
+            job["status"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    assert!(!seen.contains(&(200, "completed".to_owned())), "{seen:?}");
+    s.h.stop().await;
 }

@@ -227,3 +227,167 @@ fn uuid() -> String {
         .trim()
         .to_owned()
 }
+
+/// Wait until job `id` has ended; its record.
+async fn job_end(h: &Harness, id: &str) -> serde_json::Value {
+    for _ in 0..400 {
+        let j = h.call("job_get", json!({"jobId": id})).await.unwrap();
+        if !matches!(j["status"].as_str(), Some("queued" | "running")) {
+            return j;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("job {id} did not end");
+}
+
+/// Isolation holds whatever starts a conversation (a job too, and the
+/// conversation's later messages); a branch named `iris` in the
+/// repository does not stop worktrees, and a branch git refuses is a
+/// clear error; initialized submodules are filled from the main checkout,
+/// without network; one UUID in any spelling is one conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_odd_branches_submodules_and_id_spellings() {
+    let home = tempfile::tempdir().unwrap();
+    // SAFETY: as above: this test runs alone in its process.
+    unsafe { std::env::set_var("IRIS_HOME", home.path()) };
+    let lib = home.path().join("lib");
+    repository(&lib);
+    let repo = home.path().join("repo");
+    repository(&repo);
+    git(&repo, &["branch", "iris"]);
+    git(
+        &repo,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "-q",
+            &lib.display().to_string(),
+            "lib",
+        ],
+    );
+    git(&repo, &["commit", "-q", "-m", "a submodule"]);
+    let yaml = format!(
+        "teams:\n  editor:\n    path: {}\n    agent: command\n    command: sh\n    args: ['-c', 'printf \"%s\\n\" \"$0\" > notes.txt; pwd; cat lib/notes.txt']\n    isolation: worktree\n",
+        repo.display()
+    );
+    let h = start_in(home, &yaml).await;
+    let worktrees = h.home.path().join("worktrees").join("editor");
+
+    // A job starts the conversation: in its own worktree, submodule filled.
+    let a = uuid();
+    let job = h
+        .call(
+            "job_execute",
+            json!({"team": "editor", "task": "from a job", "sessionId": a}),
+        )
+        .await
+        .unwrap();
+    let done = job_end(&h, job["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let out = done["result"].as_str().unwrap().to_owned();
+    let wa = out.lines().next().unwrap().trim().to_owned();
+    assert!(
+        Path::new(&wa).starts_with(std::fs::canonicalize(&worktrees).unwrap()),
+        "the job ran in {wa}"
+    );
+    assert!(out.contains("original"), "the submodule is filled: {out}");
+    // Its later messages stay there.
+    let next = h
+        .call(
+            "send_message",
+            json!({"toTeam": "editor", "message": "then", "sessionId": a, "timeout": 0}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        next["response"].as_str().unwrap().lines().next(),
+        Some(wa.as_str())
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("notes.txt")).unwrap(),
+        "original\n",
+        "the main checkout is untouched"
+    );
+    // The branch: `iris-<id>`, as `iris` is taken; `iris` untouched.
+    let report = h
+        .call("session_report", json!({"sessionId": a}))
+        .await
+        .unwrap();
+    assert_eq!(
+        report["worktree"]["branch"],
+        format!("iris-{a}"),
+        "{report}"
+    );
+    assert_eq!(
+        git(&repo, &["rev-parse", "iris"]),
+        git(&repo, &["rev-parse", "main~1"])
+    );
+
+    // One UUID in five spellings is one conversation, answered canonically.
+    let b = uuid();
+    let plain = b.replace('-', "");
+    let spellings = [
+        b.to_uppercase(),
+        format!("{{{b}}}"),
+        plain.clone(),
+        format!("urn:uuid:{b}"),
+        b.clone(),
+    ];
+    let mut dirs = std::collections::BTreeSet::new();
+    for s in &spellings {
+        let r = h
+            .call(
+                "send_message",
+                json!({"toTeam": "editor", "message": "x", "sessionId": s, "timeout": 0}),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e:?}"));
+        assert_eq!(r["sessionId"], b, "{s}");
+        dirs.insert(
+            r["response"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let report = h
+        .call("session_report", json!({"sessionId": b.to_uppercase()}))
+        .await
+        .unwrap();
+    assert_eq!(report["messageCount"], 5, "{report}");
+    let made: Vec<_> = std::fs::read_dir(&worktrees).unwrap().collect();
+    assert_eq!(made.len(), 2, "one worktree per conversation");
+    let e = h
+        .call(
+            "send_message",
+            json!({"toTeam": "editor", "message": "x", "sessionId": "not-a-uuid"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind.code(), "VALIDATION_ERROR");
+
+    // A branch git refuses: a clear CONFLICT, not a 500, nothing left.
+    let c = uuid();
+    git(&repo, &["branch", &format!("iris-{c}/x")]);
+    let e = h
+        .call(
+            "send_message",
+            json!({"toTeam": "editor", "message": "x", "sessionId": c, "timeout": 0}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind.code(), "CONFLICT", "{}", e.message);
+    assert!(e.message.contains(&format!("iris-{c}")), "{}", e.message);
+    assert!(
+        !e.message.contains(&repo.display().to_string()),
+        "no server paths: {}",
+        e.message
+    );
+    h.stop().await;
+}

@@ -213,6 +213,26 @@ impl Subscription {
     }
 }
 
+/// A topic as a client named it, in the form the bus publishes under:
+/// `session:<id>` with the id canonical (any spelling of a UUID), the
+/// others as they are.
+///
+/// # Errors
+/// `VALIDATION_ERROR` for a session topic whose id is no UUID.
+pub fn canonical_topic(topic: &str) -> crate::error::Result<String> {
+    match topic.strip_prefix("session:") {
+        Some(id) => crate::session_id::SessionId::parse(id)
+            .map(|id| format!("session:{id}"))
+            .ok_or_else(|| {
+                crate::error::IrisError::validation(
+                    "topic",
+                    format!("`{topic}`: a session's id is a UUID"),
+                )
+            }),
+        None => Ok(topic.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

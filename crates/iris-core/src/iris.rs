@@ -294,12 +294,10 @@ impl Iris {
         let mut cache = self.sessions.lock().await;
         let key = (from.to_owned(), to.to_owned());
         let id = match session_id {
-            Some(id) => {
-                if uuid::Uuid::parse_str(id).is_err() {
-                    return Err(IrisError::validation("sessionId", "must be a UUID"));
-                }
-                Some(id.to_owned())
-            }
+            Some(id) => match crate::session_id::SessionId::parse(id) {
+                Some(id) => Some(id.into_string()),
+                None => return Err(IrisError::validation("sessionId", "must be a UUID")),
+            },
             None => cache.defaults.get(&key).cloned(),
         };
         if let Some(row) = id.as_ref().and_then(|id| cache.rows.get(id)) {
@@ -402,16 +400,11 @@ impl Iris {
     pub async fn send(&self, ctx: &Ctx, out: Outgoing) -> Result<Arc<TurnTracker>> {
         let team = self.team(ctx, &out.to)?;
         let chain = self.chain(ctx, &team.name, &out.continues)?;
-        let mut session = self
+        let session = self
             .session(&out.from, &out.to, out.session_id.as_deref())
             .await?;
         self.own_session(ctx, &session)?;
-        let isolation = out.isolation.unwrap_or(team.config.isolation);
-        if isolation == crate::worktree::Isolation::Worktree && session.worktree.is_none() {
-            session = self
-                .give_worktree(&team, session, out.isolation.is_some())
-                .await?;
-        }
+        let session = self.isolated(&team, session, out.isolation).await?;
         // The team as it is now: a reload may have changed or removed it
         // while the session was looked up (a process started with the old
         // one would keep it).
@@ -480,6 +473,23 @@ impl Iris {
     /// A conversation that already started keeps its folder: the agent's
     /// history is kept per folder, and moving would lose it (asked for on
     /// the call: `VALIDATION_ERROR`; by the team's option: it stays).
+    /// The conversation as its isolation wants it: with its own worktree
+    /// when the call (`asked`) or the team says `worktree` and it has none
+    /// yet. Every way a conversation starts goes through here (messages,
+    /// streams, jobs, every transport), so isolation holds whatever starts it.
+    pub(crate) async fn isolated(
+        &self,
+        team: &Team,
+        session: SessionRow,
+        asked: Option<crate::worktree::Isolation>,
+    ) -> Result<SessionRow> {
+        let isolation = asked.unwrap_or(team.config.isolation);
+        if isolation == crate::worktree::Isolation::Worktree && session.worktree.is_none() {
+            return self.give_worktree(team, session, asked.is_some()).await;
+        }
+        Ok(session)
+    }
+
     async fn give_worktree(
         &self,
         team: &Team,

@@ -24,6 +24,7 @@ pub mod pool;
 pub mod recorder;
 pub mod registry;
 pub mod reload;
+pub mod session_id;
 pub mod team;
 pub mod worktree;
 

@@ -144,14 +144,14 @@ impl Iris {
         self.set_team_policy(policy);
         self.set_teams(next);
         for name in &out.teams_removed {
-            let stopped = self
-                .pool
-                .stop_where(
-                    |p| p.team == *name,
-                    "the team was removed by a configuration reload",
-                )
-                .await;
-            tracing::info!(team = %name, processes = stopped.len(), "team removed by a configuration reload");
+            // Its waiting jobs end now; its running turns finish, then its
+            // processes stop (queued messages are cancelled with the reason).
+            let reason = format!("team `{name}` was removed from the configuration file");
+            if let Err(e) = self.end_jobs_of_team(name, &reason, false).await {
+                tracing::warn!(team = %name, error = %e, "ending the jobs of a removed team");
+            }
+            self.pool.stop_when_idle(|p| p.team == *name, &reason);
+            tracing::info!(team = %name, "team removed by a configuration reload; its processes stop once their running turn ends");
         }
         let file = new
             .source

@@ -29,9 +29,36 @@ pub enum Isolation {
     Worktree,
 }
 
-/// The branch of a conversation's worktree.
+/// The branch of a conversation's worktree: `iris/<session id>`, or
+/// `iris-<session id>` in a repository where a branch named `iris` takes
+/// the `iris/` name space (git cannot have both `iris` and `iris/…`).
 pub fn branch(session_id: &str) -> String {
     format!("iris/{session_id}")
+}
+
+fn flat_branch(session_id: &str) -> String {
+    format!("iris-{session_id}")
+}
+
+/// The branch a worktree has checked out, if it can be read.
+pub fn branch_of(dir: &Path) -> Option<String> {
+    let out = git_command(dir)
+        .args(["symbolic-ref", "--quiet", "--short", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// What git said, without the server's folders in it.
+fn without_paths(text: &str, paths: &[(&Path, &str)]) -> String {
+    let mut out = text.to_owned();
+    for (p, name) in paths {
+        out = out.replace(&p.display().to_string(), name);
+    }
+    out
 }
 
 /// `git -C dir` as Iris runs it on a team's repository, which an agent
@@ -105,36 +132,102 @@ pub async fn create(home: &Path, team: &str, path: &Path, session_id: &str) -> R
             .map_err(|e| IrisError::internal("creating the worktrees folder", e))?;
     }
     let dir_text = dir.display().to_string();
-    let name = branch(session_id);
     if dir.join(".git").exists() {
         // Made before (its record was not written): taken as it is.
         return Ok(dir.join(rel));
     }
+    let exists = async |name: &str| {
+        git(
+            &root,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{name}"),
+            ],
+        )
+        .await
+        .is_ok()
+    };
+    // `iris/<id>`, unless a branch `iris` is in the way (then a flat name).
+    let name = if exists("iris").await {
+        flat_branch(session_id)
+    } else {
+        branch(session_id)
+    };
     // The branch outlives its worktree (a conversation deleted, then its
     // id used again): check it out again rather than fail on `-b`.
-    let exists = git(
-        &root,
-        &[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("refs/heads/{name}"),
-        ],
-    )
-    .await
-    .is_ok();
-    let args: Vec<&str> = if exists {
+    let args: Vec<&str> = if exists(&name).await {
         vec!["worktree", "add", "--", &dir_text, &name]
     } else {
         vec!["worktree", "add", "-b", &name, "--", &dir_text, "HEAD"]
     };
     git(&root, &args).await.map_err(|e| {
-        IrisError::process(format!(
-            "team `{team}`: could not create the conversation's worktree: {e}"
+        let said = without_paths(&e, &[(&dir, "<worktree>"), (&root, "<repository>")]);
+        tracing::warn!(team, session = session_id, error = %e, "git worktree add failed");
+        IrisError::conflict(format!(
+            "team `{team}`: could not create the conversation's worktree on branch `{name}`: {said}"
         ))
-        .with_details(serde_json::json!({"team": team, "sessionId": session_id}))
+        .with_details(serde_json::json!({"team": team, "sessionId": session_id, "branch": name}))
     })?;
+    fill_submodules(&root, &dir).await;
     Ok(dir.join(rel))
+}
+
+/// Check out in worktree `dir` the submodules the main checkout `root`
+/// has initialized, at the commits the superproject records, cloned from
+/// the main checkout's own submodule repositories (no network). One that
+/// cannot be filled is logged and left empty, as git would leave it.
+async fn fill_submodules(root: &Path, dir: &Path) {
+    let Ok(listed) = git(
+        root,
+        &[
+            "config",
+            "--file",
+            ".gitmodules",
+            "--get-regexp",
+            r"^submodule\..*\.path$",
+        ],
+    )
+    .await
+    else {
+        return; // none
+    };
+    for line in listed.lines() {
+        let Some((key, path)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some(name) = key
+            .strip_prefix("submodule.")
+            .and_then(|k| k.strip_suffix(".path"))
+        else {
+            continue;
+        };
+        let source = root.join(path);
+        if !source.join(".git").exists() {
+            continue; // not initialized in the main checkout
+        }
+        let url = format!("submodule.{name}.url={}", source.display());
+        let filled = git(
+            dir,
+            &[
+                "-c",
+                "protocol.file.allow=always",
+                "-c",
+                &url,
+                "submodule",
+                "update",
+                "--init",
+                "--no-fetch",
+                "--",
+                path,
+            ],
+        )
+        .await;
+        if let Err(e) = filled {
+            tracing::warn!(submodule = %path, error = %e, "a submodule of the worktree could not be filled from the main checkout");
+        }
+    }
 }
 
 /// What deleting a conversation did with its worktree.
@@ -169,6 +262,9 @@ pub async fn remove_if_clean(workdir: &Path, session_id: &str) -> Removal {
         }
     };
     out.path = top.display().to_string();
+    if let Some(b) = branch_of(&top) {
+        out.branch = b;
+    }
     // Ignored files count too: `git worktree remove` would delete them
     // (a `.env`, build output), and nothing is deleted that was not committed.
     match git(&top, &["status", "--porcelain", "--ignored"]).await {

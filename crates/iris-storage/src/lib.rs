@@ -154,10 +154,12 @@ impl Store {
                 context: "applying migrations",
                 source: e.into(),
             })?;
-        Ok(Store {
+        let store = Store {
             pool,
             job_writer: Default::default(),
-        })
+        };
+        store.canonical_session_ids().await?;
+        Ok(store)
     }
 
     /// Round-trip time of a trivial query, for health checks.

@@ -143,6 +143,81 @@ impl Store {
     }
 
     /// Delete a session with its turns and events.
+    /// Once per database: every session id in its canonical form (lower
+    /// case, hyphenated), as ids are stored since. Rows that spell one UUID
+    /// several ways: the one already in canonical form keeps it, else the
+    /// one used last; the others get fresh ids (with their history;
+    /// logged), so no conversation is lost or merged with another's.
+    pub(crate) async fn canonical_session_ids(&self) -> Result<()> {
+        const DONE: &str = "session_ids_canonical";
+        let done: Option<(String,)> = sqlx::query_as("SELECT value FROM auth_meta WHERE key = ?")
+            .bind(DONE)
+            .fetch_optional(&self.pool)
+            .await
+            .ctx("reading the session id format")?;
+        if done.is_some() {
+            return Ok(());
+        }
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .ctx("canonicalizing session ids")?;
+        sqlx::query("PRAGMA defer_foreign_keys = ON")
+            .execute(&mut *tx)
+            .await
+            .ctx("canonicalizing session ids")?;
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, last_used_at FROM sessions ORDER BY last_used_at DESC")
+                .fetch_all(&mut *tx)
+                .await
+                .ctx("reading session ids")?;
+        let mut taken: std::collections::HashSet<String> = rows
+            .iter()
+            .filter(|(id, _)| {
+                uuid::Uuid::parse_str(id).is_ok_and(|u| u.hyphenated().to_string() == *id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for (id, _) in &rows {
+            let Ok(u) = uuid::Uuid::parse_str(id.trim()) else {
+                continue;
+            };
+            let canonical = u.hyphenated().to_string();
+            if canonical == *id {
+                continue;
+            }
+            let new = if taken.insert(canonical.clone()) {
+                canonical
+            } else {
+                let fresh = uuid::Uuid::new_v4().hyphenated().to_string();
+                tracing::warn!(old = %id, new = %fresh, "a session spelled a UUID another session already has; it gets a fresh id");
+                taken.insert(fresh.clone());
+                fresh
+            };
+            for q in [
+                "UPDATE turns SET session_id = ?1 WHERE session_id = ?2",
+                "UPDATE approvals SET session_id = ?1 WHERE session_id = ?2",
+                "UPDATE sessions SET fork_of = ?1 WHERE fork_of = ?2",
+                "UPDATE sessions SET id = ?1 WHERE id = ?2",
+            ] {
+                sqlx::query(q)
+                    .bind(&new)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .ctx("rewriting a session id")?;
+            }
+        }
+        sqlx::query("INSERT INTO auth_meta (key, value) VALUES (?, '1')")
+            .bind(DONE)
+            .execute(&mut *tx)
+            .await
+            .ctx("recording the session id format")?;
+        tx.commit().await.ctx("canonicalizing session ids")?;
+        Ok(())
+    }
+
     pub async fn delete_session(&self, id: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM sessions WHERE id = ?")
             .bind(id)
@@ -157,6 +232,40 @@ impl Store {
 mod tests {
     use super::*;
     use crate::testing::store;
+
+    #[tokio::test]
+    async fn older_spellings_of_session_ids_become_canonical_once() {
+        let (s, _d) = store().await;
+        let canonical = "6f1c3e52-9d1a-4c3b-8e2f-0a1b2c3d4e5f";
+        for (id, used) in [
+            ("6F1C3E52-9D1A-4C3B-8E2F-0A1B2C3D4E5F", 3),
+            ("{6f1c3e52-9d1a-4c3b-8e2f-0a1b2c3d4e5f}", 2),
+            ("urn:uuid:aaaaaaaa-9d1a-4c3b-8e2f-0a1b2c3d4e5f", 1),
+        ] {
+            let mut r = row(id, false);
+            r.last_used_at = used;
+            s.insert_session(&r).await.unwrap();
+        }
+        sqlx::query("DELETE FROM auth_meta WHERE key = 'session_ids_canonical'")
+            .execute(&s.pool)
+            .await
+            .unwrap();
+        s.canonical_session_ids().await.unwrap();
+        let ids: Vec<(String,)> =
+            sqlx::query_as("SELECT id FROM sessions ORDER BY last_used_at DESC")
+                .fetch_all(&s.pool)
+                .await
+                .unwrap();
+        assert_eq!(ids[0].0, canonical, "the one used last keeps it");
+        assert!(
+            uuid::Uuid::parse_str(&ids[1].0).is_ok() && ids[1].0 != canonical,
+            "{ids:?}"
+        );
+        assert_eq!(ids[2].0, "aaaaaaaa-9d1a-4c3b-8e2f-0a1b2c3d4e5f");
+        for (id,) in &ids {
+            assert_eq!(id, &id.to_lowercase());
+        }
+    }
 
     fn row(id: &str, default: bool) -> SessionRow {
         SessionRow {

@@ -231,11 +231,18 @@ impl Drop for Reap {
 /// listening, with its base URL.
 pub fn serve_in(dir: &std::path::Path, config: &str) -> (Reap, String) {
     std::fs::write(dir.join("config.yaml"), config).unwrap();
+    serve_with(dir, &[])
+}
+
+/// Start `iris serve` in `dir` (as `IRIS_HOME`) with `args` after it, as
+/// [`serve_in`] does, on whatever configuration it finds.
+pub fn serve_with(dir: &std::path::Path, args: &[&str]) -> (Reap, String) {
     let out = std::fs::File::create(dir.join("serve.out")).unwrap();
     let err = std::fs::File::create(dir.join("serve.err")).unwrap();
     let server = Reap(
         iris(dir)
             .arg("serve")
+            .args(args)
             .stdout(out)
             .stderr(err)
             .spawn()
@@ -250,7 +257,19 @@ pub fn serve_in(dir: &std::path::Path, config: &str) -> (Reap, String) {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("the server did not write its port file");
+    panic!(
+        "the server did not write its port file: {}",
+        std::fs::read_to_string(dir.join("serve.err")).unwrap_or_default()
+    );
+}
+
+/// The admin key the first `iris serve` in `dir` wrote to its credentials.
+pub fn key_in(dir: &std::path::Path) -> String {
+    std::fs::read_to_string(dir.join("credentials"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("IRIS_API_KEY=").map(str::to_owned))
+        .unwrap()
 }
 
 /// A WebSocket client connection.

@@ -468,6 +468,16 @@ impl Config {
             key_path: String::new(),
             message: format!("cannot read the file: {e}"),
         })?;
+        // An empty file (or comments only) is refused, not read as "all
+        // defaults, no teams": it is what an editor's truncate-then-write
+        // looks like halfway, and a reload must not apply it.
+        if serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text).is_ok_and(|v| v.is_null()) {
+            return Err(ConfigError {
+                file: path.display().to_string(),
+                key_path: String::new(),
+                message: "the file is empty (remove it to run on the embedded defaults)".into(),
+            });
+        }
         let base = path
             .parent()
             .map(Path::to_path_buf)

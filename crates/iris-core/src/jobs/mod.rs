@@ -377,20 +377,20 @@ impl Iris {
     }
 
     /// Cancel job `id`: a waiting one ends `cancelled` at once, a running
-    /// one is interrupted. Returns the status it had.
+    /// one is interrupted. Returns the status it had. A job that has
+    /// ended — before this call, or on its own while it was being
+    /// cancelled — is `CONFLICT`: only a job this call ended is cancelled.
     pub(crate) async fn cancel_job(&self, job: &JobRecord) -> Result<TurnStatus> {
-        if let Some((_, w)) = self.jobs.take_waiting(&job.job.id) {
-            let mut job = job.clone();
-            let finish = TurnFinish {
-                status: "cancelled".into(),
-                response: String::new(),
-                error: Some("cancelled".into()),
-                completed_at: now_ms(),
-                ..Default::default()
-            };
-            job.turn.finish(finish.clone());
-            drop(w);
-            self.write_job_end(&job, finish).await;
+        self.end_job(job, "cancelled").await
+    }
+
+    /// [`Iris::cancel_job`] with `reason` as the job's error.
+    async fn end_job(&self, job: &JobRecord, reason: &str) -> Result<TurnStatus> {
+        let ended = |status: &str| {
+            IrisError::conflict(format!("job `{}` has already ended ({status})", job.job.id))
+                .with_details(serde_json::json!({"jobId": job.job.id, "status": status}))
+        };
+        if self.end_if_waiting(job, reason).await {
             return Ok(TurnStatus::Queued);
         }
         if self.jobs.cancel_dispatching(&job.job.id) {
@@ -412,18 +412,111 @@ impl Iris {
         }
         if let Some(t) = self.jobs.running_turn(&job.job.id) {
             let status = t.status();
-            if !status.is_final() {
-                self.pool.cancel(&t.session_id, Some(t.id.clone())).await;
-                // An agent gets a grace period to stop; the answer waits for it.
-                t.wait(Some(Duration::from_secs(10))).await;
+            if status.is_final() {
+                return Err(ended(status.as_str()));
             }
-            return Ok(status);
+            self.pool.cancel(&t.session_id, Some(t.id.clone())).await;
+            // An agent gets a grace period to stop; the answer waits for it.
+            let after = t
+                .wait(Some(Duration::from_secs(10)))
+                .await
+                .map(|o| o.status);
+            return match after {
+                // It finished on its own before the cancel reached it.
+                Some(end) if end != TurnStatus::Cancelled => Err(ended(end.as_str())),
+                _ => Ok(status),
+            };
         }
-        Err(IrisError::conflict(format!(
-            "job `{}` has already ended ({})",
-            job.job.id, job.turn.status
+        // Neither waiting nor running: ended, unless the scheduler holds
+        // it between the two (then its record says queued or running).
+        let now = self.store.job(&job.job.id).await?;
+        Err(ended(
+            now.as_ref()
+                .map(|j| j.turn.status.as_str())
+                .unwrap_or(job.turn.status.as_str()),
         ))
-        .with_details(serde_json::json!({"jobId": job.job.id, "status": job.turn.status})))
+    }
+
+    /// End job `job` `cancelled` with `reason` if it waits in the queue
+    /// (taken out of it first); whether it did.
+    async fn end_if_waiting(&self, job: &JobRecord, reason: &str) -> bool {
+        let Some((_, w)) = self.jobs.take_waiting(&job.job.id) else {
+            return false;
+        };
+        let mut job = job.clone();
+        let finish = TurnFinish {
+            status: "cancelled".into(),
+            response: String::new(),
+            error: Some(reason.into()),
+            completed_at: now_ms(),
+            ..Default::default()
+        };
+        job.turn.finish(finish.clone());
+        drop(w);
+        self.write_job_end(&job, finish).await;
+        true
+    }
+
+    /// End every open job of conversation `session_id` (deleted): waiting
+    /// ones at once, running ones interrupted; each ends `cancelled` with
+    /// `reason` and its callback and webhooks written before this returns.
+    pub(crate) async fn end_jobs_of_session(&self, session_id: &str, reason: &str) -> Result<()> {
+        self.end_jobs_where(|j| j.turn.session_id == session_id, reason)
+            .await
+    }
+
+    /// End the open jobs of `team` (deleted, or removed by a reload), as
+    /// [`Iris::end_jobs_of_session`] does: the waiting ones, and the
+    /// running one too when `running_too` (else it finishes).
+    pub(crate) async fn end_jobs_of_team(
+        &self,
+        team: &str,
+        reason: &str,
+        running_too: bool,
+    ) -> Result<()> {
+        self.end_jobs_where(
+            |j| j.job.team == team && (running_too || j.turn.status == "queued"),
+            reason,
+        )
+        .await
+    }
+
+    async fn end_jobs_where(&self, which: impl Fn(&JobRecord) -> bool, reason: &str) -> Result<()> {
+        if !self.jobs.running() {
+            return Ok(());
+        }
+        self.recorder.flush().await;
+        let open: Vec<JobRecord> = self
+            .store
+            .open_jobs()
+            .await?
+            .into_iter()
+            .filter(which)
+            .collect();
+        // The waiting ones first: a running one that ends frees its slot,
+        // and the scheduler would hand the next one to the pool.
+        let mut left = Vec::new();
+        for job in &open {
+            if !self.end_if_waiting(job, reason).await {
+                left.push(job);
+            }
+        }
+        for job in left {
+            // Ended meanwhile: nothing to do.
+            let _ = self.end_job(job, reason).await;
+        }
+        // Running ones are written by their watcher: wait for it.
+        for job in &open {
+            for _ in 0..250 {
+                match self.store.job(&job.job.id).await? {
+                    Some(j) if !j.job.notified => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Write a job's end with its deliveries, then send them. Retried,

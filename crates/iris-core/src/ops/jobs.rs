@@ -65,7 +65,11 @@ pub struct ExecuteParams {
     pub callback: Option<CallbackParams>,
     /// Run in this conversation instead of the caller's default one with the team.
     #[serde(default)]
-    pub session_id: Option<String>,
+    pub session_id: Option<crate::session_id::SessionId>,
+    /// `worktree`: the conversation works in its own git worktree (made
+    /// before the job is accepted), as with the send operations.
+    #[serde(default)]
+    pub isolation: Option<crate::worktree::Isolation>,
     /// The same key with the same request returns the first job instead of
     /// queueing another (REST: the `Idempotency-Key` header).
     #[serde(default)]
@@ -201,10 +205,13 @@ pub(super) async fn with_attempts(
 /// SHA-256 of what makes a request this one, for `Idempotency-Key`.
 fn request_hash(p: &ExecuteParams) -> String {
     use sha2::Digest;
-    let canonical = json!({
+    let mut canonical = json!({
         "team": p.team, "task": p.task, "priority": p.priority, "timeout": p.timeout,
         "callback": p.callback, "sessionId": p.session_id,
     });
+    if let Some(i) = p.isolation {
+        canonical["isolation"] = json!(i);
+    }
     hex::encode(sha2::Sha256::digest(canonical.to_string().as_bytes()))
 }
 
@@ -323,6 +330,8 @@ async fn execute(iris: Arc<Iris>, ctx: Ctx, p: ExecuteParams) -> Result<Accepted
         .session(&from, &team.name, p.session_id.as_deref())
         .await?;
     iris.own_session(&ctx, &session)?;
+    // Its worktree, if it is to have one, before the job is accepted.
+    let session = iris.isolated(&team, session, p.isolation).await?;
     let id = format!("msg_{}", ulid::Ulid::new());
     let caller = ctx.principal.actor();
     let job = JobRow {

@@ -38,7 +38,7 @@ pub struct SendParams {
     pub timeout: i64,
     /// Continue a particular conversation instead of the pair's default one.
     #[serde(default)]
-    pub session_id: Option<String>,
+    pub session_id: Option<crate::session_id::SessionId>,
     #[serde(default)]
     pub priority: Priority,
     /// With `timeout: -1`, from a team's agent: deliver the answer into
@@ -93,7 +93,7 @@ pub struct QuickParams {
     #[schemars(length(max = 128))]
     pub from_team: Option<String>,
     #[serde(default)]
-    pub session_id: Option<String>,
+    pub session_id: Option<crate::session_id::SessionId>,
     #[serde(default)]
     pub priority: Priority,
     /// From a team's agent: deliver the answer into the agent's
@@ -158,7 +158,7 @@ fn outgoing(iris: &Iris, ctx: &Ctx, p: SendParams, kind: &'static str) -> Result
         from: iris.speaker(ctx, p.from_team)?,
         to: p.to_team,
         text: p.message,
-        session_id: p.session_id,
+        session_id: p.session_id.map(crate::session_id::SessionId::into_string),
         priority: p.priority,
         kind,
         continues: Vec::new(),

@@ -25,7 +25,7 @@ pub struct SessionParams {
     #[schemars(length(max = 128))]
     pub from_team: Option<String>,
     #[serde(default)]
-    pub session_id: Option<String>,
+    pub session_id: Option<crate::session_id::SessionId>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -37,7 +37,7 @@ pub struct CancelParams {
     #[schemars(length(max = 128))]
     pub from_team: Option<String>,
     #[serde(default)]
-    pub session_id: Option<String>,
+    pub session_id: Option<crate::session_id::SessionId>,
     /// A particular queued or running message; default: the running one.
     #[serde(default)]
     pub message_id: Option<String>,
@@ -54,7 +54,7 @@ pub struct ReportParams {
     #[schemars(length(max = 128))]
     pub from_team: Option<String>,
     #[serde(default)]
-    pub session_id: Option<String>,
+    pub session_id: Option<crate::session_id::SessionId>,
     /// Most recent messages to include (oldest first).
     #[serde(default = "default_report_limit")]
     #[schemars(range(min = 1, max = 1000))]
@@ -248,7 +248,8 @@ pub(crate) async fn report(iris: &Iris, ctx: &Ctx, p: ReportParams) -> Result<Re
         .into_iter()
         .find(|x| x.session_id == s.id);
     let worktree = s.worktree.clone().map(|path| WorktreeInfo {
-        branch: crate::worktree::branch(&s.id),
+        branch: crate::worktree::branch_of(std::path::Path::new(&path))
+            .unwrap_or_else(|| crate::worktree::branch(&s.id)),
         path,
     });
     Ok(ReportResult {
@@ -318,12 +319,16 @@ pub(super) fn operations() -> Vec<Operation> {
         ),
         Operation::new(
             "session_delete",
-            "Stop a conversation's process and delete the conversation with its history.",
+            "Stop a conversation's process and delete the conversation with its history; its open jobs end `cancelled` first (their callbacks fire).",
             Some(scope::CACHE_WRITE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: SessionParams| async move {
                 let (team, s) = p.conversation(&iris, &ctx).await?;
                 let id = s.id.clone();
+                // Its jobs end first, heard of by their callers (cancelled,
+                // with their callbacks), then the history goes.
+                iris.end_jobs_of_session(&id, "its conversation was deleted")
+                    .await?;
                 iris.pool
                     .stop_where(|x| x.session_id == id, "session deleted")
                     .await;

@@ -97,7 +97,7 @@ pub struct HistoryParams {
     #[serde(default)]
     pub from: Option<String>,
     #[serde(default)]
-    pub session_id: Option<String>,
+    pub session_id: Option<crate::session_id::SessionId>,
     #[serde(default)]
     #[schemars(regex(pattern = r"^(queued|running|completed|failed|cancelled|timed_out)$"))]
     pub status: Option<String>,
@@ -386,7 +386,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     .turns(&HistoryFilter {
                         to_team: p.team,
                         from_team,
-                        session_id: p.session_id,
+                        session_id: p.session_id.map(crate::session_id::SessionId::into_string),
                         status: p.status,
                         since: p.since,
                         teams: ctx.principal.teams.clone(),

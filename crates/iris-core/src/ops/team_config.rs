@@ -546,6 +546,10 @@ pub(super) fn operations() -> Vec<Operation> {
                         "team `{name}` is working; pass force to stop it and delete it"
                     )));
                 }
+                // Its waiting jobs end at once, its running ones with its
+                // processes: each `cancelled`, its callback written.
+                iris.end_jobs_of_team(&name, &format!("team `{name}` was deleted"), true)
+                    .await?;
                 let stopped = iris
                     .pool
                     .stop_where(|x| x.team == name, "team deleted")

@@ -49,6 +49,11 @@ pub(crate) enum Command {
     /// The team's configuration changed: use it, restarting the process
     /// once no turn runs.
     Reconfigure(Arc<Team>),
+    /// Finish the running turn, then stop the process and end the actor;
+    /// queued turns (and any that still arrive) are cancelled with `reason`.
+    StopWhenIdle {
+        reason: String,
+    },
     /// Stop the process and end the actor; pending turns are cancelled with `reason`.
     Stop {
         reason: String,
@@ -119,6 +124,8 @@ pub(crate) struct Actor {
     /// The team's new configuration: taken, and the process restarted,
     /// when no turn runs.
     reconfigured: Option<Arc<Team>>,
+    /// Stop once the running turn has ended (its team was removed).
+    stop_when_idle: Option<String>,
     last_used: Instant,
     interrupt_seq: u64,
 }
@@ -157,6 +164,7 @@ impl Actor {
             queue: Default::default(),
             current: None,
             reconfigured: None,
+            stop_when_idle: None,
             last_used: Instant::now(),
             interrupt_seq: 0,
         }
@@ -246,6 +254,12 @@ impl Actor {
 
     pub(crate) async fn run(mut self) {
         loop {
+            if let Some(reason) = self.stop_when_idle.clone()
+                && self.current.is_none()
+            {
+                self.leave(&reason).await;
+                return;
+            }
             self.begin_next().await;
             match self.next_wake().await {
                 Wake::Command(Some(cmd)) => {
@@ -279,8 +293,23 @@ impl Actor {
     async fn on_command(&mut self, cmd: Command) -> Option<Option<oneshot::Sender<()>>> {
         match cmd {
             Command::Turn(job) => {
+                if let Some(reason) = self.stop_when_idle.clone() {
+                    self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.finish_job(&job.tracker, TurnStatus::Cancelled, Some(reason))
+                        .await;
+                    return None;
+                }
                 let idx = job.priority as usize;
                 self.queue[idx].push_back(job);
+            }
+            Command::StopWhenIdle { reason } => {
+                let jobs: Vec<TurnJob> = self.queue.iter_mut().flat_map(|q| q.drain(..)).collect();
+                self.shared.queued.fetch_sub(jobs.len(), Ordering::AcqRel);
+                for job in jobs {
+                    self.finish_job(&job.tracker, TurnStatus::Cancelled, Some(reason.clone()))
+                        .await;
+                }
+                self.stop_when_idle = Some(reason);
             }
             Command::Wake(reply) => {
                 let r = self
@@ -1017,6 +1046,37 @@ impl Actor {
         }
         if self.current.is_some() {
             self.cancel(None).await;
+        }
+    }
+
+    /// Its running turn has ended after `StopWhenIdle`: stop, leave the
+    /// pool, and cancel whatever was sent meanwhile.
+    async fn leave(&mut self, reason: &str) {
+        self.stop_everything(reason).await;
+        self.pool.leave(&self.shared);
+        self.rx.close();
+        while let Ok(cmd) = self.rx.try_recv() {
+            match cmd {
+                Command::Turn(job) => {
+                    self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.finish_job(&job.tracker, TurnStatus::Cancelled, Some(reason.to_owned()))
+                        .await;
+                }
+                Command::Wake(reply) => {
+                    let _ = reply.send(Err(IrisError::new(
+                        crate::error::ErrorKind::ServiceUnavailable,
+                        reason.to_owned(),
+                    )));
+                }
+                Command::Cancel { reply, .. } => {
+                    let _ = reply.send(false);
+                }
+                Command::Stop { reply, .. } => {
+                    let _ = reply.map(|r| r.send(()));
+                }
+                Command::Decide { .. } | Command::Reconfigure(_) | Command::StopWhenIdle { .. } => {
+                }
+            }
         }
     }
 

@@ -214,6 +214,17 @@ impl PoolInner {
         true
     }
 
+    /// An actor that stopped when idle leaves the pool.
+    pub(crate) fn leave(&self, shared: &SlotShared) {
+        if let Some(mut slots) = self.slots.lock()
+            && slots
+                .get(&shared.session_id)
+                .is_some_and(|s| s.shared.generation == shared.generation)
+        {
+            slots.remove(&shared.session_id);
+        }
+    }
+
     /// Whether the agent of conversation `session_id` waits on a message it
     /// sent to another team (its silence is then no hang).
     pub(crate) fn waits_on_others(&self, session_id: &str) -> bool {
@@ -544,6 +555,18 @@ impl Pool {
 
     /// A team's configuration changed: its processes take `team` and
     /// restart with it once their running turn has ended.
+    /// Let the processes `which` selects finish their running turn, then
+    /// stop them (queued turns are cancelled with `reason` at once).
+    pub fn stop_when_idle(&self, which: impl Fn(&ProcessInfo) -> bool, reason: &str) {
+        if let Ok(slots) = self.lock() {
+            for slot in slots.values().filter(|s| which(&info(&s.shared))) {
+                let _ = slot.tx.send(Command::StopWhenIdle {
+                    reason: reason.to_owned(),
+                });
+            }
+        }
+    }
+
     pub fn reconfigure(&self, team: &Arc<Team>) {
         if let Ok(slots) = self.lock() {
             for slot in slots.values().filter(|s| s.shared.team == team.name) {

@@ -309,6 +309,17 @@ impl OpRoute {
                         "the header is not visible ASCII",
                     ))
                 })?;
+                // Given twice, the two must agree: which one counts would
+                // otherwise be a guess.
+                if params
+                    .get(*field)
+                    .is_some_and(|b| !b.is_null() && b.as_str() != Some(v))
+                {
+                    return Err(who.fail(IrisError::validation(
+                        field,
+                        format!("the {header} header and the body's {field} differ; give one, or the same in both"),
+                    )));
+                }
                 params[*field] = json!(v);
             }
         }

@@ -94,7 +94,9 @@ impl Sio {
 /// The room a `cache:subscribe {sessionId}` names.
 pub(super) fn session_room(data: &Value) -> Result<String, IrisError> {
     match data.get("sessionId").and_then(Value::as_str) {
-        Some(id) if !id.is_empty() && id.len() <= 128 => Ok(format!("session:{id}")),
+        Some(id) if !id.is_empty() && id.len() <= 128 => {
+            iris_core::bus::canonical_topic(&format!("session:{id}"))
+        }
         _ => Err(IrisError::validation(
             "sessionId",
             "required: the conversation's id (a string)",

@@ -194,6 +194,10 @@ impl Connection {
                 "a list of topics: system, team:<name>, session:<id>",
             ));
         }
+        let topics = topics
+            .iter()
+            .map(|t| iris_core::bus::canonical_topic(t))
+            .collect::<Result<Vec<String>, IrisError>>()?;
         for t in &topics {
             self.toggle(method, t).await?;
         }

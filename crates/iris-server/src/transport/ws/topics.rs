@@ -5,6 +5,7 @@ use super::*;
 
 impl Connection {
     pub(super) async fn toggle(&mut self, action: &str, topic: &str) -> Result<(), IrisError> {
+        let topic = &iris_core::bus::canonical_topic(topic)?;
         if action == "unsubscribe" {
             if let Some(h) = self.subscriptions.remove(topic) {
                 h.abort();
