@@ -124,19 +124,7 @@ async fn edits_apply_live_and_bad_ones_are_refused() {
 
     assert_eq!(live.tell("demo", "[[env=STAGE]]").await, "one");
     // A turn running while the team's options change finishes first.
-    let slow = {
-        let (client, base, key) = (live.http.clone(), live.base.clone(), live.key.clone());
-        tokio::spawn(async move {
-            http(
-                &client,
-                Method::POST,
-                format!("{base}/api/v1/teams/tell"),
-                Some(&key),
-                json!({"toTeam": "demo", "message": "[[delay=150]] a b c d e f g", "timeout": 0}),
-            )
-            .await
-        })
-    };
+    let slow = slow_tell(&live, "demo", "[[delay=150]] a b c d e f g");
     tokio::time::sleep(Duration::from_millis(200)).await;
     live.write(&config("two", 7, true));
     let (s, v) = slow.await.unwrap();
@@ -230,13 +218,17 @@ fn serving(dir: tempfile::TempDir, server: Reap, base: String) -> Live {
     }
 }
 
+/// A turn of 12 words 150 ms apart.
+const LONG: &str = "[[delay=150]] a b c d e f g h i j k l";
+
 /// A slow turn, sent in the background: its status and answer.
-fn slow_tell(live: &Live, team: &str) -> tokio::task::JoinHandle<(u16, Value)> {
-    let (client, base, key, team) = (
+fn slow_tell(live: &Live, team: &str, message: &str) -> tokio::task::JoinHandle<(u16, Value)> {
+    let (client, base, key, team, message) = (
         live.http.clone(),
         live.base.clone(),
         live.key.clone(),
         team.to_owned(),
+        message.to_owned(),
     );
     tokio::spawn(async move {
         http(
@@ -244,7 +236,7 @@ fn slow_tell(live: &Live, team: &str) -> tokio::task::JoinHandle<(u16, Value)> {
             Method::POST,
             format!("{base}/api/v1/teams/tell"),
             Some(&key),
-            json!({"toTeam": team, "message": "[[delay=150]] a b c d e f g h i j k l", "timeout": 0}),
+            json!({"toTeam": team, "message": message, "timeout": 0}),
         )
         .await
     })
@@ -256,7 +248,7 @@ async fn a_file_caught_half_written_changes_nothing_and_costs_no_turn() {
     let text = config("one", 7, true);
     let (server, base) = serve_in(home.path(), &text);
     let live = serving(home, server, base);
-    let running = slow_tell(&live, "demo");
+    let running = slow_tell(&live, "demo", LONG);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // An editor that truncates the file, then writes it a second later.
     let file = live.home.path().join("config.yaml");
@@ -278,7 +270,7 @@ async fn a_file_caught_half_written_changes_nothing_and_costs_no_turn() {
     })
     .await;
     // A reload that removes a team lets its running turn finish first.
-    let running = slow_tell(&live, "extra");
+    let running = slow_tell(&live, "extra", LONG);
     tokio::time::sleep(Duration::from_millis(300)).await;
     live.write(&config("one", 7, false));
     let (status, told) = running.await.unwrap();
