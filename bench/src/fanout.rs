@@ -15,7 +15,8 @@ const SUBSCRIBERS: usize = 1000;
 /// One long turn of CHUNKS chunks; returns (seconds of the turn, seconds
 /// until every subscriber had every event, deliveries, dropped).
 async fn one(subscribers: usize) -> anyhow::Result<(f64, f64, u64, u64)> {
-    let (iris, _dir) = crate::iris_with_echo("  maxProcesses: 2\n  maxEventsPerTurn: 100").await?;
+    let (iris, _dir) =
+        crate::setup::iris_with_echo("  maxProcesses: 2\n  maxEventsPerTurn: 100").await?;
     let message = format!("{} [[chunks={CHUNKS}]]", "x".repeat(CHUNKS));
     // Warm the process and learn the session.
     let warm = iris
@@ -31,7 +32,7 @@ async fn one(subscribers: usize) -> anyhow::Result<(f64, f64, u64, u64)> {
     let dropped = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..subscribers {
-        let mut sub = iris.bus.subscribe(&topic);
+        let mut sub = iris.watch(&topic);
         let (delivered, dropped) = (delivered.clone(), dropped.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(d) = sub.recv().await {

@@ -99,7 +99,7 @@ pub fn wrk(
     bearer: Option<&str>,
 ) -> anyhow::Result<WrkResult> {
     // Pinned (`PIN=1`): wrk gets the other CPU, and one thread for it.
-    let mut cmd = if crate::pinned() {
+    let mut cmd = if crate::setup::pinned() {
         let mut c = Command::new("taskset");
         c.args(["-c", "0", "wrk", "-t1"]);
         c
@@ -158,9 +158,9 @@ pub fn wrk(
 /// The Iris the HTTP benchmarks serve: one echo team, `requireAuth: false`
 /// (the per-address bucket), limits out of reach.
 pub async fn open() -> anyhow::Result<(std::sync::Arc<iris_core::Iris>, tempfile::TempDir)> {
-    crate::iris_with_echo(&format!(
+    crate::setup::iris_with_echo(&format!(
         "  maxProcesses: 4\napi:\n  port: 0\n  requireAuth: false\n{}",
-        crate::UNREACHABLE
+        crate::setup::UNREACHABLE
     ))
     .await
 }
@@ -169,13 +169,13 @@ pub async fn open() -> anyhow::Result<(std::sync::Arc<iris_core::Iris>, tempfile
 /// rate limit, audit on.
 pub async fn secured()
 -> anyhow::Result<(std::sync::Arc<iris_core::Iris>, tempfile::TempDir, String)> {
-    let (secured, dir) = crate::iris_with_echo(&format!(
+    let (secured, dir) = crate::setup::iris_with_echo(&format!(
         "  maxProcesses: 4\napi:\n  port: 0\n{}",
-        crate::UNREACHABLE
+        crate::setup::UNREACHABLE
     ))
     .await?;
     let (key, _) = secured
-        .auth
+        .auth()
         .create_key(
             iris_core::auth::NewKey::with_role("bench", "viewer"),
             &iris_core::auth::Principal::local(),

@@ -46,7 +46,7 @@ async fn measure(count: usize, socketio: bool) -> anyhow::Result<()> {
         dir.path().join("config.yaml"),
         "api:\n  port: 0\n  requireAuth: false\n  healthBroadcastInterval: 0\n  rateLimit:\n    perIp: 1000000000/min\n  websocket:\n    maxConnections: 20000\n    idleTimeout: 3600000\n    pingInterval: 600000\nteams:\n  demo:\n    path: .\n    agent: echo\n",
     )?;
-    let mut server = std::process::Command::new(crate::iris_bin()?)
+    let mut server = std::process::Command::new(crate::setup::iris_bin()?)
         .arg("serve")
         .env("IRIS_HOME", dir.path())
         .env("IRIS_LOG", "warn")

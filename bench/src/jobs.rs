@@ -66,7 +66,7 @@ async fn sqlite_ceiling(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> 
 
 /// `job_execute`'s rate (jobs/s) over `n` jobs.
 async fn execute_rate(n: usize) -> anyhow::Result<(f64, tempfile::TempDir)> {
-    let (iris, dir) = crate::iris_with_echo("  maxQueuePerTeam: 1000000").await?;
+    let (iris, dir) = crate::setup::iris_with_echo("  maxQueuePerTeam: 1000000").await?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -126,7 +126,7 @@ async fn receiver() -> anyhow::Result<(String, Arrivals)> {
 async fn callback_delays(with_slow: bool, jobs: usize) -> anyhow::Result<(i64, i64)> {
     let dir = tempfile::tempdir()?;
     let yaml = "webhooks:\n  allowHosts: ['127.0.0.1']\n  timeout: 10000\nteams:\n  demo:\n    path: .\n    agent: echo\n";
-    let iris = crate::iris_in(dir.path(), yaml, true).await?;
+    let iris = crate::setup::iris_in(dir.path(), yaml, true).await?;
     let (url, got) = receiver().await?;
     if with_slow {
         iris.dispatch(

@@ -60,7 +60,7 @@ pub async fn run(kills: usize) -> anyhow::Result<()> {
         "settings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\nteams:\n  cc:\n    path: ./work\n    agent: claude\n    claudePath: {}\n    env:\n{env_yaml}",
         claude_bin()?.display(),
     );
-    let iris = crate::iris_in(dir.path(), &yaml, false).await?;
+    let iris = crate::setup::iris_in(dir.path(), &yaml, false).await?;
     let ctx = Ctx::local();
     let mut samples = Vec::with_capacity(kills);
     for _ in 0..kills {

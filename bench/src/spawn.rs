@@ -11,17 +11,17 @@ use serde_json::json;
 use crate::stats::{summarize, us};
 
 async fn raw_once() -> anyhow::Result<Duration> {
-    let spec = crate::echo_spec()?;
+    let spec = crate::setup::echo_spec()?;
     let start = Instant::now();
     let mut p = AgentProcess::spawn(&spec, 1 << 20)?;
-    crate::ask_raw(&mut p, "ready?").await?;
+    crate::setup::ask_raw(&mut p, "ready?").await?;
     let took = start.elapsed();
     p.shutdown(Duration::from_secs(1)).await;
     Ok(took)
 }
 
 pub async fn run(iterations: usize) -> anyhow::Result<()> {
-    let (iris, _dir) = crate::iris_with_echo("  maxProcesses: 1000").await?;
+    let (iris, _dir) = crate::setup::iris_with_echo("  maxProcesses: 1000").await?;
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..iterations {
         a.push(raw_once().await?);

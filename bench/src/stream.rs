@@ -26,7 +26,7 @@ fn latency(text: &str) -> Option<Duration> {
 }
 
 async fn raw() -> anyhow::Result<Vec<Duration>> {
-    let spec = crate::echo_spec()?;
+    let spec = crate::setup::echo_spec()?;
     let mut p = AgentProcess::spawn(&spec, 1 << 20)?;
     p.send(&protocol::user_message_line(MESSAGE)).await?;
     let mut out = Vec::new();

@@ -10,12 +10,12 @@ use serde_json::json;
 use crate::stats::{summarize, us};
 
 async fn raw(iterations: usize) -> anyhow::Result<Vec<Duration>> {
-    let spec = crate::echo_spec()?;
+    let spec = crate::setup::echo_spec()?;
     let mut p = AgentProcess::spawn(&spec, 1 << 20)?;
     let mut out = Vec::with_capacity(iterations);
     for i in 0..iterations + 50 {
         let start = Instant::now();
-        crate::ask_raw(&mut p, "benchmark message").await?;
+        crate::setup::ask_raw(&mut p, "benchmark message").await?;
         if i >= 50 {
             out.push(start.elapsed());
         }
@@ -25,7 +25,7 @@ async fn raw(iterations: usize) -> anyhow::Result<Vec<Duration>> {
 }
 
 async fn through_dispatch(iterations: usize) -> anyhow::Result<Vec<Duration>> {
-    let (iris, _dir) = crate::iris_with_echo("  maxProcesses: 4").await?;
+    let (iris, _dir) = crate::setup::iris_with_echo("  maxProcesses: 4").await?;
     let params = json!({"toTeam": "demo", "message": "benchmark message", "timeout": 0});
     let mut out = Vec::with_capacity(iterations);
     for i in 0..iterations + 50 {

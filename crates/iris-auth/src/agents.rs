@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::audit::now_ms;
+use crate::error::{AuthError, Result};
 use crate::principal::{Principal, PrincipalKind};
 use crate::rate::IdentityLimits;
-use crate::{AuthError, Result, now_ms, scope, secret};
+use crate::{scope, secret};
 
 /// The prefix of an agent's credential.
 pub const AGENT_PREFIX: &str = "iris_at_";

@@ -8,13 +8,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::{AuditEvent, Origin, Outcome, now_ms};
+use crate::auth::Auth;
 use crate::error::{AuthError, Result};
+use crate::key_format::{KEY_PREFIX, prefix_of, valid_env};
 use crate::principal::Principal;
 use crate::rate::Rate;
-use crate::{Auth, KEY_PREFIX, scope, secret};
-
-/// Characters of a key shown in listings and accepted to name it.
-const SHOWN: usize = 20;
+use crate::{scope, secret};
 
 /// What to create.
 #[derive(Debug, Clone, Default)]
@@ -91,33 +90,6 @@ impl KeyInfo {
             rotated_to: k.rotated_to.clone(),
         }
     }
-}
-
-/// `iris_sk_<env>_<base62 × 43>`, env lowercase alphanumeric.
-pub(crate) fn well_formed(key: &str) -> bool {
-    let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
-        return false;
-    };
-    let Some((env, random)) = rest.split_once('_') else {
-        return false;
-    };
-    (1..=16).contains(&env.len())
-        && env
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && random.len() == 43
-        && random.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-pub(crate) fn prefix_of(key: &str) -> &str {
-    key.get(..SHOWN).unwrap_or(key)
-}
-
-fn valid_env(env: &str) -> bool {
-    (1..=16).contains(&env.len())
-        && env
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 impl Auth {
@@ -330,7 +302,8 @@ impl Auth {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::auth;
+    use crate::auth::testing::auth;
+    use crate::key_format::{SHOWN, well_formed};
 
     use super::*;
 
@@ -515,7 +488,7 @@ mod tests {
             iris_storage::Store::open(&d.path().join("iris.db"))
                 .await
                 .unwrap(),
-            crate::Settings::default(),
+            crate::settings::Settings::default(),
         )
         .await
         .unwrap();

@@ -5,11 +5,12 @@ use iris_storage::UserRow;
 use serde_json::{Value, json};
 
 use crate::audit::{AuditEvent, Origin, Outcome, now_ms};
+use crate::auth::Auth;
 use crate::error::{AuthError, Result};
 use crate::principal::Principal;
+use crate::secret;
 use crate::session::Tokens;
 use crate::users::verify_password;
-use crate::{Auth, secret};
 
 const BACKUP_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 
@@ -211,8 +212,8 @@ impl Auth {
 
 #[cfg(test)]
 mod tests {
+    use crate::auth::testing::{login, with_user};
     use crate::session::Login;
-    use crate::testing::{login, with_user};
 
     use super::*;
 

@@ -2,122 +2,24 @@
 //! access tokens (HS256 only, so `alg: none` and algorithm confusion are
 //! refused), and rotating refresh tokens whose reuse revokes their family.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock};
 
 use iris_storage::{RefreshRow, UserRow};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::audit::{AuditEvent, Origin, Outcome, Severity, now_ms};
+use crate::auth::Auth;
 use crate::error::{AuthError, Result};
+use crate::jwt::{Claims, ISSUER};
 use crate::principal::{Principal, PrincipalKind};
+use crate::secret;
 use crate::users::{UserInfo, hash_password, verify_password};
-use crate::{Auth, secret};
 
-const ISSUER: &str = "iris";
 const REFRESH_PREFIX: &str = "iris_rt_";
 /// How long the second step of an MFA login may take.
 pub(crate) const MFA_TOKEN_SECS: i64 = 300;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Claims {
-    pub(crate) iss: String,
-    pub(crate) sub: String,
-    /// `access`, or `mfa` for the token between the two login steps.
-    pub(crate) typ: String,
-    /// The refresh-token family (one login).
-    pub(crate) sid: String,
-    /// The user's token version: bumping it ends every session at once.
-    pub(crate) ver: i64,
-    pub(crate) iat: i64,
-    pub(crate) exp: i64,
-    pub(crate) jti: String,
-}
-
-pub(crate) struct Jwt {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-    /// The same, past `exp` too: an open connection lives as long as its
-    /// sign-in, not its first access token (`crate::standing`).
-    lasting: Validation,
-    /// Families ended by logout, until their access tokens expire.
-    ended: RwLock<HashMap<String, i64>>,
-}
-
-impl Jwt {
-    /// Tokens signed with `secret_hex`, accepted up to `leeway` past expiry.
-    pub(crate) fn new(secret_hex: &str, leeway: std::time::Duration) -> Result<Self> {
-        let secret = hex::decode(secret_hex)
-            .map_err(|e| AuthError::Internal(format!("the stored JWT secret is not hex: {e}")))?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[ISSUER]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        validation.leeway = leeway.as_secs();
-        let mut lasting = validation.clone();
-        lasting.validate_exp = false;
-        Ok(Jwt {
-            encoding: EncodingKey::from_secret(&secret),
-            decoding: DecodingKey::from_secret(&secret),
-            validation,
-            lasting,
-            ended: RwLock::default(),
-        })
-    }
-
-    fn sign(&self, claims: &Claims) -> Result<String> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
-            .map_err(|e| AuthError::Internal(format!("signing a token: {e}")))
-    }
-
-    pub(crate) fn verify(&self, token: &str, typ: &str) -> Result<Claims> {
-        self.verify_with(token, typ, &self.validation)
-    }
-
-    /// An access token's claims, expired or not (its signature checked).
-    pub(crate) fn verify_lasting(&self, token: &str) -> Result<Claims> {
-        self.verify_with(token, "access", &self.lasting)
-    }
-
-    fn verify_with(&self, token: &str, typ: &str, validation: &Validation) -> Result<Claims> {
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, validation).map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind as K;
-                AuthError::unauthorized(match e.kind() {
-                    K::ExpiredSignature => "access token expired".to_owned(),
-                    K::InvalidAlgorithm | K::InvalidAlgorithmName => {
-                        "token algorithm not accepted (HS256 only)".to_owned()
-                    }
-                    K::InvalidSignature => "token signature invalid".to_owned(),
-                    _ => format!("invalid token: {e}"),
-                })
-            })?;
-        if data.claims.typ != typ {
-            return Err(AuthError::unauthorized(format!(
-                "a `{}` token cannot be used here",
-                data.claims.typ
-            )));
-        }
-        Ok(data.claims)
-    }
-
-    pub(crate) fn ended(&self, sid: &str) -> bool {
-        self.ended
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(sid)
-    }
-
-    pub(crate) fn end(&self, sid: &str, until: i64) {
-        let mut ended = self.ended.write().unwrap_or_else(|p| p.into_inner());
-        let now = now_ms();
-        ended.retain(|_, t| *t > now);
-        ended.insert(sid.to_owned(), until);
-    }
-}
 
 /// A login request (seed 003): `login` is a username or an email.
 #[derive(Debug, Clone)]
@@ -442,7 +344,10 @@ impl Auth {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::{login, with_user};
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+    use crate::auth::testing::{login, with_user};
+    use crate::jwt::Jwt;
 
     use super::*;
 

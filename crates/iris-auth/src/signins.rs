@@ -9,9 +9,12 @@ use iris_storage::SignInRow;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::audit::{AuditEvent, Origin, Outcome, now_ms};
+use crate::auth::Auth;
+use crate::error::{AuthError, Result};
 use crate::principal::{Principal, PrincipalKind};
+use crate::scope;
 use crate::users::{NewUser, UserInfo, UserUpdate};
-use crate::{AuditEvent, Auth, AuthError, Origin, Outcome, Result, now_ms, scope};
 
 /// Who may create an account for themselves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -22,8 +22,11 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::agents;
+use crate::auth::Auth;
+use crate::error::Result;
+use crate::key_format::KEY_PREFIX;
 use crate::principal::Principal;
-use crate::{Auth, AuthError, KEY_PREFIX, Result, agents, keys, now_ms, secret};
 
 /// A credential as it stands now.
 #[derive(Debug, Clone)]
@@ -53,24 +56,7 @@ impl Auth {
     /// `Unauthorized` with the reason (revoked, expired, disabled, signed out).
     pub fn standing(&self, credential: &str) -> Result<Standing> {
         if credential.starts_with(KEY_PREFIX) {
-            if !keys::well_formed(credential) {
-                return Err(AuthError::unauthorized("malformed API key"));
-            }
-            let hash = secret::sha256(credential);
-            let entry = {
-                let caches = self.caches.read().unwrap_or_else(|p| p.into_inner());
-                caches.keys.get(&hash).cloned()
-            };
-            let Some(entry) = entry.filter(|e| secret::same_bytes(&e.hash, &hash)) else {
-                return Err(AuthError::unauthorized("API key deleted"));
-            };
-            let now = now_ms();
-            if entry.revoked_at.is_some_and(|t| t <= now) {
-                return Err(AuthError::unauthorized("API key revoked"));
-            }
-            if entry.expires_at.is_some_and(|t| t <= now) {
-                return Err(AuthError::unauthorized("API key expired"));
-            }
+            let entry = self.live_key(credential, "API key deleted")?;
             return Ok(Standing {
                 principal: entry.principal.clone(),
                 ends_at: entry.expires_at,
@@ -93,8 +79,10 @@ impl Auth {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::{auth, login, with_user};
-    use crate::{NewKey, Origin, Principal};
+    use crate::audit::Origin;
+    use crate::auth::testing::{auth, login, with_user};
+    use crate::keys::NewKey;
+    use crate::principal::Principal;
 
     #[tokio::test]
     async fn a_key_stands_until_revoked_and_changes_tick() {

@@ -9,9 +9,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::audit::{AuditEvent, Origin, Outcome, now_ms};
+use crate::auth::Auth;
 use crate::error::{AuthError, Result};
 use crate::principal::Principal;
-use crate::{Auth, scope};
+use crate::scope;
 
 #[derive(Debug, Clone, Default)]
 pub struct NewUser {

@@ -141,12 +141,12 @@ pub async fn serve(source: ConfigSource, insecure: bool) -> anyhow::Result<ExitC
         );
     }
     let iris = start(cfg, true).await?;
-    if iris.config.api.enabled && iris.config.api.require_auth {
+    if iris.config().api.enabled && iris.config().api.require_auth {
         first_key(&iris).await?;
     }
-    let teams: Vec<String> = iris.teams().iter().map(|t| t.name.clone()).collect();
-    let server = if iris.config.api.enabled {
-        let port_file = iris.config.home.join(".http.port");
+    let teams: Vec<String> = iris.teams().all().iter().map(|t| t.name.clone()).collect();
+    let server = if iris.config().api.enabled {
+        let port_file = iris.config().home.join(".http.port");
         Some(iris_server::start(iris.clone(), Some(port_file)).await?)
     } else {
         None
@@ -154,7 +154,7 @@ pub async fn serve(source: ConfigSource, insecure: bool) -> anyhow::Result<ExitC
     tracing::info!(
         teams = ?teams,
         api = ?server.as_ref().map(|s| s.addr),
-        database = %iris.config.database_path().display(),
+        database = %iris.config().database_path().display(),
         "Iris is running; Ctrl-C stops it"
     );
     let _watcher = crate::reload::watch(&iris)?;
@@ -174,7 +174,7 @@ pub async fn serve(source: ConfigSource, insecure: bool) -> anyhow::Result<ExitC
 /// show it once, and keep it in `$IRIS_HOME/credentials` for the CLI.
 async fn first_key(iris: &Arc<Iris>) -> anyhow::Result<()> {
     if iris
-        .auth
+        .auth()
         .has_keys()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -182,7 +182,7 @@ async fn first_key(iris: &Arc<Iris>) -> anyhow::Result<()> {
         return Ok(());
     }
     let (key, info) = iris
-        .auth
+        .auth()
         .create_key(
             iris_core::auth::NewKey::with_role("admin", "admin"),
             &iris_core::auth::Principal::local(),
@@ -190,7 +190,7 @@ async fn first_key(iris: &Arc<Iris>) -> anyhow::Result<()> {
         )
         .await
         .map_err(|e| anyhow::anyhow!("creating the first API key: {e}"))?;
-    let path = crate::credentials::write(&iris.config.home, &key)?;
+    let path = crate::credentials::write(&iris.config().home, &key)?;
     println!(
         "\nNo API keys existed, so Iris created an admin key ({}). It is shown this once:\n\n    {key}\n\n\
          It is saved in {} (mode 0600), which the iris CLI reads.\n\

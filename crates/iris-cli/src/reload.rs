@@ -31,7 +31,7 @@ const STABLE: Duration = Duration::from_millis(150);
 /// Watch the configuration file of `iris` (none for the embedded
 /// defaults) and reload it when it changes. Keep the returned watcher.
 pub fn watch(iris: &Arc<Iris>) -> anyhow::Result<Option<Arc<Mutex<notify::RecommendedWatcher>>>> {
-    let Some(file) = iris.config.source.clone() else {
+    let Some(file) = iris.config().source.clone() else {
         return Ok(None);
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();

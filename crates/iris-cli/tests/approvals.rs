@@ -50,7 +50,7 @@ async fn setup(approval_timeout: u64) -> Setup {
     let server = iris_server::start(h.iris.clone(), None).await.unwrap();
     let (key, _) = h
         .iris
-        .auth
+        .auth()
         .create_key(
             NewKey {
                 name: "decider".into(),

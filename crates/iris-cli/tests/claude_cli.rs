@@ -67,8 +67,7 @@ async fn partial_chunks_arrive_before_the_result() {
         .unwrap();
     let mut sub =
         s.h.iris
-            .bus
-            .subscribe(&format!("session:{}", q["sessionId"].as_str().unwrap()));
+            .watch(&format!("session:{}", q["sessionId"].as_str().unwrap()));
     let mut chunks = 0;
     let mut text = String::new();
     let mut first_chunk = None;
@@ -134,8 +133,7 @@ async fn a_running_turn_is_interrupted_through_the_control_protocol() {
         .unwrap();
     let mut sub =
         s.h.iris
-            .bus
-            .subscribe(&format!("session:{}", q["sessionId"].as_str().unwrap()));
+            .watch(&format!("session:{}", q["sessionId"].as_str().unwrap()));
     loop {
         if next_event(&mut sub).await.kind == EventKind::Chunk {
             break;

@@ -119,7 +119,7 @@ async fn every_route_and_mounted_service_needs_a_credential_but_the_public_list(
     // With a key the mounted services run, and the gate's caller reached them.
     let key =
         w.h.iris
-            .auth
+            .auth()
             .create_key(
                 NewKey {
                     name: "walker".into(),

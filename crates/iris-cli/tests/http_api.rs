@@ -223,6 +223,9 @@ async fn system_routes_history_logs_date_status_health() {
     let (_, s) = a.req("GET", "/api/v1/status", None).await;
     assert_eq!(s["processes"]["maxProcesses"], 10);
     assert_eq!(s["sessions"]["total"], 1);
+    // Milliseconds since start (this server started moments ago), never a timestamp.
+    let up = s["uptime"].as_i64().unwrap();
+    assert!((0..600_000).contains(&up), "{s}");
     let (_, l) = a.req("GET", "/api/v1/logs?level=debug&limit=5", None).await;
     assert!(l["logs"].is_array());
     assert_eq!(a.req("GET", "/healthz", None).await.1, json!({"ok": true}));

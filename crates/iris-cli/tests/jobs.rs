@@ -308,7 +308,7 @@ async fn priorities_order_the_queue_and_cancel_works_queued_and_running() {
     let cb = |path: &str| json!({"url": format!("{url}{path}")});
     // Occupies the team while the others queue.
     let (_, first) = s
-        .execute(json!({"task": "[[delay=150]] one two three four", "callback": cb("/first")}))
+        .execute(json!({"task": "[[delay=400]] one two three four", "callback": cb("/first")}))
         .await;
     let mut ids = BTreeMap::new();
     for (p, expected_position) in [("low", 1), ("high", 1), ("normal", 2)] {

@@ -94,7 +94,7 @@ impl Mcp {
         let (key, _) = self
             .h
             .iris
-            .auth
+            .auth()
             .create_key(
                 NewKey {
                     name: format!("{role}-key"),

@@ -33,7 +33,7 @@ impl Served {
         let info = self
             .h
             .iris
-            .auth
+            .auth()
             .create_user(
                 NewUser {
                     username: name.into(),
@@ -246,7 +246,7 @@ async fn a_revoked_key_ends_every_open_connection_and_carries_nothing_out() {
     let mut late = s.ws("/ws", &key).await;
     let revoked = Instant::now();
     s.h.iris
-        .auth
+        .auth()
         .revoke_key(&id, &Principal::local(), &Origin::default())
         .await
         .unwrap();
@@ -307,7 +307,7 @@ async fn a_disabled_user_and_a_signed_out_one_lose_their_connections() {
     let conns = s.open_all(&token).await;
     let disabled = Instant::now();
     s.h.iris
-        .auth
+        .auth()
         .update_user(
             &id,
             UserUpdate {
@@ -362,7 +362,7 @@ async fn a_lowered_role_applies_to_the_next_message_and_a_connection_outlives_it
     let v = recv(&mut ws).await;
     assert!(v.get("result").is_some(), "as a developer: {v}");
     s.h.iris
-        .auth
+        .auth()
         .update_user(
             &id,
             UserUpdate {

@@ -36,7 +36,7 @@ impl Secure {
     async fn key(&self, spec: NewKey) -> String {
         self.h
             .iris
-            .auth
+            .auth()
             .create_key(spec, &Principal::local(), &Origin::default())
             .await
             .unwrap()

@@ -292,7 +292,7 @@ async fn deleting_from_the_audit_trail_fails_its_verification() {
             .await
             .unwrap();
         }
-        h.iris.auth.audit.flush().await;
+        h.iris.auth().audit.flush().await;
         let v = h.call("audit_verify", json!({})).await.unwrap();
         assert_eq!(v["ok"], true, "before cutting {what}: {v}");
         let db = h.home.path().join("data/iris.db");

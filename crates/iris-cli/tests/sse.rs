@@ -190,7 +190,7 @@ async fn a_disconnect_does_not_cancel_and_last_event_id_resumes() {
     // Resume while it is still running, then again after it ended.
     for round in 0..2 {
         if round == 1 {
-            eventually("turn completed", || h.iris.pool.live_turn(&id).is_none()).await;
+            eventually("turn completed", || h.iris.pool().live_turn(&id).is_none()).await;
         }
         let mut r = resume(&base, &id, &last.to_string()).await;
         let mut rest = String::new();

@@ -517,7 +517,7 @@ async fn admins_set_custom_agents_only_when_allowed_and_agents_get_only_the_allo
     // Rows that set their agent without an admin having saved them so
     // (from before profiles) are not trusted, even with the switch on.
     a.h.iris
-        .store
+        .store()
         .save_team(
             "legacy",
             &json!({"path": "./projects/site", "agent": "command", "command": "/bin/sh"}),
@@ -604,7 +604,7 @@ async fn secrets_are_write_only_for_viewers_and_agents() {
     let viewer = a.key("viewer", None).await;
     let agent =
         a.h.iris
-            .auth
+            .auth()
             .agents
             .issue(
                 "demo",

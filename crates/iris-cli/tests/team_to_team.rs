@@ -96,9 +96,13 @@ async fn a_claude_team_asks_another_team_through_iris_and_gets_its_answer() {
     assert_eq!(m["from"], "a");
     assert_eq!(m["chain"], json!(["a", "e"]));
     // The credential lives as long as a's process.
-    assert_eq!(t.h.iris.auth.agents.count(), 1);
+    assert_eq!(t.h.iris.auth().agents.count(), 1);
     t.h.call("team_sleep", json!({"team": "a"})).await.unwrap();
-    assert_eq!(t.h.iris.auth.agents.count(), 0, "revoked with the process");
+    assert_eq!(
+        t.h.iris.auth().agents.count(),
+        0,
+        "revoked with the process"
+    );
     t.stop().await;
 }
 

@@ -39,8 +39,7 @@ async fn chunks_arrive_before_the_result_in_order() {
     assert_eq!(quick["async"], true);
     let mut sub = h
         .iris
-        .bus
-        .subscribe(&format!("session:{}", quick["sessionId"].as_str().unwrap()));
+        .watch(&format!("session:{}", quick["sessionId"].as_str().unwrap()));
     let mut text = String::new();
     let mut chunks = 0;
     loop {
@@ -66,7 +65,7 @@ async fn chunks_arrive_before_the_result_in_order() {
 #[tokio::test]
 async fn tool_uses_are_reported_and_published() {
     let h = start(&echo_config("  maxProcesses: 4")).await;
-    let mut team = h.iris.bus.subscribe("team:demo");
+    let mut team = h.iris.watch("team:demo");
     let r = h
         .tell("demo", "look [[tool=Read]][[tool=Bash]]")
         .await

@@ -129,9 +129,33 @@ impl Bus {
             dropped: Arc::new(AtomicU64::new(0)),
         }
     }
+}
 
+/// The event bus every observer reads: what happens is published once,
+/// under its topics (`session:<id>`, `team:<name>`, `system`), and
+/// delivered to each topic's subscribers in order. [`Bus`] is the
+/// in-process implementation; a cluster's carries the events between
+/// nodes behind this same interface.
+pub trait Events: Send + Sync {
     /// Publish an event to its topics; returns it with its sequence number.
-    pub fn publish(
+    fn publish(
+        &self,
+        kind: EventKind,
+        team: &str,
+        session_id: Option<&str>,
+        turn_id: Option<&str>,
+        data: Value,
+    ) -> Arc<Event>;
+
+    /// A subscription to `topic` (a canonical one: [`canonical_topic`]).
+    fn subscribe(&self, topic: &str) -> Subscription;
+
+    /// Subscribers dropped for falling behind, since start.
+    fn dropped_subscribers(&self) -> u64;
+}
+
+impl Events for Bus {
+    fn publish(
         &self,
         kind: EventKind,
         team: &str,
@@ -141,7 +165,7 @@ impl Bus {
     ) -> Arc<Event> {
         let event = Arc::new(Event {
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
-            at: crate::now_ms(),
+            at: crate::clock::now_ms(),
             kind,
             team: team.to_owned(),
             session_id: session_id.map(str::to_owned),
@@ -168,7 +192,7 @@ impl Bus {
         event
     }
 
-    pub fn subscribe(&self, topic: &str) -> Subscription {
+    fn subscribe(&self, topic: &str) -> Subscription {
         let rx = match self.topics.lock() {
             Ok(mut topics) => topics
                 .entry(topic.to_owned())
@@ -182,8 +206,7 @@ impl Bus {
         }
     }
 
-    /// Subscribers dropped for falling behind, since start.
-    pub fn dropped_subscribers(&self) -> u64 {
+    fn dropped_subscribers(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }

@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use iris_auth::{Origin, principal::Principal};
 
-use crate::follow::Follower;
+use crate::pool::turn::TurnTracker;
 
 /// Where a sending operation hands the turn it started, for a transport
 /// that reports a call's progress while the caller waits (MCP progress
-/// notifications) or must stop that turn when the caller gives up (MCP
-/// cancellation). The operation's result is unchanged.
-pub type TurnWatch = tokio::sync::mpsc::UnboundedSender<Follower>;
+/// notifications, following it with `Follower`) or must stop that turn
+/// when the caller gives up (MCP cancellation). The operation's result is
+/// unchanged.
+pub type TurnWatch = tokio::sync::mpsc::UnboundedSender<Arc<TurnTracker>>;
 
 /// The context of one call: who, and from where.
 #[derive(Debug, Clone)]

@@ -10,53 +10,8 @@ use std::sync::Arc;
 use iris_storage::TurnRow;
 use serde_json::{Value, json};
 
-use crate::auth::scope;
-use crate::ctx::Ctx;
-use crate::error::{IrisError, Result};
-use crate::iris::Iris;
-use crate::pool::turn::{
-    FollowStep, StreamItem, StreamKind, TurnOutcome, TurnStatus, TurnTracker, stored_items,
-};
-
-impl Iris {
-    /// Follow a turn, from its start or after the event numbered `after`
-    /// (see [`Follower::new`]): live from memory while it runs, replayed
-    /// from the database once it has ended. Needs `messages:stream`.
-    pub async fn follow(
-        &self,
-        ctx: &Ctx,
-        message_id: &str,
-        after: Option<u64>,
-    ) -> Result<Follower> {
-        self.permit(ctx, scope::MESSAGES_STREAM, false, "follow a message", None)?;
-        let not_found = || IrisError::not_found(format!("no message `{message_id}`"));
-        if let Some(t) = self.pool.live_turn(message_id) {
-            if !ctx.principal.can_see_team(&t.team) {
-                return Err(not_found());
-            }
-            return Ok(Follower::new(TurnStream::Live(t), after));
-        }
-        self.recorder.flush().await;
-        let row = self
-            .store
-            .turn(message_id)
-            .await?
-            .filter(|t| ctx.principal.can_see_team(&t.to_team))
-            .ok_or_else(not_found)?;
-        let items = self
-            .store
-            .turn_events(message_id, after.unwrap_or(0) as i64)
-            .await?
-            .iter()
-            .flat_map(|e| stored_items(e.seq as u64, &e.kind, &e.data))
-            .collect();
-        let turn = TurnStream::Stored {
-            row: Box::new(row),
-            items,
-        };
-        Ok(Follower::new(turn, after))
-    }
-}
+use crate::error::IrisError;
+use crate::pool::turn::{FollowStep, StreamItem, StreamKind, TurnOutcome, TurnStatus, TurnTracker};
 
 /// A turn to follow: still in memory, or ended and read back.
 pub enum TurnStream {
@@ -151,7 +106,7 @@ impl TurnEvent {
                 duration_ms,
                 usage,
             } => json!({"messageId": message_id, "status": status, "response": response,
-                        "duration": duration_ms, "usage": usage, "timestamp": crate::now_ms()}),
+                        "duration": duration_ms, "usage": usage, "timestamp": crate::clock::now_ms()}),
             TurnEvent::Error {
                 message_id,
                 status,
@@ -159,7 +114,7 @@ impl TurnEvent {
                 partial_response,
             } => json!({"messageId": message_id, "status": status, "code": error.kind.code(),
                         "error": error.message, "partialResponse": partial_response,
-                        "timestamp": crate::now_ms()}),
+                        "timestamp": crate::clock::now_ms()}),
         }
     }
 

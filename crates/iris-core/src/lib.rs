@@ -1,24 +1,37 @@
 //! The core of Iris: everything a transport needs, nothing about transports.
 //!
-//! [`Iris`] holds the configuration, teams, storage, event bus and process
-//! pool. Every operation is declared once in the [`registry()`] and run
-//! through [`dispatch`] (or [`Iris::dispatch`]).
+//! Layers, each using only those below it (docs/architecture.md draws them):
 //!
-//! Layers, each depending only on those before it: `ctx`, `config`, `bus`,
-//! `pool`, `auth` (checks on the runtime), `iris` (the runtime),
-//! `follow` (a turn's events), `registry` (what an operation is and how a
-//! call is checked and audited), `ops` (the operations and `dispatch`).
+//! 1. foundation — `clock`, `error` (the one error table), `ctx` (who calls),
+//!    `session_id`, `auth` (iris-auth's types), `config`, `logs`,
+//!    `recorder` (ordered writes), `bus` (the [`bus::Events`] service), `worktree`;
+//! 2. a team — `team` (its configuration and how its agent starts);
+//! 3. services holding state, one interface each — [`pool::Pool`] (agent
+//!    processes and their turns), [`teams::Teams`] (teams and what they may
+//!    run), `follow` (a turn's events);
+//! 4. services built on those — [`access::Access`] (permissions),
+//!    [`accounts::Accounts`] (sign-in, MFA),
+//!    [`conversations::Conversations`] (sessions, worktrees),
+//!    [`messaging::Messaging`] (a message becomes a turn; team-to-team
+//!    chains), [`jobs::Jobs`] (the scheduler, webhooks), `reload`;
+//! 5. [`Iris`], the front door, which starts and wires the services;
+//! 6. `registry` (what an operation is; how a call is checked, run and
+//!    audited) and `ops` (the operations, [`registry()`], [`dispatch`]).
 
+pub mod access;
+pub mod accounts;
 pub mod auth;
 pub mod bus;
-mod chain;
+mod clock;
 pub mod config;
+pub mod conversations;
 mod ctx;
 pub mod error;
 pub mod follow;
 mod iris;
 pub mod jobs;
 pub mod logs;
+pub mod messaging;
 mod ops;
 pub mod pool;
 pub mod recorder;
@@ -26,18 +39,13 @@ pub mod registry;
 pub mod reload;
 pub mod session_id;
 pub mod team;
+pub mod teams;
 pub mod worktree;
 
+pub use clock::now_ms;
 pub use ctx::{Ctx, TurnWatch};
 pub use error::{ErrorKind, IrisError, Result};
 pub use follow::{Follower, TurnEvent, TurnStream};
-pub use iris::{Iris, Outgoing, StartOptions};
+pub use iris::{Health, Iris, StartOptions};
+pub use messaging::Outgoing;
 pub use ops::{dispatch, registry};
-
-/// Now, in Unix milliseconds (the timestamp unit of every Iris API).
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

@@ -157,7 +157,7 @@ impl<S: Subscriber> Layer<S> for RingLayer {
             fields: &mut fields,
         });
         self.ring.push(LogRecord {
-            timestamp: crate::now_ms(),
+            timestamp: crate::clock::now_ms(),
             level: meta.level().to_string().to_lowercase(),
             target: meta.target().to_owned(),
             message,

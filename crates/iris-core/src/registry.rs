@@ -23,15 +23,6 @@ use crate::error::{ErrorKind, IrisError, Result};
 use crate::iris::Iris;
 use iris_auth::{AuditEvent, Outcome};
 
-/// Operations that hand a message to a team: counted against the
-/// caller's tighter message rate, and audited with the message's size and hash.
-const SENDS_MESSAGES: &[&str] = &[
-    "send_message",
-    "ask_message",
-    "quick_message",
-    "job_execute",
-];
-
 /// What a result is turned into: a `Value` for transports that wrap it
 /// (JSON-RPC, WebSocket frames), or JSON text for those that send it as is
 /// (REST), without building the `Value` first.
@@ -74,6 +65,10 @@ pub struct Operation {
     /// Spans every team (keys, users, the audit trail): refused to callers
     /// limited to some teams.
     pub global: bool,
+    /// Hands a message to a team: counted against the caller's tighter
+    /// message rate, audited with the message's size and hash, and takes
+    /// seed 002's `question` for its `message`.
+    pub sends_messages: bool,
     pub params_schema: Value,
     pub result_schema: Value,
     validator: jsonschema::Validator,
@@ -115,6 +110,7 @@ impl Operation {
             scope,
             mutating,
             global: false,
+            sends_messages: false,
             params_schema,
             result_schema,
             validator,
@@ -144,6 +140,17 @@ impl Operation {
     pub fn global(mut self) -> Self {
         self.global = true;
         self
+    }
+
+    /// Mark the operation as handing a message to a team.
+    pub fn sends_messages(mut self) -> Self {
+        self.sends_messages = true;
+        self
+    }
+
+    /// Whether `{}` is valid parameters (a call without any skips validation).
+    pub fn accepts_empty(&self) -> bool {
+        self.accepts_empty
     }
 
     /// Per-field problems of `params`, empty when valid.
@@ -256,15 +263,16 @@ where
     Fut: Future<Output = Result<T>>,
 {
     let mut params = if params.is_null() { json!({}) } else { params };
-    let sends = SENDS_MESSAGES.contains(&op.name);
+    let sends = op.sends_messages;
     if sends {
         alias_question(&mut params);
     }
     if let Some(scope) = op.scope {
-        iris.permit(&ctx, scope, op.global, op.name, team_of(&params))?;
+        iris.access()
+            .permit(&ctx, scope, op.global, op.name, team_of(&params))?;
     }
     if sends
-        && let Some(d) = iris.auth.limit_messages(&ctx.principal)
+        && let Some(d) = iris.auth().limit_messages(&ctx.principal)
         && !d.allowed
     {
         return Err(IrisError::new(
@@ -272,7 +280,7 @@ where
             format!(
                 "more than {} messages per {}s for this caller",
                 d.limit,
-                iris.auth.settings.message_rate.window.as_secs()
+                iris.auth().settings.message_rate.window.as_secs()
             ),
         )
         .with_details(
@@ -327,7 +335,7 @@ impl AuditRecord {
         if sends && let Some(text) = text.and_then(Value::as_str) {
             details["messageBytes"] = json!(text.len());
             details["messageSha256"] = json!(iris_auth::secret::sha256_hex(text));
-            if iris.auth.settings.audit_message_text {
+            if iris.auth().settings.audit_message_text {
                 details["message"] = json!(text);
             }
         }
@@ -411,64 +419,6 @@ fn team_of(params: &Value) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::registry;
-
-    #[test]
-    fn every_operation_has_schemas_and_unique_names() {
-        let r = registry();
-        let mut names: Vec<&str> = r.all().iter().map(|o| o.name).collect();
-        let n = names.len();
-        names.sort_unstable();
-        names.dedup();
-        assert_eq!(names.len(), n, "duplicate operation names");
-        for op in r.all() {
-            assert_eq!(op.params_schema["type"], "object", "{}", op.name);
-            assert!(!op.description.is_empty());
-        }
-        for name in [
-            "send_message",
-            "ask_message",
-            "quick_message",
-            "session_cancel",
-            "session_reboot",
-            "session_delete",
-            "session_fork",
-            "session_report",
-            "team_status",
-            "team_wake",
-            "team_launch",
-            "team_sleep",
-            "team_wake_all",
-            "list_teams",
-            "get_logs",
-            "get_date",
-        ] {
-            assert!(r.get(name).is_some(), "missing {name}");
-        }
-    }
-
-    #[test]
-    fn every_operation_is_documented() {
-        let doc = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../docs/operations.md"
-        ))
-        .unwrap();
-        for op in registry().all() {
-            assert!(
-                doc.contains(&format!("`{}`", op.name)),
-                "docs/operations.md lacks `{}`",
-                op.name
-            );
-            if let Some(scope) = op.scope {
-                assert!(
-                    doc.contains(&format!("`{}` | `{scope}`", op.name)),
-                    "scope of `{}` undocumented",
-                    op.name
-                );
-            }
-        }
-    }
 
     #[test]
     fn whole_floats_are_integers() {
@@ -476,27 +426,5 @@ mod tests {
         whole_numbers(&mut v);
         assert_eq!(v, json!({"timeout": 1_423_244, "a": [2, 2.5], "s": "3.0"}));
         assert!(v["timeout"].is_i64());
-    }
-
-    #[test]
-    fn validation_names_each_field() {
-        let op = registry().get("send_message").unwrap();
-        // No shortcut for an empty call to an operation that needs parameters.
-        assert!(!op.accepts_empty);
-        assert!(op.validate(&json!({})).contains_key("toTeam"));
-        let status = registry().get("get_status").unwrap();
-        assert!(status.accepts_empty && status.validate(&json!({})).is_empty());
-        let problems = op.validate(&json!({"message": "", "timeout": -5}));
-        assert!(problems.contains_key("toTeam"), "{problems:?}");
-        assert!(problems.contains_key("message"), "{problems:?}");
-        assert!(problems.contains_key("timeout"), "{problems:?}");
-        assert!(
-            op.validate(&json!({"toTeam": "demo", "message": "hi"}))
-                .is_empty()
-        );
-        assert!(
-            !op.validate(&json!({"toTeam": "demo", "message": "hi", "bogus": 1}))
-                .is_empty()
-        );
     }
 }

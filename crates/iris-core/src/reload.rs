@@ -21,10 +21,13 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::bus::EventKind;
+use crate::bus::{EventKind, Events};
 use crate::config::{Config, ConfigError, ConfigSource};
-use crate::iris::Iris;
+use crate::jobs::Jobs;
+use crate::pool::Pool;
 use crate::team::Team;
+use crate::teams::Teams;
+use iris_storage::Store;
 
 /// What a reload changed.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -67,15 +70,49 @@ fn start_only(c: &Config) -> BTreeMap<&'static str, serde_json::Value> {
     ])
 }
 
-impl Iris {
+/// What a reload changes: the services that hold the running
+/// configuration's settings and teams.
+pub(crate) struct Reloader {
+    /// The configuration Iris started with (start-only sections compare
+    /// against it).
+    started: Config,
+    teams: Arc<Teams>,
+    pool: Pool,
+    jobs: Arc<Jobs>,
+    store: Store,
+    events: Arc<dyn Events>,
+    /// Held by a reload from reading the file to applying it.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub(crate) fn new(
+        started: Config,
+        teams: Arc<Teams>,
+        pool: Pool,
+        jobs: Arc<Jobs>,
+        store: Store,
+        events: Arc<dyn Events>,
+    ) -> Self {
+        Reloader {
+            started,
+            teams,
+            pool,
+            jobs,
+            store,
+            events,
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+
     /// Read the configuration file again and apply it (see the module's
     /// doc). The error of a file that is not applied is also logged and
     /// published.
-    pub async fn reload(self: &Arc<Self>) -> Result<Reloaded, ConfigError> {
+    pub(crate) async fn reload(&self) -> Result<Reloaded, ConfigError> {
         // One at a time (the watcher and SIGHUP may both fire): a reload
         // reads the file and applies it whole before the next one reads.
         let _one = self.reloading.lock().await;
-        let Some(path) = self.config.source.clone() else {
+        let Some(path) = self.started.source.clone() else {
             return Err(self.rejected(ConfigError {
                 file: "<embedded defaults>".into(),
                 key_path: String::new(),
@@ -87,13 +124,13 @@ impl Iris {
             return Err(self.rejected(first));
         }
         let mut out = Reloaded::default();
-        let (old, fresh) = (start_only(&self.config), start_only(&new));
+        let (old, fresh) = (start_only(&self.started), start_only(&new));
         out.needs_restart = fresh
             .iter()
             .filter(|(k, v)| old.get(*k) != Some(v))
             .map(|(k, _)| (*k).to_owned())
             .collect();
-        if self.config.settings.http_port != new.settings.http_port {
+        if self.started.settings.http_port != new.settings.http_port {
             out.needs_restart.push("settings.httpPort".into());
         }
         if *self.pool.settings() != new.settings {
@@ -112,9 +149,10 @@ impl Iris {
             message: format!("reading the teams created through the API: {e}"),
         })?;
         let policy = new.team_policy();
-        let fresh = crate::iris::teams_of(&new, &policy, stored);
+        let fresh = crate::teams::teams_of(&new, &policy, stored);
         let current: BTreeMap<String, Arc<Team>> = self
-            .teams()
+            .teams
+            .all()
             .into_iter()
             .map(|t| (t.name.clone(), t))
             .collect();
@@ -141,13 +179,12 @@ impl Iris {
             .filter(|n| !next.contains_key(*n))
             .cloned()
             .collect();
-        self.set_team_policy(policy);
-        self.set_teams(next);
+        self.teams.replace(policy, next);
         for name in &out.teams_removed {
             // Its waiting jobs end now; its running turns finish, then its
             // processes stop (queued messages are cancelled with the reason).
             let reason = format!("team `{name}` was removed from the configuration file");
-            if let Err(e) = self.end_jobs_of_team(name, &reason, false).await {
+            if let Err(e) = self.jobs.end_jobs_of_team(name, &reason, false).await {
                 tracing::warn!(team = %name, error = %e, "ending the jobs of a removed team");
             }
             self.pool.stop_when_idle(|p| p.team == *name, &reason);
@@ -162,7 +199,7 @@ impl Iris {
             tracing::warn!(file, sections = ?out.needs_restart, "changed in the configuration file, applied at the next start only (they are read at start: the listen address, database, keys…)");
         }
         tracing::info!(file, changes = ?out, "configuration reloaded");
-        self.bus.publish(
+        self.events.publish(
             EventKind::ConfigReloaded,
             "",
             None,
@@ -175,7 +212,7 @@ impl Iris {
     /// Log and publish a configuration that was not applied.
     fn rejected(&self, e: ConfigError) -> ConfigError {
         tracing::error!(file = %e.file, key = %e.key_path, error = %e.message, "the configuration file was not applied; the running configuration stays");
-        self.bus.publish(
+        self.events.publish(
             EventKind::ConfigRejected,
             "",
             None,

@@ -8,6 +8,13 @@ use iris_agent::{AgentKind, LaunchSpec, SessionMode};
 
 use crate::config::{AgentProfile, Settings, TeamConfig, TeamRoots};
 
+/// The tools of the `iris` server the agent may call without asking: all
+/// of them (its credential only allows messaging and reading).
+pub const IRIS_TOOLS: &str = "mcp__iris";
+
+/// The variable of the agent's environment that holds its credential.
+pub const TOKEN_VAR: &str = "IRIS_MCP_TOKEN";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Team {
     pub name: String,
@@ -159,7 +166,7 @@ impl Team {
                 // Inline: no file for another agent to find (it holds no
                 // secret either: the token comes from the environment).
                 extra.extend(["--mcp-config".to_owned(), mcp_config.to_owned()]);
-                allowed.push(crate::pool::seat::IRIS_TOOLS.to_owned());
+                allowed.push(IRIS_TOOLS.to_owned());
             }
             if !allowed.is_empty() {
                 extra.push("--allowedTools".to_owned());
@@ -172,7 +179,7 @@ impl Team {
         }
         extra.extend(self.profile.args.iter().cloned());
         let driver: Vec<(&str, &str)> = iris_mcp
-            .map(|(_, token)| (crate::pool::seat::TOKEN_VAR, token))
+            .map(|(_, token)| (TOKEN_VAR, token))
             .into_iter()
             .collect();
         let env = self.env(&driver);

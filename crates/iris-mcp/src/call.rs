@@ -7,7 +7,9 @@
 //! cancels the turn.
 
 use futures_util::FutureExt;
-use iris_core::{Ctx, Follower, IrisError, TurnEvent, registry};
+use std::sync::Arc;
+
+use iris_core::{Ctx, Follower, Iris, IrisError, TurnEvent, TurnStream, registry};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ProgressNotificationParam, ProgressToken,
 };
@@ -16,7 +18,6 @@ use rmcp::{ErrorData as McpError, RoleServer};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::server::IrisMcp;
 use crate::tools;
 
 /// Run the call `request` for `ctx`.
@@ -27,7 +28,8 @@ use crate::tools;
 /// client no longer reads); every failure of the operation itself is a
 /// result with `isError: true`.
 pub async fn run(
-    server: &IrisMcp,
+    iris: &Arc<Iris>,
+    log_level: Option<u8>,
     ctx: Ctx,
     request: CallToolRequestParams,
     cx: RequestContext<RoleServer>,
@@ -43,13 +45,13 @@ pub async fn run(
     let (watch, mut turns) = mpsc::unbounded_channel();
     let mut watched = ctx.clone();
     watched.watch = Some(watch);
-    let call = server.iris.dispatch(watched, op.name, params);
+    let call = iris.dispatch(watched, op.name, params);
     tokio::pin!(call);
 
     let mut report = Report {
         peer: cx.peer.clone(),
         progress: cx.meta.get_progress_token(),
-        log_level: server.log_level.lock().ok().and_then(|l| *l),
+        log_level,
         chunks: 0,
     };
     let mut following: Option<Follower> = None;
@@ -59,12 +61,13 @@ pub async fn run(
             biased;
             () = cx.ct.cancelled() => {
                 for turn in &started {
-                    cancel(server, &ctx, turn, from_team.clone()).await;
+                    cancel(iris, &ctx, turn, from_team.clone()).await;
                 }
                 return Err(McpError::internal_error("the client cancelled the request", None));
             }
             result = &mut call => break result,
-            Some(mut follower) = turns.recv() => {
+            Some(tracker) = turns.recv() => {
+                let mut follower = Follower::new(TurnStream::Live(tracker), None);
                 // The first event is the turn's start, already queued.
                 if let Some(event) = follower.next().await {
                     if let TurnEvent::Start { message_id, team, session_id } = &event {
@@ -82,8 +85,8 @@ pub async fn run(
         }
     };
     // What the turn wrote before the call returned and was not sent yet.
-    if let Ok(follower) = turns.try_recv() {
-        following = Some(follower);
+    if let Ok(tracker) = turns.try_recv() {
+        following = Some(Follower::new(TurnStream::Live(tracker), None));
     }
     if let Some(f) = following.as_mut() {
         while let Some(Some(event)) = f.next().now_or_never() {
@@ -119,7 +122,7 @@ async fn next(following: &mut Option<Follower>) -> Option<TurnEvent> {
 
 /// Cancel a turn the cancelled request started, through the registry (with
 /// its checks and audit record) as the same caller.
-async fn cancel(server: &IrisMcp, ctx: &Ctx, turn: &Started, from_team: Option<Value>) {
+async fn cancel(iris: &Arc<Iris>, ctx: &Ctx, turn: &Started, from_team: Option<Value>) {
     let mut params = json!({
         "toTeam": turn.team,
         "sessionId": turn.session_id,
@@ -128,11 +131,7 @@ async fn cancel(server: &IrisMcp, ctx: &Ctx, turn: &Started, from_team: Option<V
     if let Some(from) = from_team {
         params["fromTeam"] = from;
     }
-    if let Err(e) = server
-        .iris
-        .dispatch(ctx.clone(), "session_cancel", params)
-        .await
-    {
+    if let Err(e) = iris.dispatch(ctx.clone(), "session_cancel", params).await {
         tracing::warn!(message = %turn.message_id, error = %e, "cancelling a turn for a cancelled MCP request");
     }
 }

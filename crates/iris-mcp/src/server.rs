@@ -110,7 +110,8 @@ impl ServerHandler for IrisMcp {
         cx: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let ctx = self.ctx(&cx)?;
-        crate::call::run(self, ctx, request, cx)
+        let log_level = self.log_level.lock().ok().and_then(|l| *l);
+        crate::call::run(&self.iris, log_level, ctx, request, cx)
             .await
             .map(Into::into)
     }

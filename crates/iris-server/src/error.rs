@@ -5,7 +5,10 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use iris_core::{ErrorKind, IrisError, now_ms};
 
-use crate::gate::caller::RequestId;
+/// `X-Request-ID` of this request (the caller's, or `req_<ulid>`); shared,
+/// so the copies in the request, its context and errors do not allocate.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub std::sync::Arc<str>);
 
 /// An `IrisError` with the request it answers.
 #[derive(Debug)]

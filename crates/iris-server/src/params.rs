@@ -8,9 +8,9 @@ use iris_core::registry::Operation;
 use iris_core::{ErrorKind, IrisError};
 use serde_json::{Map, Value};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::{Caller, RequestId, TOKEN_QUERY};
+use crate::state::AppState;
 
 /// A request body of at most `api.maxBodyBytes` as [`read_body`] reads it
 /// (413 with the error body beyond; tower-http's body limit inside the
@@ -70,7 +70,7 @@ pub async fn read_body(
         return Ok(Body(Bytes::new()));
     }
     let fail = |message: &str| ApiError::maybe(IrisError::new(ErrorKind::Validation, message), rid);
-    let limit = state.iris.config.api.max_body_bytes;
+    let limit = state.iris.config().api.max_body_bytes;
     let too_large = || {
         fail("the request body is larger than api.maxBodyBytes")
             .with_status(StatusCode::PAYLOAD_TOO_LARGE)

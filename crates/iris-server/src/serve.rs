@@ -16,48 +16,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use iris_core::Iris;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+
+use crate::app::{App, app};
+use crate::lifecycle::{CLOSING, FINISHING, Lifecycle};
+use crate::state::AppState;
 use tower::ServiceExt;
-
-/// Where a server is in stopping: serving, finishing what is in flight,
-/// or closing what is left.
-const SERVING: u8 = 0;
-pub const FINISHING: u8 = 1;
-pub const CLOSING: u8 = 2;
-
-/// Stopping as connections that outlive their HTTP request (WebSockets)
-/// see it: the phase to watch, and a hold that keeps [`Running::stop`]
-/// waiting for them like for any open connection.
-#[derive(Clone)]
-pub struct Lifecycle {
-    phase: watch::Receiver<u8>,
-    open: Arc<watch::Sender<()>>,
-}
-
-impl Lifecycle {
-    fn new() -> (watch::Sender<u8>, Self) {
-        let (stop, phase) = watch::channel(SERVING);
-        let (open, _) = watch::channel(());
-        let open = Arc::new(open);
-        (stop, Lifecycle { phase, open })
-    }
-
-    /// A lifecycle of no server (every phase reached): for routers that
-    /// are only inspected.
-    pub fn stopped() -> Self {
-        Lifecycle::new().1
-    }
-
-    /// Kept by a connection while it is open.
-    pub fn hold(&self) -> watch::Receiver<()> {
-        self.open.subscribe()
-    }
-
-    /// Resolves once the server has reached `phase` of stopping (or its
-    /// `Running` is gone, which counts as every phase).
-    pub async fn reached(&self, phase: u8) {
-        let _ = self.phase.clone().wait_for(|s| *s >= phase).await;
-    }
-}
 
 /// A running server. Dropping it closes everything at once; [`stop`]
 /// gives in-flight requests and streams a grace period first.
@@ -104,38 +67,38 @@ pub async fn start(iris: Arc<Iris>, port_file: Option<PathBuf>) -> anyhow::Resul
 }
 
 /// [`start`], with `mounted` served beside Iris's own routes, behind the
-/// same gate (see [`crate::app`]).
+/// same gate (see [`crate::app::app`]).
 pub async fn start_with(
     iris: Arc<Iris>,
     port_file: Option<PathBuf>,
-    mounted: Router<crate::AppState>,
+    mounted: Router<AppState>,
 ) -> anyhow::Result<Running> {
-    let host = iris.config.api.host.clone();
-    let port = iris.config.api_port();
+    let host = iris.config().api.host.clone();
+    let port = iris.config().api_port();
     let listener = TcpListener::bind((host.as_str(), port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {host}:{port}: {e}"))?;
     let addr = listener.local_addr()?;
-    let grace = Duration::from_millis(iris.config.api.shutdown_grace);
+    let grace = Duration::from_millis(iris.config().api.shutdown_grace);
     let (stop, lifecycle) = Lifecycle::new();
     let limits = Limits {
-        header_timeout: match iris.config.api.header_timeout {
+        header_timeout: match iris.config().api.header_timeout {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         },
-        connections: match iris.config.api.max_connections {
+        connections: match iris.config().api.max_connections {
             0 => Semaphore::MAX_PERMITS,
             n => n,
         },
     };
     // The claude teams' `iris` MCP server (team-to-team messaging).
-    iris.pool.serve_mcp_at(format!(
+    iris.serve_mcp_at(format!(
         "http://{}/mcp",
         local_authority(&host, addr.port())
     ));
-    let board = iris.config.dashboard.clone();
+    let board = iris.config().dashboard.clone();
     // The routes first: a server that cannot start leaves no port file.
-    let app = crate::app(iris, lifecycle.clone(), mounted)?;
+    let app = app(iris, lifecycle.clone(), mounted)?;
     if let Some(p) = &port_file {
         write_port_file(p, addr.port())?;
     }
@@ -196,7 +159,7 @@ struct Limits {
 /// listen backlog, costing the server nothing.
 async fn accept(
     listener: TcpListener,
-    app: crate::App,
+    app: App,
     limits: Limits,
     lifecycle: Lifecycle,
 ) -> std::io::Result<()> {
@@ -231,7 +194,7 @@ async fn accept(
     }
     drop(listener);
     // Every connection holds a receiver: `closed()` is "all connections ended".
-    lifecycle.open.closed().await;
+    lifecycle.all_closed().await;
     Ok(())
 }
 
@@ -240,7 +203,7 @@ async fn accept(
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
-    app: crate::App,
+    app: App,
     header_timeout: Option<Duration>,
     lifecycle: Lifecycle,
 ) {

@@ -6,7 +6,8 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-use crate::{Context, Result, Store};
+use crate::error::{Context, Result};
+use crate::store::Store;
 
 /// One approval.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
@@ -125,9 +126,9 @@ impl Store {
             if let Some(s) = status {
                 q.push(" AND status = ").push_bind(s.to_owned());
             }
-            crate::push_teams(q, "team", teams);
+            crate::store::push_teams(q, "team", teams);
         };
-        let listing = crate::Listing {
+        let listing = crate::store::Listing {
             select: select_approvals!(""),
             count: "SELECT COUNT(*) FROM approvals",
             order: " ORDER BY created_at DESC, id DESC",

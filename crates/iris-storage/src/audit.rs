@@ -8,7 +8,8 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{Context, Result, Store};
+use crate::error::{Context, Result};
+use crate::store::Store;
 
 /// The hash the first record of an empty trail chains to.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -497,7 +498,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::store;
+    use crate::store::testing::store;
 
     use super::*;
 

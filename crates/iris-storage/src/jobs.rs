@@ -7,13 +7,16 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::{Context, Result, StoreError};
+use crate::store::Store;
+use crate::turns::{TurnFinish, TurnRow};
 use crate::webhooks::{DeliveryRow, insert_delivery};
 use crate::writes::insert_turns;
-use crate::{Context, Result, Store, StoreError, TurnFinish, TurnRow};
 
 /// Where a job's end is reported (seed 002's `callback`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,7 +124,7 @@ fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &JobFilter) {
     if let Some(v) = &f.from_team {
         q.push(" AND t.from_team = ").push_bind(v.clone());
     }
-    crate::push_teams(q, "j.team", f.teams.as_deref());
+    crate::store::push_teams(q, "j.team", f.teams.as_deref());
 }
 
 /// Most jobs written in one transaction.
@@ -241,7 +244,25 @@ async fn write_batch(pool: &SqlitePool, batch: &[NewJob]) -> Result<Vec<Option<J
     Ok(out)
 }
 
+/// Writes new jobs: one per Iris, held by whoever accepts jobs. Its task
+/// starts on first use and ends when the writer is dropped.
+#[derive(Debug)]
+pub struct JobWriter {
+    pool: SqlitePool,
+    channel: OnceLock<mpsc::Sender<NewJob>>,
+}
+
 impl Store {
+    /// The writer of new jobs on this database (see [`JobWriter::insert`]).
+    pub fn job_writer(&self) -> JobWriter {
+        JobWriter {
+            pool: self.pool.clone(),
+            channel: OnceLock::new(),
+        }
+    }
+}
+
+impl JobWriter {
     /// Write a new job with its queued turn, both or neither, committed
     /// when this returns. With an idempotency key the caller already used,
     /// nothing is written and the job that has it comes back instead.
@@ -249,8 +270,8 @@ impl Store {
     /// Concurrent calls share transactions (group commit, at most
     /// [`JOB_BATCH`] jobs in one): SQLite pays per commit far more than per
     /// row, so this is what makes enqueueing fast.
-    pub async fn insert_job(&self, turn: &TurnRow, job: &JobRow) -> Result<Option<JobRecord>> {
-        let writer = self.job_writer.get_or_init(|| {
+    pub async fn insert(&self, turn: &TurnRow, job: &JobRow) -> Result<Option<JobRecord>> {
+        let writer = self.channel.get_or_init(|| {
             let (tx, rx) = mpsc::channel(4 * JOB_BATCH);
             tokio::spawn(write_jobs(self.pool.clone(), rx));
             tx
@@ -268,7 +289,9 @@ impl Store {
         writer.send(new).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
+}
 
+impl Store {
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
         let row = sqlx::query(select_jobs!(" WHERE j.id = ?"))
             .bind(id)
@@ -280,7 +303,7 @@ impl Store {
 
     /// Jobs matching `f`, newest first, with the total before paging.
     pub async fn jobs(&self, f: &JobFilter) -> Result<(Vec<JobRecord>, i64)> {
-        let listing = crate::Listing {
+        let listing = crate::store::Listing {
             select: select_jobs!(""),
             count: "SELECT COUNT(*) FROM jobs j JOIN turns t ON t.id = j.id",
             order: " ORDER BY j.created_at DESC, j.id DESC",

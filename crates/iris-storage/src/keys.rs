@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::{Context, Result, Store};
+use crate::error::{Context, Result};
+use crate::store::Store;
 
 /// One API key. Only the SHA-256 of the key itself is kept.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -172,7 +173,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::store;
+    use crate::store::testing::store;
 
     use super::*;
 

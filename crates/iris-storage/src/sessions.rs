@@ -4,7 +4,8 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::{Context, Result, Store};
+use crate::error::{Context, Result};
+use crate::store::Store;
 
 /// One conversation between a caller (`from_team`) and a team (`to_team`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -231,7 +232,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::store;
+    use crate::store::testing::store;
 
     #[tokio::test]
     async fn older_spellings_of_session_ids_become_canonical_once() {
@@ -298,7 +299,7 @@ mod tests {
         assert!(s.default_session("aa", "b").await.unwrap().is_none());
         s.retire_session("s1").await.unwrap();
         assert!(s.default_session("a", "b").await.unwrap().is_none());
-        s.apply(&[crate::StoreWrite::SessionUsed {
+        s.apply(&[crate::writes::StoreWrite::SessionUsed {
             id: "s3".into(),
             at: 9,
         }])

@@ -3,7 +3,8 @@
 use serde_json::Value;
 use sqlx::Row;
 
-use crate::{Context, Result, Store};
+use crate::error::{Context, Result};
+use crate::store::Store;
 
 /// A team stored by the API.
 #[derive(Debug, Clone, PartialEq)]

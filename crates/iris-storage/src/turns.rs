@@ -5,7 +5,8 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
-use crate::{Context, Result, Store};
+use crate::error::{Context, Result};
+use crate::store::Store;
 
 /// One user message to a team and what came of it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -155,7 +156,7 @@ fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &HistoryFilter) {
     if let Some(v) = f.since {
         q.push(" AND created_at >= ").push_bind(v);
     }
-    crate::push_teams(q, "to_team", f.teams.as_deref());
+    crate::store::push_teams(q, "to_team", f.teams.as_deref());
 }
 
 /// The end of a turn and its events, inside a caller's transaction.
@@ -213,7 +214,7 @@ impl Store {
 
     /// Turns matching `f`, with the total count before paging.
     pub async fn turns(&self, f: &HistoryFilter) -> Result<(Vec<TurnRow>, i64)> {
-        let listing = crate::Listing {
+        let listing = crate::store::Listing {
             select: select_turns!(""),
             count: "SELECT COUNT(*) FROM turns",
             order: if f.oldest_first {
@@ -275,8 +276,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::store;
-    use crate::{SessionRow, StoreWrite};
+    use crate::sessions::SessionRow;
+    use crate::store::testing::store;
+    use crate::writes::StoreWrite;
 
     #[tokio::test]
     async fn turn_lifecycle_events_and_history() {

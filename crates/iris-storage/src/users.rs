@@ -3,7 +3,8 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::{Context, Result, Store};
+use crate::error::{Context, Result};
+use crate::store::Store;
 
 /// One person who logs in.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]

@@ -5,7 +5,8 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
-use crate::{Context, Result, Store};
+use crate::error::{Context, Result};
+use crate::store::Store;
 
 /// A subscription: events sent to a URL, signed with its secret.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
@@ -354,7 +355,7 @@ impl Store {
                 q.push(" AND job_id = ").push_bind(j.to_owned());
             }
         };
-        let listing = crate::Listing {
+        let listing = crate::store::Listing {
             select: select_deliveries!(""),
             count: "SELECT COUNT(*) FROM webhook_deliveries",
             order: " ORDER BY created_at DESC, id DESC",

@@ -3,7 +3,9 @@
 
 use sqlx::{QueryBuilder, Sqlite, Transaction};
 
-use crate::{Context, EventRow, Result, Store, TurnFinish, TurnRow};
+use crate::error::{Context, Result};
+use crate::store::Store;
+use crate::turns::{EventRow, TurnFinish, TurnRow};
 
 /// One write.
 #[derive(Debug, Clone)]

@@ -129,7 +129,7 @@ async fn run(inner: Arc<Inner>) {
             // More may be due.
             continue;
         }
-        let now = crate::now_ms();
+        let now = now_ms();
         let wait = match inner.store.next_delivery_due().await {
             // Due now yet not sent (no free slot, or taken elsewhere):
             // look again soon or when something changes, without spinning.
@@ -142,7 +142,7 @@ async fn run(inner: Arc<Inner>) {
 
 /// Start attempts of what is due, in free slots; returns how many started.
 async fn send_due(inner: &Arc<Inner>, free: usize) -> usize {
-    let now = crate::now_ms();
+    let now = now_ms();
     let due = match inner.store.due_deliveries(now, free as i64).await {
         Ok(d) => d,
         Err(e) => {
@@ -182,7 +182,7 @@ struct Failure {
 
 async fn attempt(inner: &Inner, d: DeliveryRow) {
     let n = d.attempts + 1;
-    let at = crate::now_ms();
+    let at = now_ms();
     let started = Instant::now();
     let result = match secret_for(inner, &d).await {
         Ok(secret) => send(inner, &d, &secret).await,
@@ -287,7 +287,7 @@ async fn send(inner: &Inner, d: &DeliveryRow, secret: &str) -> Result<u16, Failu
             headers.insert(k, v);
         }
     }
-    let t = crate::now_ms() / 1000;
+    let t = now_ms() / 1000;
     let ours = [
         (CONTENT_TYPE.as_str(), "application/json".to_owned()),
         (
@@ -365,6 +365,14 @@ pub fn backoff(o: &DeliveryOptions, n: i64) -> Duration {
         .unwrap_or(0);
     let half = exp / 2;
     half + half.mul_f64(f64::from(r) / f64::from(u32::MAX))
+}
+
+/// The current time in Unix milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -9,11 +9,3 @@ pub mod sign;
 
 pub use deliver::{Deliverer, DeliveryOptions};
 pub use guard::AllowHosts;
-
-/// The current time in Unix milliseconds.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}

@@ -96,7 +96,7 @@ impl Harness {
         let server = iris_server::start(self.iris.clone(), None).await.unwrap();
         let (key, _) = self
             .iris
-            .auth
+            .auth()
             .create_key(
                 iris_core::auth::NewKey::with_role(role, role),
                 &iris_core::auth::Principal::local(),
@@ -120,7 +120,7 @@ impl Harness {
         new.expires_in = expires_in;
         let (key, info) = self
             .iris
-            .auth
+            .auth()
             .create_key(
                 new,
                 &iris_core::auth::Principal::local(),

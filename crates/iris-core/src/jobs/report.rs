@@ -12,9 +12,9 @@ use std::sync::{Arc, RwLock};
 use iris_storage::{DeliveryRow, JobRecord, TurnFinish, WebhookRow};
 use serde_json::{Value, json};
 
+use super::Jobs;
 use crate::bus::Delivery;
-use crate::iris::Iris;
-use crate::now_ms;
+use crate::clock::now_ms;
 
 /// The active subscriptions, kept in memory: every bus event is matched
 /// against them, and reading the table for each would cost a query.
@@ -106,7 +106,7 @@ fn subscription_delivery(
     delivery(to, event, body, max_attempts)
 }
 
-impl Iris {
+impl Jobs {
     /// The deliveries reporting a job's end: its callback's, and each
     /// subscription's that wants `job.<status>`.
     pub(crate) async fn job_deliveries(
@@ -114,7 +114,7 @@ impl Iris {
         job: &JobRecord,
         finish: &TurnFinish,
     ) -> Vec<DeliveryRow> {
-        let max = self.config.webhooks.max_attempts.max(1);
+        let max = self.max_attempts;
         let payload = job_payload(job, finish);
         let event = format!("job.{}", finish.status);
         let mut out = Vec::new();
@@ -132,7 +132,7 @@ impl Iris {
             };
             out.push(delivery(to, &event, payload.to_string(), max));
         }
-        for w in self.jobs.subscriptions.wanting(&event) {
+        for w in self.subscriptions.wanting(&event) {
             out.push(subscription_delivery(&w, &event, payload.clone(), max));
         }
         out
@@ -141,7 +141,7 @@ impl Iris {
     /// Read the subscriptions again (after one changed).
     pub(crate) async fn reload_webhooks(&self) -> crate::error::Result<()> {
         let all = self.store.webhooks().await?;
-        self.jobs.subscriptions.set(all);
+        self.subscriptions.set(all);
         Ok(())
     }
 }
@@ -149,16 +149,16 @@ impl Iris {
 /// Forward the bus's lifecycle events to the subscriptions that want them.
 /// (A burst that overruns the bus drops this subscriber like any other; it
 /// subscribes again and the gap is logged.)
-pub fn spawn_event_forwarder(iris: Arc<Iris>) {
-    let weak = Arc::downgrade(&iris);
-    drop(iris);
+pub(super) fn spawn_event_forwarder(jobs: Arc<Jobs>) {
+    let weak = Arc::downgrade(&jobs);
+    drop(jobs);
     tokio::spawn(async move {
         loop {
-            let Some(iris) = weak.upgrade() else { return };
-            let mut sub = iris.bus.subscribe("system");
-            drop(iris);
+            let Some(jobs) = weak.upgrade() else { return };
+            let mut sub = jobs.events.subscribe("system");
+            drop(jobs);
             while let Some(d) = sub.recv().await {
-                let Some(iris) = weak.upgrade() else { return };
+                let Some(jobs) = weak.upgrade() else { return };
                 let event = match d {
                     Delivery::Event(e) => e,
                     Delivery::Dropped { missed } => {
@@ -166,13 +166,13 @@ pub fn spawn_event_forwarder(iris: Arc<Iris>) {
                         break;
                     }
                 };
-                if iris.jobs.subscriptions.is_empty() {
+                if jobs.subscriptions.is_empty() {
                     continue;
                 }
                 let Some(name) = event.kind.webhook_name(&event.data) else {
                     continue;
                 };
-                let wanting = iris.jobs.subscriptions.wanting(&name);
+                let wanting = jobs.subscriptions.wanting(&name);
                 if wanting.is_empty() {
                     continue;
                 }
@@ -186,17 +186,13 @@ pub fn spawn_event_forwarder(iris: Arc<Iris>) {
                         o.entry("messageId").or_insert(json!(t));
                     }
                 }
-                let max = iris.config.webhooks.max_attempts.max(1);
+                let max = jobs.max_attempts;
                 let rows: Vec<DeliveryRow> = wanting
                     .iter()
                     .map(|w| subscription_delivery(w, &name, data.clone(), max))
                     .collect();
-                match iris.store.insert_deliveries(&rows).await {
-                    Ok(()) => {
-                        if let Some(d) = &iris.jobs.deliverer {
-                            d.poke();
-                        }
-                    }
+                match jobs.store.insert_deliveries(&rows).await {
+                    Ok(()) => jobs.poke(),
                     Err(e) => {
                         tracing::warn!(event = %name, error = %e, "writing webhook deliveries")
                     }

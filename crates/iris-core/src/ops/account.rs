@@ -44,7 +44,7 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |iris: Arc<Iris>, ctx: Ctx, _p: NoParams| async move {
                 Ok(SignInList {
-                    sessions: iris.auth.sign_ins(&ctx.principal).await?,
+                    sessions: iris.auth().sign_ins(&ctx.principal).await?,
                 })
             },
         ),
@@ -54,13 +54,13 @@ pub(super) fn operations() -> Vec<Operation> {
             None,
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: TerminateParams| async move {
-                iris.auth
+                iris.auth()
                     .terminate_sign_in(&ctx.principal, &p.session_id, &ctx.origin)
                     .await?;
                 Ok(Terminated {
                     message: "Session terminated successfully".into(),
                     session_id: p.session_id,
-                    timestamp: crate::now_ms(),
+                    timestamp: crate::clock::now_ms(),
                 })
             },
         ),

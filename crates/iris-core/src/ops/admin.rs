@@ -197,7 +197,7 @@ pub struct AuditList {
 /// Every named team must exist.
 fn known_teams(iris: &Iris, teams: &Option<Vec<String>>) -> Result<()> {
     for t in teams.iter().flatten() {
-        if !iris.teams().iter().any(|x| x.name == *t) {
+        if !iris.teams().all().iter().any(|x| x.name == *t) {
             return Err(IrisError::validation("teams", format!("no team `{t}`")));
         }
     }
@@ -247,7 +247,7 @@ pub(super) fn operations() -> Vec<Operation> {
                         .transpose()?,
                 };
                 let (key, info) = iris
-                    .auth
+                    .auth()
                     .create_key(spec, &ctx.principal, &ctx.origin)
                     .await?;
                 Ok(KeyCreated { key, info })
@@ -260,7 +260,7 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
                 Ok(KeyList {
-                    keys: iris.auth.list_keys().await?,
+                    keys: iris.auth().list_keys().await?,
                 })
             },
         ),
@@ -271,7 +271,7 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: KeyRefParams| async move {
                 Ok(iris
-                    .auth
+                    .auth()
                     .revoke_key(&p.key, &ctx.principal, &ctx.origin)
                     .await?)
             },
@@ -284,7 +284,7 @@ pub(super) fn operations() -> Vec<Operation> {
             |iris: Arc<Iris>, ctx: Ctx, p: KeyRotateParams| async move {
                 let grace = duration("grace", p.grace.as_deref())?;
                 let (key, info) = iris
-                    .auth
+                    .auth()
                     .rotate_key(&p.key, grace, &ctx.principal, &ctx.origin)
                     .await?;
                 Ok(KeyCreated { key, info })
@@ -308,7 +308,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     teams: p.teams,
                 };
                 Ok(iris
-                    .auth
+                    .auth()
                     .create_user(u, &ctx.principal, &ctx.origin)
                     .await?)
             },
@@ -320,7 +320,7 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |iris: Arc<Iris>, _ctx: Ctx, p: UserListParams| async move {
                 let users = iris
-                    .auth
+                    .auth()
                     .list_users(p.role.as_deref(), p.status.as_deref(), p.search.as_deref())
                     .await?;
                 Ok(UserList { users })
@@ -341,7 +341,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     email: p.email.map(Some),
                 };
                 Ok(iris
-                    .auth
+                    .auth()
                     .update_user(&p.user, change, &ctx.principal, &ctx.origin)
                     .await?)
             },
@@ -353,7 +353,7 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: PasswordParams| async move {
                 Ok(iris
-                    .auth
+                    .auth()
                     .reset_password(&p.user, &p.password, &ctx.principal, &ctx.origin)
                     .await?)
             },
@@ -365,7 +365,7 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: UserRef| async move {
                 let done = iris
-                    .auth
+                    .auth()
                     .mfa_reset(&p.user, &ctx.principal, &ctx.origin)
                     .await?;
                 serde_json::from_value::<MfaReset>(done)
@@ -378,7 +378,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::AUDIT_READ),
             false,
             |iris: Arc<Iris>, _ctx: Ctx, p: AuditListParams| async move {
-                iris.auth.audit.flush().await;
+                iris.auth().audit.flush().await;
                 let actor = p.user_id.map(|a| {
                     if a.contains(':') {
                         a
@@ -407,7 +407,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     limit: p.limit,
                     offset: Pagination::offset(p.page, p.limit),
                 };
-                let (rows, total) = iris.store.audit(&filter).await?;
+                let (rows, total) = iris.store().audit(&filter).await?;
                 Ok(AuditList {
                     logs: rows.into_iter().map(audit_row).collect(),
                     pagination: Pagination::of(p.page, p.limit, total),
@@ -420,10 +420,10 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::AUDIT_READ),
             false,
             |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
-                iris.auth.audit.flush().await;
+                iris.auth().audit.flush().await;
                 Ok(iris
-                    .store
-                    .verify_audit_with(iris.auth.audit_witness())
+                    .store()
+                    .verify_audit_with(iris.auth().audit_witness())
                     .await?)
             },
         ),

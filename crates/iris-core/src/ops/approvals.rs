@@ -75,7 +75,7 @@ pub struct DecideParams {
 
 /// An approval the caller may see.
 async fn visible(iris: &Iris, ctx: &Ctx, id: &str) -> Result<ApprovalRow> {
-    iris.store
+    iris.store()
         .approval(id)
         .await?
         .filter(|a| ctx.principal.can_see_team(&a.team))
@@ -97,16 +97,16 @@ async fn decide(iris: &Iris, ctx: &Ctx, p: DecideParams) -> Result<ApprovalRow> 
     if row.status != "pending" {
         return Err(taken(&row));
     }
-    if !iris.pool.awaits(&row.id) {
+    if !iris.pool().awaits(&row.id) {
         // Its process is gone (a crash, a stop): nobody can use the answer.
         let gone = Decision {
             status: "expired",
             reason: Some("the agent's process is gone".into()),
             updated_input: None,
             decided_by: "process".into(),
-            at: crate::now_ms(),
+            at: crate::clock::now_ms(),
         };
-        iris.store.decide_approval(&row.id, &gone).await?;
+        iris.store().decide_approval(&row.id, &gone).await?;
         let row = visible(iris, ctx, &row.id).await?;
         return Err(taken(&row));
     }
@@ -125,13 +125,14 @@ async fn decide(iris: &Iris, ctx: &Ctx, p: DecideParams) -> Result<ApprovalRow> 
         reason: p.reason,
         updated_input: updated_input.clone(),
         decided_by: by.clone(),
-        at: crate::now_ms(),
+        at: crate::clock::now_ms(),
     };
-    if !iris.store.decide_approval(&row.id, &decision).await? {
+    if !iris.store().decide_approval(&row.id, &decision).await? {
         let row = visible(iris, ctx, &row.id).await?;
         return Err(taken(&row));
     }
-    iris.pool.decide(&row.id, allow, message, updated_input, by);
+    iris.pool()
+        .decide(&row.id, allow, message, updated_input, by);
     visible(iris, ctx, &row.id).await
 }
 
@@ -145,7 +146,7 @@ pub(super) fn operations() -> Vec<Operation> {
             |iris: Arc<Iris>, ctx: Ctx, p: ListParams| async move {
                 super::visible(&ctx, p.team.as_deref())?;
                 let (approvals, total) = iris
-                    .store
+                    .store()
                     .approvals(
                         ctx.principal.teams.as_deref(),
                         p.team.as_deref(),

@@ -193,7 +193,7 @@ pub(super) async fn with_attempts(
 ) -> Result<Vec<DeliveryView>> {
     let mut out = Vec::with_capacity(rows.len());
     for d in rows {
-        let attempt_log = iris.store.attempts(&d.id).await?;
+        let attempt_log = iris.store().attempts(&d.id).await?;
         out.push(DeliveryView {
             delivery: d,
             attempt_log,
@@ -217,7 +217,7 @@ fn request_hash(p: &ExecuteParams) -> String {
 
 /// The callback after its checks: destination, method, headers.
 async fn checked_callback(iris: &Iris, c: CallbackParams) -> Result<Callback> {
-    let allow = iris_webhooks::AllowHosts::new(&iris.config.webhooks.allow_hosts);
+    let allow = iris_webhooks::AllowHosts::new(&iris.config().webhooks.allow_hosts);
     iris_webhooks::guard::check_url(&c.url, &allow)
         .await
         .map_err(|e| IrisError::validation("callback.url", e))?;
@@ -233,7 +233,7 @@ async fn checked_callback(iris: &Iris, c: CallbackParams) -> Result<Callback> {
 
 fn view(iris: &Iris, job: JobRecord) -> JobView {
     let JobRecord { job, mut turn } = job;
-    if let Some(live) = iris.pool.live_turn(&job.id) {
+    if let Some(live) = iris.pool().live_turn(&job.id) {
         // Memory is ahead of the database while it runs.
         match live.outcome() {
             Some(o) => turn.finish(o.finish(turn.events_dropped)),
@@ -243,10 +243,10 @@ fn view(iris: &Iris, job: JobRecord) -> JobView {
             }
         }
     }
-    let place = iris.jobs.place(&job.id);
+    let place = iris.jobs().place(&job.id);
     let estimated_completion = match turn.status.as_str() {
         "queued" => place.and_then(|p| p.estimated_completion),
-        "running" => iris.jobs.estimate_running(&job.team, turn.started_at),
+        "running" => iris.jobs().estimate_running(&job.team, turn.started_at),
         _ => None,
     };
     let TurnRow {
@@ -290,8 +290,8 @@ fn view(iris: &Iris, job: JobRecord) -> JobView {
 
 /// Job `id`, if the caller may see it.
 async fn visible_job(iris: &Iris, ctx: &Ctx, id: &str) -> Result<JobRecord> {
-    iris.recorder.flush().await;
-    iris.store
+    iris.recorder().flush().await;
+    iris.store()
         .job(id)
         .await?
         .filter(|j| ctx.principal.can_see_team(&j.job.team))
@@ -304,34 +304,38 @@ async fn visible_job(iris: &Iris, ctx: &Ctx, id: &str) -> Result<JobRecord> {
 }
 
 async fn execute(iris: Arc<Iris>, ctx: Ctx, p: ExecuteParams) -> Result<Accepted> {
-    if !iris.jobs.running() {
+    if !iris.jobs().running() {
         return Err(IrisError::new(
             ErrorKind::ServiceUnavailable,
             "jobs run in `iris serve`; send this to the server instead of running it locally",
         ));
     }
     let hash = request_hash(&p);
-    let team = iris.team(&ctx, &p.team)?;
+    let team = iris.teams().get(&ctx, &p.team)?;
     let callback = match p.callback {
         Some(c) => Some(checked_callback(&iris, c).await?),
         None => None,
     };
-    let waiting = iris.jobs.waiting();
-    if waiting >= iris.config.jobs.max_queued {
+    let waiting = iris.jobs().waiting();
+    if waiting >= iris.config().jobs.max_queued {
         return Err(IrisError::new(
             ErrorKind::QueueFull,
             format!("{waiting} jobs are already waiting"),
         )
-        .with_details(json!({"maxQueued": iris.config.jobs.max_queued})));
+        .with_details(json!({"maxQueued": iris.config().jobs.max_queued})));
     }
-    let from = iris.speaker(&ctx, None)?;
-    let chain = iris.chain(&ctx, &team.name, &[])?;
+    let from = iris.access().speaker(&ctx, None)?;
+    let chain = iris.messaging().chain(&ctx, &team.name, &[])?;
     let session = iris
+        .conversations()
         .session(&from, &team.name, p.session_id.as_deref())
         .await?;
-    iris.own_session(&ctx, &session)?;
+    iris.access().own_session(&ctx, &session)?;
     // Its worktree, if it is to have one, before the job is accepted.
-    let session = iris.isolated(&team, session, p.isolation).await?;
+    let session = iris
+        .conversations()
+        .isolated(&team, session, p.isolation)
+        .await?;
     let id = format!("msg_{}", ulid::Ulid::new());
     let caller = ctx.principal.actor();
     let job = JobRow {
@@ -345,7 +349,7 @@ async fn execute(iris: Arc<Iris>, ctx: Ctx, p: ExecuteParams) -> Result<Accepted
         request_hash: Some(hash.clone()),
         attempts: 1,
         notified: false,
-        created_at: crate::now_ms(),
+        created_at: crate::clock::now_ms(),
     };
     let turn = TurnRow {
         id: id.clone(),
@@ -367,7 +371,7 @@ async fn execute(iris: Arc<Iris>, ctx: Ctx, p: ExecuteParams) -> Result<Accepted
         chain,
         caller: Some(caller),
     };
-    if let Some(earlier) = iris.store.insert_job(&turn, &job).await? {
+    if let Some(earlier) = iris.jobs().record(&turn, &job).await? {
         if earlier.job.request_hash.as_deref() != Some(hash.as_str()) {
             return Err(IrisError::conflict(
                 "this Idempotency-Key was used for a different request",
@@ -387,8 +391,8 @@ async fn execute(iris: Arc<Iris>, ctx: Ctx, p: ExecuteParams) -> Result<Accepted
         });
     }
     let record = JobRecord { job, turn };
-    let place = iris.jobs.enqueue(&record);
-    iris.bus.publish(
+    let place = iris.jobs().enqueue(&record);
+    iris.events().publish(
         crate::bus::EventKind::JobQueued,
         &team.name,
         Some(&session.id),
@@ -415,7 +419,8 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_WRITE),
             true,
             execute,
-        ),
+        )
+        .sends_messages(),
         Operation::new(
             "job_get",
             "One job: status, place in the queue, estimated completion, result.",
@@ -433,9 +438,9 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: ListParams| async move {
                 super::visible(&ctx, p.team.as_deref())?;
-                iris.recorder.flush().await;
+                iris.recorder().flush().await;
                 let (rows, total) = iris
-                    .store
+                    .store()
                     .jobs(&JobFilter {
                         team: p.team,
                         status: p.status,
@@ -460,7 +465,7 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: JobParams| async move {
                 let job = visible_job(&iris, &ctx, &p.job_id).await?;
-                let was = iris.cancel_job(&job).await?;
+                let was = iris.jobs().cancel(&job).await?;
                 let now = visible_job(&iris, &ctx, &p.job_id).await?;
                 Ok(Cancelled {
                     job_id: p.job_id,
@@ -479,7 +484,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 // Subscriptions' deliveries are administrators' business.
                 let callbacks_only = !ctx.principal.allows(scope::ADMIN);
                 let (rows, total) = iris
-                    .store
+                    .store()
                     .deliveries(None, Some(&p.job_id), callbacks_only, 1000, 0)
                     .await?;
                 Ok(DeliveryList {

@@ -11,7 +11,8 @@ use crate::auth::scope;
 use crate::ctx::Ctx;
 use crate::error::{ErrorKind, IrisError, Result};
 use crate::follow::{Follower, TurnStream};
-use crate::iris::{Iris, Outgoing};
+use crate::iris::Iris;
+use crate::messaging::Outgoing;
 use crate::pool::turn::{Priority, TurnStatus, TurnTracker};
 use crate::registry::{Operation, run_checked};
 
@@ -142,8 +143,8 @@ fn result_of(t: &TurnTracker, is_async: bool) -> MessageResult {
         message: t.request.clone(),
         response: outcome.map(|o| o.response.clone()),
         status: t.status(),
-        duration: (crate::now_ms() - t.created_at).max(0) as u64,
-        timestamp: crate::now_ms(),
+        duration: (crate::clock::now_ms() - t.created_at).max(0) as u64,
+        timestamp: crate::clock::now_ms(),
         is_async,
         tool_uses: outcome.map(|o| o.tool_uses.clone()).unwrap_or_default(),
         usage: outcome.and_then(|o| o.usage.clone()),
@@ -155,7 +156,7 @@ fn result_of(t: &TurnTracker, is_async: bool) -> MessageResult {
 /// What `p` sends, as `ctx`'s caller.
 fn outgoing(iris: &Iris, ctx: &Ctx, p: SendParams, kind: &'static str) -> Result<Outgoing> {
     Ok(Outgoing {
-        from: iris.speaker(ctx, p.from_team)?,
+        from: iris.access().speaker(ctx, p.from_team)?,
         to: p.to_team,
         text: p.message,
         session_id: p.session_id.map(crate::session_id::SessionId::into_string),
@@ -205,13 +206,16 @@ pub(crate) async fn deliver(
             "only from a team's agent, whose conversation the answer goes to",
         ));
     }
-    let tracker = iris.send(ctx, outgoing(iris, ctx, p, kind)?).await?;
+    let tracker = iris
+        .messaging()
+        .send(ctx, outgoing(iris, ctx, p, kind)?)
+        .await?;
     if notify {
-        iris.notify_when_done(ctx, tracker.clone());
+        iris.messaging().notify_when_done(ctx, tracker.clone());
     }
     if let Some(watch) = &ctx.watch {
         // The watcher may have gone (its caller left); the turn goes on.
-        let _ = watch.send(Follower::new(TurnStream::Live(tracker.clone()), None));
+        let _ = watch.send(tracker.clone());
     }
     if timeout == -1 {
         return Ok(result_of(&tracker, true));
@@ -253,7 +257,8 @@ pub(super) fn operations() -> Vec<Operation> {
             |iris: Arc<Iris>, ctx: Ctx, p: SendParams| async move {
                 deliver(&iris, &ctx, p, "message").await
             },
-        ),
+        )
+        .sends_messages(),
         Operation::new(
             "ask_message",
             "Ask a team a question and wait for the answer (timeout 0: as long as it takes).",
@@ -263,7 +268,8 @@ pub(super) fn operations() -> Vec<Operation> {
             |iris: Arc<Iris>, ctx: Ctx, AskParams(p): AskParams| async move {
                 deliver(&iris, &ctx, p, "message").await
             },
-        ),
+        )
+        .sends_messages(),
         Operation::new(
             "quick_message",
             "Queue a message for a team and return its message id at once.",
@@ -272,7 +278,8 @@ pub(super) fn operations() -> Vec<Operation> {
             |iris: Arc<Iris>, ctx: Ctx, p: QuickParams| async move {
                 deliver(&iris, &ctx, p.into_send(), "message").await
             },
-        ),
+        )
+        .sends_messages(),
     ]
 }
 
@@ -298,7 +305,7 @@ impl Iris {
                 let p: QuickParams = serde_json::from_value(params)
                     .map_err(|e| IrisError::validation("params", e.to_string()))?;
                 let out = outgoing(&iris, &ctx, p.into_send(), "message")?;
-                iris.send(&ctx, out).await
+                iris.messaging().send(&ctx, out).await
             },
         )
         .await?;

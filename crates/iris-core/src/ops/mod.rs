@@ -119,3 +119,87 @@ fn visible(ctx: &Ctx, team: Option<&str>) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_has_schemas_and_unique_names() {
+        let r = registry();
+        let mut names: Vec<&str> = r.all().iter().map(|o| o.name).collect();
+        let n = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), n, "duplicate operation names");
+        for op in r.all() {
+            assert_eq!(op.params_schema["type"], "object", "{}", op.name);
+            assert!(!op.description.is_empty());
+        }
+        for name in [
+            "send_message",
+            "ask_message",
+            "quick_message",
+            "session_cancel",
+            "session_reboot",
+            "session_delete",
+            "session_fork",
+            "session_report",
+            "team_status",
+            "team_wake",
+            "team_launch",
+            "team_sleep",
+            "team_wake_all",
+            "list_teams",
+            "get_logs",
+            "get_date",
+        ] {
+            assert!(r.get(name).is_some(), "missing {name}");
+        }
+    }
+
+    #[test]
+    fn every_operation_is_documented() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/operations.md"
+        ))
+        .unwrap();
+        for op in registry().all() {
+            assert!(
+                doc.contains(&format!("`{}`", op.name)),
+                "docs/operations.md lacks `{}`",
+                op.name
+            );
+            if let Some(scope) = op.scope {
+                assert!(
+                    doc.contains(&format!("`{}` | `{scope}`", op.name)),
+                    "scope of `{}` undocumented",
+                    op.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn validation_names_each_field() {
+        let op = registry().get("send_message").unwrap();
+        // No shortcut for an empty call to an operation that needs parameters.
+        assert!(!op.accepts_empty());
+        assert!(op.validate(&json!({})).contains_key("toTeam"));
+        let status = registry().get("get_status").unwrap();
+        assert!(status.accepts_empty() && status.validate(&json!({})).is_empty());
+        let problems = op.validate(&json!({"message": "", "timeout": -5}));
+        assert!(problems.contains_key("toTeam"), "{problems:?}");
+        assert!(problems.contains_key("message"), "{problems:?}");
+        assert!(problems.contains_key("timeout"), "{problems:?}");
+        assert!(
+            op.validate(&json!({"toTeam": "demo", "message": "hi"}))
+                .is_empty()
+        );
+        assert!(
+            !op.validate(&json!({"toTeam": "demo", "message": "hi", "bogus": 1}))
+                .is_empty()
+        );
+    }
+}

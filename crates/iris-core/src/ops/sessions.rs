@@ -94,10 +94,13 @@ async fn conversation(
     session_id: Option<&str>,
 ) -> Result<(std::sync::Arc<crate::team::Team>, SessionRow)> {
     if let Some(t) = to_team {
-        let team = iris.team(ctx, t)?;
-        let from = iris.speaker(ctx, from)?;
-        let s = iris.existing_session(&from, &team.name, session_id).await?;
-        iris.own_session(ctx, &s)?;
+        let team = iris.teams().get(ctx, t)?;
+        let from = iris.access().speaker(ctx, from)?;
+        let s = iris
+            .conversations()
+            .existing(&from, &team.name, session_id)
+            .await?;
+        iris.access().own_session(ctx, &s)?;
         return Ok((team, s));
     }
     let Some(id) = session_id else {
@@ -106,11 +109,11 @@ async fn conversation(
             "is required unless sessionId is given",
         ));
     };
-    iris.recorder.flush().await;
+    iris.recorder().flush().await;
     let not_found = || IrisError::session_not_found(format!("`{id}`"));
-    let s = iris.store.session(id).await?.ok_or_else(not_found)?;
-    let team = iris.team(ctx, &s.to_team).map_err(|_| not_found())?;
-    iris.own_session(ctx, &s)?;
+    let s = iris.store().session(id).await?.ok_or_else(not_found)?;
+    let team = iris.teams().get(ctx, &s.to_team).map_err(|_| not_found())?;
+    iris.access().own_session(ctx, &s)?;
     Ok((team, s))
 }
 
@@ -230,7 +233,7 @@ pub(crate) async fn report(iris: &Iris, ctx: &Ctx, p: ReportParams) -> Result<Re
     )
     .await?;
     let (mut turns, total) = iris
-        .store
+        .store()
         .turns(&HistoryFilter {
             teams: None,
             session_id: Some(s.id.clone()),
@@ -243,7 +246,7 @@ pub(crate) async fn report(iris: &Iris, ctx: &Ctx, p: ReportParams) -> Result<Re
         turns.clear();
     }
     let process = iris
-        .pool
+        .pool()
         .processes()
         .into_iter()
         .find(|x| x.session_id == s.id);
@@ -275,12 +278,13 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_WRITE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: CancelParams| async move {
-                let team = iris.team(&ctx, &p.to_team)?;
-                let from = iris.speaker(&ctx, p.from_team)?;
+                let team = iris.teams().get(&ctx, &p.to_team)?;
+                let from = iris.access().speaker(&ctx, p.from_team)?;
                 let s = iris
-                    .existing_session(&from, &team.name, p.session_id.as_deref())
+                    .conversations()
+                    .existing(&from, &team.name, p.session_id.as_deref())
                     .await?;
-                let cancelled = iris.pool.cancel(&s.id, p.message_id).await;
+                let cancelled = iris.pool().cancel(&s.id, p.message_id).await;
                 Ok(CancelResult {
                     team: team.name.clone(),
                     session_id: s.id,
@@ -297,18 +301,21 @@ pub(super) fn operations() -> Vec<Operation> {
                 let to = p
                     .to_team
                     .ok_or_else(|| IrisError::validation("toTeam", "is required"))?;
-                let team = iris.team(&ctx, &to)?;
-                let from = iris.speaker(&ctx, p.from_team)?;
-                let old = iris.store.default_session(&from, &team.name).await?;
+                let team = iris.teams().get(&ctx, &to)?;
+                let from = iris.access().speaker(&ctx, p.from_team)?;
+                let old = iris.store().default_session(&from, &team.name).await?;
                 if let Some(old) = &old {
                     let id = old.id.clone();
-                    iris.pool
+                    iris.pool()
                         .stop_where(|x| x.session_id == id, "session rebooted")
                         .await;
-                    iris.store.retire_session(&old.id).await?;
-                    iris.forget_session(&old.id).await;
+                    iris.store().retire_session(&old.id).await?;
+                    iris.conversations().forget(&old.id).await;
                 }
-                let new = iris.session(&from, &team.name, None).await?;
+                let new = iris
+                    .conversations()
+                    .session(&from, &team.name, None)
+                    .await?;
                 Ok(RebootResult {
                     team: team.name.clone(),
                     from,
@@ -327,9 +334,10 @@ pub(super) fn operations() -> Vec<Operation> {
                 let id = s.id.clone();
                 // Its jobs end first, heard of by their callers (cancelled,
                 // with their callbacks), then the history goes.
-                iris.end_jobs_of_session(&id, "its conversation was deleted")
+                iris.jobs()
+                    .end_jobs_of_session(&id, "its conversation was deleted")
                     .await?;
-                iris.pool
+                iris.pool()
                     .stop_where(|x| x.session_id == id, "session deleted")
                     .await;
                 let worktree = match &s.worktree {
@@ -338,7 +346,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     ),
                     None => None,
                 };
-                let deleted = iris.delete_session(&s.id).await?;
+                let deleted = iris.conversations().delete(&s.id).await?;
                 Ok(DeleteResult {
                     team: team.name.clone(),
                     session_id: s.id,
@@ -361,7 +369,8 @@ pub(super) fn operations() -> Vec<Operation> {
                     ));
                 }
                 let fork = iris
-                    .create_session(&from, &team.name, None, false, Some(s.id.clone()))
+                    .conversations()
+                    .create(&from, &team.name, None, false, Some(s.id.clone()))
                     .await?;
                 Ok(ForkResult {
                     team: team.name.clone(),

@@ -293,7 +293,7 @@ pub(super) fn operations() -> Vec<Operation> {
             None,
             false,
             |_iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
-                let now = crate::now_ms();
+                let now = crate::clock::now_ms();
                 Ok(DateResult {
                     timestamp: now,
                     iso: iso8601(now),
@@ -307,18 +307,18 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::TEAMS_READ),
             false,
             |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
-                let processes = iris.pool.process_count();
-                let now = crate::now_ms();
+                let processes = iris.pool().process_count();
+                let now = crate::clock::now_ms();
                 Ok(StatusResult {
                     sessions: SessionCounts {
-                        total: iris.session_count(),
+                        total: iris.conversations().count(),
                         active: processes,
                     },
                     processes: ProcessCounts {
                         total: processes,
-                        max_processes: iris.pool.settings().max_processes,
+                        max_processes: iris.pool().settings().max_processes,
                     },
-                    uptime: now - iris.started_at,
+                    uptime: iris.uptime_ms(),
                     version: env!("CARGO_PKG_VERSION"),
                     timestamp: now,
                 })
@@ -330,9 +330,9 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_READ),
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: MessageParams| async move {
-                iris.recorder.flush().await;
+                iris.recorder().flush().await;
                 let mut turn = iris
-                    .store
+                    .store()
                     .turn(&p.message_id)
                     .await?
                     .filter(|t| ctx.principal.can_see_team(&t.to_team))
@@ -344,7 +344,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     .ok_or_else(|| {
                         IrisError::not_found(format!("no message `{}`", p.message_id))
                     })?;
-                if let Some(live) = iris.pool.live_turn(&p.message_id) {
+                if let Some(live) = iris.pool().live_turn(&p.message_id) {
                     // Running, or ended but not yet written: memory is ahead of the database.
                     match live.outcome() {
                         // Ended: the whole end, as its write will leave the record.
@@ -357,7 +357,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 }
                 let mut record = MessageRecord::from(turn);
                 record.permissions = iris
-                    .store
+                    .store()
                     .turn_events_of_kind(&p.message_id, "permission")
                     .await?
                     .into_iter()
@@ -380,9 +380,9 @@ pub(super) fn operations() -> Vec<Operation> {
                     Some(own) if p.team.as_deref() != Some(own) => Some(own.to_owned()),
                     _ => p.from,
                 };
-                iris.recorder.flush().await;
+                iris.recorder().flush().await;
                 let (rows, total) = iris
-                    .store
+                    .store()
                     .turns(&HistoryFilter {
                         to_team: p.team,
                         from_team,

@@ -118,7 +118,7 @@ pub(crate) fn shown(config: &TeamConfig) -> Value {
 fn editable(iris: &Iris, team: &Team) -> Result<()> {
     if team.from_file {
         let file = iris
-            .config
+            .config()
             .source
             .as_ref()
             .map(|p| p.display().to_string())
@@ -197,7 +197,7 @@ fn check_keys(
         }
     }
     if let Some(ms) = given.get("idleTimeout").and_then(Value::as_u64) {
-        let most = iris.pool.settings().idle_timeout;
+        let most = iris.pool().settings().idle_timeout;
         if !(1000..=most).contains(&ms) {
             return Err(IrisError::validation(
                 "idleTimeout",
@@ -280,7 +280,7 @@ fn check_result(
     }
     if ctx.principal.teams.is_some() && given.contains_key("path") {
         let folder = std::path::Path::new(&after.0.path);
-        let clash = iris.teams().into_iter().find(|t| {
+        let clash = iris.teams().all().into_iter().find(|t| {
             !ctx.principal.can_see_team(&t.name)
                 && (folder.starts_with(t.path()) || t.path().starts_with(folder))
         });
@@ -381,7 +381,7 @@ async fn save(
     config: Map<String, Value>,
     before: Option<&Team>,
 ) -> Result<Arc<Team>> {
-    let policy = iris.team_policy();
+    let policy = iris.teams().policy();
     check_keys(iris, ctx, &policy, given)?;
     // Agent keys of its own: set now by an admin who may, or kept from
     // one who did (nobody else may touch them, `check_keys`).
@@ -393,13 +393,13 @@ async fn save(
     } else {
         before.is_some_and(|t| t.custom_agent)
     };
-    let known: Vec<String> = iris.teams().iter().map(|t| t.name.clone()).collect();
+    let known: Vec<String> = iris.teams().all().iter().map(|t| t.name.clone()).collect();
     let config = Value::Object(config);
     let made = crate::config::team_from_json(name, config.clone(), &policy, &known, custom)
         .map_err(|(field, problem)| IrisError::validation(&field, problem))?;
     check_result(iris, ctx, &policy, given, before, &made)?;
-    iris.store
-        .save_team(name, &config, custom, crate::now_ms())
+    iris.store()
+        .save_team(name, &config, custom, crate::clock::now_ms())
         .await?;
     let (team, profile) = made;
     let team = Arc::new(Team::created(
@@ -409,7 +409,7 @@ async fn save(
         policy.roots.clone(),
         custom,
     ));
-    iris.put_team(team.clone());
+    iris.teams().put(team.clone());
     Ok(team)
 }
 
@@ -442,7 +442,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::TEAMS_READ),
             false,
             |iris: Arc<Iris>, _ctx: Ctx, _p: NoParams| async move {
-                let policy = iris.team_policy();
+                let policy = iris.teams().policy();
                 Ok(ProfilesResult {
                     profiles: policy
                         .profiles
@@ -470,7 +470,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::TEAMS_READ),
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: GetParams| async move {
-                let team = iris.team(&ctx, &p.team)?;
+                let team = iris.teams().get(&ctx, &p.team)?;
                 Ok(record(&team))
             },
         ),
@@ -486,7 +486,7 @@ pub(super) fn operations() -> Vec<Operation> {
                         "a caller limited to some teams cannot create one",
                     ));
                 }
-                if iris.teams().iter().any(|t| t.name == p.name) {
+                if iris.teams().all().iter().any(|t| t.name == p.name) {
                     return Err(IrisError::conflict(format!("team `{}` exists", p.name))
                         .with_details(json!({"team": p.name})));
                 }
@@ -504,7 +504,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::TEAMS_WRITE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: UpdateParams| async move {
-                let team = iris.team(&ctx, &p.team)?;
+                let team = iris.teams().get(&ctx, &p.team)?;
                 editable(&iris, &team)?;
                 let mut config = match serde_json::to_value(&team.config) {
                     Ok(Value::Object(m)) => m,
@@ -534,7 +534,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::ADMIN),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: DeleteParams| async move {
-                let team = iris.team(&ctx, &p.team)?;
+                let team = iris.teams().get(&ctx, &p.team)?;
                 editable(&iris, &team)?;
                 let name = team.name.clone();
                 let working = iris
@@ -548,14 +548,15 @@ pub(super) fn operations() -> Vec<Operation> {
                 }
                 // Its waiting jobs end at once, its running ones with its
                 // processes: each `cancelled`, its callback written.
-                iris.end_jobs_of_team(&name, &format!("team `{name}` was deleted"), true)
+                iris.jobs()
+                    .end_jobs_of_team(&name, &format!("team `{name}` was deleted"), true)
                     .await?;
                 let stopped = iris
-                    .pool
+                    .pool()
                     .stop_where(|x| x.team == name, "team deleted")
                     .await;
-                iris.store.delete_team(&name).await?;
-                iris.remove_team(&name);
+                iris.store().delete_team(&name).await?;
+                iris.teams().remove(&name);
                 audit_change(&iris, &ctx, "deleted", &name, Some(&team.config), None);
                 Ok(DeleteResult {
                     team: name,

@@ -177,21 +177,21 @@ fn status_of(iris: &Iris, team: &Team) -> TeamStatus {
         busy: processes.iter().any(|p| p.state == "busy"),
         queued: processes.iter().map(|p| p.queued).sum(),
         processes,
-        timestamp: crate::now_ms(),
+        timestamp: crate::clock::now_ms(),
     }
 }
 
 async fn wake(iris: &Iris, team: &Arc<Team>, from: &str) -> Result<WakeResult> {
     let started = Instant::now();
-    let session = iris.session(from, &team.name, None).await?;
-    let pid = iris.pool.wake(team, &session).await?;
+    let session = iris.conversations().session(from, &team.name, None).await?;
+    let pid = iris.pool().wake(team, &session).await?;
     Ok(WakeResult {
         team: team.name.clone(),
         status: "awake".into(),
         session_id: session.id,
         pid,
         duration: started.elapsed().as_millis() as u64,
-        timestamp: crate::now_ms(),
+        timestamp: crate::clock::now_ms(),
     })
 }
 
@@ -210,19 +210,15 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: StatusParams| async move {
                 let teams = match p.team {
-                    Some(name) => vec![iris.team(&ctx, &name)?],
-                    None => iris
-                        .teams()
-                        .into_iter()
-                        .filter(|t| ctx.principal.can_see_team(&t.name))
-                        .collect(),
+                    Some(name) => vec![iris.teams().get(&ctx, &name)?],
+                    None => iris.teams().visible(&ctx),
                 };
-                let processes = iris.pool.processes();
+                let processes = iris.pool().processes();
                 Ok(StatusResult {
                     teams: teams.iter().map(|t| status_of(&iris, t)).collect(),
                     total_processes: processes.len(),
-                    max_processes: iris.pool.settings().max_processes,
-                    timestamp: crate::now_ms(),
+                    max_processes: iris.pool().settings().max_processes,
+                    timestamp: crate::clock::now_ms(),
                 })
             },
         ),
@@ -232,8 +228,8 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::PROCESSES_MANAGE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: TeamParams| async move {
-                let team = iris.team(&ctx, &p.team)?;
-                wake(&iris, &team, &iris.speaker(&ctx, p.from_team)?).await
+                let team = iris.teams().get(&ctx, &p.team)?;
+                wake(&iris, &team, &iris.access().speaker(&ctx, p.from_team)?).await
             },
         ),
         Operation::new(
@@ -242,8 +238,8 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::PROCESSES_MANAGE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: TeamParams| async move {
-                let team = iris.team(&ctx, &p.team)?;
-                let woke = wake(&iris, &team, &iris.speaker(&ctx, p.from_team)?).await?;
+                let team = iris.teams().get(&ctx, &p.team)?;
+                let woke = wake(&iris, &team, &iris.access().speaker(&ctx, p.from_team)?).await?;
                 let resume_command = match team.agent() {
                     iris_agent::AgentKind::Claude => format!(
                         "cd {} && {} --resume {}",
@@ -265,7 +261,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::PROCESSES_MANAGE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: SleepParams| async move {
-                let team = iris.team(&ctx, &p.team)?;
+                let team = iris.teams().get(&ctx, &p.team)?;
                 let status = status_of(&iris, &team);
                 if !p.force && (status.busy || status.queued > 0) {
                     return Err(IrisError::conflict(format!(
@@ -275,14 +271,14 @@ pub(super) fn operations() -> Vec<Operation> {
                 }
                 let name = team.name.clone();
                 let stopped = iris
-                    .pool
+                    .pool()
                     .stop_where(|x| x.team == name, "team put to sleep")
                     .await;
                 Ok(SleepResult {
                     team: team.name.clone(),
                     status: "asleep".into(),
                     stopped: stopped.len(),
-                    timestamp: crate::now_ms(),
+                    timestamp: crate::clock::now_ms(),
                 })
             },
         ),
@@ -293,12 +289,8 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: WakeAllParams| async move {
                 let started = Instant::now();
-                let from = iris.speaker(&ctx, p.from_team)?;
-                let teams: Vec<Arc<Team>> = iris
-                    .teams()
-                    .into_iter()
-                    .filter(|t| ctx.principal.can_see_team(&t.name))
-                    .collect();
+                let from = iris.access().speaker(&ctx, p.from_team)?;
+                let teams: Vec<Arc<Team>> = iris.teams().visible(&ctx);
                 let entry = |team: &Arc<Team>, r: Result<WakeResult>| match r {
                     Ok(w) => WakeAllEntry {
                         team: team.name.clone(),
@@ -335,7 +327,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     results,
                     parallel: p.parallel,
                     duration: started.elapsed().as_millis() as u64,
-                    timestamp: crate::now_ms(),
+                    timestamp: crate::clock::now_ms(),
                 })
             },
         ),
@@ -346,11 +338,7 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: ListParams| async move {
                 let mut teams = Vec::new();
-                for t in iris
-                    .teams()
-                    .into_iter()
-                    .filter(|t| ctx.principal.can_see_team(&t.name))
-                {
+                for t in iris.teams().visible(&ctx) {
                     let processes = iris.team_processes(&t.name);
                     let awake = processes.iter().any(is_running);
                     teams.push(TeamEntry {
@@ -371,7 +359,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     awake_teams: awake,
                     asleep_teams: teams.len() - awake,
                     teams,
-                    timestamp: crate::now_ms(),
+                    timestamp: crate::clock::now_ms(),
                 })
             },
         ),

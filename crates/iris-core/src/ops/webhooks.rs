@@ -12,10 +12,10 @@ use serde_json::json;
 use super::jobs::{DeliveryList, DeliveryView, with_attempts};
 use super::system::Pagination;
 use crate::auth::scope;
+use crate::clock::now_ms;
 use crate::ctx::Ctx;
 use crate::error::{IrisError, Result};
 use crate::iris::Iris;
-use crate::now_ms;
 use crate::registry::Operation;
 
 /// The events a subscription may ask for (`*` for all).
@@ -145,7 +145,7 @@ fn check_events(events: &[String]) -> Result<()> {
 }
 
 async fn check_url(iris: &Iris, url: &str) -> Result<()> {
-    let allow = iris_webhooks::AllowHosts::new(&iris.config.webhooks.allow_hosts);
+    let allow = iris_webhooks::AllowHosts::new(&iris.config().webhooks.allow_hosts);
     iris_webhooks::guard::check_url(url, &allow)
         .await
         .map(|_| ())
@@ -153,7 +153,7 @@ async fn check_url(iris: &Iris, url: &str) -> Result<()> {
 }
 
 async fn get(iris: &Iris, id: &str) -> Result<WebhookRow> {
-    iris.store
+    iris.store()
         .webhook(id)
         .await?
         .ok_or_else(|| IrisError::not_found(format!("no webhook `{id}`")))
@@ -188,8 +188,8 @@ pub(super) fn operations() -> Vec<Operation> {
                     created_at: now,
                     updated_at: now,
                 };
-                iris.store.insert_webhook(&row).await?;
-                iris.reload_webhooks().await?;
+                iris.store().insert_webhook(&row).await?;
+                iris.jobs().reload_webhooks().await?;
                 Ok(Created {
                     webhook: row,
                     secret,
@@ -203,7 +203,7 @@ pub(super) fn operations() -> Vec<Operation> {
             false,
             |iris: Arc<Iris>, _ctx: Ctx, _p: super::system::NoParams| async move {
                 Ok(WebhookList {
-                    webhooks: iris.store.webhooks().await?,
+                    webhooks: iris.store().webhooks().await?,
                 })
             },
         ),
@@ -241,8 +241,8 @@ pub(super) fn operations() -> Vec<Operation> {
                     row.description = p.description;
                 }
                 row.updated_at = now_ms();
-                iris.store.update_webhook(&row).await?;
-                iris.reload_webhooks().await?;
+                iris.store().update_webhook(&row).await?;
+                iris.jobs().reload_webhooks().await?;
                 Ok(row)
             },
         ),
@@ -253,8 +253,8 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, _ctx: Ctx, p: WebhookParams| async move {
                 get(&iris, &p.webhook_id).await?;
-                let deleted = iris.store.delete_webhook(&p.webhook_id).await?;
-                iris.reload_webhooks().await?;
+                let deleted = iris.store().delete_webhook(&p.webhook_id).await?;
+                iris.jobs().reload_webhooks().await?;
                 Ok(Deleted {
                     webhook_id: p.webhook_id,
                     deleted,
@@ -269,7 +269,7 @@ pub(super) fn operations() -> Vec<Operation> {
             |iris: Arc<Iris>, _ctx: Ctx, p: DeliveriesParams| async move {
                 get(&iris, &p.webhook_id).await?;
                 let (rows, total) = iris
-                    .store
+                    .store()
                     .deliveries(
                         Some(&p.webhook_id),
                         None,
@@ -290,7 +290,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::ADMIN),
             true,
             |iris: Arc<Iris>, _ctx: Ctx, p: RedeliverParams| async move {
-                let Some(d) = iris.store.delivery(&p.delivery_id).await? else {
+                let Some(d) = iris.store().delivery(&p.delivery_id).await? else {
                     return Err(IrisError::not_found(format!(
                         "no delivery `{}`",
                         p.delivery_id
@@ -303,14 +303,12 @@ pub(super) fn operations() -> Vec<Operation> {
                     ))
                     .with_details(json!({"deliveryId": d.id, "attempts": d.attempts})));
                 }
-                iris.store
-                    .redeliver(&d.id, now_ms(), iris.config.webhooks.max_attempts.max(1))
+                iris.store()
+                    .redeliver(&d.id, now_ms(), iris.config().webhooks.max_attempts.max(1))
                     .await?;
-                if let Some(dl) = &iris.jobs.deliverer {
-                    dl.poke();
-                }
-                let d = iris.store.delivery(&d.id).await?.unwrap_or(d);
-                let attempt_log = iris.store.attempts(&d.id).await?;
+                iris.jobs().poke();
+                let d = iris.store().delivery(&d.id).await?.unwrap_or(d);
+                let attempt_log = iris.store().attempts(&d.id).await?;
                 Ok(DeliveryView {
                     delivery: d,
                     attempt_log,

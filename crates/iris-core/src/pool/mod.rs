@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::bus::Bus;
+use crate::bus::Events;
 use crate::config::Settings;
 use crate::error::{ErrorKind, IrisError, Result};
 use crate::recorder::Recorder;
@@ -149,7 +149,7 @@ pub(crate) struct PoolInner {
     settings: std::sync::RwLock<Arc<Settings>>,
     pub store: Store,
     pub recorder: Recorder,
-    pub bus: Arc<Bus>,
+    pub bus: Arc<dyn Events>,
     pub echo_program: PathBuf,
     /// Issues the credentials of claude teams' `iris` MCP server.
     pub auth: Arc<iris_auth::Auth>,
@@ -247,7 +247,7 @@ impl Pool {
         settings: Settings,
         store: Store,
         recorder: Recorder,
-        bus: Arc<Bus>,
+        bus: Arc<dyn Events>,
         echo_program: PathBuf,
         auth: Arc<iris_auth::Auth>,
     ) -> Self {
@@ -386,7 +386,7 @@ impl Pool {
                 generation: self.inner.generation.fetch_add(1, Ordering::Relaxed),
                 state: AtomicU8::new(ProcState::Stopped as u8),
                 queued: AtomicUsize::new(0),
-                last_used: AtomicI64::new(crate::now_ms()),
+                last_used: AtomicI64::new(crate::clock::now_ms()),
                 pid: AtomicU32::new(0),
                 spawned_at: AtomicI64::new(0),
                 turns: AtomicU64::new(0),
@@ -433,7 +433,7 @@ impl Pool {
         slot.shared.queued.fetch_add(1, Ordering::AcqRel);
         slot.shared
             .last_used
-            .store(crate::now_ms(), Ordering::Relaxed);
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
         if let Ok(mut live) = self.inner.live.lock() {
             live.insert(tracker.id.clone(), tracker.clone());
         }

@@ -17,12 +17,7 @@ use serde_json::json;
 /// process ends, which is usually much sooner.
 pub const AGENT_CREDENTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The tools of the `iris` server the agent may call without asking: all
-/// of them (its credential only allows messaging and reading).
-pub const IRIS_TOOLS: &str = "mcp__iris";
-
-/// The variable of the agent's environment that holds its credential.
-pub const TOKEN_VAR: &str = "IRIS_MCP_TOKEN";
+pub use crate::team::{IRIS_TOOLS, TOKEN_VAR};
 
 pub(crate) struct Seat {
     auth: Arc<Auth>,

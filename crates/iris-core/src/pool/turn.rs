@@ -203,7 +203,7 @@ impl TurnTracker {
             team,
             from,
             request,
-            created_at: crate::now_ms(),
+            created_at: crate::clock::now_ms(),
             chain: Vec::new(),
             asked_from: None,
             limit: None,

@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use iris_core::auth::{Origin, Principal};
 use iris_core::{Ctx, ErrorKind, IrisError};
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The query parameter browsers' EventSource/WebSocket put a credential in.
 pub const TOKEN_QUERY: &str = "token";
@@ -21,10 +21,7 @@ pub const TOKEN_QUERY: &str = "token";
 /// Refresh tokens are only ever sent to `/auth/refresh`.
 pub const REFRESH_PREFIX: &str = "iris_rt_";
 
-/// `X-Request-ID` of this request (the caller's, or `req_<ulid>`); shared,
-/// so the copies in the request, its context and errors do not allocate.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub Arc<str>);
+pub use crate::error::RequestId;
 
 /// What the gate found out about a request, in its extensions.
 #[derive(Debug, Clone)]

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use iris_core::auth::{Auth, Origin, Principal, Standing};
 use iris_core::{ErrorKind, IrisError, now_ms};
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// A credential an open connection holds, and what it stood for when last
 /// checked.
@@ -108,7 +108,7 @@ fn ended(e: iris_core::auth::AuthError) -> IrisError {
 /// # Errors
 /// `RateLimited`, or why the credential is refused.
 pub fn late_login(state: &AppState, origin: &Origin, token: &str) -> Result<Held, IrisError> {
-    let auth = &state.iris.auth;
+    let auth = state.iris.auth();
     if let Some(d) = origin
         .ip
         .and_then(|ip| auth.limit_ip(ip))

@@ -41,8 +41,8 @@ use iris_core::auth::{Decision, Origin, Principal};
 use iris_core::{ErrorKind, IrisError};
 use tower::{Layer, Service};
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use caller::{Caller, RequestId};
 use headers::SECURITY_HEADERS;
 use policy::{Access, Policies, Policy};
@@ -55,11 +55,14 @@ pub const UNMATCHED: &str = "unmatched";
 pub struct GateLayer {
     state: AppState,
     policies: Arc<Policies>,
+    /// The `Host` names requests may carry (DNS-rebinding protection).
+    hosts: Arc<host::Hosts>,
 }
 
 impl GateLayer {
     pub fn new(state: AppState) -> Self {
         GateLayer {
+            hosts: Arc::new(host::Hosts::new(&state.iris.config().api)),
             state,
             policies: Arc::new(Policies::new()),
         }
@@ -74,6 +77,7 @@ impl<S> Layer<S> for GateLayer {
             inner,
             state: self.state.clone(),
             policies: self.policies.clone(),
+            hosts: self.hosts.clone(),
         }
     }
 }
@@ -84,6 +88,7 @@ pub struct Gate<S> {
     inner: S,
     state: AppState,
     policies: Arc<Policies>,
+    hosts: Arc<host::Hosts>,
 }
 
 impl<S, B> Service<Request> for Gate<S>
@@ -115,7 +120,7 @@ where
             limit: None,
             rid: rid.clone(),
         };
-        let admitted = admit(&self.state, &req, policy, &rid);
+        let admitted = admit(&self.state, &self.hosts, &req, policy, &rid);
         out.limit = admitted.limit;
         // The route is called here, not inside the answer's future: that
         // future then holds only the route's own, not the request and a
@@ -125,7 +130,7 @@ where
             Ok(Caller {
                 credential: Some(c),
                 ..
-            }) => held::Held::new(&self.state.iris.auth, c.clone()).ok(),
+            }) => held::Held::new(self.state.iris.auth(), c.clone()).ok(),
             _ => None,
         };
         let announce = req.uri().path() != "/mcp";
@@ -136,8 +141,8 @@ where
             }
             Err(refusal) => Err(refusal),
         };
-        let auth = self.state.iris.auth.clone();
-        let timeout = self.state.iris.config.api.request_timeout;
+        let auth = self.state.iris.auth().clone();
+        let timeout = self.state.iris.config().api.request_timeout;
         let deadline = (policy.timed && timeout > 0)
             .then(|| tokio::time::Instant::from_std(started + Duration::from_millis(timeout)));
         Box::pin(async move {
@@ -173,13 +178,19 @@ struct Admission {
 }
 
 /// Steps 2 to 4 of the module's documentation.
-fn admit(state: &AppState, req: &Request, policy: Policy, rid: &RequestId) -> Admission {
+fn admit(
+    state: &AppState,
+    hosts: &host::Hosts,
+    req: &Request,
+    policy: Policy,
+    rid: &RequestId,
+) -> Admission {
     let refuse = |e: IrisError, limit| Admission {
         caller: Err(e),
         limit,
     };
     let heads = req.headers();
-    if let Err(e) = check_host(state, heads) {
+    if let Err(e) = check_host(state, hosts, heads) {
         return refuse(e, None);
     }
     let ip: Option<IpAddr> = req
@@ -195,7 +206,7 @@ fn admit(state: &AppState, req: &Request, policy: Policy, rid: &RequestId) -> Ad
             .map(|v| v.get(..256).unwrap_or(v).into()),
         request_id: Some(rid.0.clone()),
     };
-    let auth = &state.iris.auth;
+    let auth = state.iris.auth();
     let is_get = req.method() == Method::GET;
     let found = caller::credential(heads, req.uri(), is_get).map(|c| auth.authenticate(c, &origin));
     // A failed authentication counts against the address.
@@ -216,7 +227,7 @@ fn admit(state: &AppState, req: &Request, policy: Policy, rid: &RequestId) -> Ad
     let principal: Option<Arc<Principal>> = match found {
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => return refuse(e.into(), limit),
-        None if !state.iris.config.api.require_auth => Some(state.open.clone()),
+        None if !state.iris.config().api.require_auth => Some(state.open.clone()),
         None if policy.access != Access::Guarded || is_preflight(req) => None,
         None => {
             let e = caller::unauthenticated();
@@ -247,7 +258,7 @@ fn is_preflight(req: &Request) -> bool {
 
 /// One `Host` (RFC 9112 section 3.2: a request with more is answered 400),
 /// naming this server; an `Origin`, when present, allowed.
-fn check_host(state: &AppState, heads: &HeaderMap) -> Result<(), IrisError> {
+fn check_host(state: &AppState, allowed: &host::Hosts, heads: &HeaderMap) -> Result<(), IrisError> {
     let mut hosts = heads.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -257,7 +268,7 @@ fn check_host(state: &AppState, heads: &HeaderMap) -> Result<(), IrisError> {
         ));
     }
     let host = host.and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !state.hosts.allow(host) {
+    if !allowed.allow(host) {
         return Err(forbidden(format!(
             "host `{host}` is not allowed (api.allowedHosts)"
         )));
@@ -267,7 +278,7 @@ fn check_host(state: &AppState, heads: &HeaderMap) -> Result<(), IrisError> {
     match heads.get(header::ORIGIN).map(|v| v.to_str()) {
         None => Ok(()),
         Some(Err(_)) => Err(forbidden("an unreadable origin is not allowed".to_owned())),
-        Some(Ok(o)) if !host::origin_allowed(&state.iris.config.api, &state.hosts, o, host) => Err(
+        Some(Ok(o)) if !host::origin_allowed(&state.iris.config().api, allowed, o, host) => Err(
             forbidden(format!("origin `{o}` is not allowed (api.cors.origins)")),
         ),
         Some(Ok(_)) => Ok(()),

@@ -1,22 +1,21 @@
 //! `/auth/*` (seed 003): login, refresh, logout, the caller, and TOTP MFA.
-//! Thin adapters over `iris_core::auth::Auth`; the rules live there.
+//! Thin adapters over the core's accounts service; the rules live there.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use std::sync::Arc;
 
-use iris_core::auth::{Auth, AuthError, Login};
-use iris_core::{Ctx, IrisError};
+use iris_core::IrisError;
+use iris_core::auth::Login;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::{self as auth, Caller, REFRESH_PREFIX};
 use crate::params::Typed;
+use crate::state::AppState;
 
 /// The request bodies of the routes that take one, by the path under
 /// `auth/`, as JSON Schemas from the types that read them, with what the
@@ -101,10 +100,7 @@ async fn login(
         password: b.password,
         mfa_code: b.mfa_code,
     };
-    answer(
-        &who,
-        state.iris.auth.login(req, &who.origin, who.origin.ip).await,
-    )
+    answer(&who, state.iris.accounts().login(req, &who.origin).await)
 }
 
 /// `POST /auth/register` (seed 003): `{email, password, username?}`; the
@@ -142,14 +138,13 @@ async fn register(
         password,
         username: b.username,
     };
-    let mode = state.iris.config.auth.registration;
     let user = state
         .iris
-        .auth
-        .register(req, mode, &who.origin, who.origin.ip)
+        .accounts()
+        .register(req, &who.origin)
         .await
-        .map_err(|e| who.fail(e.into()))?;
-    Ok((axum::http::StatusCode::CREATED, Json(json!(user))))
+        .map_err(|e| who.fail(e))?;
+    Ok((axum::http::StatusCode::CREATED, Json(user)))
 }
 
 #[derive(Deserialize, Default, JsonSchema)]
@@ -177,7 +172,10 @@ async fn refresh(
             "required (body or Authorization: Bearer iris_rt_…)",
         )));
     };
-    answer(&who, state.iris.auth.refresh(&token, &who.origin).await)
+    answer(
+        &who,
+        state.iris.accounts().refresh(&token, &who.origin).await,
+    )
 }
 
 async fn logout(
@@ -188,61 +186,39 @@ async fn logout(
 ) -> Result<Json<Value>, ApiError> {
     who.ctx()?;
     let token = auth::credential(&headers, &uri, false).unwrap_or_default();
-    if token.starts_with(iris_core::auth::KEY_PREFIX) {
-        return Err(who.fail(IrisError::validation(
-            "Authorization",
-            "an API key has no session; revoke it instead",
-        )));
-    }
     state
         .iris
-        .auth
+        .accounts()
         .logout(token, &who.origin)
         .await
-        .map_err(|e| who.fail(e.into()))?;
+        .map_err(|e| who.fail(e))?;
     Ok(Json(
         json!({"message": "Successfully logged out", "timestamp": iris_core::now_ms()}),
     ))
 }
 
-/// Run `f` as the authenticated caller of this request.
-async fn as_caller<F, Fut>(state: &AppState, who: &Caller, f: F) -> Result<Json<Value>, ApiError>
-where
-    F: FnOnce(Arc<Auth>, Ctx) -> Fut,
-    Fut: Future<Output = Result<Value, AuthError>>,
-{
-    let ctx = who.ctx()?;
-    answer(who, f(state.iris.auth.clone(), ctx).await)
-}
-
-/// The JSON answer of an auth call, or its error body.
-fn answer<T: serde::Serialize>(
-    who: &Caller,
-    r: Result<T, AuthError>,
-) -> Result<Json<Value>, ApiError> {
-    r.map(|v| Json(json!(v))).map_err(|e| who.fail(e.into()))
+/// The JSON answer of an account call, or its error body.
+fn answer(who: &Caller, r: Result<Value, IrisError>) -> Result<Json<Value>, ApiError> {
+    r.map(Json).map_err(|e| who.fail(e))
 }
 
 async fn logout_all(State(state): State<AppState>, who: Caller) -> Result<Json<Value>, ApiError> {
-    as_caller(&state, &who, |auth, ctx| async move {
-        auth.logout_all(&ctx.principal, &ctx.origin).await?;
-        Ok(json!({"message": "Every session ended", "timestamp": iris_core::now_ms()}))
-    })
-    .await
+    let ctx = who.ctx()?;
+    let ended = state.iris.accounts().logout_all(&ctx).await;
+    answer(
+        &who,
+        ended.map(|()| json!({"message": "Every session ended", "timestamp": iris_core::now_ms()})),
+    )
 }
 
 async fn me(State(state): State<AppState>, who: Caller) -> Result<Json<Value>, ApiError> {
-    as_caller(&state, &who, |auth, ctx| async move {
-        auth.me(&ctx.principal).await
-    })
-    .await
+    let ctx = who.ctx()?;
+    answer(&who, state.iris.accounts().me(&ctx).await)
 }
 
 async fn mfa_setup(State(state): State<AppState>, who: Caller) -> Result<Json<Value>, ApiError> {
-    as_caller(&state, &who, |auth, ctx| async move {
-        auth.mfa_setup(&ctx.principal, &ctx.origin).await
-    })
-    .await
+    let ctx = who.ctx()?;
+    answer(&who, state.iris.accounts().mfa_setup(&ctx).await)
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -261,10 +237,8 @@ async fn mfa_confirm(
     who: Caller,
     Typed(b): Typed<CodeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    as_caller(&state, &who, |auth, ctx| async move {
-        auth.mfa_confirm(&ctx.principal, &b.code, &ctx.origin).await
-    })
-    .await
+    let ctx = who.ctx()?;
+    answer(&who, state.iris.accounts().mfa_confirm(&ctx, &b.code).await)
 }
 
 /// The second step of a login: the `mfaToken` of the challenge and a code.
@@ -283,7 +257,7 @@ async fn mfa_verify(
         &who,
         state
             .iris
-            .auth
+            .accounts()
             .mfa_verify(&token, &b.code, &who.origin)
             .await,
     )
@@ -297,9 +271,13 @@ async fn mfa_disable(
     let Some(password) = b.password else {
         return Err(who.fail(IrisError::validation("password", "required")));
     };
-    as_caller(&state, &who, |auth, ctx| async move {
-        auth.mfa_disable(&ctx.principal, &password, &b.code, &ctx.origin)
-            .await
-    })
-    .await
+    let ctx = who.ctx()?;
+    answer(
+        &who,
+        state
+            .iris
+            .accounts()
+            .mfa_disable(&ctx, &password, &b.code)
+            .await,
+    )
 }

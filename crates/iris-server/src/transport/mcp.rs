@@ -24,9 +24,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
+use crate::gate::caller::Caller;
+use crate::lifecycle::FINISHING;
 use crate::params::{Body, read_body};
-use crate::serve::FINISHING;
-use crate::{AppState, Caller};
+use crate::state::AppState;
 
 /// Who opened each MCP session (`Mcp-Session-Id`): a session is usable —
 /// posted to, streamed with `Last-Event-ID`, ended — only by the
@@ -81,7 +82,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             stop.cancel();
         });
     }
-    let api = &state.iris.config.api;
+    let api = &state.iris.config().api;
     let open = Arc::new(iris_mcp::Sessions::default());
     let owners = Owners {
         open: open.clone(),

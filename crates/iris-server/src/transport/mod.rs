@@ -1,6 +1,6 @@
 //! The transports: each a module of axum routes that turns requests into
 //! `(Ctx, operation, params)` for the core's `dispatch` and renders what
-//! comes back. They read the caller the gate left ([`crate::Caller`]) and
+//! comes back. They read the caller the gate left ([`crate::gate::caller::Caller`]) and
 //! hold no business logic.
 
 pub mod auth;
@@ -23,8 +23,8 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::AppState;
 use crate::gate::policy::API_PREFIXES;
+use crate::state::AppState;
 
 /// Every route of every transport (without the gate: [`crate::app`] adds it).
 pub fn routes(state: &AppState) -> anyhow::Result<Router<AppState>> {

@@ -13,7 +13,7 @@ use iris_core::registry;
 use serde_json::{Map, Value, json};
 
 use super::rest::{HEADER_PARAMS, ROUTES, Verb};
-use crate::AppState;
+use crate::state::AppState;
 
 /// Move a schemars schema's `$defs` into `defs` and point its `$ref`s there.
 fn absorb(schema: &Value, defs: &mut Map<String, Value>) -> Value {

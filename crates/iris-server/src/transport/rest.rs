@@ -11,10 +11,10 @@ use iris_core::IrisError;
 use iris_core::registry::Operation;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::Caller;
 use crate::params::{Body, add_query, body_object, read_body, segments};
+use crate::state::AppState;
 
 /// How one route calls one operation.
 #[derive(Clone, Copy)]

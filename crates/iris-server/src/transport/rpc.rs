@@ -6,10 +6,10 @@ use axum::{Json, Router};
 use iris_core::IrisError;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::Caller;
 use crate::params::Object;
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/rpc", post(rpc))

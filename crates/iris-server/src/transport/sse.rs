@@ -18,10 +18,10 @@ use futures_util::Stream;
 use iris_core::{Follower, IrisError, TurnEvent};
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::Caller;
 use crate::params::{Object, Segment};
+use crate::state::AppState;
 
 pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()

@@ -10,10 +10,10 @@ use iris_core::auth::scope;
 use iris_core::{IrisError, registry};
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::{Caller, RequestId};
 use crate::params::{Object, Segment};
+use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -31,7 +31,7 @@ async fn healthz() -> Json<Value> {
 async fn health(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "status": "ok",
-        "uptime": iris_core::now_ms() - state.iris.started_at,
+        "uptime": state.iris.health().uptime,
         "version": env!("CARGO_PKG_VERSION"),
         "timestamp": iris_core::now_ms(),
     }))
@@ -43,10 +43,8 @@ async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response
         return e.into_response();
     }
     let iris = &state.iris;
-    let db = iris.store.ping().await;
-    let by_state = iris.processes_by_state();
-    let total: usize = by_state.values().sum();
-    let queues = iris.queue_depths();
+    let db = iris.ping_database().await;
+    let h = iris.health();
     let healthy = db.is_ok();
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
@@ -54,10 +52,10 @@ async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response
             Ok(d) => json!({"ok": true, "latencyMs": d.as_secs_f64() * 1000.0}),
             Err(_) => json!({"ok": false}),
         },
-        "processes": {"total": total, "max": iris.pool.settings().max_processes, "byState": by_state},
-        "queues": queues,
-        "bus": {"droppedSubscribers": iris.bus.dropped_subscribers()},
-        "uptime": iris_core::now_ms() - iris.started_at,
+        "processes": {"total": h.total_processes, "max": h.max_processes, "byState": h.processes_by_state},
+        "queues": h.queues,
+        "bus": {"droppedSubscribers": h.dropped_subscribers},
+        "uptime": h.uptime,
         "version": env!("CARGO_PKG_VERSION"),
         "timestamp": iris_core::now_ms(),
     });
@@ -70,7 +68,7 @@ async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response
 }
 
 async fn ready(State(state): State<AppState>, rid: RequestId) -> Result<Json<Value>, ApiError> {
-    match state.iris.store.ping().await {
+    match state.iris.ping_database().await {
         Ok(_) => Ok(Json(json!({"ready": true}))),
         Err(_) => Err(ApiError::new(
             IrisError::new(
@@ -132,16 +130,15 @@ async fn metrics(State(state): State<AppState>, who: Caller) -> Response {
     if let Err(e) = who.require(&state, scope::PROCESSES_READ, "/metrics") {
         return e.into_response();
     }
-    let iris = &state.iris;
-    let by_state = iris.processes_by_state();
+    let h = state.iris.health();
     for s in ["spawning", "ready", "busy", "stopping", "stopped", "failed"] {
-        let n = by_state.get(s).copied().unwrap_or(0);
+        let n = h.processes_by_state.get(s).copied().unwrap_or(0);
         metrics::gauge!("iris_processes", "state" => s).set(n as f64);
     }
-    for (team, depth) in iris.queue_depths() {
+    for (team, depth) in h.queues {
         metrics::gauge!("iris_queue_depth", "team" => team).set(depth as f64);
     }
-    metrics::gauge!("iris_bus_dropped_subscribers").set(iris.bus.dropped_subscribers() as f64);
+    metrics::gauge!("iris_bus_dropped_subscribers").set(h.dropped_subscribers as f64);
     metrics::gauge!("iris_open_connections", "transport" => "websocket").set(
         state
             .ws_connections

@@ -2,7 +2,7 @@
 //! socketioxide's tower service mounted behind the gate like every route.
 //! A thin adapter: sends go through the core's `send_and_follow` (the
 //! checks and audit of `quick_message`), room permissions through
-//! `Iris::check_topic`, events come from the bus ([`rooms`]).
+//! `Iris::may_watch`, events come from the bus ([`rooms`]).
 //!
 //! - Authentication in the handshake, `auth: {token}` (or the gate's
 //!   `Authorization` header), through the same code as the WebSockets; a
@@ -44,7 +44,8 @@ use socketioxide::handler::ConnectHandler;
 
 use crate::gate::caller::Caller;
 use crate::gate::held::{self, Held};
-use crate::{AppState, serve::FINISHING};
+use crate::lifecycle::FINISHING;
+use crate::state::AppState;
 
 /// What a socket carries: its caller and its event budget.
 struct Conn {
@@ -85,7 +86,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 /// adapter (the in-memory one; `with_adapter` takes socketioxide's Redis
 /// adapter for many nodes) and the engine's limits.
 fn builder(state: &AppState) -> socketioxide::SocketIoBuilder {
-    let ws = &state.iris.config.api.websocket;
+    let ws = &state.iris.config().api.websocket;
     SocketIo::builder()
         .req_path("/socket.io")
         .max_payload(ws.max_message_bytes as u64)
@@ -105,7 +106,7 @@ async fn authenticate(state: AppState, s: SocketRef, auth: Option<Value>) -> Res
         .as_ref()
         .and_then(|a| a.get("token"))
         .and_then(Value::as_str);
-    let auth = &state.iris.auth;
+    let auth = state.iris.auth();
     let held = match (token, &caller.credential) {
         (Some(token), _) => {
             Some(held::late_login(&state, &caller.origin, token).map_err(|e| e.message)?)
@@ -116,12 +117,12 @@ async fn authenticate(state: AppState, s: SocketRef, auth: Option<Value>) -> Res
     let principal = match (&held, caller.principal.clone()) {
         (Some(h), _) => h.principal().clone(),
         (None, Some(p)) => p,
-        (None, None) if !state.iris.config.api.require_auth => state.open.clone(),
+        (None, None) if !state.iris.config().api.require_auth => state.open.clone(),
         (None, None) => {
             return Err("authentication required: connect with auth: {token: \"<API key or access token>\"}".into());
         }
     };
-    let limit = state.iris.config.api.websocket.max_connections;
+    let limit = state.iris.config().api.websocket.max_connections;
     if state.ws_connections.fetch_add(1, Ordering::AcqRel) >= limit {
         state.ws_connections.fetch_sub(1, Ordering::AcqRel);
         return Err(format!(
@@ -131,7 +132,7 @@ async fn authenticate(state: AppState, s: SocketRef, auth: Option<Value>) -> Res
     s.extensions.insert(Arc::new(Conn {
         ctx: Mutex::new(Ctx::new(principal, caller.origin)),
         held: Mutex::new(held),
-        limit: state.iris.config.api.websocket.messages_per_second.max(1),
+        limit: state.iris.config().api.websocket.messages_per_second.max(1),
         window: Mutex::new((Instant::now(), 0)),
     }));
     Ok(())
@@ -176,7 +177,7 @@ fn watch_credential(sio: &Arc<Sio>, s: &SocketRef) {
     if c.held.lock().map(|h| h.is_none()).unwrap_or(true) {
         return;
     }
-    let (s, auth) = (s.clone(), sio.state.iris.auth.clone());
+    let (s, auth) = (s.clone(), sio.state.iris.auth().clone());
     tokio::spawn(async move {
         let mut changes = auth.changes();
         loop {
@@ -206,10 +207,10 @@ async fn connected(sio: Arc<Sio>, s: SocketRef) {
         let _ = s.disconnect();
         return;
     };
-    let Ok(ctx) = c.check(&s, &sio.state.iris.auth) else {
+    let Ok(ctx) = c.check(&s, sio.state.iris.auth()) else {
         return;
     };
-    if sio.state.iris.check_topic(&ctx, "system").await.is_ok() {
+    if sio.state.iris.may_watch(&ctx, "system").await.is_ok() {
         s.join("system");
     }
     watch_credential(&sio, &s);
@@ -258,7 +259,7 @@ async fn connected(sio: Arc<Sio>, s: SocketRef) {
             health(sio.clone(), s, ack)
         });
     }
-    let auth = sio.state.iris.auth.clone();
+    let auth = sio.state.iris.auth().clone();
     s.on_fallback(
         move |s: SocketRef, Event(name): Event, ack: AckSender, _: Data<Value>| {
             let auth = auth.clone();
@@ -334,7 +335,7 @@ async fn subscribe(
     room_of: fn(&Value) -> Result<String, IrisError>,
     join: bool,
 ) {
-    let Some((ctx, ack)) = admit(&s, ack, &sio.state.iris.auth) else {
+    let Some((ctx, ack)) = admit(&s, ack, sio.state.iris.auth()) else {
         return;
     };
     let room = match room_of(&data.unwrap_or(Value::Null)) {
@@ -347,9 +348,10 @@ async fn subscribe(
         let _ = ack.send(&json!({"ok": true, "room": room, "subscribed": false}));
         return;
     }
-    if let Err(e) = sio.state.iris.check_topic(&ctx, &room).await {
-        return fail(&s, ack, e);
-    }
+    let room = match sio.state.iris.may_watch(&ctx, &room).await {
+        Ok(r) => r,
+        Err(e) => return fail(&s, ack, e),
+    };
     // Joined first, so a socket leaving at the same time does not stop the
     // feed this one needs (`release` looks for members under the same lock).
     s.join(room.clone());
@@ -359,7 +361,7 @@ async fn subscribe(
 
 /// `tell:start`: send a message and stream its turn to this socket.
 async fn tell(sio: Arc<Sio>, s: SocketRef, data: Option<Value>, ack: AckSender) {
-    let Some((ctx, ack)) = admit(&s, ack, &sio.state.iris.auth) else {
+    let Some((ctx, ack)) = admit(&s, ack, sio.state.iris.auth()) else {
         return;
     };
     let Some(params) = data.filter(Value::is_object) else {
@@ -409,7 +411,7 @@ async fn tell(sio: Arc<Sio>, s: SocketRef, data: Option<Value>, ack: AckSender) 
 
 /// `health:check` from the client: the same report the `system` room gets.
 async fn health(sio: Arc<Sio>, s: SocketRef, ack: AckSender) {
-    if let Some((_, ack)) = admit(&s, ack, &sio.state.iris.auth) {
+    if let Some((_, ack)) = admit(&s, ack, sio.state.iris.auth()) {
         let _ = ack.send(&rooms::health_report(&sio.state));
     }
 }

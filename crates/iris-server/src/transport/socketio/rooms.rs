@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// The Socket.IO side of Iris: the state, the handle, and the room feeds.
 pub(super) struct Sio {
@@ -29,7 +29,7 @@ impl Sio {
             io,
             feeds: Mutex::new(HashMap::new()),
         });
-        let interval = sio.state.iris.config.api.health_broadcast_interval;
+        let interval = sio.state.iris.config().api.health_broadcast_interval;
         if interval > 0 {
             let weak = Arc::downgrade(&sio);
             tokio::spawn(async move {
@@ -54,7 +54,8 @@ impl Sio {
         if feeds.get(room).is_some_and(|h| !h.is_finished()) {
             return;
         }
-        let mut sub = self.state.iris.bus.subscribe(room);
+        // The room was checked when a socket joined it (`Iris::may_watch`).
+        let mut sub = self.state.iris.watch(room);
         let (io, name) = (self.io.clone(), room.to_owned());
         let handle = tokio::spawn(async move {
             while let Some(d) = sub.recv().await {
@@ -159,15 +160,15 @@ fn translate(room: &str, e: &Event) -> Option<(&'static str, Value)> {
 
 /// `health:check`'s data: `{totalProcesses, maxProcesses, uptime, …}`.
 pub(super) fn health_report(state: &AppState) -> Value {
-    let iris = &state.iris;
+    let h = state.iris.health();
     let now = iris_core::now_ms();
     json!({
-        "totalProcesses": iris.pool.process_count(),
-        "maxProcesses": iris.pool.settings().max_processes,
-        "processes": iris.processes_by_state(),
-        "jobsWaiting": iris.jobs.waiting(),
-        "sessions": iris.session_count(),
-        "uptime": now - iris.started_at,
+        "totalProcesses": h.total_processes,
+        "maxProcesses": h.max_processes,
+        "processes": h.processes_by_state,
+        "jobsWaiting": h.jobs_waiting,
+        "sessions": h.sessions,
+        "uptime": h.uptime,
         "version": env!("CARGO_PKG_VERSION"),
         "timestamp": now,
     })

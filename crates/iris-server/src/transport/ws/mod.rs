@@ -32,11 +32,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::AppState;
 use crate::error::ApiError;
 use crate::gate::caller::{Caller, RequestId};
 use crate::gate::held::{self, Held};
-use crate::serve::{CLOSING, FINISHING};
+use crate::lifecycle::{CLOSING, FINISHING};
+use crate::state::AppState;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Protocol {
@@ -90,7 +90,7 @@ fn upgrade(
     // Browsers cannot set headers on a WebSocket: without a credential the
     // connection opens unauthenticated and its first message must carry one.
     let held = match &who.credential {
-        Some(c) => match Held::new(&state.iris.auth, c.clone()) {
+        Some(c) => match Held::new(state.iris.auth(), c.clone()) {
             Ok(h) => Some(h),
             Err(e) => return ApiError::new(e, &rid).into_response(),
         },
@@ -103,7 +103,7 @@ fn upgrade(
             false,
         ),
     };
-    let limits = state.iris.config.api.websocket.clone();
+    let limits = state.iris.config().api.websocket.clone();
     // Sockets still to send their credential have a cap of their own, so
     // they cannot take the room of authenticated ones.
     let (count, cap, what) = if authenticated {
@@ -229,7 +229,7 @@ impl Connection {
     /// changed): the principal as it is now, or `ended` set.
     fn recheck(&mut self) {
         if let Some(h) = self.held.as_mut() {
-            match h.check(&self.state.iris.auth) {
+            match h.check(self.state.iris.auth()) {
                 Ok(p) => self.ctx.principal = p,
                 Err(e) => self.ended = Some(e),
             }
@@ -237,7 +237,7 @@ impl Connection {
     }
 
     async fn run(mut self, socket: WebSocket) {
-        let limits = self.state.iris.config.api.websocket.clone();
+        let limits = self.state.iris.config().api.websocket.clone();
         let idle = Duration::from_millis(limits.idle_timeout);
         let (mut sink, mut stream) = socket.split();
         let Some(mut out_rx) = self.out_rx.take() else {
@@ -254,7 +254,7 @@ impl Connection {
         tokio::pin!(auth_deadline);
         let lifecycle = self.state.lifecycle.clone();
         let mut drain = tokio::time::interval(Duration::from_millis(50));
-        let mut changes = self.state.iris.auth.changes();
+        let mut changes = self.state.iris.auth().changes();
         let mut changes_open = true;
         loop {
             if let Some(e) = self.ended.take() {
@@ -505,7 +505,7 @@ impl Connection {
         match held::late_login(&self.state, &self.ctx.origin, token) {
             Ok(h) => {
                 // Now an authenticated connection: counted as one.
-                let limit = self.state.iris.config.api.websocket.max_connections;
+                let limit = self.state.iris.config().api.websocket.max_connections;
                 if self.state.ws_connections.fetch_add(1, Ordering::AcqRel) >= limit {
                     self.state.ws_connections.fetch_sub(1, Ordering::AcqRel);
                     let e = IrisError::new(

@@ -13,11 +13,10 @@ impl Connection {
             self.ack(action, topic).await;
             return Ok(());
         }
-        // The one rule of every transport (docs/security.md): `system`
-        // needs `teams:read`, team and session topics `messages:stream`.
-        self.state.iris.check_topic(&self.ctx, topic).await?;
         if !self.subscriptions.contains_key(topic) {
-            let mut sub = self.state.iris.bus.subscribe(topic);
+            // The one rule of every transport (docs/security.md): `system`
+            // needs `teams:read`, team and session topics `messages:stream`.
+            let (_, mut sub) = self.state.iris.subscribe(&self.ctx, topic).await?;
             let (out, proto, followed, name) = (
                 self.out.clone(),
                 self.proto,

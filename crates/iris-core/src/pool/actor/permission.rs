@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use super::Actor;
 use crate::bus::EventKind;
+use crate::clock::now_ms;
 use crate::config::GrantPermission;
-use crate::now_ms;
 
 /// A permission request waiting for a decision.
 pub(crate) struct Awaiting {
