@@ -39,16 +39,20 @@ impl Served {
         r
     }
 
+    /// POST `body` to `/mcp` as `key`, in `session` if given.
+    async fn post(&self, key: &str, session: Option<&str>, body: &Value) -> reqwest::Response {
+        self.mcp(reqwest::Method::POST, key, session)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A new MCP session of `key`, initialized: its id.
     async fn session(&self, key: &str) -> Result<String, (u16, Value)> {
         let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
-        let r = self
-            .mcp(reqwest::Method::POST, key, None)
-            .json(&init)
-            .send()
-            .await
-            .unwrap();
+        let r = self.post(key, None, &init).await;
         if r.status() != 200 {
             let status = r.status().as_u16();
             return Err((status, r.json().await.unwrap_or(Value::Null)));
@@ -56,12 +60,7 @@ impl Served {
         let id = r.headers()["mcp-session-id"].to_str().unwrap().to_owned();
         let _ = r.text().await;
         let done = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        let r = self
-            .mcp(reqwest::Method::POST, key, Some(&id))
-            .json(&done)
-            .send()
-            .await
-            .unwrap();
+        let r = self.post(key, Some(&id), &done).await;
         assert_eq!(r.status(), 202);
         Ok(id)
     }
@@ -91,22 +90,12 @@ async fn an_mcp_session_is_its_openers_and_the_edge_codes_are_json_rpc() {
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
                       "params": {"name": "list_teams", "arguments": {}}});
     // Its opener uses it.
-    let r = s
-        .mcp(reqwest::Method::POST, &alice, Some(&session))
-        .json(&call)
-        .send()
-        .await
-        .unwrap();
+    let r = s.post(&alice, Some(&session), &call).await;
     assert_eq!(r.status(), 200);
     assert!(answer(r).await["result"]["structuredContent"]["teams"].is_array());
     // Another key — an admin's even — knowing the id: 404 for POST, for
     // GET with Last-Event-ID (replaying another's results), for DELETE.
-    let r = s
-        .mcp(reqwest::Method::POST, &mallory, Some(&session))
-        .json(&call)
-        .send()
-        .await
-        .unwrap();
+    let r = s.post(&mallory, Some(&session), &call).await;
     assert_eq!(r.status(), 404, "POST in another's session");
     let r = s
         .mcp(reqwest::Method::GET, &mallory, Some(&session))
@@ -124,12 +113,7 @@ async fn an_mcp_session_is_its_openers_and_the_edge_codes_are_json_rpc() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], -32004, "{body}");
     // Still alice's.
-    let r = s
-        .mcp(reqwest::Method::POST, &alice, Some(&session))
-        .json(&call)
-        .send()
-        .await
-        .unwrap();
+    let r = s.post(&alice, Some(&session), &call).await;
     assert_eq!(r.status(), 200);
     let _ = r.text().await;
     // Malformed parameters: -32602 with the request's id.
@@ -143,12 +127,7 @@ async fn an_mcp_session_is_its_openers_and_the_edge_codes_are_json_rpc() {
             json!({"jsonrpc": "2.0", "id": 4, "method": "resources/read", "params": {"uri": 5}}),
         ),
     ] {
-        let r = s
-            .mcp(reqwest::Method::POST, &alice, Some(&session))
-            .json(&bad)
-            .send()
-            .await
-            .unwrap();
+        let r = s.post(&alice, Some(&session), &bad).await;
         let v = answer(r).await;
         assert_eq!(
             (v["id"].as_i64(), v["error"]["code"].as_i64()),
