@@ -57,6 +57,70 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 chromium --version
 
+step "PostgreSQL for the Postgres run of the suite"
+# The tests run against PostgreSQL as well when IRIS_TEST_POSTGRES is set: a
+# local server (Debian's packaging: pg_createcluster, pg_ctlcluster) that
+# lets user postgres in over loopback TCP without a password.
+pg_port=5432
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+pg_answers() {
+  PGCONNECT_TIMEOUT=5 psql -h 127.0.0.1 -p "$pg_port" -U postgres -w -Atqc 'select 1' >/dev/null 2>&1
+}
+pg_wait() { # up to 30 s for "$@" to succeed
+  local _
+  for _ in $(seq 60); do "$@" && return 0; sleep 0.5; done
+  return 1
+}
+ensure_postgres() {
+  pg_answers && return 0
+  if ! command -v psql >/dev/null || ! command -v pg_ctlcluster >/dev/null ||
+    ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    # Its postinst creates and starts cluster "main" (unless policy-rc.d says no).
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 apt-get install -y -qq postgresql >/dev/null
+  fi
+  local ver='' name='' status=''
+  read -r ver name status < <(pg_lsclusters -h | awk -v p="$pg_port" '$3 == p {print $1, $2, $4}') || true
+  if [ -n "$ver" ]; then
+    case $status in online*) ;; *) as_root pg_ctlcluster "$ver" "$name" start ;; esac
+  else
+    if pg_isready -q -h 127.0.0.1 -p "$pg_port"; then
+      echo "a server that is no Debian cluster holds port $pg_port and wants a password for user postgres"
+      exit 1
+    fi
+    ver=$(printf '%s\n' /usr/lib/postgresql/*/bin/initdb | cut -d/ -f5 | sort -V | tail -n1)
+    name=main
+    [ ! -e "/etc/postgresql/$ver/main" ] || name=iris
+    as_root pg_createcluster "$ver" "$name" -p "$pg_port" --locale C.UTF-8 --start -- \
+      --auth-local=trust --auth-host=trust >/dev/null
+  fi
+  pg_wait pg_isready -q -h 127.0.0.1 -p "$pg_port" ||
+    { echo "PostgreSQL $ver/$name does not answer on port $pg_port"; exit 1; }
+  if ! pg_answers; then
+    # Loopback TCP as user postgres: trust, ahead of every other line (the
+    # first line that matches decides).
+    local hba=/etc/postgresql/$ver/$name/pg_hba.conf
+    if ! as_root grep -Eq '^host[[:space:]]+all[[:space:]]+postgres[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba"; then
+      as_root sed -i '1i host all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust' "$hba"
+    fi
+    as_root pg_ctlcluster "$ver" "$name" reload
+  fi
+  pg_wait pg_answers ||
+    { echo "PostgreSQL $ver/$name on port $pg_port still wants a password for user postgres"; exit 1; }
+}
+ensure_postgres
+pg_url="postgres://postgres@127.0.0.1:$pg_port/postgres"
+psql -h 127.0.0.1 -p "$pg_port" -U postgres -w -Atc 'show server_version'
+# Test databases (iris_t_*) a killed run left, and the template they are
+# cloned from (made again from this checkout's migrations).
+pg_clean() {
+  psql -h 127.0.0.1 -p "$pg_port" -U postgres -w -Atqc \
+    "select datname from pg_database where datname like 'iris\_t\_%' or datname = 'iris_test_template'" |
+    while read -r db; do
+      psql -h 127.0.0.1 -p "$pg_port" -U postgres -w -qc "drop database if exists \"$db\" with (force)" >/dev/null
+    done
+}
+
 step "format"
 cargo fmt --all -- --check
 
@@ -99,9 +163,30 @@ if grep -q panicked "$home/serve.log"; then echo "the server panicked:"; cat "$h
 rm -rf "$home"
 [ "$status" -eq 0 ] || exit "$status"
 
-step "tests"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
-else
-  cargo test --workspace --no-fail-fast
-fi
+# The whole suite runs once per database mode: the embedded SQLite, and
+# Postgres (IRIS_TEST_POSTGRES: each test its own database). IRIS_TEST_MODES
+# picks one ("sqlite" or "postgres") for a quicker local run.
+run_tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+  else
+    cargo test --workspace --no-fail-fast
+  fi
+}
+status=0
+for mode in ${IRIS_TEST_MODES:-sqlite postgres}; do
+  case $mode in
+    sqlite)
+      step "tests on SQLite (the embedded default)"
+      IRIS_TEST_POSTGRES='' run_tests || status=1
+      ;;
+    postgres)
+      step "tests on Postgres ($pg_url)"
+      pg_clean
+      IRIS_TEST_POSTGRES="$pg_url" run_tests || status=1
+      pg_clean
+      ;;
+    *) echo "unknown IRIS_TEST_MODES entry: $mode (sqlite, postgres)"; exit 1 ;;
+  esac
+done
+exit "$status"

@@ -16,28 +16,39 @@ use std::time::{Duration, Instant};
 use iris_core::Ctx;
 use serde_json::{Value, json};
 
-const WRITERS: usize = 32;
+pub(crate) const WRITERS: usize = 32;
 
 /// Callbacks a receiver got: job id and when (Unix ms).
 type Arrivals = Arc<Mutex<Vec<(String, i64)>>>;
 
-/// The plain SQLite insert rate (rows/s) over `n` rows.
-async fn sqlite_ceiling(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> {
-    use sqlx::sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
-    };
-    let options = SqliteConnectOptions::new()
-        .filename(dir.join("plain.db"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5));
-    let pool = SqlitePoolOptions::new()
+/// The plain SQLite insert rate (rows/s) over `n` rows (WAL,
+/// `synchronous=NORMAL`, as Iris runs it; through the same driver).
+pub(crate) async fn sqlite_ceiling(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> {
+    use sqlx::Executor;
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(8)
-        .connect_with(options)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA journal_mode = WAL").await?;
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                conn.execute("PRAGMA busy_timeout = 5000").await?;
+                Ok(())
+            })
+        })
+        .connect(&format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("plain.db").display()
+        ))
         .await?;
-    sqlx::query("CREATE TABLE jobs (id TEXT PRIMARY KEY, team TEXT NOT NULL, task TEXT NOT NULL, created_at INTEGER NOT NULL)")
-        .execute(&pool)
+    plain_insert_rate(&pool, n).await
+}
+
+/// The rate (rows/s) of `n` single-row INSERTs, each its own transaction,
+/// by [`WRITERS`] concurrent writers on `pool`, into a new table.
+pub(crate) async fn plain_insert_rate(pool: &sqlx::AnyPool, n: usize) -> anyhow::Result<f64> {
+    sqlx::query("CREATE TABLE plain_jobs (id TEXT PRIMARY KEY, team TEXT NOT NULL, task TEXT NOT NULL, created_at BIGINT NOT NULL)")
+        .execute(pool)
         .await?;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -45,13 +56,15 @@ async fn sqlite_ceiling(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> 
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             for i in (w..n).step_by(WRITERS) {
-                sqlx::query("INSERT INTO jobs (id, team, task, created_at) VALUES (?, ?, ?, ?)")
-                    .bind(format!("job_{i}"))
-                    .bind("demo")
-                    .bind("Run the nightly audit and report what changed")
-                    .bind(iris_core::now_ms())
-                    .execute(&pool)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO plain_jobs (id, team, task, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(format!("job_{i}"))
+                .bind("demo")
+                .bind("Run the nightly audit and report what changed")
+                .bind(iris_core::now_ms())
+                .execute(&pool)
+                .await?;
             }
             anyhow::Ok(())
         }));
@@ -64,9 +77,12 @@ async fn sqlite_ceiling(dir: &std::path::Path, n: usize) -> anyhow::Result<f64> 
     Ok(rate)
 }
 
-/// `job_execute`'s rate (jobs/s) over `n` jobs.
-async fn execute_rate(n: usize) -> anyhow::Result<(f64, tempfile::TempDir)> {
-    let (iris, dir) = crate::setup::iris_with_echo("  maxQueuePerTeam: 1000000").await?;
+/// `job_execute`'s rate (jobs/s) over `n` jobs, on `db` (default: SQLite).
+pub(crate) async fn execute_rate(
+    n: usize,
+    db: Option<&str>,
+) -> anyhow::Result<(f64, tempfile::TempDir)> {
+    let (iris, dir) = crate::setup::iris_with_echo_on("  maxQueuePerTeam: 1000000", db).await?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
@@ -167,7 +183,7 @@ async fn callback_delays(with_slow: bool, jobs: usize) -> anyhow::Result<(i64, i
 pub async fn run(iterations: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let ceiling = sqlite_ceiling(dir.path(), iterations).await?;
-    let (rate, _db) = execute_rate(iterations).await?;
+    let (rate, _db) = execute_rate(iterations, None).await?;
     println!(
         "jobs enqueue: {rate:.0} jobs/s through job_execute ({iterations} jobs, {WRITERS} callers); plain SQLite inserts {ceiling:.0} rows/s; ratio {:.2} (target ≥ 5000 jobs/s)",
         rate / ceiling

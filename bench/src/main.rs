@@ -2,7 +2,10 @@
 //! the same invocation, on the same machine, and reports ratios.
 //!
 //!   cargo build --release -p iris-cli -p iris-bench
-//!   target/release/iris-bench [turn|spawn|fanout|http|mcp|stream|jobs|idle-ws|all] [--iterations N]
+//!   target/release/iris-bench [turn|spawn|fanout|http|mcp|stream|jobs|idle-ws|postgres|all] [--iterations N]
+//!
+//! `postgres` needs a PostgreSQL server (`IRIS_BENCH_POSTGRES`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and is not part of `all`.
 //!
 //! `HEALTHZ=1` adds `/healthz` to `http`; `PIN=1` puts the servers on CPU 1
 //! and wrk on CPU 0 (see `pinned`); `ROUNDS=N` runs `http`'s set N times
@@ -17,6 +20,7 @@ mod idle_ws;
 mod jobs;
 mod kill;
 mod mcp;
+mod postgres;
 mod setup;
 mod spawn;
 mod stats;
@@ -114,6 +118,9 @@ async fn run() -> anyhow::Result<()> {
     }
     if matches!(which, "jobs" | "all") {
         jobs::run(iterations.unwrap_or(20_000)).await?;
+    }
+    if which == "postgres" {
+        postgres::run(iterations.unwrap_or(2000)).await?;
     }
     if which == "kill" {
         // Needs the real Claude Code CLI; not part of `all`.

@@ -51,9 +51,21 @@ pub async fn ask_raw(p: &mut iris_agent::AgentProcess, text: &str) -> anyhow::Re
 pub const UNREACHABLE: &str = "  rateLimit:\n    maxRequests: 1000000000\n    perIp: 1000000000/min\n    messages: 1000000000/min";
 
 pub async fn iris_with_echo(settings: &str) -> anyhow::Result<(Arc<Iris>, tempfile::TempDir)> {
+    iris_with_echo_on(settings, None).await
+}
+
+/// [`iris_with_echo`] on the database at `db` (default: a SQLite file in
+/// its folder).
+pub async fn iris_with_echo_on(
+    settings: &str,
+    db: Option<&str>,
+) -> anyhow::Result<(Arc<Iris>, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
     let yaml = format!("settings:\n{settings}\nteams:\n  demo:\n    path: .\n    agent: echo\n");
-    Ok((iris_in(dir.path(), &yaml, true).await?, dir))
+    let db = db
+        .map(str::to_owned)
+        .unwrap_or_else(|| iris_storage::sqlite_url(&dir.path().join("iris.db")));
+    Ok((iris_on(dir.path(), &yaml, true, &db).await?, dir))
 }
 
 /// An Iris over `dir` (its database there) with the configuration `yaml`.
@@ -62,8 +74,19 @@ pub async fn iris_in(
     yaml: &str,
     prewarm: bool,
 ) -> anyhow::Result<Arc<Iris>> {
+    let db = iris_storage::sqlite_url(&dir.join("iris.db"));
+    iris_on(dir, yaml, prewarm, &db).await
+}
+
+/// An Iris over `dir` on the database at `db` with the configuration `yaml`.
+pub async fn iris_on(
+    dir: &std::path::Path,
+    yaml: &str,
+    prewarm: bool,
+    db: &str,
+) -> anyhow::Result<Arc<Iris>> {
     let path = dir.join("config.yaml");
-    std::fs::write(&path, format!("database:\n  path: iris.db\n{yaml}"))?;
+    std::fs::write(&path, format!("database:\n  url: {db}\n{yaml}"))?;
     let cfg =
         Config::load(&ConfigSource { flag: Some(path) }).map_err(|e| anyhow::anyhow!("{e}"))?;
     let iris = Iris::start(

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::stats::{summarize, us};
 
-async fn raw(iterations: usize) -> anyhow::Result<Vec<Duration>> {
+pub(crate) async fn raw(iterations: usize) -> anyhow::Result<Vec<Duration>> {
     let spec = crate::setup::echo_spec()?;
     let mut p = AgentProcess::spawn(&spec, 1 << 20)?;
     let mut out = Vec::with_capacity(iterations);
@@ -24,8 +24,12 @@ async fn raw(iterations: usize) -> anyhow::Result<Vec<Duration>> {
     Ok(out)
 }
 
-async fn through_dispatch(iterations: usize) -> anyhow::Result<Vec<Duration>> {
-    let (iris, _dir) = crate::setup::iris_with_echo("  maxProcesses: 4").await?;
+/// `send_message` round trips through an Iris on `db` (default: SQLite).
+pub(crate) async fn through_dispatch(
+    iterations: usize,
+    db: Option<&str>,
+) -> anyhow::Result<Vec<Duration>> {
+    let (iris, _dir) = crate::setup::iris_with_echo_on("  maxProcesses: 4", db).await?;
     let params = json!({"toTeam": "demo", "message": "benchmark message", "timeout": 0});
     let mut out = Vec::with_capacity(iterations);
     for i in 0..iterations + 50 {
@@ -46,7 +50,7 @@ pub async fn run(iterations: usize) -> anyhow::Result<()> {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..4 {
         a.extend(raw(iterations / 4).await?);
-        b.extend(through_dispatch(iterations / 4).await?);
+        b.extend(through_dispatch(iterations / 4, None).await?);
     }
     let (r, d) = (summarize(&mut a), summarize(&mut b));
     println!("turn round trip ({} turns each)", a.len());

@@ -163,7 +163,14 @@ impl Auditor {
                         next = rx.try_recv().ok();
                     }
                 }
-                if let Err(e) = store.append_audit(&mut rows).await {
+                let mut patience = iris_storage::Patience::new(iris_storage::Patience::WRITES);
+                let written = loop {
+                    match store.append_audit(&mut rows).await {
+                        Err(e) if patience.again(&e, "audit records").await => {}
+                        other => break other,
+                    }
+                };
+                if let Err(e) = written {
                     // Losing audit records silently would defeat their point.
                     tracing::error!(error = %e, lost = rows.len(), "cannot write audit records");
                 } else if let Some(path) = &witness

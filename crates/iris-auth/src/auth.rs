@@ -490,9 +490,7 @@ pub(crate) mod testing {
 
     pub async fn auth() -> (Arc<Auth>, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("iris.db"))
-            .await
-            .expect("store");
+        let store = iris_storage::testing::store_in(dir.path()).await;
         let settings = Settings {
             key_use_audit_interval: Duration::ZERO,
             ..Settings::default()

@@ -485,9 +485,7 @@ mod tests {
         let o = Origin::default();
         let key = viewer_key(&a, "ci").await;
         let other = Auth::start(
-            iris_storage::Store::open(&d.path().join("iris.db"))
-                .await
-                .unwrap(),
+            iris_storage::testing::store_in(d.path()).await,
             crate::settings::Settings::default(),
         )
         .await

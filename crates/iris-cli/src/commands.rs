@@ -154,7 +154,7 @@ pub async fn serve(source: ConfigSource, insecure: bool) -> anyhow::Result<ExitC
     tracing::info!(
         teams = ?teams,
         api = ?server.as_ref().map(|s| s.addr),
-        database = %iris.config().database_path().display(),
+        database = %iris.config().database_display(),
         "Iris is running; Ctrl-C stops it"
     );
     let _watcher = crate::reload::watch(&iris)?;

@@ -3,6 +3,7 @@
 mod admin;
 mod commands;
 mod credentials;
+mod db;
 mod jobs;
 mod logging;
 mod mcp;
@@ -90,6 +91,12 @@ enum Command {
         #[arg(long, global = true)]
         local: bool,
     },
+    /// The database: apply migrations; copy an installation to another
+    /// database (SQLite and Postgres, either way).
+    Db {
+        #[command(subcommand)]
+        action: db::DbAction,
+    },
     /// Run one operation and print its JSON result.
     Call {
         /// Operation name (see `iris tools`).
@@ -163,6 +170,7 @@ fn main() -> ExitCode {
         Command::Audit { action, local } => {
             commands::run_async(admin::audit(source, action, local))
         }
+        Command::Db { action } => commands::run_async(db::run(source, action)),
         Command::Call {
             operation,
             params,

@@ -285,6 +285,10 @@ async fn an_approval_pending_when_iris_is_killed_is_expired_after_the_restart() 
         let child = std::process::Command::new(iris_bin())
             .arg("serve")
             .env("IRIS_HOME", home.path())
+            .env(
+                "IRIS_DATABASE_URL",
+                iris_storage::testing::database_url(home.path()),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -359,6 +363,10 @@ async fn an_approval_pending_when_iris_is_killed_is_expired_after_the_restart() 
     let out = std::process::Command::new(iris_bin())
         .args(["approvals", "list", "--status", "expired", "--json"])
         .env("IRIS_HOME", home.path())
+        .env(
+            "IRIS_DATABASE_URL",
+            iris_storage::testing::database_url(home.path()),
+        )
         .output()
         .unwrap();
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -366,6 +374,10 @@ async fn an_approval_pending_when_iris_is_killed_is_expired_after_the_restart() 
     let out = std::process::Command::new(iris_bin())
         .args(["approvals", "allow", &id])
         .env("IRIS_HOME", home.path())
+        .env(
+            "IRIS_DATABASE_URL",
+            iris_storage::testing::database_url(home.path()),
+        )
         .output()
         .unwrap();
     assert!(!out.status.success());

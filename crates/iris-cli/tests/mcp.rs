@@ -534,6 +534,10 @@ async fn iris_mcp_writes_nothing_but_protocol_on_stdout() {
     let mut child = tokio::process::Command::new(iris_bin())
         .arg("mcp")
         .env("IRIS_HOME", home.path())
+        .env(
+            "IRIS_DATABASE_URL",
+            iris_storage::testing::database_url(home.path()),
+        )
         .env("IRIS_LOG", "debug")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

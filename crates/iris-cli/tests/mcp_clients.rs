@@ -64,6 +64,10 @@ impl Server {
         let child = Command::new(iris_bin())
             .arg("serve")
             .env("IRIS_HOME", home.path())
+            .env(
+                "IRIS_DATABASE_URL",
+                iris_storage::testing::database_url(home.path()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -155,7 +159,12 @@ fn python_sdk_over_stdio_runs_the_core_in_process() {
     )
     .unwrap();
     let bin = iris_bin();
-    let seen = run(py(&["stdio", &bin.to_string_lossy()]).env("IRIS_HOME", home.path()));
+    let seen = run(py(&["stdio", &bin.to_string_lossy()])
+        .env("IRIS_HOME", home.path())
+        .env(
+            "IRIS_DATABASE_URL",
+            iris_storage::testing::database_url(home.path()),
+        ));
     assert_eq!(seen["response"], "hello from python", "{seen}");
     assert!(seen["progress"].as_u64() >= Some(1), "{seen}");
 }
@@ -169,7 +178,11 @@ fn python_sdk_over_stdio_relays_to_a_server_with_connect() {
     let mut c = Command::new(python());
     c.arg(clients().join("mcp_client.py"))
         .args(["stdio", &bin.to_string_lossy(), "--connect"])
-        .env("IRIS_HOME", s.home.path());
+        .env("IRIS_HOME", s.home.path())
+        .env(
+            "IRIS_DATABASE_URL",
+            iris_storage::testing::database_url(s.home.path()),
+        );
     let seen = run(&mut c);
     assert_eq!(seen["response"], "hello from python", "{seen}");
     assert!(seen["progress"].as_u64() >= Some(1), "{seen}");
@@ -299,6 +312,10 @@ fn the_claude_code_commands_of_the_docs_connect() {
             .env("PATH", &path)
             .env("HOME", home.path())
             .env("IRIS_HOME", s.home.path())
+            .env(
+                "IRIS_DATABASE_URL",
+                iris_storage::testing::database_url(s.home.path()),
+            )
             .env("KEY", &s.key)
             .env("DISABLE_AUTOUPDATER", "1")
             .env("DISABLE_TELEMETRY", "1")

@@ -34,8 +34,28 @@ async fn status_with(url: &str, key: &str) -> u16 {
 }
 
 /// Every byte of the database files.
-fn database_bytes(dir: &Path) -> Vec<u8> {
+async fn database_bytes(dir: &Path) -> Vec<u8> {
     let mut all = Vec::new();
+    if iris_storage::testing::postgres_server().is_some() {
+        // Every row of every table, as Postgres prints it.
+        let pool = raw_db(dir).await;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(table_name AS TEXT) FROM information_schema.tables WHERE table_schema = current_schema()",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        for t in tables {
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT CAST(t AS TEXT) FROM {t} t"
+            )))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            all.extend(rows.join("\n").into_bytes());
+        }
+        return all;
+    }
     for entry in std::fs::read_dir(dir.join("data")).unwrap() {
         all.extend(std::fs::read(entry.unwrap().path()).unwrap_or_default());
     }
@@ -226,7 +246,7 @@ async fn keys_are_never_stored_or_logged_in_clear() {
     let rotated = text(&out.stdout).trim().to_owned();
     terminate(&mut server);
 
-    let db = database_bytes(dir.path());
+    let db = database_bytes(dir.path()).await;
     let logs = [
         std::fs::read(dir.path().join("serve.err")).unwrap(),
         std::fs::read(dir.path().join("serve.out")).unwrap(),
@@ -285,10 +305,7 @@ async fn audit_verify_catches_an_edited_or_deleted_record() {
 
     // Offline, with the database: still intact.
     assert!(run(dir.path(), &["audit", "verify"]).status.success());
-    let db = dir.path().join("data/iris.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let pool = raw_db(dir.path()).await;
     sqlx::query("UPDATE audit_log SET actor = 'user:someone-else' WHERE seq = 2")
         .execute(&pool)
         .await

@@ -274,10 +274,7 @@ async fn deleting_from_the_audit_trail_fails_its_verification() {
         h.iris.auth().audit.flush().await;
         let v = h.call("audit_verify", json!({})).await.unwrap();
         assert_eq!(v["ok"], true, "before cutting {what}: {v}");
-        let db = h.home.path().join("data/iris.db");
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
+        let pool = raw_db(h.home.path()).await;
         for q in statements {
             sqlx::query(sqlx::AssertSqlSafe(*q))
                 .execute(&pool)

@@ -6,6 +6,7 @@
 pub use iris_auth::principal::{Principal, PrincipalKind};
 pub use iris_auth::scope;
 pub use iris_auth::secret::sha256_hex;
+pub use iris_auth::witness;
 pub use iris_auth::{
     AuditEvent, Auth, AuthError, Decision, KEY_PREFIX, Login, NewKey, NewUser, Origin, Outcome,
     Registration, SignUp, Standing, UserUpdate,
@@ -39,7 +40,7 @@ impl From<AuthError> for IrisError {
                 retry_after_ms,
             } => IrisError::new(ErrorKind::RateLimited, message)
                 .with_details(serde_json::json!({"retryAfterMs": retry_after_ms})),
-            AuthError::Store(e) => IrisError::internal("the key and user store", e),
+            AuthError::Store(e) => IrisError::from_store("the key and user store", e),
             AuthError::Internal(m) => IrisError::new(ErrorKind::Internal, m),
         }
     }

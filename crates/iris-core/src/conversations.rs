@@ -124,10 +124,11 @@ impl Conversations {
         };
         let row = match found {
             Some(row) => check_team(row, to)?,
-            None => {
+            None => check_team(
                 self.create(from, to, id.as_deref(), session_id.is_none(), None)
-                    .await?
-            }
+                    .await?,
+                to,
+            )?,
         };
         cache.keep(&row);
         Ok(row)
@@ -184,8 +185,12 @@ impl Conversations {
             restarted_at: None,
             worktree: None,
         };
-        self.store.insert_session(&row).await?;
-        self.count.fetch_add(1, Ordering::Relaxed);
+        // Another node may have made this session (the pair's default, a
+        // named one) a moment ago: then that one is the session.
+        let (row, new) = self.store.insert_session_once(&row).await?;
+        if new {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(row)
     }
 

@@ -294,7 +294,22 @@ impl IrisError {
 
 impl From<iris_storage::StoreError> for IrisError {
     fn from(e: iris_storage::StoreError) -> Self {
-        IrisError::internal("using the database", e)
+        IrisError::from_store("using the database", e)
+    }
+}
+
+impl IrisError {
+    /// A database failure: `SERVICE_UNAVAILABLE` while the database cannot
+    /// be reached (try again), else an internal error.
+    pub fn from_store(context: &str, e: iris_storage::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "{context}: the database is not reachable");
+            return IrisError::new(
+                ErrorKind::ServiceUnavailable,
+                "the database is not reachable; try again shortly",
+            );
+        }
+        IrisError::internal(context, e)
     }
 }
 

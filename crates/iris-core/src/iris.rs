@@ -95,7 +95,7 @@ impl Iris {
     /// Open the database, recover from a previous run, start the services
     /// and warm the teams marked `prewarm`.
     pub async fn start(config: Config, options: StartOptions) -> Result<Arc<Iris>> {
-        let store = Store::open(&config.database_path())
+        let store = Store::connect(&config.database_settings())
             .await
             .map_err(|e| IrisError::internal("opening the database", e))?;
         if options.recover {
@@ -403,7 +403,7 @@ impl Iris {
     pub async fn shutdown(&self) {
         let jobs = self.jobs.stop();
         self.pool.shutdown().await;
-        self.recorder.flush().await;
+        self.recorder.drain().await;
         self.jobs.reopen(&jobs).await;
         self.auth.flush().await;
         self.store.close().await;

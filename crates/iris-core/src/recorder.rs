@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use iris_storage::{Store, StoreWrite};
-use tokio::sync::{mpsc, oneshot};
+use iris_storage::{Patience, Store, StoreWrite};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Writes taken into one transaction at most.
 const MAX_BATCH: usize = 256;
@@ -21,13 +21,16 @@ enum Item {
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::UnboundedSender<Item>,
+    /// Writes are held while the database cannot be reached.
+    holding: Arc<watch::Sender<bool>>,
 }
 
 impl Recorder {
     pub fn start(store: Store) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(Arc::new(store), rx));
-        Recorder { tx }
+        let holding = Arc::new(watch::Sender::new(false));
+        tokio::spawn(run(Arc::new(store), rx, holding.clone()));
+        Recorder { tx, holding }
     }
 
     pub fn write(&self, w: StoreWrite) {
@@ -41,16 +44,56 @@ impl Recorder {
         let _ = self.tx.send(Item::Then(Box::new(f)));
     }
 
-    /// Wait until every write queued so far is committed.
-    pub async fn flush(&self) {
+    /// Wait until every write queued so far is committed, even while the
+    /// database cannot be reached (the writers' patience bounds it): what
+    /// a shutdown does before it closes the database.
+    pub async fn drain(&self) {
         let (done, wait) = oneshot::channel();
         if self.tx.send(Item::Flush(done)).is_ok() {
             let _ = wait.await;
         }
     }
+
+    /// Wait until every write queued so far is committed. While the
+    /// database cannot be reached this returns at once: what the caller
+    /// reads next fails the same way (503), and does not hang.
+    pub async fn flush(&self) {
+        let mut holding = self.holding.subscribe();
+        if *holding.borrow_and_update() {
+            return;
+        }
+        tokio::select! {
+            _ = self.drain() => {}
+            _ = holding.wait_for(|h| *h) => {}
+        }
+    }
 }
 
-async fn run(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Item>) {
+/// Apply `batch`; while the database cannot be reached, wait and try again
+/// (in order, nothing dropped) for up to [`Patience::WRITES`].
+async fn apply_when_reachable(
+    store: &Store,
+    batch: &[StoreWrite],
+    holding: &watch::Sender<bool>,
+) -> Result<(), iris_storage::StoreError> {
+    let mut patience = Patience::new(Patience::WRITES);
+    let done = loop {
+        match store.apply(batch).await {
+            Err(e) if patience.again(&e, "turn writes").await => {
+                holding.send_replace(true);
+            }
+            other => break other,
+        }
+    };
+    holding.send_replace(false);
+    done
+}
+
+async fn run(
+    store: Arc<Store>,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+    holding: Arc<watch::Sender<bool>>,
+) {
     let mut batch = Vec::new();
     let mut after: Vec<Item> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -65,11 +108,13 @@ async fn run(store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<Item>) {
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = store.apply(&batch).await {
+            if let Err(e) = apply_when_reachable(&store, &batch, &holding).await {
                 // Isolate the bad write; keep the good ones.
                 tracing::warn!(error = %e, "a batch of writes failed; retrying one by one");
                 for w in &batch {
-                    if let Err(e) = store.apply(std::slice::from_ref(w)).await {
+                    if let Err(e) =
+                        apply_when_reachable(&store, std::slice::from_ref(w), &holding).await
+                    {
                         tracing::error!(error = %e, write = ?w, "a write failed");
                     }
                 }

@@ -3,8 +3,10 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::sql::Sql;
 
 use crate::error::{Context, Result};
 use crate::store::Store;
@@ -44,12 +46,12 @@ macro_rules! select_approvals {
     };
 }
 
-fn json(r: &SqliteRow, name: &str) -> Option<Value> {
+fn json(r: &AnyRow, name: &str) -> Option<Value> {
     r.get::<Option<String>, _>(name)
         .and_then(|s| serde_json::from_str(&s).ok())
 }
 
-fn from_row(r: &SqliteRow) -> ApprovalRow {
+fn from_row(r: &AnyRow) -> ApprovalRow {
     ApprovalRow {
         id: r.get("id"),
         team: r.get("team"),
@@ -82,7 +84,7 @@ impl Store {
     pub async fn insert_approval(&self, a: &ApprovalRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO approvals (id, team, session_id, turn_id, tool_name, input, status, created_at, expires_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&a.id)
         .bind(&a.team)
@@ -100,7 +102,7 @@ impl Store {
     }
 
     pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>> {
-        let row = sqlx::query(select_approvals!(" WHERE id = ?"))
+        let row = sqlx::query(select_approvals!(" WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -118,13 +120,13 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<ApprovalRow>, i64)> {
-        let filter = |q: &mut QueryBuilder<Sqlite>| {
+        let filter = |q: &mut Sql| {
             q.push(" WHERE 1 = 1");
             if let Some(t) = team {
-                q.push(" AND team = ").push_bind(t.to_owned());
+                q.push(" AND team = ").bind(t);
             }
             if let Some(s) = status {
-                q.push(" AND status = ").push_bind(s.to_owned());
+                q.push(" AND status = ").bind(s);
             }
             crate::store::push_teams(q, "team", teams);
         };
@@ -141,8 +143,8 @@ impl Store {
     /// expired, or unknown): a decision is made once.
     pub async fn decide_approval(&self, id: &str, d: &Decision) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE approvals SET status = ?, reason = ?, updated_input = ?, decided_by = ?, decided_at = ?
-             WHERE id = ? AND status = 'pending'",
+            "UPDATE approvals SET status = $1, reason = $2, updated_input = $3, decided_by = $4, decided_at = $5
+             WHERE id = $6 AND status = 'pending'",
         )
         .bind(d.status)
         .bind(&d.reason)
@@ -165,7 +167,7 @@ impl Store {
                 .await
                 .ctx("finding pending approvals")?;
         sqlx::query(
-            "UPDATE approvals SET status = 'expired', reason = ?, decided_by = 'process', decided_at = ?
+            "UPDATE approvals SET status = 'expired', reason = $1, decided_by = 'process', decided_at = $2
              WHERE status = 'pending'",
         )
         .bind(reason)

@@ -2,12 +2,14 @@
 //!
 //! Each record's hash is SHA-256 over its fields and the previous record's
 //! hash, so editing or deleting a record breaks the chain at that point.
-//! Appends run in one `BEGIN IMMEDIATE` transaction per batch, so two
+//! Appends run in one transaction per batch holding the audit write lock
+//! (SQLite's `BEGIN IMMEDIATE`, a Postgres advisory lock), so two
 //! processes writing the same database still extend one chain.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::backend::WriteLock;
 use crate::error::{Context, Result};
 use crate::store::Store;
 
@@ -133,10 +135,9 @@ impl Store {
             return Ok(());
         }
         let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .ctx("starting an audit append")?;
+            .backend
+            .begin_locked(&self.pool, WriteLock::Audit)
+            .await?;
         let last: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
@@ -152,7 +153,7 @@ impl Store {
             prev = r.hash.clone();
             sqlx::query(
                 "INSERT INTO audit_log (seq, id, ts, actor, actor_kind, action, resource, team, result, severity, ip, user_agent, request_id, details, prev_hash, hash)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(r.seq)
             .bind(&r.id)
@@ -175,7 +176,7 @@ impl Store {
             .ctx("appending an audit record")?;
         }
         sqlx::query(
-            "INSERT INTO audit_anchor (id, first_seq, first_prev, last_seq, last_hash) VALUES (1, ?, ?, ?, ?)
+            "INSERT INTO audit_anchor (id, first_seq, first_prev, last_seq, last_hash) VALUES (1, $1, $2, $3, $4)
              ON CONFLICT (id) DO UPDATE SET last_seq = excluded.last_seq, last_hash = excluded.last_hash",
         )
         .bind(first.0)
@@ -202,10 +203,10 @@ impl Store {
             };
         }
         let rows: Vec<AuditRow> = filtered!(sqlx::query_as(select_audit!(
-            " WHERE (?1 IS NULL OR ts >= ?1) AND (?2 IS NULL OR ts <= ?2) AND (?3 IS NULL OR actor = ?3)
-             AND (?4 IS NULL OR action = ?4 OR action LIKE ?4 || '.%') AND (?5 IS NULL OR team = ?5)
-             AND (?6 IS NULL OR result = ?6) AND (?7 IS NULL OR severity = ?7)
-             ORDER BY seq DESC LIMIT ?8 OFFSET ?9"
+            " WHERE ($1 IS NULL OR ts >= $1) AND ($2 IS NULL OR ts <= $2) AND ($3 IS NULL OR actor = $3)
+             AND ($4 IS NULL OR action = $4 OR action LIKE $4 || '.%') AND ($5 IS NULL OR team = $5)
+             AND ($6 IS NULL OR result = $6) AND ($7 IS NULL OR severity = $7)
+             ORDER BY seq DESC LIMIT $8 OFFSET $9"
         )))
         .bind(f.limit)
         .bind(f.offset)
@@ -213,9 +214,9 @@ impl Store {
         .await
         .ctx("reading audit records")?;
         let total: i64 = filtered!(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM audit_log WHERE (?1 IS NULL OR ts >= ?1) AND (?2 IS NULL OR ts <= ?2) AND (?3 IS NULL OR actor = ?3)
-             AND (?4 IS NULL OR action = ?4 OR action LIKE ?4 || '.%') AND (?5 IS NULL OR team = ?5)
-             AND (?6 IS NULL OR result = ?6) AND (?7 IS NULL OR severity = ?7)"
+            "SELECT COUNT(*) FROM audit_log WHERE ($1 IS NULL OR ts >= $1) AND ($2 IS NULL OR ts <= $2) AND ($3 IS NULL OR actor = $3)
+             AND ($4 IS NULL OR action = $4 OR action LIKE $4 || '.%') AND ($5 IS NULL OR team = $5)
+             AND ($6 IS NULL OR result = $6) AND ($7 IS NULL OR severity = $7)"
         ))
         .fetch_one(&self.pool)
         .await
@@ -317,7 +318,7 @@ impl Store {
                 ),
             )));
         }
-        let at: Option<(String,)> = sqlx::query_as("SELECT hash FROM audit_log WHERE seq = ?")
+        let at: Option<(String,)> = sqlx::query_as("SELECT hash FROM audit_log WHERE seq = $1")
             .bind(w.last_seq)
             .fetch_optional(&self.pool)
             .await
@@ -471,13 +472,12 @@ impl Store {
     /// anchor moves to the first record kept.
     pub async fn prune_audit(&self, before: i64) -> Result<u64> {
         let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .ctx("starting an audit prune")?;
+            .backend
+            .begin_locked(&self.pool, WriteLock::Audit)
+            .await?;
         // Never the newest record: it is the head the next append chains to.
         let done = sqlx::query(
-            "DELETE FROM audit_log WHERE ts < ? AND seq < (SELECT MAX(seq) FROM audit_log)",
+            "DELETE FROM audit_log WHERE ts < $1 AND seq < (SELECT MAX(seq) FROM audit_log)",
         )
         .bind(before)
         .execute(&mut *tx)

@@ -10,6 +10,33 @@ pub struct StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+impl StoreError {
+    /// The database could not be reached, or refused service for now (not
+    /// a problem with the data): the request may succeed if tried again.
+    pub fn is_unavailable(&self) -> bool {
+        match &self.source {
+            // Protocol: the conversation with the server broke off.
+            sqlx::Error::Io(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(e) => e.code().is_some_and(|c| {
+                // Postgres: connection exceptions (08), insufficient
+                // resources (53), operator intervention such as a shutdown
+                // or a statement timeout (57). SQLite: busy, locked.
+                c.starts_with("08")
+                    || c.starts_with("53")
+                    || c.starts_with("57")
+                    || c == "5"
+                    || c == "6"
+            }),
+            _ => false,
+        }
+    }
+}
+
 pub(crate) trait Context<T> {
     fn ctx(self, context: &'static str) -> Result<T>;
 }
@@ -17,5 +44,47 @@ pub(crate) trait Context<T> {
 impl<T> Context<T> for std::result::Result<T, sqlx::Error> {
     fn ctx(self, context: &'static str) -> Result<T> {
         self.map_err(|source| StoreError { context, source })
+    }
+}
+
+/// Waiting out a database outage for writes that must not be lost (the
+/// recorder's, the audit trail's): after each failed attempt, [`again`]
+/// says whether to try once more, having waited a little longer each time.
+///
+/// [`again`]: Patience::again
+#[derive(Debug)]
+pub struct Patience {
+    started: std::time::Instant,
+    wait: std::time::Duration,
+    limit: std::time::Duration,
+}
+
+impl Patience {
+    /// Longest the writers wait for an unreachable database before they
+    /// give up on what they hold (and log it as lost).
+    pub const WRITES: std::time::Duration = std::time::Duration::from_secs(300);
+
+    pub fn new(limit: std::time::Duration) -> Self {
+        Patience {
+            started: std::time::Instant::now(),
+            wait: std::time::Duration::from_millis(50),
+            limit,
+        }
+    }
+
+    /// After `e`: `true` (having waited) when the database is only
+    /// unreachable and the limit has not passed.
+    pub async fn again(&mut self, e: &StoreError, what: &str) -> bool {
+        // A closed pool does not come back: Iris is stopping.
+        let closed = matches!(e.source, sqlx::Error::PoolClosed);
+        if closed || !e.is_unavailable() || self.started.elapsed() >= self.limit {
+            return false;
+        }
+        if self.wait >= std::time::Duration::from_secs(1) {
+            tracing::warn!(error = %e, "the database is not reachable; holding {what}");
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(std::time::Duration::from_secs(2));
+        true
     }
 }

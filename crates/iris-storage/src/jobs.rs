@@ -3,16 +3,17 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::backend::WriteLock;
 use crate::error::{Context, Result, StoreError};
+use crate::sql::Sql;
 use crate::store::Store;
 use crate::turns::{TurnFinish, TurnRow};
 use crate::webhooks::{DeliveryRow, insert_delivery};
@@ -85,7 +86,7 @@ macro_rules! select_jobs {
     };
 }
 
-fn job_from_row(r: &SqliteRow) -> JobRow {
+fn job_from_row(r: &AnyRow) -> JobRow {
     JobRow {
         id: r.get("j_id"),
         team: r.get("j_team"),
@@ -103,26 +104,26 @@ fn job_from_row(r: &SqliteRow) -> JobRow {
     }
 }
 
-fn record(r: &SqliteRow) -> JobRecord {
+fn record(r: &AnyRow) -> JobRecord {
     JobRecord {
         job: job_from_row(r),
         turn: crate::turns::from_row(r),
     }
 }
 
-fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &JobFilter) {
+fn push_filters(q: &mut Sql, f: &JobFilter) {
     q.push(" WHERE 1 = 1");
     if let Some(v) = &f.team {
-        q.push(" AND j.team = ").push_bind(v.clone());
+        q.push(" AND j.team = ").bind(v);
     }
     if let Some(v) = &f.status {
-        q.push(" AND t.status = ").push_bind(v.clone());
+        q.push(" AND t.status = ").bind(v);
     }
     if let Some(v) = &f.caller {
-        q.push(" AND j.caller = ").push_bind(v.clone());
+        q.push(" AND j.caller = ").bind(v);
     }
     if let Some(v) = &f.from_team {
-        q.push(" AND t.from_team = ").push_bind(v.clone());
+        q.push(" AND t.from_team = ").bind(v);
     }
     crate::store::push_teams(q, "j.team", f.teams.as_deref());
 }
@@ -140,7 +141,7 @@ pub(crate) struct NewJob {
 /// The job writer: takes what is waiting (up to [`JOB_BATCH`]), writes it
 /// in one transaction, answers each. A batch that fails is written again
 /// job by job, so one bad job fails alone.
-async fn write_jobs(pool: SqlitePool, mut rx: mpsc::Receiver<NewJob>) {
+async fn write_jobs(store: Store, mut rx: mpsc::Receiver<NewJob>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < JOB_BATCH {
@@ -149,7 +150,7 @@ async fn write_jobs(pool: SqlitePool, mut rx: mpsc::Receiver<NewJob>) {
                 Err(_) => break,
             }
         }
-        match write_batch(&pool, &batch).await {
+        match write_batch(&store, &batch).await {
             Ok(results) => {
                 for (j, r) in batch.into_iter().zip(results) {
                     let _ = j.reply.send(Ok(r));
@@ -162,7 +163,7 @@ async fn write_jobs(pool: SqlitePool, mut rx: mpsc::Receiver<NewJob>) {
             }
             Err(_) => {
                 for j in batch {
-                    let r = write_batch(&pool, std::slice::from_ref(&j))
+                    let r = write_batch(&store, std::slice::from_ref(&j))
                         .await
                         .map(|mut v| v.pop().flatten());
                     let _ = j.reply.send(r);
@@ -174,14 +175,14 @@ async fn write_jobs(pool: SqlitePool, mut rx: mpsc::Receiver<NewJob>) {
 
 /// Write `batch` in one transaction; for each job, the earlier job with its
 /// idempotency key if there is one (then it is not written).
-async fn write_batch(pool: &SqlitePool, batch: &[NewJob]) -> Result<Vec<Option<JobRecord>>> {
-    // IMMEDIATE: it reads (idempotency keys) before it writes, and a read
-    // transaction that must become a write one after another connection
-    // committed fails at once (SQLITE_BUSY_SNAPSHOT) instead of waiting.
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .ctx("starting a transaction")?;
+async fn write_batch(store: &Store, batch: &[NewJob]) -> Result<Vec<Option<JobRecord>>> {
+    // Locked: it reads (idempotency keys) before it writes, and another
+    // writer (another node on the same database) must not slip a job with
+    // the same key in between.
+    let mut tx = store
+        .backend
+        .begin_locked(&store.pool, WriteLock::Jobs)
+        .await?;
     let mut out = Vec::with_capacity(batch.len());
     let mut turns = Vec::with_capacity(batch.len());
     let mut jobs = Vec::with_capacity(batch.len());
@@ -194,7 +195,7 @@ async fn write_batch(pool: &SqlitePool, batch: &[NewJob]) -> Result<Vec<Option<J
                 continue;
             }
             let found = sqlx::query(select_jobs!(
-                " WHERE j.caller = ? AND j.idempotency_key = ?"
+                " WHERE j.caller = $1 AND j.idempotency_key = $2"
             ))
             .bind(slot.0)
             .bind(slot.1)
@@ -219,26 +220,29 @@ async fn write_batch(pool: &SqlitePool, batch: &[NewJob]) -> Result<Vec<Option<J
     }
     insert_turns(&mut tx, &turns).await?;
     if !jobs.is_empty() {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = Sql::new(
             "INSERT INTO jobs (id, team, priority, timeout_ms, callback, caller, idempotency_key, request_hash, attempts, created_at) ",
         );
-        q.push_values(&jobs, |mut b, j| {
-            b.push_bind(&j.id)
-                .push_bind(&j.team)
-                .push_bind(&j.priority)
-                .push_bind(j.timeout_ms)
-                .push_bind(
+        q.values(&jobs, |b, j| {
+            b.bind(&j.id)
+                .bind(&j.team)
+                .bind(&j.priority)
+                .bind(j.timeout_ms)
+                .bind(
                     j.callback
                         .as_ref()
                         .map(|c| serde_json::json!(c).to_string()),
                 )
-                .push_bind(&j.caller)
-                .push_bind(&j.idempotency_key)
-                .push_bind(&j.request_hash)
-                .push_bind(j.attempts)
-                .push_bind(j.created_at);
+                .bind(&j.caller)
+                .bind(&j.idempotency_key)
+                .bind(&j.request_hash)
+                .bind(j.attempts)
+                .bind(j.created_at);
         });
-        q.build().execute(&mut *tx).await.ctx("inserting jobs")?;
+        q.build("inserting jobs")?
+            .execute(&mut *tx)
+            .await
+            .ctx("inserting jobs")?;
     }
     tx.commit().await.ctx("committing jobs")?;
     Ok(out)
@@ -248,7 +252,7 @@ async fn write_batch(pool: &SqlitePool, batch: &[NewJob]) -> Result<Vec<Option<J
 /// starts on first use and ends when the writer is dropped.
 #[derive(Debug)]
 pub struct JobWriter {
-    pool: SqlitePool,
+    store: Store,
     channel: OnceLock<mpsc::Sender<NewJob>>,
 }
 
@@ -256,7 +260,7 @@ impl Store {
     /// The writer of new jobs on this database (see [`JobWriter::insert`]).
     pub fn job_writer(&self) -> JobWriter {
         JobWriter {
-            pool: self.pool.clone(),
+            store: self.clone(),
             channel: OnceLock::new(),
         }
     }
@@ -273,7 +277,7 @@ impl JobWriter {
     pub async fn insert(&self, turn: &TurnRow, job: &JobRow) -> Result<Option<JobRecord>> {
         let writer = self.channel.get_or_init(|| {
             let (tx, rx) = mpsc::channel(4 * JOB_BATCH);
-            tokio::spawn(write_jobs(self.pool.clone(), rx));
+            tokio::spawn(write_jobs(self.store.clone(), rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -293,7 +297,7 @@ impl JobWriter {
 
 impl Store {
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(select_jobs!(" WHERE j.id = ?"))
+        let row = sqlx::query(select_jobs!(" WHERE j.id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -325,15 +329,30 @@ impl Store {
         Ok(rows.iter().map(record).collect())
     }
 
+    /// Take job `id` to run it, as `claimer` (one per Iris process): `true`
+    /// when it is this claimer's, `false` when another has it — with
+    /// several processes on one database, one claimer wins.
+    pub async fn claim_job(&self, id: &str, claimer: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET claimed_by = $1 WHERE id = $2 AND (claimed_by IS NULL OR claimed_by = $1)",
+        )
+        .bind(claimer)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .ctx("claiming a job")?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Put an interrupted job back in the queue for another run.
     pub async fn requeue_job(&self, id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
-        sqlx::query("UPDATE turns SET status = 'queued', started_at = NULL, response = NULL, error = NULL WHERE id = ?")
+        sqlx::query("UPDATE turns SET status = 'queued', started_at = NULL, response = NULL, error = NULL WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await
             .ctx("requeueing a job's turn")?;
-        sqlx::query("UPDATE jobs SET attempts = attempts + 1 WHERE id = ?")
+        sqlx::query("UPDATE jobs SET attempts = attempts + 1, claimed_by = NULL WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await
@@ -345,17 +364,31 @@ impl Store {
     /// to `running` if they had started, else `queued`, unless their end
     /// was already written. Returns how many.
     pub async fn reopen_jobs(&self, ids: &[String]) -> Result<u64> {
-        let mut q = QueryBuilder::<Sqlite>::new(
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut q = Sql::new(
             "UPDATE turns SET status = CASE WHEN started_at IS NULL THEN 'queued' ELSE 'running' END, \
              completed_at = NULL, error = NULL, response = NULL \
-             WHERE id IN (SELECT id FROM jobs WHERE notified = 0) AND id IN (",
+             WHERE id IN (SELECT id FROM jobs WHERE notified = 0) AND id IN ",
         );
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(id.clone());
-        }
-        list.push_unseparated(")");
-        let done = q.build().execute(&self.pool).await.ctx("reopening jobs")?;
+        q.list(ids.iter().map(String::as_str));
+        let mut tx = self.pool.begin().await.ctx("reopening jobs")?;
+        let done = q
+            .build("reopening jobs")?
+            .execute(&mut *tx)
+            .await
+            .ctx("reopening jobs")?;
+        // Whoever starts next takes them up.
+        let mut release =
+            Sql::new("UPDATE jobs SET claimed_by = NULL WHERE notified = 0 AND id IN ");
+        release.list(ids.iter().map(String::as_str));
+        release
+            .build("releasing jobs")?
+            .execute(&mut *tx)
+            .await
+            .ctx("releasing jobs")?;
+        tx.commit().await.ctx("reopening jobs")?;
         Ok(done.rows_affected())
     }
 
@@ -373,7 +406,7 @@ impl Store {
         for d in deliveries {
             insert_delivery(&mut tx, d).await?;
         }
-        sqlx::query("UPDATE jobs SET notified = 1 WHERE id = ?")
+        sqlx::query("UPDATE jobs SET notified = 1 WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await
@@ -392,4 +425,58 @@ pub fn callback_json(c: &Callback) -> Value {
         .map(|k| (k.clone(), Value::from("(hidden)")))
         .collect();
     serde_json::json!({"url": c.url, "method": c.method, "headers": headers})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::store;
+
+    fn job(id: &str, key: Option<&str>) -> (TurnRow, JobRow) {
+        let mut turn = crate::store::testing::turn(id, "s", "ci", "demo");
+        turn.kind = "job".into();
+        let job = JobRow {
+            id: id.into(),
+            team: "demo".into(),
+            priority: "normal".into(),
+            timeout_ms: None,
+            callback: None,
+            caller: "key:k".into(),
+            idempotency_key: key.map(str::to_owned),
+            request_hash: None,
+            attempts: 1,
+            notified: false,
+            created_at: 1,
+        };
+        (turn, job)
+    }
+
+    #[tokio::test]
+    async fn one_claimer_wins_a_job_and_one_key_makes_one_job() {
+        let (s, _d) = store().await;
+        s.insert_session(&crate::store::testing::session("s", "ci", "demo", false))
+            .await
+            .unwrap();
+        // Two writers (as two processes would have) given one key at once.
+        let (w1, w2) = (s.job_writer(), s.job_writer());
+        let (t1, j1) = job("j1", Some("deploy-1"));
+        let (t2, j2) = job("j2", Some("deploy-1"));
+        let (a, b) = tokio::join!(w1.insert(&t1, &j1), w2.insert(&t2, &j2));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.is_none() ^ b.is_none(), "one is written, one replays it");
+        let (_, total) = s
+            .jobs(&JobFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(total, 1);
+        let id = if a.is_none() { "j1" } else { "j2" };
+        assert!(s.claim_job(id, "run_a").await.unwrap());
+        assert!(!s.claim_job(id, "run_b").await.unwrap(), "taken");
+        assert!(s.claim_job(id, "run_a").await.unwrap(), "still its own");
+        s.requeue_job(id).await.unwrap();
+        assert!(s.claim_job(id, "run_b").await.unwrap(), "put back, free");
+    }
 }

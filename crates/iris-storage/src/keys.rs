@@ -33,7 +33,7 @@ impl Store {
     pub async fn insert_key(&self, k: &KeyRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO api_keys (id, name, prefix, hash, scopes, teams, rate_limit, created_at, expires_at, revoked_at, last_used_at, usage_count, rotated_to)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&k.id)
         .bind(&k.name)
@@ -72,9 +72,8 @@ impl Store {
     /// Revoke at `at` (keeps an earlier revocation time). False if no such key.
     pub async fn revoke_key(&self, id: &str, at: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = MIN(COALESCE(revoked_at, ?), ?) WHERE id = ?",
+            "UPDATE api_keys SET revoked_at = CASE WHEN revoked_at IS NULL OR revoked_at > $1 THEN $1 ELSE revoked_at END WHERE id = $2",
         )
-        .bind(at)
         .bind(at)
         .bind(id)
         .execute(&self.pool)
@@ -86,8 +85,7 @@ impl Store {
     /// Rotation: the old key stays valid until `old_until`, the new one is inserted.
     pub async fn rotate_key(&self, old_id: &str, old_until: i64, new: &KeyRow) -> Result<()> {
         let mut tx = self.pool.begin().await.ctx("starting a rotation")?;
-        sqlx::query("UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?), ?), rotated_to = ? WHERE id = ?")
-            .bind(old_until)
+        sqlx::query("UPDATE api_keys SET expires_at = CASE WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END, rotated_to = $2 WHERE id = $3")
             .bind(old_until)
             .bind(&new.id)
             .bind(old_id)
@@ -96,7 +94,7 @@ impl Store {
             .ctx("retiring the rotated key")?;
         sqlx::query(
             "INSERT INTO api_keys (id, name, prefix, hash, scopes, teams, rate_limit, created_at, expires_at, usage_count)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)",
         )
         .bind(&new.id)
         .bind(&new.name)
@@ -117,7 +115,7 @@ impl Store {
     pub async fn add_key_usage(&self, uses: &[(String, i64, i64)]) -> Result<()> {
         let mut tx = self.pool.begin().await.ctx("starting a usage flush")?;
         for (id, count, last) in uses {
-            sqlx::query("UPDATE api_keys SET usage_count = usage_count + ?, last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?")
+            sqlx::query("UPDATE api_keys SET usage_count = usage_count + $1, last_used_at = CASE WHEN COALESCE(last_used_at, 0) > $2 THEN last_used_at ELSE $2 END WHERE id = $3")
                 .bind(count)
                 .bind(last)
                 .bind(id)
@@ -129,7 +127,7 @@ impl Store {
     }
 
     pub async fn meta(&self, key: &str) -> Result<Option<String>> {
-        sqlx::query_scalar("SELECT value FROM auth_meta WHERE key = ?")
+        sqlx::query_scalar("SELECT value FROM auth_meta WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await
@@ -139,7 +137,7 @@ impl Store {
     /// Set `key` unless it exists; returns the stored value (first writer wins).
     pub async fn meta_init(&self, key: &str, value: &str) -> Result<String> {
         sqlx::query(
-            "INSERT INTO auth_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO auth_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
         )
         .bind(key)
         .bind(value)
@@ -162,7 +160,7 @@ impl Store {
     pub async fn bump_auth_revision(&self) -> Result<()> {
         sqlx::query(
             "INSERT INTO auth_meta (key, value) VALUES ('revision', '1')
-             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)",
+             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(auth_meta.value AS BIGINT) + 1 AS TEXT)",
         )
         .execute(&self.pool)
         .await

@@ -1,16 +1,24 @@
-//! Durable state of Iris in SQLite (WAL): sessions, turns and turn events.
+//! Durable state of Iris, in SQLite (WAL; the embedded default) or
+//! Postgres: sessions, turns and their events, jobs, webhooks, approvals,
+//! teams, keys, users, sign-ins and the audit chain. The queries are
+//! written once; what differs per backend is in `backend`.
 //!
 //! Records here are plain data; the core decides what they mean. Every
 //! timestamp is Unix milliseconds.
 
 mod approvals;
 mod audit;
+mod backend;
+mod copy;
 mod error;
 mod jobs;
 mod keys;
 mod sessions;
+mod sql;
 mod store;
 mod teams;
+#[doc(hidden)]
+pub mod testing;
 mod turns;
 mod users;
 mod webhooks;
@@ -18,6 +26,7 @@ mod writes;
 
 pub use approvals::{ApprovalRow, Decision};
 pub use audit::{AuditFilter, AuditRow, AuditVerdict, AuditWitness, GENESIS};
+pub use copy::CopyReport;
 pub use jobs::{Callback, JOB_BATCH, JobFilter, JobRecord, JobRow, JobWriter, callback_json};
 pub use keys::KeyRow;
 pub use sessions::SessionRow;
@@ -27,6 +36,7 @@ pub use users::{RefreshRow, SignInRow, UserRow};
 pub use webhooks::{AttemptOutcome, AttemptRow, DeliveryRow, WebhookRow};
 pub use writes::StoreWrite;
 
+pub use backend::{Backend, DbSettings, sqlite_url};
 /// A storage failure, with what was being done.
-pub use error::{Result, StoreError};
-pub use store::Store;
+pub use error::{Patience, Result, StoreError};
+pub use store::{PoolState, Store};

@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 
+use crate::backend::WriteLock;
 use crate::error::{Context, Result};
 use crate::store::Store;
 
@@ -39,7 +40,7 @@ macro_rules! select_sessions {
     };
 }
 
-fn from_row(r: &SqliteRow) -> SessionRow {
+fn from_row(r: &AnyRow) -> SessionRow {
     SessionRow {
         id: r.get("id"),
         from_team: r.get("from_team"),
@@ -57,30 +58,69 @@ fn from_row(r: &SqliteRow) -> SessionRow {
 }
 
 impl Store {
+    /// Insert `s`; `once`: not when its id or its pair's default is there
+    /// already. Rows inserted.
+    async fn insert(&self, s: &SessionRow, once: bool) -> Result<u64> {
+        macro_rules! insert {
+            ($tail:literal) => {
+                concat!(
+                    "INSERT INTO sessions (id, from_team, to_team, is_default, fork_of, started, message_count, process_state, created_at, last_used_at, worktree)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    $tail
+                )
+            };
+        }
+        let q = if once {
+            insert!(" ON CONFLICT DO NOTHING")
+        } else {
+            insert!("")
+        };
+        let done = sqlx::query(q)
+            .bind(&s.id)
+            .bind(&s.from_team)
+            .bind(&s.to_team)
+            .bind(i64::from(s.is_default))
+            .bind(&s.fork_of)
+            .bind(i64::from(s.started))
+            .bind(s.message_count)
+            .bind(&s.process_state)
+            .bind(s.created_at)
+            .bind(s.last_used_at)
+            .bind(&s.worktree)
+            .execute(&self.pool)
+            .await
+            .ctx("inserting a session")?;
+        Ok(done.rows_affected())
+    }
+
     pub async fn insert_session(&self, s: &SessionRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO sessions (id, from_team, to_team, is_default, fork_of, started, message_count, process_state, created_at, last_used_at, worktree)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&s.id)
-        .bind(&s.from_team)
-        .bind(&s.to_team)
-        .bind(s.is_default as i64)
-        .bind(&s.fork_of)
-        .bind(s.started as i64)
-        .bind(s.message_count)
-        .bind(&s.process_state)
-        .bind(s.created_at)
-        .bind(s.last_used_at)
-        .bind(&s.worktree)
-        .execute(&self.pool)
-        .await
-        .ctx("inserting a session")?;
-        Ok(())
+        self.insert(s, false).await.map(|_| ())
+    }
+
+    /// Insert `s` unless a session with its id, or (for a default) the
+    /// default of its pair, is there already: another node may have made
+    /// it a moment ago. The row stored, and whether it is `s`.
+    pub async fn insert_session_once(&self, s: &SessionRow) -> Result<(SessionRow, bool)> {
+        let done = self.insert(s, true).await?;
+        if done == 1 {
+            return Ok((s.clone(), true));
+        }
+        let there = match self.session(&s.id).await? {
+            Some(row) => Some(row),
+            None if s.is_default => self.default_session(&s.from_team, &s.to_team).await?,
+            None => None,
+        };
+        match there {
+            Some(row) => Ok((row, false)),
+            None => Err(crate::error::StoreError {
+                context: "inserting a session",
+                source: sqlx::Error::RowNotFound,
+            }),
+        }
     }
 
     pub async fn session(&self, id: &str) -> Result<Option<SessionRow>> {
-        let row = sqlx::query(select_sessions!("WHERE id = ?"))
+        let row = sqlx::query(select_sessions!("WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -91,7 +131,7 @@ impl Store {
     /// The default session of an exact (from, to) pair.
     pub async fn default_session(&self, from: &str, to: &str) -> Result<Option<SessionRow>> {
         let row = sqlx::query(select_sessions!(
-            "WHERE from_team = ? AND to_team = ? AND is_default = 1"
+            "WHERE from_team = $1 AND to_team = $2 AND is_default = 1"
         ))
         .bind(from)
         .bind(to)
@@ -104,7 +144,7 @@ impl Store {
     /// Sessions, newest use first; optionally only those to one team.
     pub async fn sessions(&self, to_team: Option<&str>) -> Result<Vec<SessionRow>> {
         let rows = sqlx::query(select_sessions!(
-            "WHERE (?1 IS NULL OR to_team = ?1) ORDER BY last_used_at DESC"
+            "WHERE ($1 IS NULL OR to_team = $1) ORDER BY last_used_at DESC"
         ))
         .bind(to_team)
         .fetch_all(&self.pool)
@@ -124,7 +164,7 @@ impl Store {
 
     /// Record the worktree a session runs in (or none).
     pub async fn set_worktree(&self, id: &str, worktree: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE sessions SET worktree = ? WHERE id = ?")
+        sqlx::query("UPDATE sessions SET worktree = $1 WHERE id = $2")
             .bind(worktree)
             .bind(id)
             .execute(&self.pool)
@@ -135,7 +175,7 @@ impl Store {
 
     /// Stop a session being the default of its pair (reboot keeps its history).
     pub async fn retire_session(&self, id: &str) -> Result<()> {
-        sqlx::query("UPDATE sessions SET is_default = 0 WHERE id = ?")
+        sqlx::query("UPDATE sessions SET is_default = 0 WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await
@@ -151,7 +191,7 @@ impl Store {
     /// logged), so no conversation is lost or merged with another's.
     pub(crate) async fn canonical_session_ids(&self) -> Result<()> {
         const DONE: &str = "session_ids_canonical";
-        let done: Option<(String,)> = sqlx::query_as("SELECT value FROM auth_meta WHERE key = ?")
+        let done: Option<(String,)> = sqlx::query_as("SELECT value FROM auth_meta WHERE key = $1")
             .bind(DONE)
             .fetch_optional(&self.pool)
             .await
@@ -160,14 +200,10 @@ impl Store {
             return Ok(());
         }
         let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .ctx("canonicalizing session ids")?;
-        sqlx::query("PRAGMA defer_foreign_keys = ON")
-            .execute(&mut *tx)
-            .await
-            .ctx("canonicalizing session ids")?;
+            .backend
+            .begin_locked(&self.pool, WriteLock::Rewrite)
+            .await?;
+        self.backend.defer_foreign_keys(&mut tx).await?;
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT id, last_used_at FROM sessions ORDER BY last_used_at DESC")
                 .fetch_all(&mut *tx)
@@ -197,10 +233,10 @@ impl Store {
                 fresh
             };
             for q in [
-                "UPDATE turns SET session_id = ?1 WHERE session_id = ?2",
-                "UPDATE approvals SET session_id = ?1 WHERE session_id = ?2",
-                "UPDATE sessions SET fork_of = ?1 WHERE fork_of = ?2",
-                "UPDATE sessions SET id = ?1 WHERE id = ?2",
+                "UPDATE turns SET session_id = $1 WHERE session_id = $2",
+                "UPDATE approvals SET session_id = $1 WHERE session_id = $2",
+                "UPDATE sessions SET fork_of = $1 WHERE fork_of = $2",
+                "UPDATE sessions SET id = $1 WHERE id = $2",
             ] {
                 sqlx::query(q)
                     .bind(&new)
@@ -210,7 +246,7 @@ impl Store {
                     .ctx("rewriting a session id")?;
             }
         }
-        sqlx::query("INSERT INTO auth_meta (key, value) VALUES (?, '1')")
+        sqlx::query("INSERT INTO auth_meta (key, value) VALUES ($1, '1')")
             .bind(DONE)
             .execute(&mut *tx)
             .await
@@ -220,7 +256,7 @@ impl Store {
     }
 
     pub async fn delete_session(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM sessions WHERE id = ?")
+        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await
@@ -269,20 +305,7 @@ mod tests {
     }
 
     fn row(id: &str, default: bool) -> SessionRow {
-        SessionRow {
-            id: id.into(),
-            from_team: "a".into(),
-            to_team: "b".into(),
-            is_default: default,
-            fork_of: None,
-            started: false,
-            message_count: 0,
-            process_state: "stopped".into(),
-            created_at: 1,
-            last_used_at: 1,
-            restarted_at: None,
-            worktree: None,
-        }
+        crate::store::testing::session(id, "a", "b", default)
     }
 
     #[tokio::test]
@@ -294,6 +317,16 @@ mod tests {
             "second default must be refused"
         );
         s.insert_session(&row("s3", false)).await.unwrap();
+        // Made a moment ago elsewhere: the one there is the session.
+        let (there, new) = s.insert_session_once(&row("s4", true)).await.unwrap();
+        assert_eq!((there.id.as_str(), new), ("s1", false));
+        let (there, new) = s.insert_session_once(&row("s3", true)).await.unwrap();
+        assert_eq!(
+            (there.id.as_str(), there.is_default, new),
+            ("s3", false, false)
+        );
+        let (made, new) = s.insert_session_once(&row("s5", false)).await.unwrap();
+        assert_eq!((made.id.as_str(), new), ("s5", true));
         assert_eq!(s.default_session("a", "b").await.unwrap().unwrap().id, "s1");
         assert!(s.default_session("a", "bb").await.unwrap().is_none());
         assert!(s.default_session("aa", "b").await.unwrap().is_none());

@@ -2,19 +2,20 @@
 //! connection pool every query module works on.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::AnyPool;
+use sqlx::any::AnyRow;
 
-use crate::error::{Context, Result, StoreError};
+use crate::backend::{Backend, DbSettings};
+use crate::error::{Context, Result};
+use crate::sql::Sql;
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
 }
 
 /// How one kind of record is listed a page at a time (see [`Store::page`]).
@@ -32,22 +33,28 @@ pub(crate) struct Listing {
 /// ` AND column IN (…)` for a caller limited to `teams` (nothing matches
 /// an empty list): lists are filtered in the query, so their totals count
 /// only what the caller may see.
-pub(crate) fn push_teams(
-    q: &mut sqlx::QueryBuilder<sqlx::Sqlite>,
-    column: &str,
-    teams: Option<&[String]>,
-) {
+pub(crate) fn push_teams(q: &mut Sql, column: &str, teams: Option<&[String]>) {
     let Some(teams) = teams else { return };
     if teams.is_empty() {
         q.push(" AND 1 = 0");
         return;
     }
-    q.push(" AND ").push(column).push(" IN (");
-    let mut list = q.separated(", ");
-    for t in teams {
-        list.push_bind(t.clone());
-    }
-    list.push_unseparated(")");
+    q.push(" AND ")
+        .push(column)
+        .push(" IN ")
+        .list(teams.iter().map(String::as_str));
+}
+
+/// How full the pool is (`/health/detailed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolState {
+    /// Connections open.
+    pub size: u32,
+    /// Of those, not in use.
+    pub idle: u32,
+    /// Most it opens.
+    pub max: u32,
 }
 
 impl Store {
@@ -57,60 +64,77 @@ impl Store {
     pub(crate) async fn page<T>(
         &self,
         l: &Listing,
-        filter: impl Fn(&mut sqlx::QueryBuilder<sqlx::Sqlite>),
+        filter: impl Fn(&mut Sql),
         limit: i64,
         offset: i64,
-        row: fn(&sqlx::sqlite::SqliteRow) -> T,
+        row: fn(&AnyRow) -> T,
     ) -> Result<(Vec<T>, i64)> {
-        let mut q = sqlx::QueryBuilder::new(l.select);
+        let mut q = Sql::new(l.select);
         filter(&mut q);
         q.push(l.order)
             .push(" LIMIT ")
-            .push_bind(limit)
+            .bind(limit)
             .push(" OFFSET ")
-            .push_bind(offset);
-        let rows = q.build().fetch_all(&self.pool).await.ctx(l.what)?;
-        let mut c = sqlx::QueryBuilder::new(l.count);
+            .bind(offset);
+        let rows = q.build(l.what)?.fetch_all(&self.pool).await.ctx(l.what)?;
+        let mut c = Sql::new(l.count);
         filter(&mut c);
         let total: i64 = c
-            .build_query_scalar()
+            .build_scalar(l.what)?
             .fetch_one(&self.pool)
             .await
             .ctx(l.what)?;
         Ok((rows.iter().map(row).collect(), total))
     }
 
-    /// Open (creating if needed) the database file and apply migrations.
+    /// Open (creating if needed) the SQLite file at `path` and apply
+    /// migrations.
     pub async fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError {
-                context: "creating the database folder",
-                source: sqlx::Error::Io(e),
-            })?;
-        }
-        let url = format!("sqlite://{}", path.display());
-        let options = SqliteConnectOptions::from_str(&url)
-            .ctx("parsing the database path")?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await
-            .ctx("opening the database")?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError {
-                context: "applying migrations",
-                source: e.into(),
-            })?;
-        let store = Store { pool };
+        Self::connect(&DbSettings::sqlite(path)).await
+    }
+
+    /// Open the database `s` names and apply its migrations.
+    pub async fn connect(s: &DbSettings) -> Result<Self> {
+        let store = Self::connect_unmigrated(s).await?;
+        store.migrate().await?;
         store.canonical_session_ids().await?;
         Ok(store)
+    }
+
+    /// Open the database `s` names as it is (`iris db` commands).
+    pub async fn connect_unmigrated(s: &DbSettings) -> Result<Self> {
+        let backend = Backend::of(&s.url)?;
+        let pool = backend.connect(s).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Apply the migrations this build has and the database lacks.
+    pub async fn migrate(&self) -> Result<()> {
+        self.backend.migrate(&self.pool).await
+    }
+
+    /// The newest migration applied (0 on an empty database) and the
+    /// newest this build has.
+    pub async fn schema_version(&self) -> Result<(i64, i64)> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_one(&self.pool)
+                .await
+                .unwrap_or(None);
+        Ok((applied.unwrap_or(0), self.backend.latest_migration()))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Connections open, idle and allowed.
+    pub fn pool_state(&self) -> PoolState {
+        PoolState {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 
     /// Round-trip time of a trivial query, for health checks.
@@ -135,7 +159,7 @@ impl Store {
         .await
         .ctx("resetting process states")?;
         let done = sqlx::query(
-            "UPDATE turns SET status = 'failed', error = 'Iris restarted before the turn ended', completed_at = ?
+            "UPDATE turns SET status = 'failed', error = 'Iris restarted before the turn ended', completed_at = $1
              WHERE status IN ('queued', 'running') AND kind <> 'job'",
         )
         .bind(now)
@@ -154,11 +178,53 @@ impl Store {
 pub(crate) mod testing {
     use super::Store;
 
+    /// A migrated store of its own (SQLite, or Postgres under
+    /// `IRIS_TEST_POSTGRES`).
     pub async fn store() -> (Store, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("data/iris.db"))
-            .await
-            .expect("open store");
+        let store = crate::testing::store_in(dir.path()).await;
         (store, dir)
+    }
+
+    /// A session `id` from `from` to `to`, never used.
+    pub fn session(id: &str, from: &str, to: &str, default: bool) -> crate::SessionRow {
+        crate::SessionRow {
+            id: id.into(),
+            from_team: from.into(),
+            to_team: to.into(),
+            is_default: default,
+            fork_of: None,
+            started: false,
+            message_count: 0,
+            process_state: "stopped".into(),
+            created_at: 1,
+            last_used_at: 1,
+            restarted_at: None,
+            worktree: None,
+        }
+    }
+
+    /// A queued message `id` in `session` from `from` to `to`.
+    pub fn turn(id: &str, session: &str, from: &str, to: &str) -> crate::TurnRow {
+        crate::TurnRow {
+            id: id.into(),
+            session_id: session.into(),
+            from_team: from.into(),
+            to_team: to.into(),
+            kind: "message".into(),
+            status: "queued".into(),
+            request: "hello".into(),
+            response: None,
+            error: None,
+            tool_uses: None,
+            usage: None,
+            cost_usd: None,
+            created_at: 1,
+            started_at: None,
+            completed_at: None,
+            events_dropped: 0,
+            chain: Vec::new(),
+            caller: Some("key:k".into()),
+        }
     }
 }

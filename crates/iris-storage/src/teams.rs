@@ -46,7 +46,7 @@ impl Store {
         at: i64,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO teams (name, config, custom_agent, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO teams (name, config, custom_agent, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (name) DO UPDATE SET config = excluded.config, custom_agent = excluded.custom_agent,
              updated_at = excluded.updated_at",
         )
@@ -63,7 +63,7 @@ impl Store {
 
     /// Forget team `name`; false if it was not stored.
     pub async fn delete_team(&self, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM teams WHERE name = ?")
+        let done = sqlx::query("DELETE FROM teams WHERE name = $1")
             .bind(name)
             .execute(&self.pool)
             .await

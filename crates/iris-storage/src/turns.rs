@@ -2,8 +2,10 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::sql::Sql;
 
 use crate::error::{Context, Result};
 use crate::store::Store;
@@ -100,12 +102,12 @@ macro_rules! select_turns {
     };
 }
 
-fn json_col(r: &SqliteRow, name: &str) -> Option<Value> {
+fn json_col(r: &AnyRow, name: &str) -> Option<Value> {
     r.get::<Option<String>, _>(name)
         .and_then(|s| serde_json::from_str(&s).ok())
 }
 
-pub(crate) fn from_row(r: &SqliteRow) -> TurnRow {
+pub(crate) fn from_row(r: &AnyRow) -> TurnRow {
     TurnRow {
         id: r.get("id"),
         session_id: r.get("session_id"),
@@ -130,7 +132,7 @@ pub(crate) fn from_row(r: &SqliteRow) -> TurnRow {
     }
 }
 
-fn event_from_row(r: &SqliteRow) -> EventRow {
+fn event_from_row(r: &AnyRow) -> EventRow {
     EventRow {
         seq: r.get("seq"),
         at: r.get("at"),
@@ -139,36 +141,36 @@ fn event_from_row(r: &SqliteRow) -> EventRow {
     }
 }
 
-fn push_filters(q: &mut QueryBuilder<Sqlite>, f: &HistoryFilter) {
+fn push_filters(q: &mut Sql, f: &HistoryFilter) {
     q.push(" WHERE 1 = 1");
     if let Some(v) = &f.to_team {
-        q.push(" AND to_team = ").push_bind(v);
+        q.push(" AND to_team = ").bind(v);
     }
     if let Some(v) = &f.from_team {
-        q.push(" AND from_team = ").push_bind(v);
+        q.push(" AND from_team = ").bind(v);
     }
     if let Some(v) = &f.session_id {
-        q.push(" AND session_id = ").push_bind(v);
+        q.push(" AND session_id = ").bind(v);
     }
     if let Some(v) = &f.status {
-        q.push(" AND status = ").push_bind(v);
+        q.push(" AND status = ").bind(v);
     }
     if let Some(v) = f.since {
-        q.push(" AND created_at >= ").push_bind(v);
+        q.push(" AND created_at >= ").bind(v);
     }
     crate::store::push_teams(q, "to_team", f.teams.as_deref());
 }
 
 /// The end of a turn and its events, inside a caller's transaction.
 pub(crate) async fn finish_in(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     id: &str,
     f: &TurnFinish,
     events: &[EventRow],
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE turns SET status = ?, response = ?, error = ?, tool_uses = ?, usage = ?, cost_usd = ?,
-         completed_at = ?, events_dropped = ? WHERE id = ?",
+        "UPDATE turns SET status = $1, response = $2, error = $3, tool_uses = $4, usage = $5, cost_usd = $6,
+         completed_at = $7, events_dropped = $8 WHERE id = $9",
     )
     .bind(&f.status)
     .bind(&f.response)
@@ -184,17 +186,18 @@ pub(crate) async fn finish_in(
     .ctx("finishing a turn")?;
     // Bounded batches keep each statement under SQLite's variable limit.
     for batch in events.chunks(200) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT OR REPLACE INTO turn_events (turn_id, seq, at, kind, data) ",
-        );
-        q.push_values(batch, |mut b, e| {
-            b.push_bind(id)
-                .push_bind(e.seq)
-                .push_bind(e.at)
-                .push_bind(&e.kind)
-                .push_bind(e.data.to_string());
+        let mut q = Sql::new("INSERT INTO turn_events (turn_id, seq, at, kind, data) ");
+        q.values(batch, |b, e| {
+            b.bind(id)
+                .bind(e.seq)
+                .bind(e.at)
+                .bind(&e.kind)
+                .bind(e.data.to_string());
         });
-        q.build()
+        q.push(
+            " ON CONFLICT (turn_id, seq) DO UPDATE SET at = excluded.at, kind = excluded.kind, data = excluded.data",
+        );
+        q.build("writing turn events")?
             .execute(&mut **tx)
             .await
             .ctx("writing turn events")?;
@@ -204,7 +207,7 @@ pub(crate) async fn finish_in(
 
 impl Store {
     pub async fn turn(&self, id: &str) -> Result<Option<TurnRow>> {
-        let row = sqlx::query(select_turns!(" WHERE id = ?"))
+        let row = sqlx::query(select_turns!(" WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -238,9 +241,9 @@ impl Store {
     /// `team`, if it has any.
     pub async fn average_turn_ms(&self, team: &str) -> Result<Option<f64>> {
         let row = sqlx::query(
-            "SELECT AVG(completed_at - started_at) FROM (SELECT completed_at, started_at FROM turns
-             WHERE to_team = ? AND status = 'completed' AND started_at IS NOT NULL
-             ORDER BY created_at DESC LIMIT 20)",
+            "SELECT CAST(AVG(completed_at - started_at) AS DOUBLE PRECISION) FROM (SELECT completed_at, started_at FROM turns
+             WHERE to_team = $1 AND status = 'completed' AND started_at IS NOT NULL
+             ORDER BY created_at DESC LIMIT 20) AS recent",
         )
         .bind(team)
         .fetch_one(&self.pool)
@@ -252,7 +255,7 @@ impl Store {
     /// The events of turn `id` of one `kind`, in order.
     pub async fn turn_events_of_kind(&self, id: &str, kind: &str) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
-            "SELECT seq, at, kind, data FROM turn_events WHERE turn_id = ? AND kind = ? ORDER BY seq",
+            "SELECT seq, at, kind, data FROM turn_events WHERE turn_id = $1 AND kind = $2 ORDER BY seq",
         )
         .bind(id)
         .bind(kind)
@@ -263,7 +266,7 @@ impl Store {
     }
 
     pub async fn turn_events(&self, id: &str, after_seq: i64) -> Result<Vec<EventRow>> {
-        let rows = sqlx::query("SELECT seq, at, kind, data FROM turn_events WHERE turn_id = ? AND seq > ? ORDER BY seq")
+        let rows = sqlx::query("SELECT seq, at, kind, data FROM turn_events WHERE turn_id = $1 AND seq > $2 ORDER BY seq")
             .bind(id)
             .bind(after_seq)
             .fetch_all(&self.pool)
@@ -276,52 +279,20 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sessions::SessionRow;
     use crate::store::testing::store;
     use crate::writes::StoreWrite;
 
     #[tokio::test]
     async fn turn_lifecycle_events_and_history() {
         let (s, _d) = store().await;
-        s.insert_session(&SessionRow {
-            id: "s".into(),
-            from_team: "a".into(),
-            to_team: "b".into(),
-            is_default: true,
-            fork_of: None,
-            started: false,
-            message_count: 0,
-            process_state: "stopped".into(),
-            created_at: 1,
-            last_used_at: 1,
-            restarted_at: None,
-            worktree: None,
-        })
-        .await
-        .unwrap();
-        for (i, id) in ["m1", "m2", "m3"].iter().enumerate() {
-            s.apply(&[StoreWrite::InsertTurn(TurnRow {
-                id: (*id).into(),
-                session_id: "s".into(),
-                from_team: "a".into(),
-                to_team: "b".into(),
-                kind: "message".into(),
-                status: "queued".into(),
-                request: format!("q{i}"),
-                response: None,
-                error: None,
-                tool_uses: None,
-                usage: None,
-                cost_usd: None,
-                created_at: 10 + i as i64,
-                started_at: None,
-                completed_at: None,
-                events_dropped: 0,
-                chain: Vec::new(),
-                caller: Some("key:k".into()),
-            })])
+        s.insert_session(&crate::store::testing::session("s", "a", "b", true))
             .await
             .unwrap();
+        for (i, id) in ["m1", "m2", "m3"].iter().enumerate() {
+            let mut t = crate::store::testing::turn(id, "s", "a", "b");
+            t.request = format!("q{i}");
+            t.created_at = 10 + i as i64;
+            s.apply(&[StoreWrite::InsertTurn(t)]).await.unwrap();
         }
         s.apply(&[StoreWrite::TurnStarted {
             id: "m1".into(),

@@ -7,7 +7,7 @@ use crate::error::{Context, Result};
 use crate::store::Store;
 
 /// One person who logs in.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UserRow {
     pub id: String,
@@ -36,6 +36,32 @@ pub struct UserRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub last_login_at: Option<i64>,
+}
+
+// By hand: `mfa_enabled` is 0/1 in both backends' schemas, not a boolean.
+impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for UserRow {
+    fn from_row(r: &'r sqlx::any::AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        Ok(UserRow {
+            id: r.try_get("id")?,
+            username: r.try_get("username")?,
+            email: r.try_get("email")?,
+            password_hash: r.try_get("password_hash")?,
+            roles: r.try_get("roles")?,
+            scopes: r.try_get("scopes")?,
+            teams: r.try_get("teams")?,
+            status: r.try_get("status")?,
+            failed_logins: r.try_get("failed_logins")?,
+            locked_until: r.try_get("locked_until")?,
+            mfa_secret: r.try_get("mfa_secret")?,
+            mfa_enabled: r.try_get::<i64, _>("mfa_enabled")? != 0,
+            backup_codes: r.try_get("backup_codes")?,
+            mfa_last_step: r.try_get("mfa_last_step")?,
+            token_version: r.try_get("token_version")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+            last_login_at: r.try_get("last_login_at")?,
+        })
+    }
 }
 
 macro_rules! select_users {
@@ -83,9 +109,9 @@ impl Store {
             "SELECT family, user_id, MIN(created_at) AS started_at, MAX(created_at) AS last_refresh_at,
                     MAX(expires_at) AS expires_at
              FROM refresh_tokens
-             WHERE revoked_at IS NULL AND (? IS NULL OR user_id = ?)
+             WHERE revoked_at IS NULL AND ($1 IS NULL OR user_id = $2)
              GROUP BY family, user_id
-             HAVING MAX(expires_at) > ?
+             HAVING MAX(expires_at) > $3
              ORDER BY last_refresh_at DESC",
         )
         .bind(user_id)
@@ -111,7 +137,7 @@ impl Store {
     pub async fn save_user(&self, u: &UserRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO users (id, username, email, password_hash, roles, scopes, teams, status, failed_logins, locked_until, mfa_secret, mfa_enabled, backup_codes, mfa_last_step, token_version, created_at, updated_at, last_login_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
              ON CONFLICT (id) DO UPDATE SET email = excluded.email, password_hash = excluded.password_hash,
              roles = excluded.roles, scopes = excluded.scopes, teams = excluded.teams, status = excluded.status,
              failed_logins = excluded.failed_logins, locked_until = excluded.locked_until, mfa_secret = excluded.mfa_secret,
@@ -129,7 +155,7 @@ impl Store {
         .bind(u.failed_logins)
         .bind(u.locked_until)
         .bind(&u.mfa_secret)
-        .bind(u.mfa_enabled)
+        .bind(i64::from(u.mfa_enabled))
         .bind(&u.backup_codes)
         .bind(u.mfa_last_step)
         .bind(u.token_version)
@@ -152,7 +178,7 @@ impl Store {
     /// The user whose username or email is `login` (case-insensitive).
     pub async fn user_by_login(&self, login: &str) -> Result<Option<UserRow>> {
         sqlx::query_as(select_users!(
-            " WHERE username = ?1 COLLATE NOCASE OR email = ?1 COLLATE NOCASE"
+            " WHERE LOWER(username) = LOWER($1) OR LOWER(email) = LOWER($1)"
         ))
         .bind(login)
         .fetch_optional(&self.pool)
@@ -161,7 +187,7 @@ impl Store {
     }
 
     pub async fn user(&self, id: &str) -> Result<Option<UserRow>> {
-        sqlx::query_as(select_users!(" WHERE id = ?"))
+        sqlx::query_as(select_users!(" WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -170,7 +196,7 @@ impl Store {
 
     pub async fn insert_refresh(&self, r: &RefreshRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO refresh_tokens (hash, user_id, family, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO refresh_tokens (hash, user_id, family, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&r.hash)
         .bind(&r.user_id)
@@ -184,7 +210,7 @@ impl Store {
     }
 
     pub async fn refresh_token(&self, hash: &str) -> Result<Option<RefreshRow>> {
-        sqlx::query_as("SELECT hash, user_id, family, created_at, expires_at, used_at, revoked_at FROM refresh_tokens WHERE hash = ?")
+        sqlx::query_as("SELECT hash, user_id, family, created_at, expires_at, used_at, revoked_at FROM refresh_tokens WHERE hash = $1")
             .bind(hash)
             .fetch_optional(&self.pool)
             .await
@@ -193,19 +219,20 @@ impl Store {
 
     /// Mark a token spent; false if it already was (a reuse).
     pub async fn spend_refresh(&self, hash: &str, at: i64) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE refresh_tokens SET used_at = ? WHERE hash = ? AND used_at IS NULL")
-                .bind(at)
-                .bind(hash)
-                .execute(&self.pool)
-                .await
-                .ctx("spending a refresh token")?;
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL",
+        )
+        .bind(at)
+        .bind(hash)
+        .execute(&self.pool)
+        .await
+        .ctx("spending a refresh token")?;
         Ok(done.rows_affected() == 1)
     }
 
     pub async fn revoke_refresh_family(&self, family: &str, at: i64) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL",
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
         )
         .bind(at)
         .bind(family)
@@ -219,7 +246,7 @@ impl Store {
     /// what another process ended that this one must refuse too.
     pub async fn families_revoked_since(&self, since: i64) -> Result<Vec<(String, i64)>> {
         sqlx::query_as(
-            "SELECT family, MAX(revoked_at) FROM refresh_tokens WHERE revoked_at >= ? GROUP BY family",
+            "SELECT family, MAX(revoked_at) FROM refresh_tokens WHERE revoked_at >= $1 GROUP BY family",
         )
         .bind(since)
         .fetch_all(&self.pool)
@@ -229,7 +256,7 @@ impl Store {
 
     pub async fn revoke_user_refresh(&self, user_id: &str, at: i64) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
         )
         .bind(at)
         .bind(user_id)

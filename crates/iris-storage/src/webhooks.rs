@@ -2,8 +2,10 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::sql::Sql;
 
 use crate::error::{Context, Result};
 use crate::store::Store;
@@ -77,7 +79,7 @@ pub struct AttemptOutcome {
     pub next_attempt_at: i64,
 }
 
-fn webhook_from_row(r: &SqliteRow) -> WebhookRow {
+fn webhook_from_row(r: &AnyRow) -> WebhookRow {
     WebhookRow {
         id: r.get("id"),
         url: r.get("url"),
@@ -91,7 +93,7 @@ fn webhook_from_row(r: &SqliteRow) -> WebhookRow {
     }
 }
 
-fn delivery_from_row(r: &SqliteRow) -> DeliveryRow {
+fn delivery_from_row(r: &AnyRow) -> DeliveryRow {
     let headers: Vec<(String, String)> = r
         .get::<Option<String>, _>("headers")
         .and_then(|s| serde_json::from_str::<serde_json::Map<String, Value>>(&s).ok())
@@ -130,7 +132,7 @@ macro_rules! select_deliveries {
 
 /// Insert a delivery inside a caller's transaction.
 pub(crate) async fn insert_delivery(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     d: &DeliveryRow,
 ) -> Result<()> {
     let headers: serde_json::Map<String, Value> = d
@@ -140,7 +142,7 @@ pub(crate) async fn insert_delivery(
         .collect();
     sqlx::query(
         "INSERT INTO webhook_deliveries (id, webhook_id, job_id, event, url, method, headers, body, status, attempts,
-         max_attempts, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         max_attempts, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(&d.id)
     .bind(&d.webhook_id)
@@ -165,7 +167,7 @@ impl Store {
     pub async fn insert_webhook(&self, w: &WebhookRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO webhooks (id, url, events, secret, active, description, created_by, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&w.id)
         .bind(&w.url)
@@ -185,7 +187,7 @@ impl Store {
     /// Replace a webhook's changeable fields; false when there is none.
     pub async fn update_webhook(&self, w: &WebhookRow) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE webhooks SET url = ?, events = ?, secret = ?, active = ?, description = ?, updated_at = ? WHERE id = ?",
+            "UPDATE webhooks SET url = $1, events = $2, secret = $3, active = $4, description = $5, updated_at = $6 WHERE id = $7",
         )
         .bind(&w.url)
         .bind(serde_json::json!(w.events).to_string())
@@ -201,7 +203,7 @@ impl Store {
     }
 
     pub async fn delete_webhook(&self, id: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM webhooks WHERE id = ?")
+        let done = sqlx::query("DELETE FROM webhooks WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await
@@ -210,7 +212,7 @@ impl Store {
     }
 
     pub async fn webhook(&self, id: &str) -> Result<Option<WebhookRow>> {
-        let row = sqlx::query("SELECT * FROM webhooks WHERE id = ?")
+        let row = sqlx::query("SELECT * FROM webhooks WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -237,7 +239,7 @@ impl Store {
     }
 
     pub async fn delivery(&self, id: &str) -> Result<Option<DeliveryRow>> {
-        let row = sqlx::query(select_deliveries!(" WHERE id = ?"))
+        let row = sqlx::query(select_deliveries!(" WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -248,7 +250,7 @@ impl Store {
     /// Pending deliveries due by `now`, soonest first, at most `limit`.
     pub async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<DeliveryRow>> {
         let rows = sqlx::query(select_deliveries!(
-            " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?"
+            " WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT $2"
         ))
         .bind(now)
         .bind(limit)
@@ -263,7 +265,7 @@ impl Store {
     /// False when someone else took it first.
     pub async fn claim_delivery(&self, id: &str, now: i64, until: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ? AND status = 'pending' AND next_attempt_at <= ?",
+            "UPDATE webhook_deliveries SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending' AND next_attempt_at <= $3",
         )
         .bind(until)
         .bind(id)
@@ -289,8 +291,10 @@ impl Store {
     pub async fn record_attempt(&self, id: &str, o: &AttemptOutcome) -> Result<()> {
         let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
         sqlx::query(
-            "INSERT OR REPLACE INTO webhook_attempts (delivery_id, n, at, duration_ms, response_status, error)
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO webhook_attempts (delivery_id, n, at, duration_ms, response_status, error)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (delivery_id, n) DO UPDATE SET at = excluded.at, duration_ms = excluded.duration_ms,
+             response_status = excluded.response_status, error = excluded.error",
         )
         .bind(id)
         .bind(o.attempt.n)
@@ -302,8 +306,8 @@ impl Store {
         .await
         .ctx("recording a delivery attempt")?;
         sqlx::query(
-            "UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?,
-             response_status = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END WHERE id = ?",
+            "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3, last_error = $4,
+             response_status = $5, delivered_at = CASE WHEN $6 = 'delivered' THEN $7 ELSE delivered_at END WHERE id = $8",
         )
         .bind(o.status)
         .bind(o.attempt.n)
@@ -322,7 +326,7 @@ impl Store {
     /// Try a delivery again from now, with `extra` more attempts allowed.
     pub async fn redeliver(&self, id: &str, now: i64, extra: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?, max_attempts = attempts + ? WHERE id = ?",
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1, max_attempts = attempts + $2 WHERE id = $3",
         )
         .bind(now)
         .bind(extra)
@@ -343,16 +347,16 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<DeliveryRow>, i64)> {
-        let filter = |q: &mut QueryBuilder<Sqlite>| {
+        let filter = |q: &mut Sql| {
             q.push(" WHERE 1 = 1");
             if callbacks_only {
                 q.push(" AND webhook_id IS NULL");
             }
             if let Some(w) = webhook_id {
-                q.push(" AND webhook_id = ").push_bind(w.to_owned());
+                q.push(" AND webhook_id = ").bind(w);
             }
             if let Some(j) = job_id {
-                q.push(" AND job_id = ").push_bind(j.to_owned());
+                q.push(" AND job_id = ").bind(j);
             }
         };
         let listing = crate::store::Listing {
@@ -368,7 +372,7 @@ impl Store {
     /// The attempts of a delivery, in order.
     pub async fn attempts(&self, delivery_id: &str) -> Result<Vec<AttemptRow>> {
         let rows = sqlx::query(
-            "SELECT n, at, duration_ms, response_status, error FROM webhook_attempts WHERE delivery_id = ? ORDER BY n",
+            "SELECT n, at, duration_ms, response_status, error FROM webhook_attempts WHERE delivery_id = $1 ORDER BY n",
         )
         .bind(delivery_id)
         .fetch_all(&self.pool)
@@ -391,7 +395,7 @@ impl Store {
     /// Returns how many turns went.
     pub async fn prune_history(&self, before: i64) -> Result<u64> {
         let turns = sqlx::query(
-            "DELETE FROM turns WHERE completed_at IS NOT NULL AND completed_at < ?
+            "DELETE FROM turns WHERE completed_at IS NOT NULL AND completed_at < $1
              AND status NOT IN ('queued', 'running')
              AND id NOT IN (SELECT id FROM jobs WHERE notified = 0)",
         )
@@ -399,7 +403,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .ctx("pruning old turns")?;
-        sqlx::query("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < ?")
+        sqlx::query("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < $1")
             .bind(before)
             .execute(&self.pool)
             .await

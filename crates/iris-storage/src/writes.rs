@@ -1,7 +1,9 @@
 //! Writes applied in order and in batches by the core's recorder, so the
 //! hot path of a turn never waits for the database.
 
-use sqlx::{QueryBuilder, Sqlite, Transaction};
+use sqlx::{Any, Transaction};
+
+use crate::sql::Sql;
 
 use crate::error::{Context, Result};
 use crate::store::Store;
@@ -48,38 +50,41 @@ impl Store {
 
 /// Insert new turns in one statement.
 pub(crate) async fn insert_turns(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'static, Any>,
     turns: &[TurnRow],
 ) -> Result<()> {
     if turns.is_empty() {
         return Ok(());
     }
-    let mut q = QueryBuilder::<Sqlite>::new(
+    let mut q = Sql::new(
         "INSERT INTO turns (id, session_id, from_team, to_team, kind, status, request, created_at, chain, caller) ",
     );
-    q.push_values(turns, |mut b, t| {
-        b.push_bind(&t.id)
-            .push_bind(&t.session_id)
-            .push_bind(&t.from_team)
-            .push_bind(&t.to_team)
-            .push_bind(&t.kind)
-            .push_bind(&t.status)
-            .push_bind(&t.request)
-            .push_bind(t.created_at)
-            .push_bind(
+    q.values(turns, |b, t| {
+        b.bind(&t.id)
+            .bind(&t.session_id)
+            .bind(&t.from_team)
+            .bind(&t.to_team)
+            .bind(&t.kind)
+            .bind(&t.status)
+            .bind(&t.request)
+            .bind(t.created_at)
+            .bind(
                 (!t.chain.is_empty()).then(|| serde_json::to_string(&t.chain).unwrap_or_default()),
             )
-            .push_bind(&t.caller);
+            .bind(&t.caller);
     });
-    q.build().execute(&mut **tx).await.ctx("inserting turns")?;
+    q.build("inserting turns")?
+        .execute(&mut **tx)
+        .await
+        .ctx("inserting turns")?;
     Ok(())
 }
 
-pub(crate) async fn apply_one(tx: &mut Transaction<'_, Sqlite>, w: &StoreWrite) -> Result<()> {
+pub(crate) async fn apply_one(tx: &mut Transaction<'static, Any>, w: &StoreWrite) -> Result<()> {
     match w {
         StoreWrite::InsertTurn(t) => insert_turns(tx, std::slice::from_ref(t)).await?,
         StoreWrite::TurnStarted { id, at } => {
-            sqlx::query("UPDATE turns SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'")
+            sqlx::query("UPDATE turns SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'queued'")
                 .bind(at)
                 .bind(id)
                 .execute(&mut **tx)
@@ -88,7 +93,7 @@ pub(crate) async fn apply_one(tx: &mut Transaction<'_, Sqlite>, w: &StoreWrite) 
         }
         StoreWrite::SessionUsed { id, at } => {
             sqlx::query(
-                "UPDATE sessions SET started = 1, message_count = message_count + 1, last_used_at = ? WHERE id = ?",
+                "UPDATE sessions SET started = 1, message_count = message_count + 1, last_used_at = $1 WHERE id = $2",
             )
             .bind(at)
             .bind(id)
@@ -97,7 +102,7 @@ pub(crate) async fn apply_one(tx: &mut Transaction<'_, Sqlite>, w: &StoreWrite) 
             .ctx("updating session use")?;
         }
         StoreWrite::SessionRestarted { id, at } => {
-            sqlx::query("UPDATE sessions SET restarted_at = ? WHERE id = ?")
+            sqlx::query("UPDATE sessions SET restarted_at = $1 WHERE id = $2")
                 .bind(at)
                 .bind(id)
                 .execute(&mut **tx)
@@ -105,7 +110,7 @@ pub(crate) async fn apply_one(tx: &mut Transaction<'_, Sqlite>, w: &StoreWrite) 
                 .ctx("recording a restarted conversation")?;
         }
         StoreWrite::ProcessState { session_id, state } => {
-            sqlx::query("UPDATE sessions SET process_state = ? WHERE id = ?")
+            sqlx::query("UPDATE sessions SET process_state = $1 WHERE id = $2")
                 .bind(*state)
                 .bind(session_id)
                 .execute(&mut **tx)

@@ -46,8 +46,9 @@ pub struct Harness {
     pub home: tempfile::TempDir,
 }
 
-/// Write `yaml` as the config (plus a database path inside the temp home)
-/// and start Iris on it.
+/// Write `yaml` as the config (plus the test's own database: a SQLite file
+/// inside the temp home, or a Postgres database under
+/// `IRIS_TEST_POSTGRES`) and start Iris on it.
 pub async fn start(yaml: &str) -> Harness {
     let home = tempfile::tempdir().expect("temp dir");
     start_in(home, yaml).await
@@ -55,7 +56,10 @@ pub async fn start(yaml: &str) -> Harness {
 
 pub async fn start_in(home: tempfile::TempDir, yaml: &str) -> Harness {
     let path = home.path().join("config.yaml");
-    let text = format!("database:\n  path: data/iris.db\n{yaml}");
+    let text = format!(
+        "database:\n  url: {}\n{yaml}",
+        iris_storage::testing::database_url(home.path())
+    );
     std::fs::write(&path, text).expect("write config");
     let cfg = Config::load(&ConfigSource { flag: Some(path) }).expect("config loads");
     let iris = Iris::start(
@@ -206,14 +210,28 @@ pub fn pids(h: &Harness, team: &str) -> Vec<u32> {
         .collect()
 }
 
-/// The `iris` binary run in `home` (as `IRIS_HOME` and working folder).
+/// The `iris` binary run in `home` (as `IRIS_HOME` and working folder),
+/// on the test's database for that home (`IRIS_DATABASE_URL`).
 pub fn iris(home: &std::path::Path) -> std::process::Command {
     let mut c = std::process::Command::new(iris_bin());
     c.env("IRIS_HOME", home)
+        .env(
+            "IRIS_DATABASE_URL",
+            iris_storage::testing::database_url(home),
+        )
         .env_remove("IRIS_CONFIG_PATH")
         .env_remove("IRIS_API_KEY")
         .current_dir(home);
     c
+}
+
+/// A connection pool on the database of the Iris whose home is `home`,
+/// for tests that change it behind Iris's back.
+pub async fn raw_db(home: &std::path::Path) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(&iris_storage::testing::database_url(home))
+        .await
+        .unwrap()
 }
 
 /// A child process killed and reaped when dropped.
@@ -237,17 +255,25 @@ pub fn serve_in(dir: &std::path::Path, config: &str) -> (Reap, String) {
 /// Start `iris serve` in `dir` (as `IRIS_HOME`) with `args` after it, as
 /// [`serve_in`] does, on whatever configuration it finds.
 pub fn serve_with(dir: &std::path::Path, args: &[&str]) -> (Reap, String) {
+    let mut cmd = iris(dir);
+    cmd.arg("serve").args(args);
+    spawn_serve(dir, cmd)
+}
+
+/// Start `iris serve` in `dir` on the database at `url` (another node of
+/// an installation whose database another home's Iris made).
+pub fn serve_on(dir: &std::path::Path, url: &str) -> (Reap, String) {
+    let mut cmd = iris(dir);
+    cmd.arg("serve").env("IRIS_DATABASE_URL", url);
+    spawn_serve(dir, cmd)
+}
+
+/// Spawn `cmd` (an `iris serve`) as [`serve_with`] does.
+pub fn spawn_serve(dir: &std::path::Path, mut cmd: std::process::Command) -> (Reap, String) {
+    let _ = std::fs::remove_file(dir.join(".http.port"));
     let out = std::fs::File::create(dir.join("serve.out")).unwrap();
     let err = std::fs::File::create(dir.join("serve.err")).unwrap();
-    let server = Reap(
-        iris(dir)
-            .arg("serve")
-            .args(args)
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap(),
-    );
+    let server = Reap(cmd.stdout(out).stderr(err).spawn().unwrap());
     let port_file = dir.join(".http.port");
     for _ in 0..400 {
         if let Ok(p) = std::fs::read_to_string(&port_file)

@@ -251,12 +251,37 @@ impl Default for DashboardConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    /// SQLite file; default `$IRIS_HOME/data/iris.db`. Relative paths are
-    /// against the config file's folder.
+    /// Where everything durable lives: `sqlite:<path>` or
+    /// `postgres://user:password@host:port/database`. Default: the SQLite
+    /// file `path` names. `IRIS_DATABASE_URL` overrides it.
+    pub url: Option<String>,
+    /// The SQLite file when `url` is not set (kept from before `url`; the
+    /// same as `url: sqlite:<path>`); default `$IRIS_HOME/data/iris.db`.
+    /// Relative paths are against the config file's folder.
     pub path: Option<String>,
+    /// Most connections held at once (default 8 for SQLite, 16 for Postgres).
+    pub max_connections: Option<u32>,
+    /// Longest wait in ms for a connection, new or from the pool; past it
+    /// the request fails with 503 (default 5000).
+    pub connect_timeout: u64,
+    /// Longest one statement may run in ms (Postgres `statement_timeout`;
+    /// for SQLite, the wait for the write lock) (default 30000).
+    pub statement_timeout: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            path: None,
+            max_connections: None,
+            connect_timeout: 5000,
+            statement_timeout: 30_000,
+        }
+    }
 }
 
 /// Whether a Claude team's agent may use tools that need permission.
@@ -592,6 +617,53 @@ impl Config {
         if let Some(p) = cfg.database.path.as_mut() {
             *p = resolve(base, p).display().to_string();
         }
+        // The environment names the database over the file: one config
+        // for several installations (and a password kept out of files).
+        if let Some(url) = lookup("IRIS_DATABASE_URL").filter(|u| !u.trim().is_empty()) {
+            cfg.database.url = Some(url.trim().to_owned());
+            cfg.database.path = None;
+        }
+        if let Some(url) = cfg.database.url.as_mut() {
+            if cfg.database.path.is_some() {
+                return Err(err(
+                    "database.path".into(),
+                    "set database.url or database.path, not both (path is the same as url: sqlite:<path>)".into(),
+                ));
+            }
+            match iris_storage::Backend::of(url) {
+                Ok(iris_storage::Backend::Sqlite) => {
+                    let file = url.trim_start_matches("sqlite:").trim_start_matches("//");
+                    if file.is_empty() || file.contains('?') {
+                        return Err(err(
+                            "database.url".into(),
+                            "a SQLite URL is sqlite: and a file path (sqlite:data/iris.db, sqlite:///var/lib/iris/iris.db)".into(),
+                        ));
+                    }
+                    *url = iris_storage::sqlite_url(&resolve(base, file));
+                }
+                Ok(iris_storage::Backend::Postgres) => {}
+                Err(_) => {
+                    return Err(err(
+                        "database.url".into(),
+                        "expected sqlite:<path> or postgres://user@host:port/database".into(),
+                    ));
+                }
+            }
+        }
+        for (key, v) in [
+            ("database.connectTimeout", cfg.database.connect_timeout),
+            ("database.statementTimeout", cfg.database.statement_timeout),
+        ] {
+            if v == 0 {
+                return Err(err(key.into(), "must be at least 1 (ms)".into()));
+            }
+        }
+        if cfg.database.max_connections == Some(0) {
+            return Err(err(
+                "database.maxConnections".into(),
+                "must be at least 1".into(),
+            ));
+        }
         let s = &cfg.settings;
         let positive = [
             ("settings.maxProcesses", s.max_processes as u64),
@@ -647,13 +719,49 @@ impl Config {
         self.api.port.or(self.settings.http_port).unwrap_or(1615)
     }
 
-    /// The SQLite database file.
-    pub fn database_path(&self) -> PathBuf {
-        self.database
-            .path
-            .as_ref()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| self.home.join("data").join("iris.db"))
+    /// The SQLite database file; `None` on Postgres.
+    pub fn database_file(&self) -> Option<PathBuf> {
+        match &self.database.url {
+            Some(url) if url.starts_with("sqlite:") => Some(PathBuf::from(
+                url.trim_start_matches("sqlite:").trim_start_matches("//"),
+            )),
+            Some(_) => None,
+            None => Some(
+                self.database
+                    .path
+                    .as_ref()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| self.home.join("data").join("iris.db")),
+            ),
+        }
+    }
+
+    /// The database and its pool, as the store opens them.
+    pub fn database_settings(&self) -> iris_storage::DbSettings {
+        let url = match (&self.database.url, self.database_file()) {
+            (Some(url), _) => url.clone(),
+            (None, Some(file)) => iris_storage::sqlite_url(&file),
+            (None, None) => String::new(),
+        };
+        let postgres = !url.starts_with("sqlite:");
+        iris_storage::DbSettings {
+            url,
+            max_connections: self
+                .database
+                .max_connections
+                .unwrap_or(if postgres { 16 } else { 8 }),
+            connect_timeout: std::time::Duration::from_millis(self.database.connect_timeout),
+            statement_timeout: std::time::Duration::from_millis(self.database.statement_timeout),
+        }
+    }
+
+    /// What `database.url` names, for logs and health: the SQLite file, or
+    /// the Postgres URL without its password.
+    pub fn database_display(&self) -> String {
+        match self.database_file() {
+            Some(f) => f.display().to_string(),
+            None => redact_url(&self.database_settings().url),
+        }
     }
 }
 
@@ -692,9 +800,11 @@ impl Config {
     /// The profiles, the roots (clear of the home, the database and this
     /// file) and the switch, for the teams of the API.
     pub fn team_policy(&self) -> TeamPolicy {
-        let db = self.database_path();
         let mut protected = vec![self.home.clone()];
-        protected.extend(db.parent().map(Path::to_path_buf));
+        protected.extend(
+            self.database_file()
+                .and_then(|db| db.parent().map(Path::to_path_buf)),
+        );
         protected.extend(self.source.clone());
         let home_dir = std::env::var_os("HOME").map(PathBuf::from);
         let roots = self
@@ -858,6 +968,21 @@ pub fn valid_team_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// `url` without its password (`postgres://iris:***@db/iris`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(parts) => parts,
+        None => return url.to_owned(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let expanded = match p.strip_prefix("~/") {
         Some(rest) => std::env::var_os("HOME")
@@ -908,7 +1033,10 @@ mod tests {
         let cfg = parse(EMBEDDED).unwrap();
         assert_eq!(cfg.teams["demo"].agent, Some(AgentKind::Echo));
         assert_eq!(cfg.api_port(), 1615);
-        assert_eq!(cfg.database_path(), Path::new("/home/x/.iris/data/iris.db"));
+        assert_eq!(
+            cfg.database_file().as_deref(),
+            Some(Path::new("/home/x/.iris/data/iris.db"))
+        );
         let starter = parse(STARTER).unwrap();
         assert!(starter.teams.contains_key("demo"));
     }

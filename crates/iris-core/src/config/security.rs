@@ -80,15 +80,17 @@ impl Default for AuditConfig {
 
 impl Config {
     /// The audit trail's witness file: `audit.witness` (relative to the
-    /// config file's folder), else `audit-witness.json` beside the database.
+    /// config file's folder), else `audit-witness.json` beside the SQLite
+    /// database (on Postgres, in `$IRIS_HOME/data`).
     pub fn audit_witness_path(&self) -> std::path::PathBuf {
         match &self.audit.witness {
             Some(p) => self.base.join(p),
+            // On Postgres: in this node's home (each node keeps its own
+            // witness of the one chain).
             None => self
-                .database_path()
-                .parent()
-                .map(|d| d.join("audit-witness.json"))
-                .unwrap_or_else(|| self.home.join("audit-witness.json")),
+                .database_file()
+                .and_then(|db| db.parent().map(|d| d.join("audit-witness.json")))
+                .unwrap_or_else(|| self.home.join("data").join("audit-witness.json")),
         }
     }
 

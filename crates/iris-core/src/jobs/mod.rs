@@ -59,6 +59,8 @@ pub struct Jobs {
     conversations: Arc<Conversations>,
     pool: Pool,
     events: Arc<dyn Events>,
+    /// This process's name when it claims a job (unique per start).
+    claimer: String,
 }
 
 /// What the job scheduler works with.
@@ -94,6 +96,7 @@ impl Jobs {
             conversations: deps.conversations,
             pool: deps.pool,
             events: deps.events,
+            claimer: format!("run_{}", ulid::Ulid::new()),
         }
     }
 
@@ -393,8 +396,25 @@ impl Jobs {
     }
 
     /// Hand one waiting job to the pool.
+    /// Take job `id` for this process (see [`Store::claim_job`]); a
+    /// failure to ask counts as taken here, as before claims existed.
+    async fn claim(&self, id: &str) -> bool {
+        match self.store.claim_job(id, &self.claimer).await {
+            Ok(mine) => mine,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "claiming a job");
+                true
+            }
+        }
+    }
+
     async fn dispatch_job(self: &Arc<Self>, team_name: &str, key: (Priority, u64), w: Waiting) {
         let job = match self.store.job(&w.id).await {
+            // Another Iris on this database took it first: it runs there.
+            Ok(Some(job)) if !self.claim(&job.job.id).await => {
+                self.queue.dispatched(&w.id);
+                return;
+            }
             Ok(Some(job)) => job,
             // Deleted with its conversation meanwhile.
             Ok(None) => {
@@ -508,6 +528,9 @@ impl Jobs {
         let finish = outcome.finish(0);
         job.turn.finish(finish.clone());
         job.turn.started_at = Some(outcome.completed_at - outcome.duration_ms as i64);
+        // The turn's start (and events) first: an end written before them
+        // would leave the start unrecorded.
+        self.recorder.flush().await;
         self.write_job_end(&job, finish).await;
         self.queue
             .ended(&job.job.team, &job.job.id, Some(outcome.duration_ms));

@@ -216,7 +216,7 @@ fn build() -> Value {
             "/health/detailed",
             "get",
             plain(
-                "Database latency, processes by state, queue depths, uptime, version",
+                "The database (backend, latency, connection pool), processes by state, queue depths, uptime, version",
                 "application/json",
                 "system",
             ),

@@ -48,9 +48,11 @@ async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response
     let healthy = db.is_ok();
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
-        "database": match &db {
-            Ok(d) => json!({"ok": true, "latencyMs": d.as_secs_f64() * 1000.0}),
-            Err(_) => json!({"ok": false}),
+        "database": {
+            "ok": healthy,
+            "backend": iris.store().backend(),
+            "latencyMs": db.as_ref().ok().map(|d| d.as_secs_f64() * 1000.0),
+            "pool": iris.store().pool_state(),
         },
         "processes": {"total": h.total_processes, "max": h.max_processes, "byState": h.processes_by_state},
         "queues": h.queues,

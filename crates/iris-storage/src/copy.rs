@@ -1,0 +1,198 @@
+//! Moving an installation: everything in one database copied into
+//! another (SQLite to Postgres or back), from one consistent snapshot.
+
+use futures_util::TryStreamExt;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::backend::Column;
+use crate::error::{Context, Result, StoreError};
+use crate::sql::Sql;
+use crate::store::Store;
+
+/// Every table, parents before children (the order rows are written in).
+pub(crate) const TABLES: &[&str] = &[
+    "auth_meta",
+    "users",
+    "refresh_tokens",
+    "api_keys",
+    "audit_log",
+    "audit_anchor",
+    "teams",
+    "sessions",
+    "turns",
+    "turn_events",
+    "approvals",
+    "jobs",
+    "webhooks",
+    "webhook_deliveries",
+    "webhook_attempts",
+];
+
+/// Rows written per INSERT.
+const BATCH: usize = 200;
+
+/// What a copy did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyReport {
+    /// Rows copied, by table (in [`TABLES`] order).
+    pub tables: Vec<(String, i64)>,
+    /// Rows in all.
+    pub rows: i64,
+}
+
+impl Store {
+    /// Rows in all of Iris's tables.
+    pub async fn row_count(&self) -> Result<i64> {
+        let mut total = 0;
+        for t in TABLES {
+            let n: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {t}")))
+                    .fetch_one(&self.pool)
+                    .await
+                    .ctx("counting rows")?;
+            total += n;
+        }
+        Ok(total)
+    }
+
+    /// Copy every row of this database into `target` (migrated here to
+    /// the same version first), reading one snapshot, writing in one
+    /// transaction: the target ends with all of it or none. A target that
+    /// holds anything is refused unless `overwrite`, which empties it
+    /// first (in the same transaction).
+    pub async fn copy_to(&self, target: &Store, overwrite: bool) -> Result<CopyReport> {
+        let (from, latest) = self.schema_version().await?;
+        if from != latest {
+            return Err(refused(format!(
+                "the source database is at migration {from}, this build at {latest}: run `iris db migrate` on it first"
+            )));
+        }
+        target.migrate().await?;
+        let existing = target.row_count().await?;
+        if existing > 0 && !overwrite {
+            return Err(refused(format!(
+                "the target database already holds {existing} rows; pass --overwrite to replace them"
+            )));
+        }
+        let mut read = self.backend.begin_snapshot(&self.pool).await?;
+        let mut write = target.pool.begin().await.ctx("starting the copy")?;
+        target.backend.defer_foreign_keys(&mut write).await?;
+        if overwrite {
+            for t in TABLES.iter().rev() {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {t}")))
+                    .execute(&mut *write)
+                    .await
+                    .ctx("emptying the target")?;
+            }
+        }
+        let mut report = CopyReport {
+            tables: Vec::new(),
+            rows: 0,
+        };
+        for t in TABLES {
+            let columns = self.backend.columns(&mut read, t).await?;
+            let names = columns
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let select = format!("SELECT {names} FROM {t}");
+            let insert = format!("INSERT INTO {t} ({names}) ");
+            let mut rows = sqlx::query(sqlx::AssertSqlSafe(select)).fetch(&mut *read);
+            let mut pending: Vec<AnyRow> = Vec::with_capacity(BATCH);
+            let mut n = 0_i64;
+            while let Some(row) = rows.try_next().await.ctx("reading the source")? {
+                pending.push(row);
+                if pending.len() == BATCH {
+                    n += write_rows(&mut write, &insert, &columns, &pending).await?;
+                    pending.clear();
+                }
+            }
+            drop(rows);
+            n += write_rows(&mut write, &insert, &columns, &pending).await?;
+            report.tables.push(((*t).to_owned(), n));
+            report.rows += n;
+        }
+        write.commit().await.ctx("committing the copy")?;
+        read.rollback().await.ctx("ending the snapshot")?;
+        Ok(report)
+    }
+}
+
+fn refused(message: String) -> StoreError {
+    StoreError {
+        context: "copying the database",
+        source: sqlx::Error::InvalidArgument(message),
+    }
+}
+
+/// Insert `rows` (all read with `columns`) in one statement.
+async fn write_rows(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    insert: &str,
+    columns: &[Column],
+    rows: &[AnyRow],
+) -> Result<i64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut q = Sql::new(insert);
+    let mut bad = None;
+    q.values(rows, |b, row| {
+        for (i, c) in columns.iter().enumerate() {
+            let r = match c.kind {
+                crate::backend::Kind::Integer => row.try_get::<Option<i64>, _>(i).map(|v| {
+                    b.bind(v);
+                }),
+                crate::backend::Kind::Real => row.try_get::<Option<f64>, _>(i).map(|v| {
+                    b.bind(v);
+                }),
+                crate::backend::Kind::Text => row.try_get::<Option<String>, _>(i).map(|v| {
+                    b.bind(v);
+                }),
+            };
+            if let Err(e) = r {
+                bad.get_or_insert(e);
+                b.bind(None::<String>);
+            }
+        }
+    });
+    if let Some(e) = bad {
+        return Err(StoreError {
+            context: "reading a row of the source",
+            source: e,
+        });
+    }
+    q.build("copying rows")?
+        .execute(&mut **tx)
+        .await
+        .ctx("writing rows to the target")?;
+    Ok(rows.len() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::store;
+
+    #[tokio::test]
+    async fn every_table_is_copied() {
+        let (s, _d) = store().await;
+        let q = match s.backend {
+            crate::Backend::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'"
+            }
+            crate::Backend::Postgres => {
+                "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations'"
+            }
+        };
+        let mut tables: Vec<String> = sqlx::query_scalar(q).fetch_all(&s.pool).await.unwrap();
+        tables.sort();
+        let mut listed: Vec<String> = TABLES.iter().map(|t| (*t).to_owned()).collect();
+        listed.sort();
+        assert_eq!(tables, listed, "a table missing from copy::TABLES");
+    }
+}
