@@ -63,22 +63,39 @@ pub async fn run(source: ConfigSource, action: DbAction) -> anyhow::Result<ExitC
             overwrite,
         } => {
             let configured = cfg.database_settings();
-            let from = settings_for(&cfg, from.as_deref())?;
+            let mut from = settings_for(&cfg, from.as_deref())?;
+            from.read_only = true;
             let to = settings_for(&cfg, Some(&to))?;
             if from.url == to.url {
                 anyhow::bail!("--from and --to name the same database");
             }
-            let source = Store::connect_unmigrated(&from).await.map_err(plain)?;
-            let target = Store::connect_unmigrated(&to).await.map_err(plain)?;
+            let source = Store::connect_unmigrated(&from)
+                .await
+                .map_err(|e| anyhow::anyhow!("the source (--from): {e}"))?;
+            let target = Store::connect_unmigrated(&to)
+                .await
+                .map_err(|e| anyhow::anyhow!("the target (--to): {e}"))?;
             let report = source.copy_to(&target, overwrite).await.map_err(plain)?;
             // The witness of this installation's chain, when the copy is of
             // the configured database: the chain on the target must match it.
-            let verdict = if from.url == configured.url {
-                let witness = iris_core::auth::witness::read(&cfg.audit_witness_path());
-                target.verify_audit_with(witness).await?
-            } else {
-                target.verify_audit().await?
+            let source_witness = (from.url == configured.url).then(|| cfg.audit_witness_path());
+            let verdict = match &source_witness {
+                Some(path) => {
+                    let witness = iris_core::auth::witness::read(path);
+                    target.verify_audit_with(witness).await.map_err(plain)?
+                }
+                None => target.verify_audit().await.map_err(plain)?,
             };
+            // The target's own witness, where an Iris on it looks for one
+            // (another file than the source's: the two chains part here).
+            let mut on_target = cfg.clone();
+            on_target.database.url = Some(to.url.clone());
+            on_target.database.path = None;
+            let target_witness = on_target.audit_witness_path();
+            let wrote_witness = verdict.ok && source_witness.as_ref() != Some(&target_witness);
+            if wrote_witness {
+                iris_core::auth::witness::write(&target, &target_witness).await;
+            }
             source.close().await;
             target.close().await;
             println!(
@@ -89,6 +106,7 @@ pub async fn run(source: ConfigSource, action: DbAction) -> anyhow::Result<ExitC
                     "rows": report.rows,
                     "tables": report.tables.iter().map(|(t, n)| (t.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
                     "audit": verdict,
+                    "witness": wrote_witness.then(|| target_witness.display().to_string()),
                 }))?
             );
             if verdict.ok {

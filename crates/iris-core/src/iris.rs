@@ -21,7 +21,7 @@ use crate::clock::now_ms;
 use crate::config::{Config, ConfigError};
 use crate::conversations::{Conversations, LocalSessions};
 use crate::ctx::Ctx;
-use crate::error::{IrisError, Result};
+use crate::error::{ErrorKind, IrisError, Result};
 use crate::follow::Follower;
 use crate::jobs::{Jobs, JobsDeps, LocalQueue};
 use crate::messaging::Messaging;
@@ -95,9 +95,19 @@ impl Iris {
     /// Open the database, recover from a previous run, start the services
     /// and warm the teams marked `prewarm`.
     pub async fn start(config: Config, options: StartOptions) -> Result<Arc<Iris>> {
+        // The cause in full (which database, what it said): this is what
+        // an operator reads when Iris does not start.
         let store = Store::connect(&config.database_settings())
             .await
-            .map_err(|e| IrisError::internal("opening the database", e))?;
+            .map_err(|e| {
+                IrisError::new(
+                    ErrorKind::ServiceUnavailable,
+                    format!(
+                        "cannot open the database {}: {e}",
+                        config.database_display()
+                    ),
+                )
+            })?;
         if options.recover {
             recover(&store).await?;
         }

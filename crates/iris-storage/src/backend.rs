@@ -32,6 +32,9 @@ pub struct DbSettings {
     /// Longest one statement may run (Postgres `statement_timeout`; the
     /// wait for SQLite's write lock).
     pub statement_timeout: Duration,
+    /// Only read, never change (the source of `iris db copy`): a SQLite
+    /// file must exist and is opened read-only.
+    pub read_only: bool,
 }
 
 impl DbSettings {
@@ -42,6 +45,7 @@ impl DbSettings {
             max_connections: 8,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            read_only: false,
         }
     }
 }
@@ -123,8 +127,15 @@ impl Backend {
                 .next()
                 .unwrap_or_default()
                 .to_owned();
+            if s.read_only && !Path::new(&path).is_file() {
+                return Err(StoreError {
+                    context: "opening the database",
+                    source: sqlx::Error::InvalidArgument(format!("no database file at {path}")),
+                });
+            }
             if let Some(dir) = Path::new(&path).parent()
                 && !dir.as_os_str().is_empty()
+                && !s.read_only
             {
                 std::fs::create_dir_all(dir).map_err(|e| StoreError {
                     context: "creating the database folder",
@@ -132,34 +143,44 @@ impl Backend {
                 })?;
             }
             if !url.contains('?') {
-                url.push_str("?mode=rwc");
+                url.push_str(if s.read_only { "?mode=ro" } else { "?mode=rwc" });
             }
         }
         let options: AnyConnectOptions = url.parse().ctx("reading database.url")?;
         let statement_ms = s.statement_timeout.as_millis().max(1);
+        let read_only = s.read_only;
         AnyPoolOptions::new()
             .max_connections(s.max_connections.max(1))
             .acquire_timeout(s.connect_timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    let setup: &[String] = match self {
+                    let setup: Vec<String> = match (self, read_only) {
                         // WAL: readers never wait for the writer. NORMAL is
                         // durable across crashes of Iris (not of the machine
                         // between checkpoints), the usual choice with WAL.
-                        Backend::Sqlite => &[
+                        (Backend::Sqlite, false) => vec![
                             "PRAGMA journal_mode = WAL".into(),
                             "PRAGMA synchronous = NORMAL".into(),
                             "PRAGMA foreign_keys = ON".into(),
                             format!("PRAGMA busy_timeout = {statement_ms}"),
                         ],
+                        (Backend::Sqlite, true) => {
+                            vec![format!("PRAGMA busy_timeout = {statement_ms}")]
+                        }
                         // Notices ("already exists, skipping") are not for Iris's log.
-                        Backend::Postgres => &[
-                            format!("SET statement_timeout = {statement_ms}"),
-                            "SET client_min_messages = warning".into(),
-                        ],
+                        (Backend::Postgres, _) => {
+                            let mut v = vec![
+                                format!("SET statement_timeout = {statement_ms}"),
+                                "SET client_min_messages = warning".into(),
+                            ];
+                            if read_only {
+                                v.push("SET default_transaction_read_only = on".into());
+                            }
+                            v
+                        }
                     };
                     for q in setup {
-                        conn.execute(sqlx::AssertSqlSafe(q.clone())).await?;
+                        conn.execute(sqlx::AssertSqlSafe(q)).await?;
                     }
                     Ok(())
                 })
@@ -262,6 +283,86 @@ impl Backend {
                 Column { name, kind }
             })
             .collect())
+    }
+
+    /// The tables of the database, Iris's and any other (not sqlx's own).
+    pub(crate) async fn tables(self, pool: &AnyPool) -> Result<Vec<String>> {
+        let q = match self {
+            Backend::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'
+                 AND name <> '_sqlx_migrations' ORDER BY name"
+            }
+            Backend::Postgres => {
+                "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
+                 WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations' ORDER BY 1"
+            }
+        };
+        sqlx::query_scalar(q)
+            .fetch_all(pool)
+            .await
+            .ctx("listing the tables")
+    }
+
+    /// Whether pools `a` (on this backend) and `b` reach one database,
+    /// however their URLs spell it.
+    pub(crate) async fn same_database(self, a: &AnyPool, b: &AnyPool) -> Result<bool> {
+        match self {
+            // The same file: one device and inode (links and `..` included).
+            Backend::Sqlite => {
+                use std::os::unix::fs::MetadataExt;
+                let file = |pool: &AnyPool| {
+                    let pool = pool.clone();
+                    async move {
+                        let f: String = sqlx::query_scalar(
+                            "SELECT file FROM pragma_database_list WHERE name = 'main'",
+                        )
+                        .fetch_one(&pool)
+                        .await
+                        .ctx("reading the database's file")?;
+                        Ok::<_, StoreError>(std::fs::metadata(&f).ok().map(|m| (m.dev(), m.ino())))
+                    }
+                };
+                let (fa, fb) = (file(a).await?, file(b).await?);
+                Ok(fa.is_some() && fa == fb)
+            }
+            // Advisory locks belong to one database: one taken through `a`
+            // is refused through `b` exactly when they are the same.
+            Backend::Postgres => {
+                let key = i64::from(std::process::id()) << 20 | 0x5A;
+                let mut ca = a.acquire().await.ctx("comparing databases")?;
+                let mut cb = b.acquire().await.ctx("comparing databases")?;
+                let q = "SELECT pg_try_advisory_lock($1)";
+                let took: bool = sqlx::query_scalar(q)
+                    .bind(key)
+                    .fetch_one(&mut *ca)
+                    .await
+                    .ctx("comparing databases")?;
+                let also: bool = sqlx::query_scalar(q)
+                    .bind(key)
+                    .fetch_one(&mut *cb)
+                    .await
+                    .ctx("comparing databases")?;
+                for c in [&mut ca, &mut cb] {
+                    let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+                        .execute(&mut **c)
+                        .await;
+                }
+                Ok(took && !also)
+            }
+        }
+    }
+
+    /// This transaction's commit need not wait for the disk (what it
+    /// writes may be lost in a crash of the database server, never half).
+    /// SQLite in WAL with `synchronous=NORMAL` commits so already.
+    pub(crate) async fn lazy_commit(self, tx: &mut Transaction<'static, Any>) -> Result<()> {
+        if self == Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit TO OFF")
+                .execute(&mut **tx)
+                .await
+                .ctx("relaxing a commit")?;
+        }
+        Ok(())
     }
 
     /// Foreign keys checked at commit instead of at each statement (rows

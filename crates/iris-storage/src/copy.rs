@@ -63,10 +63,35 @@ impl Store {
     /// holds anything is refused unless `overwrite`, which empties it
     /// first (in the same transaction).
     pub async fn copy_to(&self, target: &Store, overwrite: bool) -> Result<CopyReport> {
+        if self.backend == target.backend
+            && self.backend.same_database(&self.pool, &target.pool).await?
+        {
+            return Err(refused("the source and the target are one database".into()));
+        }
         let (from, latest) = self.schema_version().await?;
+        if from == 0 {
+            return Err(refused(
+                "the source is not an Iris database (no Iris migrations applied)".into(),
+            ));
+        }
         if from != latest {
             return Err(refused(format!(
                 "the source database is at migration {from}, this build at {latest}: run `iris db migrate` on it first"
+            )));
+        }
+        // Someone else's tables: the wrong database, and Iris's migrations
+        // could fail half-way on them.
+        let foreign: Vec<String> = target
+            .backend
+            .tables(&target.pool)
+            .await?
+            .into_iter()
+            .filter(|t| !TABLES.contains(&t.as_str()))
+            .collect();
+        if !foreign.is_empty() {
+            return Err(refused(format!(
+                "the target database holds tables that are not Iris's ({}): choose an empty database",
+                foreign.join(", ")
             )));
         }
         target.migrate().await?;
@@ -180,19 +205,43 @@ mod tests {
     #[tokio::test]
     async fn every_table_is_copied() {
         let (s, _d) = store().await;
-        let q = match s.backend {
-            crate::Backend::Sqlite => {
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'"
-            }
-            crate::Backend::Postgres => {
-                "SELECT CAST(table_name AS TEXT) FROM information_schema.tables
-                 WHERE table_schema = current_schema() AND table_name <> '_sqlx_migrations'"
-            }
-        };
-        let mut tables: Vec<String> = sqlx::query_scalar(q).fetch_all(&s.pool).await.unwrap();
-        tables.sort();
+        let tables = s.backend.tables(&s.pool).await.unwrap();
         let mut listed: Vec<String> = TABLES.iter().map(|t| (*t).to_owned()).collect();
         listed.sort();
         assert_eq!(tables, listed, "a table missing from copy::TABLES");
+    }
+}
+
+#[cfg(test)]
+mod refusals {
+    use crate::store::testing::{session, store};
+
+    #[tokio::test]
+    async fn a_copy_refuses_itself_and_someone_elses_tables() {
+        let (s, _d) = store().await;
+        s.insert_session(&session("s1", "a", "b", true))
+            .await
+            .unwrap();
+        let e = s.copy_to(&s, true).await.unwrap_err().to_string();
+        assert!(e.contains("one database"), "{e}");
+        let (other, _d2) = store().await;
+        sqlx::query("DROP TABLE webhook_attempts")
+            .execute(&other.pool)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE foo (x BIGINT)")
+            .execute(&other.pool)
+            .await
+            .unwrap();
+        let e = s.copy_to(&other, true).await.unwrap_err().to_string();
+        assert!(e.contains("foo"), "{e}");
+        // A new database, as `iris db copy` opens it (nothing written yet).
+        let d3 = tempfile::tempdir().unwrap();
+        let fresh = crate::Store::connect_unmigrated(&crate::testing::settings(d3.path()))
+            .await
+            .unwrap();
+        let report = s.copy_to(&fresh, false).await.unwrap();
+        assert_eq!(report.rows, s.row_count().await.unwrap());
+        assert_eq!(fresh.session("s1").await.unwrap().unwrap().to_team, "b");
     }
 }

@@ -333,14 +333,19 @@ impl Store {
     /// when it is this claimer's, `false` when another has it — with
     /// several processes on one database, one claimer wins.
     pub async fn claim_job(&self, id: &str, claimer: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await.ctx("claiming a job")?;
+        // A claim lost in a crash costs nothing (the job is taken up again
+        // at the next start), so it need not wait for the disk.
+        self.backend.lazy_commit(&mut tx).await?;
         let done = sqlx::query(
             "UPDATE jobs SET claimed_by = $1 WHERE id = $2 AND (claimed_by IS NULL OR claimed_by = $1)",
         )
         .bind(claimer)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .ctx("claiming a job")?;
+        tx.commit().await.ctx("claiming a job")?;
         Ok(done.rows_affected() == 1)
     }
 

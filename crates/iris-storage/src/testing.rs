@@ -137,6 +137,7 @@ fn create(server: &str) -> Result<String, String> {
                 max_connections: 1,
                 connect_timeout: Duration::from_secs(10),
                 statement_timeout: Duration::from_secs(60),
+                read_only: false,
             })
             .await
             .map_err(|e| e.to_string())?;

@@ -619,9 +619,11 @@ impl Config {
         }
         // The environment names the database over the file: one config
         // for several installations (and a password kept out of files).
+        let mut url_key = "database.url";
         if let Some(url) = lookup("IRIS_DATABASE_URL").filter(|u| !u.trim().is_empty()) {
             cfg.database.url = Some(url.trim().to_owned());
             cfg.database.path = None;
+            url_key = "IRIS_DATABASE_URL (environment)";
         }
         if let Some(url) = cfg.database.url.as_mut() {
             if cfg.database.path.is_some() {
@@ -635,27 +637,47 @@ impl Config {
                     let file = url.trim_start_matches("sqlite:").trim_start_matches("//");
                     if file.is_empty() || file.contains('?') {
                         return Err(err(
-                            "database.url".into(),
+                            url_key.into(),
                             "a SQLite URL is sqlite: and a file path (sqlite:data/iris.db, sqlite:///var/lib/iris/iris.db)".into(),
                         ));
                     }
                     *url = iris_storage::sqlite_url(&resolve(base, file));
                 }
-                Ok(iris_storage::Backend::Postgres) => {}
+                Ok(iris_storage::Backend::Postgres) => {
+                    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
+                    let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+                    if host.split(['/', '?']).next().unwrap_or_default().is_empty() {
+                        return Err(err(
+                            url_key.into(),
+                            "a Postgres URL names its host: postgres://user@host:port/database"
+                                .into(),
+                        ));
+                    }
+                }
                 Err(_) => {
                     return Err(err(
-                        "database.url".into(),
+                        url_key.into(),
                         "expected sqlite:<path> or postgres://user@host:port/database".into(),
                     ));
                 }
             }
         }
-        for (key, v) in [
-            ("database.connectTimeout", cfg.database.connect_timeout),
-            ("database.statementTimeout", cfg.database.statement_timeout),
+        for (key, v, most) in [
+            // Ten minutes: a wait longer than that is a hang.
+            (
+                "database.connectTimeout",
+                cfg.database.connect_timeout,
+                600_000,
+            ),
+            // A day; Postgres takes at most 2^31-1 ms.
+            (
+                "database.statementTimeout",
+                cfg.database.statement_timeout,
+                86_400_000,
+            ),
         ] {
-            if v == 0 {
-                return Err(err(key.into(), "must be at least 1 (ms)".into()));
+            if v == 0 || v > most {
+                return Err(err(key.into(), format!("must be from 1 to {most} (ms)")));
             }
         }
         if cfg.database.max_connections == Some(0) {
@@ -752,6 +774,7 @@ impl Config {
                 .unwrap_or(if postgres { 16 } else { 8 }),
             connect_timeout: std::time::Duration::from_millis(self.database.connect_timeout),
             statement_timeout: std::time::Duration::from_millis(self.database.statement_timeout),
+            read_only: false,
         }
     }
 
@@ -970,17 +993,33 @@ pub fn valid_team_name(name: &str) -> bool {
 
 /// `url` without its password (`postgres://iris:***@db/iris`).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
     };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some(parts) => parts,
-        None => return url.to_owned(),
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((auth, host)) => match auth.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => base.to_owned(),
+            },
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
     };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    // `?password=…` is a password too (libpq reads it).
+    if let Some(q) = query {
+        let pairs: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
     }
+    out
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
@@ -1026,6 +1065,69 @@ mod tests {
             Path::new("/home/x/.iris"),
             &lookup,
         )
+    }
+
+    #[test]
+    fn the_database_is_a_url_a_path_or_the_environment() {
+        let cfg = parse("database:\n  url: sqlite:data/x.db\n").unwrap();
+        assert_eq!(cfg.database_settings().url, "sqlite:///base/data/x.db");
+        assert_eq!(
+            cfg.database_file().as_deref(),
+            Some(Path::new("/base/data/x.db"))
+        );
+        let cfg = parse("database:\n  url: postgres://iris:pw@db:5432/iris\n").unwrap();
+        assert_eq!(cfg.database_file(), None);
+        assert_eq!(cfg.database_settings().max_connections, 16);
+        assert_eq!(cfg.database_display(), "postgres://iris:***@db:5432/iris");
+        for (yaml, key) in [
+            ("database:\n  url: mysql://h/db\n", "database.url"),
+            ("database:\n  url: 'sqlite:'\n", "database.url"),
+            ("database:\n  url: postgres://\n", "database.url"),
+            (
+                "database:\n  url: sqlite:a.db\n  path: b.db\n",
+                "database.path",
+            ),
+            (
+                "database:\n  connectTimeout: 0\n",
+                "database.connectTimeout",
+            ),
+            (
+                "database:\n  connectTimeout: 18446744073709551615\n",
+                "database.connectTimeout",
+            ),
+            (
+                "database:\n  statementTimeout: 99999999999\n",
+                "database.statementTimeout",
+            ),
+            (
+                "database:\n  maxConnections: 0\n",
+                "database.maxConnections",
+            ),
+        ] {
+            let e = parse(yaml).unwrap_err();
+            assert_eq!(e.key_path, key, "{yaml}: {e}");
+        }
+        let env = |name: &str| (name == "IRIS_DATABASE_URL").then(|| "garbage".to_owned());
+        let e = Config::parse("", "c.yaml", Path::new("/b"), Path::new("/h"), &env).unwrap_err();
+        assert!(e.key_path.contains("IRIS_DATABASE_URL"), "{e}");
+        let env = |name: &str| (name == "IRIS_DATABASE_URL").then(|| "postgres://h/db".to_owned());
+        let cfg = Config::parse(
+            "database:\n  path: x.db\n",
+            "c.yaml",
+            Path::new("/b"),
+            Path::new("/h"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.database_settings().url,
+            "postgres://h/db",
+            "the environment wins"
+        );
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=require&password=SECRET"),
+            "postgres://u@h/db?sslmode=require&password=***"
+        );
     }
 
     #[test]

@@ -81,16 +81,38 @@ impl Default for AuditConfig {
 impl Config {
     /// The audit trail's witness file: `audit.witness` (relative to the
     /// config file's folder), else `audit-witness.json` beside the SQLite
-    /// database (on Postgres, in `$IRIS_HOME/data`).
+    /// database (on Postgres, `$IRIS_HOME/data/audit-witness-<host_port_db>.json`).
     pub fn audit_witness_path(&self) -> std::path::PathBuf {
         match &self.audit.witness {
             Some(p) => self.base.join(p),
-            // On Postgres: in this node's home (each node keeps its own
-            // witness of the one chain).
-            None => self
-                .database_file()
-                .and_then(|db| db.parent().map(|d| d.join("audit-witness.json")))
-                .unwrap_or_else(|| self.home.join("data").join("audit-witness.json")),
+            None => match self.database_file() {
+                Some(db) => db
+                    .parent()
+                    .map(|d| d.join("audit-witness.json"))
+                    .unwrap_or_else(|| self.home.join("audit-witness.json")),
+                // On Postgres: in this node's home (each node keeps its own
+                // witness of the one chain), named after the database so
+                // that another database's chain has a witness of its own.
+                None => {
+                    let url = self.database_settings().url;
+                    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(&url);
+                    let place = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+                    let place = place.split('?').next().unwrap_or_default();
+                    let name: String = place
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '-' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect();
+                    self.home
+                        .join("data")
+                        .join(format!("audit-witness-{name}.json"))
+                }
+            },
         }
     }
 
