@@ -187,6 +187,10 @@ async fn db_copy_moves_an_installation_there_and_back() {
     succeeded(&back);
     let back: Value = serde_json::from_slice(&back.stdout).unwrap();
     assert_eq!(back["rows"], report["rows"], "{back}");
+    assert!(
+        back["witness"].is_string(),
+        "the target got a witness: {back}"
+    );
     std::fs::write(b.path().join("config.yaml"), CONFIG).unwrap();
     let verify = run(b.path(), &["audit", "verify"]);
     succeeded(&verify);

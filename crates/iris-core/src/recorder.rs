@@ -108,14 +108,19 @@ async fn run(
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = apply_when_reachable(&store, &batch, &holding).await {
-                // Isolate the bad write; keep the good ones.
-                tracing::warn!(error = %e, "a batch of writes failed; retrying one by one");
-                for w in &batch {
-                    if let Err(e) =
-                        apply_when_reachable(&store, std::slice::from_ref(w), &holding).await
-                    {
-                        tracing::error!(error = %e, write = ?w, "a write failed");
+            match apply_when_reachable(&store, &batch, &holding).await {
+                Ok(()) => {}
+                // Waited as long as writes wait: no second wait per write.
+                Err(e) if e.is_unavailable() => {
+                    tracing::error!(error = %e, lost = batch.len(), "the database stayed unreachable; writes lost");
+                }
+                Err(e) => {
+                    // Isolate the bad write; keep the good ones.
+                    tracing::warn!(error = %e, "a batch of writes failed; retrying one by one");
+                    for w in &batch {
+                        if let Err(e) = store.apply(std::slice::from_ref(w)).await {
+                            tracing::error!(error = %e, write = ?w, "a write failed");
+                        }
                     }
                 }
             }

@@ -366,10 +366,13 @@ impl Store {
     /// number checked, and both ends compared with the anchor.
     pub async fn verify_audit(&self) -> Result<AuditVerdict> {
         use futures_util::TryStreamExt;
+        // One snapshot: another process appending meanwhile must not look
+        // like records removed after the anchor was read.
+        let mut tx = self.backend.begin_snapshot(&self.pool).await?;
         let anchor: Option<(i64, String, i64, String)> = sqlx::query_as(
             "SELECT first_seq, first_prev, last_seq, last_hash FROM audit_anchor WHERE id = 1",
         )
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .ctx("reading the audit anchor")?;
         let mut verdict = AuditVerdict {
@@ -388,7 +391,7 @@ impl Store {
             }
         };
         let mut rows =
-            sqlx::query_as::<_, AuditRow>(select_audit!(" ORDER BY seq")).fetch(&self.pool);
+            sqlx::query_as::<_, AuditRow>(select_audit!(" ORDER BY seq")).fetch(&mut *tx);
         let mut prev: Option<(i64, String)> = None;
         while let Some(r) = rows.try_next().await.ctx("reading the audit trail")? {
             verdict.records += 1;

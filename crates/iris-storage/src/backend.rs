@@ -328,7 +328,12 @@ impl Backend {
             // Advisory locks belong to one database: one taken through `a`
             // is refused through `b` exactly when they are the same.
             Backend::Postgres => {
-                let key = i64::from(std::process::id()) << 20 | 0x5A;
+                // A key nobody else holds: this process and this moment.
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| i64::from(d.subsec_nanos()))
+                    .unwrap_or_default();
+                let key = (i64::from(std::process::id()) << 32) | nanos;
                 let mut ca = a.acquire().await.ctx("comparing databases")?;
                 let mut cb = b.acquire().await.ctx("comparing databases")?;
                 let q = "SELECT pg_try_advisory_lock($1)";
@@ -361,6 +366,20 @@ impl Backend {
                 .execute(&mut **tx)
                 .await
                 .ctx("relaxing a commit")?;
+        }
+        Ok(())
+    }
+
+    /// No limit on statements for the rest of this transaction (a copy).
+    pub(crate) async fn no_statement_timeout(
+        self,
+        tx: &mut Transaction<'static, Any>,
+    ) -> Result<()> {
+        if self == Backend::Postgres {
+            sqlx::query("SET LOCAL statement_timeout = 0")
+                .execute(&mut **tx)
+                .await
+                .ctx("lifting the statement timeout")?;
         }
         Ok(())
     }

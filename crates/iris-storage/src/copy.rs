@@ -104,6 +104,9 @@ impl Store {
         let mut read = self.backend.begin_snapshot(&self.pool).await?;
         let mut write = target.pool.begin().await.ctx("starting the copy")?;
         target.backend.defer_foreign_keys(&mut write).await?;
+        // A large installation takes longer than one statement may.
+        self.backend.no_statement_timeout(&mut read).await?;
+        target.backend.no_statement_timeout(&mut write).await?;
         if overwrite {
             for t in TABLES.iter().rev() {
                 sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {t}")))
@@ -141,7 +144,8 @@ impl Store {
             report.rows += n;
         }
         write.commit().await.ctx("committing the copy")?;
-        read.rollback().await.ctx("ending the snapshot")?;
+        // Copied and committed: how the read ends does not matter.
+        let _ = read.rollback().await;
         Ok(report)
     }
 }

@@ -25,12 +25,13 @@ impl StoreError {
             sqlx::Error::Database(e) => e.code().is_some_and(|c| {
                 // Postgres: connection exceptions (08), insufficient
                 // resources (53), operator intervention such as a shutdown
-                // or a statement timeout (57). SQLite: busy, locked.
+                // or a statement timeout (57). SQLite: busy (5) and locked
+                // (6), also as extended codes (the low byte is the code).
+                let sqlite = c.parse::<i64>().ok().map(|n| n & 0xff);
                 c.starts_with("08")
                     || c.starts_with("53")
                     || c.starts_with("57")
-                    || c == "5"
-                    || c == "6"
+                    || matches!(sqlite, Some(5 | 6))
             }),
             _ => false,
         }

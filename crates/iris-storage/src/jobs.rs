@@ -349,6 +349,20 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// At start-up: the claims of jobs whose end is not written are let go
+    /// (the process that held them is gone; with several processes on one
+    /// database, until ownership of work exists, the one starting takes up
+    /// every open job). Returns how many.
+    pub async fn release_job_claims(&self) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs SET claimed_by = NULL WHERE notified = 0 AND claimed_by IS NOT NULL",
+        )
+        .execute(&self.pool)
+        .await
+        .ctx("releasing job claims")?;
+        Ok(done.rows_affected())
+    }
+
     /// Put an interrupted job back in the queue for another run.
     pub async fn requeue_job(&self, id: &str) -> Result<()> {
         let mut tx = self.pool.begin().await.ctx("starting a transaction")?;

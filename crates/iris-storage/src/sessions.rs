@@ -246,11 +246,13 @@ impl Store {
                     .ctx("rewriting a session id")?;
             }
         }
-        sqlx::query("INSERT INTO auth_meta (key, value) VALUES ($1, '1')")
-            .bind(DONE)
-            .execute(&mut *tx)
-            .await
-            .ctx("recording the session id format")?;
+        sqlx::query(
+            "INSERT INTO auth_meta (key, value) VALUES ($1, '1') ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(DONE)
+        .execute(&mut *tx)
+        .await
+        .ctx("recording the session id format")?;
         tx.commit().await.ctx("canonicalizing session ids")?;
         Ok(())
     }

@@ -8,6 +8,16 @@ use sqlx::{Arguments, Encode, Type};
 
 use crate::error::{Result, StoreError};
 
+/// `s` as both backends store it: Postgres refuses NUL in text, so it
+/// becomes U+FFFD on either (what an agent wrote, never Iris's own data).
+pub(crate) fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// SQL text with its bound values.
 #[derive(Default)]
 pub(crate) struct Sql {
@@ -142,6 +152,12 @@ impl Row<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_in_text_is_replaced() {
+        assert_eq!(text("a\0b"), "a\u{FFFD}b");
+        assert!(matches!(text("ab"), std::borrow::Cow::Borrowed("ab")));
+    }
 
     #[test]
     fn placeholders_are_numbered_in_order() {

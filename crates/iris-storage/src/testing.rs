@@ -175,18 +175,16 @@ async fn run(conn: &mut AnyConnection, sql: &str) -> Result<(), String> {
 extern "C" fn drop_made() {
     let made: Vec<(String, String)> = MADE
         .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
         .map(|m| {
-            m.as_ref()
-                .map(|m| {
-                    m.values()
-                        .filter_map(|(server, url)| {
-                            let name = url.rsplit('/').next()?;
-                            let name = name.split('?').next().unwrap_or(name);
-                            Some((server.clone(), name.to_owned()))
-                        })
-                        .collect()
+            m.values()
+                .filter_map(|(server, url)| {
+                    let name = url.rsplit('/').next()?;
+                    let name = name.split('?').next().unwrap_or(name);
+                    Some((server.clone(), name.to_owned()))
                 })
-                .unwrap_or_default()
+                .collect()
         })
         .unwrap_or_default();
     let _ = blocking(async move {

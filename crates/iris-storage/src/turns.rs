@@ -173,8 +173,8 @@ pub(crate) async fn finish_in(
          completed_at = $7, events_dropped = $8 WHERE id = $9",
     )
     .bind(&f.status)
-    .bind(&f.response)
-    .bind(&f.error)
+    .bind(crate::sql::text(&f.response).into_owned())
+    .bind(f.error.as_deref().map(|e| crate::sql::text(e).into_owned()))
     .bind(f.tool_uses.as_ref().map(Value::to_string))
     .bind(f.usage.as_ref().map(Value::to_string))
     .bind(f.cost_usd)

@@ -123,6 +123,13 @@ fn delivery_from_row(r: &AnyRow) -> DeliveryRow {
     }
 }
 
+// Columns named: a cached statement stays valid when a migration adds one.
+macro_rules! select_webhooks {
+    () => {
+        "SELECT id, url, events, secret, active, description, created_by, created_at, updated_at FROM webhooks"
+    };
+}
+
 macro_rules! select_deliveries {
     ($rest:literal) => {
         concat!("SELECT id, webhook_id, job_id, event, url, method, headers, body, status, attempts, \
@@ -212,7 +219,7 @@ impl Store {
     }
 
     pub async fn webhook(&self, id: &str) -> Result<Option<WebhookRow>> {
-        let row = sqlx::query("SELECT * FROM webhooks WHERE id = $1")
+        let row = sqlx::query(concat!(select_webhooks!(), " WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -222,7 +229,7 @@ impl Store {
 
     /// Every subscription, oldest first.
     pub async fn webhooks(&self) -> Result<Vec<WebhookRow>> {
-        let rows = sqlx::query("SELECT * FROM webhooks ORDER BY created_at, id")
+        let rows = sqlx::query(concat!(select_webhooks!(), " ORDER BY created_at, id"))
             .fetch_all(&self.pool)
             .await
             .ctx("reading webhooks")?;

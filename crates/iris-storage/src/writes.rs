@@ -66,7 +66,7 @@ pub(crate) async fn insert_turns(
             .bind(&t.to_team)
             .bind(&t.kind)
             .bind(&t.status)
-            .bind(&t.request)
+            .bind(crate::sql::text(&t.request).into_owned())
             .bind(t.created_at)
             .bind(
                 (!t.chain.is_empty()).then(|| serde_json::to_string(&t.chain).unwrap_or_default()),

@@ -166,6 +166,9 @@ impl Jobs {
     }
 
     async fn recover(self: &Arc<Self>) -> Result<()> {
+        // Claimed by a run that is gone, some put back in its queue: free
+        // to run here.
+        self.store.release_job_claims().await?;
         let open = self.store.open_jobs().await?;
         let (mut requeued, mut interrupted, mut reported) = (0, 0, 0);
         for mut job in open {
@@ -396,26 +399,22 @@ impl Jobs {
     }
 
     /// Hand one waiting job to the pool.
-    /// Take job `id` for this process (see [`Store::claim_job`]); a
-    /// failure to ask counts as taken here, as before claims existed.
-    async fn claim(&self, id: &str) -> bool {
-        match self.store.claim_job(id, &self.claimer).await {
-            Ok(mine) => mine,
-            Err(e) => {
-                tracing::warn!(job = %id, error = %e, "claiming a job");
-                true
-            }
-        }
-    }
-
     async fn dispatch_job(self: &Arc<Self>, team_name: &str, key: (Priority, u64), w: Waiting) {
         let job = match self.store.job(&w.id).await {
-            // Another Iris on this database took it first: it runs there.
-            Ok(Some(job)) if !self.claim(&job.job.id).await => {
-                self.queue.dispatched(&w.id);
-                return;
-            }
-            Ok(Some(job)) => job,
+            Ok(Some(job)) => match self.store.claim_job(&job.job.id, &self.claimer).await {
+                Ok(true) => job,
+                // Another Iris on this database took it first: it runs there.
+                Ok(false) => {
+                    self.queue.dispatched(&w.id);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(job = %w.id, error = %e, "claiming a job to run it; trying again");
+                    self.queue.put_back(team_name, key, w);
+                    self.wake_later();
+                    return;
+                }
+            },
             // Deleted with its conversation meanwhile.
             Ok(None) => {
                 self.queue.dispatched(&w.id);
@@ -528,9 +527,9 @@ impl Jobs {
         let finish = outcome.finish(0);
         job.turn.finish(finish.clone());
         job.turn.started_at = Some(outcome.completed_at - outcome.duration_ms as i64);
-        // The turn's start (and events) first: an end written before them
-        // would leave the start unrecorded.
-        self.recorder.flush().await;
+        // The turn's start (and events) first, even while the database is
+        // away: an end written before them would leave the start unrecorded.
+        self.recorder.drain().await;
         self.write_job_end(&job, finish).await;
         self.queue
             .ended(&job.job.team, &job.job.id, Some(outcome.duration_ms));
