@@ -134,10 +134,32 @@ impl Store {
         if records.is_empty() {
             return Ok(());
         }
+        self.within("appending audit records", self.append_audit_once(records))
+            .await
+    }
+
+    async fn append_audit_once(&self, records: &mut [AuditRow]) -> Result<()> {
         let mut tx = self
             .backend
             .begin_locked(&self.pool, WriteLock::Audit)
             .await?;
+        // A retry of a batch whose commit went through but whose answer was
+        // lost: the newest records are these already. Not twice.
+        let newest: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM audit_log ORDER BY seq DESC LIMIT $1")
+                .bind(records.len() as i64)
+                .fetch_all(&mut *tx)
+                .await
+                .ctx("reading the audit head")?;
+        if newest.len() == records.len()
+            && newest
+                .iter()
+                .rev()
+                .zip(records.iter())
+                .all(|(a, r)| *a == r.id)
+        {
+            return Ok(());
+        }
         let last: Option<(i64, String)> =
             sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                 .fetch_optional(&mut *tx)
@@ -524,6 +546,28 @@ mod tests {
             prev_hash: String::new(),
             hash: String::new(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_retried_batch_is_not_appended_twice() {
+        let (s, _d) = store().await;
+        let mut batch: Vec<AuditRow> = (1..=3).map(|i| rec("key.create", i)).collect();
+        s.append_audit(&mut batch).await.unwrap();
+        // As the writer retries after a commit whose answer was lost.
+        s.append_audit(&mut batch).await.unwrap();
+        let v = s.verify_audit().await.unwrap();
+        assert!(v.ok && v.records == 3, "{v:?}");
+        s.append_audit(&mut [rec("key.revoke", 4)]).await.unwrap();
+        assert_eq!(s.verify_audit().await.unwrap().records, 4);
+        // Turns too: a retried insert is no error and no second row.
+        s.insert_session(&crate::store::testing::session("s", "a", "b", true))
+            .await
+            .unwrap();
+        let t = crate::store::testing::turn("m1", "s", "a", "b");
+        let w = [crate::StoreWrite::InsertTurn(t)];
+        s.apply(&w).await.unwrap();
+        s.apply(&w).await.unwrap();
+        assert!(s.turn("m1").await.unwrap().is_some());
     }
 
     #[tokio::test]

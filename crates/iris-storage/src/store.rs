@@ -16,6 +16,9 @@ use crate::sql::Sql;
 pub struct Store {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
+    /// Longest one write attempt may take (waiting for a connection, then
+    /// its statements); past it the database counts as unreachable.
+    pub(crate) attempt_limit: Duration,
 }
 
 /// How one kind of record is listed a page at a time (see [`Store::page`]).
@@ -105,7 +108,11 @@ impl Store {
     pub async fn connect_unmigrated(s: &DbSettings) -> Result<Self> {
         let backend = Backend::of(&s.url)?;
         let pool = backend.connect(s).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            attempt_limit: s.connect_timeout + s.statement_timeout + Duration::from_secs(5),
+        })
     }
 
     /// Apply the migrations this build has and the database lacks.
@@ -122,6 +129,26 @@ impl Store {
                 .await
                 .unwrap_or(None);
         Ok((applied.unwrap_or(0), self.backend.latest_migration()))
+    }
+
+    /// `attempt`, unless it takes longer than a write may (a connection
+    /// that went silent, say): then the database counts as unreachable.
+    pub(crate) async fn within<T>(
+        &self,
+        context: &'static str,
+        attempt: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(self.attempt_limit, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::error::StoreError {
+                    context,
+                    source: sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the database did not answer in time",
+                    )),
+                })
+            })
     }
 
     pub fn backend(&self) -> Backend {

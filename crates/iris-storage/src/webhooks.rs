@@ -418,3 +418,42 @@ impl Store {
         Ok(turns.rows_affected())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::store;
+
+    #[tokio::test]
+    async fn one_claimer_wins_a_due_delivery() {
+        let (s, _d) = store().await;
+        let d = DeliveryRow {
+            id: "dlv_1".into(),
+            webhook_id: None,
+            job_id: None,
+            event: "job.completed".into(),
+            url: "http://127.0.0.1:9/".into(),
+            method: "POST".into(),
+            headers: vec![("x-a".into(), "b".into())],
+            body: "{}".into(),
+            status: "pending".into(),
+            attempts: 0,
+            max_attempts: 3,
+            next_attempt_at: 10,
+            last_error: None,
+            response_status: None,
+            created_at: 1,
+            delivered_at: None,
+        };
+        s.insert_deliveries(std::slice::from_ref(&d)).await.unwrap();
+        assert_eq!(s.due_deliveries(10, 10).await.unwrap(), vec![d.clone()]);
+        // Two senders that both saw it due: one wins, the lease hides it.
+        assert!(s.claim_delivery("dlv_1", 10, 1_000).await.unwrap());
+        assert!(!s.claim_delivery("dlv_1", 10, 1_000).await.unwrap());
+        assert!(s.due_deliveries(500, 10).await.unwrap().is_empty());
+        assert!(
+            s.claim_delivery("dlv_1", 1_000, 2_000).await.unwrap(),
+            "the lease ran out"
+        );
+    }
+}

@@ -40,11 +40,14 @@ pub enum StoreWrite {
 impl Store {
     /// Apply `writes` in order in one transaction.
     pub async fn apply(&self, writes: &[StoreWrite]) -> Result<()> {
-        let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
-        for w in writes {
-            apply_one(&mut tx, w).await?;
-        }
-        tx.commit().await.ctx("committing writes")
+        self.within("applying writes", async {
+            let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
+            for w in writes {
+                apply_one(&mut tx, w).await?;
+            }
+            tx.commit().await.ctx("committing writes")
+        })
+        .await
     }
 }
 
@@ -73,6 +76,8 @@ pub(crate) async fn insert_turns(
             )
             .bind(&t.caller);
     });
+    // A retry of a batch whose commit went through (its answer lost).
+    q.push(" ON CONFLICT (id) DO NOTHING");
     q.build("inserting turns")?
         .execute(&mut **tx)
         .await
