@@ -400,28 +400,25 @@ impl Jobs {
 
     /// Hand one waiting job to the pool.
     async fn dispatch_job(self: &Arc<Self>, team_name: &str, key: (Priority, u64), w: Waiting) {
-        let job = match self.store.job(&w.id).await {
-            Ok(Some(job)) => match self.store.claim_job(&job.job.id, &self.claimer).await {
-                Ok(true) => job,
-                // Another Iris on this database took it first: it runs there.
-                Ok(false) => {
-                    self.queue.dispatched(&w.id);
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(job = %w.id, error = %e, "claiming a job to run it; trying again");
-                    self.queue.put_back(team_name, key, w);
-                    self.wake_later();
-                    return;
-                }
-            },
-            // Deleted with its conversation meanwhile.
+        // Read and claimed; or gone (deleted with its conversation
+        // meanwhile), or taken first by another Iris on this database.
+        let taken = match self.store.job(&w.id).await {
+            Ok(Some(job)) => self
+                .store
+                .claim_job(&job.job.id, &self.claimer)
+                .await
+                .map(|mine| mine.then_some(job)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let job = match taken {
+            Ok(Some(job)) => job,
             Ok(None) => {
                 self.queue.dispatched(&w.id);
                 return;
             }
             Err(e) => {
-                tracing::warn!(job = %w.id, error = %e, "reading a job to run it; trying again");
+                tracing::warn!(job = %w.id, error = %e, "taking up a job to run it; trying again");
                 self.queue.put_back(team_name, key, w);
                 self.wake_later();
                 return;
