@@ -56,10 +56,15 @@ pub async fn start(yaml: &str) -> Harness {
 
 pub async fn start_in(home: tempfile::TempDir, yaml: &str) -> Harness {
     let path = home.path().join("config.yaml");
-    let text = format!(
-        "database:\n  url: {}\n{yaml}",
-        iris_storage::testing::database_url(home.path())
-    );
+    // SQLite: the file as `database.path` names it (what installations
+    // from before `database.url` have); Postgres: the test's own database.
+    let text = match iris_storage::testing::postgres_server() {
+        None => format!("database:\n  path: data/iris.db\n{yaml}"),
+        Some(_) => format!(
+            "database:\n  url: {}\n{yaml}",
+            iris_storage::testing::database_url(home.path())
+        ),
+    };
     std::fs::write(&path, text).expect("write config");
     let cfg = Config::load(&ConfigSource { flag: Some(path) }).expect("config loads");
     let iris = Iris::start(
@@ -210,15 +215,20 @@ pub fn pids(h: &Harness, team: &str) -> Vec<u32> {
         .collect()
 }
 
-/// The `iris` binary run in `home` (as `IRIS_HOME` and working folder),
-/// on the test's database for that home (`IRIS_DATABASE_URL`).
+/// The `iris` binary run in `home` (as `IRIS_HOME` and working folder);
+/// under `IRIS_TEST_POSTGRES`, on the test's database for that home
+/// (`IRIS_DATABASE_URL`; on SQLite, the default file under the home).
 pub fn iris(home: &std::path::Path) -> std::process::Command {
     let mut c = std::process::Command::new(iris_bin());
-    c.env("IRIS_HOME", home)
-        .env(
+    if iris_storage::testing::postgres_server().is_some() {
+        c.env(
             "IRIS_DATABASE_URL",
             iris_storage::testing::database_url(home),
-        )
+        );
+    } else {
+        c.env_remove("IRIS_DATABASE_URL");
+    }
+    c.env("IRIS_HOME", home)
         .env_remove("IRIS_CONFIG_PATH")
         .env_remove("IRIS_API_KEY")
         .current_dir(home);
