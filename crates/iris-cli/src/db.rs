@@ -140,7 +140,7 @@ fn settings_for(cfg: &Config, url: Option<&str>) -> anyhow::Result<DbSettings> {
         let backend = iris_storage::Backend::of(url).map_err(plain)?;
         s.url = match backend {
             iris_storage::Backend::Sqlite => {
-                let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+                let path = iris_storage::sqlite_file(url).unwrap_or_default();
                 if path.is_empty() {
                     anyhow::bail!("a SQLite URL is sqlite: and a file path (sqlite:iris.db)");
                 }

@@ -55,6 +55,24 @@ pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}", path.display())
 }
 
+/// The file a `sqlite:` URL names (`sqlite:data/x.db`, `sqlite:///abs/x.db`),
+/// options left out; `None` for another kind of URL.
+pub fn sqlite_file(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    Some(rest.split('?').next().unwrap_or_default())
+}
+
+/// Where a `postgres://` URL points — `host:port/database`, without
+/// credentials or options; `None` for another kind of URL.
+pub fn postgres_place(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, place)| place);
+    Some(rest.split('?').next().unwrap_or_default())
+}
+
 /// A write lock: transactions holding the same one run one at a time on
 /// every backend (SQLite has one writer anyway; Postgres takes an advisory
 /// lock for the transaction).
@@ -119,21 +137,14 @@ impl Backend {
     pub(crate) async fn connect(self, s: &DbSettings) -> Result<AnyPool> {
         sqlx::any::install_default_drivers();
         let mut url = s.url.clone();
-        if self == Backend::Sqlite {
-            let path = url
-                .trim_start_matches("sqlite:")
-                .trim_start_matches("//")
-                .split('?')
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            if s.read_only && !Path::new(&path).is_file() {
+        if let Some(path) = sqlite_file(&s.url) {
+            if s.read_only && !Path::new(path).is_file() {
                 return Err(StoreError {
                     context: "opening the database",
                     source: sqlx::Error::InvalidArgument(format!("no database file at {path}")),
                 });
             }
-            if let Some(dir) = Path::new(&path).parent()
+            if let Some(dir) = Path::new(path).parent()
                 && !dir.as_os_str().is_empty()
                 && !s.read_only
             {
@@ -413,6 +424,18 @@ mod tests {
             Backend::of("postgresql://u@h/db").unwrap(),
             Backend::Postgres
         );
+        assert_eq!(
+            sqlite_file("sqlite:///x/iris.db?mode=ro"),
+            Some("/x/iris.db")
+        );
+        assert_eq!(sqlite_file("sqlite:data/iris.db"), Some("data/iris.db"));
+        assert_eq!(sqlite_file("postgres://h/db"), None);
+        assert_eq!(
+            postgres_place("postgres://u:p@w@h:5/db?sslmode=require"),
+            Some("h:5/db")
+        );
+        assert_eq!(postgres_place("postgresql://h/db"), Some("h/db"));
+        assert_eq!(postgres_place("sqlite:x.db"), None);
         let e = Backend::of("mysql://h/db").unwrap_err().to_string();
         assert!(e.contains("mysql"), "{e}");
     }

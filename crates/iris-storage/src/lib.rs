@@ -36,7 +36,7 @@ pub use users::{RefreshRow, SignInRow, UserRow};
 pub use webhooks::{AttemptOutcome, AttemptRow, DeliveryRow, WebhookRow};
 pub use writes::StoreWrite;
 
-pub use backend::{Backend, DbSettings, sqlite_url};
+pub use backend::{Backend, DbSettings, postgres_place, sqlite_file, sqlite_url};
 /// A storage failure, with what was being done.
 pub use error::{Patience, Result, StoreError};
 pub use store::{PoolState, Store};

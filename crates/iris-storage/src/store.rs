@@ -1,7 +1,6 @@
 //! The database: opened (migrations applied), paged lists, and the
 //! connection pool every query module works on.
 
-use std::path::Path;
 use std::time::Duration;
 
 use sqlx::AnyPool;
@@ -88,12 +87,6 @@ impl Store {
             .await
             .ctx(l.what)?;
         Ok((rows.iter().map(row).collect(), total))
-    }
-
-    /// Open (creating if needed) the SQLite file at `path` and apply
-    /// migrations.
-    pub async fn open(path: &Path) -> Result<Self> {
-        Self::connect(&DbSettings::sqlite(path)).await
     }
 
     /// Open the database `s` names and apply its migrations.

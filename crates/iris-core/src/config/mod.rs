@@ -634,8 +634,8 @@ impl Config {
             }
             match iris_storage::Backend::of(url) {
                 Ok(iris_storage::Backend::Sqlite) => {
-                    let file = url.trim_start_matches("sqlite:").trim_start_matches("//");
-                    if file.is_empty() || file.contains('?') {
+                    let file = iris_storage::sqlite_file(url).unwrap_or_default();
+                    if file.is_empty() || url.contains('?') {
                         return Err(err(
                             url_key.into(),
                             "a SQLite URL is sqlite: and a file path (sqlite:data/iris.db, sqlite:///var/lib/iris/iris.db)".into(),
@@ -644,9 +644,8 @@ impl Config {
                     *url = iris_storage::sqlite_url(&resolve(base, file));
                 }
                 Ok(iris_storage::Backend::Postgres) => {
-                    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or_default();
-                    let host = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
-                    if host.split(['/', '?']).next().unwrap_or_default().is_empty() {
+                    let place = iris_storage::postgres_place(url).unwrap_or_default();
+                    if place.split('/').next().unwrap_or_default().is_empty() {
                         return Err(err(
                             url_key.into(),
                             "a Postgres URL names its host: postgres://user@host:port/database"
@@ -743,29 +742,27 @@ impl Config {
 
     /// The SQLite database file; `None` on Postgres.
     pub fn database_file(&self) -> Option<PathBuf> {
-        match &self.database.url {
-            Some(url) if url.starts_with("sqlite:") => Some(PathBuf::from(
-                url.trim_start_matches("sqlite:").trim_start_matches("//"),
-            )),
-            Some(_) => None,
-            None => Some(
-                self.database
-                    .path
-                    .as_ref()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| self.home.join("data").join("iris.db")),
-            ),
-        }
+        iris_storage::sqlite_file(&self.database_url()).map(PathBuf::from)
+    }
+
+    /// `database.url`, else the SQLite file `database.path` names (or the
+    /// default one).
+    fn database_url(&self) -> String {
+        self.database.url.clone().unwrap_or_else(|| {
+            let file = self
+                .database
+                .path
+                .as_ref()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| self.home.join("data").join("iris.db"));
+            iris_storage::sqlite_url(&file)
+        })
     }
 
     /// The database and its pool, as the store opens them.
     pub fn database_settings(&self) -> iris_storage::DbSettings {
-        let url = match (&self.database.url, self.database_file()) {
-            (Some(url), _) => url.clone(),
-            (None, Some(file)) => iris_storage::sqlite_url(&file),
-            (None, None) => String::new(),
-        };
-        let postgres = !url.starts_with("sqlite:");
+        let url = self.database_url();
+        let postgres = iris_storage::postgres_place(&url).is_some();
         iris_storage::DbSettings {
             url,
             max_connections: self
@@ -783,7 +780,7 @@ impl Config {
     pub fn database_display(&self) -> String {
         match self.database_file() {
             Some(f) => f.display().to_string(),
-            None => redact_url(&self.database_settings().url),
+            None => redact_url(&self.database_url()),
         }
     }
 }

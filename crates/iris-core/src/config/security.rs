@@ -95,9 +95,7 @@ impl Config {
                 // that another database's chain has a witness of its own.
                 None => {
                     let url = self.database_settings().url;
-                    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(&url);
-                    let place = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
-                    let place = place.split('?').next().unwrap_or_default();
+                    let place = iris_storage::postgres_place(&url).unwrap_or_default();
                     let name: String = place
                         .chars()
                         .map(|c| {
