@@ -50,6 +50,7 @@ impl TurnRow {
         self.cost_usd = f.cost_usd;
         self.completed_at = Some(f.completed_at);
         self.events_dropped = f.events_dropped;
+        self.started_at = self.started_at.or(f.started_at);
     }
 }
 
@@ -64,6 +65,10 @@ pub struct TurnFinish {
     pub cost_usd: Option<f64>,
     pub completed_at: i64,
     pub events_dropped: i64,
+    /// When it started, for a record that may not say so yet (a job's end
+    /// is written beside the recorder, which writes starts); a start
+    /// already recorded stays.
+    pub started_at: Option<i64>,
 }
 
 /// One raw agent event of a turn.
@@ -170,7 +175,7 @@ pub(crate) async fn finish_in(
 ) -> Result<()> {
     sqlx::query(
         "UPDATE turns SET status = $1, response = $2, error = $3, tool_uses = $4, usage = $5, cost_usd = $6,
-         completed_at = $7, events_dropped = $8 WHERE id = $9",
+         completed_at = $7, events_dropped = $8, started_at = COALESCE(started_at, $9) WHERE id = $10",
     )
     .bind(&f.status)
     .bind(crate::sql::text(&f.response).into_owned())
@@ -180,6 +185,7 @@ pub(crate) async fn finish_in(
     .bind(f.cost_usd)
     .bind(f.completed_at)
     .bind(f.events_dropped)
+    .bind(f.started_at)
     .bind(id)
     .execute(&mut **tx)
     .await

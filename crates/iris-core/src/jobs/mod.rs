@@ -208,6 +208,7 @@ impl Jobs {
                         cost_usd: job.turn.cost_usd,
                         completed_at: job.turn.completed_at.unwrap_or_else(now_ms),
                         events_dropped: job.turn.events_dropped,
+                        started_at: job.turn.started_at,
                     };
                     self.write_job_end(&job, finish).await;
                 }
@@ -521,12 +522,11 @@ impl Jobs {
             // up (see `stop_jobs`).
             return;
         }
-        let finish = outcome.finish(0);
+        let mut finish = outcome.finish(0);
+        // Written with the end: the recorder may not have written the start
+        // yet (it does not once the end is there).
+        finish.started_at = Some(outcome.completed_at - outcome.duration_ms as i64);
         job.turn.finish(finish.clone());
-        job.turn.started_at = Some(outcome.completed_at - outcome.duration_ms as i64);
-        // The turn's start (and events) first, even while the database is
-        // away: an end written before them would leave the start unrecorded.
-        self.recorder.drain().await;
         self.write_job_end(&job, finish).await;
         self.queue
             .ended(&job.job.team, &job.job.id, Some(outcome.duration_ms));

@@ -76,6 +76,7 @@ impl TurnOutcome {
             cost_usd: self.cost_usd,
             completed_at: self.completed_at,
             events_dropped,
+            started_at: None,
         }
     }
 }
