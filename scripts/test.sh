@@ -6,6 +6,8 @@
 # pinned MCP clients of crates/iris-cli/tests/clients/ from npm and PyPI), checks
 # formatting and lints, runs schemathesis against a live server, then runs
 # every test with nextest (or cargo test where nextest is missing).
+# PostgreSQL and Redis are used where they answer on their usual loopback
+# ports, else installed from Debian and started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -120,6 +122,24 @@ pg_clean() {
       psql -h 127.0.0.1 -p "$pg_port" -U postgres -w -qc "drop database if exists \"$db\" with (force)" >/dev/null
     done
 }
+
+step "Redis for the cluster tests"
+# The cluster tests run several nodes on one Redis: a Redis answering on
+# 127.0.0.1:6379 is used, else Debian's redis-server is installed and
+# started there (it keeps nothing on disk). The outage test starts a
+# redis-server of its own on a free port, so the binary must be here.
+redis_port=6379
+redis_answers() { [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ]; }
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+if ! redis_answers; then
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes >/dev/null
+  pg_wait redis_answers || { echo "Redis does not answer on 127.0.0.1:$redis_port (one that wants a password is not used)"; exit 1; }
+fi
+export IRIS_TEST_REDIS="redis://127.0.0.1:$redis_port"
+redis-cli -h 127.0.0.1 -p "$redis_port" info server | grep -m1 redis_version
 
 step "format"
 cargo fmt --all -- --check

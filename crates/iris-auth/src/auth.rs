@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use iris_cluster::Link;
 use iris_storage::{KeyRow, Store, UserRow};
 
 use crate::agents;
@@ -16,7 +17,7 @@ use crate::audit::{AuditEvent, Auditor, Origin, Outcome, Severity, now_ms};
 use crate::error::{AuthError, Result};
 use crate::jwt::Jwt;
 use crate::key_format::{KEY_PREFIX, prefix_of, well_formed};
-use crate::limits::{Limits, LocalLimits};
+use crate::limits::{ClusterLimits, Limits, LocalLimits};
 use crate::principal::{Principal, PrincipalKind};
 use crate::rate::{Decision, IdentityLimits, Rate};
 use crate::scope;
@@ -80,24 +81,49 @@ pub struct Auth {
     pub agents: agents::Agents,
     /// Ticks when a credential may have ended or changed (`standing`).
     pub(crate) changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The cluster's link: changes are announced to the other nodes, and
+    /// theirs heard at once (the database poll stays as the fallback).
+    link: Option<Arc<Link>>,
 }
+
+/// What a node tells the others when keys, users or sign-ins changed.
+pub const AUTH_NOTICE: &str = "auth";
 
 impl Auth {
     /// Load keys and users, start the audit writer and the background work
     /// (usage counts, cache reloads when another process changed keys or
     /// users, audit retention). Needs a Tokio runtime.
     pub async fn start(store: Store, settings: Settings) -> Result<Arc<Auth>> {
+        Self::start_linked(store, settings, None).await
+    }
+
+    /// [`Auth::start`] as a node of a cluster: rate limits decided for
+    /// the cluster in Redis, changes told to and heard from the other
+    /// nodes through `link`.
+    pub async fn start_linked(
+        store: Store,
+        settings: Settings,
+        link: Option<Arc<Link>>,
+    ) -> Result<Arc<Auth>> {
         let secret = store
             .meta_init("jwt_secret", &hex::encode(secret::random_bytes::<32>()?))
             .await?;
         let changes = Arc::new(tokio::sync::watch::Sender::new(0));
         let auth = Arc::new(Auth {
             jwt: Jwt::new(&secret, settings.token_leeway)?,
-            limits: Box::new(LocalLimits::new(
-                settings.rate_limits,
-                settings.per_ip_rate,
-                settings.login_rate,
-            )),
+            limits: match &link {
+                Some(link) => Box::new(ClusterLimits::new(
+                    link.clone(),
+                    settings.rate_limits,
+                    settings.per_ip_rate,
+                    settings.login_rate,
+                )),
+                None => Box::new(LocalLimits::new(
+                    settings.rate_limits,
+                    settings.per_ip_rate,
+                    settings.login_rate,
+                )),
+            },
             open: Arc::new(Principal::open(Some(Arc::new(IdentityLimits::new(
                 settings.default_rate,
                 settings.message_rate,
@@ -114,6 +140,7 @@ impl Auth {
             reloading: tokio::sync::Mutex::new(()),
             agents: agents::Agents::telling(changes.clone()),
             changes,
+            link,
         });
         auth.reload().await?;
         if let Some(path) = auth
@@ -166,6 +193,9 @@ impl Auth {
     /// Background upkeep; stops when the last `Arc<Auth>` is gone.
     pub fn spawn_upkeep(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        if let Some(link) = &self.link {
+            tokio::spawn(hear_notices(weak.clone(), link.clone()));
+        }
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             let mut n: u64 = 0;
@@ -173,7 +203,14 @@ impl Auth {
                 tick.tick().await;
                 let Some(auth) = weak.upgrade() else { break };
                 n += 1;
-                if let Err(e) = auth.reload_if_changed().await {
+                // Other nodes' changes: told at once while the cluster's
+                // link is up, so the database is asked only every second
+                // then (changes made without a server); every 250 ms
+                // without one (the fallback).
+                let told = auth.link.as_ref().is_some_and(|l| l.state().up);
+                if (!told || n.is_multiple_of(4))
+                    && let Err(e) = auth.reload_if_changed().await
+                {
                     tracing::warn!(error = %e, "cannot check for key and user changes");
                 }
                 if n.is_multiple_of(20) {
@@ -213,7 +250,11 @@ impl Auth {
     /// Mark keys or users changed (for other processes) and reload our caches.
     pub(crate) async fn changed(&self) -> Result<()> {
         self.store.bump_auth_revision().await?;
-        self.reload().await
+        self.reload().await?;
+        if let Some(link) = &self.link {
+            link.publish("notice", serde_json::json!({"what": AUTH_NOTICE}), None);
+        }
+        Ok(())
     }
 
     async fn reload(&self) -> Result<()> {
@@ -450,23 +491,52 @@ impl Auth {
     }
 
     /// Count a request against `principal`'s bucket (None: not limited).
-    pub fn limit_identity(&self, principal: &Principal) -> Option<Decision> {
-        self.limits.request(principal)
+    pub async fn limit_identity(&self, principal: &Principal) -> Option<Decision> {
+        self.limits.request(principal).await
     }
 
     /// Count a message-sending operation against `principal`'s bucket.
-    pub fn limit_messages(&self, principal: &Principal) -> Option<Decision> {
-        self.limits.message(principal)
+    pub async fn limit_messages(&self, principal: &Principal) -> Option<Decision> {
+        self.limits.message(principal).await
     }
 
     /// Count an unauthenticated request (or a failed authentication) from `ip`.
-    pub fn limit_ip(&self, ip: IpAddr) -> Option<Decision> {
-        self.limits.address(ip)
+    pub async fn limit_ip(&self, ip: IpAddr) -> Option<Decision> {
+        self.limits.address(ip).await
     }
 
     /// Count a login attempt from `ip`.
-    pub fn limit_login(&self, ip: Option<IpAddr>) -> Option<Decision> {
-        ip.and_then(|ip| self.limits.login(ip))
+    pub async fn limit_login(&self, ip: Option<IpAddr>) -> Option<Decision> {
+        match ip {
+            Some(ip) => self.limits.login(ip).await,
+            None => None,
+        }
+    }
+}
+
+/// Reload at once when another node says keys, users or sign-ins changed,
+/// or when the link comes back (what was said meanwhile is lost).
+async fn hear_notices(weak: std::sync::Weak<Auth>, link: Arc<Link>) {
+    let mut heard = link.subscribe();
+    let mut state = link.watch();
+    loop {
+        let reload = tokio::select! {
+            m = heard.recv() => match m {
+                Ok(m) => m.kind == "notice" && m.body["what"] == AUTH_NOTICE,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            changed = state.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                state.borrow_and_update().up
+            }
+        };
+        let Some(auth) = weak.upgrade() else { return };
+        if reload && let Err(e) = auth.reload_if_changed().await {
+            tracing::warn!(error = %e, "cannot reload keys and users another node changed");
+        }
     }
 }
 

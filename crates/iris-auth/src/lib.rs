@@ -30,7 +30,7 @@ pub use auth::Auth;
 pub use error::{AuthError, Result};
 pub use key_format::KEY_PREFIX;
 pub use keys::{KeyInfo, NewKey};
-pub use limits::{Limits, LocalLimits};
+pub use limits::{ClusterLimits, Limits, LocalLimits};
 pub use principal::{Principal, PrincipalKind};
 pub use rate::{Decision, IdentityLimits, Rate, parse_duration};
 pub use session::{Login, Tokens};

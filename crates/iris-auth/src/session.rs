@@ -149,7 +149,7 @@ impl Auth {
     }
 
     pub async fn login(&self, req: Login, origin: &Origin, ip: Option<IpAddr>) -> Result<Tokens> {
-        if let Some(d) = self.limit_login(ip)
+        if let Some(d) = self.limit_login(ip).await
             && !d.allowed
         {
             return Err(AuthError::RateLimited {

@@ -101,7 +101,7 @@ impl Auth {
                     .into(),
             ));
         }
-        if let Some(d) = self.limit_login(ip)
+        if let Some(d) = self.limit_login(ip).await
             && !d.allowed
         {
             return Err(AuthError::RateLimited {

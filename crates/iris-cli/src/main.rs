@@ -1,6 +1,7 @@
 //! `iris`: the single binary of Iris.
 
 mod admin;
+mod cluster;
 mod commands;
 mod credentials;
 mod db;
@@ -97,6 +98,11 @@ enum Command {
         #[command(subcommand)]
         action: db::DbAction,
     },
+    /// The nodes of this cluster (docs/scale-out.md).
+    Cluster {
+        #[command(subcommand)]
+        action: cluster::ClusterAction,
+    },
     /// Run one operation and print its JSON result.
     Call {
         /// Operation name (see `iris tools`).
@@ -171,6 +177,7 @@ fn main() -> ExitCode {
             commands::run_async(admin::audit(source, action, local))
         }
         Command::Db { action } => commands::run_async(db::run(source, action)),
+        Command::Cluster { action } => commands::run_async(cluster::run(source, action)),
         Command::Call {
             operation,
             params,

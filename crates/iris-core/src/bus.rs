@@ -8,12 +8,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
 /// What happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     TurnQueued,
@@ -87,10 +88,11 @@ impl EventKind {
 }
 
 /// One event.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
-    /// Increases by one per published event, process-wide.
+    /// Increases by one per event delivered in this process (published
+    /// here or heard from another node).
     pub seq: u64,
     pub at: i64,
     pub kind: EventKind,
@@ -100,6 +102,10 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub turn_id: Option<String>,
     pub data: Value,
+    /// Heard from another node of the cluster (it happened there): what
+    /// is done once per cluster (webhook deliveries) is not done here.
+    #[serde(skip)]
+    pub remote: bool,
 }
 
 /// What a subscriber receives.
@@ -152,6 +158,46 @@ pub trait Events: Send + Sync {
 
     /// Subscribers dropped for falling behind, since start.
     fn dropped_subscribers(&self) -> u64;
+
+    /// Whether events also come from other nodes (a cluster): a turn not
+    /// running here may be running there.
+    fn spans_nodes(&self) -> bool {
+        false
+    }
+
+    /// The chunks and tool uses a turn running on another node published
+    /// so far, in order (nothing in a single process, where a running
+    /// turn is followed from memory).
+    fn replay(&self, _turn_id: &str) -> BoxFuture<'_, Vec<Event>> {
+        Box::pin(std::future::ready(Vec::new()))
+    }
+}
+
+impl Bus {
+    /// Hand `event` to its topics' subscribers, numbered in this process's
+    /// order (an event heard from another node keeps its time, not its number).
+    pub fn deliver(&self, mut event: Event) -> Arc<Event> {
+        event.seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let event = Arc::new(event);
+        let Ok(mut topics) = self.topics.lock() else {
+            return event;
+        };
+        let mut send = |topic: String| {
+            if let Some(tx) = topics.get(&topic)
+                && tx.send(event.clone()).is_err()
+            {
+                topics.remove(&topic); // nobody listens any more
+            }
+        };
+        if let Some(id) = &event.session_id {
+            send(format!("session:{id}"));
+        }
+        send(format!("team:{}", event.team));
+        if event.kind.is_system() {
+            send("system".to_owned());
+        }
+        event
+    }
 }
 
 impl Events for Bus {
@@ -163,33 +209,16 @@ impl Events for Bus {
         turn_id: Option<&str>,
         data: Value,
     ) -> Arc<Event> {
-        let event = Arc::new(Event {
-            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        self.deliver(Event {
+            seq: 0,
             at: crate::clock::now_ms(),
             kind,
             team: team.to_owned(),
             session_id: session_id.map(str::to_owned),
             turn_id: turn_id.map(str::to_owned),
             data,
-        });
-        let Ok(mut topics) = self.topics.lock() else {
-            return event;
-        };
-        let mut send = |topic: String| {
-            if let Some(tx) = topics.get(&topic)
-                && tx.send(event.clone()).is_err()
-            {
-                topics.remove(&topic); // nobody listens any more
-            }
-        };
-        if let Some(id) = session_id {
-            send(format!("session:{id}"));
-        }
-        send(format!("team:{team}"));
-        if kind.is_system() {
-            send("system".to_owned());
-        }
-        event
+            remote: false,
+        })
     }
 
     fn subscribe(&self, topic: &str) -> Subscription {

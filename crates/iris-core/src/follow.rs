@@ -7,18 +7,28 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use iris_storage::TurnRow;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use iris_storage::{Store, TurnRow};
 use serde_json::{Value, json};
+
+use crate::bus::{Delivery, Event, EventKind, Subscription};
 
 use crate::error::IrisError;
 use crate::pool::turn::{FollowStep, StreamItem, StreamKind, TurnOutcome, TurnStatus, TurnTracker};
 
-/// A turn to follow: still in memory, or ended and read back.
+/// A turn to follow: still in memory, ended and read back, or running
+/// on another node of the cluster.
 pub enum TurnStream {
     Live(Arc<TurnTracker>),
     Stored {
         row: Box<TurnRow>,
         items: Vec<StreamItem>,
+    },
+    /// Running on another node: see [`elsewhere`].
+    Elsewhere {
+        row: Box<TurnRow>,
+        events: BoxStream<'static, TurnEvent>,
     },
 }
 
@@ -27,7 +37,9 @@ impl TurnStream {
     pub fn ids(&self) -> (&str, &str, &str) {
         match self {
             TurnStream::Live(t) => (&t.id, &t.team, &t.session_id),
-            TurnStream::Stored { row, .. } => (&row.id, &row.to_team, &row.session_id),
+            TurnStream::Stored { row, .. } | TurnStream::Elsewhere { row, .. } => {
+                (&row.id, &row.to_team, &row.session_id)
+            }
         }
     }
 }
@@ -131,6 +143,18 @@ impl TurnEvent {
         }
     }
 
+    /// The end event of a turn the database has ended with `status`.
+    fn stored_end(row: &TurnRow, status: TurnStatus) -> TurnEvent {
+        TurnEvent::end(
+            &row.id,
+            status,
+            row.response.as_deref().unwrap_or_default(),
+            row.error.as_deref(),
+            row.completed_at.map(|c| (c - row.created_at).max(0) as u64),
+            row.usage.as_ref(),
+        )
+    }
+
     /// The end event of a turn.
     fn end(
         message_id: &str,
@@ -182,6 +206,7 @@ impl TurnOutcome {
 pub struct Follower {
     message_id: String,
     live: Option<Arc<TurnTracker>>,
+    elsewhere: Option<BoxStream<'static, TurnEvent>>,
     after: u64,
     queue: VecDeque<TurnEvent>,
 }
@@ -203,8 +228,13 @@ impl Follower {
             });
         }
         let after = after.unwrap_or(0);
+        let mut elsewhere = None;
         let live = match turn {
             TurnStream::Live(t) => Some(t),
+            TurnStream::Elsewhere { events, .. } => {
+                elsewhere = Some(events);
+                None
+            }
             TurnStream::Stored { row, items } => {
                 queue.extend(
                     items
@@ -213,14 +243,7 @@ impl Follower {
                         .map(TurnEvent::item),
                 );
                 queue.push_back(match TurnStatus::parse(&row.status) {
-                    Some(status) if status.is_final() => TurnEvent::end(
-                        &row.id,
-                        status,
-                        row.response.as_deref().unwrap_or_default(),
-                        row.error.as_deref(),
-                        row.completed_at.map(|c| (c - row.created_at).max(0) as u64),
-                        row.usage.as_ref(),
-                    ),
+                    Some(status) if status.is_final() => TurnEvent::stored_end(&row, status),
                     // Left unfinished by a previous run and not in memory:
                     // nothing more will come.
                     _ => TurnEvent::end(
@@ -238,6 +261,7 @@ impl Follower {
         Follower {
             message_id,
             live,
+            elsewhere,
             after,
             queue,
         }
@@ -253,6 +277,13 @@ impl Follower {
         loop {
             if let Some(e) = self.queue.pop_front() {
                 return Some(e);
+            }
+            if let Some(events) = self.elsewhere.as_mut() {
+                let e = events.next().await;
+                if e.as_ref().is_none_or(TurnEvent::is_end) {
+                    self.elsewhere = None;
+                }
+                return e;
             }
             let t = self.live.clone()?;
             match t.next_after(self.after).await {
@@ -280,5 +311,151 @@ impl Follower {
     /// The events as a stream.
     pub fn into_stream(self) -> impl futures_util::Stream<Item = TurnEvent> + Send + 'static {
         futures_util::stream::unfold(self, |mut f| async move { f.next().await.map(|e| (e, f)) })
+    }
+}
+
+/// How often a follower of a turn on another node asks the database
+/// whether it ended (its end event may never come: Redis down, the node
+/// gone).
+const ELSEWHERE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The events of turn `row`, running on another node, after item `after`:
+/// first what Redis kept of it (`replay`), then what `sub` (its
+/// conversation's topic, subscribed before the replay was read) hears,
+/// each item once, in order; its end from the bus, or from the database
+/// once the turn is written ended there.
+pub fn elsewhere(
+    row: TurnRow,
+    after: u64,
+    sub: Subscription,
+    replay: Vec<Event>,
+    store: Store,
+) -> BoxStream<'static, TurnEvent> {
+    let mut state = Elsewhere {
+        id: row.id,
+        last: after,
+        sub: Some(sub),
+        pending: VecDeque::new(),
+        store,
+        ended: false,
+    };
+    for e in &replay {
+        state.take(e);
+    }
+    futures_util::stream::unfold(state, |mut s| async move {
+        let e = s.next().await?;
+        Some((e, s))
+    })
+    .boxed()
+}
+
+struct Elsewhere {
+    id: String,
+    /// The last item handed on.
+    last: u64,
+    sub: Option<Subscription>,
+    pending: VecDeque<TurnEvent>,
+    store: Store,
+    ended: bool,
+}
+
+impl Elsewhere {
+    /// Queue what `e` says of this turn.
+    fn take(&mut self, e: &Event) {
+        if self.ended || e.turn_id.as_deref() != Some(self.id.as_str()) {
+            return;
+        }
+        match e.kind {
+            EventKind::Chunk | EventKind::ToolUse => {
+                let Some(seq) = e.data.get("seq").and_then(Value::as_u64) else {
+                    return;
+                };
+                if seq <= self.last {
+                    return;
+                }
+                self.last = seq;
+                let mut data = e.data.clone();
+                if let Some(o) = data.as_object_mut() {
+                    o.remove("seq");
+                }
+                self.pending.push_back(if e.kind == EventKind::Chunk {
+                    TurnEvent::Chunk { seq, data }
+                } else {
+                    TurnEvent::ToolUse { seq, data }
+                });
+            }
+            EventKind::TurnCompleted => {
+                let d = &e.data;
+                let status = d
+                    .get("status")
+                    .and_then(Value::as_str)
+                    .and_then(TurnStatus::parse)
+                    .unwrap_or(TurnStatus::Failed);
+                self.pending.push_back(TurnEvent::end(
+                    &self.id,
+                    status,
+                    d.get("response")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default(),
+                    d.get("error").and_then(Value::as_str),
+                    d.get("durationMs").and_then(Value::as_u64),
+                    d.get("usage"),
+                ));
+                self.ended = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the database has the turn ended: then its items after the
+    /// last one and its end are queued.
+    async fn ended_in_database(&mut self) -> bool {
+        let Ok(Some(row)) = self.store.turn(&self.id).await else {
+            return false;
+        };
+        let Some(status) = TurnStatus::parse(&row.status).filter(|s| s.is_final()) else {
+            return false;
+        };
+        if let Ok(events) = self.store.turn_events(&self.id, self.last as i64).await {
+            for e in events {
+                for item in crate::pool::turn::stored_items(e.seq as u64, &e.kind, &e.data) {
+                    if item.seq > self.last {
+                        self.last = item.seq;
+                        self.pending.push_back(TurnEvent::item(item));
+                    }
+                }
+            }
+        }
+        self.pending.push_back(TurnEvent::stored_end(&row, status));
+        self.ended = true;
+        true
+    }
+
+    async fn next(&mut self) -> Option<TurnEvent> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            if self.ended {
+                return None;
+            }
+            let heard = match self.sub.as_mut() {
+                Some(sub) => tokio::time::timeout(ELSEWHERE_POLL, sub.recv()).await.ok(),
+                None => {
+                    tokio::time::sleep(ELSEWHERE_POLL).await;
+                    None
+                }
+            };
+            match heard {
+                Some(Some(Delivery::Event(e))) => self.take(&e),
+                // Fell behind or the bus ended: the database tells the rest.
+                Some(Some(Delivery::Dropped { .. }) | None) => {
+                    self.sub = None;
+                }
+                None => {
+                    self.ended_in_database().await;
+                }
+            }
+        }
     }
 }

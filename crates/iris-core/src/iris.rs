@@ -18,6 +18,7 @@ use crate::accounts::Accounts;
 use crate::auth::{Auth, Principal};
 use crate::bus::{Bus, Events, Subscription};
 use crate::clock::now_ms;
+use crate::cluster::{ClusterEvents, Node, Notice};
 use crate::config::{Config, ConfigError};
 use crate::conversations::{Conversations, LocalSessions};
 use crate::ctx::Ctx;
@@ -70,6 +71,7 @@ pub struct Iris {
     messaging: Arc<Messaging>,
     jobs: Arc<Jobs>,
     reloader: Reloader,
+    node: Arc<Node>,
     started_at: i64,
 }
 
@@ -108,12 +110,25 @@ impl Iris {
                     ),
                 )
             })?;
+        // A server is a node of its cluster (alone, without Redis): its
+        // work carries its id, so its recovery touches nothing else's.
+        let node = Node::start(&config, &store, options.recover).await?;
+        let store = if options.recover {
+            store.on_node(node.id())
+        } else {
+            store
+        };
         if options.recover {
             recover(&store).await?;
         }
         crate::logs::ring().set_capacity(config.settings.log_buffer);
-        let events: Arc<dyn Events> = Arc::new(Bus::new(options.bus_capacity));
-        let auth = Auth::start(store.clone(), config.auth_settings()).await?;
+        let bus = Arc::new(Bus::new(options.bus_capacity));
+        let events: Arc<dyn Events> = match node.link() {
+            Some(link) => ClusterEvents::start(bus, link.clone()),
+            None => bus,
+        };
+        let auth =
+            Auth::start_linked(store.clone(), config.auth_settings(), node.link().cloned()).await?;
         auth.spawn_upkeep();
         let recorder = Recorder::start(store.clone());
         // Only a server runs jobs and sends webhooks.
@@ -190,10 +205,12 @@ impl Iris {
             messaging,
             jobs,
             reloader,
+            node,
             started_at: now_ms(),
         });
         iris.jobs.reload_webhooks().await?;
         iris.jobs.start().await?;
+        iris.spawn_notices();
         if options.recover {
             iris.spawn_history_pruning();
         }
@@ -201,6 +218,29 @@ impl Iris {
             iris.prewarm();
         }
         Ok(iris)
+    }
+
+    /// Apply what other nodes of the cluster say changed: teams created,
+    /// changed or deleted at run time, webhook subscriptions — and both
+    /// again whenever the link comes back (notices said meanwhile are lost).
+    fn spawn_notices(self: &Arc<Self>) {
+        let Some(mut notices) = self.node.notices() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(notice) = notices.next().await {
+                let Some(iris) = weak.upgrade() else { return };
+                if notice.is_none_or(|n| n == Notice::Teams) {
+                    iris.reloader.refresh_teams().await;
+                }
+                if notice.is_none_or(|n| n == Notice::Webhooks)
+                    && let Err(e) = iris.jobs.reload_webhooks().await
+                {
+                    tracing::warn!(error = %e, "cannot reload webhook subscriptions changed on another node");
+                }
+            }
+        });
     }
 
     /// Start the default process of each team marked `prewarm`.
@@ -248,6 +288,11 @@ impl Iris {
     /// settings in their services, not this).
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// This node of the cluster (a single node without `cluster.redisUrl`).
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
     }
 
     /// Keys, users, rate limits and the audit trail.
@@ -416,6 +461,7 @@ impl Iris {
         self.recorder.drain().await;
         self.jobs.reopen(&jobs).await;
         self.auth.flush().await;
+        self.node.stop().await;
         self.store.close().await;
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! 1. foundation — `clock`, `error` (the one error table), `ctx` (who calls),
 //!    `session_id`, `auth` (iris-auth's types), `config`, `logs`,
-//!    `recorder` (ordered writes), `bus` (the [`bus::Events`] service), `worktree`;
+//!    `recorder` (ordered writes), `bus` (the [`bus::Events`] service),
+//!    `cluster` (this node, its link to the others, the cluster's
+//!    events), `worktree`;
 //! 2. a team — `team` (its configuration and how its agent starts);
 //! 3. services holding state, one interface each — [`pool::Pool`] (agent
 //!    processes and their turns), [`teams::Teams`] (teams and what they may
@@ -23,6 +25,7 @@ pub mod accounts;
 pub mod auth;
 pub mod bus;
 mod clock;
+pub mod cluster;
 pub mod config;
 pub mod conversations;
 mod ctx;

@@ -292,12 +292,45 @@ impl Messaging {
             return Ok(Follower::new(TurnStream::Live(t), after));
         }
         self.recorder.flush().await;
-        let row = self
-            .store
-            .turn(message_id)
-            .await?
+        let mut row = self.store.turn(message_id).await?;
+        // In a cluster the turn may have been accepted by another node a
+        // moment ago, its row not written yet (that node writes in
+        // batches): give it a second to appear.
+        if row.is_none() && self.events.spans_nodes() && message_id.starts_with("msg_") {
+            for _ in 0..20 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                row = self.store.turn(message_id).await?;
+                if row.is_some() {
+                    break;
+                }
+            }
+        }
+        let row = row
             .filter(|t| ctx.principal.can_see_team(&t.to_team))
             .ok_or_else(not_found)?;
+        // Not running here but not ended: in a cluster, another node runs
+        // it (this node's own unfinished turns were failed at its start).
+        let unfinished =
+            crate::pool::turn::TurnStatus::parse(&row.status).is_some_and(|s| !s.is_final());
+        if unfinished && self.events.spans_nodes() {
+            // Subscribed before the replay is read: nothing falls between.
+            let sub = self
+                .events
+                .subscribe(&format!("session:{}", row.session_id));
+            let replay = self.events.replay(&row.id).await;
+            let events = crate::follow::elsewhere(
+                row.clone(),
+                after.unwrap_or(0),
+                sub,
+                replay,
+                self.store.clone(),
+            );
+            let turn = TurnStream::Elsewhere {
+                row: Box::new(row),
+                events,
+            };
+            return Ok(Follower::new(turn, after));
+        }
         let items = self
             .store
             .turn_events(message_id, after.unwrap_or(0) as i64)

@@ -272,7 +272,7 @@ where
             .permit(&ctx, scope, op.global, op.name, team_of(&params))?;
     }
     if sends
-        && let Some(d) = iris.auth().limit_messages(&ctx.principal)
+        && let Some(d) = iris.auth().limit_messages(&ctx.principal).await
         && !d.allowed
     {
         return Err(IrisError::new(

@@ -83,6 +83,16 @@ pub(crate) struct Reloader {
     events: Arc<dyn Events>,
     /// Held by a reload from reading the file to applying it.
     reloading: tokio::sync::Mutex<()>,
+    /// The configuration applied last (the start's, then each reload's).
+    current: std::sync::Mutex<Config>,
+}
+
+/// What applying the teams changed.
+#[derive(Default)]
+struct TeamChanges {
+    added: Vec<String>,
+    removed: Vec<String>,
+    changed: Vec<String>,
 }
 
 impl Reloader {
@@ -95,6 +105,7 @@ impl Reloader {
         events: Arc<dyn Events>,
     ) -> Self {
         Reloader {
+            current: std::sync::Mutex::new(started.clone()),
             started,
             teams,
             pool,
@@ -138,57 +149,23 @@ impl Reloader {
             self.pool.set_settings(new.settings.clone());
             out.settings = true;
         }
-        // The teams a start with this file and this database would have.
-        let stored = self.store.saved_teams().await.map_err(|e| ConfigError {
-            file: new
-                .source
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            key_path: "teams".into(),
-            message: format!("reading the teams created through the API: {e}"),
-        })?;
-        let policy = new.team_policy();
-        let fresh = crate::teams::teams_of(&new, &policy, stored);
-        let current: BTreeMap<String, Arc<Team>> = self
-            .teams
-            .all()
-            .into_iter()
-            .map(|t| (t.name.clone(), t))
-            .collect();
-        let mut next = BTreeMap::new();
-        for (name, team) in fresh {
-            match current.get(&name) {
-                Some(t) if **t == *team => {
-                    next.insert(name, t.clone());
-                }
-                Some(_) => {
-                    let team = Arc::new(team.as_ref().clone());
-                    self.pool.reconfigure(&team);
-                    out.teams_changed.push(name.clone());
-                    next.insert(name, team);
-                }
-                None => {
-                    out.teams_added.push(name.clone());
-                    next.insert(name, team);
-                }
-            }
-        }
-        out.teams_removed = current
-            .keys()
-            .filter(|n| !next.contains_key(*n))
-            .cloned()
-            .collect();
-        self.teams.replace(policy, next);
-        for name in &out.teams_removed {
-            // Its waiting jobs end now; its running turns finish, then its
-            // processes stop (queued messages are cancelled with the reason).
-            let reason = format!("team `{name}` was removed from the configuration file");
-            if let Err(e) = self.jobs.end_jobs_of_team(name, &reason, false).await {
-                tracing::warn!(team = %name, error = %e, "ending the jobs of a removed team");
-            }
-            self.pool.stop_when_idle(|p| p.team == *name, &reason);
-            tracing::info!(team = %name, "team removed by a configuration reload; its processes stop once their running turn ends");
+        let applied = self
+            .apply_teams(&new, "was removed from the configuration file")
+            .await
+            .map_err(|message| ConfigError {
+                file: new
+                    .source
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                key_path: "teams".into(),
+                message,
+            })?;
+        out.teams_added = applied.added;
+        out.teams_removed = applied.removed;
+        out.teams_changed = applied.changed;
+        if let Ok(mut current) = self.current.lock() {
+            *current = new.clone();
         }
         let file = new
             .source
@@ -206,6 +183,82 @@ impl Reloader {
             None,
             json!({"file": file, "changes": out}),
         );
+        Ok(out)
+    }
+
+    /// Teams created, changed or deleted at run time on another node of
+    /// the cluster (a notice): apply what the database now holds, with the
+    /// configuration applied last.
+    pub(crate) async fn refresh_teams(&self) {
+        let _one = self.reloading.lock().await;
+        let config = match self.current.lock() {
+            Ok(c) => c.clone(),
+            Err(_) => return,
+        };
+        match self
+            .apply_teams(&config, "was deleted on another node")
+            .await
+        {
+            Ok(c) if !(c.added.is_empty() && c.removed.is_empty() && c.changed.is_empty()) => {
+                tracing::info!(added = ?c.added, removed = ?c.removed, changed = ?c.changed, "teams changed on another node applied");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot apply teams changed on another node"),
+        }
+    }
+
+    /// Make the teams what a start with `config` and the database would
+    /// give: added, changed (processes restart when idle) or removed
+    /// (their jobs end, processes stop once idle; `why` says why).
+    async fn apply_teams(&self, config: &Config, why: &str) -> Result<TeamChanges, String> {
+        let mut out = TeamChanges::default();
+        let stored = self
+            .store
+            .saved_teams()
+            .await
+            .map_err(|e| format!("reading the teams created through the API: {e}"))?;
+        let policy = config.team_policy();
+        let fresh = crate::teams::teams_of(config, &policy, stored);
+        let current: BTreeMap<String, Arc<Team>> = self
+            .teams
+            .all()
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        let mut next = BTreeMap::new();
+        for (name, team) in fresh {
+            match current.get(&name) {
+                Some(t) if **t == *team => {
+                    next.insert(name, t.clone());
+                }
+                Some(_) => {
+                    let team = Arc::new(team.as_ref().clone());
+                    self.pool.reconfigure(&team);
+                    out.changed.push(name.clone());
+                    next.insert(name, team);
+                }
+                None => {
+                    out.added.push(name.clone());
+                    next.insert(name, team);
+                }
+            }
+        }
+        out.removed = current
+            .keys()
+            .filter(|n| !next.contains_key(*n))
+            .cloned()
+            .collect();
+        self.teams.replace(policy, next);
+        for name in &out.removed {
+            // Its waiting jobs end now; its running turns finish, then its
+            // processes stop (queued messages are cancelled with the reason).
+            let reason = format!("team `{name}` {why}");
+            if let Err(e) = self.jobs.end_jobs_of_team(name, &reason, false).await {
+                tracing::warn!(team = %name, error = %e, "ending the jobs of a removed team");
+            }
+            self.pool.stop_when_idle(|p| p.team == *name, &reason);
+            tracing::info!(team = %name, "team removed; its processes stop once their running turn ends");
+        }
         Ok(out)
     }
 

@@ -83,8 +83,8 @@ pub struct Decision {
 impl Store {
     pub async fn insert_approval(&self, a: &ApprovalRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO approvals (id, team, session_id, turn_id, tool_name, input, status, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO approvals (id, team, session_id, turn_id, tool_name, input, status, created_at, expires_at, node_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&a.id)
         .bind(&a.team)
@@ -95,6 +95,7 @@ impl Store {
         .bind(&a.status)
         .bind(a.created_at)
         .bind(a.expires_at)
+        .bind(self.node())
         .execute(&self.pool)
         .await
         .ctx("inserting an approval")?;
@@ -158,20 +159,24 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Expire every pending approval (no process of this Iris waits for one
-    /// any more, e.g. at start-up after a crash); returns their ids.
+    /// Expire every pending approval of this node (no process of it waits
+    /// for one any more, e.g. at start-up after a crash; other nodes'
+    /// approvals are theirs); returns their ids.
     pub async fn expire_pending_approvals(&self, reason: &str, at: i64) -> Result<Vec<String>> {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM approvals WHERE status = 'pending'")
-                .fetch_all(&self.pool)
-                .await
-                .ctx("finding pending approvals")?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM approvals WHERE status = 'pending' AND (node_id IS NULL OR node_id = $1)",
+        )
+        .bind(self.node())
+        .fetch_all(&self.pool)
+        .await
+        .ctx("finding pending approvals")?;
         sqlx::query(
             "UPDATE approvals SET status = 'expired', reason = $1, decided_by = 'process', decided_at = $2
-             WHERE status = 'pending'",
+             WHERE status = 'pending' AND (node_id IS NULL OR node_id = $3)",
         )
         .bind(reason)
         .bind(at)
+        .bind(self.node())
         .execute(&self.pool)
         .await
         .ctx("expiring pending approvals")?;

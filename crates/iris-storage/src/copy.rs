@@ -19,6 +19,7 @@ pub(crate) const TABLES: &[&str] = &[
     "audit_log",
     "audit_anchor",
     "teams",
+    "nodes",
     "sessions",
     "turns",
     "turn_events",

@@ -218,7 +218,7 @@ async fn write_batch(store: &Store, batch: &[NewJob]) -> Result<Vec<Option<JobRe
         jobs.push(&new.job);
         out.push(None);
     }
-    insert_turns(&mut tx, &turns).await?;
+    insert_turns(&mut tx, &turns, store.node()).await?;
     if !jobs.is_empty() {
         let mut q = Sql::new(
             "INSERT INTO jobs (id, team, priority, timeout_ms, callback, caller, idempotency_key, request_hash, attempts, created_at) ",
@@ -317,8 +317,20 @@ impl Store {
             .await
     }
 
-    /// Jobs whose end is not written yet, oldest first: at start-up, what a
-    /// previous run left to do.
+    /// Open jobs no node has claimed, oldest first: at start-up (after
+    /// [`Store::release_job_claims`]), what this node may take up; the
+    /// ones another node runs are left to it.
+    pub async fn unclaimed_jobs(&self) -> Result<Vec<JobRecord>> {
+        let rows = sqlx::query(select_jobs!(
+            " WHERE j.notified = 0 AND j.claimed_by IS NULL ORDER BY j.created_at, j.id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .ctx("reading unclaimed jobs")?;
+        Ok(rows.iter().map(record).collect())
+    }
+
+    /// Jobs whose end is not written yet, oldest first.
     pub async fn open_jobs(&self) -> Result<Vec<JobRecord>> {
         let rows = sqlx::query(select_jobs!(
             " WHERE j.notified = 0 ORDER BY j.created_at, j.id"
@@ -349,14 +361,16 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// At start-up: the claims of jobs whose end is not written are let go
-    /// (the process that held them is gone; with several processes on one
-    /// database, until ownership of work exists, the one starting takes up
-    /// every open job). Returns how many.
-    pub async fn release_job_claims(&self) -> Result<u64> {
+    /// Put back the unfinished jobs `claimer` (this node) had taken, and
+    /// those of claimers that are no node of the cluster (a run before
+    /// nodes had ids): at start-up nothing of ours runs yet. Other nodes'
+    /// claims stay theirs.
+    pub async fn release_job_claims(&self, claimer: &str) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE jobs SET claimed_by = NULL WHERE notified = 0 AND claimed_by IS NOT NULL",
+            "UPDATE jobs SET claimed_by = NULL WHERE notified = 0 AND claimed_by IS NOT NULL
+             AND (claimed_by = $1 OR claimed_by NOT IN (SELECT id FROM nodes))",
         )
+        .bind(claimer)
         .execute(&self.pool)
         .await
         .ctx("releasing job claims")?;

@@ -18,6 +18,9 @@ pub struct Store {
     /// Longest one write attempt may take (waiting for a connection, then
     /// its statements); past it the database counts as unreachable.
     pub(crate) attempt_limit: Duration,
+    /// The node this store writes for (`None`: a one-shot command): its
+    /// turns, approvals and processes carry it ([`Store::on_node`]).
+    pub(crate) node: Option<std::sync::Arc<str>>,
 }
 
 /// How one kind of record is listed a page at a time (see [`Store::page`]).
@@ -105,7 +108,19 @@ impl Store {
             pool,
             backend,
             attempt_limit: s.connect_timeout + s.statement_timeout + Duration::from_secs(5),
+            node: None,
         })
+    }
+
+    /// This store, writing for node `node` from now on.
+    pub fn on_node(mut self, node: &str) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+
+    /// The node this store writes for.
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     /// Apply the migrations this build has and the database lacks.
@@ -167,22 +182,25 @@ impl Store {
         Ok(start.elapsed())
     }
 
-    /// At start-up nothing runs yet: mark every process stopped and fail the
-    /// turns a previous run left unfinished, except jobs' (their own
-    /// recovery re-runs or fails them and reports it). Returns how many
-    /// turns were failed.
+    /// What this node's previous run left (see [`Store::on_node`]):
+    /// its processes are stopped, its unfinished turns (not jobs') failed.
+    /// Work of other nodes sharing the database is not touched; work
+    /// written before nodes had ids counts as anyone's.
     pub async fn recover(&self, now: i64) -> Result<u64> {
         sqlx::query(
-            "UPDATE sessions SET process_state = 'stopped' WHERE process_state <> 'stopped'",
+            "UPDATE sessions SET process_state = 'stopped'
+             WHERE process_state <> 'stopped' AND (node_id IS NULL OR node_id = $1)",
         )
+        .bind(self.node())
         .execute(&self.pool)
         .await
         .ctx("resetting process states")?;
         let done = sqlx::query(
             "UPDATE turns SET status = 'failed', error = 'Iris restarted before the turn ended', completed_at = $1
-             WHERE status IN ('queued', 'running') AND kind <> 'job'",
+             WHERE status IN ('queued', 'running') AND kind <> 'job' AND (node_id IS NULL OR node_id = $2)",
         )
         .bind(now)
+        .bind(self.node())
         .execute(&self.pool)
         .await
         .ctx("failing unfinished turns")?;

@@ -43,7 +43,7 @@ impl Store {
         self.within("applying writes", async {
             let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
             for w in writes {
-                apply_one(&mut tx, w).await?;
+                apply_one(&mut tx, w, self.node()).await?;
             }
             tx.commit().await.ctx("committing writes")
         })
@@ -55,12 +55,13 @@ impl Store {
 pub(crate) async fn insert_turns(
     tx: &mut Transaction<'static, Any>,
     turns: &[TurnRow],
+    node: Option<&str>,
 ) -> Result<()> {
     if turns.is_empty() {
         return Ok(());
     }
     let mut q = Sql::new(
-        "INSERT INTO turns (id, session_id, from_team, to_team, kind, status, request, created_at, chain, caller) ",
+        "INSERT INTO turns (id, session_id, from_team, to_team, kind, status, request, created_at, chain, caller, node_id) ",
     );
     q.values(turns, |b, t| {
         b.bind(&t.id)
@@ -74,7 +75,8 @@ pub(crate) async fn insert_turns(
             .bind(
                 (!t.chain.is_empty()).then(|| serde_json::to_string(&t.chain).unwrap_or_default()),
             )
-            .bind(&t.caller);
+            .bind(&t.caller)
+            .bind(node);
     });
     // A retry of a batch whose commit went through (its answer lost).
     q.push(" ON CONFLICT (id) DO NOTHING");
@@ -85,9 +87,13 @@ pub(crate) async fn insert_turns(
     Ok(())
 }
 
-pub(crate) async fn apply_one(tx: &mut Transaction<'static, Any>, w: &StoreWrite) -> Result<()> {
+pub(crate) async fn apply_one(
+    tx: &mut Transaction<'static, Any>,
+    w: &StoreWrite,
+    node: Option<&str>,
+) -> Result<()> {
     match w {
-        StoreWrite::InsertTurn(t) => insert_turns(tx, std::slice::from_ref(t)).await?,
+        StoreWrite::InsertTurn(t) => insert_turns(tx, std::slice::from_ref(t), node).await?,
         StoreWrite::TurnStarted { id, at } => {
             sqlx::query("UPDATE turns SET status = 'running', started_at = $1 WHERE id = $2 AND status = 'queued'")
                 .bind(at)
@@ -115,8 +121,9 @@ pub(crate) async fn apply_one(tx: &mut Transaction<'static, Any>, w: &StoreWrite
                 .ctx("recording a restarted conversation")?;
         }
         StoreWrite::ProcessState { session_id, state } => {
-            sqlx::query("UPDATE sessions SET process_state = $1 WHERE id = $2")
+            sqlx::query("UPDATE sessions SET process_state = $1, node_id = $2 WHERE id = $3")
                 .bind(*state)
+                .bind(node)
                 .bind(session_id)
                 .execute(&mut **tx)
                 .await

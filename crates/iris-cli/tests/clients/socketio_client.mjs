@@ -10,6 +10,12 @@
 //                                               print CONNECTED, then the `error`
 //                                               event and the disconnect the server
 //                                               sends when the credential ends
+//   node socketio_client.mjs watch URL KEY SESSION
+//                                               subscribe to a conversation
+//                                               (cache:subscribe), print
+//                                               SUBSCRIBED, then each
+//                                               cache:message as MESSAGE <json>,
+//                                               until its turn completes
 //
 // Prints one line per check ("ok …"); exits 1 at the first failure.
 import { io } from 'socket.io-client';
@@ -210,6 +216,28 @@ async function reconnect() {
   }, 60000);
 }
 
+/// A conversation's messages until its turn completes.
+async function watch(sessionId) {
+  const socket = io(url, { auth: { token: key }, transports: ['websocket'], reconnection: false });
+  let timer;
+  socket.on('cache:message', (d) => {
+    console.log(`MESSAGE ${JSON.stringify(d.message)}`);
+    if (d.message.type === 'turn_completed') {
+      // Ends by itself once its output is written (process.exit could cut a pipe's last lines).
+      clearTimeout(timer);
+      socket.close();
+    }
+  });
+  await once(socket, 'connect');
+  const sub = await socket.timeout(10000).emitWithAck('cache:subscribe', { sessionId });
+  check(sub.ok === true, `subscribed to ${sessionId}: ${JSON.stringify(sub)}`);
+  console.log('SUBSCRIBED');
+  timer = setTimeout(() => {
+    console.error('FAILED: the turn did not complete within 60 s');
+    process.exit(1);
+  }, 60000);
+}
+
 /// Connected until the server ends the socket (its credential ended).
 async function ended(transport) {
   const socket = io(url, { auth: { token: key }, transports: [transport], reconnection: false });
@@ -228,10 +256,11 @@ async function ended(transport) {
 }
 
 try {
-  if (mode === 'reconnect') await reconnect();
+  if (mode === 'watch') await watch(process.argv[5]);
+  else if (mode === 'reconnect') await reconnect();
   else if (mode === 'ended') await ended(process.argv[5] || 'websocket');
   else await all();
-  if (mode !== 'reconnect' && mode !== 'ended') process.exit(0);
+  if (mode === 'all') process.exit(0);
 } catch (e) {
   console.error(`FAILED: ${e.stack || e}`);
   process.exit(1);

@@ -284,6 +284,32 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// Several nodes as one Iris (docs/scale-out.md): the Redis they share,
+/// and who this node is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`: the Redis that carries
+    /// events, notices and rate limits between nodes. Unset: one node,
+    /// everything in process. `IRIS_REDIS_URL` overrides it.
+    pub redis_url: Option<String>,
+    /// This node's id (letters, digits, `.`, `_`, `-`; at most 64). Default:
+    /// made once and kept in `$IRIS_HOME/data/node-id`, so a node keeps its
+    /// id across restarts. `IRIS_NODE_ID` overrides it.
+    pub node_id: Option<String>,
+    /// How other nodes reach this one (`http://10.0.0.5:4000`); shown in
+    /// `iris cluster status`.
+    pub advertise_url: Option<String>,
+}
+
+/// Whether `id` can be a node's id.
+pub fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// Whether a Claude team's agent may use tools that need permission.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -389,6 +415,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub dashboard: DashboardConfig,
     pub database: DatabaseConfig,
+    pub cluster: ClusterConfig,
     pub auth: AuthConfig,
     pub audit: AuditConfig,
     pub jobs: JobsConfig,
@@ -678,6 +705,40 @@ impl Config {
             if v == 0 || v > most {
                 return Err(err(key.into(), format!("must be from 1 to {most} (ms)")));
             }
+        }
+        let mut redis_key = "cluster.redisUrl";
+        if let Some(url) = lookup("IRIS_REDIS_URL").filter(|u| !u.trim().is_empty()) {
+            cfg.cluster.redis_url = Some(url.trim().to_owned());
+            redis_key = "IRIS_REDIS_URL (environment)";
+        }
+        if let Some(url) = &cfg.cluster.redis_url
+            && !(url.starts_with("redis://") && url.len() > "redis://".len())
+        {
+            return Err(err(
+                redis_key.into(),
+                "expected redis://[user:password@]host:port[/db] (TLS to Redis is not supported: run it on a private network or through a tunnel)".into(),
+            ));
+        }
+        let mut node_key = "cluster.nodeId";
+        if let Some(id) = lookup("IRIS_NODE_ID").filter(|u| !u.trim().is_empty()) {
+            cfg.cluster.node_id = Some(id.trim().to_owned());
+            node_key = "IRIS_NODE_ID (environment)";
+        }
+        if let Some(id) = &cfg.cluster.node_id
+            && !valid_node_id(id)
+        {
+            return Err(err(
+                node_key.into(),
+                format!("`{id}`: a node id is 1 to 64 letters, digits, `.`, `_` or `-`"),
+            ));
+        }
+        if let Some(url) = &cfg.cluster.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(err(
+                "cluster.advertiseUrl".into(),
+                "expected http://host:port or https://host:port".into(),
+            ));
         }
         if cfg.database.max_connections == Some(0) {
             return Err(err(
@@ -1062,6 +1123,31 @@ mod tests {
             Path::new("/home/x/.iris"),
             &lookup,
         )
+    }
+
+    #[test]
+    fn the_cluster_settings_are_checked() {
+        let cfg = parse(
+            "cluster:\n  redisUrl: redis://iris:pw@10.0.0.2:6379/1\n  nodeId: node-a\n  advertiseUrl: http://10.0.0.5:4000\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.cluster.node_id.as_deref(), Some("node-a"));
+        for (bad, key) in [
+            ("cluster:\n  redisUrl: http://x\n", "cluster.redisUrl"),
+            ("cluster:\n  redisUrl: rediss://x\n", "cluster.redisUrl"),
+            ("cluster:\n  nodeId: a b\n", "cluster.nodeId"),
+            (
+                "cluster:\n  advertiseUrl: 10.0.0.5\n",
+                "cluster.advertiseUrl",
+            ),
+            ("cluster:\n  redis: x\n", "cluster"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.key_path.starts_with(key), "{bad}: {e}");
+        }
+        let env = |name: &str| (name == "IRIS_NODE_ID").then(|| "n/1".to_owned());
+        let e = Config::parse("", "x.yaml", Path::new("."), Path::new("."), &env).unwrap_err();
+        assert!(e.key_path.contains("IRIS_NODE_ID"), "{e}");
     }
 
     #[test]

@@ -90,13 +90,18 @@ impl Jobs {
             config,
             max_attempts: max_attempts.max(1),
             writer: deps.store.job_writer(),
-            store: deps.store,
             recorder: deps.recorder,
             teams: deps.teams,
             conversations: deps.conversations,
             pool: deps.pool,
             events: deps.events,
-            claimer: format!("run_{}", ulid::Ulid::new()),
+            // The node's id: its claims survive its restart and are
+            // released by it.
+            claimer: deps
+                .store
+                .node()
+                .map_or_else(|| format!("run_{}", ulid::Ulid::new()), str::to_owned),
+            store: deps.store,
         }
     }
 
@@ -166,10 +171,11 @@ impl Jobs {
     }
 
     async fn recover(self: &Arc<Self>) -> Result<()> {
-        // Claimed by a run that is gone, some put back in its queue: free
-        // to run here.
-        self.store.release_job_claims().await?;
-        let open = self.store.open_jobs().await?;
+        // Claimed by this node's previous run (or a run before nodes had
+        // ids), some put back in its queue: free to run here. Other nodes'
+        // claimed jobs are theirs.
+        self.store.release_job_claims(&self.claimer).await?;
+        let open = self.store.unclaimed_jobs().await?;
         let (mut requeued, mut interrupted, mut reported) = (0, 0, 0);
         for mut job in open {
             match TurnStatus::parse(&job.turn.status) {

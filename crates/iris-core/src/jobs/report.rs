@@ -166,7 +166,9 @@ pub(super) fn spawn_event_forwarder(jobs: Arc<Jobs>) {
                         break;
                     }
                 };
-                if jobs.subscriptions.is_empty() {
+                // Another node's event is delivered by that node: once
+                // per cluster.
+                if event.remote || jobs.subscriptions.is_empty() {
                     continue;
                 }
                 let Some(name) = event.kind.webhook_name(&event.data) else {

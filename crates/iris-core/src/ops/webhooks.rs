@@ -190,6 +190,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 };
                 iris.store().insert_webhook(&row).await?;
                 iris.jobs().reload_webhooks().await?;
+                iris.node().tell(crate::cluster::Notice::Webhooks);
                 Ok(Created {
                     webhook: row,
                     secret,
@@ -243,6 +244,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 row.updated_at = now_ms();
                 iris.store().update_webhook(&row).await?;
                 iris.jobs().reload_webhooks().await?;
+                iris.node().tell(crate::cluster::Notice::Webhooks);
                 Ok(row)
             },
         ),
@@ -255,6 +257,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 get(&iris, &p.webhook_id).await?;
                 let deleted = iris.store().delete_webhook(&p.webhook_id).await?;
                 iris.jobs().reload_webhooks().await?;
+                iris.node().tell(crate::cluster::Notice::Webhooks);
                 Ok(Deleted {
                     webhook_id: p.webhook_id,
                     deleted,

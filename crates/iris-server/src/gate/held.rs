@@ -107,13 +107,13 @@ fn ended(e: iris_core::auth::AuthError) -> IrisError {
 ///
 /// # Errors
 /// `RateLimited`, or why the credential is refused.
-pub fn late_login(state: &AppState, origin: &Origin, token: &str) -> Result<Held, IrisError> {
+pub async fn late_login(state: &AppState, origin: &Origin, token: &str) -> Result<Held, IrisError> {
     let auth = state.iris.auth();
-    if let Some(d) = origin
-        .ip
-        .and_then(|ip| auth.limit_ip(ip))
-        .filter(|d| !d.allowed)
-    {
+    let limit = match origin.ip {
+        Some(ip) => auth.limit_ip(ip).await,
+        None => None,
+    };
+    if let Some(d) = limit.filter(|d| !d.allowed) {
         return Err(super::too_many(&d));
     }
     auth.authenticate(token, origin)?;

@@ -93,7 +93,7 @@ pub struct Gate<S> {
 
 impl<S, B> Service<Request> for Gate<S>
 where
-    S: Service<Request, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S: Service<Request, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = axum::body::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
@@ -120,32 +120,37 @@ where
             limit: None,
             rid: rid.clone(),
         };
-        let admitted = admit(&self.state, &self.hosts, &req, policy, &rid);
-        out.limit = admitted.limit;
-        // The route is called here, not inside the answer's future: that
-        // future then holds only the route's own, not the request and a
-        // copy of the service stack besides.
-        // An event stream ends when its credential does (`held`).
-        let held = match &admitted.caller {
-            Ok(Caller {
-                credential: Some(c),
-                ..
-            }) => held::Held::new(self.state.iris.auth(), c.clone()).ok(),
-            _ => None,
-        };
+        let pending = admit(&self.state, &self.hosts, &req, policy, &rid);
         let announce = req.uri().path() != "/mcp";
-        let call = match admitted.caller {
-            Ok(caller) => {
-                req.extensions_mut().insert(caller);
-                Ok(self.inner.call(req))
-            }
-            Err(refusal) => Err(refusal),
-        };
         let auth = self.state.iris.auth().clone();
         let timeout = self.state.iris.config().api.request_timeout;
         let deadline = (policy.timed && timeout > 0)
             .then(|| tokio::time::Instant::from_std(started + Duration::from_millis(timeout)));
+        // The service made ready is the one called (tower's contract); a
+        // clone stays for the next request.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
         Box::pin(async move {
+            // The rate limit may be decided in the cluster's Redis: the
+            // only wait before the route is called.
+            let admitted = pending.decide(&auth).await;
+            out.limit = admitted.limit;
+            // An event stream ends when its credential does (`held`).
+            let held = match &admitted.caller {
+                Ok(Caller {
+                    credential: Some(c),
+                    ..
+                }) => held::Held::new(&auth, c.clone()).ok(),
+                _ => None,
+            };
+            let call = match admitted.caller {
+                Ok(caller) => {
+                    req.extensions_mut().insert(caller);
+                    Ok(inner.call(req))
+                }
+                Err(refusal) => Err(refusal),
+            };
+            drop(inner);
             let resp = match call {
                 Err(refusal) => ApiError::new(refusal, &out.rid).into_response(),
                 Ok(call) => {
@@ -177,21 +182,57 @@ struct Admission {
     limit: Option<Decision>,
 }
 
-/// Steps 2 to 4 of the module's documentation.
+/// What is known of a request before its rate limit is decided.
+enum Pending {
+    /// Refused before any limit applies (a foreign `Host`).
+    Refused(IrisError),
+    Limited {
+        /// Whose bucket counts it: the identity, else the address.
+        by: Option<Result<Arc<Principal>, IpAddr>>,
+        /// The caller, or why it is refused, if the limit lets it through.
+        caller: Result<Caller, IrisError>,
+    },
+}
+
+impl Pending {
+    /// Step 3's rate limit, then the admission.
+    async fn decide(self, auth: &iris_core::auth::Auth) -> Admission {
+        let (by, caller) = match self {
+            Pending::Refused(e) => {
+                return Admission {
+                    caller: Err(e),
+                    limit: None,
+                };
+            }
+            Pending::Limited { by, caller } => (by, caller),
+        };
+        let limit = match by {
+            Some(Ok(principal)) => auth.limit_identity(&principal).await,
+            Some(Err(ip)) => auth.limit_ip(ip).await,
+            None => None,
+        };
+        if let Some(d) = limit.as_ref().filter(|d| !d.allowed) {
+            return Admission {
+                caller: Err(too_many(d)),
+                limit,
+            };
+        }
+        Admission { caller, limit }
+    }
+}
+
+/// Steps 2 to 4 of the module's documentation, but for the rate limit
+/// ([`Pending::decide`]).
 fn admit(
     state: &AppState,
     hosts: &host::Hosts,
     req: &Request,
     policy: Policy,
     rid: &RequestId,
-) -> Admission {
-    let refuse = |e: IrisError, limit| Admission {
-        caller: Err(e),
-        limit,
-    };
+) -> Pending {
     let heads = req.headers();
     if let Err(e) = check_host(state, hosts, heads) {
-        return refuse(e, None);
+        return Pending::Refused(e);
     }
     let ip: Option<IpAddr> = req
         .extensions()
@@ -210,13 +251,14 @@ fn admit(
     let is_get = req.method() == Method::GET;
     let found = caller::credential(heads, req.uri(), is_get).map(|c| auth.authenticate(c, &origin));
     // A failed authentication counts against the address.
-    let limit = match &found {
-        Some(Ok(principal)) => auth.limit_identity(principal),
-        _ => ip.and_then(|ip| auth.limit_ip(ip)),
+    let by = match &found {
+        Some(Ok(principal)) => Some(Ok(principal.clone())),
+        _ => ip.map(Err),
     };
-    if let Some(d) = limit.as_ref().filter(|d| !d.allowed) {
-        return refuse(too_many(d), limit);
-    }
+    let refuse = |e: IrisError| Pending::Limited {
+        by: by.clone(),
+        caller: Err(e),
+    };
     // A connection that outlives the request checks its credential again.
     let credential = match &found {
         Some(Ok(_)) if !policy.timed => {
@@ -226,13 +268,10 @@ fn admit(
     };
     let principal: Option<Arc<Principal>> = match found {
         Some(Ok(p)) => Some(p),
-        Some(Err(e)) => return refuse(e.into(), limit),
+        Some(Err(e)) => return refuse(e.into()),
         None if !state.iris.config().api.require_auth => Some(state.open.clone()),
         None if policy.access != Access::Guarded || is_preflight(req) => None,
-        None => {
-            let e = caller::unauthenticated();
-            return refuse(e, limit);
-        }
+        None => return refuse(caller::unauthenticated()),
     };
     let caller = Caller {
         principal,
@@ -240,9 +279,9 @@ fn admit(
         request_id: rid.clone(),
         credential,
     };
-    Admission {
+    Pending::Limited {
+        by,
         caller: Ok(caller),
-        limit,
     }
 }
 

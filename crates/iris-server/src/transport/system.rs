@@ -46,8 +46,12 @@ async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response
     let db = iris.ping_database().await;
     let h = iris.health();
     let healthy = db.is_ok();
+    let cluster = cluster_status(iris).await;
+    let redis_down = cluster["redis"]["up"] == false;
     let body = json!({
-        "status": if healthy { "ok" } else { "degraded" },
+        "status": if healthy && !redis_down { "ok" } else { "degraded" },
+        "node": iris.node().id(),
+        "cluster": cluster,
         "database": {
             "ok": healthy,
             "backend": iris.store().backend(),
@@ -69,9 +73,34 @@ async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response
     (status, Json(body)).into_response()
 }
 
+/// This node and its cluster: members from the database (none listed
+/// when it does not answer), the Redis link as this node sees it.
+async fn cluster_status(iris: &iris_core::Iris) -> Value {
+    match iris.node().status().await {
+        Ok(status) => json!(status),
+        Err(e) => json!({
+            "node": iris.node().id(),
+            "redis": iris.node().redis(),
+            "members": [],
+            "error": e.message,
+        }),
+    }
+}
+
+/// Ready while the database answers. A node whose Redis is down still
+/// serves (alone: events of other nodes, cluster-wide limits and notices
+/// wait for Redis), so it stays ready and says so.
 async fn ready(State(state): State<AppState>, rid: RequestId) -> Result<Json<Value>, ApiError> {
     match state.iris.ping_database().await {
-        Ok(_) => Ok(Json(json!({"ready": true}))),
+        Ok(_) => Ok(Json(match state.iris.node().redis() {
+            Some(r) if !r.link.up => json!({
+                "ready": true,
+                "degraded": ["redis"],
+                "redis": {"up": false, "since": r.link.since, "error": r.link.error},
+            }),
+            Some(_) => json!({"ready": true, "redis": {"up": true}}),
+            None => json!({"ready": true}),
+        })),
         Err(_) => Err(ApiError::new(
             IrisError::new(
                 iris_core::ErrorKind::ServiceUnavailable,
@@ -141,6 +170,18 @@ async fn metrics(State(state): State<AppState>, who: Caller) -> Response {
         metrics::gauge!("iris_queue_depth", "team" => team).set(depth as f64);
     }
     metrics::gauge!("iris_bus_dropped_subscribers").set(h.dropped_subscribers as f64);
+    let node = state.iris.node();
+    metrics::gauge!("iris_node_info", "node" => node.id().to_owned()).set(1.0);
+    if let Some(r) = node.redis() {
+        metrics::gauge!("iris_cluster_redis_up").set(if r.link.up { 1.0 } else { 0.0 });
+        metrics::gauge!("iris_cluster_lost_publications").set(r.lost as f64);
+    }
+    if let Ok(status) = node.status().await {
+        for s in ["up", "down", "stopped"] {
+            let n = status.members.iter().filter(|m| m.state == s).count();
+            metrics::gauge!("iris_cluster_members", "state" => s).set(n as f64);
+        }
+    }
     metrics::gauge!("iris_open_connections", "transport" => "websocket").set(
         state
             .ws_connections

@@ -108,9 +108,11 @@ async fn authenticate(state: AppState, s: SocketRef, auth: Option<Value>) -> Res
         .and_then(Value::as_str);
     let auth = state.iris.auth();
     let held = match (token, &caller.credential) {
-        (Some(token), _) => {
-            Some(held::late_login(&state, &caller.origin, token).map_err(|e| e.message)?)
-        }
+        (Some(token), _) => Some(
+            held::late_login(&state, &caller.origin, token)
+                .await
+                .map_err(|e| e.message)?,
+        ),
         (None, Some(c)) => Some(Held::new(auth, c.clone()).map_err(|e| e.message)?),
         (None, None) => None,
     };

@@ -502,7 +502,7 @@ impl Connection {
             );
             return self.reply_error(id, e).await;
         };
-        match held::late_login(&self.state, &self.ctx.origin, token) {
+        match held::late_login(&self.state, &self.ctx.origin, token).await {
             Ok(h) => {
                 // Now an authenticated connection: counted as one.
                 let limit = self.state.iris.config().api.websocket.max_connections;
