@@ -194,7 +194,9 @@ impl Auth {
     pub fn spawn_upkeep(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         if let Some(link) = &self.link {
-            tokio::spawn(hear_notices(weak.clone(), link.clone()));
+            // The receivers only: a task holding the link would keep it
+            // (and its connections) alive after the last `Auth` is gone.
+            tokio::spawn(hear_notices(weak.clone(), link.subscribe(), link.watch()));
         }
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -516,9 +518,11 @@ impl Auth {
 
 /// Reload at once when another node says keys, users or sign-ins changed,
 /// or when the link comes back (what was said meanwhile is lost).
-async fn hear_notices(weak: std::sync::Weak<Auth>, link: Arc<Link>) {
-    let mut heard = link.subscribe();
-    let mut state = link.watch();
+async fn hear_notices(
+    weak: std::sync::Weak<Auth>,
+    mut heard: tokio::sync::broadcast::Receiver<Arc<iris_cluster::Message>>,
+    mut state: tokio::sync::watch::Receiver<iris_cluster::LinkState>,
+) {
     loop {
         let reload = tokio::select! {
             m = heard.recv() => match m {

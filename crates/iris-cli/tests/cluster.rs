@@ -10,6 +10,9 @@
 //! link comes back by itself. Run on SQLite (one file for both nodes) and
 //! on Postgres by scripts/test.sh.
 
+#[path = "common/anthropic_stub.rs"]
+#[allow(dead_code)]
+mod anthropic_stub;
 mod common;
 
 use std::path::Path;
@@ -29,9 +32,11 @@ fn redis_url() -> String {
 const CONFIG: &str = "api:\n  port: 0\n  rateLimit:\n    maxRequests: 1000000\n    perIp: 1000000/min\n    messages: 1000000/min\nwebhooks:\n  allowHosts: ['127.0.0.1']\n  retryBase: 50\n  retryMax: 200\nsettings:\n  shutdownGrace: 500\nteams:\n  demo:\n    path: .\n    agent: echo\n";
 
 /// A node in `dir` on the database `db` (`None`: its own, the first
-/// node's) and the Redis at `redis`.
-fn node(dir: &Path, db: Option<&str>, redis: &str) -> (Reap, String) {
-    std::fs::write(dir.join("config.yaml"), CONFIG).unwrap();
+/// node's) and the Redis at `redis`, with `config`.
+/// `$NODE_DIR` in `config` stands for `dir`.
+fn node(dir: &Path, db: Option<&str>, redis: &str, config: &str) -> (Reap, String) {
+    let config = config.replace("$NODE_DIR", &dir.display().to_string());
+    std::fs::write(dir.join("config.yaml"), config).unwrap();
     let mut cmd = iris(dir);
     cmd.arg("serve").env("IRIS_REDIS_URL", redis);
     if let Some(url) = db {
@@ -47,18 +52,28 @@ struct Cluster {
     urls: [String; 2],
     key: String,
     redis: String,
+    config: String,
     http: reqwest::Client,
 }
 
 impl Cluster {
     /// Two nodes on one database and the Redis at `redis`, both linked.
     async fn start(redis: &str) -> Cluster {
+        Self::start_with(redis, CONFIG, |_| {}).await
+    }
+
+    /// [`Cluster::start`] with `config`, after `prepare` ran on each
+    /// node's folder.
+    async fn start_with(redis: &str, config: &str, prepare: impl Fn(&Path)) -> Cluster {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (one, url_a) = node(a.path(), None, redis);
+        prepare(a.path());
+        prepare(b.path());
+        let (one, url_a) = node(a.path(), None, redis, config);
         let (two, url_b) = node(
             b.path(),
             Some(&iris_storage::testing::database_url(a.path())),
             redis,
+            config,
         );
         let c = Cluster {
             key: key_in(a.path()),
@@ -67,6 +82,7 @@ impl Cluster {
             servers: vec![one, two],
             urls: [url_a, url_b],
             redis: redis.to_owned(),
+            config: config.to_owned(),
             http: reqwest::Client::new(),
         };
         for i in 0..2 {
@@ -82,6 +98,7 @@ impl Cluster {
             self.b.path(),
             Some(&iris_storage::testing::database_url(self.a.path())),
             &self.redis,
+            &self.config,
         );
         self.servers[1] = two;
         self.urls[1] = url;
@@ -566,7 +583,15 @@ impl OwnRedis {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn through_a_redis_outage_nodes_serve_alone_then_rejoin() {
     let mut redis = OwnRedis::start();
-    let c = Cluster::start(&redis.url()).await;
+    // Teams made at run time work under a root outside the nodes' homes.
+    let root = tempfile::tempdir().unwrap();
+    let web = root.path().join("web");
+    std::fs::create_dir_all(&web).unwrap();
+    let config = CONFIG.replace(
+        "teams:\n",
+        &format!("teamRoots: ['{}']\nteams:\n", root.path().display()),
+    );
+    let c = Cluster::start_with(&redis.url(), &config, |_| {}).await;
     let (id, secret) = c.key(0, "developer", json!({})).await;
 
     redis.down();
@@ -598,6 +623,25 @@ async fn through_a_redis_outage_nodes_serve_alone_then_rejoin() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A team made through A reaches B by the database's revision.
+    let (status, v) = c
+        .post(
+            0,
+            "/teams",
+            &c.key,
+            json!({"name": "web", "path": web, "profile": "echo"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let made = Instant::now();
+    while c.get(1, "/api/v1/teams/web", Some(&c.key)).await.0 != 200 {
+        assert!(
+            made.elapsed() < Duration::from_secs(3),
+            "B does not know the team"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Redis back: both rejoin by themselves, and events cross again.
     redis.up();
     for i in 0..2 {
@@ -615,4 +659,102 @@ async fn through_a_redis_outage_nodes_serve_alone_then_rejoin() {
         .sse(1, &id, None, |e| e.iter().any(|(n, ..)| n == "complete"))
         .await;
     assert_eq!(text_of(&followed), SLOW_TEXT);
+}
+
+/// A command Claude Code asks about (`echo` alone it would run unasked).
+const BASH: &str = r#"MSG<tool Bash {"command":"mkdir -p made-by-agent && echo approved-output","description":"Make a folder"}>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approval_decided_through_another_node_reaches_the_waiting_process() {
+    let stub = anthropic_stub::start();
+    // Each node's claude team works in its own ./work with its own HOME.
+    let config = format!(
+        "api:\n  port: 0\n  rateLimit:\n    maxRequests: 1000000\n    perIp: 1000000/min\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  approvalTimeout: 60000\nteams:\n{}",
+        claude_team(
+            "ask",
+            Path::new("$NODE_DIR/claude-home"),
+            &stub.url,
+            "    grantPermission: ask\n"
+        )
+    );
+    let c = Cluster::start_with(&redis_url(), &config, |dir| {
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        std::fs::create_dir_all(dir.join("claude-home")).unwrap();
+    })
+    .await;
+    // The turn runs on A and waits for a decision.
+    let (client, url, key) = (c.http.clone(), c.urls[0].clone(), c.key.clone());
+    let turn = tokio::spawn(async move {
+        http(
+            &client,
+            reqwest::Method::POST,
+            format!("{url}/api/v1/teams/tell"),
+            Some(&key),
+            json!({"toTeam": "ask", "message": BASH, "timeout": 0}),
+        )
+        .await
+    });
+    let mut pending = Value::Null;
+    for _ in 0..300 {
+        let (status, list) = c
+            .get(1, "/api/v1/approvals?team=ask&status=pending", Some(&c.key))
+            .await;
+        assert_eq!(status, 200, "{list}");
+        if let Some(a) = list["approvals"].as_array().and_then(|a| a.first()) {
+            pending = a.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(id) = pending["id"].as_str().map(str::to_owned) else {
+        panic!(
+            "no pending approval; node A said: {}",
+            std::fs::read_to_string(c.a.path().join("serve.err")).unwrap_or_default()
+        );
+    };
+    // Decided through B: recorded there, handed on by A.
+    let (status, decided) = c
+        .post(
+            1,
+            &format!("/approvals/{id}"),
+            &c.key,
+            json!({"decision": "allow"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(decided["status"], "allowed");
+    let (status, done) = tokio::time::timeout(Duration::from_secs(30), turn)
+        .await
+        .expect("the turn ends once A hands the decision on")
+        .unwrap();
+    assert_eq!(status, 200, "{done}");
+    assert!(
+        done["response"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("approved-output"),
+        "the tool ran on A: {done}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_node_with_a_running_nodes_id_is_refused() {
+    let c = Cluster::start(&redis_url()).await;
+    let (_, health) = c.get(0, "/health/detailed", Some(&c.key)).await;
+    let id = health["node"].as_str().unwrap().to_owned();
+    let third = tempfile::tempdir().unwrap();
+    std::fs::write(third.path().join("config.yaml"), CONFIG).unwrap();
+    let out = iris(third.path())
+        .arg("serve")
+        .env(
+            "IRIS_DATABASE_URL",
+            iris_storage::testing::database_url(c.a.path()),
+        )
+        .env("IRIS_REDIS_URL", &c.redis)
+        .env("IRIS_NODE_ID", &id)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by a running node"), "{err}");
 }

@@ -32,30 +32,50 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 pub const DOWN_AFTER_MS: i64 = 10_000;
 
 /// What changed on a node that the others must apply too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// Teams created, changed or deleted at run time.
     Teams,
     /// Webhook subscriptions created, changed or deleted.
     Webhooks,
+    /// An approval was decided through this node; the node whose process
+    /// waits for it hands the decision on (from the database).
+    Approval(String),
 }
 
 impl Notice {
-    fn name(self) -> &'static str {
+    fn body(&self) -> Value {
         match self {
-            Notice::Teams => "teams",
-            Notice::Webhooks => "webhooks",
+            Notice::Teams => json!({"what": "teams"}),
+            Notice::Webhooks => json!({"what": "webhooks"}),
+            Notice::Approval(id) => json!({"what": "approval", "id": id}),
         }
     }
 
-    fn of(name: &str) -> Option<Notice> {
-        match name {
+    fn of(body: &Value) -> Option<Notice> {
+        match body["what"].as_str()? {
             "teams" => Some(Notice::Teams),
             "webhooks" => Some(Notice::Webhooks),
+            "approval" => body["id"]
+                .as_str()
+                .map(|id| Notice::Approval(id.to_owned())),
             _ => None,
         }
     }
+
+    /// The database revision that stands for it when the word is lost.
+    fn revision(&self) -> Option<&'static str> {
+        match self {
+            Notice::Teams => Some("teams"),
+            Notice::Webhooks => Some("webhooks"),
+            Notice::Approval(_) => None,
+        }
+    }
 }
+
+/// The revisions a node watches as the fallback of [`Notice`]s.
+pub const REVISIONS: [(&str, Notice); 2] =
+    [("teams", Notice::Teams), ("webhooks", Notice::Webhooks)];
 
 pub struct Node {
     id: String,
@@ -176,6 +196,7 @@ impl Node {
             stopped: AtomicBool::new(false),
         });
         if member {
+            node.not_taken().await?;
             store
                 .node_started(
                     &node.id,
@@ -195,6 +216,34 @@ impl Node {
         Ok(node)
     }
 
+    /// Refuse an id another running node has: its heartbeat still moves.
+    /// (A node that crashed and starts again within the heartbeat window
+    /// waits one beat to find its old row still.)
+    async fn not_taken(&self) -> Result<()> {
+        let row = |rows: Vec<NodeRow>| rows.into_iter().find(|r| r.id == self.id);
+        let Some(before) = row(self.store.nodes().await?) else {
+            return Ok(());
+        };
+        if before.stopped_at.is_some() || now_ms() - before.heartbeat_at > DOWN_AFTER_MS {
+            return Ok(());
+        }
+        tokio::time::sleep(HEARTBEAT + Duration::from_millis(500)).await;
+        match row(self.store.nodes().await?) {
+            Some(after)
+                if after.heartbeat_at > before.heartbeat_at && after.stopped_at.is_none() =>
+            {
+                Err(IrisError::new(
+                    crate::error::ErrorKind::Conflict,
+                    format!(
+                        "node id `{}` is in use by a running node (its heartbeat goes on): give each node its own IRIS_HOME or cluster.nodeId",
+                        self.id
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// This node's id.
     pub fn id(&self) -> &str {
         &self.id
@@ -205,11 +254,24 @@ impl Node {
         self.link.as_ref()
     }
 
-    /// Tell the other nodes `notice` (nothing for a single node).
-    pub fn tell(&self, notice: Notice) {
-        if let Some(link) = &self.link {
-            link.publish("notice", json!({"what": notice.name()}), None);
+    /// Tell the other nodes `notice`: its revision in the database is
+    /// bumped (what a node whose word was lost finds within a second), and
+    /// the word is sent through Redis (nothing more for a single node).
+    pub async fn tell(&self, notice: Notice) {
+        if let Some(name) = notice.revision()
+            && let Err(e) = self.store.bump_revision(name).await
+        {
+            tracing::warn!(revision = name, error = %e, "cannot record a change for the other nodes");
         }
+        if let Some(link) = &self.link {
+            link.publish("notice", notice.body(), None);
+        }
+    }
+
+    /// Whether node `id` runs now: its row is not stopped and its
+    /// heartbeat is recent (`false` when the database does not answer).
+    pub async fn is_live(&self, id: &str) -> bool {
+        live(&self.store, id).await
     }
 
     /// The Redis link's state (`None`: a single node).
@@ -278,7 +340,7 @@ impl Notices {
             tokio::select! {
                 m = self.heard.recv() => match m {
                     Ok(m) if m.kind == "notice" => {
-                        if let Some(n) = m.body["what"].as_str().and_then(Notice::of) {
+                        if let Some(n) = Notice::of(&m.body) {
                             return Some(Some(n));
                         }
                     }
@@ -295,6 +357,15 @@ impl Notices {
             }
         }
     }
+}
+
+/// Whether node `id` runs now (see [`Node::is_live`]).
+pub async fn live(store: &Store, id: &str) -> bool {
+    let now = now_ms();
+    store.nodes().await.is_ok_and(|rows| {
+        rows.into_iter()
+            .any(|r| r.id == id && r.stopped_at.is_none() && now - r.heartbeat_at <= DOWN_AFTER_MS)
+    })
 }
 
 /// The Redis list a running turn's items are appended to.

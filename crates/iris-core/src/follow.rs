@@ -319,13 +319,15 @@ impl Follower {
 /// gone).
 const ELSEWHERE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The events of turn `row`, running on another node, after item `after`:
+/// The events of turn `row`, running on node `owner`, after item `after`:
 /// first what Redis kept of it (`replay`), then what `sub` (its
 /// conversation's topic, subscribed before the replay was read) hears,
 /// each item once, in order; its end from the bus, or from the database
-/// once the turn is written ended there.
+/// once the turn is written ended there — or, when `owner` stops running
+/// first, an error end: nothing more will come.
 pub fn elsewhere(
     row: TurnRow,
+    owner: String,
     after: u64,
     sub: Subscription,
     replay: Vec<Event>,
@@ -333,7 +335,9 @@ pub fn elsewhere(
 ) -> BoxStream<'static, TurnEvent> {
     let mut state = Elsewhere {
         id: row.id,
+        owner,
         last: after,
+        at_last: None,
         sub: Some(sub),
         pending: VecDeque::new(),
         store,
@@ -351,8 +355,14 @@ pub fn elsewhere(
 
 struct Elsewhere {
     id: String,
-    /// The last item handed on.
+    owner: String,
+    /// The number of the last item handed on, and the items handed on
+    /// with that number (one agent line can carry several tool uses, all
+    /// numbered alike; the replay and the bus may both bring an item).
     last: u64,
+    /// `None` at the resumption point: everything numbered `last` was
+    /// seen before.
+    at_last: Option<Vec<Value>>,
     sub: Option<Subscription>,
     pending: VecDeque<TurnEvent>,
     store: Store,
@@ -360,6 +370,22 @@ struct Elsewhere {
 }
 
 impl Elsewhere {
+    /// Whether item `seq` with `data` is new; if so it is the last one now.
+    fn fresh(&mut self, seq: u64, data: &Value) -> bool {
+        if seq > self.last {
+            self.last = seq;
+            self.at_last = Some(vec![data.clone()]);
+            return true;
+        }
+        match &mut self.at_last {
+            Some(seen) if seq == self.last && !seen.contains(data) => {
+                seen.push(data.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Queue what `e` says of this turn.
     fn take(&mut self, e: &Event) {
         if self.ended || e.turn_id.as_deref() != Some(self.id.as_str()) {
@@ -370,13 +396,12 @@ impl Elsewhere {
                 let Some(seq) = e.data.get("seq").and_then(Value::as_u64) else {
                     return;
                 };
-                if seq <= self.last {
-                    return;
-                }
-                self.last = seq;
                 let mut data = e.data.clone();
                 if let Some(o) = data.as_object_mut() {
                     o.remove("seq");
+                }
+                if !self.fresh(seq, &data) {
+                    return;
                 }
                 self.pending.push_back(if e.kind == EventKind::Chunk {
                     TurnEvent::Chunk { seq, data }
@@ -407,20 +432,33 @@ impl Elsewhere {
         }
     }
 
-    /// Whether the database has the turn ended: then its items after the
-    /// last one and its end are queued.
-    async fn ended_in_database(&mut self) -> bool {
+    /// Ask the database: the turn ended (its items after the last one and
+    /// its end are queued), or its node stopped running (an error end).
+    async fn ask_database(&mut self) {
         let Ok(Some(row)) = self.store.turn(&self.id).await else {
-            return false;
+            return;
         };
         let Some(status) = TurnStatus::parse(&row.status).filter(|s| s.is_final()) else {
-            return false;
+            if !crate::cluster::live(&self.store, &self.owner).await {
+                self.pending.push_back(TurnEvent::end(
+                    &row.id,
+                    TurnStatus::Failed,
+                    "",
+                    Some(&format!(
+                        "the node running the turn ({}) stopped; the turn is no longer running",
+                        self.owner
+                    )),
+                    None,
+                    None,
+                ));
+                self.ended = true;
+            }
+            return;
         };
         if let Ok(events) = self.store.turn_events(&self.id, self.last as i64).await {
             for e in events {
                 for item in crate::pool::turn::stored_items(e.seq as u64, &e.kind, &e.data) {
-                    if item.seq > self.last {
-                        self.last = item.seq;
+                    if self.fresh(item.seq, &item.data) {
                         self.pending.push_back(TurnEvent::item(item));
                     }
                 }
@@ -428,10 +466,13 @@ impl Elsewhere {
         }
         self.pending.push_back(TurnEvent::stored_end(&row, status));
         self.ended = true;
-        true
     }
 
     async fn next(&mut self) -> Option<TurnEvent> {
+        // A fixed beat: events of the conversation's other turns do not
+        // put off asking the database.
+        let mut poll =
+            tokio::time::interval_at(tokio::time::Instant::now() + ELSEWHERE_POLL, ELSEWHERE_POLL);
         loop {
             if let Some(e) = self.pending.pop_front() {
                 return Some(e);
@@ -440,21 +481,20 @@ impl Elsewhere {
                 return None;
             }
             let heard = match self.sub.as_mut() {
-                Some(sub) => tokio::time::timeout(ELSEWHERE_POLL, sub.recv()).await.ok(),
+                Some(sub) => tokio::select! {
+                    d = sub.recv() => Some(d),
+                    _ = poll.tick() => None,
+                },
                 None => {
-                    tokio::time::sleep(ELSEWHERE_POLL).await;
+                    poll.tick().await;
                     None
                 }
             };
             match heard {
                 Some(Some(Delivery::Event(e))) => self.take(&e),
                 // Fell behind or the bus ended: the database tells the rest.
-                Some(Some(Delivery::Dropped { .. }) | None) => {
-                    self.sub = None;
-                }
-                None => {
-                    self.ended_in_database().await;
-                }
+                Some(Some(Delivery::Dropped { .. }) | None) => self.sub = None,
+                None => self.ask_database().await,
             }
         }
     }

@@ -18,7 +18,7 @@ use crate::accounts::Accounts;
 use crate::auth::{Auth, Principal};
 use crate::bus::{Bus, Events, Subscription};
 use crate::clock::now_ms;
-use crate::cluster::{ClusterEvents, Node, Notice};
+use crate::cluster::{ClusterEvents, Node, Notice, REVISIONS};
 use crate::config::{Config, ConfigError};
 use crate::conversations::{Conversations, LocalSessions};
 use crate::ctx::Ctx;
@@ -221,26 +221,70 @@ impl Iris {
     }
 
     /// Apply what other nodes of the cluster say changed: teams created,
-    /// changed or deleted at run time, webhook subscriptions — and both
-    /// again whenever the link comes back (notices said meanwhile are lost).
+    /// changed or deleted at run time, webhook subscriptions, approvals
+    /// decided through them. Said through Redis; and every second the
+    /// database's revisions are compared (a word lost, Redis down) and
+    /// the approvals this node's processes wait for are read again.
     fn spawn_notices(self: &Arc<Self>) {
         let Some(mut notices) = self.node.notices() else {
             return;
         };
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Some(notice) = notices.next().await {
+            let mut seen = [0_i64; REVISIONS.len()];
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let told = tokio::select! {
+                    n = notices.next() => match n {
+                        Some(n) => n,
+                        None => return,
+                    },
+                    _ = tick.tick() => {
+                        let Some(iris) = weak.upgrade() else { return };
+                        for (i, (name, notice)) in REVISIONS.iter().enumerate() {
+                            if let Ok(rev) = iris.store.revision(name).await
+                                && rev != seen[i]
+                            {
+                                seen[i] = rev;
+                                iris.apply(Some(notice.clone())).await;
+                            }
+                        }
+                        for id in iris.pool.awaited() {
+                            iris.apply(Some(Notice::Approval(id))).await;
+                        }
+                        continue;
+                    }
+                };
                 let Some(iris) = weak.upgrade() else { return };
-                if notice.is_none_or(|n| n == Notice::Teams) {
-                    iris.reloader.refresh_teams().await;
-                }
-                if notice.is_none_or(|n| n == Notice::Webhooks)
-                    && let Err(e) = iris.jobs.reload_webhooks().await
-                {
-                    tracing::warn!(error = %e, "cannot reload webhook subscriptions changed on another node");
-                }
+                iris.apply(told).await;
             }
         });
+    }
+
+    /// Apply one notice (`None`: everything, the link came back).
+    async fn apply(&self, notice: Option<Notice>) {
+        if matches!(notice, None | Some(Notice::Teams)) {
+            self.reloader.refresh_teams().await;
+        }
+        if matches!(notice, None | Some(Notice::Webhooks))
+            && let Err(e) = self.jobs.reload_webhooks().await
+        {
+            tracing::warn!(error = %e, "cannot reload webhook subscriptions changed on another node");
+        }
+        if let Some(Notice::Approval(id)) = notice
+            && self.pool.awaits(&id)
+        {
+            match self.store.approval(&id).await {
+                Ok(Some(row)) => {
+                    self.pool.hand_on(&row);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(approval = %id, error = %e, "cannot read an approval decided on another node")
+                }
+            }
+        }
     }
 
     /// Start the default process of each team marked `prewarm`.

@@ -308,11 +308,23 @@ impl Messaging {
         let row = row
             .filter(|t| ctx.principal.can_see_team(&t.to_team))
             .ok_or_else(not_found)?;
-        // Not running here but not ended: in a cluster, another node runs
-        // it (this node's own unfinished turns were failed at its start).
+        // Not running here but not ended: in a cluster, the node it was
+        // written by may run it. If that node is this one (its unfinished
+        // turns were failed at start) or is not running, nothing more
+        // will come: it is replayed from the database as it stands.
         let unfinished =
             crate::pool::turn::TurnStatus::parse(&row.status).is_some_and(|s| !s.is_final());
-        if unfinished && self.events.spans_nodes() {
+        let owner = if unfinished && self.events.spans_nodes() {
+            match self.store.turn_node(&row.id).await? {
+                Some(n) if Some(n.as_str()) != self.store.node() => {
+                    crate::cluster::live(&self.store, &n).await.then_some(n)
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        if let Some(owner) = owner {
             // Subscribed before the replay is read: nothing falls between.
             let sub = self
                 .events
@@ -320,6 +332,7 @@ impl Messaging {
             let replay = self.events.replay(&row.id).await;
             let events = crate::follow::elsewhere(
                 row.clone(),
+                owner,
                 after.unwrap_or(0),
                 sub,
                 replay,

@@ -11,7 +11,7 @@
 //!   then the API's that are still valid: under a root, a known profile),
 //!   added, removed (their processes stopped) or changed (their processes
 //!   restart with the new options once their running turn has ended).
-//! - Everything else (`api` with the listen address, `database`, `auth`,
+//! - Everything else (`api` with the listen address, `database`, `cluster`, `auth`,
 //!   `audit`, `dashboard`, `jobs`, `webhooks`, `history`) is read at start
 //!   only: a change there is named in the log as needing a restart.
 
@@ -62,6 +62,7 @@ fn start_only(c: &Config) -> BTreeMap<&'static str, serde_json::Value> {
         ("api", api),
         ("dashboard", json!(c.dashboard)),
         ("database", json!(c.database)),
+        ("cluster", json!(c.cluster)),
         ("auth", json!(c.auth)),
         ("audit", json!(c.audit)),
         ("jobs", json!(c.jobs)),

@@ -159,6 +159,12 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The node whose process waits for approval `id` (`None`: unknown,
+    /// or asked before nodes had ids).
+    pub async fn approval_node(&self, id: &str) -> Result<Option<String>> {
+        self.node_of("approvals", id).await
+    }
+
     /// Expire every pending approval of this node (no process of it waits
     /// for one any more, e.g. at start-up after a crash; other nodes'
     /// approvals are theirs); returns their ids.

@@ -127,7 +127,15 @@ impl Store {
                 .map(|c| c.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ");
-            let select = format!("SELECT {names} FROM {t}");
+            // A copy is another installation: it makes a cluster id of its
+            // own at its first start, so a clone on the same Redis (a
+            // staging copy) does not join the original's cluster.
+            let only = if *t == "auth_meta" {
+                " WHERE key <> 'cluster_id'"
+            } else {
+                ""
+            };
+            let select = format!("SELECT {names} FROM {t}{only}");
             let insert = format!("INSERT INTO {t} ({names}) ");
             let mut rows = sqlx::query(sqlx::AssertSqlSafe(select)).fetch(&mut *read);
             let mut pending: Vec<AnyRow> = Vec::with_capacity(BATCH);

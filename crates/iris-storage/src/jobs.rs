@@ -317,13 +317,20 @@ impl Store {
             .await
     }
 
-    /// Open jobs no node has claimed, oldest first: at start-up (after
-    /// [`Store::release_job_claims`]), what this node may take up; the
-    /// ones another node runs are left to it.
-    pub async fn unclaimed_jobs(&self) -> Result<Vec<JobRecord>> {
+    /// Open jobs no node has claimed that `node` may take up at start-up
+    /// (after [`Store::release_job_claims`]), oldest first: those it
+    /// accepted, those accepted before nodes had ids, and those of nodes
+    /// that are not running (stopped, or no heartbeat since `live_since`).
+    /// A running node's waiting jobs are its own.
+    pub async fn unclaimed_jobs(&self, node: &str, live_since: i64) -> Result<Vec<JobRecord>> {
         let rows = sqlx::query(select_jobs!(
-            " WHERE j.notified = 0 AND j.claimed_by IS NULL ORDER BY j.created_at, j.id"
+            " WHERE j.notified = 0 AND j.claimed_by IS NULL
+              AND (t.node_id IS NULL OR t.node_id = $1 OR t.node_id NOT IN
+                   (SELECT id FROM nodes WHERE stopped_at IS NULL AND heartbeat_at >= $2))
+              ORDER BY j.created_at, j.id"
         ))
+        .bind(node)
+        .bind(live_since)
         .fetch_all(&self.pool)
         .await
         .ctx("reading unclaimed jobs")?;

@@ -156,6 +156,30 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// A named revision other nodes watch (`teams`, `webhooks`; 0 before
+    /// the first change): a change is told through Redis, and the
+    /// revision is the fallback when that word is lost.
+    pub async fn revision(&self, name: &str) -> Result<i64> {
+        Ok(self
+            .meta(&format!("revision:{name}"))
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Bump the revision `name` (see [`Store::revision`]).
+    pub async fn bump_revision(&self, name: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO auth_meta (key, value) VALUES ($1, '1')
+             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(auth_meta.value AS BIGINT) + 1 AS TEXT)",
+        )
+        .bind(format!("revision:{name}"))
+        .execute(&self.pool)
+        .await
+        .ctx("bumping a revision")?;
+        Ok(())
+    }
+
     /// Bump the revision other processes watch to reload keys and users.
     pub async fn bump_auth_revision(&self) -> Result<()> {
         sqlx::query(

@@ -118,6 +118,18 @@ impl Store {
         self
     }
 
+    /// The node that wrote row `id` of `table` (turns, approvals).
+    pub(crate) async fn node_of(&self, table: &'static str, id: &str) -> Result<Option<String>> {
+        let node: Option<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT node_id FROM {table} WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .ctx("reading which node wrote a row")?;
+        Ok(node.flatten())
+    }
+
     /// The node this store writes for.
     pub fn node(&self) -> Option<&str> {
         self.node.as_deref()

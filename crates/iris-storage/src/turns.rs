@@ -212,6 +212,12 @@ pub(crate) async fn finish_in(
 }
 
 impl Store {
+    /// The node that ran (or runs) turn `id` (`None`: unknown, or written
+    /// before nodes had ids, or by a one-shot command).
+    pub async fn turn_node(&self, id: &str) -> Result<Option<String>> {
+        self.node_of("turns", id).await
+    }
+
     pub async fn turn(&self, id: &str) -> Result<Option<TurnRow>> {
         let row = sqlx::query(select_turns!(" WHERE id = $1"))
             .bind(id)

@@ -172,10 +172,12 @@ impl Jobs {
 
     async fn recover(self: &Arc<Self>) -> Result<()> {
         // Claimed by this node's previous run (or a run before nodes had
-        // ids), some put back in its queue: free to run here. Other nodes'
-        // claimed jobs are theirs.
+        // ids), some put back in its queue: free to run here, with the
+        // waiting jobs of nodes that are not running. A running node's
+        // jobs, claimed or waiting, are its own.
         self.store.release_job_claims(&self.claimer).await?;
-        let open = self.store.unclaimed_jobs().await?;
+        let live_since = now_ms() - crate::cluster::DOWN_AFTER_MS;
+        let open = self.store.unclaimed_jobs(&self.claimer, live_since).await?;
         let (mut requeued, mut interrupted, mut reported) = (0, 0, 0);
         for mut job in open {
             match TurnStatus::parse(&job.turn.status) {

@@ -97,7 +97,18 @@ async fn decide(iris: &Iris, ctx: &Ctx, p: DecideParams) -> Result<ApprovalRow> 
     if row.status != "pending" {
         return Err(taken(&row));
     }
-    if !iris.pool().awaits(&row.id) {
+    let here = iris.pool().awaits(&row.id);
+    // A process of another running node of the cluster waits for it: the
+    // decision is written here and that node hands it on (told at once,
+    // or within a second from the database).
+    let elsewhere = !here
+        && match iris.store().approval_node(&row.id).await? {
+            Some(owner) if Some(owner.as_str()) != iris.store().node() => {
+                iris.node().is_live(&owner).await
+            }
+            _ => false,
+        };
+    if !here && !elsewhere {
         // Its process is gone (a crash, a stop): nobody can use the answer.
         let gone = Decision {
             status: "expired",
@@ -111,29 +122,26 @@ async fn decide(iris: &Iris, ctx: &Ctx, p: DecideParams) -> Result<ApprovalRow> 
         return Err(taken(&row));
     }
     let allow = p.decision == Verdict::Allow;
-    let by = ctx.principal.actor();
-    let message = p.reason.clone().unwrap_or_else(|| {
-        if allow {
-            format!("allowed by {by}")
-        } else {
-            format!("denied by {by}")
-        }
-    });
-    let updated_input = p.updated_input.map(serde_json::Value::Object);
     let decision = Decision {
         status: if allow { "allowed" } else { "denied" },
         reason: p.reason,
-        updated_input: updated_input.clone(),
-        decided_by: by.clone(),
+        updated_input: p.updated_input.map(serde_json::Value::Object),
+        decided_by: ctx.principal.actor(),
         at: crate::clock::now_ms(),
     };
     if !iris.store().decide_approval(&row.id, &decision).await? {
         let row = visible(iris, ctx, &row.id).await?;
         return Err(taken(&row));
     }
-    iris.pool()
-        .decide(&row.id, allow, message, updated_input, by);
-    visible(iris, ctx, &row.id).await
+    let row = visible(iris, ctx, &row.id).await?;
+    if here {
+        iris.pool().hand_on(&row);
+    } else {
+        iris.node()
+            .tell(crate::cluster::Notice::Approval(row.id.clone()))
+            .await;
+    }
+    Ok(row)
 }
 
 pub(super) fn operations() -> Vec<Operation> {

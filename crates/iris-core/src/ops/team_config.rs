@@ -410,7 +410,7 @@ async fn save(
         custom,
     ));
     iris.teams().put(team.clone());
-    iris.node().tell(crate::cluster::Notice::Teams);
+    iris.node().tell(crate::cluster::Notice::Teams).await;
     Ok(team)
 }
 
@@ -558,7 +558,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     .await;
                 iris.store().delete_team(&name).await?;
                 iris.teams().remove(&name);
-                iris.node().tell(crate::cluster::Notice::Teams);
+                iris.node().tell(crate::cluster::Notice::Teams).await;
                 audit_change(&iris, &ctx, "deleted", &name, Some(&team.config), None);
                 Ok(DeleteResult {
                     team: name,

@@ -190,7 +190,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 };
                 iris.store().insert_webhook(&row).await?;
                 iris.jobs().reload_webhooks().await?;
-                iris.node().tell(crate::cluster::Notice::Webhooks);
+                iris.node().tell(crate::cluster::Notice::Webhooks).await;
                 Ok(Created {
                     webhook: row,
                     secret,
@@ -244,7 +244,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 row.updated_at = now_ms();
                 iris.store().update_webhook(&row).await?;
                 iris.jobs().reload_webhooks().await?;
-                iris.node().tell(crate::cluster::Notice::Webhooks);
+                iris.node().tell(crate::cluster::Notice::Webhooks).await;
                 Ok(row)
             },
         ),
@@ -257,7 +257,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 get(&iris, &p.webhook_id).await?;
                 let deleted = iris.store().delete_webhook(&p.webhook_id).await?;
                 iris.jobs().reload_webhooks().await?;
-                iris.node().tell(crate::cluster::Notice::Webhooks);
+                iris.node().tell(crate::cluster::Notice::Webhooks).await;
                 Ok(Deleted {
                     webhook_id: p.webhook_id,
                     deleted,

@@ -282,6 +282,35 @@ impl Pool {
             .is_ok_and(|p| p.contains_key(approval_id))
     }
 
+    /// The approvals this node's processes wait for.
+    pub fn awaited(&self) -> Vec<String> {
+        self.inner
+            .approvals
+            .lock()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Hand the decision recorded in `row` (allowed or denied) to the
+    /// process that waits for it; false when it is undecided or nobody
+    /// waits any more.
+    pub fn hand_on(&self, row: &iris_storage::ApprovalRow) -> bool {
+        let allow = match row.status.as_str() {
+            "allowed" => true,
+            "denied" => false,
+            _ => return false,
+        };
+        let by = row.decided_by.clone().unwrap_or_default();
+        let message = row.reason.clone().unwrap_or_else(|| {
+            if allow {
+                format!("allowed by {by}")
+            } else {
+                format!("denied by {by}")
+            }
+        });
+        self.decide(&row.id, allow, message, row.updated_input.clone(), by)
+    }
+
     /// Hand a decision to the process that waits for `approval_id`; false
     /// when none does any more.
     pub fn decide(
