@@ -2,10 +2,13 @@
 //! the same invocation, on the same machine, and reports ratios.
 //!
 //!   cargo build --release -p iris-cli -p iris-bench
-//!   target/release/iris-bench [turn|spawn|fanout|http|mcp|stream|jobs|idle-ws|postgres|all] [--iterations N]
+//!   target/release/iris-bench [turn|spawn|fanout|http|mcp|stream|jobs|idle-ws|postgres|cluster|all] [--iterations N]
 //!
 //! `postgres` needs a PostgreSQL server (`IRIS_BENCH_POSTGRES`, default
-//! `postgres://postgres@127.0.0.1:5432/postgres`) and is not part of `all`.
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and is not part of `all`;
+//! `cluster` (`stream` across two nodes, and the rate-limited path with
+//! Redis) needs a Redis (`IRIS_BENCH_REDIS`, default
+//! `redis://127.0.0.1:6379`) and is not part of `all` either.
 //!
 //! `HEALTHZ=1` adds `/healthz` to `http`; `PIN=1` puts the servers on CPU 1
 //! and wrk on CPU 0 (see `pinned`); `ROUNDS=N` runs `http`'s set N times
@@ -13,6 +16,7 @@
 //!
 //! The echo agent is the release `iris` binary next to this one.
 
+mod cluster;
 mod fanout;
 mod floor;
 mod http;
@@ -121,6 +125,9 @@ async fn run() -> anyhow::Result<()> {
     }
     if which == "postgres" {
         postgres::run(iterations.unwrap_or(2000)).await?;
+    }
+    if which == "cluster" {
+        cluster::run(iterations.unwrap_or(5)).await?;
     }
     if which == "kill" {
         // Needs the real Claude Code CLI; not part of `all`.
