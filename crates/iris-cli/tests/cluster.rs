@@ -539,17 +539,27 @@ async fn a_node_restarting_leaves_the_other_nodes_turn_running() {
 /// started again).
 struct OwnRedis {
     port: u16,
+    args: Vec<String>,
     server: Option<Reap>,
 }
 
 impl OwnRedis {
     fn start() -> OwnRedis {
+        Self::start_with(&[])
+    }
+
+    /// With more `redis-server` arguments (`--requirepass …`).
+    fn start_with(args: &[&str]) -> OwnRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut r = OwnRedis { port, server: None };
+        let mut r = OwnRedis {
+            port,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            server: None,
+        };
         r.up();
         r
     }
@@ -558,6 +568,7 @@ impl OwnRedis {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server (scripts/test.sh installs it)");
@@ -757,4 +768,66 @@ async fn a_second_node_with_a_running_nodes_id_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by a running node"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_with_a_password_is_used_and_the_password_never_shown() {
+    let redis = OwnRedis::start_with(&["--requirepass", "s3cret-Pass"]);
+    let c = Cluster::start(&format!("redis://:s3cret-Pass@127.0.0.1:{}", redis.port)).await;
+    let (status, h) = c.get(0, "/health/detailed", Some(&c.key)).await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(
+        h["cluster"]["redis"]["open"], false,
+        "it takes a password: {h}"
+    );
+    assert_eq!(
+        h["cluster"]["redis"]["url"],
+        format!("redis://:***@127.0.0.1:{}", redis.port)
+    );
+    assert_eq!(h["cluster"]["members"].as_array().unwrap().len(), 2, "{h}");
+    let metrics = c
+        .http
+        .get(format!("{}/metrics", c.urls[0]))
+        .bearer_auth(&c.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let node = h["node"].as_str().unwrap();
+    for line in [
+        format!("iris_node_info{{node=\"{node}\"}} 1"),
+        "iris_cluster_redis_up 1".to_owned(),
+        "iris_cluster_members{state=\"up\"} 2".to_owned(),
+    ] {
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
+    // Limits are decided there: a key's limit holds across both.
+    let (_, secret) = c.key(0, "viewer", json!({"rateLimit": "2/min"})).await;
+    c.takes(1, &secret).await;
+    assert_eq!(c.get(0, "/api/v1/teams", Some(&secret)).await.0, 200);
+    assert_eq!(c.get(1, "/api/v1/teams", Some(&secret)).await.0, 429);
+    // Nowhere is the password written out.
+    let out = iris(c.b.path())
+        .env(
+            "IRIS_DATABASE_URL",
+            iris_storage::testing::database_url(c.a.path()),
+        )
+        .env("IRIS_REDIS_URL", &c.redis)
+        .args(["cluster", "status"])
+        .output()
+        .unwrap();
+    succeeded(&out);
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["redis"]["open"], false, "{status}");
+    for text in [
+        h.to_string(),
+        metrics,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        std::fs::read_to_string(c.a.path().join("serve.err")).unwrap(),
+        std::fs::read_to_string(c.b.path().join("serve.err")).unwrap(),
+    ] {
+        assert!(!text.contains("s3cret"), "{text}");
+    }
 }
