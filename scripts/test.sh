@@ -18,6 +18,10 @@ step() { printf '\n== %s\n' "$*"; }
 
 command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)"; exit 1; }
 
+# The suite leaves the tree as it found it (what it writes goes to
+# temporary or ignored places): compared at the end.
+tree_before=$(git status --porcelain 2>/dev/null || true)
+
 step "system packages: Chromium (API page test), curl (examples)"
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
@@ -209,4 +213,13 @@ for mode in ${IRIS_TEST_MODES:-sqlite postgres}; do
     *) echo "unknown IRIS_TEST_MODES entry: $mode (sqlite, postgres)"; exit 1 ;;
   esac
 done
+step "the tree after the run"
+tree_after=$(git status --porcelain 2>/dev/null || true)
+if [ "$tree_before" != "$tree_after" ]; then
+  echo "the test run changed the working tree:"
+  diff <(printf '%s\n' "$tree_before") <(printf '%s\n' "$tree_after") || true
+  status=1
+else
+  echo "unchanged"
+fi
 exit "$status"

@@ -44,7 +44,8 @@ pub fn config_check(source: &ConfigSource) -> ExitCode {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "<embedded defaults>".into());
     if problems.is_empty() {
-        println!("{origin}: ok ({} teams)", cfg.teams.len());
+        let n = cfg.teams.len();
+        println!("{origin}: ok ({n} team{})", if n == 1 { "" } else { "s" });
         return ExitCode::SUCCESS;
     }
     for p in &problems {
@@ -76,11 +77,35 @@ pub fn init(force: bool) -> ExitCode {
     }
 }
 
-pub fn tools() -> ExitCode {
-    let list: Vec<Value> = registry().all().iter().map(|o| o.describe()).collect();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&list).unwrap_or_default()
+pub fn tools(json: bool) -> ExitCode {
+    let all = registry().all();
+    if json {
+        let list: Vec<Value> = all.iter().map(|o| o.describe()).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    // A short table: name, scope, the description's first sentence.
+    let width = all.iter().map(|o| o.name.len()).max().unwrap_or(0);
+    let scope_width = all
+        .iter()
+        .map(|o| o.scope.unwrap_or("-").len())
+        .max()
+        .unwrap_or(0);
+    for o in all {
+        let first = o.description.split(". ").next().unwrap_or_default();
+        println!(
+            "{:width$}  {:scope_width$}  {}",
+            o.name,
+            o.scope.unwrap_or("-"),
+            first.trim_end_matches('.'),
+        );
+    }
+    eprintln!(
+        "{} operations; `iris tools --json` gives their parameter and result schemas",
+        all.len()
     );
     ExitCode::SUCCESS
 }

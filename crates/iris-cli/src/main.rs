@@ -127,8 +127,13 @@ enum Command {
         #[arg(long)]
         local: bool,
     },
-    /// List the operations with their parameter schemas.
-    Tools,
+    /// List the operations: name, scope and what each does (--json: with
+    /// their parameter and result schemas).
+    Tools {
+        /// Every operation as JSON, with its schemas.
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -163,7 +168,7 @@ fn main() -> ExitCode {
             action: ConfigAction::Check,
         } => commands::config_check(&source),
         Command::Init { force } => commands::init(force),
-        Command::Tools => commands::tools(),
+        Command::Tools { json } => commands::tools(json),
         Command::Serve { insecure } => commands::run_async(commands::serve(source, insecure)),
         Command::Mcp { connect } => commands::run_async(mcp::run(source, connect)),
         Command::Key { action, local } => commands::run_async(admin::key(source, action, local)),

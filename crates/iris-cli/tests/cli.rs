@@ -20,7 +20,7 @@ fn config_check_accepts_good_files_and_names_file_key_and_problem() {
         .output()
         .unwrap();
     succeeded(&out);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 teams)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 team)"));
 
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
@@ -140,7 +140,17 @@ fn call_local_prints_json_and_fails_with_the_error_body() {
 #[test]
 fn tools_lists_every_operation_with_schemas() {
     let dir = tempfile::tempdir().unwrap();
+    // A short table by default: a line per operation with its scope.
     let out = iris(dir.path()).arg("tools").output().unwrap();
+    succeeded(&out);
+    let table = String::from_utf8_lossy(&out.stdout);
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("send_message "))
+        .expect("send_message in the table");
+    assert!(line.contains("messages:write"), "{line}");
+    assert!(table.len() < 20_000, "a short table: {} bytes", table.len());
+    let out = iris(dir.path()).args(["tools", "--json"]).output().unwrap();
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let send = v
         .as_array()

@@ -2,8 +2,10 @@
 //! playwright-core (tests/clients/dashboard.mjs) against a live `iris
 //! serve` with an `echo` team, a `claude` team (the real Claude Code CLI
 //! on the local Messages API stub, `grantPermission: ask`) and a user.
-//! Screenshots of the main pages go to docs/img/, where the README shows
-//! them.
+//! Screenshots of the main pages go to a temporary folder, or to the
+//! folder `IRIS_SCREENSHOTS` names: `scripts/screenshots.sh` refreshes
+//! docs/img/ (where the README shows them) on purpose, so a test run
+//! leaves the tree as it was.
 
 #[path = "common/anthropic_stub.rs"]
 #[allow(dead_code)]
@@ -48,7 +50,10 @@ async fn the_dashboard_works_in_a_browser() {
         .unwrap();
     succeeded(&made);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let shots = root.join("docs/img");
+    let scratch = tempfile::tempdir().unwrap();
+    let shots = std::env::var_os("IRIS_SCREENSHOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| scratch.path().to_owned());
     std::fs::create_dir_all(&shots).unwrap();
     let out = tokio::process::Command::new("node")
         .arg(root.join("crates/iris-cli/tests/clients/dashboard.mjs"))
