@@ -92,8 +92,9 @@ pub struct Accepted {
     /// absent until one of the team's jobs has ended.
     pub estimated_completion: Option<i64>,
     pub created_at: i64,
-    /// This is an earlier job with the same `Idempotency-Key`.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// This is an earlier job with the same `Idempotency-Key`: `true`,
+    /// present only then (so not required in the schema).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
 }
 
