@@ -26,6 +26,7 @@ step "system packages: Chromium (API page test), curl (examples)"
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v curl >/dev/null || need+=(curl)
+command -v systemd-analyze >/dev/null || need+=(systemd)   # checks deploy/iris.service
 command -v npm >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
@@ -150,6 +151,14 @@ cargo fmt --all -- --check
 
 step "clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "cargo install, as docs/install.md says (a debug build into a temporary root)"
+# The release build the docs name takes minutes; the same command with
+# --debug reuses this checkout's debug build.
+root=$(mktemp -d)
+cargo install -q --path crates/iris-cli --locked --debug --root "$root" --target-dir target
+"$root/bin/iris" --version
+rm -rf "$root"
 
 step "schemathesis $SCHEMATHESIS_VERSION over the OpenAPI document (a live server)"
 st=.tools/venv/bin/schemathesis

@@ -369,3 +369,31 @@ fn the_api_page_renders_in_a_real_browser() {
     assert!(dom.contains(r#"data-path="/api/v1/teams/tell""#));
     assert!(dom.contains("send_message"));
 }
+
+/// deploy/iris.service passes `systemd-analyze verify` (with `ExecStart`
+/// pointed at the binary built here, where it is installed to
+/// /usr/local/bin on a server).
+#[test]
+fn the_systemd_unit_verifies() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let unit = std::fs::read_to_string(root.join("deploy/iris.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/iris serve"),
+        "{unit}"
+    );
+    let here = unit.replace("/usr/local/bin/iris", &iris_bin().display().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("iris.service");
+    std::fs::write(&path, here).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd; scripts/test.sh installs it)");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -990,8 +990,12 @@ async fn deleting_a_conversation_or_a_team_ends_its_jobs_with_their_callbacks() 
         let hit = &receiver.wait_for(&format!("/t{i}"), 1).await[0];
         assert_eq!(hit.json()["status"], "cancelled", "{}", hit.json());
     }
+    // Not a speed target (those are in bench/): it catches waiting on each
+    // job in turn (30 × the 5 s a running job's end may take), with room
+    // for a loaded two-core machine running the suite on Postgres (it took
+    // 1.3 s alone, 6.5 s once under the whole suite).
     assert!(
-        deleted.elapsed() < Duration::from_secs(5),
+        deleted.elapsed() < Duration::from_secs(20),
         "took {:?}",
         deleted.elapsed()
     );
