@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use iris_cluster::Link;
+use iris_cluster::{Heard, Link};
 use iris_storage::{KeyRow, Store, UserRow};
 
 use crate::agents;
@@ -196,7 +196,7 @@ impl Auth {
         if let Some(link) = &self.link {
             // The receivers only: a task holding the link would keep it
             // (and its connections) alive after the last `Auth` is gone.
-            tokio::spawn(hear_notices(weak.clone(), link.subscribe(), link.watch()));
+            tokio::spawn(hear_notices(weak.clone(), link.notices()));
         }
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -254,7 +254,7 @@ impl Auth {
         self.store.bump_auth_revision().await?;
         self.reload().await?;
         if let Some(link) = &self.link {
-            link.publish("notice", serde_json::json!({"what": AUTH_NOTICE}), None);
+            link.notice(serde_json::json!({"what": AUTH_NOTICE}));
         }
         Ok(())
     }
@@ -518,24 +518,11 @@ impl Auth {
 
 /// Reload at once when another node says keys, users or sign-ins changed,
 /// or when the link comes back (what was said meanwhile is lost).
-async fn hear_notices(
-    weak: std::sync::Weak<Auth>,
-    mut heard: tokio::sync::broadcast::Receiver<Arc<iris_cluster::Message>>,
-    mut state: tokio::sync::watch::Receiver<iris_cluster::LinkState>,
-) {
-    loop {
-        let reload = tokio::select! {
-            m = heard.recv() => match m {
-                Ok(m) => m.kind == "notice" && m.body["what"] == AUTH_NOTICE,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            },
-            changed = state.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                state.borrow_and_update().up
-            }
+async fn hear_notices(weak: std::sync::Weak<Auth>, mut notices: iris_cluster::Notices) {
+    while let Some(heard) = notices.next().await {
+        let reload = match heard {
+            Heard::Notice(body) => body["what"] == AUTH_NOTICE,
+            Heard::Resync => true,
         };
         let Some(auth) = weak.upgrade() else { return };
         if reload && let Err(e) = auth.reload_if_changed().await {

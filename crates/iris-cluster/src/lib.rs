@@ -211,6 +211,20 @@ impl Link {
         self.incoming.subscribe()
     }
 
+    /// Tell the other nodes that something changed (`body` says what).
+    pub fn notice(&self, body: Value) {
+        self.publish(NOTICE, body, None);
+    }
+
+    /// The other nodes' notices as this node hears them. It holds
+    /// receivers only, so a task reading it does not keep the link alive.
+    pub fn notices(&self) -> Notices {
+        Notices {
+            heard: self.subscribe(),
+            state: self.watch(),
+        }
+    }
+
     /// The messages appended to `list` so far (a running turn's items).
     ///
     /// # Errors
@@ -305,6 +319,48 @@ impl Link {
             s.error = Some(error);
             was_up
         });
+    }
+}
+
+/// The kind of a [`Link::notice`].
+const NOTICE: &str = "notice";
+
+/// What [`Notices::next`] hears.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Heard {
+    /// Another node's notice.
+    Notice(Value),
+    /// The link came back, or this node fell behind: notices may have been
+    /// lost meanwhile, so whatever they stand for is read again.
+    Resync,
+}
+
+/// See [`Link::notices`].
+pub struct Notices {
+    heard: broadcast::Receiver<Arc<Message>>,
+    state: watch::Receiver<LinkState>,
+}
+
+impl Notices {
+    /// The next notice or resync; `None` once the link is gone.
+    pub async fn next(&mut self) -> Option<Heard> {
+        use broadcast::error::RecvError;
+        loop {
+            tokio::select! {
+                m = self.heard.recv() => match m {
+                    Ok(m) if m.kind == NOTICE => return Some(Heard::Notice(m.body.clone())),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => return Some(Heard::Resync),
+                    Err(RecvError::Closed) => return None,
+                },
+                changed = self.state.changed() => {
+                    changed.ok()?;
+                    if self.state.borrow_and_update().up {
+                        return Some(Heard::Resync);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use iris_cluster::{Link, LinkState};
+use iris_cluster::{Heard, Link, LinkState};
 use iris_storage::{NodeRow, Store};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -110,7 +110,7 @@ impl Member {
     pub fn of(row: NodeRow, now: i64) -> Member {
         let state = if row.stopped_at.is_some() {
             "stopped"
-        } else if now - row.heartbeat_at <= DOWN_AFTER_MS {
+        } else if up(&row, now) {
             "up"
         } else {
             "down"
@@ -224,7 +224,7 @@ impl Node {
         let Some(before) = row(self.store.nodes().await?) else {
             return Ok(());
         };
-        if before.stopped_at.is_some() || now_ms() - before.heartbeat_at > DOWN_AFTER_MS {
+        if !up(&before, now_ms()) {
             return Ok(());
         }
         tokio::time::sleep(HEARTBEAT + Duration::from_millis(500)).await;
@@ -264,7 +264,7 @@ impl Node {
             tracing::warn!(revision = name, error = %e, "cannot record a change for the other nodes");
         }
         if let Some(link) = &self.link {
-            link.publish("notice", notice.body(), None);
+            link.notice(notice.body());
         }
     }
 
@@ -308,10 +308,7 @@ impl Node {
     /// back (what was said meanwhile is lost: apply everything again).
     /// Ends when the link is dropped; `None` at once for a single node.
     pub fn notices(&self) -> Option<Notices> {
-        self.link.as_ref().map(|l| Notices {
-            heard: l.subscribe(),
-            state: l.watch(),
-        })
+        self.link.as_ref().map(|l| Notices(l.notices()))
     }
 
     /// This node shuts down cleanly: its heartbeat stops, its row says so.
@@ -326,34 +323,20 @@ impl Node {
 }
 
 /// See [`Node::notices`].
-pub struct Notices {
-    heard: tokio::sync::broadcast::Receiver<Arc<iris_cluster::Message>>,
-    state: tokio::sync::watch::Receiver<LinkState>,
-}
+pub struct Notices(iris_cluster::Notices);
 
 impl Notices {
     /// The next notice (`Some(None)`: apply everything again); `None` at
     /// the end.
     pub async fn next(&mut self) -> Option<Option<Notice>> {
-        use tokio::sync::broadcast::error::RecvError;
         loop {
-            tokio::select! {
-                m = self.heard.recv() => match m {
-                    Ok(m) if m.kind == "notice" => {
-                        if let Some(n) = Notice::of(&m.body) {
-                            return Some(Some(n));
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => return Some(None),
-                    Err(RecvError::Closed) => return None,
-                },
-                changed = self.state.changed() => {
-                    changed.ok()?;
-                    if self.state.borrow_and_update().up {
-                        return Some(None);
+            match self.0.next().await? {
+                Heard::Notice(body) => {
+                    if let Some(n) = Notice::of(&body) {
+                        return Some(Some(n));
                     }
                 }
+                Heard::Resync => return Some(None),
             }
         }
     }
@@ -362,10 +345,16 @@ impl Notices {
 /// Whether node `id` runs now (see [`Node::is_live`]).
 pub async fn live(store: &Store, id: &str) -> bool {
     let now = now_ms();
-    store.nodes().await.is_ok_and(|rows| {
-        rows.into_iter()
-            .any(|r| r.id == id && r.stopped_at.is_none() && now - r.heartbeat_at <= DOWN_AFTER_MS)
-    })
+    store
+        .nodes()
+        .await
+        .is_ok_and(|rows| rows.iter().any(|r| r.id == id && up(r, now)))
+}
+
+/// Whether the node of `row` runs at `now`: not stopped, and its heartbeat
+/// within [`DOWN_AFTER_MS`].
+fn up(row: &NodeRow, now: i64) -> bool {
+    row.stopped_at.is_none() && now - row.heartbeat_at <= DOWN_AFTER_MS
 }
 
 /// The Redis list a running turn's items are appended to.
