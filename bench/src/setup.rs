@@ -87,8 +87,11 @@ pub async fn iris_on(
 ) -> anyhow::Result<Arc<Iris>> {
     let path = dir.join("config.yaml");
     std::fs::write(&path, format!("database:\n  url: {db}\n{yaml}"))?;
-    let cfg =
-        Config::load(&ConfigSource { flag: Some(path) }).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg = Config::load(&ConfigSource {
+        flag: Some(path),
+        ..Default::default()
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let iris = Iris::start(
         cfg,
         StartOptions {

@@ -197,10 +197,43 @@ fn cell(v: &Value) -> String {
     }
 }
 
+/// Whether a column holds a time (`createdAt`, `timestamp`, `lastLogin`…).
+fn is_time(column: &str) -> bool {
+    column.ends_with("At") || column == "timestamp" || column == "lastLogin"
+}
+
+/// A time as tables print it, one form for all: `2026-12-07 08:51:40 UTC`
+/// from epoch milliseconds or an RFC 3339 text (`--json` keeps the raw value).
+pub(crate) fn when(v: &Value) -> String {
+    const FORM: &str = "%Y-%m-%d %H:%M:%S UTC";
+    let at = match v {
+        Value::Number(n) => n.as_i64().and_then(chrono::DateTime::from_timestamp_millis),
+        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc)),
+        _ => None,
+    };
+    match at {
+        Some(t) => t.format(FORM).to_string(),
+        None => cell(v),
+    }
+}
+
 pub(crate) fn table(rows: &[Value], columns: &[&str]) {
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| columns.iter().map(|c| cell(&r[*c])).collect())
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| {
+                    if is_time(c) {
+                        when(&r[*c])
+                    } else {
+                        cell(&r[*c])
+                    }
+                })
+                .collect()
+        })
         .collect();
     let widths: Vec<usize> = columns
         .iter()

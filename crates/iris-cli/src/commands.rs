@@ -30,10 +30,17 @@ pub fn run_async(f: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode 
 }
 
 pub fn config_check(source: &ConfigSource) -> ExitCode {
-    let cfg = match Config::load(source) {
+    let cfg = match Config::load_all(source) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "{} problem{}",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -110,9 +117,12 @@ pub fn tools(json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The configuration, its errors as they print.
+/// The configuration, every error of it as they print (a line each).
 pub fn load(source: &ConfigSource) -> anyhow::Result<Config> {
-    Config::load(source).map_err(|e| anyhow::anyhow!("{e}"))
+    Config::load_all(source).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{}", lines.join("\n"))
+    })
 }
 
 pub async fn start(cfg: Config, serving: bool) -> anyhow::Result<Arc<Iris>> {

@@ -36,7 +36,18 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run Iris: keep the teams' agents, serve the API.
+    #[command(after_help = SERVE_HELP)]
     Serve {
+        /// Address the API listens on, over `api.host` [default: 127.0.0.1].
+        #[arg(long, value_name = "ADDR")]
+        host: Option<String>,
+        /// API port, over `api.port` (0: a free one) [default: 1615].
+        #[arg(long)]
+        port: Option<u16>,
+        /// Dashboard port, over `dashboard.http` [default: 3100; the
+        /// dashboard is also at /ui on the API port].
+        #[arg(long, value_name = "PORT")]
+        dashboard_port: Option<u16>,
         /// Allow `api.requireAuth: false` on a non-loopback address.
         #[arg(long)]
         insecure: bool,
@@ -139,6 +150,13 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "bash: iris completions bash > ~/.local/share/bash-completion/completions/iris\n\
+zsh:  iris completions zsh > ~/.zfunc/_iris   (with fpath+=~/.zfunc before compinit)\n\
+fish: iris completions fish > ~/.config/fish/completions/iris.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// Write a commented starter configuration to $IRIS_HOME/config.yaml.
     Init {
         /// Overwrite an existing file.
@@ -146,6 +164,20 @@ enum Command {
         force: bool,
     },
 }
+
+/// Where `iris serve` finds what it needs, printed under its options.
+const SERVE_HELP: &str = "\
+Files:
+  IRIS_HOME          Iris's own folder [default: ~/.iris]: credentials (the
+                     admin key of the first start), data/iris.db, node-id
+  configuration      --config, else $IRIS_CONFIG_PATH, else
+                     $IRIS_HOME/config.yaml, else the embedded defaults
+                     (a `demo` team on the echo agent in this folder)
+  IRIS_DATABASE_URL  the database over `database.url`
+  IRIS_REDIS_URL     the cluster's Redis over `cluster.redisUrl`
+
+--host, --port and --dashboard-port stay in force across reloads of the
+file. Every setting: docs/configuration.md";
 
 #[derive(Subcommand)]
 enum ConfigAction {
@@ -162,14 +194,48 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
     let cli = Cli::parse();
-    let source = iris_core::config::ConfigSource { flag: cli.config };
+    let mut source = iris_core::config::ConfigSource {
+        flag: cli.config,
+        ..Default::default()
+    };
     match cli.command {
         Command::Config {
             action: ConfigAction::Check,
         } => commands::config_check(&source),
         Command::Init { force } => commands::init(force),
         Command::Tools { json } => commands::tools(json),
-        Command::Serve { insecure } => commands::run_async(commands::serve(source, insecure)),
+        Command::Completions { shell } => {
+            // Written whole at the end: the generator panics on a closed
+            // pipe (`| head`), a plain write reports it.
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "iris",
+                &mut script,
+            );
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("iris: writing the completion script: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Serve {
+            host,
+            port,
+            dashboard_port,
+            insecure,
+        } => {
+            source.overrides = iris_core::config::Overrides {
+                host,
+                port,
+                dashboard_port,
+            };
+            commands::run_async(commands::serve(source, insecure))
+        }
         Command::Mcp { connect } => commands::run_async(mcp::run(source, connect)),
         Command::Key { action, local } => commands::run_async(admin::key(source, action, local)),
         Command::User { action, local } => commands::run_async(admin::user(source, action, local)),

@@ -42,6 +42,41 @@ fn config_check_accepts_good_files_and_names_file_key_and_problem() {
         "{err}"
     );
 
+    // Every problem at once, each with its key path.
+    let many = dir.path().join("many.yaml");
+    std::fs::write(
+        &many,
+        "api:\n  port: high\nsettings:\n  maxProcesses: 0\nteams:\n  backend:\n    path: .\n    agent: echo\n    colour: red\n",
+    )
+    .unwrap();
+    let out = iris(dir.path())
+        .args(["config", "check", "--config"])
+        .arg(&many)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "many.yaml: api.port: wrong type: string \"high\", expected a whole number from 0 to 65535",
+        "many.yaml: teams.backend.colour: unknown field `colour`",
+        "many.yaml: settings.maxProcesses: expected a number greater than 0",
+        "3 problems",
+    ] {
+        assert!(err.contains(line), "{line} in:\n{err}");
+    }
+    // `serve` prints them all too, and does not start.
+    let out = iris(dir.path())
+        .args(["serve", "--config"])
+        .arg(&many)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("api.port") && err.contains("teams.backend.colour"),
+        "{err}"
+    );
+
     let missing = dir.path().join("missing.yaml");
     std::fs::write(
         &missing,
@@ -396,4 +431,66 @@ fn the_systemd_unit_verifies() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "complete -F _iris"),
+        ("zsh", "#compdef iris"),
+        ("fish", "complete -c iris"),
+    ] {
+        let out = iris(dir.path())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        succeeded(&out);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script:.300}");
+        assert!(
+            script.contains("jobs") && script.contains("dashboard-port"),
+            "{shell}"
+        );
+    }
+    // bash accepts the script as it is.
+    let out = iris(dir.path())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let path = dir.path().join("iris.bash");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let check = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p iris", path.display()))
+        .output()
+        .unwrap();
+    succeeded(&check);
+    let out = iris(dir.path())
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown shell is refused");
+}
+
+#[test]
+fn serve_help_names_the_defaults_home_and_config_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = iris(dir.path()).args(["serve", "--help"]).output().unwrap();
+    succeeded(&out);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for part in [
+        "--host <ADDR>",
+        "[default: 127.0.0.1]",
+        "--port <PORT>",
+        "[default: 1615]",
+        "--dashboard-port <PORT>",
+        "[default: 3100",
+        "IRIS_HOME",
+        "~/.iris",
+        "$IRIS_HOME/config.yaml",
+        "IRIS_CONFIG_PATH",
+    ] {
+        assert!(help.contains(part), "{part} in:\n{help}");
+    }
 }

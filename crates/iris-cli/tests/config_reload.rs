@@ -368,3 +368,62 @@ async fn a_reload_gives_what_a_restart_gives() {
     let (_, web) = live.call(Method::GET, "/teams/web", Value::Null).await;
     assert_eq!(web["config"]["description"], "from the API", "{web}");
 }
+
+/// `iris serve --host/--port/--dashboard-port` hold over the file's
+/// settings, and a reload of the file keeps them: the listen address is
+/// not a change waiting for a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_lines_listen_address_survives_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ports nothing could listen on as given: the flags must win.
+    let file = |teams: &str| {
+        format!("api:\n  host: 192.0.2.1\n  port: 1\ndashboard:\n  http: 2\nteams:\n{teams}")
+    };
+    std::fs::write(
+        dir.path().join("config.yaml"),
+        file("  demo:\n    path: .\n    agent: echo\n"),
+    )
+    .unwrap();
+    let (server, base) = serve_with(
+        dir.path(),
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--dashboard-port",
+            "0",
+        ],
+    );
+    let live = serving(dir, server, base);
+    assert_eq!(live.tell("demo", "up").await, "up");
+    live.until("the dashboard's address is logged", async |l| {
+        l.log().contains("dashboard listening")
+    })
+    .await;
+    let log = live.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("dashboard listening"))
+        .unwrap();
+    assert!(
+        line.contains("127.0.0.1:") && !line.ends_with(":2"),
+        "{line}"
+    );
+    live.write(&file(
+        "  demo:\n    path: .\n    agent: echo\n  more:\n    path: .\n    agent: echo\n",
+    ));
+    live.until("the added team answers", async |l| {
+        l.call(Method::GET, "/teams", Value::Null).await.1["teams"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["name"] == "more"))
+    })
+    .await;
+    assert_eq!(live.tell("more", "hi").await, "hi");
+    let log = live.log();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(
+        !log.contains("applied at the next start only"),
+        "the flags made the file's listen address no change: {log}"
+    );
+}

@@ -836,7 +836,17 @@ async fn jobs_survive_a_sigkill() {
         .output()
         .unwrap();
     succeeded(&list);
-    assert!(String::from_utf8_lossy(&list.stdout).contains(&id));
+    let table = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(table.contains(&id));
+    // Times in one human form; epoch milliseconds only with --json.
+    assert!(human_time(&table) && !epoch_ms(&table), "{table}");
+    let list = iris(home.path())
+        .args(["jobs", "list", "--json"])
+        .output()
+        .unwrap();
+    succeeded(&list);
+    let v: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert!(v["jobs"][0]["createdAt"].is_i64(), "{v}");
     let bad = iris(home.path())
         .args(["jobs", "cancel", &id])
         .output()

@@ -289,11 +289,9 @@ async fn audit_verify_catches_an_edited_or_deleted_record() {
     assert_eq!(status_with(&url, &key).await, 200);
     let out = run(dir.path(), &["audit", "list", "--action", "auth"]);
     succeeded(&out);
-    assert!(
-        text(&out.stdout).contains("auth.failure"),
-        "{}",
-        text(&out.stdout)
-    );
+    let table = text(&out.stdout);
+    assert!(table.contains("auth.failure"), "{table}");
+    assert!(human_time(&table) && !epoch_ms(&table), "{table}");
     let out = run(dir.path(), &["audit", "verify"]);
     assert!(
         out.status.success(),

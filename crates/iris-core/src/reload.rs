@@ -131,7 +131,11 @@ impl Reloader {
                 message: "running on the embedded defaults: there is no file to reload".into(),
             }));
         };
-        let new = Config::load(&ConfigSource { flag: Some(path) }).map_err(|e| self.rejected(e))?;
+        let source = ConfigSource {
+            flag: Some(path),
+            overrides: self.started.overrides.clone(),
+        };
+        let new = Config::load(&source).map_err(|e| self.rejected(e))?;
         if let Some(first) = new.problems().into_iter().next() {
             return Err(self.rejected(first));
         }

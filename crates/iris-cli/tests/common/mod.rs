@@ -66,7 +66,11 @@ pub async fn start_in(home: tempfile::TempDir, yaml: &str) -> Harness {
         ),
     };
     std::fs::write(&path, text).expect("write config");
-    let cfg = Config::load(&ConfigSource { flag: Some(path) }).expect("config loads");
+    let cfg = Config::load(&ConfigSource {
+        flag: Some(path),
+        ..Default::default()
+    })
+    .expect("config loads");
     let iris = Iris::start(
         cfg,
         StartOptions {
@@ -408,4 +412,26 @@ pub async fn mcp_tool_call(
         .trim()
         .to_owned();
     serde_json::from_str(&line).expect("a JSON-RPC answer")
+}
+
+/// Whether a CLI table shows a time as `2026-12-07 08:51:40 UTC`.
+pub fn human_time(table: &str) -> bool {
+    table.split("  ").any(|cell| {
+        let c = cell.trim().as_bytes();
+        c.len() == 23
+            && c.ends_with(b" UTC")
+            && c[4] == b'-'
+            && c[10] == b' '
+            && c[13] == b':'
+            && c.iter()
+                .take(19)
+                .all(|b| b.is_ascii_digit() || b"-: ".contains(b))
+    })
+}
+
+/// Whether a CLI table shows a raw epoch-milliseconds number.
+pub fn epoch_ms(table: &str) -> bool {
+    table
+        .split_whitespace()
+        .any(|w| w.len() == 13 && w.bytes().all(|b| b.is_ascii_digit()))
 }

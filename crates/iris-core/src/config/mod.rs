@@ -436,6 +436,9 @@ pub struct Config {
     /// folder, or for the embedded defaults the folder Iris started in.
     #[serde(skip)]
     pub base: PathBuf,
+    /// The command line's settings over the file's (kept for reloads).
+    #[serde(skip)]
+    pub overrides: Overrides,
 }
 
 /// A configuration problem: the file, the key path, and what was expected.
@@ -463,6 +466,144 @@ impl std::error::Error for ConfigError {}
 pub struct ConfigSource {
     /// `--config`.
     pub flag: Option<PathBuf>,
+    /// Settings given on the command line, over the file's.
+    pub overrides: Overrides,
+}
+
+/// `iris serve --host/--port/--dashboard-port`: applied over the file
+/// each time it is read, so a reload keeps them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `api.host`.
+    pub host: Option<String>,
+    /// `api.port`.
+    pub port: Option<u16>,
+    /// `dashboard.http`.
+    pub dashboard_port: Option<u16>,
+}
+
+impl Overrides {
+    fn apply(&self, cfg: &mut Config) {
+        if let Some(h) = &self.host {
+            cfg.api.host = h.clone();
+        }
+        if let Some(p) = self.port {
+            cfg.api.port = Some(p);
+        }
+        if let Some(p) = self.dashboard_port {
+            cfg.dashboard.http = p;
+        }
+        cfg.overrides = self.clone();
+    }
+}
+
+/// The first of a list of problems (there is always one).
+fn first_error(mut errors: Vec<ConfigError>) -> ConfigError {
+    if errors.is_empty() {
+        return ConfigError {
+            file: String::new(),
+            key_path: String::new(),
+            message: "the configuration is not valid".into(),
+        };
+    }
+    errors.swap_remove(0)
+}
+
+/// serde's type names said as a user would: "expected u16" is "expected a
+/// whole number from 0 to 65535".
+fn in_user_words(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (rust, words) in [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected keys and values"),
+    ] {
+        if let Some(at) = out.find(rust)
+            && !out[at + rust.len()..].starts_with(|c: char| c.is_ascii_alphanumeric())
+        {
+            out.replace_range(at..at + rust.len(), words);
+        }
+    }
+    if let Some(rest) = out.strip_prefix("invalid type: ") {
+        out = format!("wrong type: {rest}");
+    }
+    out
+}
+
+/// The field an "unknown field `x`, expected …" error names.
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+}
+
+/// Remove the value at a key path (`a.b[2].c`, as errors print it) from a
+/// YAML tree; false when nothing is there.
+fn remove_at(tree: &mut serde_yaml_ng::Value, key_path: &str) -> bool {
+    at_path(tree, key_path, None)
+}
+
+/// Replace the value at a key path; false when nothing is there.
+fn set_at(tree: &mut serde_yaml_ng::Value, key_path: &str, value: serde_yaml_ng::Value) -> bool {
+    at_path(tree, key_path, Some(value))
+}
+
+/// Remove (`None`) or replace the value at a key path.
+fn at_path(
+    tree: &mut serde_yaml_ng::Value,
+    key_path: &str,
+    value: Option<serde_yaml_ng::Value>,
+) -> bool {
+    use serde_yaml_ng::Value;
+    // Split into map keys and sequence indexes.
+    let mut steps: Vec<Result<String, usize>> = Vec::new();
+    for part in key_path.split('.') {
+        let (key, rest) = part.split_once('[').unwrap_or((part, ""));
+        if !key.is_empty() {
+            steps.push(Ok(key.to_owned()));
+        }
+        for idx in rest.split('[') {
+            if let Ok(i) = idx.trim_end_matches(']').parse::<usize>() {
+                steps.push(Err(i));
+            }
+        }
+    }
+    let Some((last, parents)) = steps.split_last() else {
+        return false;
+    };
+    let mut at = tree;
+    for step in parents {
+        let next = match (step, at) {
+            (Ok(k), Value::Mapping(m)) => m.get_mut(k.as_str()),
+            (Err(i), Value::Sequence(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    match (last, at, value) {
+        (Ok(k), Value::Mapping(m), None) => m.remove(k.as_str()).is_some(),
+        (Ok(k), Value::Mapping(m), Some(v)) => m.get_mut(k.as_str()).map(|old| *old = v).is_some(),
+        (Err(i), Value::Sequence(items), None) if *i < items.len() => {
+            items.remove(*i);
+            true
+        }
+        (Err(i), Value::Sequence(items), Some(v)) => {
+            items.get_mut(*i).map(|old| *old = v).is_some()
+        }
+        _ => false,
+    }
 }
 
 /// The embedded defaults: one `demo` team on the built-in echo agent in the
@@ -492,6 +633,17 @@ impl Config {
     /// Find and load the configuration: `--config`, else `IRIS_CONFIG_PATH`,
     /// else `$IRIS_HOME/config.yaml`, else the embedded defaults.
     pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
+        Config::load_all(source).map_err(first_error)
+    }
+
+    /// [`Config::load`] with every problem of the file at once.
+    pub fn load_all(source: &ConfigSource) -> Result<Config, Vec<ConfigError>> {
+        let mut cfg = Config::read_all(source)?;
+        source.overrides.apply(&mut cfg);
+        Ok(cfg)
+    }
+
+    fn read_all(source: &ConfigSource) -> Result<Config, Vec<ConfigError>> {
         let home = iris_home();
         let explicit = source.flag.clone().or_else(|| {
             std::env::var_os("IRIS_CONFIG_PATH")
@@ -504,7 +656,7 @@ impl Config {
                 let default = home.join("config.yaml");
                 if !default.exists() {
                     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-                    return Config::parse(
+                    return Config::parse_all(
                         EMBEDDED,
                         "<embedded defaults>",
                         &cwd,
@@ -515,20 +667,22 @@ impl Config {
                 default
             }
         };
-        let text = std::fs::read_to_string(&path).map_err(|e| ConfigError {
-            file: path.display().to_string(),
-            key_path: String::new(),
-            message: format!("cannot read the file: {e}"),
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            vec![ConfigError {
+                file: path.display().to_string(),
+                key_path: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }]
         })?;
         // An empty file (or comments only) is refused, not read as "all
         // defaults, no teams": it is what an editor's truncate-then-write
         // looks like halfway, and a reload must not apply it.
         if serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text).is_ok_and(|v| v.is_null()) {
-            return Err(ConfigError {
+            return Err(vec![ConfigError {
                 file: path.display().to_string(),
                 key_path: String::new(),
                 message: "the file is empty (remove it to run on the embedded defaults)".into(),
-            });
+            }]);
         }
         let base = path
             .parent()
@@ -536,7 +690,7 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
         let base = std::fs::canonicalize(&base).unwrap_or(base);
-        let mut cfg = Config::parse(
+        let mut cfg = Config::parse_all(
             &text,
             &path.display().to_string(),
             &base,
@@ -555,32 +709,58 @@ impl Config {
         home: &Path,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Config::parse_all(text, file, base, home, lookup).map_err(first_error)
+    }
+
+    /// [`Config::parse`] with every problem of the text, not only the
+    /// first: a value of the wrong type, an unknown key or a missing
+    /// variable is reported and left out, and reading goes on.
+    pub fn parse_all(
+        text: &str,
+        file: &str,
+        base: &Path,
+        home: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigError>> {
         let err = |key_path: String, message: String| ConfigError {
             file: file.to_owned(),
             key_path,
             message,
         };
+        let mut errors = Vec::new();
         let mut parsed: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(text).map_err(|e| err(String::new(), e.to_string()))?;
+            serde_yaml_ng::from_str(text).map_err(|e| vec![err(String::new(), e.to_string())])?;
         if parsed.is_null() {
             parsed = serde_yaml_ng::Value::Mapping(Default::default());
         }
         // A whole `${VAR}` is typed by its value (`8080` a number); where
         // its key expects text, it is read again as text. Each round turns
-        // one such value back, so this ends.
+        // one such value back or removes one wrong value, so this ends.
         let mut text = std::collections::HashSet::new();
+        let mut reported = std::collections::HashSet::new();
         let mut cfg: Config = loop {
             let mut tree = parsed.clone();
             let mut retyped = Vec::new();
-            interpolate_keeping(&mut tree, "", lookup, &text, &mut retyped).map_err(|m| {
-                err(
-                    m.key_path,
+            if let Err(m) = interpolate_keeping(&mut tree, "", lookup, &text, &mut retyped) {
+                errors.push(err(
+                    m.key_path.clone(),
                     format!(
                         "environment variable `{}` is not set (use ${{{}:-default}} for a default)",
                         m.var, m.var
                     ),
-                )
-            })?;
+                ));
+                // Read on as empty text: reported once, no second error
+                // for a required key left out.
+                if set_at(
+                    &mut parsed,
+                    &m.key_path,
+                    serde_yaml_ng::Value::String(String::new()),
+                ) {
+                    reported.insert(m.key_path);
+                    continue;
+                }
+                return Err(errors);
+            }
             match serde_path_to_error::deserialize(tree) {
                 Ok(cfg) => break cfg,
                 Err(e) => {
@@ -590,7 +770,20 @@ impl Config {
                     if wants_text && retyped.contains(&path) && text.insert(path.clone()) {
                         continue;
                     }
-                    return Err(err(if path == "." { String::new() } else { path }, message));
+                    let path = if path == "." { String::new() } else { path };
+                    // An unknown key at the top is reported at `.`; the
+                    // key itself is what goes.
+                    let wrong = match unknown_field(&message) {
+                        Some(field) if path.is_empty() => field.to_owned(),
+                        _ => path.clone(),
+                    };
+                    if !reported.contains(&wrong) {
+                        errors.push(err(wrong.clone(), in_user_words(&message)));
+                    }
+                    if !wrong.is_empty() && errors.len() < 100 && remove_at(&mut parsed, &wrong) {
+                        continue;
+                    }
+                    return Err(errors);
                 }
             }
         };
@@ -598,7 +791,7 @@ impl Config {
         cfg.base = base.to_path_buf();
         for (name, team) in cfg.teams.iter_mut() {
             if !valid_team_name(name) {
-                return Err(err(
+                errors.push(err(
                     format!("teams.{name}"),
                     "a team name is 1-64 letters, digits, `-` or `_`".into(),
                 ));
@@ -607,7 +800,7 @@ impl Config {
         }
         for (name, profile) in &cfg.agent_profiles {
             if !valid_team_name(name) {
-                return Err(err(
+                errors.push(err(
                     format!("agentProfiles.{name}"),
                     "a profile name is 1-64 letters, digits, `-` or `_`".into(),
                 ));
@@ -615,7 +808,7 @@ impl Config {
             if profile.agent == AgentKind::Command
                 && profile.command.as_deref().is_none_or(str::is_empty)
             {
-                return Err(err(
+                errors.push(err(
                     format!("agentProfiles.{name}.command"),
                     "a `command` profile needs its executable".into(),
                 ));
@@ -629,13 +822,13 @@ impl Config {
                 .flat_map(TeamSet::names)
                 .find(|t| *t != "*" && !cfg.teams.contains_key(*t));
             if let Some(t) = unknown {
-                return Err(err(
+                errors.push(err(
                     format!("teams.{name}.canMessage"),
                     format!("`{t}` is not a configured team (expected team names or \"*\")"),
                 ));
             }
             if let Err((field, problem)) = AgentProfile::of_team(team, &profiles) {
-                return Err(err(format!("teams.{name}.{field}"), problem));
+                errors.push(err(format!("teams.{name}.{field}"), problem));
             }
         }
         for root in cfg.team_roots.iter_mut() {
@@ -654,7 +847,7 @@ impl Config {
         }
         if let Some(url) = cfg.database.url.as_mut() {
             if cfg.database.path.is_some() {
-                return Err(err(
+                errors.push(err(
                     "database.path".into(),
                     "set database.url or database.path, not both (path is the same as url: sqlite:<path>)".into(),
                 ));
@@ -663,7 +856,7 @@ impl Config {
                 Ok(iris_storage::Backend::Sqlite) => {
                     let file = iris_storage::sqlite_file(url).unwrap_or_default();
                     if file.is_empty() || url.contains('?') {
-                        return Err(err(
+                        errors.push(err(
                             url_key.into(),
                             "a SQLite URL is sqlite: and a file path (sqlite:data/iris.db, sqlite:///var/lib/iris/iris.db)".into(),
                         ));
@@ -673,7 +866,7 @@ impl Config {
                 Ok(iris_storage::Backend::Postgres) => {
                     let place = iris_storage::postgres_place(url).unwrap_or_default();
                     if place.split('/').next().unwrap_or_default().is_empty() {
-                        return Err(err(
+                        errors.push(err(
                             url_key.into(),
                             "a Postgres URL names its host: postgres://user@host:port/database"
                                 .into(),
@@ -681,7 +874,7 @@ impl Config {
                     }
                 }
                 Err(_) => {
-                    return Err(err(
+                    errors.push(err(
                         url_key.into(),
                         "expected sqlite:<path> or postgres://user@host:port/database".into(),
                     ));
@@ -703,7 +896,7 @@ impl Config {
             ),
         ] {
             if v == 0 || v > most {
-                return Err(err(key.into(), format!("must be from 1 to {most} (ms)")));
+                errors.push(err(key.into(), format!("must be from 1 to {most} (ms)")));
             }
         }
         let mut redis_key = "cluster.redisUrl";
@@ -714,7 +907,7 @@ impl Config {
         if let Some(url) = &cfg.cluster.redis_url
             && !(url.starts_with("redis://") && url.len() > "redis://".len())
         {
-            return Err(err(
+            errors.push(err(
                 redis_key.into(),
                 "expected redis://[user:password@]host:port[/db] (TLS to Redis is not supported: run it on a private network or through a tunnel)".into(),
             ));
@@ -727,7 +920,7 @@ impl Config {
         if let Some(id) = &cfg.cluster.node_id
             && !valid_node_id(id)
         {
-            return Err(err(
+            errors.push(err(
                 node_key.into(),
                 format!("`{id}`: a node id is 1 to 64 letters, digits, `.`, `_` or `-`"),
             ));
@@ -735,13 +928,13 @@ impl Config {
         if let Some(url) = &cfg.cluster.advertise_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(err(
+            errors.push(err(
                 "cluster.advertiseUrl".into(),
                 "expected http://host:port or https://host:port".into(),
             ));
         }
         if cfg.database.max_connections == Some(0) {
-            return Err(err(
+            errors.push(err(
                 "database.maxConnections".into(),
                 "must be at least 1".into(),
             ));
@@ -756,10 +949,14 @@ impl Config {
         ];
         for (key, v) in positive {
             if v == 0 {
-                return Err(err(key.into(), "expected a number greater than 0".into()));
+                errors.push(err(key.into(), "expected a number greater than 0".into()));
             }
         }
-        Ok(cfg)
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Problems that do not stop loading but stop a team from working:
@@ -1126,6 +1323,92 @@ mod tests {
     }
 
     #[test]
+    fn every_problem_of_a_file_is_reported_at_once() {
+        let lookup = |_: &str| None;
+        let text = "api:\n  port: nope\n  bogus: 1\nsettings:\n  maxProcesses: 0\n  colour: red\n\
+teams:\n  a:\n    path: .\n    canMessage: [ghost]\n  b:\n    path: ${NOPE}\n  bad name:\n    path: .\n\
+database:\n  url: mysql://x\nwhat: 1\n";
+        let errors = Config::parse_all(text, "c.yaml", Path::new("/b"), Path::new("/h"), &lookup)
+            .unwrap_err();
+        let keys: Vec<&str> = errors.iter().map(|e| e.key_path.as_str()).collect();
+        for key in [
+            "teams.b.path",
+            "api.port",
+            "api.bogus",
+            "settings.colour",
+            "what",
+            "teams.bad name",
+            "teams.a.canMessage",
+            "database.url",
+            "settings.maxProcesses",
+        ] {
+            assert!(keys.contains(&key), "{key} not in {keys:?}");
+        }
+        // Each once: a variable left unset is not also a missing `path`.
+        assert_eq!(keys.len(), 9, "{errors:?}");
+        let port = errors.iter().find(|e| e.key_path == "api.port").unwrap();
+        assert!(
+            port.message
+                .contains("expected a whole number from 0 to 65535"),
+            "{port:?}"
+        );
+        assert!(errors.iter().all(|e| e.file == "c.yaml"));
+        // `parse` gives the first of them.
+        let first =
+            Config::parse(text, "c.yaml", Path::new("/b"), Path::new("/h"), &lookup).unwrap_err();
+        assert_eq!(first, errors[0]);
+    }
+
+    #[test]
+    fn key_paths_are_removed_and_replaced_in_a_tree() {
+        let mut tree: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str("a:\n  b: [1, {c: 2}, 3]\n").unwrap();
+        assert!(remove_at(&mut tree, "a.b[1].c"));
+        assert!(!remove_at(&mut tree, "a.b[1].c"), "already gone");
+        assert!(set_at(&mut tree, "a.b[2]", "x".into()));
+        assert!(!set_at(&mut tree, "a.z", "x".into()), "nothing there");
+        assert!(remove_at(&mut tree, "a.b[0]"));
+        assert_eq!(
+            serde_yaml_ng::to_string(&tree).unwrap(),
+            "a:\n  b:\n  - {}\n  - x\n"
+        );
+        assert!(!remove_at(&mut tree, ""));
+    }
+
+    #[test]
+    fn the_command_line_overrides_hold_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("iris-overrides-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.yaml");
+        std::fs::write(
+            &file,
+            "api:\n  port: 2000\n  host: 127.0.0.1\ndashboard:\n  http: 2001\n",
+        )
+        .unwrap();
+        let source = ConfigSource {
+            flag: Some(file.clone()),
+            overrides: Overrides {
+                host: Some("0.0.0.0".into()),
+                port: Some(3000),
+                dashboard_port: Some(3001),
+            },
+        };
+        let cfg = Config::load(&source).unwrap();
+        assert_eq!(cfg.api.host, "0.0.0.0");
+        assert_eq!(cfg.api_port(), 3000);
+        assert_eq!(cfg.dashboard.http, 3001);
+        assert_eq!(cfg.overrides, source.overrides, "kept for reloads");
+        let plain = Config::load(&ConfigSource {
+            flag: Some(file),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(plain.api_port(), 2000);
+        assert_eq!(plain.dashboard.http, 2001);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn the_cluster_settings_are_checked() {
         let cfg = parse(
             "cluster:\n  redisUrl: redis://iris:pw@10.0.0.2:6379/1\n  nodeId: node-a\n  advertiseUrl: http://10.0.0.5:4000\n",
@@ -1277,7 +1560,7 @@ mod tests {
         assert_eq!(e.key_path, "settings.maxProcesses");
         assert!(
             e.to_string()
-                .starts_with("c.yaml: settings.maxProcesses: invalid type"),
+                .starts_with("c.yaml: settings.maxProcesses: wrong type"),
             "{e}"
         );
         let e = parse("settings:\n  maxProcess: 3\n").unwrap_err();
