@@ -22,12 +22,14 @@ command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)"; exit 1; }
 # temporary or ignored places): compared at the end.
 tree_before=$(git status --porcelain 2>/dev/null || true)
 
-step "system packages: Chromium (API page test), curl (examples)"
+step "system packages: Chromium (API page test), curl (examples), iproute2 (the docs test)"
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v curl >/dev/null || need+=(curl)
 command -v systemd-analyze >/dev/null || need+=(systemd)   # checks deploy/iris.service
 command -v npm >/dev/null || need+=(nodejs npm)
+command -v ip >/dev/null || need+=(iproute2)       # tests/docs.rs: loopback in a namespace of its own
+command -v unshare >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
