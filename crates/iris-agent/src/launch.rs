@@ -93,6 +93,8 @@ pub struct LaunchSpec {
     pub cwd: PathBuf,
     /// Written to stdin right after spawn, then stdin is closed (command agents).
     pub stdin: Option<String>,
+    /// What the process may reach (Landlock); `None`: unconfined.
+    pub confine: Option<crate::sandbox::Confinement>,
 }
 
 /// The stream-json flags every persistent agent gets.
@@ -130,6 +132,7 @@ impl LaunchSpec {
             env,
             cwd,
             stdin: None,
+            confine: None,
         }
     }
 
@@ -160,6 +163,7 @@ impl LaunchSpec {
             env,
             cwd,
             stdin,
+            confine: None,
         }
     }
 }

@@ -11,7 +11,9 @@ pub mod launch;
 pub mod lines;
 pub mod process;
 pub mod protocol;
+pub mod sandbox;
 
 pub use launch::{AgentKind, INHERITED_ENV, LaunchSpec, PromptVia, SessionMode, inherited_env};
 pub use process::{AgentProcess, LineError, ProcessError};
 pub use protocol::{AgentEvent, ToolUse};
+pub use sandbox::{Confinement, Support};

@@ -32,6 +32,8 @@ pub enum ProcessError {
     MissingFolder { cwd: String },
     #[error("could not start `{program}`: {source}")]
     Spawn { program: String, source: io::Error },
+    #[error("could not confine `{program}`: {reason}")]
+    Confine { program: String, reason: String },
 }
 
 /// A line that could not be read.
@@ -93,6 +95,18 @@ impl AgentProcess {
             });
         }
         let program = spec.program.display().to_string();
+        if let Some(c) = &spec.confine {
+            let mut prepared =
+                crate::sandbox::Prepared::new(c).map_err(|reason| ProcessError::Confine {
+                    program: program.clone(),
+                    reason,
+                })?;
+            // SAFETY: entering a ruleset built before the fork: two system
+            // calls, no allocation (see `sandbox`).
+            unsafe {
+                cmd.pre_exec(move || prepared.enter());
+            }
+        }
         let mut child = cmd.spawn().map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
                 ProcessError::NotFound {

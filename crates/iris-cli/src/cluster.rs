@@ -11,16 +11,21 @@ use iris_core::config::{ConfigSource, redact_url};
 use iris_storage::Store;
 use serde_json::json;
 
+use crate::admin::table;
 use crate::commands::load;
 
 #[derive(Subcommand)]
 pub enum ClusterAction {
     /// This node's id, the members (up, down, stopped) and Redis.
-    Status,
+    Status {
+        /// As JSON (times in epoch milliseconds).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(source: ConfigSource, action: ClusterAction) -> anyhow::Result<ExitCode> {
-    let ClusterAction::Status = action;
+    let ClusterAction::Status { json: as_json } = action;
     let cfg = load(&source)?;
     let store = Store::connect(&cfg.database_settings())
         .await
@@ -38,16 +43,49 @@ pub async fn run(source: ConfigSource, action: ClusterAction) -> anyhow::Result<
         Some(url) => Some(redis_seen(url).await),
         None => None,
     };
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&json!({
-            "node": Node::resolve_id(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?,
-            "redis": redis,
-            "members": members,
-        }))?
-    );
+    let status = json!({
+        "node": Node::resolve_id(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?,
+        "redis": redis,
+        "members": members,
+    });
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        println!("node   {}", status["node"].as_str().unwrap_or_default());
+        let redis = &status["redis"];
+        if redis.is_null() {
+            println!("redis  none (cluster.redisUrl is not set: this node alone)");
+        } else {
+            let open = if redis["open"] == true {
+                ", open to clients without a password"
+            } else {
+                ""
+            };
+            println!(
+                "redis  {} {}{open}",
+                redis["url"].as_str().unwrap_or_default(),
+                if redis["up"] == true { "up" } else { "DOWN" },
+            );
+        }
+        println!();
+        table(
+            status["members"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+            &[
+                "id",
+                "state",
+                "version",
+                "advertiseUrl",
+                "startedAt",
+                "heartbeatAt",
+            ],
+        );
+    }
     let up = members.iter().filter(|m| m.state == "up").count();
-    eprintln!("{} member(s), {up} up", members.len());
+    let n = members.len();
+    eprintln!("{n} member{}, {up} up", if n == 1 { "" } else { "s" });
     Ok(ExitCode::SUCCESS)
 }
 

@@ -513,7 +513,7 @@ async fn a_node_restarting_leaves_the_other_nodes_turn_running() {
             iris_storage::testing::database_url(&c_a),
         )
         .env("IRIS_REDIS_URL", &c.redis)
-        .args(["cluster", "status"])
+        .args(["cluster", "status", "--json"])
         .output()
         .unwrap();
     succeeded(&out);
@@ -815,7 +815,7 @@ async fn a_redis_with_a_password_is_used_and_the_password_never_shown() {
             iris_storage::testing::database_url(c.a.path()),
         )
         .env("IRIS_REDIS_URL", &c.redis)
-        .args(["cluster", "status"])
+        .args(["cluster", "status", "--json"])
         .output()
         .unwrap();
     succeeded(&out);

@@ -228,7 +228,7 @@ fn check(file: &str, out: &Ran) {
         ],
         "docs/api.md" => &["all examples passed"],
         "docs/mcp.md" => &["iris-local", "iris-relay"],
-        "docs/scale-out.md" => &["1 up"],
+        "docs/scale-out.md" => &["1 member, 1 up", "cluster.redisUrl is not set", " UTC"],
         "docs/security.md" => &["audit trail intact"],
         _ => &[],
     };

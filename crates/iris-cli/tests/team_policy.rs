@@ -187,6 +187,9 @@ fn agent_fields() -> Vec<(&'static str, Value)> {
         ("allowedTools", json!(["Bash"])),
         ("disallowedTools", json!([])),
         ("promptVia", json!("stdin")),
+        // Its own confinement, widened or off.
+        ("sandbox", json!({"enabled": false})),
+        ("sandbox", json!({"allowRead": ["/"]})),
     ]
 }
 

@@ -6,6 +6,7 @@
 //! storage are services with one interface each. Transports come in
 //! through [`Iris::dispatch`] (`ops`) and the few named methods here.
 
+use crate::sandbox::Sandbox;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -137,6 +138,10 @@ impl Iris {
         } else {
             None
         };
+        let policy = config.team_policy();
+        let all = teams_of(&config, &policy, store.saved_teams().await?);
+        let teams = Arc::new(Teams::new(policy, all));
+        let sandbox = Arc::new(Sandbox::new(&config, teams.clone()));
         let pool = Pool::new(
             config.settings.clone(),
             store.clone(),
@@ -144,10 +149,8 @@ impl Iris {
             events.clone(),
             options.echo_program,
             auth.clone(),
+            sandbox,
         );
-        let policy = config.team_policy();
-        let all = teams_of(&config, &policy, store.saved_teams().await?);
-        let teams = Arc::new(Teams::new(policy, all));
         let conversations = Arc::new(
             Conversations::new(
                 store.clone(),

@@ -40,6 +40,7 @@ pub mod pool;
 pub mod recorder;
 pub mod registry;
 pub mod reload;
+pub mod sandbox;
 pub mod session_id;
 pub mod team;
 pub mod teams;

@@ -149,6 +149,9 @@ impl Reloader {
         if self.started.settings.http_port != new.settings.http_port {
             out.needs_restart.push("settings.httpPort".into());
         }
+        if self.pool.sandbox().set_settings(&new.sandbox) {
+            out.settings = true;
+        }
         if *self.pool.settings() != new.settings {
             crate::logs::ring().set_capacity(new.settings.log_buffer);
             self.pool.set_settings(new.settings.clone());

@@ -301,6 +301,19 @@ pub fn is_repository(path: &Path) -> bool {
     top_level(path).is_some()
 }
 
+/// The shared git folder of the repository a worktree `path` checks out
+/// (`<repository>/.git`): where its objects and refs are written.
+pub fn common_dir(path: &Path) -> Option<PathBuf> {
+    let out = git_command(path)
+        .args(["rev-parse", "--path-format=absolute", "--git-common-dir"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 /// The top folder of the git repository `path` is in, if it is in one.
 pub fn top_level(path: &Path) -> Option<PathBuf> {
     let out = git_command(path)

@@ -55,6 +55,17 @@ pub async fn start(yaml: &str) -> Harness {
 }
 
 pub async fn start_in(home: tempfile::TempDir, yaml: &str) -> Harness {
+    start_with_home(home, yaml, false).await
+}
+
+/// [`start_in`] with `home` as `$IRIS_HOME` too (else it is the
+/// environment's, as for a one-shot command): where Iris keeps its
+/// credentials, worktrees and the agents' own folders.
+pub async fn start_at(home: tempfile::TempDir, yaml: &str) -> Harness {
+    start_with_home(home, yaml, true).await
+}
+
+async fn start_with_home(home: tempfile::TempDir, yaml: &str, as_iris_home: bool) -> Harness {
     let path = home.path().join("config.yaml");
     // SQLite: the file as `database.path` names it (what installations
     // from before `database.url` have); Postgres: the test's own database.
@@ -71,6 +82,10 @@ pub async fn start_in(home: tempfile::TempDir, yaml: &str) -> Harness {
         ..Default::default()
     })
     .expect("config loads");
+    let mut cfg = cfg;
+    if as_iris_home {
+        cfg.home = home.path().to_path_buf();
+    }
     let iris = Iris::start(
         cfg,
         StartOptions {

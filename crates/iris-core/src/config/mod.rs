@@ -5,6 +5,7 @@
 mod interpolate;
 mod jobs;
 mod profiles;
+mod sandbox;
 mod security;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ pub use interpolate::{MissingVar, interpolate, interpolate_keeping};
 pub use iris_auth::Rate;
 pub use jobs::{HistoryConfig, JobsConfig, WebhooksConfig};
 pub use profiles::{AgentProfile, ApiTeamsConfig, TeamRoots, builtin_profiles};
+pub use sandbox::SandboxConfig;
 pub use security::{AuditConfig, AuthConfig};
 
 /// Process-pool and runtime settings.
@@ -380,6 +382,9 @@ pub struct TeamConfig {
     /// repository); `none` (default): all share the team's folder.
     #[serde(default)]
     pub isolation: crate::worktree::Isolation,
+    /// How its agent is confined, over its profile's and the top level's.
+    #[serde(default, skip_serializing_if = "SandboxConfig::is_default")]
+    pub sandbox: SandboxConfig,
 }
 
 /// Some teams by name, or `"*"` for all.
@@ -421,6 +426,9 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub webhooks: WebhooksConfig,
     pub history: HistoryConfig,
+    /// How agent processes are confined, unless a profile or team says
+    /// otherwise.
+    pub sandbox: SandboxConfig,
     /// Named agents teams may run (`echo` is built in).
     pub agent_profiles: BTreeMap<String, AgentProfile>,
     /// Folders under which teams created through the API may work.
@@ -834,6 +842,24 @@ impl Config {
         for root in cfg.team_roots.iter_mut() {
             *root = resolve(base, root).display().to_string();
         }
+        let mut sandboxes: Vec<(String, bool, &mut SandboxConfig)> =
+            vec![("sandbox".into(), true, &mut cfg.sandbox)];
+        sandboxes.extend(
+            cfg.agent_profiles
+                .iter_mut()
+                .map(|(n, p)| (format!("agentProfiles.{n}.sandbox"), false, &mut p.sandbox)),
+        );
+        sandboxes.extend(
+            cfg.teams
+                .iter_mut()
+                .map(|(n, t)| (format!("teams.{n}.sandbox"), false, &mut t.sandbox)),
+        );
+        for (key, top, s) in sandboxes {
+            for (k, m) in s.problems(&key, top) {
+                errors.push(err(k, m));
+            }
+            s.resolve_paths(|p| resolve(base, p).display().to_string());
+        }
         if let Some(p) = cfg.database.path.as_mut() {
             *p = resolve(base, p).display().to_string();
         }
@@ -1219,7 +1245,8 @@ pub fn team_from_json(
 /// The keys of a team that decide what its process is without a profile:
 /// set through the API by admins only, and only with
 /// `api.teams.allowCustomAgents`.
-pub const CUSTOM_AGENT_FIELDS: [&str; 8] = [
+pub const CUSTOM_AGENT_FIELDS: [&str; 9] = [
+    "sandbox",
     "agent",
     "command",
     "claudePath",

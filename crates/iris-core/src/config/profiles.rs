@@ -40,6 +40,10 @@ pub struct AgentProfile {
     pub disallowed_tools: Vec<String>,
     #[serde(default)]
     pub prompt_via: PromptVia,
+    /// How its teams' agents are confined (a team's own settings over
+    /// these, these over the top level's).
+    #[serde(default, skip_serializing_if = "super::SandboxConfig::is_default")]
+    pub sandbox: super::SandboxConfig,
 }
 
 fn default_agent() -> AgentKind {
@@ -72,6 +76,7 @@ pub fn builtin_profiles() -> BTreeMap<String, AgentProfile> {
             allowed_tools: Vec::new(),
             disallowed_tools: Vec::new(),
             prompt_via: PromptVia::Arg,
+            sandbox: Default::default(),
         },
     )])
 }
@@ -129,8 +134,10 @@ impl AgentProfile {
                 allowed_tools: team.allowed_tools.clone(),
                 disallowed_tools: team.disallowed_tools.clone(),
                 prompt_via: PromptVia::Arg,
+                sandbox: Default::default(),
             },
         };
+        p.sandbox = team.sandbox.over(&p.sandbox);
         p.env
             .extend(team.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         if team.claude_path.is_some() {

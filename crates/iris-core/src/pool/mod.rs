@@ -158,6 +158,8 @@ pub(crate) struct PoolInner {
     pub mcp_url: std::sync::OnceLock<String>,
     /// Pending approvals of live processes: approval id → session id.
     pub approvals: Mutex<HashMap<String, String>>,
+    /// What each agent process may reach.
+    pub sandbox: Arc<crate::sandbox::Sandbox>,
 }
 
 #[derive(Clone)]
@@ -250,6 +252,7 @@ impl Pool {
         bus: Arc<dyn Events>,
         echo_program: PathBuf,
         auth: Arc<iris_auth::Auth>,
+        sandbox: Arc<crate::sandbox::Sandbox>,
     ) -> Self {
         Pool {
             inner: Arc::new(PoolInner {
@@ -264,8 +267,14 @@ impl Pool {
                 auth,
                 mcp_url: std::sync::OnceLock::new(),
                 approvals: Mutex::new(HashMap::new()),
+                sandbox,
             }),
         }
+    }
+
+    /// The sandbox service its processes are confined by.
+    pub fn sandbox(&self) -> &Arc<crate::sandbox::Sandbox> {
+        &self.inner.sandbox
     }
 
     /// Where this Iris serves MCP (`http://host:port/mcp`): claude teams'

@@ -52,6 +52,7 @@ async fn health_detailed(State(state): State<AppState>, who: Caller) -> Response
         "status": if healthy && !redis_down { "ok" } else { "degraded" },
         "node": iris.node().id(),
         "cluster": cluster,
+        "sandbox": iris.pool().sandbox().status(),
         "database": {
             "ok": healthy,
             "backend": iris.store().backend(),

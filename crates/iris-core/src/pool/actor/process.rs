@@ -84,6 +84,21 @@ impl Actor {
         if let Some(dir) = &self.session.worktree {
             spec.cwd = dir.clone();
         }
+        let confined =
+            self.pool
+                .sandbox
+                .confine(&self.team, &mut spec, self.session.worktree.as_deref());
+        if let Err(problem) = confined {
+            self.set_state(ProcState::Failed);
+            let message = format!("team `{}`: {problem}", self.team.name);
+            tracing::warn!(team = %self.team.name, "{message}");
+            self.publish(
+                EventKind::ProcessError,
+                None,
+                json!({"team": self.team.name, "error": message}),
+            );
+            return Err(IrisError::process(message).with_details(json!({"team": self.team.name})));
+        }
         match AgentProcess::spawn(&spec, self.pool.settings().max_line_bytes) {
             Ok(p) => {
                 let pid = p.pid();
@@ -113,6 +128,11 @@ impl Actor {
                     iris_agent::ProcessError::MissingFolder { .. } => {
                         format!("team `{}`: its folder does not exist", self.team.name)
                     }
+                    iris_agent::ProcessError::Confine { program, .. } => format!(
+                        "team `{}`: could not confine `{}`",
+                        self.team.name,
+                        short_program(program)
+                    ),
                     iris_agent::ProcessError::Spawn { program, .. } => {
                         format!(
                             "team `{}`: could not start `{}`",

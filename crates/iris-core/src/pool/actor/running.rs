@@ -59,11 +59,19 @@ impl Actor {
                 if let Some(dir) = &self.session.worktree {
                     spec.cwd = dir.clone();
                 }
-                let spawned = match self.team.check_folder() {
-                    Ok(()) => AgentProcess::spawn(&spec, self.pool.settings().max_line_bytes)
-                        .map_err(|e| e.to_string()),
-                    Err(problem) => Err(problem),
-                };
+                let worktree = self.session.worktree.clone();
+                let spawned = self
+                    .team
+                    .check_folder()
+                    .and_then(|()| {
+                        self.pool
+                            .sandbox
+                            .confine(&self.team, &mut spec, worktree.as_deref())
+                    })
+                    .and_then(|()| {
+                        AgentProcess::spawn(&spec, self.pool.settings().max_line_bytes)
+                            .map_err(|e| e.to_string())
+                    });
                 match spawned {
                     Ok(p) => {
                         self.shared
