@@ -79,10 +79,18 @@ impl Confinement {
     /// beside a protected path stays reachable and the protected path is
     /// not. Paths are compared after resolving symlinks.
     pub fn plan(&self) -> Vec<(PathBuf, Grant)> {
+        // One that does not exist yet is placed by its folder: a grant
+        // that would hold it is split all the same, so it is not covered
+        // when it appears.
         let protected: Vec<PathBuf> = self
             .protected
             .iter()
-            .filter_map(|p| std::fs::canonicalize(p).ok())
+            .filter_map(|p| {
+                std::fs::canonicalize(p).ok().or_else(|| {
+                    let parent = std::fs::canonicalize(p.parent()?).ok()?;
+                    Some(parent.join(p.file_name()?))
+                })
+            })
             .collect();
         let mut out = Vec::new();
         let groups = [
@@ -333,6 +341,7 @@ mod tests {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         std::fs::write(root.join("home/credentials"), "k").unwrap();
+        std::fs::create_dir_all(root.join("fresh")).unwrap();
         std::fs::write(root.join("home/notes"), "n").unwrap();
         let c = Confinement {
             read: vec![root.clone()],
@@ -341,6 +350,8 @@ mod tests {
                 root.join("home/credentials"),
                 root.join("home/data"),
                 root.join("home/agents"),
+                // Not there yet: its folder is split all the same.
+                root.join("fresh/credentials"),
             ],
             ..Default::default()
         };

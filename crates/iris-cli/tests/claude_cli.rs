@@ -121,6 +121,50 @@ async fn a_killed_process_is_resumed_with_its_conversation() {
     s.h.stop().await;
 }
 
+/// The transcript store: a conversation whose agent lost its files (a
+/// new or wiped home) resumes from the copy Iris saved after each turn,
+/// written back where Claude Code looks for it.
+#[tokio::test]
+async fn a_conversation_whose_agent_lost_its_files_resumes_from_the_store() {
+    let s = start_claude().await;
+    let one = s.h.tell("cc", "MSG<remember this>").await.unwrap();
+    let sid = one["sessionId"].as_str().unwrap().to_owned();
+    // Saved once the turn's answer is out.
+    let mut saved = None;
+    for _ in 0..100 {
+        saved = s.h.iris.store().transcript(&sid).await.unwrap();
+        if saved.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let listing = walk(&s.h.home.path().join("claude-home/.claude/projects"));
+    let saved = saved.unwrap_or_else(|| panic!("saved after the turn; files: {listing:?}"));
+    assert!(saved.body.contains("remember this"), "{}", saved.body);
+    let pid = pids(&s.h, "cc")[0];
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    eventually("killed process noticed", || {
+        s.h.iris
+            .team_processes("cc")
+            .iter()
+            .all(|p| p.pid != Some(pid))
+    })
+    .await;
+    let projects = s.h.home.path().join("claude-home/.claude/projects");
+    assert!(projects.is_dir());
+    std::fs::remove_dir_all(&projects).unwrap();
+    let two = s.h.tell("cc", "MSG<after the wipe>").await.unwrap();
+    assert_eq!(two["sessionId"], one["sessionId"]);
+    assert_eq!(
+        two["response"].as_str().unwrap().trim(),
+        "reply 2: after the wipe",
+        "resumed with the earlier turn: {two}"
+    );
+    assert!(two.get("notice").is_none(), "not started afresh: {two}");
+    s.h.stop().await;
+}
+
 #[tokio::test]
 async fn a_running_turn_is_interrupted_through_the_control_protocol() {
     let s = start_claude().await;
@@ -219,9 +263,12 @@ async fn a_lost_conversation_is_started_afresh_once_and_the_caller_is_told() {
     assert_eq!(one["response"].as_str().unwrap().trim(), "reply 1: first");
     assert!(one.get("notice").is_none(), "{one}");
     s.h.call("team_sleep", json!({"team": "cc"})).await.unwrap();
-    // The agent forgets the conversation (its transcripts are gone), so
-    // the next spawn's `--resume` finds nothing.
+    // The agent forgets the conversation (its transcripts are gone, the
+    // copy in the database too), so the next spawn's `--resume` finds
+    // nothing.
     std::fs::remove_dir_all(s.h.home.path().join("claude-home/.claude/projects")).unwrap();
+    let sid = one["sessionId"].as_str().unwrap();
+    s.h.iris.store().delete_transcript(sid).await.unwrap();
     let two = s.h.tell("cc", "MSG<second>").await.unwrap();
     assert_eq!(two["status"], "completed", "{two}");
     assert_eq!(
@@ -248,4 +295,18 @@ async fn a_lost_conversation_is_started_afresh_once_and_the_caller_is_told() {
     assert_eq!(three["response"].as_str().unwrap().trim(), "reply 2: third");
     assert!(three.get("notice").is_none(), "{three}");
     s.h.stop().await;
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

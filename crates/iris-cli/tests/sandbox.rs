@@ -340,6 +340,9 @@ async fn the_real_claude_cli_works_confined() {
     let text = two["response"].as_str().unwrap_or_default();
     // The stub answers from the whole conversation it is sent: the
     // earlier tool result is in it only if the conversation was resumed.
-    assert!(text.contains("wrote-own"), "resumed with its context: {two}");
+    assert!(
+        text.contains("wrote-own"),
+        "resumed with its context: {two}"
+    );
     h.stop().await;
 }

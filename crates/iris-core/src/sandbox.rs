@@ -269,13 +269,17 @@ fn make_private_dir(p: &Path) -> std::io::Result<()> {
         .create(p)
 }
 
-/// The agent's `PATH`, absolute entries only.
+/// The agent's `PATH`: absolute entries, not `/` nor one that holds the
+/// home of the user Iris runs as (a `PATH` with `~` in it would grant
+/// `~/.ssh`).
 fn path_dirs(env: &[(String, String)]) -> Vec<PathBuf> {
+    let user_home = std::env::var_os("HOME").map(PathBuf::from);
     env.iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| {
             std::env::split_paths(v)
-                .filter(|p| p.is_absolute())
+                .filter(|p| p.is_absolute() && p.parent().is_some())
+                .filter(|p| user_home.as_ref().is_none_or(|h| !h.starts_with(p)))
                 .collect()
         })
         .unwrap_or_default()

@@ -24,6 +24,7 @@ pub(crate) const TABLES: &[&str] = &[
     "turns",
     "turn_events",
     "approvals",
+    "transcripts",
     "jobs",
     "webhooks",
     "webhook_deliveries",

@@ -20,6 +20,7 @@ mod store;
 mod teams;
 #[doc(hidden)]
 pub mod testing;
+mod transcripts;
 mod turns;
 mod users;
 mod webhooks;
@@ -33,6 +34,7 @@ pub use keys::KeyRow;
 pub use nodes::NodeRow;
 pub use sessions::SessionRow;
 pub use teams::SavedTeam;
+pub use transcripts::TranscriptRow;
 pub use turns::{EventRow, HistoryFilter, TurnFinish, TurnRow};
 pub use users::{RefreshRow, SignInRow, UserRow};
 pub use webhooks::{AttemptOutcome, AttemptRow, DeliveryRow, WebhookRow};

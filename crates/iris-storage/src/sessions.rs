@@ -258,6 +258,7 @@ impl Store {
     }
 
     pub async fn delete_session(&self, id: &str) -> Result<bool> {
+        self.delete_transcript(id).await?;
         let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
             .execute(&self.pool)

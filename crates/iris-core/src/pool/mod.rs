@@ -7,6 +7,7 @@
 
 mod actor;
 pub mod seat;
+mod transcript;
 pub mod turn;
 
 use std::collections::HashMap;

@@ -131,6 +131,9 @@ pub(crate) struct Actor {
     stop_when_idle: Option<String>,
     last_used: Instant,
     interrupt_seq: u64,
+    /// A claude process's transcript file and working folder: saved to
+    /// the database after each turn.
+    transcript: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 async fn read_line(p: &mut Option<AgentProcess>) -> Option<std::result::Result<String, LineError>> {
@@ -170,6 +173,7 @@ impl Actor {
             stop_when_idle: None,
             last_used: Instant::now(),
             interrupt_seq: 0,
+            transcript: None,
         }
     }
 

@@ -99,6 +99,26 @@ impl Actor {
             );
             return Err(IrisError::process(message).with_details(json!({"team": self.team.name})));
         }
+        let mode = self.spawn_mode();
+        self.transcript = None;
+        if self.team.agent() == iris_agent::AgentKind::Claude {
+            // The conversation it resumes (or forks) must be in its files:
+            // on another node or a new home, from the database.
+            let resumed = match &mode {
+                SessionMode::Resume(id) => Some(id),
+                SessionMode::Fork { from, .. } => Some(from),
+                SessionMode::New(_) => None,
+            };
+            if let Some(id) = resumed
+                && let Some(file) = crate::pool::transcript::claude_file(&spec.env, &spec.cwd, id)
+            {
+                crate::pool::transcript::restore(&self.pool.store, &self.team.name, id, &file)
+                    .await;
+            }
+            self.transcript =
+                crate::pool::transcript::claude_file(&spec.env, &spec.cwd, &self.session.id)
+                    .map(|f| (f, spec.cwd.clone()));
+        }
         match AgentProcess::spawn(&spec, self.pool.settings().max_line_bytes) {
             Ok(p) => {
                 let pid = p.pid();

@@ -421,6 +421,16 @@ impl Actor {
         }
         self.complete(&r.tracker, outcome, r.events, r.events_dropped)
             .await;
+        if let Some((file, cwd)) = &self.transcript {
+            crate::pool::transcript::save(
+                &self.pool.store,
+                &self.team.name,
+                &self.session.id,
+                file,
+                cwd,
+            )
+            .await;
+        }
     }
 
     /// Finish a turn that never ran.
