@@ -100,16 +100,7 @@ async fn partial_chunks_arrive_before_the_result() {
 async fn a_killed_process_is_resumed_with_its_conversation() {
     let s = start_claude().await;
     let one = s.h.tell("cc", "MSG<before the kill>").await.unwrap();
-    let pid = pids(&s.h, "cc")[0];
-    // SAFETY: signalling a child process this test started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    eventually("killed process noticed", || {
-        s.h.iris
-            .team_processes("cc")
-            .iter()
-            .all(|p| p.pid != Some(pid))
-    })
-    .await;
+    let pid = kill_first_process(&s.h, "cc").await;
     let two = s.h.tell("cc", "MSG<after the kill>").await.unwrap();
     assert_eq!(two["sessionId"], one["sessionId"]);
     assert_eq!(
@@ -141,16 +132,7 @@ async fn a_conversation_whose_agent_lost_its_files_resumes_from_the_store() {
     let listing = walk(&s.h.home.path().join("claude-home/.claude/projects"));
     let saved = saved.unwrap_or_else(|| panic!("saved after the turn; files: {listing:?}"));
     assert!(saved.body.contains("remember this"), "{}", saved.body);
-    let pid = pids(&s.h, "cc")[0];
-    // SAFETY: signalling a child process this test started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    eventually("killed process noticed", || {
-        s.h.iris
-            .team_processes("cc")
-            .iter()
-            .all(|p| p.pid != Some(pid))
-    })
-    .await;
+    kill_first_process(&s.h, "cc").await;
     let projects = s.h.home.path().join("claude-home/.claude/projects");
     assert!(projects.is_dir());
     std::fs::remove_dir_all(&projects).unwrap();

@@ -36,20 +36,6 @@ try system cat /etc/hostname
 echo "done"
 "#;
 
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 struct Layout {
     work: tempfile::TempDir,
     yaml: String,
@@ -325,16 +311,7 @@ async fn the_real_claude_cli_works_confined() {
         "Claude Code kept its conversation in its home"
     );
     // Killed, it is resumed with the conversation.
-    let pid = pids(&h, "cc")[0];
-    // SAFETY: signalling a child process this test started.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    eventually("killed process noticed", || {
-        h.iris
-            .team_processes("cc")
-            .iter()
-            .all(|p| p.pid != Some(pid))
-    })
-    .await;
+    kill_first_process(&h, "cc").await;
     let two = h.tell("cc", "MSG<after the kill>").await.unwrap();
     assert_eq!(two["sessionId"], one["sessionId"]);
     let text = two["response"].as_str().unwrap_or_default();

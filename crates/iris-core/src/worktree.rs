@@ -304,20 +304,19 @@ pub fn is_repository(path: &Path) -> bool {
 /// The shared git folder of the repository a worktree `path` checks out
 /// (`<repository>/.git`): where its objects and refs are written.
 pub fn common_dir(path: &Path) -> Option<PathBuf> {
-    let out = git_command(path)
-        .args(["rev-parse", "--path-format=absolute", "--git-common-dir"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    rev_parse(path, &["--path-format=absolute", "--git-common-dir"])
 }
 
 /// The top folder of the git repository `path` is in, if it is in one.
 pub fn top_level(path: &Path) -> Option<PathBuf> {
+    rev_parse(path, &["--show-toplevel"])
+}
+
+/// A path `git rev-parse` answers in `path`, if it is in a repository.
+fn rev_parse(path: &Path, args: &[&str]) -> Option<PathBuf> {
     let out = git_command(path)
-        .args(["rev-parse", "--show-toplevel"])
+        .arg("rev-parse")
+        .args(args)
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;

@@ -429,6 +429,37 @@ pub async fn mcp_tool_call(
     serde_json::from_str(&line).expect("a JSON-RPC answer")
 }
 
+/// `git -C dir args…`, which must succeed: its output.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// SIGKILL the first process of `team` and wait until Iris noticed.
+pub async fn kill_first_process(h: &Harness, team: &str) -> u32 {
+    let pid = pids(h, team)[0];
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    eventually("killed process noticed", || {
+        h.iris
+            .team_processes(team)
+            .iter()
+            .all(|p| p.pid != Some(pid))
+    })
+    .await;
+    pid
+}
+
 /// Whether a CLI table shows a time as `2026-12-07 08:51:40 UTC`.
 pub fn human_time(table: &str) -> bool {
     table.split("  ").any(|cell| {

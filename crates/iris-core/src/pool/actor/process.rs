@@ -47,9 +47,15 @@ impl Actor {
     /// Refuse to start a process of a run-time team whose folder left the
     /// team roots since it was checked (a symlink swapped, a root removed).
     pub(super) fn check_folder(&mut self) -> Result<()> {
-        let Err(problem) = self.team.check_folder() else {
-            return Ok(());
-        };
+        match self.team.check_folder() {
+            Ok(()) => Ok(()),
+            Err(problem) => Err(self.not_started(&problem)),
+        }
+    }
+
+    /// A process that may not start: failed, logged, published, and the
+    /// caller's error.
+    fn not_started(&mut self, problem: &str) -> IrisError {
         self.set_state(ProcState::Failed);
         let message = format!("team `{}`: {problem}", self.team.name);
         tracing::warn!(team = %self.team.name, "{message}; not started");
@@ -58,7 +64,7 @@ impl Actor {
             None,
             json!({"team": self.team.name, "error": message}),
         );
-        Err(IrisError::process(message).with_details(json!({"team": self.team.name})))
+        IrisError::process(message).with_details(json!({"team": self.team.name}))
     }
 
     /// Start the persistent process if it is not running.
@@ -89,15 +95,7 @@ impl Actor {
                 .sandbox
                 .confine(&self.team, &mut spec, self.session.worktree.as_deref());
         if let Err(problem) = confined {
-            self.set_state(ProcState::Failed);
-            let message = format!("team `{}`: {problem}", self.team.name);
-            tracing::warn!(team = %self.team.name, "{message}");
-            self.publish(
-                EventKind::ProcessError,
-                None,
-                json!({"team": self.team.name, "error": message}),
-            );
-            return Err(IrisError::process(message).with_details(json!({"team": self.team.name})));
+            return Err(self.not_started(&problem));
         }
         let mode = self.spawn_mode();
         self.transcript = None;
