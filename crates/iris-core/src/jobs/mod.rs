@@ -495,7 +495,14 @@ impl Jobs {
             Ok(()) => {
                 self.queue.started(team_name, tracker.clone());
                 let jobs = self.clone();
+                let (session_id, turn_id) = (tracker.session_id.clone(), tracker.id.clone());
                 tokio::spawn(async move { jobs.watch_job(job, tracker).await });
+                // Deleted while this job was on its way (the deletion
+                // stopped the team's processes before this one started):
+                // it does not run for a team that is gone.
+                if self.teams.named(team_name).is_none() {
+                    self.pool.cancel(&session_id, Some(turn_id)).await;
+                }
             }
             Err(e) if matches!(e.kind, ErrorKind::PoolExhausted | ErrorKind::QueueFull) => {
                 // The pool is full: wait, first in line.

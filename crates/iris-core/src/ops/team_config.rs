@@ -552,12 +552,18 @@ pub(super) fn operations() -> Vec<Operation> {
                 iris.jobs()
                     .end_jobs_of_team(&name, &format!("team `{name}` was deleted"), true)
                     .await?;
+                // Gone for the scheduler before its processes stop: a job
+                // on its way to the pool now is cancelled when it gets there.
+                iris.teams().remove(&name);
                 let stopped = iris
                     .pool()
                     .stop_where(|x| x.team == name, "team deleted")
                     .await;
-                iris.store().delete_team(&name).await?;
-                iris.teams().remove(&name);
+                if let Err(e) = iris.store().delete_team(&name).await {
+                    // Still stored: still there.
+                    iris.teams().put(team.clone());
+                    return Err(e.into());
+                }
                 iris.node().tell(crate::cluster::Notice::Teams).await;
                 audit_change(&iris, &ctx, "deleted", &name, Some(&team.config), None);
                 Ok(DeleteResult {
