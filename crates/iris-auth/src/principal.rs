@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rate::IdentityLimits;
 use crate::scope;
 
 /// What kind of caller a principal is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PrincipalKind {
     /// The operator on this machine (CLI `--local`, MCP over stdio).
@@ -22,8 +22,9 @@ pub enum PrincipalKind {
     Agent,
 }
 
-/// An authenticated caller.
-#[derive(Debug, Clone, Serialize)]
+/// An authenticated caller (carried to another node, without its rate
+/// limits, when a call is forwarded there).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Principal {
     pub kind: PrincipalKind,

@@ -38,6 +38,20 @@ pub async fn run(source: ConfigSource, action: ClusterAction) -> anyhow::Result<
         .into_iter()
         .map(|r| Member::of(r, now))
         .collect();
+    // Which node owns which team (with cluster.secret).
+    let (leases, clock) = store.leases().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let leases: Vec<serde_json::Value> = leases
+        .into_iter()
+        .map(|l| {
+            let mut v = json!(l);
+            v["state"] = json!(if l.expires_at >= clock {
+                "held"
+            } else {
+                "expired"
+            });
+            v
+        })
+        .collect();
     store.close().await;
     let redis = match &cfg.cluster.redis_url {
         Some(url) => Some(redis_seen(url).await),
@@ -47,6 +61,7 @@ pub async fn run(source: ConfigSource, action: ClusterAction) -> anyhow::Result<
         "node": Node::resolve_id(&cfg).map_err(|e| anyhow::anyhow!("{e}"))?,
         "redis": redis,
         "members": members,
+        "leases": leases,
     });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -82,6 +97,10 @@ pub async fn run(source: ConfigSource, action: ClusterAction) -> anyhow::Result<
                 "heartbeatAt",
             ],
         );
+        if !leases.is_empty() {
+            println!();
+            table(&leases, &["team", "nodeId", "token", "state", "expiresAt"]);
+        }
     }
     let up = members.iter().filter(|m| m.state == "up").count();
     let n = members.len();

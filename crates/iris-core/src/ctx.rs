@@ -21,6 +21,9 @@ pub struct Ctx {
     /// Set by transports that follow the turns a call starts (see
     /// [`TurnWatch`]); `None` for everyone else.
     pub watch: Option<TurnWatch>,
+    /// Forwarded here by another node (which authenticated the caller):
+    /// carried out here, never forwarded again.
+    pub forwarded: bool,
 }
 
 impl Ctx {
@@ -30,6 +33,7 @@ impl Ctx {
             principal,
             origin,
             watch: None,
+            forwarded: false,
         }
     }
 

@@ -217,6 +217,26 @@ impl IrisError {
         }
     }
 
+    /// The error another node answered with (its error body).
+    #[cold]
+    pub fn from_body(body: &Value) -> Self {
+        let code = body["code"].as_str().unwrap_or_default();
+        let kind = TABLE
+            .iter()
+            .find(|r| r.2 == code)
+            .map(|r| r.0)
+            .unwrap_or(ErrorKind::Internal);
+        let message = body["message"]
+            .as_str()
+            .unwrap_or("another node failed the call")
+            .to_owned();
+        let e = IrisError::new(kind, message);
+        match body.get("details") {
+            Some(d) if !d.is_null() => e.with_details(d.clone()),
+            _ => e,
+        }
+    }
+
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self

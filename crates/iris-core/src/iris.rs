@@ -6,6 +6,7 @@
 //! storage are services with one interface each. Transports come in
 //! through [`Iris::dispatch`] (`ops`) and the few named methods here.
 
+use crate::ownership::{Owner, Ownership};
 use crate::sandbox::Sandbox;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -73,6 +74,7 @@ pub struct Iris {
     jobs: Arc<Jobs>,
     reloader: Reloader,
     node: Arc<Node>,
+    ownership: Arc<Ownership>,
     started_at: i64,
 }
 
@@ -142,6 +144,7 @@ impl Iris {
         let all = teams_of(&config, &policy, store.saved_teams().await?);
         let teams = Arc::new(Teams::new(policy, all));
         let sandbox = Arc::new(Sandbox::new(&config, teams.clone()));
+        let ownership = Arc::new(Ownership::new(&config, store.clone(), node.id()));
         let pool = Pool::new(
             config.settings.clone(),
             store.clone(),
@@ -209,8 +212,30 @@ impl Iris {
             jobs,
             reloader,
             node,
+            ownership,
             started_at: now_ms(),
         });
+        {
+            // A team taken over from another node: its jobs run here.
+            let jobs = Arc::downgrade(&iris.jobs);
+            iris.ownership.on_take_over(move |team| {
+                let Some(jobs) = jobs.upgrade() else { return };
+                tokio::spawn(async move {
+                    if let Err(e) = jobs.adopt_team(&team).await {
+                        tracing::warn!(team, error = %e.message, "taking up the jobs of a team taken over");
+                    }
+                });
+            });
+            // A team another node took over: its processes here stop.
+            let pool = iris.pool.clone();
+            iris.ownership.spawn_renewal(move |team| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    pool.stop_where(|x| x.team == team, "another node took the team over")
+                        .await;
+                });
+            });
+        }
         iris.jobs.reload_webhooks().await?;
         iris.jobs.start().await?;
         iris.spawn_notices();
@@ -340,6 +365,36 @@ impl Iris {
     /// This node of the cluster (a single node without `cluster.redisUrl`).
     pub fn node(&self) -> &Arc<Node> {
         &self.node
+    }
+
+    /// Which node runs each team's processes (a cluster with `cluster.secret`).
+    pub fn ownership(&self) -> &Arc<Ownership> {
+        &self.ownership
+    }
+
+    /// Where a call of `operation` for a team must be carried out, when
+    /// that is another node (its URL): the team's owner in a cluster with
+    /// `cluster.secret`. `None`: here.
+    pub(crate) async fn owner_elsewhere(
+        &self,
+        ctx: &Ctx,
+        operation: &str,
+        params: &serde_json::Value,
+    ) -> Result<Option<String>> {
+        if ctx.forwarded || !self.ownership.enabled() {
+            return Ok(None);
+        }
+        let Some(team) = crate::ownership::team_of(operation, params) else {
+            return Ok(None);
+        };
+        // An unknown team is the handler's to report.
+        if self.teams.named(&team).is_none() {
+            return Ok(None);
+        }
+        Ok(match self.ownership.owner(&team).await? {
+            Owner::Here => None,
+            Owner::There { url, .. } => Some(url),
+        })
     }
 
     /// Keys, users, rate limits and the audit trail.
@@ -505,6 +560,7 @@ impl Iris {
     pub async fn shutdown(&self) {
         let jobs = self.jobs.stop();
         self.pool.shutdown().await;
+        self.ownership.release().await;
         self.recorder.drain().await;
         self.jobs.reopen(&jobs).await;
         self.auth.flush().await;

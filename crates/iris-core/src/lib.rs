@@ -10,12 +10,14 @@
 //! 2. a team — `team` (its configuration and how its agent starts);
 //! 3. services holding state, one interface each — [`pool::Pool`] (agent
 //!    processes and their turns), [`teams::Teams`] (teams and what they may
-//!    run), `follow` (a turn's events);
+//!    run), [`sandbox::Sandbox`] (what an agent process may reach, by its
+//!    team), `follow` (a turn's events);
 //! 4. services built on those — [`access::Access`] (permissions),
 //!    [`accounts::Accounts`] (sign-in, MFA),
 //!    [`conversations::Conversations`] (sessions, worktrees),
 //!    [`messaging::Messaging`] (a message becomes a turn; team-to-team
 //!    chains), [`jobs::Jobs`] (the scheduler, webhooks), `reload`;
+//!    `ownership` (which node runs a team; calls forwarded to it);
 //! 5. [`Iris`], the front door, which starts and wires the services;
 //! 6. `registry` (what an operation is; how a call is checked, run and
 //!    audited) and `ops` (the operations, [`registry()`], [`dispatch`]).
@@ -36,6 +38,7 @@ pub mod jobs;
 pub mod logs;
 pub mod messaging;
 mod ops;
+pub mod ownership;
 pub mod pool;
 pub mod recorder;
 pub mod registry;

@@ -244,7 +244,21 @@ pub async fn dispatch_op(
     params: Value,
     encoding: Encoding,
 ) -> Result<Output> {
-    let handler = |iris, ctx, params| (op.handler)(iris, ctx, params, encoding);
+    let handler = move |iris: Arc<Iris>, ctx: Ctx, params: Value| async move {
+        // A team owned by another node: carried out there, after this
+        // node's checks (scope, rate, parameters) and audit record.
+        if let Some(url) = iris.owner_elsewhere(&ctx, op.name, &params).await? {
+            let v = iris
+                .ownership()
+                .forward(&url, &ctx, op.name, params)
+                .await?;
+            return Ok(match encoding {
+                Encoding::Value => Output::Value(v),
+                Encoding::Text => Output::Text(v.to_string().into_bytes()),
+            });
+        }
+        (op.handler)(iris, ctx, params, encoding).await
+    };
     run_checked(iris, ctx, op, params, handler).await
 }
 
@@ -271,7 +285,9 @@ where
         iris.access()
             .permit(&ctx, scope, op.global, op.name, team_of(&params))?;
     }
+    // (A call another node forwarded was limited there.)
     if sends
+        && !ctx.forwarded
         && let Some(d) = iris.auth().limit_messages(&ctx.principal).await
         && !d.allowed
     {
@@ -299,7 +315,8 @@ where
         )
         .with_details(json!({"fields": problems})));
     }
-    if !op.mutating {
+    // (A forwarded call was audited where it arrived.)
+    if !op.mutating || ctx.forwarded {
         return handle(iris, ctx, params).await;
     }
     let record = AuditRecord::of(&iris, op, &params, sends);

@@ -118,6 +118,15 @@ static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 impl Backend {
+    /// The database's clock in milliseconds since the epoch, as an SQL
+    /// expression (leases are granted on it, whatever the nodes' clocks say).
+    pub(crate) fn now_ms(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        }
+    }
+
     /// The backend a URL names.
     pub fn of(url: &str) -> Result<Backend> {
         let scheme = url.split(':').next().unwrap_or_default();

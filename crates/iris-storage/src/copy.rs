@@ -20,6 +20,7 @@ pub(crate) const TABLES: &[&str] = &[
     "audit_anchor",
     "teams",
     "nodes",
+    "team_leases",
     "sessions",
     "turns",
     "turn_events",

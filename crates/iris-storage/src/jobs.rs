@@ -337,6 +337,20 @@ impl Store {
         Ok(rows.iter().map(record).collect())
     }
 
+    /// The open jobs of `team` nobody has claimed (a team taken over from
+    /// another node: its jobs there were let go), oldest first.
+    pub async fn unclaimed_jobs_of_team(&self, team: &str) -> Result<Vec<JobRecord>> {
+        let rows = sqlx::query(select_jobs!(
+            " WHERE j.notified = 0 AND j.claimed_by IS NULL AND j.team = $1
+              ORDER BY j.created_at, j.id"
+        ))
+        .bind(team)
+        .fetch_all(&self.pool)
+        .await
+        .ctx("reading a team's unclaimed jobs")?;
+        Ok(rows.iter().map(record).collect())
+    }
+
     /// Jobs whose end is not written yet, oldest first.
     pub async fn open_jobs(&self) -> Result<Vec<JobRecord>> {
         let rows = sqlx::query(select_jobs!(

@@ -300,8 +300,25 @@ pub struct ClusterConfig {
     /// id across restarts. `IRIS_NODE_ID` overrides it.
     pub node_id: Option<String>,
     /// How other nodes reach this one (`http://10.0.0.5:4000`); shown in
-    /// `iris cluster status`.
+    /// `iris cluster status`, and where calls for its teams are forwarded.
     pub advertise_url: Option<String>,
+    /// Shared by the nodes (32 characters or more): with it, each team is
+    /// owned by one node at a time (a lease) and calls for it reaching
+    /// another node are forwarded to the owner, signed with this secret.
+    /// `IRIS_CLUSTER_SECRET` overrides it.
+    // Never written out (nor compared on reload: `cluster` is read at start).
+    #[serde(skip_serializing)]
+    pub secret: Option<String>,
+    /// How long a team's lease lasts without renewal (ms): a dead owner's
+    /// teams are taken over within this (plus a second or two).
+    pub lease_ttl: Option<u64>,
+}
+
+impl ClusterConfig {
+    /// The lease's length: `leaseTtl`, else 10 s.
+    pub fn lease_ttl_ms(&self) -> u64 {
+        self.lease_ttl.unwrap_or(10_000)
+    }
 }
 
 /// Whether `id` can be a node's id.
@@ -949,6 +966,31 @@ impl Config {
             errors.push(err(
                 node_key.into(),
                 format!("`{id}`: a node id is 1 to 64 letters, digits, `.`, `_` or `-`"),
+            ));
+        }
+        if let Some(s) = lookup("IRIS_CLUSTER_SECRET").filter(|s| !s.trim().is_empty()) {
+            cfg.cluster.secret = Some(s.trim().to_owned());
+        }
+        if let Some(secret) = &cfg.cluster.secret {
+            if secret.chars().count() < 32 {
+                errors.push(err(
+                    "cluster.secret".into(),
+                    "at least 32 characters (for instance `openssl rand -hex 32`)".into(),
+                ));
+            }
+            if cfg.cluster.advertise_url.is_none() {
+                errors.push(err(
+                    "cluster.advertiseUrl".into(),
+                    "needed with cluster.secret: the other nodes forward calls for this node's teams there".into(),
+                ));
+            }
+        }
+        if let Some(ttl) = cfg.cluster.lease_ttl
+            && !(2_000..=300_000).contains(&ttl)
+        {
+            errors.push(err(
+                "cluster.leaseTtl".into(),
+                "must be from 2000 to 300000 (ms)".into(),
             ));
         }
         if let Some(url) = &cfg.cluster.advertise_url

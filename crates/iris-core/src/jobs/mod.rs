@@ -178,6 +178,24 @@ impl Jobs {
         self.store.release_job_claims(&self.claimer).await?;
         let live_since = now_ms() - crate::cluster::DOWN_AFTER_MS;
         let open = self.store.unclaimed_jobs(&self.claimer, live_since).await?;
+        self.take_up(open).await
+    }
+
+    /// The jobs of `team`, taken over from another node, run here: those
+    /// waiting join this node's queue, those it was running run again or
+    /// end `interrupted` (`jobs.retryInterrupted`), each reported once.
+    pub(crate) async fn adopt_team(self: &Arc<Self>, team: &str) -> Result<()> {
+        if !self.running() {
+            return Ok(());
+        }
+        let open = self.store.unclaimed_jobs_of_team(team).await?;
+        self.take_up(open).await?;
+        self.poke();
+        Ok(())
+    }
+
+    /// Jobs nobody runs, taken up here (see [`Jobs::recover`]).
+    async fn take_up(self: &Arc<Self>, open: Vec<JobRecord>) -> Result<()> {
         let (mut requeued, mut interrupted, mut reported) = (0, 0, 0);
         for mut job in open {
             match TurnStatus::parse(&job.turn.status) {

@@ -296,19 +296,32 @@ impl Iris {
         let op = super::registry()
             .get("quick_message")
             .ok_or_else(|| IrisError::internal("sending", "no quick_message operation"))?;
-        let tracker = run_checked(
+        let sent = run_checked(
             self.clone(),
             ctx.clone(),
             op,
             params,
             |iris, ctx, params| async move {
+                // The team's owner is another node: the message is sent
+                // there, and followed from here as any turn of another node.
+                if let Some(url) = iris.owner_elsewhere(&ctx, "quick_message", &params).await? {
+                    let v = iris
+                        .ownership()
+                        .forward(&url, &ctx, "quick_message", params)
+                        .await?;
+                    let id = v["messageId"].as_str().unwrap_or_default().to_owned();
+                    return Ok(Err(id));
+                }
                 let p: QuickParams = serde_json::from_value(params)
                     .map_err(|e| IrisError::validation("params", e.to_string()))?;
                 let out = outgoing(&iris, &ctx, p.into_send(), "message")?;
-                iris.messaging().send(&ctx, out).await
+                iris.messaging().send(&ctx, out).await.map(Ok)
             },
         )
         .await?;
-        Ok(Follower::new(TurnStream::Live(tracker), None))
+        match sent {
+            Ok(tracker) => Ok(Follower::new(TurnStream::Live(tracker), None)),
+            Err(message_id) => self.follow(ctx, &message_id, None).await,
+        }
     }
 }

@@ -32,6 +32,9 @@ pub const PUBLIC: &[&str] = &[
     "/ui/app.css",
     "/dashboard",
     "/",
+    // Another node's forwarded call: signed with the cluster's secret,
+    // checked by its handler (transport/internal.rs).
+    "/internal/v1/dispatch",
 ];
 
 /// WebSockets whose first message may carry the credential (browsers
@@ -53,6 +56,8 @@ pub const STREAMS: &[&str] = &[
     // MCP: its GET stream, and POSTs answered with an event stream that
     // lasts as long as the tool call (a `send_message` waits for the team).
     "/mcp",
+    // A forwarded `send_message` waits for the team like the caller does.
+    "/internal/v1/dispatch",
 ];
 
 /// Who may call a route without a credential.

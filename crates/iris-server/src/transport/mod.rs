@@ -4,6 +4,7 @@
 //! hold no business logic.
 
 pub mod auth;
+pub mod internal;
 pub mod mcp;
 pub mod openapi;
 pub mod rest;
@@ -32,6 +33,7 @@ pub fn routes(state: &AppState) -> anyhow::Result<Router<AppState>> {
         .merge(system::routes())
         .merge(mcp::routes(state))
         .merge(rpc::routes())
+        .merge(internal::routes())
         .merge(socketio::routes(state))
         .merge(ui::routes())
         .merge(ws::routes());
