@@ -134,11 +134,12 @@ fn split(
         return;
     };
     for entry in entries.flatten() {
-        let child = entry.path();
-        // A symlink inside is granted as what it points to, when that is
-        // itself clear of the protected paths.
-        let real = std::fs::canonicalize(&child).unwrap_or(child);
-        split(&real, grant, protected, out, depth + 1);
+        // A symlink inside is not followed: an agent that can write here
+        // could point one anywhere (`ln -s / x`) before the next spawn.
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            continue;
+        }
+        split(&entry.path(), grant, protected, out, depth + 1);
     }
 }
 
@@ -157,10 +158,13 @@ impl Prepared {
         imp::prepare(c)
     }
 
-    /// Enter the ruleset: called in the child between fork and exec. It
-    /// allocates nothing (the ruleset was built before the fork), and an
-    /// error is returned as an errno.
+    /// Enter the ruleset: called in the child between fork and exec, after
+    /// dropping every capability (root's `CAP_SYS_PTRACE` would read other
+    /// processes' `/proc/<pid>/environ`, `CAP_DAC_*` would skip file
+    /// permissions). It allocates nothing (the ruleset was built before the
+    /// fork), and an error is returned as an errno.
     pub fn enter(&mut self) -> std::io::Result<()> {
+        imp::drop_capabilities();
         imp::enter(self)
     }
 }
@@ -247,6 +251,49 @@ mod imp {
         })
     }
 
+    /// Drop every capability: the bounding set (where allowed: it needs
+    /// `CAP_SETPCAP`), the ambient set, and the effective, permitted and
+    /// inheritable sets. Two system calls per capability, no allocation;
+    /// failures are ignored (an unprivileged process has none to drop).
+    pub(super) fn drop_capabilities() {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        // SAFETY: prctl and capset on this process only, with pointers to
+        // live stack values of the layout the kernel expects (version 3).
+        unsafe {
+            for cap in 0..64 {
+                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
+            }
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL,
+                0,
+                0,
+                0,
+            );
+            let header = Header {
+                version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+                pid: 0,
+            };
+            let data = [Data {
+                effective: 0,
+                permitted: 0,
+                inheritable: 0,
+            }; 2];
+            libc::syscall(libc::SYS_capset, &header, data.as_ptr());
+        }
+    }
+
     pub(super) fn enter(p: &mut Prepared) -> std::io::Result<()> {
         let Some(ruleset) = p.ruleset.take() else {
             return Ok(());
@@ -277,6 +324,8 @@ mod imp {
     pub(super) fn prepare(_: &Confinement) -> Result<Prepared, String> {
         Err("agents can be confined on Linux only".into())
     }
+
+    pub(super) fn drop_capabilities() {}
 
     pub(super) fn enter(_: &mut Prepared) -> std::io::Result<()> {
         Ok(())
@@ -342,6 +391,8 @@ mod tests {
         }
         std::fs::write(root.join("home/credentials"), "k").unwrap();
         std::fs::create_dir_all(root.join("fresh")).unwrap();
+        // A symlink an agent put beside a protected path is not followed.
+        std::os::unix::fs::symlink("/", root.join("home/evil")).unwrap();
         std::fs::write(root.join("home/notes"), "n").unwrap();
         let c = Confinement {
             read: vec![root.clone()],

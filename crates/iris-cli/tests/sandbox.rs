@@ -29,6 +29,7 @@ try worktree sh -c "cat $IRIS_DIR/worktrees/repo/*/notes.txt"
 try write-outside sh -c "echo x > $OUTSIDE/escaped.txt"
 try write-tmp sh -c "echo x > /tmp/iris-probe-$$"
 try signal-iris kill -0 "$PPID"
+try iris-environ cat "/proc/$PPID/environ"
 try write-own sh -c 'echo mine > mine.txt'
 try own-tmp sh -c 'echo t > "$TMPDIR/t" && cat "$TMPDIR/t"'
 try own-home sh -c 'echo h > "$HOME/.h" && cat "$HOME/.h"'
@@ -75,12 +76,13 @@ fn layout(home: &Path, sandbox: &str) -> Layout {
         ],
     );
     let yaml = format!(
-        "{sandbox}teams:\n  probe:\n    path: {probe}\n    agent: command\n    command: /bin/sh\n    args: [probe.sh]\n    env:\n      IRIS_DIR: {home}\n      OTHER: {other}\n      OUTSIDE: {outside}\n  other:\n    path: {other}\n    agent: echo\n  repo:\n    path: {repo}\n    agent: command\n    command: /bin/sh\n    args: ['-c', 'echo change >> notes.txt && git add notes.txt && git -c user.email=a@example.com -c user.name=A commit -qm agent && echo committed; cat {repo}/notes.txt || echo main-folder-denied']\n    isolation: worktree\n",
+        "{sandbox}teams:\n  probe:\n    path: {probe}\n    agent: command\n    command: /bin/sh\n    args: [probe.sh]\n    env:\n      IRIS_DIR: {home}\n      OTHER: {other}\n      OUTSIDE: {outside}\n  other:\n    path: {other}\n    agent: echo\n  repo:\n    path: {repo}\n    agent: command\n    command: /bin/sh\n    args: ['-c', 'git config filter.x.smudge true 2>/dev/null && echo config-written || echo config-denied; echo change >> notes.txt && git add notes.txt && git -c user.email=a@example.com -c user.name=A commit -qm agent && echo committed; cat {repo}/notes.txt || echo main-folder-denied']\n    isolation: worktree\n  planter:\n    path: {repo}\n    agent: command\n    command: /bin/sh\n    args: ['-c', 'git config filter.pwn.smudge \"sh -c \\\"touch {marker}; cat\\\"\" && echo \"* filter=pwn\" > .git/info/attributes && echo planted']\n",
         probe = w.join("probe").display(),
         other = w.join("other").display(),
         repo = repo.display(),
         home = home.display(),
         outside = w.display(),
+        marker = w.join("PLANTED-FILTER-RAN").display(),
     );
     Layout { work, yaml }
 }
@@ -100,6 +102,24 @@ async fn a_confined_agent_reaches_only_what_is_its_own() {
     let text = lines(&wt);
     assert!(text.contains("committed"), "{wt}");
     assert!(text.contains("main-folder-denied"), "{wt}");
+    // Its repository's config (hooks, filters) is not its to write.
+    assert!(text.contains("config-denied"), "{wt}");
+    // A team working in the repository itself may plant a filter driver;
+    // git as Iris runs it (a new conversation's worktree) never runs one.
+    let planted = h.tell("planter", "go").await.unwrap();
+    assert!(lines(&planted).contains("planted"), "{planted}");
+    let fresh = h
+        .call(
+            "send_message",
+            json!({"toTeam": "repo", "message": "again", "sessionId": "6f1c3e52-9d1a-4c3b-8e2f-0a1b2c3d4e5f", "timeout": 0}),
+        )
+        .await
+        .unwrap();
+    assert!(lines(&fresh).contains("committed"), "{fresh}");
+    assert!(
+        !l.work.path().join("PLANTED-FILTER-RAN").exists(),
+        "a planted filter ran"
+    );
     let probed = h.tell("probe", "go").await.unwrap();
     assert_eq!(probed["status"], "completed", "{probed}");
     let text = lines(&probed);
@@ -114,6 +134,7 @@ async fn a_confined_agent_reaches_only_what_is_its_own() {
         "write-outside",
         "write-tmp",
         "signal-iris",
+        "iris-environ",
     ] {
         assert!(
             text.contains(&format!("denied: {denied}")),

@@ -189,31 +189,49 @@ impl Sandbox {
             };
         }
         let own = self.home.join("agents").join(&team.name);
+        // Folders the agent writes: it can put a symlink anywhere in them,
+        // so no other grant is taken from a path that leads through one
+        // (see `through_writable`).
+        let mut writable = vec![canonical(&spec.cwd)];
         let mut write = vec![spec.cwd.clone()];
+        let mut named = Vec::new();
         for (var, dir) in [("HOME", "home"), ("TMPDIR", "tmp")] {
             // A profile or team that names the folder keeps it, granted.
-            let path = match team.profile.env.get(var) {
-                Some(p) => PathBuf::from(p),
+            match team.profile.env.get(var) {
+                Some(p) => named.push(PathBuf::from(p)),
                 None => {
                     let p = own.join(dir);
                     make_private_dir(&p)
                         .map_err(|e| format!("cannot make the agent's {dir} folder: {e}"))?;
                     set_env(&mut spec.env, var, &p.display().to_string());
-                    p
+                    writable.push(canonical(&p));
+                    write.push(p);
                 }
-            };
-            write.push(path);
+            }
         }
-        if let Some(w) = worktree
-            && let Some(git) = crate::worktree::common_dir(w)
-        {
-            write.push(git);
-        }
-        write.extend(s.allow_write.iter().map(PathBuf::from));
         let mut read: Vec<PathBuf> = SYSTEM.iter().map(PathBuf::from).collect();
-        read.extend(program_dir(&spec.program, &spec.env));
-        read.extend(path_dirs(&spec.env));
-        read.extend(s.allow_read.iter().map(PathBuf::from));
+        if let Some(w) = worktree
+            && let Some(git) = worktree_git(team.path(), w)
+        {
+            read.push(git.common);
+            write.extend(git.written);
+        }
+        let mut chosen: Vec<(PathBuf, bool)> = named.into_iter().map(|p| (p, true)).collect();
+        chosen.extend(s.allow_write.iter().map(|p| (PathBuf::from(p), true)));
+        chosen.extend(program_dir(&spec.program, &spec.env).map(|p| (p, false)));
+        chosen.extend(path_dirs(&spec.env).into_iter().map(|p| (p, false)));
+        chosen.extend(s.allow_read.iter().map(|p| (PathBuf::from(p), false)));
+        for (p, writes) in chosen {
+            if through_writable(&p, &writable) {
+                tracing::warn!(team = %team.name, path = %p.display(), "not granted: it leads through a folder the agent writes, to somewhere else");
+                continue;
+            }
+            if writes {
+                write.push(p);
+            } else {
+                read.push(p);
+            }
+        }
         // None of Iris's own files but what is the agent's own (granted
         // above, beneath a protected entry), nor other teams' folders (a
         // folder shared with this team is its own).
@@ -256,6 +274,71 @@ impl Sandbox {
     }
 }
 
+/// `p` with every symlink resolved; a part that does not exist yet is put
+/// where its nearest existing folder resolves to.
+fn canonical(p: &Path) -> PathBuf {
+    for a in p.ancestors() {
+        if let Ok(real) = std::fs::canonicalize(a) {
+            return match p.strip_prefix(a) {
+                Ok(rest) if !rest.as_os_str().is_empty() => real.join(rest),
+                _ => real,
+            };
+        }
+    }
+    p.to_path_buf()
+}
+
+/// Whether `p` leads through one of the `writable` folders to somewhere
+/// outside it: a folder on its way, or `p` itself, is in one, but `p`
+/// resolves elsewhere (a symlink the agent put there: `bin -> /root`).
+fn through_writable(p: &Path, writable: &[PathBuf]) -> bool {
+    let real = canonical(p);
+    p.ancestors().any(|a| {
+        let c = canonical(a);
+        writable
+            .iter()
+            .any(|w| c.starts_with(w) && !real.starts_with(w))
+    })
+}
+
+/// What a worktree conversation's agent may use of its repository's
+/// shared git folder.
+struct WorktreeGit {
+    /// `<repository>/.git`, read.
+    common: PathBuf,
+    /// Written: its objects, refs and logs, and this worktree's own
+    /// folder in `worktrees/` — never its config, hooks or info (a filter
+    /// or hook planted there would run as Iris or as the user).
+    written: Vec<PathBuf>,
+}
+
+/// The git folder of the team's repository (found from the team's folder,
+/// which a worktree conversation cannot write; it must be the repository's
+/// own `.git`), and this worktree's folder in it (named by the worktree's
+/// `.git` file, which must point inside that `.git/worktrees`).
+fn worktree_git(team_folder: &Path, worktree: &Path) -> Option<WorktreeGit> {
+    let top = crate::worktree::top_level(team_folder)?;
+    let common = canonical(&crate::worktree::common_dir(team_folder)?);
+    if common != canonical(&top.join(".git")) {
+        tracing::warn!(folder = %team_folder.display(), "the repository's git folder is not its own .git: not granted to worktree conversations");
+        return None;
+    }
+    let link = std::fs::read_to_string(worktree.join(".git")).ok()?;
+    let own = canonical(Path::new(link.trim().strip_prefix("gitdir:")?.trim()));
+    if own.parent() != Some(common.join("worktrees").as_path()) {
+        tracing::warn!(worktree = %worktree.display(), "a worktree's .git points outside its repository: not granted");
+        return None;
+    }
+    Some(WorktreeGit {
+        written: ["objects", "refs", "logs"]
+            .iter()
+            .map(|d| common.join(d))
+            .chain([own])
+            .collect(),
+        common,
+    })
+}
+
 fn set_env(env: &mut Vec<(String, String)>, name: &str, value: &str) {
     env.retain(|(k, _)| k != name);
     env.push((name.to_owned(), value.to_owned()));
@@ -273,13 +356,11 @@ fn make_private_dir(p: &Path) -> std::io::Result<()> {
 /// home of the user Iris runs as (a `PATH` with `~` in it would grant
 /// `~/.ssh`).
 fn path_dirs(env: &[(String, String)]) -> Vec<PathBuf> {
-    let user_home = std::env::var_os("HOME").map(PathBuf::from);
     env.iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| {
             std::env::split_paths(v)
-                .filter(|p| p.is_absolute() && p.parent().is_some())
-                .filter(|p| user_home.as_ref().is_none_or(|h| !h.starts_with(p)))
+                .filter(|p| p.is_absolute() && p.parent().is_some() && !holds_user_home(p))
                 .collect()
         })
         .unwrap_or_default()
@@ -297,5 +378,42 @@ fn program_dir(program: &Path, env: &[(String, String)]) -> Option<PathBuf> {
             .find(|p| p.is_file())?
     };
     let real = std::fs::canonicalize(&found).ok()?;
-    real.parent().map(Path::to_path_buf)
+    real.parent()
+        .map(Path::to_path_buf)
+        .filter(|d| d.parent().is_some() && !holds_user_home(d))
+}
+
+/// Whether `dir` is or holds the home of the user Iris runs as.
+fn holds_user_home(dir: &Path) -> bool {
+    std::env::var_os("HOME").is_some_and(|h| Path::new(&h).starts_with(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_the_agent_could_point_elsewhere_is_not_granted() {
+        let dir = tempfile::tempdir().unwrap();
+        let team = canonical(dir.path()).join("team");
+        std::fs::create_dir_all(team.join("bin")).unwrap();
+        std::fs::create_dir_all(team.join("real")).unwrap();
+        let secret = canonical(dir.path()).join("secret");
+        std::fs::create_dir_all(&secret).unwrap();
+        std::os::unix::fs::symlink(&secret, team.join("escape")).unwrap();
+        std::os::unix::fs::symlink(team.join("real"), team.join("inside")).unwrap();
+        let writable = vec![team.clone()];
+        assert!(!through_writable(&team.join("bin"), &writable));
+        assert!(
+            !through_writable(&team.join("inside"), &writable),
+            "stays in"
+        );
+        assert!(
+            through_writable(&team.join("escape"), &writable),
+            "leads out"
+        );
+        assert!(!through_writable(Path::new("/usr/bin"), &writable));
+        // Beneath a symlink that leads out, too.
+        assert!(through_writable(&team.join("escape/x"), &writable));
+    }
 }

@@ -77,6 +77,10 @@ fn git_command(dir: &Path) -> std::process::Command {
             "core.hooksPath=/dev/null",
             "-c",
             "core.fsmonitor=false",
+            // Nor does a checkout go on into submodules (whose URLs the
+            // repository names).
+            "-c",
+            "submodule.recurse=false",
         ])
         .arg("-C")
         .arg(dir)
@@ -84,9 +88,43 @@ fn git_command(dir: &Path) -> std::process::Command {
     c
 }
 
+/// `-c` settings that make every filter driver the repository names
+/// (`filter.<name>.*` in its config, which an agent may have written) a
+/// no-op: git as Iris runs it never starts one (a smudge filter runs on
+/// checkout, a clean filter on status).
+fn neutral_filters(dir: &Path) -> Vec<String> {
+    let Ok(out) = git_command(dir)
+        .args(["config", "--name-only", "--get-regexp", r"^filter\."])
+        .stderr(std::process::Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    let names: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("filter.")?;
+            rest.rsplit_once('.').map(|(name, _)| name.to_owned())
+        })
+        .collect();
+    names
+        .iter()
+        .flat_map(|n| {
+            [
+                format!("filter.{n}.smudge=cat"),
+                format!("filter.{n}.clean=cat"),
+                format!("filter.{n}.process="),
+                format!("filter.{n}.required=false"),
+            ]
+        })
+        .flat_map(|kv| ["-c".to_owned(), kv])
+        .collect()
+}
+
 async fn git(dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
     let mut c = tokio::process::Command::from(git_command(dir));
     let out = c
+        .args(neutral_filters(dir))
         .args(args)
         .output()
         .await
