@@ -1,9 +1,9 @@
 //! Team ownership (docs/scale-out.md, "Teams owned by one node"): two
 //! `iris serve` nodes on one database and one Redis with `cluster.secret`.
 //! A team's processes run on the node that holds its lease; a message,
-//! a streamed message and a wake through the other node are carried out
-//! by the owner; a call to the internal endpoint without the cluster's
-//! signature is refused; when the owner is killed, the other node takes
+//! a streamed message through the other node are carried out by the
+//! owner; a call to the internal endpoint without the cluster's signature
+//! is refused (403); when the owner is killed, the other node takes
 //! the team over within the lease's TTL plus 2 s, the turn the dead node
 //! was running ends `failed` with the reason, and messages are answered
 //! again. Run on SQLite (one file for both nodes) and on Postgres.
@@ -149,9 +149,9 @@ async fn a_team_runs_on_its_owner_and_moves_when_the_owner_dies() {
             req = req.header("x-iris-cluster-signature", sig);
         }
         let resp = req.send().await.unwrap();
-        assert_eq!(resp.status().as_u16(), 401, "{signature:?}");
+        assert_eq!(resp.status().as_u16(), 403, "{signature:?}");
         let v: Value = resp.json().await.unwrap();
-        assert_eq!(v["code"], "UNAUTHORIZED", "{v}");
+        assert_eq!(v["code"], "FORBIDDEN", "{v}");
     }
 
     // `iris cluster status` says who owns what.

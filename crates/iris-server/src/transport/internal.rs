@@ -51,8 +51,9 @@ async fn dispatch(
         .unwrap_or_default();
     if !iris.ownership().verify(signature, &body) {
         return Err(ApiError::maybe(
+            // 403, not 401: no credential a client could add opens it.
             IrisError::new(
-                ErrorKind::Unauthorized,
+                ErrorKind::Forbidden,
                 "not a call from a node of this cluster (missing or wrong signature)",
             ),
             None,
