@@ -4,7 +4,9 @@
 //! other node of a two-node cluster — the same turn, both clients at once;
 //! (2) the rate-limited request path (`GET /health` with no credential,
 //! counted against the address) with the limit decided in Redis against
-//! in-process, interleaved.
+//! in-process, interleaved; (3) with team ownership (`cluster.secret`), a
+//! blocking message to the echo team through its owner against the same
+//! through the other node (forwarded to the owner), interleaved.
 //!
 //! Redis: `IRIS_BENCH_REDIS` (default `redis://127.0.0.1:6379`); the two
 //! nodes share a SQLite file.
@@ -42,12 +44,29 @@ async fn node(
     redis: Option<&str>,
     id: &str,
 ) -> anyhow::Result<Arc<Iris>> {
+    node_on(dir, db, redis, id, None).await
+}
+
+/// [`node`]; with `port`, on that port, owning teams (`cluster.secret`).
+async fn node_on(
+    dir: &std::path::Path,
+    db: &str,
+    redis: Option<&str>,
+    id: &str,
+    port: Option<u16>,
+) -> anyhow::Result<Arc<Iris>> {
     std::fs::create_dir_all(dir)?;
-    let cluster = redis
+    let mut cluster = redis
         .map(|r| format!("cluster:\n  redisUrl: {r}\n  nodeId: {id}\n"))
         .unwrap_or_default();
+    if let Some(p) = port {
+        cluster += &format!(
+            "  advertiseUrl: http://127.0.0.1:{p}\n  secret: a-benchmark-secret-of-32-characters-or-more\n"
+        );
+    }
     let yaml = format!(
-        "api:\n  port: 0\n  requireAuth: false\n{}\n{cluster}teams:\n  demo:\n    path: .\n    agent: echo\n",
+        "api:\n  port: {}\n  requireAuth: false\n{}\n{cluster}teams:\n  demo:\n    path: .\n    agent: echo\n",
+        port.unwrap_or(0),
         crate::setup::UNREACHABLE
     );
     let iris = crate::setup::iris_on(dir, &yaml, false, db).await?;
@@ -201,5 +220,79 @@ pub async fn run(rounds: usize) -> anyhow::Result<()> {
     for i in [a, b, local] {
         i.shutdown().await;
     }
+
+    // (3) A blocking message through the team's owner, and through the
+    // other node (forwarded), interleaved.
+    let free = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let (pc, pd) = (free()?, free()?);
+    let odb = iris_storage::sqlite_url(&scratch.path().join("owned.db"));
+    let c = node_on(
+        &scratch.path().join("c"),
+        &odb,
+        Some(&redis),
+        "bench-c",
+        Some(pc),
+    )
+    .await?;
+    let d = node_on(
+        &scratch.path().join("d"),
+        &odb,
+        Some(&redis),
+        "bench-d",
+        Some(pd),
+    )
+    .await?;
+    let (sc, sd) = (
+        iris_server::start(c.clone(), None).await?,
+        iris_server::start(d.clone(), None).await?,
+    );
+    let tell = |addr: std::net::SocketAddr| {
+        let client = client.clone();
+        async move {
+            let t = Instant::now();
+            let r = client
+                .post(format!("http://{addr}/api/v1/teams/tell"))
+                .json(&json!({"toTeam": "demo", "message": "x", "timeout": 0}))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "tell: {}", r.status());
+            r.bytes().await?;
+            anyhow::Ok(t.elapsed())
+        }
+    };
+    tell(sc.addr).await?; // C owns `demo` from here on.
+    let (mut owner, mut forwarded) = (Vec::new(), Vec::new());
+    for _ in 0..(rounds * 100).max(100) {
+        owner.push(tell(sc.addr).await?);
+        forwarded.push(tell(sd.addr).await?);
+    }
+    anyhow::ensure!(
+        d.pool().processes().is_empty(),
+        "the other node ran the team itself: nothing was forwarded"
+    );
+    let (o, f) = (summarize(&mut owner), summarize(&mut forwarded));
+    println!(
+        "blocking message with team ownership ({} each, interleaved)",
+        owner.len()
+    );
+    println!(
+        "  on the owner     : median {:8.1} us  p99 {:8.1} us",
+        us(o.median),
+        us(o.p99)
+    );
+    println!(
+        "  forwarded        : median {:8.1} us  p99 {:8.1} us  (+{:.1} us median)",
+        us(f.median),
+        us(f.p99),
+        us(f.median) - us(o.median)
+    );
+    sc.stop().await;
+    sd.stop().await;
+    c.shutdown().await;
+    d.shutdown().await;
     Ok(())
 }

@@ -178,6 +178,38 @@ async fn a_team_runs_on_its_owner_and_moves_when_the_owner_dies() {
         .unwrap_or_default();
     assert_eq!(lease["nodeId"], owner_a, "{status}");
 
+    // A job handed over through B runs on A, and is cancelled through B.
+    let (s, job) = post(
+        &client,
+        &url_b,
+        &key,
+        "/teams/demo/execute",
+        json!({"task": "[[delay=300]] a b c d e f g h i j"}),
+    )
+    .await;
+    assert_eq!(s, 202, "{job}");
+    let job_id = job["jobId"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, j) = get(&client, &url_b, &key, &format!("/api/v1/jobs/{job_id}")).await;
+        if j["status"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (s, c) = post(
+        &client,
+        &url_b,
+        &key,
+        &format!("/jobs/{job_id}/cancel"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, 200, "cancelled on its owner: {c}");
+    let (_, j) = get(&client, &url_b, &key, &format!("/api/v1/jobs/{job_id}")).await;
+    assert_eq!(j["status"], "cancelled", "{j}");
+
     // A long turn through B runs on A; A is killed mid-turn.
     let (s, q) = post(
         &client,

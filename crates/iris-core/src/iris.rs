@@ -384,8 +384,21 @@ impl Iris {
         if ctx.forwarded || !self.ownership.enabled() {
             return Ok(None);
         }
-        let Some(team) = crate::ownership::team_of(operation, params) else {
-            return Ok(None);
+        let named = crate::ownership::team_of(operation, params);
+        // A job is cancelled where it runs: its team's owner.
+        let team = match (named, operation) {
+            (Some(t), _) => t,
+            (None, "job_cancel") => {
+                let id = params.get("jobId").and_then(serde_json::Value::as_str);
+                match id {
+                    Some(id) => match self.store.job(id).await? {
+                        Some(job) => job.job.team,
+                        None => return Ok(None),
+                    },
+                    None => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
         };
         // An unknown team is the handler's to report.
         if self.teams.named(&team).is_none() {
