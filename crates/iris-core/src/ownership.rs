@@ -27,6 +27,10 @@ pub const NODE_HEADER: &str = "x-iris-node";
 pub const SIGNATURE_HEADER: &str = "x-iris-cluster-signature";
 /// Where a node takes forwarded calls.
 pub const DISPATCH_PATH: &str = "/internal/v1/dispatch";
+/// How long another node's hold on a team is taken as read (a dead
+/// owner's team is looked at again after this).
+const KNOWN_FOR: Duration = Duration::from_millis(500);
+
 /// How far a forwarded call's signature time may be from this node's.
 const SIGNATURE_TOLERANCE_SECS: i64 = 60;
 
@@ -47,6 +51,9 @@ pub struct Ownership {
     /// The leases this node holds: team → fencing token.
     held: Mutex<HashMap<String, i64>>,
     http: reqwest::Client,
+    /// Teams another node holds, as last read, and when: trusted for
+    /// [`KNOWN_FOR`] (a forwarded call costs no database round trip).
+    known: Mutex<HashMap<String, (Owner, std::time::Instant)>>,
     /// Told each team this node took over from another (its jobs run here).
     taken_over: std::sync::OnceLock<Box<dyn Fn(String) + Send + Sync>>,
 }
@@ -65,6 +72,7 @@ impl Ownership {
                 .build()
                 .unwrap_or_default(),
             taken_over: std::sync::OnceLock::new(),
+            known: Mutex::new(HashMap::new()),
         }
     }
 
@@ -99,6 +107,19 @@ impl Ownership {
     pub(crate) async fn owner(&self, team: &str) -> Result<Owner> {
         if !self.enabled() {
             return Ok(Owner::Here);
+        }
+        // Held: the renewal keeps it (and drops it, within a third of the
+        // TTL, if another node took it): no database round trip per call.
+        if self.held.lock().is_ok_and(|h| h.contains_key(team)) {
+            return Ok(Owner::Here);
+        }
+        let recent = self.known.lock().ok().and_then(|k| {
+            k.get(team)
+                .filter(|(_, at)| at.elapsed() < KNOWN_FOR)
+                .map(|(o, _)| o.clone())
+        });
+        if let Some(owner) = recent {
+            return Ok(owner);
         }
         let store_err = |e| IrisError::from_store("reading a team's lease", e);
         let (before, _) = self.store.lease(team).await.map_err(store_err)?;
@@ -136,7 +157,11 @@ impl Ownership {
                     format!("team `{team}` runs on node `{holder}`, which has no advertiseUrl"),
                 )
             })?;
-        Ok(Owner::There { node: holder, url })
+        let owner = Owner::There { node: holder, url };
+        if let Ok(mut k) = self.known.lock() {
+            k.insert(team.to_owned(), (owner.clone(), std::time::Instant::now()));
+        }
+        Ok(owner)
     }
 
     /// `team` was taken from node `from`: what it left of the team ends.
