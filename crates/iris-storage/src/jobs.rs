@@ -505,6 +505,35 @@ mod tests {
         (turn, job)
     }
 
+    /// A job's end written with and without a cost, in either order, on
+    /// one connection (Postgres keeps the statement prepared).
+    #[tokio::test]
+    async fn a_jobs_end_is_written_with_or_without_a_cost() {
+        let (s, _d) = store().await;
+        s.insert_session(&crate::store::testing::session("s", "ci", "demo", false))
+            .await
+            .unwrap();
+        let w = s.job_writer();
+        for (id, cost) in [
+            ("c1", None),
+            ("c2", Some(0.0)),
+            ("c3", None),
+            ("c4", Some(1.5)),
+        ] {
+            let (t, j) = job(id, None);
+            w.insert(&t, &j).await.unwrap();
+            let finish = TurnFinish {
+                status: "cancelled".into(),
+                cost_usd: cost,
+                completed_at: 5,
+                ..Default::default()
+            };
+            s.finish_job(id, &finish, &[]).await.unwrap();
+            let turn = s.turn(id).await.unwrap().unwrap();
+            assert_eq!(turn.cost_usd, cost, "{id}");
+        }
+    }
+
     #[tokio::test]
     async fn one_claimer_wins_a_job_and_one_key_makes_one_job() {
         let (s, _d) = store().await;

@@ -174,7 +174,12 @@ pub(crate) async fn finish_in(
     events: &[EventRow],
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE turns SET status = $1, response = $2, error = $3, tool_uses = $4, usage = $5, cost_usd = $6,
+        // The cost goes as text, cast by the database: Postgres keeps this
+        // statement prepared per connection with the parameter types of its
+        // first use, and a first `NULL` cost typed it so that a later
+        // float's bytes were refused ("incorrect binary data format").
+        "UPDATE turns SET status = $1, response = $2, error = $3, tool_uses = $4, usage = $5,
+         cost_usd = CAST($6 AS DOUBLE PRECISION),
          completed_at = $7, events_dropped = $8, started_at = COALESCE(started_at, $9) WHERE id = $10",
     )
     .bind(&f.status)
@@ -182,7 +187,7 @@ pub(crate) async fn finish_in(
     .bind(f.error.as_deref().map(|e| crate::sql::text(e).into_owned()))
     .bind(f.tool_uses.as_ref().map(Value::to_string))
     .bind(f.usage.as_ref().map(Value::to_string))
-    .bind(f.cost_usd)
+    .bind(f.cost_usd.map(|c| c.to_string()))
     .bind(f.completed_at)
     .bind(f.events_dropped)
     .bind(f.started_at)
