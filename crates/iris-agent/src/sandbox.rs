@@ -82,16 +82,7 @@ impl Confinement {
         // One that does not exist yet is placed by its folder: a grant
         // that would hold it is split all the same, so it is not covered
         // when it appears.
-        let protected: Vec<PathBuf> = self
-            .protected
-            .iter()
-            .filter_map(|p| {
-                std::fs::canonicalize(p).ok().or_else(|| {
-                    let parent = std::fs::canonicalize(p.parent()?).ok()?;
-                    Some(parent.join(p.file_name()?))
-                })
-            })
-            .collect();
+        let protected: Vec<PathBuf> = self.protected.iter().map(|p| canonical(p)).collect();
         let mut out = Vec::new();
         let groups = [
             (&self.read, Grant::Read),
@@ -107,6 +98,20 @@ impl Confinement {
         }
         out
     }
+}
+
+/// `p` with every symlink resolved; a part that does not exist yet is put
+/// where its nearest existing folder resolves to.
+pub fn canonical(p: &Path) -> PathBuf {
+    for a in p.ancestors() {
+        if let Ok(real) = std::fs::canonicalize(a) {
+            return match p.strip_prefix(a) {
+                Ok(rest) if !rest.as_os_str().is_empty() => real.join(rest),
+                _ => real,
+            };
+        }
+    }
+    p.to_path_buf()
 }
 
 /// Add `path` with `grant`, or its entries around the protected paths it

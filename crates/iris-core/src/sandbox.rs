@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use iris_agent::sandbox::canonical;
 use iris_agent::{Confinement, LaunchSpec, Support};
 use serde_json::{Value, json};
 
@@ -272,20 +273,6 @@ impl Sandbox {
         });
         Ok(())
     }
-}
-
-/// `p` with every symlink resolved; a part that does not exist yet is put
-/// where its nearest existing folder resolves to.
-fn canonical(p: &Path) -> PathBuf {
-    for a in p.ancestors() {
-        if let Ok(real) = std::fs::canonicalize(a) {
-            return match p.strip_prefix(a) {
-                Ok(rest) if !rest.as_os_str().is_empty() => real.join(rest),
-                _ => real,
-            };
-        }
-    }
-    p.to_path_buf()
 }
 
 /// Whether `p` leads through one of the `writable` folders to somewhere

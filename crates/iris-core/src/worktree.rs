@@ -92,11 +92,12 @@ fn git_command(dir: &Path) -> std::process::Command {
 /// (`filter.<name>.*` in its config, which an agent may have written) a
 /// no-op: git as Iris runs it never starts one (a smudge filter runs on
 /// checkout, a clean filter on status).
-fn neutral_filters(dir: &Path) -> Vec<String> {
-    let Ok(out) = git_command(dir)
+async fn neutral_filters(dir: &Path) -> Vec<String> {
+    let Ok(out) = tokio::process::Command::from(git_command(dir))
         .args(["config", "--name-only", "--get-regexp", r"^filter\."])
         .stderr(std::process::Stdio::null())
         .output()
+        .await
     else {
         return Vec::new();
     };
@@ -124,7 +125,7 @@ fn neutral_filters(dir: &Path) -> Vec<String> {
 async fn git(dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
     let mut c = tokio::process::Command::from(git_command(dir));
     let out = c
-        .args(neutral_filters(dir))
+        .args(neutral_filters(dir).await)
         .args(args)
         .output()
         .await

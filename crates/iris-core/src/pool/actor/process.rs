@@ -82,8 +82,9 @@ impl Actor {
             }
         }
         let seat = self.seat();
+        let mode = self.spawn_mode();
         let mut spec = self.team.launch_session(
-            &self.spawn_mode(),
+            &mode,
             &self.pool.echo_program,
             seat.as_ref().map(|s| (s.config(), s.token())),
         );
@@ -97,7 +98,6 @@ impl Actor {
         if let Err(problem) = confined {
             return Err(self.not_started(&problem));
         }
-        let mode = self.spawn_mode();
         self.transcript = None;
         if self.team.agent() == iris_agent::AgentKind::Claude {
             // The conversation it resumes (or forks) must be in its files:
