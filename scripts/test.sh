@@ -30,6 +30,7 @@ command -v systemd-analyze >/dev/null || need+=(systemd)   # checks deploy/iris.
 command -v npm >/dev/null || need+=(nodejs npm)
 command -v ip >/dev/null || need+=(iproute2)       # tests/docs.rs: loopback in a namespace of its own
 command -v unshare >/dev/null || need+=(util-linux)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light)      # tests/ownership.rs: deploy/nginx/iris.conf in front of two nodes
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

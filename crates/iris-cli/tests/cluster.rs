@@ -164,13 +164,8 @@ impl Cluster {
 
     /// A WebSocket to node `i` at `path`, authenticated with `cred`.
     async fn ws(&self, i: usize, path: &str, cred: &str) -> Ws {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = format!("{}{path}", self.urls[i].replace("http://", "ws://"))
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {cred}").parse().unwrap());
-        tokio_tungstenite::connect_async(req).await.unwrap().0
+        let url = format!("{}{path}", self.urls[i].replace("http://", "ws://"));
+        ws_connect(&url, Some(cred)).await
     }
 
     /// Queue `message` for `demo` through node `i`: (message id, session id).

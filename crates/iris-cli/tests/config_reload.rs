@@ -13,7 +13,6 @@ use common::*;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn config(env: &str, max_processes: u32, extra_team: bool) -> String {
     let mut c = format!(
@@ -107,14 +106,8 @@ async fn edits_apply_live_and_bad_ones_are_refused() {
         _server: server,
     };
     // Events of `system`, over the JSON-RPC WebSocket.
-    let mut req = format!("{}/ws", live.base.replace("http", "ws"))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", live.key).parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let url = format!("{}/ws", live.base.replace("http", "ws"));
+    let mut ws = ws_connect(&url, Some(&live.key)).await;
     send(
         &mut ws,
         json!({"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"events": ["system"]}}),

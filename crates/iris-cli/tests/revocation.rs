@@ -59,13 +59,7 @@ impl Served {
     }
 
     async fn ws(&self, path: &str, cred: &str) -> Ws {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut req = format!("ws://{}{path}", self.server.addr)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {cred}").parse().unwrap());
-        tokio_tungstenite::connect_async(req).await.unwrap().0
+        ws_connect(&format!("ws://{}{path}", self.server.addr), Some(cred)).await
     }
 
     /// Every kind of connection, opened with `cred`.

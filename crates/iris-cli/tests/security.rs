@@ -9,7 +9,6 @@ use common::*;
 use iris_core::auth::{NewKey, Origin, Principal};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 struct Secure {
     h: Harness,
@@ -97,14 +96,7 @@ impl Secure {
     }
 
     async fn ws(&self, path: &str, token: Option<&str>) -> Ws {
-        let mut req = format!("ws://{}{path}", self.server.addr)
-            .into_client_request()
-            .unwrap();
-        if let Some(t) = token {
-            req.headers_mut()
-                .insert("authorization", format!("Bearer {t}").parse().unwrap());
-        }
-        tokio_tungstenite::connect_async(req).await.unwrap().0
+        ws_connect(&format!("ws://{}{path}", self.server.addr), token).await
     }
 
     async fn audit(&self, action: &str) -> Vec<Value> {

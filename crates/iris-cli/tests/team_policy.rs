@@ -115,13 +115,8 @@ impl Api {
                 if status == 200 { Ok(v) } else { Err(v) }
             }
             Via::Ws => {
-                use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-                let mut req = format!("ws://{}/ws", self.server.addr)
-                    .into_client_request()
-                    .unwrap();
-                req.headers_mut()
-                    .insert("authorization", format!("Bearer {key}").parse().unwrap());
-                let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+                let url = format!("ws://{}/ws", self.server.addr);
+                let mut ws = ws_connect(&url, Some(key)).await;
                 send(
                     &mut ws,
                     json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",

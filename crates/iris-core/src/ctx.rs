@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use iris_auth::{Origin, principal::Principal};
 
-use crate::pool::turn::TurnTracker;
+use crate::follow::Follower;
 
-/// Where a sending operation hands the turn it started, for a transport
-/// that reports a call's progress while the caller waits (MCP progress
-/// notifications, following it with `Follower`) or must stop that turn
-/// when the caller gives up (MCP cancellation). The operation's result is
+/// Where a sending operation hands the turn it started, followed from its
+/// start, for a transport that reports a call's progress while the caller
+/// waits (MCP progress notifications) or must stop that turn when the
+/// caller gives up (MCP cancellation) — a turn of this node, or of the
+/// team's owner when the call was forwarded. The operation's result is
 /// unchanged.
-pub type TurnWatch = tokio::sync::mpsc::UnboundedSender<Arc<TurnTracker>>;
+pub type TurnWatch = tokio::sync::mpsc::UnboundedSender<Follower>;
 
 /// The context of one call: who, and from where.
 #[derive(Debug, Clone)]

@@ -322,6 +322,13 @@ impl IrisError {
     /// A database failure: `SERVICE_UNAVAILABLE` while the database cannot
     /// be reached (try again), else an internal error.
     pub fn from_store(context: &str, e: iris_storage::StoreError) -> Self {
+        if let Some(f) = e.fenced_by() {
+            tracing::warn!(team = %f.team, "{context}: refused, another node took the team over");
+            return IrisError::new(
+                ErrorKind::Conflict,
+                format!("{f}; try again (the call goes to the new owner)"),
+            );
+        }
         if e.is_unavailable() {
             tracing::warn!(error = %e, "{context}: the database is not reachable");
             return IrisError::new(

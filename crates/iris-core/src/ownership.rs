@@ -129,6 +129,7 @@ impl Ownership {
             .await
             .map_err(store_err)?
         {
+            self.store.hold_fence(team, lease.token);
             let taken = self
                 .held
                 .lock()
@@ -242,6 +243,39 @@ impl Ownership {
         }
     }
 
+    /// Send `operation` to the node at `url` for the caller of `ctx`
+    /// (`watch`: the owner names each turn the call starts as it starts).
+    async fn send(
+        &self,
+        url: &str,
+        ctx: &Ctx,
+        operation: &str,
+        params: Value,
+        watch: bool,
+    ) -> Result<reqwest::Response> {
+        let secret = self.secret.as_deref().unwrap_or_default();
+        let body = serde_json::to_vec(&json!({
+            "operation": operation,
+            "params": params,
+            "principal": &*ctx.principal,
+            "ip": ctx.origin.ip.map(|ip| ip.to_string()),
+            "requestId": ctx.request_id(),
+            "watch": watch,
+        }))
+        .map_err(|e| IrisError::internal("writing a forwarded call", e))?;
+        let signature = iris_webhooks::sign::signature(secret, now_ms() / 1000, &body);
+        let target = format!("{}{DISPATCH_PATH}", url.trim_end_matches('/'));
+        self.http
+            .post(&target)
+            .header(NODE_HEADER, &self.node)
+            .header(SIGNATURE_HEADER, signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| unreachable_owner(&e))
+    }
+
     /// Carry out `operation` on the node at `url` for the caller of `ctx`.
     ///
     /// # Errors
@@ -253,44 +287,54 @@ impl Ownership {
         operation: &str,
         params: Value,
     ) -> Result<Value> {
-        let secret = self.secret.as_deref().unwrap_or_default();
-        let body = serde_json::to_vec(&json!({
-            "operation": operation,
-            "params": params,
-            "principal": &*ctx.principal,
-            "ip": ctx.origin.ip.map(|ip| ip.to_string()),
-            "requestId": ctx.request_id(),
-        }))
-        .map_err(|e| IrisError::internal("writing a forwarded call", e))?;
-        let signature = iris_webhooks::sign::signature(secret, now_ms() / 1000, &body);
-        let target = format!("{}{DISPATCH_PATH}", url.trim_end_matches('/'));
-        let resp = self
-            .http
-            .post(&target)
-            .header(NODE_HEADER, &self.node)
-            .header(SIGNATURE_HEADER, signature)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| {
-                IrisError::new(
-                    ErrorKind::ServiceUnavailable,
-                    format!("the node that runs this team cannot be reached: {e}"),
-                )
-            })?;
+        let resp = self.send(url, ctx, operation, params, false).await?;
         let ok = resp.status().is_success();
-        let answer: Value = resp.json().await.map_err(|e| {
-            IrisError::new(
-                ErrorKind::ServiceUnavailable,
-                format!("the node that runs this team answered something that is not JSON: {e}"),
-            )
-        })?;
+        let answer: Value = resp.json().await.map_err(|e| not_json(&e))?;
         if ok {
             Ok(answer)
         } else {
             Err(IrisError::from_body(&answer))
         }
+    }
+
+    /// [`Ownership::forward`], with each turn the call starts on the owner
+    /// sent to `started` (its message id) as it starts: the owner answers
+    /// a line of JSON per turn, then one with the result or the error.
+    ///
+    /// # Errors
+    /// As [`Ownership::forward`]; also an answer that ends before its result.
+    pub(crate) async fn forward_watched(
+        &self,
+        url: &str,
+        ctx: &Ctx,
+        operation: &str,
+        params: Value,
+        started: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<Value> {
+        let mut resp = self.send(url, ctx, operation, params, true).await?;
+        if !resp.status().is_success() {
+            let answer: Value = resp.json().await.map_err(|e| not_json(&e))?;
+            return Err(IrisError::from_body(&answer));
+        }
+        let mut buf = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| unreachable_owner(&e))? {
+            buf.extend_from_slice(&chunk);
+            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                let v: Value = serde_json::from_slice(&line).map_err(|e| not_json(&e))?;
+                if let Some(id) = v.get("turn").and_then(Value::as_str) {
+                    let _ = started.send(id.to_owned());
+                } else if let Some(result) = v.get("result") {
+                    return Ok(result.clone());
+                } else if let Some(error) = v.get("error") {
+                    return Err(IrisError::from_body(error));
+                }
+            }
+        }
+        Err(IrisError::new(
+            ErrorKind::ServiceUnavailable,
+            "the node that runs this team stopped answering before the call ended",
+        ))
     }
 
     /// Whether `signature` signs `body` with the cluster's secret, now.
@@ -306,6 +350,20 @@ impl Ownership {
             None => false,
         }
     }
+}
+
+fn unreachable_owner(e: &reqwest::Error) -> IrisError {
+    IrisError::new(
+        ErrorKind::ServiceUnavailable,
+        format!("the node that runs this team cannot be reached: {e}"),
+    )
+}
+
+fn not_json(e: &dyn std::fmt::Display) -> IrisError {
+    IrisError::new(
+        ErrorKind::ServiceUnavailable,
+        format!("the node that runs this team answered something that is not JSON: {e}"),
+    )
 }
 
 /// The team a call is for, when it is one that runs on the team's owner:

@@ -248,10 +248,14 @@ pub async fn dispatch_op(
         // A team owned by another node: carried out there, after this
         // node's checks (scope, rate, parameters) and audit record.
         if let Some(url) = iris.owner_elsewhere(&ctx, op.name, &params).await? {
-            let v = iris
-                .ownership()
-                .forward(&url, &ctx, op.name, params)
-                .await?;
+            let v = match ctx.watch.clone() {
+                None => {
+                    iris.ownership()
+                        .forward(&url, &ctx, op.name, params)
+                        .await?
+                }
+                Some(watch) => forward_watched(&iris, &ctx, &url, op.name, params, watch).await?,
+            };
             return Ok(match encoding {
                 Encoding::Value => Output::Value(v),
                 Encoding::Text => Output::Text(v.to_string().into_bytes()),
@@ -260,6 +264,46 @@ pub async fn dispatch_op(
         (op.handler)(iris, ctx, params, encoding).await
     };
     run_checked(iris, ctx, op, params, handler).await
+}
+
+/// Forward a call whose caller follows the turns it starts: the owner
+/// names each turn as it starts, and it is followed from here (through
+/// Redis, as any turn of another node) for `watch`.
+async fn forward_watched(
+    iris: &Arc<Iris>,
+    ctx: &Ctx,
+    url: &str,
+    operation: &str,
+    params: Value,
+    watch: crate::ctx::TurnWatch,
+) -> Result<Value> {
+    let (started, mut turns) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let call = iris
+        .ownership()
+        .forward_watched(url, ctx, operation, params, started);
+    tokio::pin!(call);
+    let watch = &watch;
+    let follow = |id: String| async move {
+        match iris.follow(ctx, &id, None).await {
+            Ok(f) => {
+                // The watcher may have gone (its caller left).
+                let _ = watch.send(f);
+            }
+            Err(e) => {
+                tracing::debug!(message = %id, error = %e.message, "a forwarded call's turn is not followed")
+            }
+        }
+    };
+    let result = loop {
+        tokio::select! {
+            result = &mut call => break result,
+            Some(id) = turns.recv() => follow(id).await,
+        }
+    };
+    while let Ok(id) = turns.try_recv() {
+        follow(id).await;
+    }
+    result
 }
 
 /// Run `handle` as a call of `op`, with every check and the audit record

@@ -6,10 +6,9 @@
 //! request (§Cancellation, or a 2026-07-28 request's connection closing)
 //! cancels the turn.
 
-use futures_util::FutureExt;
 use std::sync::Arc;
 
-use iris_core::{Ctx, Follower, Iris, IrisError, TurnEvent, TurnStream, registry};
+use iris_core::{Ctx, Follower, Iris, IrisError, TurnEvent, registry};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ProgressNotificationParam, ProgressToken,
 };
@@ -66,8 +65,7 @@ pub async fn run(
                 return Err(McpError::internal_error("the client cancelled the request", None));
             }
             result = &mut call => break result,
-            Some(tracker) = turns.recv() => {
-                let mut follower = Follower::new(TurnStream::Live(tracker), None);
+            Some(mut follower) = turns.recv() => {
                 // The first event is the turn's start, already queued.
                 if let Some(event) = follower.next().await {
                     if let TurnEvent::Start { message_id, team, session_id } = &event {
@@ -85,12 +83,24 @@ pub async fn run(
         }
     };
     // What the turn wrote before the call returned and was not sent yet.
-    if let Ok(tracker) = turns.try_recv() {
-        following = Some(Follower::new(TurnStream::Live(tracker), None));
+    if let Ok(follower) = turns.try_recv() {
+        following = Some(follower);
     }
+    // A turn of this node has ended with the call: all of it is there. One
+    // the owner ran (a forwarded call) reaches this node through Redis and
+    // may trail the owner's answer by a moment: wait for its end, briefly.
+    let ended = matches!(&outcome, Ok(v) if v.get("status").and_then(Value::as_str)
+        .is_some_and(|s| matches!(s, "completed" | "failed" | "cancelled")));
     if let Some(f) = following.as_mut() {
-        while let Some(Some(event)) = f.next().now_or_never() {
+        // A turn still running (an answer that does not wait for it): what
+        // is there now.
+        let until = tokio::time::Instant::now() + if ended { TRAILING } else { Default::default() };
+        while let Ok(Some(event)) = tokio::time::timeout_at(until, f.next()).await {
+            let end = event.is_end();
             report.event(&event).await;
+            if end {
+                break;
+            }
         }
     }
     Ok(match outcome {
@@ -98,6 +108,9 @@ pub async fn run(
         Err(e) => tools::failure(&e, &ctx),
     })
 }
+
+/// Longest a call's answer waits for the rest of its turn's events.
+const TRAILING: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A turn the call started: what cancelling it needs.
 struct Started {

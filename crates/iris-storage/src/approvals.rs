@@ -82,6 +82,8 @@ pub struct Decision {
 
 impl Store {
     pub async fn insert_approval(&self, a: &ApprovalRow) -> Result<()> {
+        let mut tx = self.backend.begin_write(&self.pool).await?;
+        self.fence_team(&mut tx, &a.team).await?;
         sqlx::query(
             "INSERT INTO approvals (id, team, session_id, turn_id, tool_name, input, status, created_at, expires_at, node_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -96,10 +98,10 @@ impl Store {
         .bind(a.created_at)
         .bind(a.expires_at)
         .bind(self.node())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .ctx("inserting an approval")?;
-        Ok(())
+        tx.commit().await.ctx("inserting an approval")
     }
 
     pub async fn approval(&self, id: &str) -> Result<Option<ApprovalRow>> {

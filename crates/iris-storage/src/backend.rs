@@ -127,6 +127,16 @@ impl Backend {
         }
     }
 
+    /// Appended to a `SELECT` that must keep its rows from changing until
+    /// the transaction ends (a SQLite transaction that writes holds the
+    /// whole database already).
+    pub(crate) fn share_lock(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR SHARE",
+        }
+    }
+
     /// The backend a URL names.
     pub fn of(url: &str) -> Result<Backend> {
         let scheme = url.split(':').next().unwrap_or_default();
@@ -231,6 +241,18 @@ impl Backend {
             Backend::Postgres => &POSTGRES,
         };
         m.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// A transaction that reads, then writes (a fence checked first): on
+    /// SQLite it takes the write lock at once (IMMEDIATE), so it cannot fail
+    /// half-way with SQLITE_BUSY_SNAPSHOT; Postgres locks the rows it reads
+    /// `FOR SHARE`.
+    pub(crate) async fn begin_write(self, pool: &AnyPool) -> Result<Transaction<'static, Any>> {
+        match self {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => pool.begin().await,
+        }
+        .ctx("starting a write transaction")
     }
 
     /// A transaction that holds `lock` until it ends.

@@ -11,6 +11,23 @@ pub struct StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 impl StoreError {
+    pub(crate) fn fenced(f: crate::leases::Fenced) -> Self {
+        // Not a database failure: carried as the driver's "configuration"
+        // error so the one error type stays; never counted unavailable.
+        StoreError {
+            context: "writing a team's work",
+            source: sqlx::Error::Configuration(Box::new(f)),
+        }
+    }
+
+    /// The write was refused: this node no longer holds the team's lease.
+    pub fn fenced_by(&self) -> Option<&crate::leases::Fenced> {
+        match &self.source {
+            sqlx::Error::Configuration(e) => e.downcast_ref(),
+            _ => None,
+        }
+    }
+
     /// The database could not be reached, or refused service for now (not
     /// a problem with the data): the request may succeed if tried again.
     pub fn is_unavailable(&self) -> bool {

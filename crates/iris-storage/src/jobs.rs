@@ -366,10 +366,11 @@ impl Store {
     /// when it is this claimer's, `false` when another has it — with
     /// several processes on one database, one claimer wins.
     pub async fn claim_job(&self, id: &str, claimer: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await.ctx("claiming a job")?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
         // A claim lost in a crash costs nothing (the job is taken up again
         // at the next start), so it need not wait for the disk.
         self.backend.lazy_commit(&mut tx).await?;
+        self.fence(&mut tx, JOB_TEAM, id).await?;
         let done = sqlx::query(
             "UPDATE jobs SET claimed_by = $1 WHERE id = $2 AND (claimed_by IS NULL OR claimed_by = $1)",
         )
@@ -400,7 +401,8 @@ impl Store {
 
     /// Put an interrupted job back in the queue for another run.
     pub async fn requeue_job(&self, id: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
+        self.fence(&mut tx, JOB_TEAM, id).await?;
         sqlx::query("UPDATE turns SET status = 'queued', started_at = NULL, response = NULL, error = NULL WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -455,7 +457,8 @@ impl Store {
         finish: &TurnFinish,
         deliveries: &[DeliveryRow],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
+        let mut tx = self.backend.begin_write(&self.pool).await?;
+        self.fence(&mut tx, JOB_TEAM, id).await?;
         crate::turns::finish_in(&mut tx, id, finish, &[]).await?;
         for d in deliveries {
             insert_delivery(&mut tx, d).await?;
@@ -468,6 +471,9 @@ impl Store {
         tx.commit().await.ctx("committing a job's end")
     }
 }
+
+/// The team of job `$1` (its writes are fenced by the team's lease).
+const JOB_TEAM: &str = "SELECT team FROM jobs WHERE id = $1";
 
 /// A job's callback as its record shows it: the URL, the method and the
 /// names of its headers. Never the secret (it signs the deliveries) nor the

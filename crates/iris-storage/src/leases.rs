@@ -4,10 +4,39 @@
 //! lost its lease (dead, paused, cut off) holds an old token, and the
 //! writes checked against it are refused.
 
-use sqlx::Row;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use sqlx::{Any, Row, Transaction};
 
 use crate::error::{Context, Result};
 use crate::store::Store;
+
+/// The last lease token this node held for each team: the fence its
+/// writes of the team's work are checked against. A team this node never
+/// held has no entry (its writes are not the owner's work: not fenced); a
+/// lease lost keeps its old token, so what the node still writes of that
+/// team is refused.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Fences(Arc<RwLock<HashMap<String, i64>>>);
+
+impl Fences {
+    fn token(&self, team: &str) -> Option<i64> {
+        self.0.read().ok().and_then(|m| m.get(team).copied())
+    }
+
+    fn any(&self) -> bool {
+        self.0.read().is_ok_and(|m| !m.is_empty())
+    }
+}
+
+/// Why a write was refused: this node no longer holds the team's lease.
+#[derive(Debug, thiserror::Error)]
+#[error("node `{node}` no longer holds the lease of team `{team}`: another node took it over")]
+pub struct Fenced {
+    pub team: String,
+    pub node: String,
+}
 
 /// A team's lease as the database has it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -31,6 +60,80 @@ fn lease(r: &sqlx::any::AnyRow) -> Result<LeaseRow> {
 }
 
 impl Store {
+    /// From now on, this node's writes of `team`'s work must find `token`
+    /// in the team's lease (ownership took or renewed it).
+    pub fn hold_fence(&self, team: &str, token: i64) {
+        if let Ok(mut m) = self.fences.0.write() {
+            m.insert(team.to_owned(), token);
+        }
+    }
+
+    /// Whether any write may be fenced (this node held a lease).
+    pub(crate) fn fencing(&self) -> bool {
+        self.fences.any()
+    }
+
+    /// Whether this node may write `team`'s work in `tx`: it never held the
+    /// team, or the lease still carries its token. On Postgres the lease row
+    /// is share-locked to the end of `tx`, so a take-over waits for it.
+    pub(crate) async fn fence_holds(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        team: &str,
+    ) -> Result<bool> {
+        let Some(token) = self.fences.token(team) else {
+            return Ok(true);
+        };
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT 1 FROM team_leases WHERE team = $1 AND node_id = $2 AND token = $3{}",
+            self.backend.share_lock()
+        )))
+        .bind(team)
+        .bind(self.node().unwrap_or_default())
+        .bind(token)
+        .fetch_optional(&mut **tx)
+        .await
+        .ctx("checking a team's lease")?;
+        Ok(row.is_some())
+    }
+
+    /// [`Store::fence_holds`] for the team `lookup` (a `SELECT` of one
+    /// team by `$1`) finds for `id`, as an error when it does not hold.
+    pub(crate) async fn fence(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        lookup: &'static str,
+        id: &str,
+    ) -> Result<()> {
+        if !self.fencing() {
+            return Ok(());
+        }
+        let team: Option<String> = sqlx::query_scalar(lookup)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .ctx("finding the team of a write")?;
+        match team {
+            Some(team) => self.fence_team(tx, &team).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`Store::fence_holds`] for `team`, as an error when it does not hold.
+    pub(crate) async fn fence_team(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        team: &str,
+    ) -> Result<()> {
+        if self.fence_holds(tx, team).await? {
+            return Ok(());
+        }
+        Err(crate::error::StoreError::fenced(Fenced {
+            team: team.to_owned(),
+            node: self.node().unwrap_or_default().to_owned(),
+        }))
+    }
+
     /// Take or renew `team`'s lease for `node` for `ttl_ms`: granted when
     /// nobody holds it, when it expired, or when `node` holds it already
     /// (then renewed, same token). `None`: another node holds it.
@@ -194,7 +297,89 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::store::testing::store;
+    use crate::store::testing::{self, store};
+    use crate::{StoreWrite, TranscriptRow, TurnFinish};
+
+    /// Node `a` held `web` (token 1); `b` took it over once it expired and
+    /// ended what `a` was running. `a` wakes up and goes on writing: its
+    /// turn's end, a new turn, an approval, a transcript are refused; other
+    /// teams' writes in the same batch pass; `b`'s writes pass.
+    #[tokio::test]
+    async fn a_node_that_lost_a_lease_cannot_write_the_teams_work() {
+        let (s, _d) = store().await;
+        let a = s.clone().on_node("a");
+        let b = s.clone().on_node("b");
+        a.insert_session(&testing::session("s1", "user", "web", true))
+            .await
+            .unwrap();
+        a.insert_session(&testing::session("s2", "user", "api", true))
+            .await
+            .unwrap();
+        let l = a.acquire_lease("web", "a", -1).await.unwrap().unwrap();
+        a.hold_fence("web", l.token);
+        let api = a.acquire_lease("api", "a", 60_000).await.unwrap().unwrap();
+        a.hold_fence("api", api.token);
+        a.apply(&[StoreWrite::InsertTurn(testing::turn(
+            "m1", "s1", "user", "web",
+        ))])
+        .await
+        .unwrap();
+        // Expired: b takes it over and fails a's unfinished turn.
+        let l = b.acquire_lease("web", "b", 60_000).await.unwrap().unwrap();
+        b.hold_fence("web", l.token);
+        b.take_over_team("web", "a", "taken over", 5).await.unwrap();
+        let end = |id: &str| StoreWrite::TurnFinished {
+            id: id.into(),
+            finish: TurnFinish {
+                status: "completed".into(),
+                response: "late".into(),
+                completed_at: 9,
+                ..Default::default()
+            },
+            events: Vec::new(),
+        };
+        a.apply(&[
+            end("m1"),
+            StoreWrite::InsertTurn(testing::turn("m2", "s1", "user", "web")),
+            StoreWrite::InsertTurn(testing::turn("m3", "s2", "user", "api")),
+        ])
+        .await
+        .unwrap();
+        let m1 = s.turn("m1").await.unwrap().unwrap();
+        assert_eq!(
+            (m1.status.as_str(), m1.error.as_deref()),
+            ("failed", Some("taken over"))
+        );
+        assert!(
+            s.turn("m2").await.unwrap().is_none(),
+            "a's new turn refused"
+        );
+        assert!(
+            s.turn("m3").await.unwrap().is_some(),
+            "another team's passes"
+        );
+        let transcript = TranscriptRow {
+            session_id: "s1".into(),
+            team: "web".into(),
+            agent: "claude".into(),
+            folder: "/w".into(),
+            body: "{}".into(),
+            updated_at: 9,
+        };
+        let e = a.save_transcript(&transcript).await.unwrap_err();
+        assert_eq!(e.fenced_by().map(|f| f.team.as_str()), Some("web"), "{e}");
+        assert!(s.transcript("s1").await.unwrap().is_none());
+        // b, the owner, writes.
+        b.save_transcript(&transcript).await.unwrap();
+        b.apply(&[StoreWrite::InsertTurn(testing::turn(
+            "m2", "s1", "user", "web",
+        ))])
+        .await
+        .unwrap();
+        assert!(s.turn("m2").await.unwrap().is_some());
+        // A store that never held the team (a one-shot command) is not fenced.
+        s.apply(&[end("m2")]).await.unwrap();
+    }
 
     #[tokio::test]
     async fn a_lease_is_held_renewed_taken_after_expiry_with_a_new_token() {

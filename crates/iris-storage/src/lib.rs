@@ -32,7 +32,7 @@ pub use audit::{AuditFilter, AuditRow, AuditVerdict, AuditWitness, GENESIS};
 pub use copy::CopyReport;
 pub use jobs::{Callback, JOB_BATCH, JobFilter, JobRecord, JobRow, JobWriter, callback_json};
 pub use keys::KeyRow;
-pub use leases::LeaseRow;
+pub use leases::{Fenced, LeaseRow};
 pub use nodes::NodeRow;
 pub use sessions::SessionRow;
 pub use teams::SavedTeam;

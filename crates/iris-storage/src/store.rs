@@ -21,6 +21,8 @@ pub struct Store {
     /// The node this store writes for (`None`: a one-shot command): its
     /// turns, approvals and processes carry it ([`Store::on_node`]).
     pub(crate) node: Option<std::sync::Arc<str>>,
+    /// The lease tokens this node's writes of a team's work must match.
+    pub(crate) fences: crate::leases::Fences,
 }
 
 /// How one kind of record is listed a page at a time (see [`Store::page`]).
@@ -109,12 +111,15 @@ impl Store {
             backend,
             attempt_limit: s.connect_timeout + s.statement_timeout + Duration::from_secs(5),
             node: None,
+            fences: Default::default(),
         })
     }
 
     /// This store, writing for node `node` from now on.
     pub fn on_node(mut self, node: &str) -> Self {
         self.node = Some(node.into());
+        // Another node's store holds no lease of this one's.
+        self.fences = Default::default();
         self
     }
 

@@ -23,6 +23,8 @@ impl Store {
     /// Save (or replace) a conversation's transcript; an older copy never
     /// replaces a newer one.
     pub async fn save_transcript(&self, t: &TranscriptRow) -> Result<()> {
+        let mut tx = self.backend.begin_write(&self.pool).await?;
+        self.fence_team(&mut tx, &t.team).await?;
         sqlx::query(
             "INSERT INTO transcripts (session_id, team, agent, folder, body, updated_at, node_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -38,10 +40,10 @@ impl Store {
         .bind(&t.body)
         .bind(t.updated_at)
         .bind(self.node())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .ctx("saving a transcript")?;
-        Ok(())
+        tx.commit().await.ctx("saving a transcript")
     }
 
     /// Forget a conversation's saved transcript.

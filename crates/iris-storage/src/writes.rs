@@ -1,6 +1,8 @@
 //! Writes applied in order and in batches by the core's recorder, so the
 //! hot path of a turn never waits for the database.
 
+use std::collections::HashMap;
+
 use sqlx::{Any, Transaction};
 
 use crate::sql::Sql;
@@ -41,14 +43,70 @@ impl Store {
     /// Apply `writes` in order in one transaction.
     pub async fn apply(&self, writes: &[StoreWrite]) -> Result<()> {
         self.within("applying writes", async {
-            let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
+            let mut tx = self.backend.begin_write(&self.pool).await?;
+            let mut fences: HashMap<String, bool> = HashMap::new();
             for w in writes {
+                if self.fencing()
+                    && let Some(team) = team_of(&mut tx, w).await?
+                {
+                    let holds = match fences.get(&team) {
+                        Some(h) => *h,
+                        None => {
+                            let h = self.fence_holds(&mut tx, &team).await?;
+                            fences.insert(team.clone(), h);
+                            h
+                        }
+                    };
+                    if !holds {
+                        // Another node took the team over: what this node
+                        // still had to write of it is not written.
+                        tracing::warn!(
+                            team,
+                            write = w.name(),
+                            "refused: this node no longer holds the team's lease"
+                        );
+                        continue;
+                    }
+                }
                 apply_one(&mut tx, w, self.node()).await?;
             }
             tx.commit().await.ctx("committing writes")
         })
         .await
     }
+}
+
+impl StoreWrite {
+    fn name(&self) -> &'static str {
+        match self {
+            StoreWrite::InsertTurn(_) => "a new turn",
+            StoreWrite::TurnStarted { .. } => "a turn's start",
+            StoreWrite::SessionUsed { .. } => "a conversation's use",
+            StoreWrite::ProcessState { .. } => "a process's state",
+            StoreWrite::SessionRestarted { .. } => "a conversation's restart",
+            StoreWrite::TurnFinished { .. } => "a turn's end",
+        }
+    }
+}
+
+/// The team whose work `w` writes (the fence it is checked against).
+async fn team_of(tx: &mut Transaction<'static, Any>, w: &StoreWrite) -> Result<Option<String>> {
+    let (lookup, id) = match w {
+        StoreWrite::InsertTurn(t) => return Ok(Some(t.to_team.clone())),
+        StoreWrite::TurnStarted { id, .. } | StoreWrite::TurnFinished { id, .. } => {
+            ("SELECT to_team FROM turns WHERE id = $1", id)
+        }
+        StoreWrite::SessionUsed { id, .. }
+        | StoreWrite::SessionRestarted { id, .. }
+        | StoreWrite::ProcessState { session_id: id, .. } => {
+            ("SELECT to_team FROM sessions WHERE id = $1", id)
+        }
+    };
+    sqlx::query_scalar(lookup)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .ctx("finding the team of a write")
 }
 
 /// Insert new turns in one statement.

@@ -331,6 +331,18 @@ pub fn key_in(dir: &std::path::Path) -> String {
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A WebSocket to `url` (`ws://…`), with `Authorization: Bearer <cred>`
+/// when `cred` is given.
+pub async fn ws_connect(url: &str, cred: Option<&str>) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    if let Some(c) = cred {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {c}").parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
 pub async fn send(ws: &mut Ws, v: Value) {
     use futures_util::SinkExt;
     ws.send(tokio_tungstenite::tungstenite::Message::Text(

@@ -408,6 +408,12 @@ impl Jobs {
                 .await
             {
                 Ok(()) => break,
+                Err(e) if e.fenced_by().is_some() => {
+                    // Another node took the team over: it runs the job and
+                    // reports it.
+                    tracing::warn!(job = %job.job.id, error = %e, "a job's end not written");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(job = %job.job.id, error = %e, "writing a job's end; trying again");
                     tokio::time::sleep(wait).await;
@@ -441,6 +447,12 @@ impl Jobs {
         let job = match taken {
             Ok(Some(job)) => job,
             Ok(None) => {
+                self.queue.dispatched(&w.id);
+                return;
+            }
+            Err(e) if e.fenced_by().is_some() => {
+                // The team is another node's now: the job is its to run.
+                tracing::warn!(job = %w.id, error = %e, "a job left to the team's new owner");
                 self.queue.dispatched(&w.id);
                 return;
             }

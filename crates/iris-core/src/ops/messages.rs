@@ -215,7 +215,10 @@ pub(crate) async fn deliver(
     }
     if let Some(watch) = &ctx.watch {
         // The watcher may have gone (its caller left); the turn goes on.
-        let _ = watch.send(tracker.clone());
+        let _ = watch.send(crate::follow::Follower::new(
+            crate::follow::TurnStream::Live(tracker.clone()),
+            None,
+        ));
     }
     if timeout == -1 {
         return Ok(result_of(&tracker, true));

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use iris_core::auth::{Origin, Principal};
 use iris_core::ownership::{DISPATCH_PATH, SIGNATURE_HEADER};
-use iris_core::{Ctx, ErrorKind, IrisError};
+use iris_core::{Ctx, ErrorKind, Follower, Iris, IrisError, now_ms};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -37,13 +39,17 @@ struct Forwarded {
     ip: Option<String>,
     #[serde(default)]
     request_id: Option<String>,
+    /// The forwarding node follows the turns the call starts: name each
+    /// as it starts, a line of JSON each, then the result (or the error).
+    #[serde(default)]
+    watch: bool,
 }
 
 async fn dispatch(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let iris = &state.iris;
     let signature = headers
         .get(SIGNATURE_HEADER)
@@ -72,8 +78,52 @@ async fn dispatch(
     };
     let mut ctx = Ctx::new(Arc::new(call.principal), origin);
     ctx.forwarded = true;
+    if call.watch {
+        return Ok(watched(iris.clone(), ctx, call.operation, call.params));
+    }
     iris.dispatch(ctx, &call.operation, call.params)
         .await
-        .map(Json)
+        .map(|v| Json(v).into_response())
         .map_err(|e| ApiError::maybe(e, None))
+}
+
+/// Run a forwarded call whose caller follows its turns: the answer is a
+/// line of JSON per turn as it starts (`{"turn": id}`), then `{"result":
+/// …}` or `{"error": <error body>}`. The call goes on if the forwarding
+/// node leaves (a turn is durable).
+fn watched(iris: Arc<Iris>, mut ctx: Ctx, operation: String, params: Value) -> Response {
+    let (watch, mut turns) = mpsc::unbounded_channel::<Follower>();
+    ctx.watch = Some(watch);
+    let (lines, out) = mpsc::unbounded_channel::<Bytes>();
+    let line = |v: Value| Bytes::from(format!("{v}\n"));
+    tokio::spawn(async move {
+        let rid = ctx.request_id().map(str::to_owned);
+        let call = iris.dispatch(ctx, &operation, params);
+        tokio::pin!(call);
+        let end = loop {
+            tokio::select! {
+                end = &mut call => break end,
+                Some(f) = turns.recv() => {
+                    let _ = lines.send(line(json!({"turn": f.message_id()})));
+                }
+            }
+        };
+        while let Ok(f) = turns.try_recv() {
+            let _ = lines.send(line(json!({"turn": f.message_id()})));
+        }
+        let _ = lines.send(line(match end {
+            Ok(v) => json!({"result": v}),
+            Err(e) => json!({"error": e.body(rid.as_deref(), now_ms())}),
+        }));
+    });
+    let body = futures_util::stream::unfold(out, |mut out| async move {
+        out.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), out))
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
 }
