@@ -2,13 +2,15 @@
 //! the same invocation, on the same machine, and reports ratios.
 //!
 //!   cargo build --release -p iris-cli -p iris-bench
-//!   target/release/iris-bench [turn|spawn|fanout|http|mcp|stream|jobs|idle-ws|postgres|cluster|all] [--iterations N]
+//!   target/release/iris-bench [turn|spawn|fanout|http|mcp|stream|jobs|idle-ws|postgres|cluster|failover|all] [--iterations N]
 //!
 //! `postgres` needs a PostgreSQL server (`IRIS_BENCH_POSTGRES`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and is not part of `all`;
 //! `cluster` (`stream` across two nodes, and the rate-limited path with
 //! Redis) needs a Redis (`IRIS_BENCH_REDIS`, default
-//! `redis://127.0.0.1:6379`) and is not part of `all` either.
+//! `redis://127.0.0.1:6379`) and is not part of `all` either; nor is
+//! `failover` (owners of a team SIGKILLed in turn, `--iterations` kills;
+//! real `iris serve` processes on the same Redis).
 //!
 //! `HEALTHZ=1` adds `/healthz` to `http`; `PIN=1` puts the servers on CPU 1
 //! and wrk on CPU 0 (see `pinned`); `ROUNDS=N` runs `http`'s set N times
@@ -17,6 +19,7 @@
 //! The echo agent is the release `iris` binary next to this one.
 
 mod cluster;
+mod failover;
 mod fanout;
 mod floor;
 mod http;
@@ -128,6 +131,9 @@ async fn run() -> anyhow::Result<()> {
     }
     if which == "cluster" {
         cluster::run(iterations.unwrap_or(5)).await?;
+    }
+    if which == "failover" {
+        failover::run(iterations.unwrap_or(5)).await?;
     }
     if which == "kill" {
         // Needs the real Claude Code CLI; not part of `all`.

@@ -26,11 +26,12 @@ use crate::conversations::{Conversations, LocalSessions};
 use crate::ctx::Ctx;
 use crate::error::{ErrorKind, IrisError, Result};
 use crate::follow::Follower;
-use crate::jobs::{Jobs, JobsDeps, LocalQueue};
+use crate::jobs::{Jobs, LocalQueue};
 use crate::messaging::Messaging;
 use crate::pool::{Pool, ProcessInfo};
 use crate::recorder::Recorder;
 use crate::reload::{Reloaded, Reloader};
+use crate::services::Services;
 use crate::teams::{Teams, teams_of};
 
 /// Options that do not come from the configuration file.
@@ -166,28 +167,22 @@ impl Iris {
         );
         let access = Arc::new(Access::new(auth.clone(), teams.clone(), store.clone()));
         let accounts = Accounts::new(auth.clone(), config.auth.registration);
-        let messaging = Arc::new(Messaging::new(
-            teams.clone(),
-            conversations.clone(),
-            access.clone(),
-            pool.clone(),
-            recorder.clone(),
-            events.clone(),
-            store.clone(),
-        ));
+        let services = Services {
+            store: store.clone(),
+            recorder: recorder.clone(),
+            teams: teams.clone(),
+            conversations: conversations.clone(),
+            pool: pool.clone(),
+            events: events.clone(),
+            ownership: ownership.clone(),
+        };
+        let messaging = Arc::new(Messaging::new(access.clone(), services.clone()));
         let jobs = Arc::new(Jobs::new(
             config.jobs.clone(),
             config.webhooks.max_attempts,
             Box::new(LocalQueue::new(config.jobs.concurrency_per_team)),
             deliverer,
-            JobsDeps {
-                store: store.clone(),
-                recorder: recorder.clone(),
-                teams: teams.clone(),
-                conversations: conversations.clone(),
-                pool: pool.clone(),
-                events: events.clone(),
-            },
+            services,
         ));
         let reloader = Reloader::new(
             config.clone(),
@@ -378,27 +373,28 @@ impl Iris {
     pub(crate) async fn owner_elsewhere(
         &self,
         ctx: &Ctx,
-        operation: &str,
+        op: &crate::registry::Operation,
         params: &serde_json::Value,
     ) -> Result<Option<String>> {
+        use crate::registry::Runs;
         if ctx.forwarded || !self.ownership.enabled() {
             return Ok(None);
         }
-        let named = crate::ownership::team_of(operation, params);
-        // A job is cancelled where it runs: its team's owner.
-        let team = match (named, operation) {
-            (Some(t), _) => t,
-            (None, "job_cancel") => {
-                let id = params.get("jobId").and_then(serde_json::Value::as_str);
-                match id {
-                    Some(id) => match self.store.job(id).await? {
-                        Some(job) => job.job.team,
-                        None => return Ok(None),
-                    },
+        let text = |k: &str| params.get(k).and_then(serde_json::Value::as_str);
+        let team = match op.runs {
+            Runs::Anywhere => return Ok(None),
+            Runs::OnTeamsOwner => match text("toTeam").or_else(|| text("team")) {
+                Some(t) => t.to_owned(),
+                None => return Ok(None),
+            },
+            // A job is cancelled where it runs: its team's owner.
+            Runs::OnJobsOwner => match text("jobId") {
+                Some(id) => match self.store.job(id).await? {
+                    Some(job) => job.job.team,
                     None => return Ok(None),
-                }
-            }
-            _ => return Ok(None),
+                },
+                None => return Ok(None),
+            },
         };
         // An unknown team is the handler's to report.
         if self.teams.named(&team).is_none() {

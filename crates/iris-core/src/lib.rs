@@ -44,6 +44,7 @@ pub mod recorder;
 pub mod registry;
 pub mod reload;
 pub mod sandbox;
+mod services;
 pub mod session_id;
 pub mod team;
 pub mod teams;

@@ -53,26 +53,20 @@ pub struct Messaging {
     recorder: Recorder,
     events: Arc<dyn Events>,
     store: Store,
+    ownership: Arc<crate::ownership::Ownership>,
 }
 
 impl Messaging {
-    pub(crate) fn new(
-        teams: Arc<Teams>,
-        conversations: Arc<Conversations>,
-        access: Arc<Access>,
-        pool: Pool,
-        recorder: Recorder,
-        events: Arc<dyn Events>,
-        store: Store,
-    ) -> Self {
+    pub(crate) fn new(access: Arc<Access>, deps: crate::services::Services) -> Self {
         Messaging {
-            teams,
-            conversations,
+            teams: deps.teams,
+            conversations: deps.conversations,
             access,
-            pool,
-            recorder,
-            events,
-            store,
+            pool: deps.pool,
+            recorder: deps.recorder,
+            events: deps.events,
+            store: deps.store,
+            ownership: deps.ownership,
         }
     }
 
@@ -257,6 +251,29 @@ impl Messaging {
                 Ok(Some(row)) => row.from_team,
                 _ => return,
             };
+            // The asking team's conversation runs on its owner: handed
+            // there as a message into that conversation.
+            match messaging.ownership.owner(&team).await {
+                Ok(crate::ownership::Owner::There { url, .. }) => {
+                    let params = serde_json::json!({
+                        "toTeam": team, "fromTeam": from, "sessionId": session, "message": text,
+                    });
+                    let local = Ctx::local();
+                    if let Err(e) = messaging
+                        .ownership
+                        .forward(&url, &local, "quick_message", params)
+                        .await
+                    {
+                        tracing::warn!(message = %tracker.id, error = %e, "could not deliver an answer to the asking team's node");
+                    }
+                    return;
+                }
+                Ok(crate::ownership::Owner::Here) => {}
+                Err(e) => {
+                    tracing::warn!(message = %tracker.id, error = %e, "could not find the asking team's node");
+                    return;
+                }
+            }
             let out = Outgoing {
                 from,
                 to: team,
@@ -284,6 +301,17 @@ impl Messaging {
     ) -> Result<Follower> {
         self.access
             .permit(ctx, scope::MESSAGES_STREAM, false, "follow a message", None)?;
+        self.follow_unchecked(ctx, message_id, after).await
+    }
+
+    /// [`Messaging::follow`] without the scope check: for a turn the caller
+    /// started itself in this call (a forwarded send it waits for).
+    pub(crate) async fn follow_unchecked(
+        &self,
+        ctx: &Ctx,
+        message_id: &str,
+        after: Option<u64>,
+    ) -> Result<Follower> {
         let not_found = || IrisError::not_found(format!("no message `{message_id}`"));
         if let Some(t) = self.pool.live_turn(message_id) {
             if !ctx.principal.can_see_team(&t.team) {

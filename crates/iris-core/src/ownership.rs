@@ -48,8 +48,11 @@ pub struct Ownership {
     node: String,
     ttl_ms: i64,
     secret: Option<String>,
-    /// The leases this node holds: team → fencing token.
-    held: Mutex<HashMap<String, i64>>,
+    /// The leases this node holds: team → fencing token, and when it was
+    /// last taken or renewed (this node's clock).
+    held: Mutex<HashMap<String, (i64, std::time::Instant)>>,
+    /// A look for expired leases is under way.
+    sweeping: std::sync::atomic::AtomicBool,
     http: reqwest::Client,
     /// Teams another node holds, as last read, and when: trusted for
     /// [`KNOWN_FOR`] (a forwarded call costs no database round trip).
@@ -66,6 +69,7 @@ impl Ownership {
             ttl_ms: config.cluster.lease_ttl_ms() as i64,
             secret: config.cluster.secret.clone(),
             held: Mutex::new(HashMap::new()),
+            sweeping: std::sync::atomic::AtomicBool::new(false),
             // No pool of idle connections held for long: nodes come and go.
             http: reqwest::Client::builder()
                 .pool_idle_timeout(Duration::from_secs(30))
@@ -91,7 +95,7 @@ impl Ownership {
         let mut out: Vec<(String, i64)> = self
             .held
             .lock()
-            .map(|h| h.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .map(|h| h.iter().map(|(k, (t, _))| (k.clone(), *t)).collect())
             .unwrap_or_default();
         out.sort();
         out
@@ -108,9 +112,16 @@ impl Ownership {
         if !self.enabled() {
             return Ok(Owner::Here);
         }
-        // Held: the renewal keeps it (and drops it, within a third of the
-        // TTL, if another node took it): no database round trip per call.
-        if self.held.lock().is_ok_and(|h| h.contains_key(team)) {
+        // Held and renewed within half the TTL: the renewal keeps it (and
+        // drops it, within a third of the TTL, if another node took it), no
+        // database round trip per call. Older (this node was paused or cut
+        // off): asked again below before anything is accepted.
+        let fresh = std::time::Duration::from_millis((self.ttl_ms / 2).max(1) as u64);
+        if self
+            .held
+            .lock()
+            .is_ok_and(|h| h.get(team).is_some_and(|(_, at)| at.elapsed() < fresh))
+        {
             return Ok(Owner::Here);
         }
         let recent = self.known.lock().ok().and_then(|k| {
@@ -133,7 +144,10 @@ impl Ownership {
             let taken = self
                 .held
                 .lock()
-                .map(|mut h| h.insert(team.to_owned(), lease.token).is_none())
+                .map(|mut h| {
+                    h.insert(team.to_owned(), (lease.token, std::time::Instant::now()))
+                        .is_none()
+                })
                 .unwrap_or(false);
             if let Some(prev) = before.filter(|b| b.node_id != self.node) {
                 self.take_over(team, &prev.node_id).await;
@@ -202,7 +216,11 @@ impl Ownership {
                 let Some(me) = weak.upgrade() else { return };
                 for (team, token) in me.held() {
                     match me.store.acquire_lease(&team, &me.node, me.ttl_ms).await {
-                        Ok(Some(l)) if l.token == token => {}
+                        Ok(Some(l)) if l.token == token => {
+                            if let Ok(mut h) = me.held.lock() {
+                                h.insert(team, (token, std::time::Instant::now()));
+                            }
+                        }
                         Ok(_) => {
                             if let Ok(mut h) = me.held.lock() {
                                 h.remove(&team);
@@ -216,15 +234,24 @@ impl Ownership {
                         Err(e) => tracing::warn!(team, error = %e, "renewing a team's lease"),
                     }
                 }
-                if let Ok((all, clock)) = me.store.leases().await {
-                    for l in all
-                        .iter()
-                        .filter(|l| l.node_id != me.node && l.expires_at < clock)
-                    {
-                        if let Err(e) = me.owner(&l.team).await {
-                            tracing::warn!(team = %l.team, error = %e.message, "taking over a team whose lease ran out");
+                // Apart from the renewals, so that a take-over that waits
+                // (a lease row a paused node still locks) never delays them.
+                use std::sync::atomic::Ordering;
+                if !me.sweeping.swap(true, Ordering::AcqRel) {
+                    let me = me.clone();
+                    tokio::spawn(async move {
+                        if let Ok((all, clock)) = me.store.leases().await {
+                            for l in all
+                                .iter()
+                                .filter(|l| l.node_id != me.node && l.expires_at < clock)
+                            {
+                                if let Err(e) = me.owner(&l.team).await {
+                                    tracing::warn!(team = %l.team, error = %e.message, "taking over a team whose lease ran out");
+                                }
+                            }
                         }
-                    }
+                        me.sweeping.store(false, Ordering::Release);
+                    });
                 }
             }
         });
@@ -312,17 +339,36 @@ impl Ownership {
         started: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<Value> {
         let mut resp = self.send(url, ctx, operation, params, true).await?;
-        if !resp.status().is_success() {
+        let lines = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-ndjson"));
+        // An error, or a node that answers plainly (one that does not know
+        // `watch`): one JSON body.
+        if !resp.status().is_success() || !lines {
+            let ok = resp.status().is_success();
             let answer: Value = resp.json().await.map_err(|e| not_json(&e))?;
-            return Err(IrisError::from_body(&answer));
+            return if ok {
+                Ok(answer)
+            } else {
+                Err(IrisError::from_body(&answer))
+            };
         }
-        let mut buf = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| unreachable_owner(&e))? {
-            buf.extend_from_slice(&chunk);
-            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=end).collect();
+        let (mut buf, mut scanned, mut turn) = (Vec::new(), 0, None::<String>);
+        loop {
+            let chunk = resp.chunk().await.map_err(|e| unreachable_owner(&e))?;
+            let done = chunk.is_none();
+            buf.extend_from_slice(chunk.as_deref().unwrap_or_default());
+            if done && !buf.is_empty() && !buf.ends_with(b"\n") {
+                buf.push(b'\n');
+            }
+            while let Some(at) = buf[scanned..].iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=scanned + at).collect();
+                scanned = 0;
                 let v: Value = serde_json::from_slice(&line).map_err(|e| not_json(&e))?;
                 if let Some(id) = v.get("turn").and_then(Value::as_str) {
+                    turn = Some(id.to_owned());
                     let _ = started.send(id.to_owned());
                 } else if let Some(result) = v.get("result") {
                     return Ok(result.clone());
@@ -330,11 +376,24 @@ impl Ownership {
                     return Err(IrisError::from_body(error));
                 }
             }
+            scanned = buf.len();
+            if done {
+                break;
+            }
         }
-        Err(IrisError::new(
-            ErrorKind::ServiceUnavailable,
-            "the node that runs this team stopped answering before the call ended",
-        ))
+        // Cut off after a turn started: it goes on there (it is durable);
+        // say which, so the caller follows it rather than sending again.
+        Err(match turn {
+            Some(id) => IrisError::new(
+                ErrorKind::ServiceUnavailable,
+                format!("the node that runs this team stopped answering; message {id} goes on there: follow it or read it later, do not send it again"),
+            )
+            .with_details(json!({"messageId": id})),
+            None => IrisError::new(
+                ErrorKind::ServiceUnavailable,
+                "the node that runs this team stopped answering before the call ended",
+            ),
+        })
     }
 
     /// Whether `signature` signs `body` with the cluster's secret, now.
@@ -364,32 +423,4 @@ fn not_json(e: &dyn std::fmt::Display) -> IrisError {
         ErrorKind::ServiceUnavailable,
         format!("the node that runs this team answered something that is not JSON: {e}"),
     )
-}
-
-/// The team a call is for, when it is one that runs on the team's owner:
-/// sending, cancelling, waking, sleeping, forking and deleting a team's
-/// conversations, and handing it jobs.
-pub(crate) fn team_of(operation: &str, params: &Value) -> Option<String> {
-    const BY_TEAM: [&str; 10] = [
-        "send_message",
-        "ask_message",
-        "quick_message",
-        "session_cancel",
-        "session_reboot",
-        "session_delete",
-        "session_fork",
-        "team_wake",
-        "team_launch",
-        "team_sleep",
-    ];
-    let key = if BY_TEAM.contains(&operation) {
-        ["toTeam", "team"]
-            .iter()
-            .find_map(|k| params.get(*k).and_then(Value::as_str))
-    } else if operation == "job_execute" {
-        params.get("team").and_then(Value::as_str)
-    } else {
-        None
-    };
-    key.map(str::to_owned)
 }

@@ -55,6 +55,18 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<Output>> + Send>>;
 type Handler = Box<dyn Fn(Arc<Iris>, Ctx, Value, Encoding) -> BoxFuture + Send + Sync>;
 
 /// One operation.
+/// Where an operation is carried out in a cluster whose teams are owned
+/// by one node each (docs/scale-out.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runs {
+    /// On the node the call reached.
+    Anywhere,
+    /// On the owner of the team its `toTeam` (or `team`) names.
+    OnTeamsOwner,
+    /// On the owner of the team of the job its `jobId` names.
+    OnJobsOwner,
+}
+
 pub struct Operation {
     pub name: &'static str,
     pub description: &'static str,
@@ -69,6 +81,8 @@ pub struct Operation {
     /// message rate, audited with the message's size and hash, and takes
     /// seed 002's `question` for its `message`.
     pub sends_messages: bool,
+    /// Where it runs in a cluster whose teams are owned.
+    pub runs: Runs,
     pub params_schema: Value,
     pub result_schema: Value,
     validator: jsonschema::Validator,
@@ -111,6 +125,7 @@ impl Operation {
             mutating,
             global: false,
             sends_messages: false,
+            runs: Runs::Anywhere,
             params_schema,
             result_schema,
             validator,
@@ -145,6 +160,12 @@ impl Operation {
     /// Mark the operation as handing a message to a team.
     pub fn sends_messages(mut self) -> Self {
         self.sends_messages = true;
+        self
+    }
+
+    /// Mark the operation as carried out where `runs` says.
+    pub fn on_owner(mut self, runs: Runs) -> Self {
+        self.runs = runs;
         self
     }
 
@@ -247,7 +268,7 @@ pub async fn dispatch_op(
     let handler = move |iris: Arc<Iris>, ctx: Ctx, params: Value| async move {
         // A team owned by another node: carried out there, after this
         // node's checks (scope, rate, parameters) and audit record.
-        if let Some(url) = iris.owner_elsewhere(&ctx, op.name, &params).await? {
+        if let Some(url) = iris.owner_elsewhere(&ctx, op, &params).await? {
             let v = match ctx.watch.clone() {
                 None => {
                     iris.ownership()
@@ -284,7 +305,9 @@ async fn forward_watched(
     tokio::pin!(call);
     let watch = &watch;
     let follow = |id: String| async move {
-        match iris.follow(ctx, &id, None).await {
+        // The caller's own turn: no `messages:stream` needed, as for a
+        // turn of this node.
+        match iris.messaging().follow_unchecked(ctx, &id, None).await {
             Ok(f) => {
                 // The watcher may have gone (its caller left).
                 let _ = watch.send(f);
@@ -487,5 +510,40 @@ mod tests {
         whole_numbers(&mut v);
         assert_eq!(v, json!({"timeout": 1_423_244, "a": [2, 2.5], "s": "3.0"}));
         assert!(v["timeout"].is_i64());
+    }
+
+    /// Every operation carried out on a team's owner names its team (or
+    /// its job) among its parameters: else it would run where it landed.
+    #[test]
+    fn operations_run_on_an_owner_name_what_finds_it() {
+        let mut on_owner = Vec::new();
+        for op in crate::ops::registry().all() {
+            let props = &op.params_schema["properties"];
+            let named = match op.runs {
+                Runs::Anywhere => continue,
+                Runs::OnTeamsOwner => !props["toTeam"].is_null() || !props["team"].is_null(),
+                Runs::OnJobsOwner => !props["jobId"].is_null(),
+            };
+            assert!(named, "{} runs on an owner it cannot find", op.name);
+            on_owner.push(op.name);
+        }
+        on_owner.sort_unstable();
+        assert_eq!(
+            on_owner,
+            [
+                "ask_message",
+                "job_cancel",
+                "job_execute",
+                "quick_message",
+                "send_message",
+                "session_cancel",
+                "session_delete",
+                "session_fork",
+                "session_reboot",
+                "team_launch",
+                "team_sleep",
+                "team_wake"
+            ]
+        );
     }
 }

@@ -89,8 +89,15 @@ pub async fn run(
     // A turn of this node has ended with the call: all of it is there. One
     // the owner ran (a forwarded call) reaches this node through Redis and
     // may trail the owner's answer by a moment: wait for its end, briefly.
-    let ended = matches!(&outcome, Ok(v) if v.get("status").and_then(Value::as_str)
-        .is_some_and(|s| matches!(s, "completed" | "failed" | "cancelled")));
+    // Ended: an answer with a final status, or a failure other than the
+    // wait running out. Nothing to wait for when nothing would be sent.
+    let ended = match &outcome {
+        Ok(v) => v
+            .get("status")
+            .and_then(Value::as_str)
+            .is_some_and(|s| matches!(s, "completed" | "failed" | "cancelled")),
+        Err(e) => e.kind != iris_core::ErrorKind::Timeout,
+    } && (report.progress.is_some() || report.log_level.is_some());
     if let Some(f) = following.as_mut() {
         // A turn still running (an answer that does not wait for it): what
         // is there now.

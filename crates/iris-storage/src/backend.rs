@@ -127,6 +127,20 @@ impl Backend {
         }
     }
 
+    /// In `tx`, which is about to share-lock a lease row: a node paused in
+    /// the middle of it (a frozen VM, SIGSTOP) does not hold the row for
+    /// long — Postgres ends the transaction once it has waited idle for
+    /// 2 s (the shortest lease), and the take-over it held back goes on.
+    pub(crate) async fn bound_idle(self, tx: &mut Transaction<'static, Any>) -> Result<()> {
+        if self == Backend::Postgres {
+            sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 2000")
+                .execute(&mut **tx)
+                .await
+                .ctx("bounding a fenced write")?;
+        }
+        Ok(())
+    }
+
     /// Appended to a `SELECT` that must keep its rows from changing until
     /// the transaction ends (a SQLite transaction that writes holds the
     /// whole database already).

@@ -84,6 +84,7 @@ impl Store {
         let Some(token) = self.fences.token(team) else {
             return Ok(true);
         };
+        self.backend.bound_idle(tx).await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT 1 FROM team_leases WHERE team = $1 AND node_id = $2 AND token = $3{}",
             self.backend.share_lock()
@@ -135,8 +136,10 @@ impl Store {
     }
 
     /// Take or renew `team`'s lease for `node` for `ttl_ms`: granted when
-    /// nobody holds it, when it expired, or when `node` holds it already
-    /// (then renewed, same token). `None`: another node holds it.
+    /// nobody holds it, when it expired, or when `node` holds it already.
+    /// The token grows only when the lease changes hands: a node that takes
+    /// back its own expired lease (nobody took it meanwhile) keeps its
+    /// token, and what it writes still passes. `None`: another node holds it.
     pub async fn acquire_lease(
         &self,
         team: &str,
@@ -149,7 +152,6 @@ impl Store {
              VALUES ($1, $2, 1, {now} + $3)
              ON CONFLICT (team) DO UPDATE SET
                token = CASE WHEN team_leases.node_id = EXCLUDED.node_id
-                              AND team_leases.expires_at >= {now}
                             THEN team_leases.token ELSE team_leases.token + 1 END,
                node_id = EXCLUDED.node_id,
                expires_at = EXCLUDED.expires_at
@@ -394,9 +396,11 @@ mod tests {
         assert_eq!(renewed.token, 1, "a renewal keeps the token");
         assert!(renewed.expires_at >= a.expires_at);
         assert!(s.holds_lease("web", "a", 1).await.unwrap());
+        // Expired, taken back by a (nobody took it meanwhile): same token.
+        let back = s.acquire_lease("web", "a", -1).await.unwrap().unwrap();
+        assert_eq!(back.token, 1, "still a's");
         // Expired (a TTL in the past): b takes it, with the next token, and
         // a's token no longer passes the fence.
-        s.acquire_lease("web", "a", -1).await.unwrap().unwrap();
         let b = s.acquire_lease("web", "b", 60_000).await.unwrap().unwrap();
         assert_eq!((b.node_id.as_str(), b.token), ("b", 2));
         assert!(!s.holds_lease("web", "a", 1).await.unwrap());

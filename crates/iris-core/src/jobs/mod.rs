@@ -30,6 +30,7 @@ use crate::error::{ErrorKind, IrisError, Result};
 use crate::pool::Pool;
 use crate::pool::turn::{Priority, TurnStatus, TurnTracker};
 use crate::recorder::Recorder;
+use crate::services::Services;
 use crate::teams::Teams;
 
 pub use queue::{JobQueue, LocalQueue, Place, Waiting};
@@ -61,16 +62,8 @@ pub struct Jobs {
     events: Arc<dyn Events>,
     /// This process's name when it claims a job (unique per start).
     claimer: String,
-}
-
-/// What the job scheduler works with.
-pub(crate) struct JobsDeps {
-    pub store: Store,
-    pub recorder: Recorder,
-    pub teams: Arc<Teams>,
-    pub conversations: Arc<Conversations>,
-    pub pool: Pool,
-    pub events: Arc<dyn Events>,
+    /// Which node runs each team (a job runs on its team's owner).
+    ownership: Arc<crate::ownership::Ownership>,
 }
 
 impl Jobs {
@@ -79,7 +72,7 @@ impl Jobs {
         max_attempts: i64,
         queue: Box<dyn JobQueue>,
         deliverer: Option<iris_webhooks::Deliverer>,
-        deps: JobsDeps,
+        deps: Services,
     ) -> Self {
         Jobs {
             queue,
@@ -95,6 +88,7 @@ impl Jobs {
             conversations: deps.conversations,
             pool: deps.pool,
             events: deps.events,
+            ownership: deps.ownership,
             // The node's id: its claims survive its restart and are
             // released by it.
             claimer: deps
@@ -433,6 +427,25 @@ impl Jobs {
 
     /// Hand one waiting job to the pool.
     async fn dispatch_job(self: &Arc<Self>, team_name: &str, key: (Priority, u64), w: Waiting) {
+        // Another node owns the team now (this one took the job up at its
+        // start, after being away): the owner runs it — it took the team's
+        // waiting jobs up when it took the team over.
+        if self.ownership.enabled() {
+            match self.ownership.owner(team_name).await {
+                Ok(crate::ownership::Owner::Here) => {}
+                Ok(crate::ownership::Owner::There { node, .. }) => {
+                    tracing::info!(job = %w.id, node, "a job left to its team's owner");
+                    self.queue.dispatched(&w.id);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(job = %w.id, error = %e.message, "finding a job's team's owner; trying again");
+                    self.queue.put_back(team_name, key, w);
+                    self.wake_later();
+                    return;
+                }
+            }
+        }
         // Read and claimed; or gone (deleted with its conversation
         // meanwhile), or taken first by another Iris on this database.
         let taken = match self.store.job(&w.id).await {

@@ -17,7 +17,7 @@ use crate::error::{ErrorKind, IrisError, Result};
 use crate::iris::Iris;
 use crate::jobs::priority_name;
 use crate::pool::turn::Priority;
-use crate::registry::Operation;
+use crate::registry::{Operation, Runs};
 
 /// Where to report the job's end (seed 002's `callback`).
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -420,7 +420,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_WRITE),
             true,
             execute,
-        )
+        ).on_owner(Runs::OnTeamsOwner)
         .sends_messages(),
         Operation::new(
             "job_get",
@@ -474,7 +474,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     status: view(&iris, now).status,
                 })
             },
-        ),
+        ).on_owner(Runs::OnJobsOwner),
         Operation::new(
             "job_deliveries",
             "The webhook deliveries reporting a job, with every attempt.",

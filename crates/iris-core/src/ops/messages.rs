@@ -14,7 +14,7 @@ use crate::follow::{Follower, TurnStream};
 use crate::iris::Iris;
 use crate::messaging::Outgoing;
 use crate::pool::turn::{Priority, TurnStatus, TurnTracker};
-use crate::registry::{Operation, run_checked};
+use crate::registry::{Operation, Runs, run_checked};
 
 /// Longest a caller may wait for a turn: one day.
 const MAX_WAIT_MS: i64 = 86_400_000;
@@ -260,7 +260,7 @@ pub(super) fn operations() -> Vec<Operation> {
             |iris: Arc<Iris>, ctx: Ctx, p: SendParams| async move {
                 deliver(&iris, &ctx, p, "message").await
             },
-        )
+        ).on_owner(Runs::OnTeamsOwner)
         .sends_messages(),
         Operation::new(
             "ask_message",
@@ -271,7 +271,7 @@ pub(super) fn operations() -> Vec<Operation> {
             |iris: Arc<Iris>, ctx: Ctx, AskParams(p): AskParams| async move {
                 deliver(&iris, &ctx, p, "message").await
             },
-        )
+        ).on_owner(Runs::OnTeamsOwner)
         .sends_messages(),
         Operation::new(
             "quick_message",
@@ -281,7 +281,7 @@ pub(super) fn operations() -> Vec<Operation> {
             |iris: Arc<Iris>, ctx: Ctx, p: QuickParams| async move {
                 deliver(&iris, &ctx, p.into_send(), "message").await
             },
-        )
+        ).on_owner(Runs::OnTeamsOwner)
         .sends_messages(),
     ]
 }
@@ -307,7 +307,7 @@ impl Iris {
             |iris, ctx, params| async move {
                 // The team's owner is another node: the message is sent
                 // there, and followed from here as any turn of another node.
-                if let Some(url) = iris.owner_elsewhere(&ctx, "quick_message", &params).await? {
+                if let Some(url) = iris.owner_elsewhere(&ctx, op, &params).await? {
                     let v = iris
                         .ownership()
                         .forward(&url, &ctx, "quick_message", params)

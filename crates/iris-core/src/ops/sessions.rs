@@ -11,7 +11,7 @@ use crate::ctx::Ctx;
 use crate::error::{IrisError, Result};
 use crate::iris::Iris;
 use crate::pool::ProcessInfo;
-use crate::registry::Operation;
+use crate::registry::{Operation, Runs};
 
 /// Names one conversation: the pair's default, or an explicit session id.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -291,7 +291,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     cancelled,
                 })
             },
-        ),
+        ).on_owner(Runs::OnTeamsOwner),
         Operation::new(
             "session_reboot",
             "Start a fresh conversation for a (from, to) pair; the old one's history is kept.",
@@ -323,7 +323,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     new_session_id: new.id,
                 })
             },
-        ),
+        ).on_owner(Runs::OnTeamsOwner),
         Operation::new(
             "session_delete",
             "Stop a conversation's process and delete the conversation with its history; its open jobs end `cancelled` first (their callbacks fire).",
@@ -354,7 +354,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     worktree,
                 })
             },
-        ),
+        ).on_owner(Runs::OnTeamsOwner),
         Operation::new(
             "session_fork",
             "Fork a conversation: a new session that starts from the old one's history, through the agent's own fork support.",
@@ -378,7 +378,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     forked_from: s.id,
                 })
             },
-        ),
+        ).on_owner(Runs::OnTeamsOwner),
         Operation::new(
             "session_report",
             "A conversation's messages (oldest first) and its process, read from the database.",

@@ -11,7 +11,7 @@ use crate::ctx::Ctx;
 use crate::error::{IrisError, Result};
 use crate::iris::Iris;
 use crate::pool::ProcessInfo;
-use crate::registry::Operation;
+use crate::registry::{Operation, Runs};
 use crate::team::Team;
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -231,7 +231,8 @@ pub(super) fn operations() -> Vec<Operation> {
                 let team = iris.teams().get(&ctx, &p.team)?;
                 wake(&iris, &team, &iris.access().speaker(&ctx, p.from_team)?).await
             },
-        ),
+        )
+        .on_owner(Runs::OnTeamsOwner),
         Operation::new(
             "team_launch",
             "Wake a team and return the command that continues its conversation in a terminal.",
@@ -254,7 +255,8 @@ pub(super) fn operations() -> Vec<Operation> {
                     resume_command,
                 })
             },
-        ),
+        )
+        .on_owner(Runs::OnTeamsOwner),
         Operation::new(
             "team_sleep",
             "Stop a team's agent processes (force: even while a message runs).",
@@ -281,7 +283,8 @@ pub(super) fn operations() -> Vec<Operation> {
                     timestamp: crate::clock::now_ms(),
                 })
             },
-        ),
+        )
+        .on_owner(Runs::OnTeamsOwner),
         Operation::new(
             "team_wake_all",
             "Wake every team (in parallel by default).",
