@@ -187,7 +187,7 @@ async fn write_rows(
                     b.bind(v);
                 }),
                 crate::backend::Kind::Real => row.try_get::<Option<f64>, _>(i).map(|v| {
-                    b.bind(v);
+                    b.bind_real(v);
                 }),
                 crate::backend::Kind::Text => row.try_get::<Option<String>, _>(i).map(|v| {
                     b.bind(v);
@@ -224,6 +224,42 @@ mod tests {
         let mut listed: Vec<String> = TABLES.iter().map(|t| (*t).to_owned()).collect();
         listed.sort();
         assert_eq!(tables, listed, "a table missing from copy::TABLES");
+    }
+
+    /// Costs (the one floating-point column) copy whether a batch starts
+    /// with none or with some: on Postgres one prepared statement serves
+    /// every batch of a size, and a first NULL must not type it so that a
+    /// later float is refused.
+    #[tokio::test]
+    async fn costs_copy_after_a_batch_without_any() {
+        let (s, _d) = store().await;
+        s.insert_session(&crate::store::testing::session("s1", "a", "b", true))
+            .await
+            .unwrap();
+        let turns: Vec<crate::StoreWrite> = (0..2 * BATCH)
+            .map(|i| {
+                crate::StoreWrite::InsertTurn(crate::store::testing::turn(
+                    &format!("m{i:04}"),
+                    "s1",
+                    "a",
+                    "b",
+                ))
+            })
+            .collect();
+        s.apply(&turns).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE turns SET cost_usd = 0.25 WHERE id >= 'm{BATCH:04}'"
+        )))
+        .execute(&s.pool)
+        .await
+        .unwrap();
+        let (target, _d2) = store().await;
+        s.copy_to(&target, true).await.unwrap();
+        let sum: f64 = sqlx::query_scalar("SELECT SUM(cost_usd) FROM turns")
+            .fetch_one(&target.pool)
+            .await
+            .unwrap();
+        assert!((sum - 0.25 * BATCH as f64).abs() < 1e-9, "{sum}");
     }
 }
 

@@ -147,6 +147,22 @@ impl Row<'_> {
         self.sql.bind(value);
         self
     }
+
+    /// A floating-point value, sent as text and cast by the database:
+    /// Postgres keeps a statement prepared with the parameter types of its
+    /// first use, and a first `NULL` typed it so that a later float's
+    /// bytes were refused ("incorrect binary data format").
+    pub fn bind_real(&mut self, value: Option<f64>) -> &mut Self {
+        if !self.first {
+            self.sql.push(", ");
+        }
+        self.first = true;
+        self.sql.push("CAST(");
+        self.bind(value.map(|v| v.to_string()));
+        self.sql.push(" AS DOUBLE PRECISION)");
+        self.first = false;
+        self
+    }
 }
 
 #[cfg(test)]
