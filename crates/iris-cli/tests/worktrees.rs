@@ -375,3 +375,146 @@ async fn jobs_odd_branches_submodules_and_id_spellings() {
     );
     h.stop().await;
 }
+
+/// `session_diff`: what a worktree conversation's agent changed —
+/// committed, uncommitted and untracked — against the commit its branch
+/// started from (not the repository's `HEAD`, which moved on), within a
+/// size cap of whole files, through the registry and REST; a conversation
+/// without a worktree has nothing to compare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worktree_conversations_changes_against_where_it_started() {
+    let home = tempfile::tempdir().unwrap();
+    // SAFETY: as in the first test of this file.
+    unsafe { std::env::set_var("IRIS_HOME", home.path()) };
+    let repo = home.path().join("repo");
+    repository(&repo);
+    let started = git(&repo, &["rev-parse", "HEAD"]);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let plain = elsewhere.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    // Writes its prompt to notes.txt, a new file, and a large one.
+    let yaml = format!(
+        "teamRoots: [{}]\nteams:\n  editor:\n    path: {}\n    agent: command\n    command: sh\n    args: ['-c', 'printf \"%s\\n\" \"$0\" > notes.txt; printf \"new\\n\" > added.txt; head -c 3000 /dev/zero | tr \"\\0\" x > large.txt; pwd']\n    isolation: worktree\n  plain:\n    path: {}\n    agent: echo\n",
+        elsewhere.path().display(),
+        repo.display(),
+        plain.display()
+    );
+    let h = start_in(home, &yaml).await;
+    let a = uuid();
+    let done = h
+        .call(
+            "send_message",
+            json!({"toTeam": "editor", "message": "from A", "sessionId": a, "timeout": 0}),
+        )
+        .await
+        .unwrap();
+    let wa = done["response"].as_str().unwrap().trim().to_owned();
+    // The agent commits its notes; the repository's main branch moves on.
+    git(Path::new(&wa), &["commit", "-q", "-am", "A's notes"]);
+    std::fs::write(repo.join("other.txt"), "on main\n").unwrap();
+    git(&repo, &["add", "other.txt"]);
+    git(&repo, &["commit", "-q", "-m", "main moves on"]);
+
+    let d = h
+        .call("session_diff", json!({"sessionId": a}))
+        .await
+        .unwrap();
+    assert_eq!(d["base"], started.as_str(), "{d}");
+    assert_eq!(
+        d["head"],
+        git(Path::new(&wa), &["rev-parse", "HEAD"]).as_str()
+    );
+    assert_eq!(d["branch"], format!("iris/{a}"));
+    let files: Vec<(String, String, Option<u64>)> = d["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap().to_owned(),
+                f["status"].as_str().unwrap().to_owned(),
+                f["additions"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("notes.txt".into(), "modified".into(), Some(1)),
+            ("added.txt".into(), "untracked".into(), Some(1)),
+            ("large.txt".into(), "untracked".into(), Some(1)),
+        ],
+        "{d}"
+    );
+    let diff = d["diff"].as_str().unwrap();
+    assert!(diff.contains("-original\n+from A\n"), "{diff}");
+    assert!(
+        diff.contains("+new\n") && diff.contains("xxxxxxxx"),
+        "{diff}"
+    );
+    assert!(
+        !diff.contains("on main"),
+        "main's own commit is not the agent's"
+    );
+    assert_eq!(d["omitted"], json!([]));
+
+    // A cap: whole files that fit, the others listed.
+    let small = h
+        .call("session_diff", json!({"sessionId": a, "maxBytes": 400}))
+        .await
+        .unwrap();
+    let diff = small["diff"].as_str().unwrap();
+    assert!(diff.len() <= 400, "{}", diff.len());
+    assert!(
+        diff.contains("+from A") && !diff.contains("xxxxxxxx"),
+        "{diff}"
+    );
+    assert!(
+        small["omitted"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("large.txt")),
+        "{small}"
+    );
+
+    // Over REST, by the conversation's id.
+    let (server, key) = h.serve_with_key("admin").await;
+    let (status, v) = http(
+        &reqwest::Client::new(),
+        reqwest::Method::GET,
+        format!(
+            "http://{}/api/v1/cache/{a}/diff?maxBytes=100000",
+            server.addr
+        ),
+        Some(&key),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["files"], d["files"]);
+    // A key limited to another team: as if it did not exist; a viewer
+    // reads it, as it reads the conversation's report.
+    let (other, _) = h.key("operator", Some(&["plain"]), None).await;
+    let (viewer, _) = h.key("viewer", None, None).await;
+    for (k, expected) in [(&other, 404), (&viewer, 200)] {
+        let (status, v) = http(
+            &reqwest::Client::new(),
+            reqwest::Method::GET,
+            format!("http://{}/api/v1/cache/{a}/diff", server.addr),
+            Some(k),
+            serde_json::Value::Null,
+        )
+        .await;
+        assert_eq!(status, expected, "{v}");
+        assert_eq!(v.get("files").is_some(), expected == 200, "{v}");
+    }
+
+    // A conversation in its team's folder: nothing to compare.
+    h.tell("plain", "hi").await.unwrap();
+    let e = h
+        .call("session_diff", json!({"toTeam": "plain"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, iris_core::ErrorKind::Conflict, "{e:?}");
+    assert!(e.message.contains("not in a worktree"), "{}", e.message);
+}

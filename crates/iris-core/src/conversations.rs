@@ -270,9 +270,12 @@ impl Conversations {
                     format!("team `{}`: {problem}", team.name),
                 )
             })?;
-        let dir = crate::worktree::create(&self.home, &team.name, team.path(), &current.id).await?;
+        let (dir, base) =
+            crate::worktree::create(&self.home, &team.name, team.path(), &current.id).await?;
         let dir = dir.display().to_string();
-        self.store.set_worktree(&current.id, Some(&dir)).await?;
+        self.store
+            .set_worktree(&current.id, Some(&dir), base.as_deref())
+            .await?;
         let id = current.id.clone();
         self.pool
             .stop_where(

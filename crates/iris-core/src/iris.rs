@@ -383,10 +383,17 @@ impl Iris {
         let text = |k: &str| params.get(k).and_then(serde_json::Value::as_str);
         let team = match op.runs {
             Runs::Anywhere => return Ok(None),
-            Runs::OnTeamsOwner => match text("toTeam").or_else(|| text("team")) {
-                Some(t) => t.to_owned(),
-                None => return Ok(None),
-            },
+            Runs::OnTeamsOwner => {
+                match (text("toTeam").or_else(|| text("team")), text("sessionId")) {
+                    (Some(t), _) => t.to_owned(),
+                    // Named by its conversation alone.
+                    (None, Some(id)) => match self.store.session(id).await? {
+                        Some(s) => s.to_team,
+                        None => return Ok(None),
+                    },
+                    (None, None) => return Ok(None),
+                }
+            }
             // A job is cancelled where it runs: its team's owner.
             Runs::OnJobsOwner => match text("jobId") {
                 Some(id) => match self.store.job(id).await? {

@@ -61,7 +61,8 @@ type Handler = Box<dyn Fn(Arc<Iris>, Ctx, Value, Encoding) -> BoxFuture + Send +
 pub enum Runs {
     /// On the node the call reached.
     Anywhere,
-    /// On the owner of the team its `toTeam` (or `team`) names.
+    /// On the owner of the team its `toTeam` (or `team`) names, else of
+    /// the team of the conversation its `sessionId` names.
     OnTeamsOwner,
     /// On the owner of the team of the job its `jobId` names.
     OnJobsOwner,
@@ -521,7 +522,11 @@ mod tests {
             let props = &op.params_schema["properties"];
             let named = match op.runs {
                 Runs::Anywhere => continue,
-                Runs::OnTeamsOwner => !props["toTeam"].is_null() || !props["team"].is_null(),
+                Runs::OnTeamsOwner => {
+                    !props["toTeam"].is_null()
+                        || !props["team"].is_null()
+                        || !props["sessionId"].is_null()
+                }
                 Runs::OnJobsOwner => !props["jobId"].is_null(),
             };
             assert!(named, "{} runs on an owner it cannot find", op.name);
@@ -538,6 +543,7 @@ mod tests {
                 "send_message",
                 "session_cancel",
                 "session_delete",
+                "session_diff",
                 "session_fork",
                 "session_reboot",
                 "team_launch",

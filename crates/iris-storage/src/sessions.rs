@@ -162,15 +162,34 @@ impl Store {
         Ok(row.get(0))
     }
 
-    /// Record the worktree a session runs in (or none).
-    pub async fn set_worktree(&self, id: &str, worktree: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE sessions SET worktree = $1 WHERE id = $2")
+    /// Record the worktree a session runs in (or none), and the commit it
+    /// started from.
+    pub async fn set_worktree(
+        &self,
+        id: &str,
+        worktree: Option<&str>,
+        base: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE sessions SET worktree = $1, worktree_base = $2 WHERE id = $3")
             .bind(worktree)
+            .bind(base)
             .bind(id)
             .execute(&self.pool)
             .await
             .ctx("recording a session's worktree")?;
         Ok(())
+    }
+
+    /// The commit session `id`'s worktree started from, if recorded (a
+    /// worktree made before Iris recorded it has none).
+    pub async fn worktree_base(&self, id: &str) -> Result<Option<String>> {
+        let base: Option<Option<String>> =
+            sqlx::query_scalar("SELECT worktree_base FROM sessions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .ctx("reading a worktree's base")?;
+        Ok(base.flatten())
     }
 
     /// Stop a session being the default of its pair (reboot keeps its history).

@@ -1,4 +1,4 @@
-//! Conversations: cancel, reboot, delete, fork, report.
+//! Conversations: cancel, reboot, delete, fork, report, diff.
 
 use std::sync::Arc;
 
@@ -148,6 +148,70 @@ pub struct DeleteResult {
     /// Its git worktree: removed when clean, else kept (and why).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worktree: Option<crate::worktree::Removal>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiffParams {
+    /// The team; may be left out when `sessionId` is given.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 64))]
+    pub to_team: Option<String>,
+    #[serde(default)]
+    #[schemars(length(max = 128))]
+    pub from_team: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<crate::session_id::SessionId>,
+    /// Most bytes of diff to return (whole files only; the others are
+    /// listed in `omitted`). Default 256 KiB.
+    #[serde(default = "default_diff_bytes")]
+    #[schemars(range(min = 1, max = 10_485_760))]
+    pub max_bytes: u64,
+}
+
+fn default_diff_bytes() -> u64 {
+    256 * 1024
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffResult {
+    pub session_id: String,
+    pub team: String,
+    pub branch: String,
+    #[serde(flatten)]
+    pub changes: crate::worktree::Changes,
+}
+
+/// What the agent of a worktree conversation changed since its branch
+/// started.
+async fn diff(iris: &Iris, ctx: &Ctx, p: DiffParams) -> Result<DiffResult> {
+    let (team, s) = conversation(
+        iris,
+        ctx,
+        p.to_team.as_deref(),
+        p.from_team,
+        p.session_id.as_deref(),
+    )
+    .await?;
+    let Some(path) = s.worktree.clone() else {
+        return Err(IrisError::conflict(format!(
+            "conversation `{}` works in its team's folder, not in a worktree of its own: it has no branch to compare",
+            s.id
+        ))
+        .with_details(serde_json::json!({"sessionId": s.id, "team": team.name})));
+    };
+    let base = iris.store().worktree_base(&s.id).await?;
+    let path = std::path::Path::new(&path);
+    let changes =
+        crate::worktree::changes(path, base.as_deref(), p.max_bytes.min(10_485_760) as usize)
+            .await?;
+    Ok(DiffResult {
+        branch: crate::worktree::branch_of(path).unwrap_or_else(|| crate::worktree::branch(&s.id)),
+        session_id: s.id,
+        team: team.name.clone(),
+        changes,
+    })
 }
 
 /// A conversation's own git worktree.
@@ -379,6 +443,14 @@ pub(super) fn operations() -> Vec<Operation> {
                 })
             },
         ).on_owner(Runs::OnTeamsOwner),
+        Operation::new(
+            "session_diff",
+            "What the agent of a worktree conversation changed: its files, and a unified diff of its worktree now (committed, uncommitted and untracked) against the commit its branch started from.",
+            Some(scope::CACHE_READ),
+            false,
+            |iris: Arc<Iris>, ctx: Ctx, p: DiffParams| async move { diff(&iris, &ctx, p).await },
+        )
+        .on_owner(Runs::OnTeamsOwner),
         Operation::new(
             "session_report",
             "A conversation's messages (oldest first) and its process, read from the database.",

@@ -155,6 +155,11 @@ pub(crate) const ROUTES: &[Route] = &[
     route("/status", Verb::Get, op("get_status")),
     route("/cache/{id}", Verb::Get, id("session_report", "sessionId")),
     route(
+        "/cache/{id}/diff",
+        Verb::Get,
+        id("session_diff", "sessionId"),
+    ),
+    route(
         "/cache/{id}",
         Verb::Delete,
         id("session_delete", "sessionId"),

@@ -10,11 +10,15 @@
 //! conversation is deleted, and so is the branch (the agent's commits
 //! stay reachable).
 
+mod changes;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IrisError, Result};
+
+pub use changes::{ChangedFile, Changes, changes};
 
 /// How a conversation's agent shares the team's folder.
 #[derive(
@@ -65,7 +69,7 @@ fn without_paths(text: &str, paths: &[(&Path, &str)]) -> String {
 /// may have written to: the environment of an agent (the allowlist, not
 /// Iris's own), no system or global configuration, no hooks, no
 /// filesystem monitor — nothing of the repository's choosing runs as Iris.
-fn git_command(dir: &Path) -> std::process::Command {
+pub(crate) fn git_command(dir: &Path) -> std::process::Command {
     let mut c = std::process::Command::new("git");
     c.env_clear()
         .envs(iris_agent::inherited_env())
@@ -92,7 +96,7 @@ fn git_command(dir: &Path) -> std::process::Command {
 /// (`filter.<name>.*` in its config, which an agent may have written) a
 /// no-op: git as Iris runs it never starts one (a smudge filter runs on
 /// checkout, a clean filter on status).
-async fn neutral_filters(dir: &Path) -> Vec<String> {
+pub(crate) async fn neutral_filters(dir: &Path) -> Vec<String> {
     let Ok(out) = tokio::process::Command::from(git_command(dir))
         .args(["config", "--name-only", "--get-regexp", r"^filter\."])
         .stderr(std::process::Stdio::null())
@@ -122,7 +126,7 @@ async fn neutral_filters(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-async fn git(dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
+pub(crate) async fn git(dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
     let mut c = tokio::process::Command::from(git_command(dir));
     let out = c
         .args(neutral_filters(dir).await)
@@ -161,9 +165,15 @@ async fn repository(team: &str, path: &Path) -> Result<(PathBuf, PathBuf)> {
 
 /// Create the worktree of conversation `session_id` of `team` (whose folder
 /// is `path`), on a new branch from the repository's `HEAD`; returns the
-/// folder the agent works in (the team's folder's place inside it). A
-/// failure leaves nothing behind.
-pub async fn create(home: &Path, team: &str, path: &Path, session_id: &str) -> Result<PathBuf> {
+/// folder the agent works in (the team's folder's place inside it) and the
+/// commit it starts from (what its changes are shown against). A failure
+/// leaves nothing behind.
+pub async fn create(
+    home: &Path,
+    team: &str,
+    path: &Path,
+    session_id: &str,
+) -> Result<(PathBuf, Option<String>)> {
     let (root, rel) = repository(team, path).await?;
     let dir = home.join("worktrees").join(team).join(session_id);
     if let Some(parent) = dir.parent() {
@@ -173,7 +183,7 @@ pub async fn create(home: &Path, team: &str, path: &Path, session_id: &str) -> R
     let dir_text = dir.display().to_string();
     if dir.join(".git").exists() {
         // Made before (its record was not written): taken as it is.
-        return Ok(dir.join(rel));
+        return Ok((dir.join(rel), None));
     }
     let exists = async |name: &str| {
         git(
@@ -210,7 +220,8 @@ pub async fn create(home: &Path, team: &str, path: &Path, session_id: &str) -> R
         .with_details(serde_json::json!({"team": team, "sessionId": session_id, "branch": name}))
     })?;
     fill_submodules(&root, &dir).await;
-    Ok(dir.join(rel))
+    let base = git(&dir, &["rev-parse", "HEAD"]).await.ok();
+    Ok((dir.join(rel), base))
 }
 
 /// Check out in worktree `dir` the submodules the main checkout `root`
