@@ -373,15 +373,15 @@ impl Iris {
     pub(crate) async fn owner_elsewhere(
         &self,
         ctx: &Ctx,
-        op: &crate::registry::Operation,
+        runs: crate::ownership::Runs,
         params: &serde_json::Value,
     ) -> Result<Option<String>> {
-        use crate::registry::Runs;
+        use crate::ownership::Runs;
         if ctx.forwarded || !self.ownership.enabled() {
             return Ok(None);
         }
         let text = |k: &str| params.get(k).and_then(serde_json::Value::as_str);
-        let team = match op.runs {
+        let team = match runs {
             Runs::Anywhere => return Ok(None),
             Runs::OnTeamsOwner => {
                 match (text("toTeam").or_else(|| text("team")), text("sessionId")) {

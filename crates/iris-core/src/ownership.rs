@@ -34,6 +34,19 @@ const KNOWN_FOR: Duration = Duration::from_millis(500);
 /// How far a forwarded call's signature time may be from this node's.
 const SIGNATURE_TOLERANCE_SECS: i64 = 60;
 
+/// Where an operation is carried out in a cluster whose teams are owned
+/// by one node each (docs/scale-out.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runs {
+    /// On the node the call reached.
+    Anywhere,
+    /// On the owner of the team its `toTeam` (or `team`) names, else of
+    /// the team of the conversation its `sessionId` names.
+    OnTeamsOwner,
+    /// On the owner of the team of the job its `jobId` names.
+    OnJobsOwner,
+}
+
 /// Who runs a team's processes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Owner {

@@ -55,18 +55,7 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<Output>> + Send>>;
 type Handler = Box<dyn Fn(Arc<Iris>, Ctx, Value, Encoding) -> BoxFuture + Send + Sync>;
 
 /// One operation.
-/// Where an operation is carried out in a cluster whose teams are owned
-/// by one node each (docs/scale-out.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Runs {
-    /// On the node the call reached.
-    Anywhere,
-    /// On the owner of the team its `toTeam` (or `team`) names, else of
-    /// the team of the conversation its `sessionId` names.
-    OnTeamsOwner,
-    /// On the owner of the team of the job its `jobId` names.
-    OnJobsOwner,
-}
+pub use crate::ownership::Runs;
 
 pub struct Operation {
     pub name: &'static str,
@@ -269,7 +258,7 @@ pub async fn dispatch_op(
     let handler = move |iris: Arc<Iris>, ctx: Ctx, params: Value| async move {
         // A team owned by another node: carried out there, after this
         // node's checks (scope, rate, parameters) and audit record.
-        if let Some(url) = iris.owner_elsewhere(&ctx, op, &params).await? {
+        if let Some(url) = iris.owner_elsewhere(&ctx, op.runs, &params).await? {
             let v = match ctx.watch.clone() {
                 None => {
                     iris.ownership()

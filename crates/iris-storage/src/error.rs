@@ -1,5 +1,13 @@
 //! What can go wrong with the database, with what was being done.
 
+/// Why a write was refused: this node no longer holds the team's lease.
+#[derive(Debug, thiserror::Error)]
+#[error("node `{node}` no longer holds the lease of team `{team}`: another node took it over")]
+pub struct Fenced {
+    pub team: String,
+    pub node: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{context}: {source}")]
 pub struct StoreError {
@@ -11,7 +19,7 @@ pub struct StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 impl StoreError {
-    pub(crate) fn fenced(f: crate::leases::Fenced) -> Self {
+    pub(crate) fn fenced(f: Fenced) -> Self {
         // Not a database failure: carried as the driver's "configuration"
         // error so the one error type stays; never counted unavailable.
         StoreError {
@@ -21,7 +29,7 @@ impl StoreError {
     }
 
     /// The write was refused: this node no longer holds the team's lease.
-    pub fn fenced_by(&self) -> Option<&crate::leases::Fenced> {
+    pub fn fenced_by(&self) -> Option<&Fenced> {
         match &self.source {
             sqlx::Error::Configuration(e) => e.downcast_ref(),
             _ => None,

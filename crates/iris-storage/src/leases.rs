@@ -4,39 +4,10 @@
 //! lost its lease (dead, paused, cut off) holds an old token, and the
 //! writes checked against it are refused.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-
 use sqlx::{Any, Row, Transaction};
 
 use crate::error::{Context, Result};
 use crate::store::Store;
-
-/// The last lease token this node held for each team: the fence its
-/// writes of the team's work are checked against. A team this node never
-/// held has no entry (its writes are not the owner's work: not fenced); a
-/// lease lost keeps its old token, so what the node still writes of that
-/// team is refused.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Fences(Arc<RwLock<HashMap<String, i64>>>);
-
-impl Fences {
-    fn token(&self, team: &str) -> Option<i64> {
-        self.0.read().ok().and_then(|m| m.get(team).copied())
-    }
-
-    fn any(&self) -> bool {
-        self.0.read().is_ok_and(|m| !m.is_empty())
-    }
-}
-
-/// Why a write was refused: this node no longer holds the team's lease.
-#[derive(Debug, thiserror::Error)]
-#[error("node `{node}` no longer holds the lease of team `{team}`: another node took it over")]
-pub struct Fenced {
-    pub team: String,
-    pub node: String,
-}
 
 /// A team's lease as the database has it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -129,7 +100,7 @@ impl Store {
         if self.fence_holds(tx, team).await? {
             return Ok(());
         }
-        Err(crate::error::StoreError::fenced(Fenced {
+        Err(crate::error::StoreError::fenced(crate::error::Fenced {
             team: team.to_owned(),
             node: self.node().unwrap_or_default().to_owned(),
         }))

@@ -32,7 +32,7 @@ pub use audit::{AuditFilter, AuditRow, AuditVerdict, AuditWitness, GENESIS};
 pub use copy::CopyReport;
 pub use jobs::{Callback, JOB_BATCH, JobFilter, JobRecord, JobRow, JobWriter, callback_json};
 pub use keys::KeyRow;
-pub use leases::{Fenced, LeaseRow};
+pub use leases::LeaseRow;
 pub use nodes::NodeRow;
 pub use sessions::SessionRow;
 pub use teams::SavedTeam;
@@ -44,5 +44,5 @@ pub use writes::StoreWrite;
 
 pub use backend::{Backend, DbSettings, postgres_place, sqlite_file, sqlite_url};
 /// A storage failure, with what was being done.
-pub use error::{Patience, Result, StoreError};
+pub use error::{Fenced, Patience, Result, StoreError};
 pub use store::{PoolState, Store};

@@ -1,6 +1,8 @@
 //! The database: opened (migrations applied), paged lists, and the
 //! connection pool every query module works on.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sqlx::AnyPool;
@@ -22,7 +24,25 @@ pub struct Store {
     /// turns, approvals and processes carry it ([`Store::on_node`]).
     pub(crate) node: Option<std::sync::Arc<str>>,
     /// The lease tokens this node's writes of a team's work must match.
-    pub(crate) fences: crate::leases::Fences,
+    pub(crate) fences: Fences,
+}
+
+/// The last lease token this node held for each team: the fence its
+/// writes of the team's work are checked against. A team this node never
+/// held has no entry (its writes are not the owner's work: not fenced); a
+/// lease lost keeps its old token, so what the node still writes of that
+/// team is refused.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Fences(pub(crate) Arc<RwLock<HashMap<String, i64>>>);
+
+impl Fences {
+    pub(crate) fn token(&self, team: &str) -> Option<i64> {
+        self.0.read().ok().and_then(|m| m.get(team).copied())
+    }
+
+    pub(crate) fn any(&self) -> bool {
+        self.0.read().is_ok_and(|m| !m.is_empty())
+    }
 }
 
 /// How one kind of record is listed a page at a time (see [`Store::page`]).

@@ -307,7 +307,7 @@ impl Iris {
             |iris, ctx, params| async move {
                 // The team's owner is another node: the message is sent
                 // there, and followed from here as any turn of another node.
-                if let Some(url) = iris.owner_elsewhere(&ctx, op, &params).await? {
+                if let Some(url) = iris.owner_elsewhere(&ctx, op.runs, &params).await? {
                     let v = iris
                         .ownership()
                         .forward(&url, &ctx, "quick_message", params)
