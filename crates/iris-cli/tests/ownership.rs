@@ -767,3 +767,65 @@ async fn behind_nginx_every_transport_reaches_the_teams_owner() {
     // A dies: nginx moves on to B, which takes the team over.
     p.kill_a_then_tell(&front).await;
 }
+
+/// Team to team across nodes: a Claude Code team on A asks the echo team
+/// owned by B asynchronously with `notify`; B runs it, and its answer goes
+/// back into the asking conversation on A, the asking team's owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_with_notify_goes_back_to_the_asking_teams_node() {
+    let stub = anthropic_stub::start();
+    let teams = |dir: &Path| {
+        std::fs::create_dir_all(dir.join("work")).unwrap();
+        std::fs::create_dir_all(dir.join("claude-home")).unwrap();
+        format!(
+            "{DEMO}{}",
+            claude_team("a", &dir.join("claude-home"), &stub.url, "")
+        )
+    };
+    let p = Pair::start_with(teams, "");
+    let (url_a, url_b, key, client) = p.handles();
+    let (s, v) = p.tell(&url_b, "demo", "owned by B").await;
+    assert_eq!(s, 200, "{v}");
+    let args =
+        json!({"toTeam": "demo", "message": "[[delay=300]] later", "timeout": -1, "notify": true})
+            .to_string();
+    let (s, r) = p
+        .tell(
+            &url_a,
+            "a",
+            &format!("MSG<tool mcp__iris__send_message {args}>"),
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    let said = r["response"].as_str().unwrap_or_default();
+    assert!(said.contains("\"async\":true"), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let back = loop {
+        let (_, report) = get(&client, &url_a, &key, "/api/v1/teams/a/report").await;
+        let found = report["messages"].as_array().and_then(|m| {
+            m.iter()
+                .find(|m| {
+                    m["request"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("Team `demo` answered"))
+                        && m["status"] == "completed"
+                })
+                .cloned()
+        });
+        if let Some(m) = found {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "no answer came back: {report}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        back["request"].as_str().unwrap().contains("later"),
+        "{back}"
+    );
+    assert_eq!(
+        processes(&client, &url_b, &key).await,
+        2,
+        "demo's two conversations (the admin's, a's), on B only"
+    );
+    assert_eq!(processes(&client, &url_a, &key).await, 1, "a ran on A only");
+}
