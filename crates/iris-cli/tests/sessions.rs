@@ -162,3 +162,112 @@ async fn history_and_reports_survive_a_restart() {
     assert!(again["response"].as_str().unwrap().contains("--resume"));
     h.stop().await;
 }
+
+/// `session_list`: a team's conversations, latest used first, each with its
+/// caller, messages, how its latest one ended and its cost; paged; a key
+/// limited to another team sees none of them; all of it after a restart.
+#[tokio::test]
+async fn a_teams_conversations_are_listed_with_their_activity() {
+    let yaml = "settings:\n  maxProcesses: 8\nteams:\n  demo:\n    path: .\n    agent: echo\n  other:\n    path: .\n    agent: echo\n";
+    let h = start(yaml).await;
+    let send = |from: &'static str, message: &'static str, sid: Option<&str>| {
+        let mut p = json!({"toTeam": "demo", "message": message, "fromTeam": from, "timeout": 0});
+        if let Some(s) = sid {
+            p["sessionId"] = s.into();
+        }
+        h.call("send_message", p)
+    };
+    send("alpha", "one", None).await.unwrap();
+    send("alpha", "two", None).await.unwrap();
+    let explicit = "4b0b7a8e-9d1c-4f6e-8a39-0d7c1f2e3a4b";
+    send("alpha", "aside", Some(explicit)).await.unwrap();
+    send("beta", "[[error=boom]]", None).await.unwrap_err();
+    h.tell("other", "elsewhere").await.unwrap();
+
+    let list = h
+        .call("session_list", json!({"team": "demo"}))
+        .await
+        .unwrap();
+    let rows: Vec<(&str, &str, i64, &str)> = list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["from"].as_str().unwrap(),
+                c["team"].as_str().unwrap(),
+                c["turns"].as_i64().unwrap(),
+                c["lastStatus"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("beta", "demo", 1, "failed"),
+            ("alpha", "demo", 1, "completed"),
+            ("alpha", "demo", 2, "completed"),
+        ],
+        "latest used first: {list}"
+    );
+    assert_eq!(list["conversations"][1]["sessionId"], explicit);
+    assert_eq!(list["conversations"][2]["isDefault"], true);
+    assert!(list["conversations"][0]["costUsd"].is_number(), "{list}");
+    assert_eq!(list["pagination"]["total"], 3);
+    let page = h
+        .call("session_list", json!({"limit": 2, "page": 2}))
+        .await
+        .unwrap();
+    assert_eq!(page["pagination"]["total"], 4, "every team: {page}");
+    assert_eq!(page["conversations"].as_array().unwrap().len(), 2);
+
+    // Over REST; a key limited to `other` sees only its conversations.
+    let (server, admin) = h.serve_with_key("admin").await;
+    let (limited, _) = h.key("operator", Some(&["other"]), None).await;
+    let client = reqwest::Client::new();
+    let get = |path: String, key: String| {
+        let client = client.clone();
+        let url = format!("http://{}/api/v1{path}", server.addr);
+        async move {
+            http(
+                &client,
+                reqwest::Method::GET,
+                url,
+                Some(&key),
+                serde_json::Value::Null,
+            )
+            .await
+        }
+    };
+    let (s, v) = get("/teams/demo/conversations".into(), admin.clone()).await;
+    assert_eq!(
+        (s, v["pagination"]["total"].as_i64()),
+        (200, Some(3)),
+        "{v}"
+    );
+    let (s, v) = get("/teams/demo/conversations".into(), limited.clone()).await;
+    assert_eq!(s, 404, "{v}");
+    let (s, v) = get("/conversations".into(), limited.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["pagination"]["total"], 1, "{v}");
+    assert_eq!(v["conversations"][0]["team"], "other");
+    server.stop().await;
+
+    // After a restart: the same list, every process stopped.
+    let home = h.stop().await;
+    let h = start_in(home, yaml).await;
+    let again = h
+        .call("session_list", json!({"team": "demo"}))
+        .await
+        .unwrap();
+    assert_eq!(again["pagination"]["total"], 3);
+    assert!(
+        again["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["processState"] == "stopped"),
+        "{again}"
+    );
+    h.stop().await;
+}

@@ -34,7 +34,7 @@ pub use jobs::{Callback, JOB_BATCH, JobFilter, JobRecord, JobRow, JobWriter, cal
 pub use keys::KeyRow;
 pub use leases::LeaseRow;
 pub use nodes::NodeRow;
-pub use sessions::SessionRow;
+pub use sessions::{ConversationFilter, ConversationRow, SessionRow};
 pub use teams::SavedTeam;
 pub use transcripts::TranscriptRow;
 pub use turns::{EventRow, HistoryFilter, TurnFinish, TurnRow};

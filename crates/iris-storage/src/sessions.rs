@@ -57,7 +57,78 @@ fn from_row(r: &AnyRow) -> SessionRow {
     }
 }
 
+/// Which conversations [`Store::conversations`] lists.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    /// Only those with this team.
+    pub team: Option<String>,
+    /// Only those of this caller (`from_team`): an agent's own team.
+    pub from_team: Option<String>,
+    /// Only those with these teams (a caller limited to some teams).
+    pub teams: Option<Vec<String>>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// A conversation as a list shows it: the session and what its turns add
+/// up to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationRow {
+    #[serde(flatten)]
+    pub session: SessionRow,
+    /// The sum of its turns' costs (USD), where reported.
+    pub cost_usd: f64,
+    /// The status of its latest turn, if it has any.
+    pub last_status: Option<String>,
+}
+
+fn conversation(r: &AnyRow) -> ConversationRow {
+    ConversationRow {
+        session: from_row(r),
+        cost_usd: r.try_get("cost_usd").unwrap_or(0.0),
+        last_status: r.try_get("last_status").ok().flatten(),
+    }
+}
+
+fn push_conversation_filters(q: &mut crate::sql::Sql, f: &ConversationFilter) {
+    q.push(" WHERE 1 = 1");
+    if let Some(v) = &f.team {
+        q.push(" AND to_team = ").bind(v);
+    }
+    if let Some(v) = &f.from_team {
+        q.push(" AND from_team = ").bind(v);
+    }
+    crate::store::push_teams(q, "to_team", f.teams.as_deref());
+}
+
 impl Store {
+    /// Conversations matching `f`, latest used first, with what their turns
+    /// cost and how the latest ended; and the total before paging.
+    pub async fn conversations(
+        &self,
+        f: &ConversationFilter,
+    ) -> Result<(Vec<ConversationRow>, i64)> {
+        let listing = crate::store::Listing {
+            select: "SELECT id, from_team, to_team, is_default, fork_of, started, message_count, process_state, created_at, last_used_at, restarted_at, worktree,
+                (SELECT COALESCE(SUM(t.cost_usd), 0.0) FROM turns t WHERE t.session_id = sessions.id) AS cost_usd,
+                (SELECT t.status FROM turns t WHERE t.session_id = sessions.id
+                 ORDER BY t.created_at DESC, t.id DESC LIMIT 1) AS last_status
+                FROM sessions",
+            count: "SELECT COUNT(*) FROM sessions",
+            order: " ORDER BY last_used_at DESC, id",
+            what: "listing conversations",
+        };
+        self.page(
+            &listing,
+            |q| push_conversation_filters(q, f),
+            f.limit,
+            f.offset,
+            conversation,
+        )
+        .await
+    }
+
     /// Insert `s`; `once`: not when its id or its pair's default is there
     /// already. Rows inserted.
     async fn insert(&self, s: &SessionRow, once: bool) -> Result<u64> {

@@ -1,4 +1,4 @@
-//! Conversations: cancel, reboot, delete, fork, report, diff.
+//! Conversations: list, cancel, reboot, delete, fork, report, diff.
 
 use std::sync::Arc;
 
@@ -211,6 +211,99 @@ async fn diff(iris: &Iris, ctx: &Ctx, p: DiffParams) -> Result<DiffResult> {
         session_id: s.id,
         team: team.name.clone(),
         changes,
+    })
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListParams {
+    /// Only this team's conversations.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 64))]
+    pub team: Option<String>,
+    #[serde(default = "super::one")]
+    #[schemars(range(min = 1))]
+    pub page: i64,
+    #[serde(default = "super::fifty")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub limit: i64,
+}
+
+/// One conversation in a list.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationView {
+    pub session_id: String,
+    pub team: String,
+    /// Who talks to the team in it (a key's or user's name, or a team).
+    pub from: String,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    /// Messages it has had.
+    pub turns: i64,
+    /// Its process: `stopped`, `starting`, `ready`, `busy`…
+    pub process_state: String,
+    /// How its latest message ended (or stands), if it had any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<String>,
+    /// What its messages cost, where the agent reports it (USD).
+    pub cost_usd: f64,
+    /// The default conversation of its caller and team.
+    pub is_default: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<String>,
+    /// Its own git worktree's branch, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ConversationList {
+    /// Latest used first.
+    pub conversations: Vec<ConversationView>,
+    pub pagination: super::system::Pagination,
+}
+
+async fn list(iris: &Iris, ctx: &Ctx, p: ListParams) -> Result<ConversationList> {
+    super::visible(ctx, p.team.as_deref())?;
+    iris.recorder().flush().await;
+    let (rows, total) = iris
+        .store()
+        .conversations(&iris_storage::ConversationFilter {
+            team: p.team,
+            // An agent sees its own team's conversations only.
+            from_team: ctx.principal.agent_team().map(str::to_owned),
+            teams: ctx.principal.teams.clone(),
+            limit: p.limit,
+            offset: super::system::Pagination::offset(p.page, p.limit),
+        })
+        .await?;
+    let conversations = rows
+        .into_iter()
+        .map(|r| {
+            let s = r.session;
+            ConversationView {
+                branch: s.worktree.as_ref().map(|w| {
+                    crate::worktree::branch_of(std::path::Path::new(w))
+                        .unwrap_or_else(|| crate::worktree::branch(&s.id))
+                }),
+                session_id: s.id,
+                team: s.to_team,
+                from: s.from_team,
+                created_at: s.created_at,
+                last_used_at: s.last_used_at,
+                turns: s.message_count,
+                process_state: s.process_state,
+                last_status: r.last_status,
+                cost_usd: r.cost_usd,
+                is_default: s.is_default,
+                forked_from: s.fork_of,
+            }
+        })
+        .collect();
+    Ok(ConversationList {
+        conversations,
+        pagination: super::system::Pagination::of(p.page, p.limit, total),
     })
 }
 
@@ -443,6 +536,13 @@ pub(super) fn operations() -> Vec<Operation> {
                 })
             },
         ).on_owner(Runs::OnTeamsOwner),
+        Operation::new(
+            "session_list",
+            "Conversations, latest used first (by team), each with its caller, last activity, messages, process, how its latest message ended and what it cost.",
+            Some(scope::CACHE_READ),
+            false,
+            |iris: Arc<Iris>, ctx: Ctx, p: ListParams| async move { list(&iris, &ctx, p).await },
+        ),
         Operation::new(
             "session_diff",
             "What the agent of a worktree conversation changed: its files, and a unified diff of its worktree now (committed, uncommitted and untracked) against the commit its branch started from.",

@@ -150,6 +150,12 @@ pub(crate) const ROUTES: &[Route] = &[
         Verb::Get,
         team("session_report", "toTeam"),
     ),
+    route(
+        "/teams/{team}/conversations",
+        Verb::Get,
+        team("session_list", "team"),
+    ),
+    route("/conversations", Verb::Get, op("session_list")),
     route("/logs", Verb::Get, op("get_logs")),
     route("/date", Verb::Get, op("get_date")),
     route("/status", Verb::Get, op("get_status")),
