@@ -69,6 +69,14 @@ try {
   check(full === 'the answer arrives word by word', `the answer: ${full}`);
   check(partial.length < full.length, `it grew while streaming (first seen: "${partial}")`);
   await page.waitForSelector('#chat-history li');
+  // The team's conversations, each openable.
+  await page.waitForFunction(() => /completed/.test(document.getElementById('conv-rows').textContent));
+  const convs = await page.textContent('#conv-rows');
+  check(convs.includes('completed'), `the conversation is listed: ${convs}`);
+  await page.evaluate(() => { document.getElementById('chat-history').replaceChildren(); });
+  await page.click('#conv-rows button:has-text("Open")');
+  await page.waitForSelector('#chat-history li');
+  check((await page.textContent('#chat-history')).includes('the answer arrives word by word'), 'an opened conversation shows its messages');
   await page.screenshot({ path: `${shots}/dashboard-conversation.png` });
 
   // A team created at run time, then deleted.

@@ -308,18 +308,54 @@ $('chat-form').addEventListener('submit', async (ev) => {
   chatSocket.send(JSON.stringify({ type: 'message', team, message: f.get('message') }));
 });
 
+$('chat-team').addEventListener('change', () => loadHistory().catch(() => {}));
+
 $('chat-cancel').addEventListener('click', () => {
   if (chatSocket && chatSocket.readyState === WebSocket.OPEN) {
     chatSocket.send(JSON.stringify({ type: 'cancel', team: $('chat-team').value }));
   }
 });
 
+function showMessages(messages) {
+  $('chat-history').replaceChildren(...(messages || []).map((m) => el('li', `${m.request} → ${m.response ?? m.status}`)));
+}
+
 async function loadHistory() {
   const team = $('chat-team').value;
   if (!team) return;
   const r = await api('GET', `/teams/${encodeURIComponent(team)}/report?limit=20`);
-  const list = $('chat-history');
-  list.replaceChildren(...(r.messages || []).map((m) => el('li', `${m.request} → ${m.response ?? m.status}`)));
+  showMessages(r.messages);
+  await loadConversations(team);
+}
+
+// The team's conversations (session_list): open one's messages, or see
+// what its agent changed in its worktree (session_diff).
+async function loadConversations(team) {
+  const data = await api('GET', `/teams/${encodeURIComponent(team)}/conversations?limit=50`);
+  const rows = $('conv-rows');
+  rows.replaceChildren();
+  for (const c of data.conversations || []) {
+    const id = encodeURIComponent(c.sessionId);
+    const actions = el('span');
+    const open = el('button', 'Open', { type: 'button', 'aria-label': `Open the conversation of ${c.from}` });
+    open.addEventListener('click', () => api('GET', `/cache/${id}?limit=50`).then((r) => showMessages(r.messages)).catch(() => {}));
+    actions.append(open);
+    if (c.branch) {
+      const changes = el('button', 'Changes', { type: 'button', 'aria-label': `Changes on ${c.branch}` });
+      changes.addEventListener('click', () => api('GET', `/cache/${id}/diff`).then(showChanges).catch(() => {}));
+      actions.append(' ', changes);
+    }
+    rows.append(row([c.from, when(c.lastUsedAt), c.turns, c.lastStatus || '', c.costUsd.toFixed(4), c.branch || '', actions]));
+  }
+}
+
+function showChanges(d) {
+  for (const id of ['conv-changes-title', 'conv-files', 'conv-changes']) $(id).hidden = false;
+  $('conv-files').replaceChildren(...d.files.map((f) =>
+    el('li', `${f.path} (${f.status}${f.additions === undefined ? ', binary' : `, +${f.additions} −${f.deletions}`})`)));
+  const omitted = d.omitted.length ? `\n(not shown, too large: ${d.omitted.join(', ')})` : '';
+  // Text only: what an agent wrote is never markup here.
+  $('conv-changes').textContent = d.diff + omitted;
 }
 
 // ---- approvals, live ----
