@@ -75,6 +75,10 @@ async fn the_dashboard_works_in_a_browser() {
     for check in [
         "a wrong password is refused",
         "it grew while streaming",
+        "markdown rendered",
+        "no markup from the agent runs",
+        "it is shown as text",
+        "an opened conversation shows its messages",
         "revoked: the API refuses the key",
         "the job completed with its result",
         "the approval appears without a reload",

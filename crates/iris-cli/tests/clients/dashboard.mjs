@@ -69,6 +69,40 @@ try {
   check(full === 'the answer arrives word by word', `the answer: ${full}`);
   check(partial.length < full.length, `it grew while streaming (first seen: "${partial}")`);
   await page.waitForSelector('#chat-history li');
+  // An answer in markdown is rendered; HTML in it stays text.
+  const md = [
+    '# Title', '', 'Some **bold**, `code`, a [link](https://example.com/x) and [another](javascript:window.pwned=3).',
+    '', '```rust', 'let x = 1 < 2;', '```', '', '- one', '- two', '',
+    '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">',
+  ].join('\n');
+  await page.fill('#chat-form textarea', md);
+  await page.click('#chat-form button[type=submit]');
+  await page.waitForSelector('#chat-answer h4');
+  const rendered = await page.evaluate(() => {
+    const a = document.getElementById('chat-answer');
+    return {
+      h: a.querySelector('h4')?.textContent,
+      strong: a.querySelector('strong')?.textContent,
+      code: a.querySelector('p code')?.textContent,
+      block: a.querySelector('pre code')?.textContent,
+      lang: a.querySelector('pre code')?.dataset.lang,
+      links: [...a.querySelectorAll('a')].map((x) => x.getAttribute('href')),
+      items: a.querySelectorAll('ul li').length,
+      script: a.querySelectorAll('script').length,
+      img: a.querySelectorAll('img').length,
+      text: a.textContent,
+      pwned: window.pwned,
+    };
+  });
+  check(rendered.h === 'Title' && rendered.strong === 'bold' && rendered.code === 'code', `markdown rendered: ${JSON.stringify(rendered)}`);
+  check(rendered.block === 'let x = 1 < 2;' && rendered.lang === 'rust', `a code block: ${JSON.stringify(rendered)}`);
+  check(rendered.links.length === 1 && rendered.links[0] === 'https://example.com/x', `only http(s) links: ${rendered.links}`);
+  check(rendered.items === 2, 'a list');
+  check(rendered.script === 0 && rendered.img === 0 && rendered.pwned === undefined, 'no markup from the agent runs');
+  check(rendered.text.includes('<script>window.pwned=1</script>') && rendered.text.includes('onerror='), 'it is shown as text');
+  await page.waitForFunction(() => document.querySelectorAll('#chat-history .answer h4').length > 0);
+  check(await page.evaluate(() => document.querySelectorAll('#chat-history script, #chat-history img').length === 0), 'earlier turns render the same way');
+
   // The team's conversations, each openable.
   await page.waitForFunction(() => /completed/.test(document.getElementById('conv-rows').textContent));
   const convs = await page.textContent('#conv-rows');

@@ -17,6 +17,94 @@ function el(tag, text, attrs = {}) {
   return e;
 }
 
+// ---- markdown, as DOM nodes: nothing an agent writes becomes markup ----
+// A small subset (headings, paragraphs, lists, fenced code, inline code,
+// bold, italics, http(s) links), built with createElement and textContent
+// only; any HTML in the text stays text. No library: the page stays one
+// file and works offline.
+
+function inline(text) {
+  const out = document.createDocumentFragment();
+  const pattern = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|(\*[^*\n]+\*)|(\[[^\]\n]+\]\([^)\s]+\))/g;
+  let last = 0;
+  for (const m of text.matchAll(pattern)) {
+    if (m.index > last) out.append(text.slice(last, m.index));
+    const t = m[0];
+    if (m[1]) out.append(el('code', t.slice(1, -1)));
+    else if (m[2]) out.append(el('strong', t.slice(2, -2)));
+    else if (m[3]) out.append(el('em', t.slice(1, -1)));
+    else {
+      const label = t.slice(1, t.indexOf(']('));
+      const href = t.slice(t.indexOf('](') + 2, -1);
+      if (/^https?:\/\//i.test(href)) {
+        out.append(el('a', label, { href, rel: 'noopener noreferrer', target: '_blank' }));
+      } else {
+        out.append(t); // Another scheme (javascript:, data:): as text.
+      }
+    }
+    last = m.index + t.length;
+  }
+  if (last < text.length) out.append(text.slice(last));
+  return out;
+}
+
+function markdown(text) {
+  const out = document.createDocumentFragment();
+  const lines = String(text ?? '').split('\n');
+  let para = [];
+  let list = null;
+  const flush = () => {
+    if (para.length) {
+      const p = el('p');
+      p.append(inline(para.join(' ')));
+      out.append(p);
+      para = [];
+    }
+    list = null;
+  };
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    const fence = line.match(/^\s*```\s*([\w+-]*)\s*$/);
+    if (fence) {
+      flush();
+      const body = [];
+      for (i++; i < lines.length && !/^\s*```\s*$/.test(lines[i]); i++) body.push(lines[i]);
+      const code = el('code', body.join('\n'));
+      if (fence[1]) code.dataset.lang = fence[1];
+      const pre = el('pre');
+      pre.append(code);
+      out.append(pre);
+      continue;
+    }
+    const heading = line.match(/^(#{1,6})\s+(.*)$/);
+    const item = line.match(/^\s*(?:[-*+]|(\d+)[.)])\s+(.*)$/);
+    if (heading) {
+      flush();
+      // Under the page's own h2/h3: h4 and below.
+      const h = el(`h${Math.min(6, heading[1].length + 3)}`);
+      h.append(inline(heading[2]));
+      out.append(h);
+    } else if (item) {
+      if (para.length) flush();
+      const kind = item[1] ? 'ol' : 'ul';
+      if (!list || list.tagName.toLowerCase() !== kind) {
+        list = el(kind);
+        out.append(list);
+      }
+      const li = el('li');
+      li.append(inline(item[2]));
+      list.append(li);
+    } else if (!line.trim()) {
+      flush();
+    } else {
+      if (list) list = null;
+      para.push(line.trim());
+    }
+  }
+  flush();
+  return out;
+}
+
 function row(cells) {
   const tr = el('tr');
   for (const c of cells) {
@@ -294,8 +382,10 @@ $('chat-form').addEventListener('submit', async (ev) => {
     const v = JSON.parse(m.data);
     if (v.type === 'start') $('chat-status').textContent = `running (${v.messageId})`;
     else if (v.type === 'chunk') $('chat-answer').textContent += v.text || '';
-    else if (v.type === 'tool_use') $('chat-tools').append(el('li', `${v.name || v.tool}: ${JSON.stringify(v.input)}`));
+    else if (v.type === 'tool_use') $('chat-tools').append(toolCard(v));
     else if (v.type === 'complete') {
+      // The whole answer, rendered (it streamed in as text).
+      $('chat-answer').replaceChildren(markdown($('chat-answer').textContent));
       $('chat-status').textContent = `${v.status} in ${v.duration} ms`;
       chatSocket.close();
       loadHistory().catch(() => {});
@@ -316,8 +406,26 @@ $('chat-cancel').addEventListener('click', () => {
   }
 });
 
+// A tool use as a card: its name, opened for its input.
+function toolCard(v) {
+  const li = el('li', null, { class: 'tool' });
+  const d = el('details');
+  d.append(el('summary', v.name || v.tool || 'tool'), el('pre', JSON.stringify(v.input ?? {}, null, 2)));
+  li.append(d);
+  return li;
+}
+
 function showMessages(messages) {
-  $('chat-history').replaceChildren(...(messages || []).map((m) => el('li', `${m.request} → ${m.response ?? m.status}`)));
+  $('chat-history').replaceChildren(...(messages || []).map((m) => {
+    const li = el('li');
+    const asked = el('p', null, { class: 'asked' });
+    asked.append(el('strong', `${m.from ?? 'you'}: `), m.request);
+    const answer = el('div', null, { class: 'answer' });
+    if (m.response) answer.append(markdown(m.response));
+    else answer.append(el('em', m.status));
+    li.append(asked, answer);
+    return li;
+  }));
 }
 
 async function loadHistory() {
