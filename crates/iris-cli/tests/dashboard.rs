@@ -49,6 +49,16 @@ async fn the_dashboard_works_in_a_browser() {
         .output()
         .unwrap();
     succeeded(&made);
+    // A message from one team to another, for the teams graph.
+    let (status, told) = http(
+        &reqwest::Client::new(),
+        reqwest::Method::POST,
+        format!("{base}/api/v1/teams/tell"),
+        Some(&key_in(home.path())),
+        serde_json::json!({"toTeam": "demo", "fromTeam": "guarded", "message": "from another team", "timeout": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{told}");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let scratch = tempfile::tempdir().unwrap();
     let shots = std::env::var_os("IRIS_SCREENSHOTS")
@@ -75,6 +85,7 @@ async fn the_dashboard_works_in_a_browser() {
     for check in [
         "a wrong password is refused",
         "it grew while streaming",
+        "the teams graph shows who messaged whom",
         "markdown rendered",
         "no markup from the agent runs",
         "it is shown as text",

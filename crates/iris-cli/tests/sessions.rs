@@ -251,6 +251,32 @@ async fn a_teams_conversations_are_listed_with_their_activity() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["pagination"]["total"], 1, "{v}");
     assert_eq!(v["conversations"][0]["team"], "other");
+    // The teams graph: an edge per (caller, team); callers that are not
+    // teams are nodes of their own; a limited key sees its team's only.
+    let g = h.call("team_graph", json!({})).await.unwrap();
+    let edge = |g: &serde_json::Value, from: &str, to: &str| {
+        g["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["from"] == from && e["to"] == to)
+            .map(|e| (e["count"].as_i64().unwrap(), e["open"].as_i64().unwrap()))
+    };
+    assert_eq!(edge(&g, "alpha", "demo"), Some((3, 0)), "{g}");
+    assert_eq!(edge(&g, "beta", "demo"), Some((1, 0)), "{g}");
+    assert!(
+        g["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["name"] == "alpha" && n["team"] == false),
+        "{g}"
+    );
+    let (s, v) = get("/team-graph".into(), limited.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(edge(&v, "alpha", "demo").is_none(), "{v}");
+    assert_eq!(v["edges"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["edges"][0]["to"], "other");
     server.stop().await;
 
     // After a restart: the same list, every process stopped.

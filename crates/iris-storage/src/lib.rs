@@ -37,7 +37,7 @@ pub use nodes::NodeRow;
 pub use sessions::{ConversationFilter, ConversationRow, SessionRow};
 pub use teams::SavedTeam;
 pub use transcripts::TranscriptRow;
-pub use turns::{EventRow, HistoryFilter, TurnFinish, TurnRow};
+pub use turns::{EventRow, HistoryFilter, PairRow, TurnFinish, TurnRow};
 pub use users::{RefreshRow, SignInRow, UserRow};
 pub use webhooks::{AttemptOutcome, AttemptRow, DeliveryRow, WebhookRow};
 pub use writes::StoreWrite;

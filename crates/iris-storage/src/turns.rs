@@ -216,7 +216,51 @@ pub(crate) async fn finish_in(
     Ok(())
 }
 
+/// Messages from one caller to one team since a time (the teams graph).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PairRow {
+    pub from_team: String,
+    pub to_team: String,
+    /// Messages (and jobs) sent.
+    pub count: i64,
+    /// Of those, queued or running now.
+    pub open: i64,
+}
+
 impl Store {
+    /// Messages per (caller, team) created since `since` (ms), busiest
+    /// first, only to `teams` when given (a caller limited to some teams).
+    pub async fn message_pairs(
+        &self,
+        since: i64,
+        teams: Option<&[String]>,
+    ) -> Result<Vec<PairRow>> {
+        let mut q = Sql::new(
+            "SELECT from_team, to_team, COUNT(*) AS n,
+                    SUM(CASE WHEN status IN ('queued', 'running') THEN 1 ELSE 0 END) AS open
+             FROM turns WHERE created_at >= ",
+        );
+        q.bind(since);
+        crate::store::push_teams(&mut q, "to_team", teams);
+        q.push(" GROUP BY from_team, to_team ORDER BY n DESC, from_team, to_team LIMIT 500");
+        let rows = q
+            .build("counting messages between teams")?
+            .fetch_all(&self.pool)
+            .await
+            .ctx("counting messages between teams")?;
+        rows.iter()
+            .map(|r| {
+                Ok(PairRow {
+                    from_team: r.try_get(0).ctx("turns.from_team")?,
+                    to_team: r.try_get(1).ctx("turns.to_team")?,
+                    count: r.try_get(2).ctx("a count")?,
+                    open: r.try_get(3).ctx("a count")?,
+                })
+            })
+            .collect()
+    }
+
     /// The node that ran (or runs) turn `id` (`None`: unknown, or written
     /// before nodes had ids, or by a one-shot command).
     pub async fn turn_node(&self, id: &str) -> Result<Option<String>> {

@@ -55,6 +55,11 @@ try {
   await page.waitForSelector('#team-rows tr');
   check((await page.textContent('#team-rows')).includes('demo'), 'signed in: the teams are listed');
   check(!page.url().includes('token') && !page.url().includes(password), 'no credential in the URL');
+  // Who messages whom: the message guarded → demo the test sent first.
+  await page.waitForSelector('#graph line[data-from="guarded"][data-to="demo"]', { state: 'attached' });
+  const edges = await page.textContent('#graph-edges');
+  check(edges.includes('guarded → demo: 1 message'), `the teams graph shows who messaged whom: ${edges}`);
+  check(await page.evaluate(() => document.querySelectorAll('#graph g.node.team').length >= 2), 'each team is a node');
   await page.screenshot({ path: `${shots}/dashboard-teams.png` });
 
   // A conversation: the answer grows as the agent writes it.

@@ -169,6 +169,104 @@ fn is_running(p: &ProcessInfo) -> bool {
     matches!(p.state.as_str(), "spawning" | "ready" | "busy")
 }
 
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GraphParams {
+    /// How far back to count (ms); an hour by default, a week at most.
+    #[serde(default = "an_hour")]
+    #[schemars(range(min = 1000, max = 604_800_000))]
+    pub window_ms: i64,
+}
+
+fn an_hour() -> i64 {
+    3_600_000
+}
+
+/// A team in the graph.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphNode {
+    pub name: String,
+    /// A team (else a caller: a key's or user's name).
+    pub team: bool,
+    /// One of its processes is working on a message now.
+    pub busy: bool,
+    pub processes: usize,
+    pub queued: usize,
+}
+
+/// Messages from one caller (or team) to a team within the window.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphEdge {
+    pub from: String,
+    pub to: String,
+    pub count: i64,
+    /// Of those, queued or running now.
+    pub open: i64,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GraphResult {
+    pub since: i64,
+    pub nodes: Vec<GraphNode>,
+    /// Busiest first.
+    pub edges: Vec<GraphEdge>,
+}
+
+/// The teams the caller sees, the callers and teams that messaged them
+/// within the window, and an edge per pair.
+async fn graph(iris: &Iris, ctx: &Ctx, p: GraphParams) -> Result<GraphResult> {
+    let since = crate::clock::now_ms() - p.window_ms;
+    iris.recorder().flush().await;
+    let pairs = iris
+        .store()
+        .message_pairs(since, ctx.principal.teams.as_deref())
+        .await?;
+    let teams = iris.teams().visible(ctx);
+    let mut nodes: Vec<GraphNode> = teams
+        .iter()
+        .map(|t| {
+            let s = status_of(iris, t);
+            GraphNode {
+                name: t.name.clone(),
+                team: true,
+                busy: s.busy,
+                processes: s.processes.len(),
+                queued: s.queued,
+            }
+        })
+        .collect();
+    let mut edges = Vec::new();
+    for pair in pairs {
+        // A team the caller does not see (deleted, or not its) is left out.
+        if !nodes.iter().any(|n| n.team && n.name == pair.to_team) {
+            continue;
+        }
+        if !nodes.iter().any(|n| n.name == pair.from_team) {
+            nodes.push(GraphNode {
+                name: pair.from_team.clone(),
+                team: false,
+                busy: false,
+                processes: 0,
+                queued: 0,
+            });
+        }
+        edges.push(GraphEdge {
+            from: pair.from_team,
+            to: pair.to_team,
+            count: pair.count,
+            open: pair.open,
+        });
+    }
+    Ok(GraphResult {
+        since,
+        nodes,
+        edges,
+    })
+}
+
 fn status_of(iris: &Iris, team: &Team) -> TeamStatus {
     let processes = iris.team_processes(&team.name);
     TeamStatus {
@@ -221,6 +319,13 @@ pub(super) fn operations() -> Vec<Operation> {
                     timestamp: crate::clock::now_ms(),
                 })
             },
+        ),
+        Operation::new(
+            "team_graph",
+            "The teams and who messaged whom: an edge per (caller, team) with its messages in the last hour (or windowMs), those still open, and each team's processes.",
+            Some(scope::TEAMS_READ),
+            false,
+            |iris: Arc<Iris>, ctx: Ctx, p: GraphParams| async move { graph(&iris, &ctx, p).await },
         ),
         Operation::new(
             "team_wake",

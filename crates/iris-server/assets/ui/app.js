@@ -329,12 +329,71 @@ async function loadTeams() {
       ? `Under: ${options.teamRoots.join(', ')}`
       : 'No teamRoots in the config file: teams can only be added there.';
   }
+  loadGraph().catch(() => {});
   for (const select of [$('chat-team'), $('job-team')]) {
     const current = select.value;
     select.replaceChildren(...state.teams.map((t) => el('option', t.name)));
     if (current) select.value = current;
   }
 }
+
+// ---- teams at a glance: who messages whom (team_graph) ----
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = String(text);
+  return e;
+}
+
+async function loadGraph() {
+  const g = await api('GET', '/team-graph');
+  const box = $('graph');
+  box.replaceChildren();
+  // Teams on a circle, callers that are not teams on an outer one.
+  const place = new Map();
+  const [cx, cy] = [320, 180];
+  const teams = g.nodes.filter((n) => n.team);
+  const others = g.nodes.filter((n) => !n.team);
+  teams.forEach((n, i) => {
+    const a = (2 * Math.PI * i) / Math.max(1, teams.length) - Math.PI / 2;
+    place.set(n.name, [cx + 110 * Math.cos(a), cy + 110 * Math.sin(a)]);
+  });
+  others.forEach((n, i) => {
+    const a = (2 * Math.PI * (i + 0.5)) / Math.max(1, others.length) - Math.PI / 2;
+    place.set(n.name, [cx + 280 * Math.cos(a), cy + 160 * Math.sin(a)]);
+  });
+  const marker = svg('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 22, refY: 5, markerWidth: 6, markerHeight: 6, orient: 'auto' });
+  marker.append(svg('path', { d: 'M0,0 L10,5 L0,10 z', fill: '#4b5563' }));
+  const defs = svg('defs', {});
+  defs.append(marker);
+  box.append(defs);
+  for (const e of g.edges) {
+    const [x1, y1] = place.get(e.from) || [cx, cy];
+    const [x2, y2] = place.get(e.to) || [cx, cy];
+    const line = svg('line', { x1, y1, x2, y2, class: e.open ? 'edge open' : 'edge', 'stroke-width': Math.min(8, 1 + Math.log2(e.count + 1)), 'marker-end': 'url(#arrow)' });
+    line.dataset.from = e.from;
+    line.dataset.to = e.to;
+    box.append(line, svg('text', { x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 4, class: 'count' }, e.count));
+  }
+  for (const n of g.nodes) {
+    const [x, y] = place.get(n.name);
+    const node = svg('g', { class: `node${n.team ? ' team' : ' caller'}${n.busy ? ' busy' : ''}` });
+    node.dataset.name = n.name;
+    node.append(svg('circle', { cx: x, cy: y, r: 18 }), svg('text', { x, y: y + 32, 'text-anchor': 'middle' }, n.name));
+    box.append(node);
+  }
+  $('graph-edges').replaceChildren(...(g.edges.length
+    ? g.edges.map((e) => el('li', `${e.from} → ${e.to}: ${e.count} message${e.count === 1 ? '' : 's'}${e.open ? `, ${e.open} open` : ''}`))
+    : [el('li', 'No messages in the last hour.')]));
+}
+
+// The graph follows the messages while the teams are shown.
+setInterval(() => {
+  if (bearer() && !$('teams').hidden) loadGraph().catch(() => {});
+}, 3000);
 
 $('team-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();

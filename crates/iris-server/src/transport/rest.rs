@@ -156,6 +156,7 @@ pub(crate) const ROUTES: &[Route] = &[
         team("session_list", "team"),
     ),
     route("/conversations", Verb::Get, op("session_list")),
+    route("/team-graph", Verb::Get, op("team_graph")),
     route("/logs", Verb::Get, op("get_logs")),
     route("/date", Verb::Get, op("get_date")),
     route("/status", Verb::Get, op("get_status")),
