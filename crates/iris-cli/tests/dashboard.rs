@@ -86,6 +86,7 @@ async fn the_dashboard_works_in_a_browser() {
         "a wrong password is refused",
         "it grew while streaming",
         "the teams graph shows who messaged whom",
+        "the approval is shown in the conversation, in its place",
         "markdown rendered",
         "no markup from the agent runs",
         "it is shown as text",

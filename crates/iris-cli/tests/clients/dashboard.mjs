@@ -184,10 +184,13 @@ try {
   const asked = await page.textContent('#approval-list');
   check(asked.includes('guarded: Bash') && asked.includes('echo approved-output'), 'with the tool and its input');
   await page.screenshot({ path: `${shots}/dashboard-approvals.png` });
-  await page.fill('#approval-list input', 'looks fine');
-  await page.click('#approval-list button:has-text("Allow")');
-  await page.waitForFunction(() => document.getElementById('approval-list').children.length === 0);
+  // Decided in its place in the conversation.
   await page.click('#nav [data-view=chat]');
+  await page.waitForSelector('#chat-approvals li');
+  check((await page.textContent('#chat-approvals')).includes('guarded: Bash'), 'the approval is shown in the conversation, in its place');
+  await page.fill('#chat-approvals input', 'looks fine');
+  await page.click('#chat-approvals button:has-text("Allow")');
+  await page.waitForFunction(() => document.getElementById('approval-list').children.length === 0);
   await page.waitForFunction(() => /completed/.test(document.getElementById('chat-status').textContent), null, { timeout: 90000 });
   const toolAnswer = await page.textContent('#chat-answer');
   check(toolAnswer.includes('approved-output'), `the tool's output arrives: ${toolAnswer}`);

@@ -6,7 +6,7 @@
 'use strict';
 
 const API = '/api/v1';
-const state = { token: null, refresh: null, key: null, expiresAt: 0, teams: [], events: null, refreshing: null };
+const state = { token: null, refresh: null, key: null, expiresAt: 0, teams: [], events: null, refreshing: null, chatTurn: null };
 
 const $ = (id) => document.getElementById(id);
 
@@ -430,6 +430,7 @@ $('chat-form').addEventListener('submit', async (ev) => {
   const team = f.get('team');
   $('chat-answer').textContent = '';
   $('chat-tools').replaceChildren();
+  $('chat-approvals').replaceChildren();
   $('chat-status').textContent = 'sending…';
   try {
     chatSocket = await streamSocket();
@@ -439,7 +440,11 @@ $('chat-form').addEventListener('submit', async (ev) => {
   }
   chatSocket.onmessage = (m) => {
     const v = JSON.parse(m.data);
-    if (v.type === 'start') $('chat-status').textContent = `running (${v.messageId})`;
+    if (v.type === 'start') {
+      state.chatTurn = v.messageId;
+      $('chat-status').textContent = `running (${v.messageId})`;
+      loadApprovals().catch(() => {});
+    }
     else if (v.type === 'chunk') $('chat-answer').textContent += v.text || '';
     else if (v.type === 'tool_use') $('chat-tools').append(toolCard(v));
     else if (v.type === 'complete') {
@@ -527,27 +532,32 @@ function showChanges(d) {
 
 // ---- approvals, live ----
 
+// A pending approval with Allow and Deny (and a reason).
+function approvalCard(a, where) {
+  const li = el('li', null, { class: 'approval' });
+  li.append(el('strong', `${a.team}: ${a.toolName}`), el('pre', JSON.stringify(a.input, null, 2)));
+  const reason = el('input', null, { 'aria-label': `Reason for ${a.id} (${where})`, placeholder: 'reason (optional)' });
+  li.append(reason);
+  for (const decision of ['allow', 'deny']) {
+    const b = el('button', decision === 'allow' ? 'Allow' : 'Deny', { type: 'button' });
+    b.addEventListener('click', () =>
+      api('POST', `/approvals/${encodeURIComponent(a.id)}`, { decision, reason: reason.value || undefined })
+        .then(loadApprovals)
+        .catch(() => {}),
+    );
+    li.append(' ', b);
+  }
+  return li;
+}
+
 async function loadApprovals() {
   const data = await api('GET', '/approvals?status=pending');
-  const list = $('approval-list');
-  list.replaceChildren();
   $('pending').textContent = data.approvals.length || '';
-  for (const a of data.approvals) {
-    const li = el('li', null, { class: 'approval' });
-    li.append(el('strong', `${a.team}: ${a.toolName}`), el('pre', JSON.stringify(a.input, null, 2)));
-    const reason = el('input', null, { 'aria-label': `Reason for ${a.id}`, placeholder: 'reason (optional)' });
-    li.append(reason);
-    for (const decision of ['allow', 'deny']) {
-      const b = el('button', decision === 'allow' ? 'Allow' : 'Deny', { type: 'button' });
-      b.addEventListener('click', () =>
-        api('POST', `/approvals/${encodeURIComponent(a.id)}`, { decision, reason: reason.value || undefined })
-          .then(loadApprovals)
-          .catch(() => {}),
-      );
-      li.append(' ', b);
-    }
-    list.append(li);
-  }
+  $('approval-list').replaceChildren(...data.approvals.map((a) => approvalCard(a, 'approvals')));
+  // Those of the turn the conversation view follows, in its place there.
+  $('chat-approvals').replaceChildren(...data.approvals
+    .filter((a) => state.chatTurn && a.turnId === state.chatTurn)
+    .map((a) => approvalCard(a, 'conversation')));
 }
 
 /// Lifecycle events of every team the caller sees (JSON-RPC /ws, topic
