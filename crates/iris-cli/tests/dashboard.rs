@@ -87,6 +87,7 @@ async fn the_dashboard_works_in_a_browser() {
         "it grew while streaming",
         "the teams graph shows who messaged whom",
         "the approval is shown in the conversation, in its place",
+        "each turn says how it went",
         "markdown rendered",
         "no markup from the agent runs",
         "it is shown as text",

@@ -195,6 +195,10 @@ try {
   const toolAnswer = await page.textContent('#chat-answer');
   check(toolAnswer.includes('approved-output'), `the tool's output arrives: ${toolAnswer}`);
   check((await page.textContent('#chat-tools')).includes('Bash'), 'the tool use was shown as it happened');
+  // The earlier turn: its tool use as a card in its place, its time and cost.
+  await page.waitForFunction(() => [...document.querySelectorAll('#chat-history li.tool summary')].some((s) => s.textContent === 'Bash'));
+  const facts = await page.textContent('#chat-history .facts');
+  check(/completed · \d+ ms · \d+ in \/ \d+ out tokens/.test(facts), `each turn says how it went: ${facts}`);
 
   // The audit log and health.
   await page.click('#nav [data-view=audit]');

@@ -342,6 +342,19 @@ pub struct ReportEntry {
     pub error: Option<String>,
     pub created_at: i64,
     pub completed_at: Option<i64>,
+    /// Milliseconds from its start (else its creation) to its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<i64>,
+    /// The tools its agent used, as the agent reported them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub tool_uses: Option<serde_json::Value>,
+    /// Tokens, as the agent reported them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub usage: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
 }
 
 impl From<TurnRow> for ReportEntry {
@@ -355,8 +368,14 @@ impl From<TurnRow> for ReportEntry {
             request: t.request,
             response: t.response,
             error: t.error,
+            duration: t
+                .completed_at
+                .map(|end| end - t.started_at.unwrap_or(t.created_at)),
             created_at: t.created_at,
             completed_at: t.completed_at,
+            tool_uses: t.tool_uses.filter(|v| !v.is_null()),
+            usage: t.usage.filter(|v| !v.is_null()),
+            cost_usd: t.cost_usd,
         }
     }
 }

@@ -464,6 +464,17 @@ $('chat-form').addEventListener('submit', async (ev) => {
 
 $('chat-team').addEventListener('change', () => loadHistory().catch(() => {}));
 
+// Fork or reboot the caller's conversation with the chosen team.
+for (const [id, path] of [['chat-fork', 'fork'], ['chat-reboot', 'reboot']]) {
+  $(id).addEventListener('click', () => {
+    const team = encodeURIComponent($('chat-team').value);
+    api('POST', `/teams/${team}/${path}`, {})
+      .then((r) => { $('chat-status').textContent = `${path === 'fork' ? 'forked into' : 'rebooted: now'} ${r.sessionId || r.newSessionId || ''}`; })
+      .then(loadHistory)
+      .catch(() => {});
+  });
+}
+
 $('chat-cancel').addEventListener('click', () => {
   if (chatSocket && chatSocket.readyState === WebSocket.OPEN) {
     chatSocket.send(JSON.stringify({ type: 'cancel', team: $('chat-team').value }));
@@ -486,8 +497,16 @@ function showMessages(messages) {
     asked.append(el('strong', `${m.from ?? 'you'}: `), m.request);
     const answer = el('div', null, { class: 'answer' });
     if (m.response) answer.append(markdown(m.response));
-    else answer.append(el('em', m.status));
-    li.append(asked, answer);
+    else answer.append(el('em', m.error ? `${m.status}: ${m.error}` : m.status));
+    const tools = el('ul', null, { class: 'tools' });
+    for (const t of m.toolUses || []) tools.append(toolCard(t));
+    // How it went: status, time, tokens, cost, and the chain of teams.
+    const facts = [m.status];
+    if (m.duration != null) facts.push(`${m.duration} ms`);
+    if (m.usage && m.usage.input_tokens != null) facts.push(`${m.usage.input_tokens} in / ${m.usage.output_tokens ?? 0} out tokens`);
+    if (m.costUsd != null) facts.push(`$${Number(m.costUsd).toFixed(4)}`);
+    if (Array.isArray(m.chain) && m.chain.length > 1) facts.push(`via ${m.chain.join(' → ')}`);
+    li.append(asked, tools, answer, el('p', facts.join(' · '), { class: 'facts' }));
     return li;
   }));
 }
