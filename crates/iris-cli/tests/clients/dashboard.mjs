@@ -11,6 +11,13 @@
 // one line per check; exits 1 at the first failure. Screenshots of the
 // main pages go to SCREENSHOT_DIR.
 import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+// axe-core (Deque's accessibility rules engine, pinned in package.json),
+// evaluated in the page through the DevTools protocol: the page's CSP
+// does not let in an injected script tag.
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 const [base, username, password, shots, teamFolder] = process.argv.slice(2);
 
@@ -20,6 +27,20 @@ function check(cond, what) {
     process.exit(1);
   }
   console.log(`ok ${what}`);
+}
+
+// No serious or critical accessibility violation in the view shown now.
+async function accessible(page, view) {
+  if (!(await page.evaluate(() => typeof window.axe !== 'undefined'))) {
+    await page.evaluate(`${axeSource}\n;undefined`);
+  }
+  const found = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
+  });
+  check(found.length === 0, `${view}: no serious or critical accessibility violations${found.length ? `: ${found.join('; ')}` : ''}`);
 }
 
 const browser = await chromium.launch({
@@ -41,6 +62,7 @@ try {
   const csp = res.headers()['content-security-policy'] || '';
   check(/default-src 'none'/.test(csp) && /script-src 'self'/.test(csp), `its CSP allows only its own origin: ${csp}`);
 
+  await accessible(page, 'the sign-in page');
   // A wrong password: the error body's message, no sign-in.
   await page.fill('#login-form input[name=username]', username);
   await page.fill('#login-form input[name=password]', 'not-the-password-1A!');
@@ -60,6 +82,7 @@ try {
   const edges = await page.textContent('#graph-edges');
   check(edges.includes('guarded → demo: 1 message'), `the teams graph shows who messaged whom: ${edges}`);
   check(await page.evaluate(() => document.querySelectorAll('#graph g.node.team').length >= 2), 'each team is a node');
+  await accessible(page, 'teams');
   await page.screenshot({ path: `${shots}/dashboard-teams.png` });
 
   // A conversation: the answer grows as the agent writes it.
@@ -116,6 +139,7 @@ try {
   await page.click('#conv-rows button:has-text("Open")');
   await page.waitForSelector('#chat-history li');
   check((await page.textContent('#chat-history')).includes('the answer arrives word by word'), 'an opened conversation shows its messages');
+  await accessible(page, 'conversation');
   await page.screenshot({ path: `${shots}/dashboard-conversation.png` });
 
   // A team created at run time, then deleted.
@@ -151,6 +175,7 @@ try {
   await page.waitForFunction(() => /grace\s*developer/.test(document.getElementById('user-rows').textContent));
   check(true, 'a user is created and given a role');
   await page.click('button[aria-label="Reset MFA of grace"]');
+  await accessible(page, 'keys and users');
   await page.screenshot({ path: `${shots}/dashboard-keys.png` });
   await page.click('button[aria-label="Revoke made-in-the-browser"]');
   let status = 0;
@@ -167,6 +192,7 @@ try {
   await page.click('#job-form button[type=submit]');
   await page.waitForFunction(() => /completed/.test(document.getElementById('job-rows').textContent), null, { timeout: 15000 });
   check((await page.textContent('#job-rows')).includes('a job from the browser'), 'the job completed with its result');
+  await accessible(page, 'jobs');
   await page.screenshot({ path: `${shots}/dashboard-jobs.png` });
 
   // An approval: a claude team on the Messages API stub asks to run Bash.
@@ -183,6 +209,7 @@ try {
   await page.waitForSelector('#approval-list li');
   const asked = await page.textContent('#approval-list');
   check(asked.includes('guarded: Bash') && asked.includes('echo approved-output'), 'with the tool and its input');
+  await accessible(page, 'approvals');
   await page.screenshot({ path: `${shots}/dashboard-approvals.png` });
   // Decided in its place in the conversation.
   await page.click('#nav [data-view=chat]');
@@ -204,10 +231,12 @@ try {
   await page.click('#nav [data-view=audit]');
   await page.waitForSelector('#audit-rows tr');
   check((await page.textContent('#audit-rows')).includes('auth.'), 'the audit log lists sign-ins');
+  await accessible(page, 'audit');
   await page.screenshot({ path: `${shots}/dashboard-audit.png` });
   await page.click('#nav [data-view=health]');
   await page.waitForFunction(() => document.getElementById('health-body').textContent.includes('database'));
   check(true, 'health and metrics are shown');
+  await accessible(page, 'health');
 
   // Keyboard: the sections are buttons, reachable with Tab.
   await page.keyboard.press('Tab');
@@ -218,6 +247,7 @@ try {
   await page.waitForSelector('#team-rows tr');
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(overflow <= 40, `fits a phone's width (overflow ${overflow}px)`);
+  await accessible(page, 'teams at a phone\'s width');
   await page.screenshot({ path: `${shots}/dashboard-phone.png` });
 
   // Sign out.

@@ -622,7 +622,7 @@ async function loadJobs() {
   const rows = $('job-rows');
   rows.replaceChildren();
   for (const j of data.jobs) {
-    const d = el('button', 'Show', { type: 'button', 'aria-label': `Deliveries of ${j.jobId}` });
+    const d = el('button', 'Show', { type: 'button', 'aria-label': `Show the deliveries of ${j.jobId}` });
     d.addEventListener('click', async () => {
       const r = await api('GET', `/jobs/${encodeURIComponent(j.jobId)}/deliveries`);
       d.replaceWith(el('span', r.deliveries.map((x) => `${x.status} after ${x.attempts} attempt(s)`).join('; ') || 'none'));
