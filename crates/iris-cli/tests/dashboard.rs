@@ -23,9 +23,20 @@ async fn the_dashboard_works_in_a_browser() {
     std::fs::create_dir_all(&claude_home).unwrap();
     // Teams made from the page work under a root outside Iris's home.
     let projects = tempfile::tempdir().unwrap();
+    // A repository whose conversations each get a worktree: a command
+    // agent writes its message into notes.txt there.
+    let repo = projects.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["config", "user.email", "test@example.com"]);
+    git(&repo, &["config", "user.name", "Test"]);
+    std::fs::write(repo.join("notes.txt"), "original\n").unwrap();
+    git(&repo, &["add", "notes.txt"]);
+    git(&repo, &["commit", "-q", "-m", "start"]);
     let config = format!(
-        "teamRoots: [{}]\napi:\n  port: 0\ndashboard:\n  http: 0\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  approvalTimeout: 120000\nteams:\n  demo:\n    path: .\n    agent: echo\n{}",
+        "teamRoots: [{}]\napi:\n  port: 0\ndashboard:\n  http: 0\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  approvalTimeout: 120000\nteams:\n  demo:\n    path: .\n    agent: echo\n  editor:\n    path: {}\n    agent: command\n    command: sh\n    args: ['-c', 'printf \"%s\\n\" \"$0\" > notes.txt; echo written']\n    isolation: worktree\n{}",
         projects.path().display(),
+        repo.display(),
         claude_team(
             "guarded",
             &claude_home,
@@ -92,6 +103,7 @@ async fn the_dashboard_works_in_a_browser() {
         "conversation: no serious or critical accessibility violations",
         "health: no serious or critical accessibility violations",
         "teams at a phone's width: no serious or critical accessibility violations",
+        "a worktree conversation's changes are shown",
         "markdown rendered",
         "no markup from the agent runs",
         "it is shown as text",

@@ -139,6 +139,18 @@ try {
   await page.click('#conv-rows button:has-text("Open")');
   await page.waitForSelector('#chat-history li');
   check((await page.textContent('#chat-history')).includes('the answer arrives word by word'), 'an opened conversation shows its messages');
+  // A worktree conversation: what its agent changed, from the list.
+  await page.selectOption('#chat-team', 'editor');
+  await page.fill('#chat-form textarea', 'changed from the browser');
+  await page.click('#chat-form button[type=submit]');
+  await page.waitForFunction(() => /completed/.test(document.getElementById('chat-status').textContent));
+  await page.waitForFunction(() => /iris\//.test(document.getElementById('conv-rows').textContent));
+  await page.click('#conv-rows button:has-text("Changes")');
+  await page.waitForSelector('#conv-changes:not([hidden])');
+  const files = await page.textContent('#conv-files');
+  const diff = await page.textContent('#conv-changes');
+  check(files.includes('notes.txt (modified, +1 −1)') && diff.includes('-original') && diff.includes('+changed from the browser'),
+    `a worktree conversation's changes are shown: ${files} ${diff}`);
   await accessible(page, 'conversation');
   await page.screenshot({ path: `${shots}/dashboard-conversation.png` });
 
