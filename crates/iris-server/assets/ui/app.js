@@ -545,8 +545,18 @@ function showChanges(d) {
   $('conv-files').replaceChildren(...d.files.map((f) =>
     el('li', `${f.path} (${f.status}${f.additions === undefined ? ', binary' : `, +${f.additions} −${f.deletions}`})`)));
   const omitted = d.omitted.length ? `\n(not shown, too large: ${d.omitted.join(', ')})` : '';
-  // Text only: what an agent wrote is never markup here.
-  $('conv-changes').textContent = d.diff + omitted;
+  // Text only (what an agent wrote is never markup here), a line each,
+  // added and removed lines marked.
+  const pre = $('conv-changes');
+  pre.replaceChildren();
+  for (const line of (d.diff + omitted).split('\n')) {
+    let cls = '';
+    if (line.startsWith('+') && !line.startsWith('+++')) cls = 'add';
+    else if (line.startsWith('-') && !line.startsWith('---')) cls = 'del';
+    else if (line.startsWith('@@')) cls = 'hunk';
+    else if (line.startsWith('diff --git')) cls = 'file';
+    pre.append(el('span', `${line}\n`, cls ? { class: cls } : {}));
+  }
 }
 
 // ---- approvals, live ----
