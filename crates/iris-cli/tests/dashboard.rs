@@ -34,7 +34,7 @@ async fn the_dashboard_works_in_a_browser() {
     git(&repo, &["add", "notes.txt"]);
     git(&repo, &["commit", "-q", "-m", "start"]);
     let config = format!(
-        "teamRoots: [{}]\napi:\n  port: 0\ndashboard:\n  http: 0\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  approvalTimeout: 120000\nteams:\n  demo:\n    path: .\n    agent: echo\n  editor:\n    path: {}\n    agent: command\n    command: sh\n    args: ['-c', 'printf \"%s\\n\" \"$0\" > notes.txt; echo written']\n    isolation: worktree\n{}",
+        "teamRoots: [{}]\napi:\n  port: 0\ndashboard:\n  http: 0\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  approvalTimeout: 120000\nwebhooks:\n  allowHosts: ['127.0.0.1']\n  retryBase: 50\n  retryMax: 100\n  maxAttempts: 2\nteams:\n  demo:\n    path: .\n    agent: echo\n  editor:\n    path: {}\n    agent: command\n    command: sh\n    args: ['-c', 'printf \"%s\\n\" \"$0\" > notes.txt; echo written']\n    isolation: worktree\n{}",
         projects.path().display(),
         repo.display(),
         claude_team(
@@ -70,6 +70,8 @@ async fn the_dashboard_works_in_a_browser() {
     )
     .await;
     assert_eq!(status, 200, "{told}");
+    // A webhook receiver that refuses the first two deliveries.
+    let (hook, hits) = receiver(2);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let scratch = tempfile::tempdir().unwrap();
     let shots = std::env::var_os("IRIS_SCREENSHOTS")
@@ -81,6 +83,7 @@ async fn the_dashboard_works_in_a_browser() {
         .args([base.as_str(), "ada", password])
         .arg(&shots)
         .arg(projects.path())
+        .arg(format!("{hook}/iris"))
         .output()
         .await
         .unwrap();
@@ -93,6 +96,15 @@ async fn the_dashboard_works_in_a_browser() {
         "{stdout}\n{}\nserver log:\n{tail}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Two refused attempts and the redelivery, each of the job's end.
+    let got = hits.lock().unwrap().clone();
+    assert!(
+        got.len() >= 3
+            && got
+                .iter()
+                .all(|(p, b)| p == "/iris" && b["event"] == "job.completed"),
+        "{got:?}"
+    );
     for check in [
         "a wrong password is refused",
         "it grew while streaming",
@@ -104,6 +116,9 @@ async fn the_dashboard_works_in_a_browser() {
         "health: no serious or critical accessibility violations",
         "teams at a phone's width: no serious or critical accessibility violations",
         "a worktree conversation's changes are shown",
+        "a webhook subscription is made, its secret shown once",
+        "a failed delivery is redelivered from the page",
+        "the audit chain verifies from the page",
         "markdown rendered",
         "no markup from the agent runs",
         "it is shown as text",

@@ -385,45 +385,6 @@ fn taken_over(why: &Value) {
     );
 }
 
-/// Webhook deliveries a tiny receiver got: (path, body).
-type Hits = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
-
-/// A webhook receiver on loopback that answers 200 to everything.
-fn receiver() -> (String, Hits) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let hits: Hits = Default::default();
-    let keep = hits.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
-            let mut length = 0;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            keep.lock().unwrap().push((path, body));
-            let _ = (&conn)
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, hits)
-}
-
 /// A command Claude Code asks about before it runs it.
 const BASH: &str = r#"MSG<tool Bash {"command":"mkdir -p made-by-agent && echo approved-output","description":"Make a folder"}>"#;
 
@@ -436,7 +397,7 @@ const BASH: &str = r#"MSG<tool Bash {"command":"mkdir -p made-by-agent && echo a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_owner_dies_with_an_approval_pending_and_jobs_waiting() {
     let stub = anthropic_stub::start();
-    let (hook, hits) = receiver();
+    let (hook, hits) = receiver(0);
     let teams = |dir: &Path| {
         std::fs::create_dir_all(dir.join("work")).unwrap();
         std::fs::create_dir_all(dir.join("claude-home")).unwrap();

@@ -19,7 +19,7 @@ import { createRequire } from 'node:module';
 // does not let in an injected script tag.
 const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
-const [base, username, password, shots, teamFolder] = process.argv.slice(2);
+const [base, username, password, shots, teamFolder, hookUrl] = process.argv.slice(2);
 
 function check(cond, what) {
   if (!cond) {
@@ -197,6 +197,16 @@ try {
   }
   check(status === 401, 'revoked: the API refuses the key');
 
+  // A webhook subscription for jobs' ends (its receiver refuses twice).
+  await page.click('#nav [data-view=webhooks]');
+  await page.fill('#webhook-form input[name=url]', hookUrl);
+  await page.fill('#webhook-form input[name=events]', 'job.completed');
+  await page.click('#webhook-form button[type=submit]');
+  await page.waitForSelector('#webhook-secret:not([hidden])');
+  check((await page.textContent('#webhook-secret-value')).length >= 16 && (await page.textContent('#webhook-rows')).includes(hookUrl),
+    'a webhook subscription is made, its secret shown once');
+  await accessible(page, 'webhooks');
+
   // A job, followed to its end.
   await page.click('#nav [data-view=jobs]');
   await page.selectOption('#job-team', 'demo');
@@ -206,6 +216,25 @@ try {
   check((await page.textContent('#job-rows')).includes('a job from the browser'), 'the job completed with its result');
   await accessible(page, 'jobs');
   await page.screenshot({ path: `${shots}/dashboard-jobs.png` });
+  // Its job.completed delivery failed twice; redelivered from the page.
+  await page.click('#nav [data-view=webhooks]');
+  await page.waitForSelector('#webhook-rows button:has-text("Deliveries")');
+  let failed = false;
+  for (let i = 0; i < 100 && !failed; i += 1) {
+    await page.click('#webhook-rows button:has-text("Deliveries")');
+    await page.waitForTimeout(100);
+    failed = (await page.textContent('#delivery-rows')).includes('failed');
+  }
+  check(failed, `the delivery failed after its attempts: ${await page.textContent('#delivery-rows')}`);
+  await page.click('#delivery-rows button:has-text("Redeliver")');
+  let delivered = false;
+  for (let i = 0; i < 100 && !delivered; i += 1) {
+    await page.waitForTimeout(100);
+    await page.click('#webhook-rows button:has-text("Deliveries")');
+    delivered = (await page.textContent('#delivery-rows')).includes('delivered');
+  }
+  check(delivered, 'a failed delivery is redelivered from the page');
+  await page.screenshot({ path: `${shots}/dashboard-webhooks.png` });
 
   // An approval: a claude team on the Messages API stub asks to run Bash.
   await page.click('#nav [data-view=chat]');
@@ -243,6 +272,9 @@ try {
   await page.click('#nav [data-view=audit]');
   await page.waitForSelector('#audit-rows tr');
   check((await page.textContent('#audit-rows')).includes('auth.'), 'the audit log lists sign-ins');
+  await page.click('#audit-verify');
+  await page.waitForFunction(() => /verifies/.test(document.getElementById('audit-verdict').textContent));
+  check(true, 'the audit chain verifies from the page');
   await accessible(page, 'audit');
   await page.screenshot({ path: `${shots}/dashboard-audit.png` });
   await page.click('#nav [data-view=health]');

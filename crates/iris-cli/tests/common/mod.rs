@@ -493,3 +493,51 @@ pub fn epoch_ms(table: &str) -> bool {
         .split_whitespace()
         .any(|w| w.len() == 13 && w.bytes().all(|b| b.is_ascii_digit()))
 }
+
+/// Webhook deliveries a tiny receiver got: (path, body).
+pub type Hits = std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>;
+
+/// A webhook receiver on loopback: answers 500 to the first `fail_first`
+/// requests, then 200; records every request.
+pub fn receiver(fail_first: usize) -> (String, Hits) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let hits: Hits = Default::default();
+    let keep = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let path = line.split(' ').nth(1).unwrap_or_default().to_owned();
+            let mut length = 0;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let seen = {
+                let mut hits = keep.lock().unwrap();
+                hits.push((path, body));
+                hits.len()
+            };
+            let answer: &[u8] = if seen <= fail_first {
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            };
+            let _ = (&conn).write_all(answer);
+        }
+    });
+    (url, hits)
+}

@@ -262,6 +262,7 @@ const loaders = {
   approvals: loadApprovals,
   jobs: loadJobs,
   keys: loadKeys,
+  webhooks: loadWebhooks,
   audit: () => loadAudit(),
   health: loadHealth,
 };
@@ -617,6 +618,58 @@ function openEvents() {
   };
 }
 
+// ---- webhook subscriptions and their deliveries ----
+
+// A delivery's row, with Redeliver for one that failed or was given up.
+function deliveryRow(x, again) {
+  const actions = el('span');
+  if (x.status !== 'delivered' && x.status !== 'pending') {
+    const b = el('button', 'Redeliver', { type: 'button', 'aria-label': `Redeliver ${x.event} ${x.id}` });
+    b.addEventListener('click', () => api('POST', `/admin/webhook-deliveries/${encodeURIComponent(x.id)}/redeliver`, {}).then(again).catch(() => {}));
+    actions.append(b);
+  }
+  return row([x.event, x.status, `${x.attempts} / ${x.maxAttempts}`, x.lastError || '', actions]);
+}
+
+async function loadWebhooks() {
+  const data = await api('GET', '/admin/webhooks');
+  const rows = $('webhook-rows');
+  rows.replaceChildren();
+  for (const w of data.webhooks) {
+    const id = encodeURIComponent(w.id);
+    const actions = el('span');
+    const show = el('button', 'Deliveries', { type: 'button', 'aria-label': `Deliveries to ${w.url}` });
+    const again = () => api('GET', `/admin/webhooks/${id}/deliveries?limit=50`)
+      .then((r) => $('delivery-rows').replaceChildren(...r.deliveries.map((x) => deliveryRow(x, again))));
+    show.addEventListener('click', () => again().catch(() => {}));
+    const del = el('button', 'Delete', { type: 'button', 'aria-label': `Delete the subscription to ${w.url}` });
+    del.addEventListener('click', () => api('DELETE', `/admin/webhooks/${id}`).then(loadWebhooks).catch(() => {}));
+    actions.append(show, ' ', del);
+    rows.append(row([w.url, w.events.join(', '), w.active ? 'yes' : 'no', when(w.createdAt), actions]));
+  }
+}
+
+$('webhook-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const f = new FormData(ev.target);
+  const body = { url: f.get('url'), events: String(f.get('events')).split(',').map((e) => e.trim()).filter(Boolean) };
+  if (f.get('description')) body.description = f.get('description');
+  const made = await api('POST', '/admin/webhooks', body).catch(() => null);
+  if (made) {
+    ev.target.reset();
+    $('webhook-secret-value').textContent = made.secret || '';
+    $('webhook-secret').hidden = !$('webhook-secret-value').textContent;
+    await loadWebhooks();
+  }
+});
+
+$('audit-verify').addEventListener('click', async () => {
+  const v = await api('GET', '/admin/audit-logs/verify').catch(() => null);
+  if (v) $('audit-verdict').textContent = v.ok
+    ? `The chain verifies: ${v.records} records, none changed or missing.`
+    : `The chain does not verify${v.badSeq != null ? ` at record ${v.badSeq}` : ''}: ${v.problem || 'unknown problem'}`;
+});
+
 // ---- jobs ----
 
 $('job-form').addEventListener('submit', async (ev) => {
@@ -635,7 +688,16 @@ async function loadJobs() {
     const d = el('button', 'Show', { type: 'button', 'aria-label': `Show the deliveries of ${j.jobId}` });
     d.addEventListener('click', async () => {
       const r = await api('GET', `/jobs/${encodeURIComponent(j.jobId)}/deliveries`);
-      d.replaceWith(el('span', r.deliveries.map((x) => `${x.status} after ${x.attempts} attempt(s)`).join('; ') || 'none'));
+      const list = el('span', r.deliveries.length ? null : 'none');
+      for (const x of r.deliveries) {
+        list.append(`${x.status} after ${x.attempts} attempt(s) `);
+        if (x.status !== 'delivered' && x.status !== 'pending') {
+          const b = el('button', 'Redeliver', { type: 'button', 'aria-label': `Redeliver ${x.id}` });
+          b.addEventListener('click', () => api('POST', `/admin/webhook-deliveries/${encodeURIComponent(x.id)}/redeliver`, {}).then(loadJobs).catch(() => {}));
+          list.append(b, ' ');
+        }
+      }
+      d.replaceWith(list);
     });
     rows.append(row([j.jobId, j.team, j.status, j.position ?? '', j.result ?? j.error ?? '', d]));
   }
