@@ -44,7 +44,7 @@ async fn the_dashboard_works_in_a_browser() {
             "    grantPermission: ask\n"
         )
     );
-    let (_server, base) = serve_in(home.path(), &config);
+    let (mut server, base) = serve_in(home.path(), &config);
     let password = "Correct-Horse-9!x";
     let made = iris(home.path())
         .args([
@@ -131,6 +131,26 @@ async fn the_dashboard_works_in_a_browser() {
     ] {
         assert!(stdout.contains(check), "{check}: {stdout}");
     }
+    // Restarted: the conversations are still there, in the page.
+    terminate(&mut server);
+    let (_server, base) = serve_with(home.path(), &[]);
+    let out = tokio::process::Command::new("node")
+        .arg(root.join("crates/iris-cli/tests/clients/dashboard.mjs"))
+        .args([base.as_str(), "ada", password])
+        .arg(&shots)
+        .arg(projects.path())
+        .arg(format!("{hook}/iris"))
+        .arg("restarted")
+        .output()
+        .await
+        .unwrap();
+    let again = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && again.contains("after a restart the conversations are listed and open"),
+        "{again}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for page in [
         "teams",
         "conversation",

@@ -19,7 +19,7 @@ import { createRequire } from 'node:module';
 // does not let in an injected script tag.
 const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
-const [base, username, password, shots, teamFolder, hookUrl] = process.argv.slice(2);
+const [base, username, password, shots, teamFolder, hookUrl, mode] = process.argv.slice(2);
 
 function check(cond, what) {
   if (!cond) {
@@ -74,6 +74,15 @@ try {
   await page.fill('#login-form input[name=password]', password);
   await page.click('#login-form button[type=submit]');
   await page.waitForSelector('#nav:not([hidden])');
+  if (mode === 'restarted') {
+    // Iris was restarted: the team's conversations are still listed, and open.
+    await page.click('#nav [data-view=chat]');
+    await page.selectOption('#chat-team', 'demo');
+    await page.waitForFunction(() => /completed/.test(document.getElementById('conv-rows').textContent));
+    await page.click('#conv-rows tr:has(td:text-is("ada")) button:has-text("Open")');
+    await page.waitForFunction(() => /the answer arrives word by word/.test(document.getElementById('chat-history').textContent));
+    check(true, 'after a restart the conversations are listed and open');
+  } else {
   await page.waitForSelector('#team-rows tr');
   check((await page.textContent('#team-rows')).includes('demo'), 'signed in: the teams are listed');
   check(!page.url().includes('token') && !page.url().includes(password), 'no credential in the URL');
@@ -293,6 +302,8 @@ try {
   check(overflow <= 40, `fits a phone's width (overflow ${overflow}px)`);
   await accessible(page, 'teams at a phone\'s width');
   await page.screenshot({ path: `${shots}/dashboard-phone.png` });
+
+  }
 
   // Sign out.
   await page.click('#signout');
