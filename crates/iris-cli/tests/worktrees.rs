@@ -509,6 +509,44 @@ async fn a_worktree_conversations_changes_against_where_it_started() {
         assert_eq!(v.get("files").is_some(), expected == 200, "{v}");
     }
 
+    // What an agent could plant to make Iris's git run a program: a
+    // filter whose name holds `=` (named by the worktree's attributes), and
+    // its worktree's `.git` pointed at a repository of its own making with
+    // a filter, a monitor and a lazy-fetch remote that run a program.
+    // Iris reads the worktree through the repository's own folders: none
+    // runs, and the diff is the real one.
+    let ran = elsewhere.path().join("ran");
+    let run = format!("touch {}", ran.display());
+    git(&repo, &["config", "filter.x=y.clean", &run]);
+    std::fs::write(Path::new(&wa).join(".gitattributes"), "* filter=x=y\n").unwrap();
+    let evil = elsewhere.path().join("evil");
+    git(elsewhere.path(), &["init", "-q", "evil"]);
+    for (k, v) in [
+        ("filter.z.clean", run.as_str()),
+        ("core.fsmonitor", run.as_str()),
+        ("remote.r.url", "file:///nowhere"),
+        ("remote.r.promisor", "true"),
+        ("remote.r.uploadpack", run.as_str()),
+        ("extensions.partialClone", "r"),
+    ] {
+        git(&evil, &["config", k, v]);
+    }
+    std::fs::write(
+        Path::new(&wa).join(".git"),
+        format!("gitdir: {}\n", evil.join(".git").display()),
+    )
+    .unwrap();
+    let after = h
+        .call("session_diff", json!({"sessionId": a}))
+        .await
+        .unwrap();
+    assert!(!ran.exists(), "a program named by the repository ran");
+    assert!(
+        after["diff"].as_str().unwrap().contains("+from A"),
+        "the real worktree was read: {after}"
+    );
+    assert_eq!(after["branch"], format!("iris/{a}"), "{after}");
+
     // A conversation in its team's folder: nothing to compare.
     h.tell("plain", "hi").await.unwrap();
     let e = h

@@ -229,7 +229,7 @@ async function watch(sessionId) {
     }
   });
   await once(socket, 'connect');
-  const sub = await socket.timeout(10000).emitWithAck('cache:subscribe', { sessionId });
+  const sub = await socket.timeout(20000).emitWithAck('cache:subscribe', { sessionId });
   check(sub.ok === true, `subscribed to ${sessionId}: ${JSON.stringify(sub)}`);
   console.log('SUBSCRIBED');
   timer = setTimeout(() => {

@@ -178,7 +178,6 @@ fn default_diff_bytes() -> u64 {
 pub struct DiffResult {
     pub session_id: String,
     pub team: String,
-    pub branch: String,
     #[serde(flatten)]
     pub changes: crate::worktree::Changes,
 }
@@ -203,11 +202,14 @@ async fn diff(iris: &Iris, ctx: &Ctx, p: DiffParams) -> Result<DiffResult> {
     };
     let base = iris.store().worktree_base(&s.id).await?;
     let path = std::path::Path::new(&path);
-    let changes =
-        crate::worktree::changes(path, base.as_deref(), p.max_bytes.min(10_485_760) as usize)
-            .await?;
+    let changes = crate::worktree::changes(
+        path,
+        team.path(),
+        base.as_deref(),
+        p.max_bytes.min(10_485_760) as usize,
+    )
+    .await?;
     Ok(DiffResult {
-        branch: crate::worktree::branch_of(path).unwrap_or_else(|| crate::worktree::branch(&s.id)),
         session_id: s.id,
         team: team.name.clone(),
         changes,
@@ -283,10 +285,8 @@ async fn list(iris: &Iris, ctx: &Ctx, p: ListParams) -> Result<ConversationList>
         .map(|r| {
             let s = r.session;
             ConversationView {
-                branch: s.worktree.as_ref().map(|w| {
-                    crate::worktree::branch_of(std::path::Path::new(w))
-                        .unwrap_or_else(|| crate::worktree::branch(&s.id))
-                }),
+                // Named at its making (no git run per row).
+                branch: s.worktree.as_ref().map(|_| crate::worktree::branch(&s.id)),
                 session_id: s.id,
                 team: s.to_team,
                 from: s.from_team,

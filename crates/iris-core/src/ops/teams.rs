@@ -238,8 +238,19 @@ async fn graph(iris: &Iris, ctx: &Ctx, p: GraphParams) -> Result<GraphResult> {
             }
         })
         .collect();
+    // An agent sees the messages of its own team (to it or from it).
+    let own = ctx.principal.agent_team();
     let mut edges = Vec::new();
     for pair in pairs {
+        if own.is_some_and(|t| pair.to_team != t && pair.from_team != t) {
+            continue;
+        }
+        // A team the caller may not see is not named to it.
+        if iris.teams().named(&pair.from_team).is_some()
+            && !ctx.principal.can_see_team(&pair.from_team)
+        {
+            continue;
+        }
         // A team the caller does not see (deleted, or not its) is left out.
         if !nodes.iter().any(|n| n.team && n.name == pair.to_team) {
             continue;

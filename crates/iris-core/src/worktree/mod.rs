@@ -76,6 +76,9 @@ pub(crate) fn git_command(dir: &Path) -> std::process::Command {
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")
+        // A repository may name a promisor remote whose upload-pack is a
+        // program of its choosing, run when an object is missing.
+        .env("GIT_NO_LAZY_FETCH", "1")
         .args([
             "-c",
             "core.hooksPath=/dev/null",
@@ -92,13 +95,23 @@ pub(crate) fn git_command(dir: &Path) -> std::process::Command {
     c
 }
 
-/// `-c` settings that make every filter driver the repository names
+/// Longest one git command Iris runs on a team's repository may take.
+pub(crate) const GIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Settings that make every filter driver the repository names
 /// (`filter.<name>.*` in its config, which an agent may have written) a
 /// no-op: git as Iris runs it never starts one (a smudge filter runs on
-/// checkout, a clean filter on status).
-pub(crate) async fn neutral_filters(dir: &Path) -> Vec<String> {
+/// checkout, a clean filter on status). Given through the environment
+/// ([`neutral`]), not `-c`, which cuts a name with `=` in it short.
+pub(crate) async fn neutral_filters(dir: &Path) -> Vec<(String, String)> {
     let Ok(out) = tokio::process::Command::from(git_command(dir))
-        .args(["config", "--name-only", "--get-regexp", r"^filter\."])
+        .args([
+            "config",
+            "--null",
+            "--name-only",
+            "--get-regexp",
+            r"^filter\.",
+        ])
         .stderr(std::process::Stdio::null())
         .output()
         .await
@@ -106,9 +119,9 @@ pub(crate) async fn neutral_filters(dir: &Path) -> Vec<String> {
         return Vec::new();
     };
     let names: std::collections::BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
+        .split('\0')
         .filter_map(|l| {
-            let rest = l.strip_prefix("filter.")?;
+            let rest = l.trim_end_matches('\n').strip_prefix("filter.")?;
             rest.rsplit_once('.').map(|(name, _)| name.to_owned())
         })
         .collect();
@@ -116,23 +129,44 @@ pub(crate) async fn neutral_filters(dir: &Path) -> Vec<String> {
         .iter()
         .flat_map(|n| {
             [
-                format!("filter.{n}.smudge=cat"),
-                format!("filter.{n}.clean=cat"),
-                format!("filter.{n}.process="),
-                format!("filter.{n}.required=false"),
+                (format!("filter.{n}.smudge"), "cat"),
+                (format!("filter.{n}.clean"), "cat"),
+                (format!("filter.{n}.process"), ""),
+                (format!("filter.{n}.required"), "false"),
             ]
         })
-        .flat_map(|kv| ["-c".to_owned(), kv])
+        .map(|(k, v)| (k, v.to_owned()))
         .collect()
+}
+
+/// `settings` as git reads configuration from its environment
+/// (`GIT_CONFIG_COUNT`, `GIT_CONFIG_KEY_<n>`, `GIT_CONFIG_VALUE_<n>`):
+/// over the repository's own, whatever the names hold.
+pub(crate) fn neutral(cmd: &mut tokio::process::Command, settings: &[(String, String)]) {
+    cmd.env("GIT_CONFIG_COUNT", settings.len().to_string());
+    for (i, (k, v)) in settings.iter().enumerate() {
+        cmd.env(format!("GIT_CONFIG_KEY_{i}"), k)
+            .env(format!("GIT_CONFIG_VALUE_{i}"), v);
+    }
 }
 
 pub(crate) async fn git(dir: &Path, args: &[&str]) -> std::result::Result<String, String> {
     let mut c = tokio::process::Command::from(git_command(dir));
-    let out = c
-        .args(neutral_filters(dir).await)
-        .args(args)
-        .output()
+    neutral(&mut c, &neutral_filters(dir).await);
+    c.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    // Dropped (and killed) past the limit: a repository never holds Iris.
+    let out = tokio::time::timeout(GIT_LIMIT, c.output())
         .await
+        .map_err(|_| {
+            format!(
+                "git {} took longer than {} s",
+                args.first().copied().unwrap_or_default(),
+                GIT_LIMIT.as_secs()
+            )
+        })?
         .map_err(|e| format!("cannot run git: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())

@@ -25,7 +25,8 @@ function el(tag, text, attrs = {}) {
 
 function inline(text) {
   const out = document.createDocumentFragment();
-  const pattern = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|(\*[^*\n]+\*)|(\[[^\]\n]+\]\([^)\s]+\))/g;
+  // Bounded link parts: an answer of many unclosed `[a](` stays linear.
+  const pattern = /(`[^`\n]+`)|(\*\*[^*\n]+\*\*)|(\*[^*\n]+\*)|(\[[^\]\n]{1,500}\]\([^)\s]{1,2000}\))/g;
   let last = 0;
   for (const m of text.matchAll(pattern)) {
     if (m.index > last) out.append(text.slice(last, m.index));
@@ -63,12 +64,12 @@ function markdown(text) {
     list = null;
   };
   for (let i = 0; i < lines.length; i++) {
-    const line = lines[i];
-    const fence = line.match(/^\s*```\s*([\w+-]*)\s*$/);
+    const line = lines[i].trimEnd();
+    const fence = line.match(/^\s*```\s*([\w+-]*)$/);
     if (fence) {
       flush();
       const body = [];
-      for (i++; i < lines.length && !/^\s*```\s*$/.test(lines[i]); i++) body.push(lines[i]);
+      for (i++; i < lines.length && !/^\s*```$/.test(lines[i].trimEnd()); i++) body.push(lines[i]);
       const code = el('code', body.join('\n'));
       if (fence[1]) code.dataset.lang = fence[1];
       const pre = el('pre');
