@@ -119,6 +119,8 @@ async fn the_dashboard_works_in_a_browser() {
         "a webhook subscription is made, its secret shown once",
         "a failed delivery is redelivered from the page",
         "the audit chain verifies from the page",
+        "turns, errors and latency are charted",
+        "a running process shows its memory",
         "markdown rendered",
         "no markup from the agent runs",
         "it is shown as text",

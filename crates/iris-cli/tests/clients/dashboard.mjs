@@ -91,6 +91,7 @@ try {
   const edges = await page.textContent('#graph-edges');
   check(edges.includes('guarded → demo: 1 message'), `the teams graph shows who messaged whom: ${edges}`);
   check(await page.evaluate(() => document.querySelectorAll('#graph g.node.team').length >= 2), 'each team is a node');
+  check(/\d+\.\d MiB/.test(await page.textContent('#team-rows')), 'a running process shows its memory');
   await accessible(page, 'teams');
   await page.screenshot({ path: `${shots}/dashboard-teams.png` });
 
@@ -289,6 +290,9 @@ try {
   await page.click('#nav [data-view=health]');
   await page.waitForFunction(() => document.getElementById('health-body').textContent.includes('database'));
   check(true, 'health and metrics are shown');
+  await page.waitForFunction(() => /turns in the last hour/.test(document.getElementById('turn-summary').textContent));
+  const summary = await page.textContent('#turn-summary');
+  check(/^[1-9]\d* turns in the last hour, \d+ failed/.test(summary), `turns, errors and latency are charted: ${summary}`);
   await accessible(page, 'health');
 
   // Keyboard: the sections are buttons, reachable with Tab.

@@ -95,6 +95,20 @@ pub struct ProcessInfo {
     pub messages_processed: u64,
     pub last_used: i64,
     pub spawned_at: Option<i64>,
+    /// Its resident memory (KiB), where the system says (Linux's
+    /// `/proc/<pid>/status`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_kib: Option<u64>,
+}
+
+/// The resident memory of process `pid` (KiB), if the system says.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
 }
 
 /// The processes by session, and their number readable without the lock.
@@ -183,6 +197,7 @@ fn info(s: &SlotShared) -> ProcessInfo {
         messages_processed: s.turns.load(Ordering::Relaxed),
         last_used: s.last_used.load(Ordering::Relaxed),
         spawned_at: (spawned != 0).then_some(spawned),
+        rss_kib: (pid != 0).then(|| rss_kib(pid)).flatten(),
     }
 }
 

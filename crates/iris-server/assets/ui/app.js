@@ -296,6 +296,7 @@ async function loadTeams() {
       state: procs.length ? `${t.status}: ${states.join(', ')}` : t.status,
       queued: procs.reduce((n, x) => n + (x.queued || 0), 0),
       pid: procs.map((x) => x.pid).filter(Boolean).join(' '),
+      rss: procs.reduce((n, x) => n + (x.rssKib || 0), 0),
       lastUsed: Math.max(0, ...procs.map((x) => x.lastUsed || 0)),
     };
     const actions = el('span');
@@ -317,7 +318,8 @@ async function loadTeams() {
       if (confirm(`Delete the team ${t.name}?`)) api('DELETE', `/teams/${team}`, { force: true }).then(loadTeams).catch(() => {});
     });
     actions.append(edit, ' ', del);
-    rows.append(row([t.name, p.state || '', p.queued, p.pid, when(p.lastUsed), actions]));
+    const memory = p.rss ? `${(p.rss / 1024).toFixed(1)} MiB` : '';
+    rows.append(row([t.name, p.state || '', p.queued, p.pid, memory, when(p.lastUsed), actions]));
   }
   // What a new team may run, and where (the config file decides).
   const options = await api('GET', '/agent-profiles').catch(() => null);
@@ -803,20 +805,28 @@ async function loadHealth() {
     .map((l) => `${when(l.timestamp)} ${l.level} ${l.message} ${l.fields ? JSON.stringify(l.fields) : ''}`)
     .join('\n');
   const since = Date.now() - 3600000;
-  const hist = await api('GET', `/messages/history?limit=1000&since=${since}`).catch(() => ({ messages: [] }));
-  drawChart(hist.messages, since);
+  // A page holds 500 at most (the API's limit): up to ten pages.
+  const messages = [];
+  for (let page = 1; page <= 10; page += 1) {
+    const hist = await api('GET', `/messages/history?limit=500&page=${page}&since=${since}`).catch(() => null);
+    if (!hist) break;
+    messages.push(...hist.messages);
+    if (!hist.pagination?.hasNext) break;
+  }
+  drawChart(messages, since);
 }
 
 /// Turns per five minutes over the last hour, with their mean latency as a line.
 function drawChart(messages, since) {
   const c = $('turn-chart');
   const g = c.getContext('2d');
-  const buckets = Array.from({ length: 12 }, () => ({ n: 0, ms: 0 }));
+  const buckets = Array.from({ length: 12 }, () => ({ n: 0, ms: 0, bad: 0 }));
   for (const m of messages) {
     const i = Math.min(11, Math.floor((m.createdAt - since) / 300000));
     if (i < 0) continue;
     buckets[i].n += 1;
     buckets[i].ms += m.duration || 0;
+    if (['failed', 'cancelled', 'timed_out'].includes(m.status)) buckets[i].bad += 1;
   }
   g.clearRect(0, 0, c.width, c.height);
   const max = Math.max(1, ...buckets.map((b) => b.n));
@@ -824,8 +834,17 @@ function drawChart(messages, since) {
   g.fillStyle = '#6366f1';
   buckets.forEach((b, i) => {
     const h = (b.n / max) * (c.height - 10);
+    g.fillStyle = '#6366f1';
     g.fillRect(i * w + 2, c.height - h, w - 4, h);
+    // The turns that did not complete, at the foot of the bar.
+    const e = (b.bad / max) * (c.height - 10);
+    g.fillStyle = '#dc2626';
+    g.fillRect(i * w + 2, c.height - e, w - 4, e);
   });
+  const total = buckets.reduce((n, b) => n + b.n, 0);
+  const bad = buckets.reduce((n, b) => n + b.bad, 0);
+  const ms = buckets.reduce((n, b) => n + b.ms, 0);
+  $('turn-summary').textContent = `${total} turns in the last hour, ${bad} failed, cancelled or timed out (red); mean latency ${total ? Math.round(ms / total) : 0} ms (line).`;
   const lat = buckets.map((b) => (b.n ? b.ms / b.n : 0));
   const maxLat = Math.max(1, ...lat);
   g.strokeStyle = '#f59e0b';
