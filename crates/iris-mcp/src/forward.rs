@@ -176,6 +176,7 @@ impl ServerHandler for Forward {
             .await
             .map_err(relayed)?;
         let (id, token) = (handle.id.clone(), handle.progress_token.clone());
+        let wanted_progress = wanted.is_some();
         if let Some(wanted) = wanted {
             let progress = Progress {
                 token: wanted,
@@ -194,6 +195,12 @@ impl ServerHandler for Forward {
                 Err(McpError::internal_error("the client cancelled the request", None))
             }
         };
+        // rmcp hands each notification to a task of its own: the last ones,
+        // read before the answer, may not have reached the relay yet. A
+        // moment for them (only for a call whose client wants progress).
+        if wanted_progress {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
         if let Some(mut progress) = self.relay.lock().await.remove(&token) {
             progress.flush().await;
         }
