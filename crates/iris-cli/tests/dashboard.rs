@@ -78,15 +78,18 @@ async fn the_dashboard_works_in_a_browser() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| scratch.path().to_owned());
     std::fs::create_dir_all(&shots).unwrap();
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("crates/iris-cli/tests/clients/dashboard.mjs"))
-        .args([base.as_str(), "ada", password])
-        .arg(&shots)
-        .arg(projects.path())
-        .arg(format!("{hook}/iris"))
-        .output()
-        .await
-        .unwrap();
+    // The browser script against the server at `base`, in `mode`.
+    let browse = |base: String, mode: &'static str| {
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg(root.join("crates/iris-cli/tests/clients/dashboard.mjs"))
+            .args([base.as_str(), "ada", password])
+            .arg(&shots)
+            .arg(projects.path())
+            .arg(format!("{hook}/iris"))
+            .arg(mode);
+        async move { cmd.output().await.unwrap() }
+    };
+    let out = browse(base, "full").await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let log = std::fs::read_to_string(home.path().join("serve.err")).unwrap_or_default();
     let lines: Vec<&str> = log.lines().filter(|l| !l.contains(" request ")).collect();
@@ -136,16 +139,7 @@ async fn the_dashboard_works_in_a_browser() {
     // Restarted: the conversations are still there, in the page.
     terminate(&mut server);
     let (_server, base) = serve_with(home.path(), &[]);
-    let out = tokio::process::Command::new("node")
-        .arg(root.join("crates/iris-cli/tests/clients/dashboard.mjs"))
-        .args([base.as_str(), "ada", password])
-        .arg(&shots)
-        .arg(projects.path())
-        .arg(format!("{hook}/iris"))
-        .arg("restarted")
-        .output()
-        .await
-        .unwrap();
+    let out = browse(base, "restarted").await;
     let again = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success()

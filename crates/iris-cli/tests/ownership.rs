@@ -117,15 +117,28 @@ impl Pair {
     /// Wait until message `id` (read through `base`) has `status`; its
     /// record.
     async fn message_until(&self, base: &str, id: &str, status: &str, within: Duration) -> Value {
+        let path = format!("/api/v1/messages/{id}");
+        self.until(base, &path, within, |m| m["status"] == status)
+            .await
+    }
+
+    /// Read `path` through `base` until `done` holds (within `within`);
+    /// that record.
+    async fn until(
+        &self,
+        base: &str,
+        path: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + within;
         loop {
-            let path = format!("/api/v1/messages/{id}");
-            let (s, m) = get(&self.client, base, &self.key, &path).await;
-            if s == 200 && m["status"] == status {
-                return m;
+            let (s, v) = get(&self.client, base, &self.key, path).await;
+            if s == 200 && done(&v) {
+                return v;
             }
-            assert!(Instant::now() < deadline, "message {id} not {status}: {m}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(Instant::now() < deadline, "{path}: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -280,15 +293,10 @@ async fn a_team_runs_on_its_owner_and_moves_when_the_owner_dies() {
     .await;
     assert_eq!(s, 202, "{job}");
     let job_id = job["jobId"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, j) = get(&client, &url_b, &key, &format!("/api/v1/jobs/{job_id}")).await;
-        if j["status"] == "running" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let job_path = format!("/api/v1/jobs/{job_id}");
+    let ten = Duration::from_secs(10);
+    p.until(&url_b, &job_path, ten, |j| j["status"] == "running")
+        .await;
     let (s, c) = post(
         &client,
         &url_b,
@@ -299,15 +307,8 @@ async fn a_team_runs_on_its_owner_and_moves_when_the_owner_dies() {
     .await;
     assert_eq!(s, 200, "cancelled on its owner: {c}");
     // Its end is written by the owner as the turn stops: read through B.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, j) = get(&client, &url_b, &key, &format!("/api/v1/jobs/{job_id}")).await;
-        if j["status"] == "cancelled" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    p.until(&url_b, &job_path, ten, |j| j["status"] == "cancelled")
+        .await;
 
     // A long turn through B runs on A; A is killed mid-turn.
     let running = p
@@ -467,15 +468,11 @@ async fn the_owner_dies_with_an_approval_pending_and_jobs_waiting() {
         assert!(Instant::now() < deadline, "no approval pending");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, j0) = get(&client, &url_b, &key, &format!("/api/v1/jobs/{}", jobs[0])).await;
-        if j0["status"] == "running" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{j0}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let first_job = format!("/api/v1/jobs/{}", jobs[0]);
+    p.until(&url_b, &first_job, Duration::from_secs(10), |j| {
+        j["status"] == "running"
+    })
+    .await;
 
     p.server_a.0.kill().unwrap();
     p.server_a.0.wait().unwrap();
@@ -518,15 +515,12 @@ async fn the_owner_dies_with_an_approval_pending_and_jobs_waiting() {
     );
     // Each job ends once, with one webhook.
     for (n, id) in jobs.iter().enumerate() {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let job = loop {
-            let (_, j) = get(&client, &url_b, &key, &format!("/api/v1/jobs/{id}")).await;
-            if !matches!(j["status"].as_str(), Some("queued" | "running")) {
-                break j;
-            }
-            assert!(Instant::now() < deadline, "job {id} did not end: {j}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let path = format!("/api/v1/jobs/{id}");
+        let job = p
+            .until(&url_b, &path, Duration::from_secs(30), |j| {
+                !matches!(j["status"].as_str(), Some("queued" | "running"))
+            })
+            .await;
         // The running one ends as after a crash (`jobs.retryInterrupted`
         // is off): failed, `interrupted`.
         assert!(

@@ -80,12 +80,7 @@ impl Store {
         if !self.fencing() {
             return Ok(());
         }
-        let team: Option<String> = sqlx::query_scalar(lookup)
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await
-            .ctx("finding the team of a write")?;
-        match team {
+        match team_by(tx, lookup, id).await? {
             Some(team) => self.fence_team(tx, &team).await,
             None => Ok(()),
         }
@@ -266,6 +261,19 @@ impl Store {
         .ctx("checking a team's lease")?;
         Ok(row.is_some())
     }
+}
+
+/// The team `lookup` (a `SELECT` of one team by `$1`) finds for `id`.
+pub(crate) async fn team_by(
+    tx: &mut Transaction<'static, Any>,
+    lookup: &'static str,
+    id: &str,
+) -> Result<Option<String>> {
+    sqlx::query_scalar(lookup)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .ctx("finding the team of a write")
 }
 
 #[cfg(test)]

@@ -102,11 +102,7 @@ async fn team_of(tx: &mut Transaction<'static, Any>, w: &StoreWrite) -> Result<O
             ("SELECT to_team FROM sessions WHERE id = $1", id)
         }
     };
-    sqlx::query_scalar(lookup)
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await
-        .ctx("finding the team of a write")
+    crate::leases::team_by(tx, lookup, id).await
 }
 
 /// Insert new turns in one statement.

@@ -324,7 +324,18 @@ pub(super) fn operations() -> Vec<Operation> {
                 };
                 let processes = iris.pool().processes();
                 Ok(StatusResult {
-                    teams: teams.iter().map(|t| status_of(&iris, t)).collect(),
+                    teams: teams
+                        .iter()
+                        .map(|t| {
+                            let mut s = status_of(&iris, t);
+                            s.processes = s
+                                .processes
+                                .into_iter()
+                                .map(ProcessInfo::with_memory)
+                                .collect();
+                            s
+                        })
+                        .collect(),
                     total_processes: processes.len(),
                     max_processes: iris.pool().settings().max_processes,
                     timestamp: crate::clock::now_ms(),
@@ -469,7 +480,12 @@ pub(super) fn operations() -> Vec<Operation> {
                             color: t.config.color.clone(),
                             agent: t.agent().as_str().into(),
                         },
-                        process: p.include_process_details.then_some(processes),
+                        process: p.include_process_details.then(|| {
+                            processes
+                                .into_iter()
+                                .map(ProcessInfo::with_memory)
+                                .collect()
+                        }),
                     });
                 }
                 let awake = teams.iter().filter(|t| t.status == "awake").count();

@@ -96,9 +96,18 @@ pub struct ProcessInfo {
     pub last_used: i64,
     pub spawned_at: Option<i64>,
     /// Its resident memory (KiB), where the system says (Linux's
-    /// `/proc/<pid>/status`).
+    /// `/proc/<pid>/status`); read only by the views that show it
+    /// ([`ProcessInfo::with_memory`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_kib: Option<u64>,
+}
+
+impl ProcessInfo {
+    /// This snapshot with its process's resident memory read.
+    pub fn with_memory(mut self) -> Self {
+        self.rss_kib = self.pid.and_then(rss_kib);
+        self
+    }
 }
 
 /// The resident memory of process `pid` (KiB), if the system says.
@@ -197,7 +206,7 @@ fn info(s: &SlotShared) -> ProcessInfo {
         messages_processed: s.turns.load(Ordering::Relaxed),
         last_used: s.last_used.load(Ordering::Relaxed),
         spawned_at: (spawned != 0).then_some(spawned),
-        rss_kib: (pid != 0).then(|| rss_kib(pid)).flatten(),
+        rss_kib: None,
     }
 }
 

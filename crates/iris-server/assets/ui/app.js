@@ -623,15 +623,17 @@ function openEvents() {
 
 // ---- webhook subscriptions and their deliveries ----
 
-// A delivery's row, with Redeliver for one that failed or was given up.
+// Redeliver for a delivery that failed or was given up (else nothing);
+// `after` runs once it is queued again.
+function redeliver(x, after) {
+  if (x.status === 'delivered' || x.status === 'pending') return '';
+  const b = el('button', 'Redeliver', { type: 'button', 'aria-label': `Redeliver ${x.event} ${x.id}` });
+  b.addEventListener('click', () => api('POST', `/admin/webhook-deliveries/${encodeURIComponent(x.id)}/redeliver`, {}).then(after).catch(() => {}));
+  return b;
+}
+
 function deliveryRow(x, again) {
-  const actions = el('span');
-  if (x.status !== 'delivered' && x.status !== 'pending') {
-    const b = el('button', 'Redeliver', { type: 'button', 'aria-label': `Redeliver ${x.event} ${x.id}` });
-    b.addEventListener('click', () => api('POST', `/admin/webhook-deliveries/${encodeURIComponent(x.id)}/redeliver`, {}).then(again).catch(() => {}));
-    actions.append(b);
-  }
-  return row([x.event, x.status, `${x.attempts} / ${x.maxAttempts}`, x.lastError || '', actions]);
+  return row([x.event, x.status, `${x.attempts} / ${x.maxAttempts}`, x.lastError || '', redeliver(x, again)]);
 }
 
 async function loadWebhooks() {
@@ -693,12 +695,7 @@ async function loadJobs() {
       const r = await api('GET', `/jobs/${encodeURIComponent(j.jobId)}/deliveries`);
       const list = el('span', r.deliveries.length ? null : 'none');
       for (const x of r.deliveries) {
-        list.append(`${x.status} after ${x.attempts} attempt(s) `);
-        if (x.status !== 'delivered' && x.status !== 'pending') {
-          const b = el('button', 'Redeliver', { type: 'button', 'aria-label': `Redeliver ${x.id}` });
-          b.addEventListener('click', () => api('POST', `/admin/webhook-deliveries/${encodeURIComponent(x.id)}/redeliver`, {}).then(loadJobs).catch(() => {}));
-          list.append(b, ' ');
-        }
+        list.append(`${x.status} after ${x.attempts} attempt(s) `, redeliver(x, loadJobs), ' ');
       }
       d.replaceWith(list);
     });
