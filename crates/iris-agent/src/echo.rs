@@ -256,7 +256,7 @@ impl<W: Write> Agent<W> {
                 {"type":"tool_use","id":id,"name":tool,"input":{"command":"echo"}}]}}));
             self.emit(
                 json!({"type":"user","session_id":session_id,"message":{"role":"user","content":[
-                {"type":"tool_result","tool_use_id":id,"content":"ok","is_error":false}]}}),
+                {"type":"tool_result","tool_use_id":id,"content":format!("{tool} done"),"is_error":false}]}}),
             );
         }
         let chunks = match d.stamps {

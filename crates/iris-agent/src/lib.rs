@@ -15,5 +15,5 @@ pub mod sandbox;
 
 pub use launch::{AgentKind, INHERITED_ENV, LaunchSpec, PromptVia, SessionMode, inherited_env};
 pub use process::{AgentProcess, LineError, ProcessError};
-pub use protocol::{AgentEvent, ToolUse};
+pub use protocol::{AgentEvent, ToolResult, ToolUse};
 pub use sandbox::{Confinement, Support};

@@ -7,13 +7,76 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
-/// A tool call the agent made during a turn.
+/// A tool call the agent made during a turn, with its result once the
+/// agent has it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolUse {
     pub id: String,
     pub name: String,
     pub input: Value,
+    /// What the tool gave back (at most [`TOOL_OUTPUT_MAX`] bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_error: Option<bool>,
+    /// The output was longer than [`TOOL_OUTPUT_MAX`] and was cut.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// From the tool use to its result, as Iris saw them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+impl ToolUse {
+    pub fn new(id: String, name: String, input: Value) -> Self {
+        ToolUse {
+            id,
+            name,
+            input,
+            output: None,
+            is_error: None,
+            truncated: false,
+            duration_ms: None,
+        }
+    }
+
+    /// Note the tool's result.
+    pub fn finish(&mut self, result: &ToolResult, duration_ms: Option<u64>) {
+        self.output = Some(result.output.clone());
+        self.is_error = Some(result.is_error);
+        self.truncated = result.truncated;
+        self.duration_ms = duration_ms;
+    }
+}
+
+/// The most of a tool's output a turn keeps and streams: enough to read
+/// what happened, not a whole file dump per event.
+pub const TOOL_OUTPUT_MAX: usize = 16 * 1024;
+
+/// What a tool gave back to the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolResult {
+    pub tool_use_id: String,
+    pub is_error: bool,
+    /// Its text, cut at [`TOOL_OUTPUT_MAX`] bytes.
+    pub output: String,
+    pub truncated: bool,
+}
+
+impl ToolResult {
+    pub fn new(tool_use_id: String, is_error: bool, output: &str) -> Self {
+        let mut end = output.len().min(TOOL_OUTPUT_MAX);
+        while !output.is_char_boundary(end) {
+            end -= 1;
+        }
+        ToolResult {
+            tool_use_id,
+            is_error,
+            output: output[..end].to_owned(),
+            truncated: end < output.len(),
+        }
+    }
 }
 
 /// One parsed line of agent output.
@@ -31,8 +94,8 @@ pub enum AgentEvent {
         text: String,
         tool_uses: Vec<ToolUse>,
     },
-    /// A `user` message from the agent loop (tool results).
-    ToolResult { tool_use_id: String, is_error: bool },
+    /// A `user` message from the agent loop: the results of its tools.
+    ToolResults(Vec<ToolResult>),
     /// End of the turn.
     Result(TurnResult),
     /// The agent asks whether it may use a tool (a `control_request` of
@@ -116,22 +179,26 @@ fn interpret(raw: &Value) -> Result<AgentEvent, ParseError> {
         }
         "assistant" => assistant(raw),
         "user" => {
-            let block = raw
+            let results: Vec<ToolResult> = raw
                 .pointer("/message/content")
                 .and_then(Value::as_array)
-                .and_then(|blocks| {
-                    blocks
-                        .iter()
-                        .find(|b| str_at(b, "type") == Some("tool_result"))
-                });
-            match block {
-                Some(b) => AgentEvent::ToolResult {
-                    tool_use_id: str_at(b, "tool_use_id").unwrap_or_default().to_owned(),
-                    is_error: b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
-                },
-                None => AgentEvent::Other {
+                .into_iter()
+                .flatten()
+                .filter(|b| str_at(b, "type") == Some("tool_result"))
+                .map(|b| {
+                    ToolResult::new(
+                        str_at(b, "tool_use_id").unwrap_or_default().to_owned(),
+                        b.get("is_error").and_then(Value::as_bool).unwrap_or(false),
+                        &block_text(b.get("content")),
+                    )
+                })
+                .collect();
+            if results.is_empty() {
+                AgentEvent::Other {
                     kind: "user".into(),
-                },
+                }
+            } else {
+                AgentEvent::ToolResults(results)
             }
         }
         "result" => AgentEvent::Result(TurnResult {
@@ -172,6 +239,24 @@ fn interpret(raw: &Value) -> Result<AgentEvent, ParseError> {
     })
 }
 
+/// The text of a tool result's `content`: a string, or text blocks (other
+/// blocks, such as images, are named, not shown).
+fn block_text(content: Option<&Value>) -> String {
+    match content {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .map(|b| match str_at(b, "type") {
+                Some("text") => str_at(b, "text").unwrap_or_default().to_owned(),
+                Some(other) => format!("[{other}]"),
+                None => String::new(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 fn assistant(raw: &Value) -> AgentEvent {
     let mut text = String::new();
     let mut tool_uses = Vec::new();
@@ -179,11 +264,11 @@ fn assistant(raw: &Value) -> AgentEvent {
     for block in blocks.into_iter().flatten() {
         match str_at(block, "type") {
             Some("text") => text.push_str(str_at(block, "text").unwrap_or_default()),
-            Some("tool_use") => tool_uses.push(ToolUse {
-                id: str_at(block, "id").unwrap_or_default().to_owned(),
-                name: str_at(block, "name").unwrap_or_default().to_owned(),
-                input: block.get("input").cloned().unwrap_or(Value::Null),
-            }),
+            Some("tool_use") => tool_uses.push(ToolUse::new(
+                str_at(block, "id").unwrap_or_default().to_owned(),
+                str_at(block, "name").unwrap_or_default().to_owned(),
+                block.get("input").cloned().unwrap_or(Value::Null),
+            )),
             _ => {}
         }
     }
@@ -252,6 +337,33 @@ pub fn user_message_text(raw: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_every_tool_result_of_a_user_line_with_its_text() {
+        let long = "é".repeat(TOOL_OUTPUT_MAX);
+        let line = json!({"type":"user","message":{"content":[
+            {"type":"tool_result","tool_use_id":"a","content":"file.txt\n","is_error":false},
+            {"type":"text","text":"not a result"},
+            {"type":"tool_result","tool_use_id":"b","is_error":true,
+             "content":[{"type":"text","text":"no such"},{"type":"image"}]},
+            {"type":"tool_result","tool_use_id":"c","content":long}]}});
+        let (e, _) = parse_line(&line.to_string()).unwrap();
+        let AgentEvent::ToolResults(r) = e else {
+            panic!("not tool results: {e:?}");
+        };
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[0].tool_use_id.as_str(), r[0].is_error), ("a", false));
+        assert_eq!(r[0].output, "file.txt\n");
+        assert_eq!(
+            (r[1].output.as_str(), r[1].is_error),
+            ("no such\n[image]", true)
+        );
+        // Cut at the cap, on a character boundary.
+        assert!(r[2].truncated && !r[0].truncated);
+        assert!(r[2].output.len() <= TOOL_OUTPUT_MAX && r[2].output.len() > TOOL_OUTPUT_MAX - 2);
+        let (e, _) = parse_line(r#"{"type":"user","message":{"content":"hi"}}"#).unwrap();
+        assert!(matches!(e, AgentEvent::Other { .. }));
+    }
 
     #[test]
     fn parses_the_claude_line_kinds() {

@@ -149,13 +149,36 @@ async fn tool_uses_and_failures_are_events() {
     let (h, server, base) = setup().await;
     let mut r = post_stream(&base, json!({"question": "x [[tool=Read]]"})).await;
     let mut kinds = Vec::new();
+    let mut id = String::new();
     while let Some(e) = r.next().await {
-        if e.event == "tool_use" {
-            assert_eq!(e.data["tool"], "Read");
+        match e.event.as_str() {
+            "start" => id = e.data["messageId"].as_str().unwrap().to_owned(),
+            "tool_use" => assert_eq!(e.data["tool"], "Read"),
+            "tool_result" => {
+                assert_eq!(e.data["output"], "Read done", "{:?}", e.data);
+                assert_eq!(e.data["isError"], false);
+                assert!(e.data["durationMs"].is_u64(), "{:?}", e.data);
+            }
+            _ => {}
         }
         kinds.push(e.event);
     }
-    assert_eq!(kinds, ["start", "tool_use", "chunk", "complete"]);
+    assert_eq!(
+        kinds,
+        ["start", "tool_use", "tool_result", "chunk", "complete"]
+    );
+    // Replayed from the database once the turn has ended: the same pieces,
+    // the result's duration from the stored times.
+    let mut r = resume(&base, &id, "0").await;
+    let mut replayed = Vec::new();
+    while let Some(e) = r.next().await {
+        if e.event == "tool_result" {
+            assert_eq!(e.data["output"], "Read done");
+            assert!(e.data["durationMs"].is_u64(), "{:?}", e.data);
+        }
+        replayed.push(e.event);
+    }
+    assert_eq!(replayed, ["tool_use", "tool_result", "chunk", "complete"]);
     let mut r = post_stream(&base, json!({"message": "[[error=broken]]"})).await;
     let mut last = None;
     while let Some(e) = r.next().await {

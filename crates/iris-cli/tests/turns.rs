@@ -77,14 +77,22 @@ async fn tool_uses_are_reported_and_published() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["Read", "Bash"]);
+    // Each use keeps its result: output, error flag, time taken.
+    for t in r["toolUses"].as_array().unwrap() {
+        assert_eq!(t["output"], format!("{} done", t["name"].as_str().unwrap()));
+        assert_eq!(t["isError"], false);
+        assert!(t["durationMs"].is_u64(), "{t}");
+    }
     let mut seen = Vec::new();
-    while seen.len() < 2 {
+    while seen.len() < 4 {
         let e = next_event(&mut team).await;
-        if e.kind == EventKind::ToolUse {
-            seen.push(e.data["tool"].as_str().unwrap().to_owned());
+        match e.kind {
+            EventKind::ToolUse => seen.push(e.data["tool"].as_str().unwrap().to_owned()),
+            EventKind::ToolResult => seen.push(e.data["output"].as_str().unwrap().to_owned()),
+            _ => {}
         }
     }
-    assert_eq!(seen, ["Read", "Bash"]);
+    assert_eq!(seen, ["Read", "Read done", "Bash", "Bash done"]);
     h.stop().await;
 }
 

@@ -39,16 +39,21 @@ async fn stream_protocol_message_subscribe_and_cancel() {
     );
     send(
         &mut ws,
-        json!({"type": "message", "team": "demo", "message": "hello over ws"}),
+        json!({"type": "message", "team": "demo", "message": "hello over ws [[tool=Grep]]"}),
     )
     .await;
     let start = recv(&mut ws).await;
     assert_eq!(start["type"], "start");
     let mut text = String::new();
+    let mut tools = Vec::new();
     let complete = loop {
         let v = recv(&mut ws).await;
         match v["type"].as_str().unwrap() {
             "chunk" => text.push_str(v["text"].as_str().unwrap()),
+            "tool_use" | "tool_result" if v["messageId"] == start["messageId"] => {
+                assert!(v["seq"].is_u64(), "{v}");
+                tools.push(v)
+            }
             "complete" => break v,
             "event" | "start" => {} // lifecycle events of the team subscription
             other => panic!("unexpected {other}: {v}"),
@@ -59,6 +64,16 @@ async fn stream_protocol_message_subscribe_and_cancel() {
         "each chunk once, though the team is subscribed too"
     );
     assert_eq!(complete["response"], "hello over ws");
+    // The tool's use, then its result (once each, though the team is
+    // subscribed too: tool traffic goes to the conversation only).
+    assert_eq!(tools.len(), 2, "{tools:?}");
+    assert_eq!(
+        (&tools[0]["type"], &tools[0]["tool"]),
+        (&json!("tool_use"), &json!("Grep"))
+    );
+    assert_eq!(tools[1]["type"], "tool_result");
+    assert_eq!(tools[1]["id"], tools[0]["id"]);
+    assert_eq!(tools[1]["output"], "Grep done");
     assert_eq!(complete["messageId"], start["messageId"]);
 
     // A turn started elsewhere reaches the team subscription.

@@ -78,12 +78,18 @@ impl EventKind {
 }
 
 impl EventKind {
-    /// Chunks and tool traffic are per conversation; lifecycle goes to `system` too.
-    fn is_system(self) -> bool {
-        !matches!(
+    /// A piece of a turn's stream (chunks and tool traffic), which its
+    /// followers see, against lifecycle.
+    pub fn is_stream(self) -> bool {
+        matches!(
             self,
             EventKind::Chunk | EventKind::ToolUse | EventKind::ToolResult
         )
+    }
+
+    /// Stream pieces are per conversation; lifecycle goes to `system` too.
+    fn is_system(self) -> bool {
+        !self.is_stream()
     }
 }
 

@@ -495,7 +495,7 @@ impl Events for ClusterEvents {
     ) -> Arc<Event> {
         let event = self.bus.publish(kind, team, session_id, turn_id, data);
         let replay = match (kind, turn_id) {
-            (EventKind::Chunk | EventKind::ToolUse, Some(t)) => Some(turn_list(&self.link, t)),
+            (k, Some(t)) if k.is_stream() => Some(turn_list(&self.link, t)),
             _ => None,
         };
         match serde_json::to_value(&*event) {

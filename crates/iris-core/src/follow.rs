@@ -57,6 +57,8 @@ pub enum TurnEvent {
     Chunk { seq: u64, data: Value },
     /// A tool the agent used.
     ToolUse { seq: u64, data: Value },
+    /// What a tool gave back: `{id, isError, output, truncated?, durationMs?}`.
+    ToolResult { seq: u64, data: Value },
     /// The end of a turn that completed or was cancelled.
     Complete {
         message_id: String,
@@ -83,6 +85,7 @@ impl TurnEvent {
             TurnEvent::Start { .. } => "start",
             TurnEvent::Chunk { .. } => "chunk",
             TurnEvent::ToolUse { .. } => "tool_use",
+            TurnEvent::ToolResult { .. } => "tool_result",
             TurnEvent::Complete { .. } => "complete",
             TurnEvent::Error { .. } => "error",
         }
@@ -93,14 +96,17 @@ impl TurnEvent {
     pub fn seq(&self) -> Option<u64> {
         match self {
             TurnEvent::Start { .. } => Some(0),
-            TurnEvent::Chunk { seq, .. } | TurnEvent::ToolUse { seq, .. } => Some(*seq),
+            TurnEvent::Chunk { seq, .. }
+            | TurnEvent::ToolUse { seq, .. }
+            | TurnEvent::ToolResult { seq, .. } => Some(*seq),
             _ => None,
         }
     }
 
     /// The event's JSON (camelCase, timestamps in Unix ms):
-    /// start `{messageId, team, sessionId}`; chunk and tool use the agent's
-    /// data (`{text}`, `{id, name, input}`); complete `{messageId, status,
+    /// start `{messageId, team, sessionId}`; chunk, tool use and tool result
+    /// the agent's data (`{text}`, `{id, tool, input}`, `{id, isError,
+    /// output, truncated?, durationMs?}`); complete `{messageId, status,
     /// response, duration, usage, timestamp}`; error `{messageId, status,
     /// code, error, partialResponse, timestamp}`.
     pub fn data(&self) -> Value {
@@ -110,7 +116,9 @@ impl TurnEvent {
                 team,
                 session_id,
             } => json!({"messageId": message_id, "team": team, "sessionId": session_id}),
-            TurnEvent::Chunk { data, .. } | TurnEvent::ToolUse { data, .. } => data.clone(),
+            TurnEvent::Chunk { data, .. }
+            | TurnEvent::ToolUse { data, .. }
+            | TurnEvent::ToolResult { data, .. } => data.clone(),
             TurnEvent::Complete {
                 message_id,
                 status,
@@ -140,6 +148,7 @@ impl TurnEvent {
         match kind {
             StreamKind::Chunk => TurnEvent::Chunk { seq, data },
             StreamKind::ToolUse => TurnEvent::ToolUse { seq, data },
+            StreamKind::ToolResult => TurnEvent::ToolResult { seq, data },
         }
     }
 
@@ -391,44 +400,39 @@ impl Elsewhere {
         if self.ended || e.turn_id.as_deref() != Some(self.id.as_str()) {
             return;
         }
-        match e.kind {
-            EventKind::Chunk | EventKind::ToolUse => {
-                let Some(seq) = e.data.get("seq").and_then(Value::as_u64) else {
-                    return;
-                };
-                let mut data = e.data.clone();
-                if let Some(o) = data.as_object_mut() {
-                    o.remove("seq");
-                }
-                if !self.fresh(seq, &data) {
-                    return;
-                }
-                self.pending.push_back(if e.kind == EventKind::Chunk {
-                    TurnEvent::Chunk { seq, data }
-                } else {
-                    TurnEvent::ToolUse { seq, data }
-                });
+        if let Some(kind) = StreamKind::of_event(e.kind) {
+            let Some(seq) = e.data.get("seq").and_then(Value::as_u64) else {
+                return;
+            };
+            let mut data = e.data.clone();
+            if let Some(o) = data.as_object_mut() {
+                o.remove("seq");
             }
-            EventKind::TurnCompleted => {
-                let d = &e.data;
-                let status = d
-                    .get("status")
+            if !self.fresh(seq, &data) {
+                return;
+            }
+            self.pending
+                .push_back(TurnEvent::item(StreamItem { seq, kind, data }));
+            return;
+        }
+        if e.kind == EventKind::TurnCompleted {
+            let d = &e.data;
+            let status = d
+                .get("status")
+                .and_then(Value::as_str)
+                .and_then(TurnStatus::parse)
+                .unwrap_or(TurnStatus::Failed);
+            self.pending.push_back(TurnEvent::end(
+                &self.id,
+                status,
+                d.get("response")
                     .and_then(Value::as_str)
-                    .and_then(TurnStatus::parse)
-                    .unwrap_or(TurnStatus::Failed);
-                self.pending.push_back(TurnEvent::end(
-                    &self.id,
-                    status,
-                    d.get("response")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default(),
-                    d.get("error").and_then(Value::as_str),
-                    d.get("durationMs").and_then(Value::as_u64),
-                    d.get("usage"),
-                ));
-                self.ended = true;
-            }
-            _ => {}
+                    .unwrap_or_default(),
+                d.get("error").and_then(Value::as_str),
+                d.get("durationMs").and_then(Value::as_u64),
+                d.get("usage"),
+            ));
+            self.ended = true;
         }
     }
 
@@ -456,11 +460,9 @@ impl Elsewhere {
             return;
         };
         if let Ok(events) = self.store.turn_events(&self.id, self.last as i64).await {
-            for e in events {
-                for item in crate::pool::turn::stored_items(e.seq as u64, &e.kind, &e.data) {
-                    if self.fresh(item.seq, &item.data) {
-                        self.pending.push_back(TurnEvent::item(item));
-                    }
+            for item in crate::pool::turn::stored_stream(&events) {
+                if self.fresh(item.seq, &item.data) {
+                    self.pending.push_back(TurnEvent::item(item));
                 }
             }
         }

@@ -25,7 +25,7 @@ use crate::ctx::Ctx;
 use crate::error::{ErrorKind, IrisError, Result};
 use crate::follow::{Follower, TurnStream};
 use crate::pool::Pool;
-use crate::pool::turn::{Priority, TurnTracker, stored_items};
+use crate::pool::turn::{Priority, TurnTracker, stored_stream};
 use crate::recorder::Recorder;
 use crate::teams::Teams;
 
@@ -372,13 +372,12 @@ impl Messaging {
             };
             return Ok(Follower::new(turn, after));
         }
-        let items = self
-            .store
-            .turn_events(message_id, after.unwrap_or(0) as i64)
-            .await?
-            .iter()
-            .flat_map(|e| stored_items(e.seq as u64, &e.kind, &e.data))
-            .collect();
+        let items = stored_stream(
+            &self
+                .store
+                .turn_events(message_id, after.unwrap_or(0) as i64)
+                .await?,
+        );
         let turn = TurnStream::Stored {
             row: Box::new(row),
             items,

@@ -178,6 +178,7 @@ impl Report {
                 let _ = self.peer.notify_progress(param).await;
             }
             TurnEvent::ToolUse { data, .. } => self.log(INFO, json!({"toolUse": data})).await,
+            TurnEvent::ToolResult { data, .. } => self.log(INFO, json!({"toolResult": data})).await,
             TurnEvent::Error { .. } => self.log(ERROR, event.data()).await,
             TurnEvent::Start { .. } | TurnEvent::Complete { .. } => {}
         }

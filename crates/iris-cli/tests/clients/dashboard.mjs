@@ -272,9 +272,28 @@ try {
   await page.waitForFunction(() => /completed/.test(document.getElementById('chat-status').textContent), null, { timeout: 90000 });
   const toolAnswer = await page.textContent('#chat-answer');
   check(toolAnswer.includes('approved-output'), `the tool's output arrives: ${toolAnswer}`);
-  check((await page.textContent('#chat-tools')).includes('Bash'), 'the tool use was shown as it happened');
+  // The tool's card in its place in the answer: after the text written
+  // before it, before the text written after its result; with its output
+  // and how long it took.
+  const card = await page.evaluate(() => {
+    const a = document.getElementById('chat-answer');
+    const d = a.querySelector('details.tool');
+    const kids = [...a.children];
+    return d && {
+      name: d.querySelector('.tool-name').textContent,
+      took: d.querySelector('.tool-took').textContent,
+      output: d.querySelector('pre.output')?.textContent,
+      textAfter: kids.slice(kids.indexOf(d) + 1).some((k) => k.classList.contains('segment') && k.textContent.includes('approved-output')),
+    };
+  });
+  check(card?.name === 'Bash' && /^ · \d+ ms$/.test(card.took), `the tool use was shown as it happened, with its time: ${JSON.stringify(card)}`);
+  check(card.output?.includes('approved-output'), `… and what the tool gave back: ${card.output}`);
+  check(card.textAfter, 'the answer written after the tool follows its card');
+  await page.click('#chat-answer details.tool summary');
+  await page.screenshot({ path: `${shots}/dashboard-tool-card.png` });
   // The earlier turn: its tool use as a card in its place, its time and cost.
-  await page.waitForFunction(() => [...document.querySelectorAll('#chat-history li.tool summary')].some((s) => s.textContent === 'Bash'));
+  await page.waitForFunction(() => [...document.querySelectorAll('#chat-history li.tool')].some((t) =>
+    t.querySelector('.tool-name')?.textContent === 'Bash' && t.querySelector('pre.output')?.textContent.includes('approved-output')));
   const facts = await page.textContent('#chat-history .facts');
   check(/completed · \d+ ms · \d+ in \/ \d+ out tokens/.test(facts), `each turn says how it went: ${facts}`);
 
@@ -292,7 +311,7 @@ try {
   check(true, 'health and metrics are shown');
   await page.waitForFunction(() => /turns in the last hour/.test(document.getElementById('turn-summary').textContent));
   const summary = await page.textContent('#turn-summary');
-  check(/^[1-9]\d* turns in the last hour, \d+ failed/.test(summary), `turns, errors and latency are charted: ${summary}`);
+  check(/^[1-9]\d* turns in the last hour \(bars: turns per minute, busiest [1-9]\d*\), \d+ failed/.test(summary), `turns, errors and latency are charted: ${summary}`);
   await accessible(page, 'health');
 
   // Keyboard: the sections are buttons, reachable with Tab.

@@ -46,6 +46,24 @@ assert.equal(result.structuredContent.response, 'one two three');
 assert.ok(chunks.length >= 2, `progress: ${JSON.stringify(chunks)}`);
 assert.equal(chunks.join(''), 'one two three');
 
+// Tool traffic as log messages (sdk 1.x: logging is gone from 2026-07-28).
+let toolLog = [];
+if (sdk === 'sdk1') {
+  const { LoggingMessageNotificationSchema } = await import('@modelcontextprotocol/sdk/types.js');
+  client.setNotificationHandler(LoggingMessageNotificationSchema, (n) => toolLog.push(n.params.data));
+  await client.setLoggingLevel('info');
+  const used = await call({ name: 'send_message', arguments: { toTeam: 'demo', message: 'look [[tool=Read]]', timeout: 0 } }, {});
+  assert.equal(used.isError, false, JSON.stringify(used));
+  // Log messages are not tied to the request: they come on the session's
+  // own stream, maybe after the answer.
+  for (let i = 0; i < 50 && toolLog.length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+  const [use, res] = toolLog;
+  assert.equal(use?.toolUse?.tool, 'Read', JSON.stringify(toolLog));
+  assert.equal(res?.toolResult?.id, use.toolUse.id, JSON.stringify(toolLog));
+  assert.equal(res.toolResult.output, 'Read done');
+  assert.equal(used.structuredContent.toolUses[0].output, 'Read done');
+}
+
 // A validation failure names the field.
 const bad = await client.callTool({ name: 'send_message', arguments: { toTeam: 'demo' } });
 assert.equal(bad.isError, true);
@@ -81,4 +99,4 @@ for (let i = 0; i < 50; i++) {
 assert.equal(last.status, 'cancelled', JSON.stringify(last));
 
 await client.close();
-console.log(JSON.stringify({ sdk, tools: names.length, progress: chunks.length, cancelled: last.status }));
+console.log(JSON.stringify({ sdk, tools: names.length, progress: chunks.length, toolLog: toolLog.length, cancelled: last.status }));

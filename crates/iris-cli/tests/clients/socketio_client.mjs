@@ -51,13 +51,20 @@ async function rest(method, path) {
 /// A tell streamed to the end on `socket`: its chunks and completion.
 async function tell(socket, message) {
   const chunks = [];
+  const tools = [];
   const onChunk = (data) => chunks.push(data.chunk);
+  const onUse = (data) => tools.push(['use', data.toolUse]);
+  const onResult = (data) => tools.push(['result', data.toolResult]);
   socket.on('tell:chunk', onChunk);
+  socket.on('tell:tool_use', onUse);
+  socket.on('tell:tool_result', onResult);
   const complete = once(socket, 'tell:complete');
   const ack = await socket.timeout(15000).emitWithAck('tell:start', { toTeam: 'demo', message, fromTeam: 'frontend' });
   const done = await complete;
   socket.off('tell:chunk', onChunk);
-  return { ack, chunks, done };
+  socket.off('tell:tool_use', onUse);
+  socket.off('tell:tool_result', onResult);
+  return { ack, chunks, tools, done };
 }
 
 async function all() {
@@ -110,6 +117,13 @@ async function all() {
   check(t.ack.ok === true && t.ack.messageId === t.done.messageId, 'tell:start is acknowledged with its message id');
   const sessionId = t.ack.sessionId;
   check(typeof sessionId === 'string', `… and its session ${sessionId}`);
+
+  // A tool use and then its result, each with the tool's id.
+  const used = await tell(socket, 'look [[tool=Grep]]');
+  const [use, result] = used.tools;
+  check(used.tools.length === 2 && use[0] === 'use' && use[1].tool === 'Grep', `tell:tool_use names the tool: ${JSON.stringify(used.tools)}`);
+  check(result?.[0] === 'result' && result[1].id === use[1].id && result[1].output === 'Grep done'
+    && result[1].isError === false && Number.isInteger(result[1].durationMs), 'tell:tool_result follows with its output and duration');
 
   // Seed 001, "Real-Time Cache Messages".
   const messages = [];

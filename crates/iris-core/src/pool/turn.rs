@@ -109,6 +109,31 @@ pub enum Priority {
 pub enum StreamKind {
     Chunk,
     ToolUse,
+    /// What a tool gave back: `{id, isError, output, truncated?, durationMs?}`.
+    ToolResult,
+}
+
+impl StreamKind {
+    /// The bus event that carries an item of this kind.
+    pub fn event_kind(self) -> crate::bus::EventKind {
+        use crate::bus::EventKind;
+        match self {
+            StreamKind::Chunk => EventKind::Chunk,
+            StreamKind::ToolUse => EventKind::ToolUse,
+            StreamKind::ToolResult => EventKind::ToolResult,
+        }
+    }
+
+    /// The item kind a bus event carries, if it is a piece of a stream.
+    pub fn of_event(kind: crate::bus::EventKind) -> Option<StreamKind> {
+        [
+            StreamKind::Chunk,
+            StreamKind::ToolUse,
+            StreamKind::ToolResult,
+        ]
+        .into_iter()
+        .find(|k| k.event_kind() == kind)
+    }
 }
 
 /// One streamed piece of a turn. `seq` is the number of the agent output
@@ -139,8 +164,55 @@ pub fn stream_items(seq: u64, event: &iris_agent::AgentEvent) -> Vec<StreamItem>
                 data: serde_json::json!({"id": t.id, "tool": t.name, "input": t.input}),
             })
             .collect(),
+        AgentEvent::ToolResults(results) => results
+            .iter()
+            .map(|r| StreamItem {
+                seq,
+                kind: StreamKind::ToolResult,
+                data: tool_result_data(r, None),
+            })
+            .collect(),
         _ => Vec::new(),
     }
+}
+
+/// A tool result's stream data; `durationMs` where the use was seen.
+pub fn tool_result_data(r: &iris_agent::ToolResult, duration_ms: Option<u64>) -> Value {
+    let mut data =
+        serde_json::json!({"id": r.tool_use_id, "isError": r.is_error, "output": r.output});
+    if r.truncated {
+        data["truncated"] = true.into();
+    }
+    if let Some(ms) = duration_ms {
+        data["durationMs"] = ms.into();
+    }
+    data
+}
+
+/// The stream items of a turn's stored events (the replay of a finished
+/// turn, or of one running elsewhere), each tool result with its duration
+/// from the stored times when its use is among `events`.
+pub fn stored_stream(events: &[iris_storage::EventRow]) -> Vec<StreamItem> {
+    let mut used_at = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for e in events {
+        for mut item in stored_items(e.seq as u64, &e.kind, &e.data) {
+            let id = item.data["id"].as_str().unwrap_or_default().to_owned();
+            match item.kind {
+                StreamKind::ToolUse => {
+                    used_at.insert(id, e.at);
+                }
+                StreamKind::ToolResult => {
+                    if let Some(at) = used_at.get(&id) {
+                        item.data["durationMs"] = (e.at - at).max(0).into();
+                    }
+                }
+                StreamKind::Chunk => {}
+            }
+            out.push(item);
+        }
+    }
+    out
 }
 
 /// Stream items of a stored raw event (the replay of a finished turn).

@@ -432,8 +432,8 @@ $('chat-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const f = new FormData(ev.target);
   const team = f.get('team');
-  $('chat-answer').textContent = '';
-  $('chat-tools').replaceChildren();
+  $('chat-answer').replaceChildren();
+  liveText = null;
   $('chat-approvals').replaceChildren();
   $('chat-status').textContent = 'sending…';
   try {
@@ -449,11 +449,22 @@ $('chat-form').addEventListener('submit', async (ev) => {
       $('chat-status').textContent = `running (${v.messageId})`;
       loadApprovals().catch(() => {});
     }
-    else if (v.type === 'chunk') $('chat-answer').textContent += v.text || '';
-    else if (v.type === 'tool_use') $('chat-tools').append(toolCard(v));
-    else if (v.type === 'complete') {
-      // The whole answer, rendered (it streamed in as text).
-      $('chat-answer').replaceChildren(markdown($('chat-answer').textContent));
+    else if (v.type === 'chunk') liveChunk(v.text || '');
+    else if (v.type === 'tool_use') {
+      // The card goes where the agent used the tool; its text goes on after it.
+      $('chat-answer').append(toolCard(v));
+      liveText = null;
+    } else if (v.type === 'tool_result') {
+      const card = [...$('chat-answer').querySelectorAll('details.tool')].find((d) => d.dataset.toolId === v.id);
+      if (card) toolResult(card, v);
+    } else if (v.type === 'complete') {
+      // Each stretch of text, rendered (it streamed in as text).
+      for (const seg of $('chat-answer').querySelectorAll('.segment')) {
+        const done = el('div', null, { class: 'segment' });
+        done.append(markdown(seg.textContent));
+        seg.replaceWith(done);
+      }
+      liveText = null;
       $('chat-status').textContent = `${v.status} in ${v.duration} ms`;
       chatSocket.close();
       loadHistory().catch(() => {});
@@ -485,13 +496,36 @@ $('chat-cancel').addEventListener('click', () => {
   }
 });
 
-// A tool use as a card: its name, opened for its input.
+// The live answer: stretches of text with tool cards between them.
+let liveText = null;
+function liveChunk(text) {
+  if (!liveText) {
+    liveText = el('div', null, { class: 'segment' });
+    $('chat-answer').append(liveText);
+  }
+  liveText.textContent += text;
+}
+
+// A tool use as a card: its name (and, once back, how long it took and
+// whether it failed), opened for its input and output.
 function toolCard(v) {
-  const li = el('li', null, { class: 'tool' });
-  const d = el('details');
-  d.append(el('summary', v.name || v.tool || 'tool'), el('pre', JSON.stringify(v.input ?? {}, null, 2)));
-  li.append(d);
-  return li;
+  const d = el('details', null, { class: 'tool' });
+  d.dataset.toolId = v.id ?? '';
+  const summary = el('summary');
+  summary.append(el('span', v.name || v.tool || 'tool', { class: 'tool-name' }), el('span', '', { class: 'tool-took' }));
+  d.append(summary, el('pre', JSON.stringify(v.input ?? {}, null, 2), { 'aria-label': 'input' }));
+  if (v.output != null) toolResult(d, v);
+  return d;
+}
+
+function toolResult(card, r) {
+  const took = [];
+  if (r.durationMs != null) took.push(`${r.durationMs} ms`);
+  if (r.isError) { took.push('failed'); card.classList.add('failed'); }
+  card.querySelector('.tool-took').textContent = took.length ? ` · ${took.join(' · ')}` : '';
+  card.querySelector('pre.output')?.remove();
+  const out = `${r.output ?? ''}${r.truncated ? '\n… (cut)' : ''}`;
+  card.append(el('pre', out || '(no output)', { class: 'output', 'aria-label': 'output' }));
 }
 
 function showMessages(messages) {
@@ -503,7 +537,11 @@ function showMessages(messages) {
     if (m.response) answer.append(markdown(m.response));
     else answer.append(el('em', m.error ? `${m.status}: ${m.error}` : m.status));
     const tools = el('ul', null, { class: 'tools' });
-    for (const t of m.toolUses || []) tools.append(toolCard(t));
+    for (const t of m.toolUses || []) {
+      const item = el('li', null, { class: 'tool' });
+      item.append(toolCard(t));
+      tools.append(item);
+    }
     // How it went: status, time, tokens, cost, and the chain of teams.
     const facts = [m.status];
     if (m.duration != null) facts.push(`${m.duration} ms`);
@@ -813,13 +851,14 @@ async function loadHealth() {
   drawChart(messages, since);
 }
 
-/// Turns per five minutes over the last hour, with their mean latency as a line.
+/// Turns per minute over the last hour, with their mean latency as a line.
 function drawChart(messages, since) {
   const c = $('turn-chart');
   const g = c.getContext('2d');
-  const buckets = Array.from({ length: 12 }, () => ({ n: 0, ms: 0, bad: 0 }));
+  const n = 60;
+  const buckets = Array.from({ length: n }, () => ({ n: 0, ms: 0, bad: 0 }));
   for (const m of messages) {
-    const i = Math.min(11, Math.floor((m.createdAt - since) / 300000));
+    const i = Math.min(n - 1, Math.floor((m.createdAt - since) / 60000));
     if (i < 0) continue;
     buckets[i].n += 1;
     buckets[i].ms += m.duration || 0;
@@ -827,21 +866,22 @@ function drawChart(messages, since) {
   }
   g.clearRect(0, 0, c.width, c.height);
   const max = Math.max(1, ...buckets.map((b) => b.n));
-  const w = c.width / 12;
+  const w = c.width / n;
   g.fillStyle = '#6366f1';
   buckets.forEach((b, i) => {
     const h = (b.n / max) * (c.height - 10);
     g.fillStyle = '#6366f1';
-    g.fillRect(i * w + 2, c.height - h, w - 4, h);
+    g.fillRect(i * w + 1, c.height - h, w - 2, h);
     // The turns that did not complete, at the foot of the bar.
     const e = (b.bad / max) * (c.height - 10);
     g.fillStyle = '#dc2626';
-    g.fillRect(i * w + 2, c.height - e, w - 4, e);
+    g.fillRect(i * w + 1, c.height - e, w - 2, e);
   });
   const total = buckets.reduce((n, b) => n + b.n, 0);
   const bad = buckets.reduce((n, b) => n + b.bad, 0);
   const ms = buckets.reduce((n, b) => n + b.ms, 0);
-  $('turn-summary').textContent = `${total} turns in the last hour, ${bad} failed, cancelled or timed out (red); mean latency ${total ? Math.round(ms / total) : 0} ms (line).`;
+  const busiest = Math.max(...buckets.map((b) => b.n));
+  $('turn-summary').textContent = `${total} turns in the last hour (bars: turns per minute, busiest ${busiest}), ${bad} failed, cancelled or timed out (red); mean latency ${total ? Math.round(ms / total) : 0} ms (line).`;
   const lat = buckets.map((b) => (b.n ? b.ms / b.n : 0));
   const maxLat = Math.max(1, ...lat);
   g.strokeStyle = '#f59e0b';

@@ -5,7 +5,7 @@
 //! for silence, restarts after a crash with `--resume`, and stops itself
 //! when idle too long.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::turn::{
     Priority, StreamItem, StreamKind, TurnOutcome, TurnStatus, TurnTracker, stored_items,
-    stream_items,
+    stream_items, tool_result_data,
 };
 use super::{PoolInner, ProcState, SlotShared};
 
@@ -92,6 +92,8 @@ struct Running {
     deltas: String,
     assistant_text: String,
     tool_uses: Vec<ToolUse>,
+    /// When each tool use not yet answered by its result was seen.
+    tool_started: HashMap<String, Instant>,
     events: Vec<EventRow>,
     events_dropped: i64,
     /// Agent output lines seen in this turn (stored or not).

@@ -92,6 +92,7 @@ impl Actor {
                 deltas: String::new(),
                 assistant_text: String::new(),
                 tool_uses: Vec::new(),
+                tool_started: HashMap::new(),
                 events: Vec::new(),
                 events_dropped: 0,
                 next_seq: 0,
@@ -165,10 +166,7 @@ impl Actor {
         };
         let id = r.tracker.id.clone();
         for item in std::mem::take(&mut r.pending) {
-            let kind = match item.kind {
-                StreamKind::Chunk => EventKind::Chunk,
-                StreamKind::ToolUse => EventKind::ToolUse,
-            };
+            let kind = item.kind.event_kind();
             let mut data = item.data.clone();
             data["seq"] = item.seq.into();
             r.tracker.push_item(item);
@@ -226,7 +224,7 @@ impl Actor {
                 return;
             }
         };
-        let Some(turn_id) = self.current.as_ref().map(|r| r.tracker.id.clone()) else {
+        if self.current.is_none() {
             if let AgentEvent::PermissionRequest { request_id, .. } = &event {
                 // Nothing runs that it could be for: refuse, never leave it waiting.
                 let line = protocol::permission_line(
@@ -244,7 +242,7 @@ impl Actor {
                 tracing::debug!(team = %self.team.name, "agent output outside a turn");
             }
             return;
-        };
+        }
         let kind = raw
             .get("type")
             .and_then(Value::as_str)
@@ -256,24 +254,21 @@ impl Actor {
         if lost && self.start_afresh().await {
             return;
         }
-        self.stream(stream_items(seq, &event));
+        let items = match &event {
+            AgentEvent::ToolResults(results) => self.finish_tools(seq, results),
+            _ => stream_items(seq, &event),
+        };
+        self.stream(items);
         match event {
-            AgentEvent::TextDelta(_) => {}
+            AgentEvent::TextDelta(_) | AgentEvent::ToolResults(_) => {}
             AgentEvent::Assistant { text, tool_uses } => {
                 if let Some(r) = self.current.as_mut() {
+                    let now = Instant::now();
+                    r.tool_started
+                        .extend(tool_uses.iter().map(|t| (t.id.clone(), now)));
                     r.tool_uses.extend(tool_uses);
                     r.assistant_text.push_str(&text);
                 }
-            }
-            AgentEvent::ToolResult {
-                tool_use_id,
-                is_error,
-            } => {
-                self.publish(
-                    EventKind::ToolResult,
-                    Some(&turn_id),
-                    json!({"toolUseId": tool_use_id, "isError": is_error}),
-                );
             }
             AgentEvent::Result(result) => {
                 let interrupted = self
@@ -308,6 +303,31 @@ impl Actor {
             }
             AgentEvent::Init { .. } | AgentEvent::Other { .. } => {}
         }
+    }
+
+    /// Note each tool's result on its use (kept with the turn) and make
+    /// their stream items, with how long each tool took.
+    fn finish_tools(&mut self, seq: u64, results: &[iris_agent::ToolResult]) -> Vec<StreamItem> {
+        let Some(r) = self.current.as_mut() else {
+            return Vec::new();
+        };
+        results
+            .iter()
+            .map(|result| {
+                let took = r
+                    .tool_started
+                    .remove(&result.tool_use_id)
+                    .map(|t| t.elapsed().as_millis() as u64);
+                if let Some(used) = r.tool_uses.iter_mut().find(|u| u.id == result.tool_use_id) {
+                    used.finish(result, took);
+                }
+                StreamItem {
+                    seq,
+                    kind: StreamKind::ToolResult,
+                    data: tool_result_data(result, took),
+                }
+            })
+            .collect()
     }
 
     pub(super) async fn on_bad_output(&mut self, e: LineError) {

@@ -396,6 +396,10 @@ async fn tell(sio: Arc<Sio>, s: SocketRef, data: Option<Value>, ack: AckSender) 
                     "tell:tool_use",
                     json!({"messageId": id, "toolUse": data, "seq": seq}),
                 ),
+                TurnEvent::ToolResult { data, seq } => (
+                    "tell:tool_result",
+                    json!({"messageId": id, "toolResult": data, "seq": seq}),
+                ),
                 TurnEvent::Complete { .. } => ("tell:complete", event.data()),
                 TurnEvent::Error { error, .. } => {
                     let mut body = event.data();

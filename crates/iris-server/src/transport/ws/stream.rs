@@ -103,7 +103,7 @@ impl Connection {
 }
 
 /// A turn's event as a message of this protocol: its data with `type`
-/// (the event's name), `messageId` and, for chunks and tool uses, `seq`.
+/// (the event's name), `messageId` and, for chunks and tool traffic, `seq`.
 fn message(id: &str, event: &TurnEvent) -> Value {
     let mut v = event.data();
     if !v.is_object() {
@@ -111,7 +111,10 @@ fn message(id: &str, event: &TurnEvent) -> Value {
     }
     v["type"] = json!(event.name());
     v["messageId"] = json!(id);
-    if let TurnEvent::Chunk { seq, .. } | TurnEvent::ToolUse { seq, .. } = event {
+    if let Some(seq) = event
+        .seq()
+        .filter(|_| !matches!(event, TurnEvent::Start { .. }))
+    {
         v["seq"] = json!(seq);
     }
     v

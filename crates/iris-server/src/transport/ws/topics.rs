@@ -75,6 +75,7 @@ fn event_message(proto: Protocol, topic: &str, e: &Event) -> Value {
     let kind = match e.kind {
         EventKind::Chunk => "chunk",
         EventKind::ToolUse => "tool_use",
+        EventKind::ToolResult => "tool_result",
         EventKind::TurnStarted => "start",
         EventKind::TurnCompleted => "complete",
         _ => "event",
