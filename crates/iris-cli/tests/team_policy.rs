@@ -93,6 +93,21 @@ impl Api {
                             format!("/api/v1/teams/{}", team.as_str().unwrap()),
                         )
                     }
+                    "session_list" => match p.remove("team") {
+                        Some(t) => (
+                            Method::GET,
+                            format!("/api/v1/teams/{}/conversations", t.as_str().unwrap()),
+                        ),
+                        None => (Method::GET, "/api/v1/conversations".to_owned()),
+                    },
+                    "session_diff" => {
+                        let id = p.remove("sessionId").unwrap();
+                        (
+                            Method::GET,
+                            format!("/api/v1/cache/{}/diff", id.as_str().unwrap()),
+                        )
+                    }
+                    "team_graph" => (Method::GET, "/api/v1/team-graph".to_owned()),
                     other => panic!("no REST route in this test for {other}"),
                 };
                 let body = if method == Method::GET {
@@ -712,5 +727,93 @@ async fn profiles_and_roots_are_listed_and_reloaded_like_a_restart() {
     let changes = a.h.iris.reload().await.unwrap();
     assert_eq!(changes.teams_added, ["web"]);
     assert!(a.exists("web").await);
+    a.stop().await;
+}
+
+/// The console's reads — a team's conversations (`session_list`), what a
+/// worktree conversation changed (`session_diff`), the teams graph
+/// (`team_graph`) — hold a key's team limit on every transport: another
+/// team is as if it did not exist, and never named.
+#[tokio::test]
+async fn the_consoles_reads_keep_a_keys_team_limit_on_every_transport() {
+    let a = api(tempfile::tempdir().unwrap(), false).await;
+    a.call(
+        Via::Rest,
+        &a.admin,
+        "team_create",
+        json!({"name": "web", "path": "./projects/web", "profile": "careful"}),
+    )
+    .await
+    .unwrap();
+    let mut web_session = String::new();
+    for (team, from) in [("web", "tester"), ("demo", "tester")] {
+        let r =
+            a.h.call(
+                "quick_message",
+                json!({"toTeam": team, "message": "hi", "fromTeam": from}),
+            )
+            .await
+            .unwrap();
+        if team == "web" {
+            web_session = r["sessionId"].as_str().unwrap().to_owned();
+        }
+    }
+    let limited = a.key("operator", Some(&["demo"])).await;
+    let named_web = |v: &Value| v.to_string().contains("\"web\"");
+    for via in EVERY {
+        let what = format!("{via:?}");
+        let r = a
+            .call(via, &limited, "session_list", json!({"team": "web"}))
+            .await;
+        let body = r.expect_err(&what);
+        assert_eq!(body["code"], "TEAM_NOT_FOUND", "{what}: {body}");
+        let all = a
+            .call(via, &limited, "session_list", json!({}))
+            .await
+            .expect(&what);
+        let teams: Vec<&Value> = all["conversations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| &c["team"])
+            .collect();
+        assert_eq!(teams, [&json!("demo")], "{what}: {all}");
+        let diff = a
+            .call(
+                via,
+                &limited,
+                "session_diff",
+                json!({"sessionId": web_session}),
+            )
+            .await;
+        let body = diff.expect_err(&what);
+        assert!(
+            matches!(
+                body["code"].as_str(),
+                Some("TEAM_NOT_FOUND" | "SESSION_NOT_FOUND")
+            ),
+            "{what}: {body}"
+        );
+        assert!(!named_web(&body), "{what}: {body}");
+        let g = a
+            .call(via, &limited, "team_graph", json!({}))
+            .await
+            .expect(&what);
+        assert!(!named_web(&g), "{what}: {g}");
+        assert!(
+            g["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["from"] == "tester" && e["to"] == "demo"),
+            "{what}: {g}"
+        );
+        // The admin sees both, so the limit is what hid `web`.
+        let g = a
+            .call(via, &a.admin, "team_graph", json!({}))
+            .await
+            .expect(&what);
+        assert!(named_web(&g), "{what}: {g}");
+    }
     a.stop().await;
 }
