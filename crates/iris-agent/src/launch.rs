@@ -28,12 +28,21 @@ pub enum AgentKind {
     Echo,
     /// Any other CLI: spawned once per turn, stdout lines are chunks.
     Command,
+    /// An Agent Client Protocol agent: one persistent process per session,
+    /// JSON-RPC on stdio (see [`crate::acp`]).
+    Acp,
 }
 
 impl AgentKind {
-    /// Persistent agents keep one process per session and speak stream-json.
+    /// Persistent agents keep one process per session (stream-json, or
+    /// ACP translated to it).
     pub fn is_persistent(self) -> bool {
         !matches!(self, AgentKind::Command)
+    }
+
+    /// The driver runs the profile's `command` (not a program Iris knows).
+    pub fn needs_command(self) -> bool {
+        matches!(self, AgentKind::Command | AgentKind::Acp)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +50,7 @@ impl AgentKind {
             AgentKind::Claude => "claude",
             AgentKind::Echo => "echo",
             AgentKind::Command => "command",
+            AgentKind::Acp => "acp",
         }
     }
 }
@@ -95,6 +105,8 @@ pub struct LaunchSpec {
     pub stdin: Option<String>,
     /// What the process may reach (Landlock); `None`: unconfined.
     pub confine: Option<crate::sandbox::Confinement>,
+    /// An ACP agent: how its session is opened.
+    pub acp: Option<crate::acp::AcpStart>,
 }
 
 /// The stream-json flags every persistent agent gets.
@@ -133,6 +145,27 @@ impl LaunchSpec {
             cwd,
             stdin: None,
             confine: None,
+            acp: None,
+        }
+    }
+
+    /// A persistent ACP agent: its own command and arguments; the session
+    /// is opened over the protocol.
+    pub fn acp(
+        program: PathBuf,
+        args: &[String],
+        start: crate::acp::AcpStart,
+        env: Vec<(String, String)>,
+        cwd: PathBuf,
+    ) -> Self {
+        LaunchSpec {
+            program,
+            args: args.to_vec(),
+            env,
+            cwd,
+            stdin: None,
+            confine: None,
+            acp: Some(start),
         }
     }
 
@@ -164,6 +197,7 @@ impl LaunchSpec {
             cwd,
             stdin,
             confine: None,
+            acp: None,
         }
     }
 }

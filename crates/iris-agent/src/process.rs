@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc;
+
+use crate::acp::AcpClient;
 
 use crate::launch::LaunchSpec;
 use crate::lines::{Line, Lines};
@@ -43,6 +46,9 @@ pub enum LineError {
     TooLong { max: usize },
     #[error("reading agent output failed: {0}")]
     Io(String),
+    /// The agent broke its protocol (ACP): its process is replaced.
+    #[error("{0}")]
+    Protocol(String),
 }
 
 /// A running agent child process.
@@ -57,6 +63,13 @@ pub struct AgentProcess {
     /// each read waiting [`EXIT_DRAIN`] at most, not until every process
     /// holding the pipe lets go of it.
     exited: bool,
+    /// An ACP agent: the translator, and the lines it made for Iris not
+    /// yet read. Its stdin is written by a task of its own (`writer`), so
+    /// what reading a line makes the client answer is never lost to a
+    /// cancelled read.
+    acp: Option<AcpClient>,
+    translated: VecDeque<String>,
+    writer: Option<mpsc::UnboundedSender<String>>,
 }
 
 /// How long one read of the output left in the pipe may wait after the
@@ -148,6 +161,26 @@ impl AgentProcess {
             });
         }
         let mut stdin = child.stdin.take();
+        let mut acp = None;
+        let mut writer = None;
+        if let Some(start) = &spec.acp
+            && let Some(mut s) = stdin.take()
+        {
+            let mut client = AcpClient::new(&spec.cwd, start.clone());
+            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            for line in client.start() {
+                let _ = tx.send(line);
+            }
+            tokio::spawn(async move {
+                while let Some(line) = rx.recv().await {
+                    if s.write_all(line.as_bytes()).await.is_err() || s.flush().await.is_err() {
+                        break;
+                    }
+                }
+            });
+            acp = Some(client);
+            writer = Some(tx);
+        }
         if let Some(text) = spec.stdin.clone() {
             // Command agents read their prompt from stdin, then see EOF.
             if let Some(mut s) = stdin.take() {
@@ -165,6 +198,9 @@ impl AgentProcess {
             pid,
             max_line,
             exited: false,
+            acp,
+            translated: VecDeque::new(),
+            writer,
         })
     }
 
@@ -172,8 +208,14 @@ impl AgentProcess {
         self.pid
     }
 
-    /// Write one line (already newline-terminated) to the agent's stdin.
+    /// Write one line (already newline-terminated) to the agent's stdin:
+    /// a stream-json line, translated first for an ACP agent.
     pub async fn send(&mut self, line: &str) -> io::Result<()> {
+        if let Some(acp) = self.acp.as_mut() {
+            let t = acp.outgoing(line);
+            self.translated.extend(t.to_iris);
+            return self.write_acp(t.to_agent);
+        }
         let stdin = self
             .stdin
             .as_mut()
@@ -192,6 +234,42 @@ impl AgentProcess {
     /// hold its stdout open; those are killed with its process group, and
     /// what is left in the pipe is read for [`EXIT_DRAIN`] at most.
     pub async fn next_line(&mut self) -> Option<Result<String, LineError>> {
+        loop {
+            if let Some(line) = self.translated.pop_front() {
+                return Some(Ok(line));
+            }
+            let line = match self.next_raw().await? {
+                Ok(line) => line,
+                Err(e) => return Some(Err(e)),
+            };
+            let Some(acp) = self.acp.as_mut() else {
+                return Some(Ok(line));
+            };
+            match acp.incoming(&line) {
+                Ok(t) => {
+                    self.translated.extend(t.to_iris);
+                    if self.write_acp(t.to_agent).is_err() {
+                        tracing::debug!(pid = self.pid, "an ACP agent's stdin is closed");
+                    }
+                }
+                Err(e) => return Some(Err(LineError::Protocol(e.0))),
+            }
+        }
+    }
+
+    fn write_acp(&self, lines: Vec<String>) -> io::Result<()> {
+        let Some(w) = &self.writer else {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "stdin is closed"));
+        };
+        for line in lines {
+            w.send(line)
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "stdin is closed"))?;
+        }
+        Ok(())
+    }
+
+    /// The next line the process wrote (see [`Self::next_line`]).
+    async fn next_raw(&mut self) -> Option<Result<String, LineError>> {
         let read = loop {
             if self.exited {
                 // Each read may wait this long: what the agent wrote before
@@ -255,6 +333,7 @@ impl AgentProcess {
     /// then SIGTERM, then SIGKILL, each after `grace`. Always reaps the child.
     pub async fn shutdown(mut self, grace: Duration) -> Option<ExitStatus> {
         self.stdin.take();
+        self.writer.take();
         if let Some(status) = self.wait_for(grace).await {
             self.signal_group(libc::SIGKILL); // leftovers of the group, if any
             return Some(status);

@@ -125,7 +125,7 @@ impl Team {
             AgentKind::Claude => {
                 PathBuf::from(self.profile.claude_path.as_deref().unwrap_or("claude"))
             }
-            AgentKind::Command => {
+            AgentKind::Command | AgentKind::Acp => {
                 PathBuf::from(self.profile.command.as_deref().unwrap_or_default())
             }
         }
@@ -148,12 +148,28 @@ impl Team {
     /// A persistent (claude/echo) process for one session; `iris_mcp`, the
     /// `--mcp-config` JSON and credential of its `iris` MCP server, if it
     /// gets one (its tools are allowed).
-    pub fn launch_session(
+    pub(crate) fn launch_session(
         &self,
         session: &SessionMode,
         echo_program: &Path,
-        iris_mcp: Option<(&str, &str)>,
+        seat: Option<&crate::pool::seat::Seat>,
     ) -> LaunchSpec {
+        if self.profile.agent == AgentKind::Acp {
+            // Its session is opened over the protocol (which one it
+            // resumes, the actor sets); Iris's `/mcp` goes with it.
+            let start = iris_agent::AcpStart {
+                resume: None,
+                mcp_servers: seat.map(|s| s.acp_server()).into_iter().collect(),
+            };
+            return LaunchSpec::acp(
+                self.program(echo_program),
+                &self.profile.args,
+                start,
+                self.env(&[]),
+                self.path().to_path_buf(),
+            );
+        }
+        let iris_mcp = seat.map(|s| (s.config(), s.token()));
         let mut extra = Vec::new();
         if self.profile.agent == AgentKind::Claude {
             // Iris answers the agent's permission requests on stdin, per

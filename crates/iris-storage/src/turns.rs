@@ -313,6 +313,31 @@ impl Store {
         Ok(row.get::<Option<f64>, _>(0))
     }
 
+    /// The agent's own id of conversation `session`, as its last `init`
+    /// said (an ACP agent names its sessions itself; Iris resumes with it).
+    pub async fn agent_session(&self, session: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT e.data FROM turn_events e JOIN turns t ON t.id = e.turn_id \
+             WHERE t.session_id = $1 AND e.kind = 'system' \
+             ORDER BY t.created_at DESC, e.seq DESC LIMIT 1",
+        )
+        .bind(session)
+        .fetch_optional(&self.pool)
+        .await
+        .ctx("reading a conversation's agent session")?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let data: String = row
+            .try_get("data")
+            .ctx("reading a conversation's agent session")?;
+        Ok(serde_json::from_str::<Value>(&data).ok().and_then(|v| {
+            v.get("session_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }))
+    }
+
     /// The events of turn `id` of one `kind`, in order.
     pub async fn turn_events_of_kind(&self, id: &str, kind: &str) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(

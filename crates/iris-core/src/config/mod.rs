@@ -830,12 +830,14 @@ impl Config {
                     "a profile name is 1-64 letters, digits, `-` or `_`".into(),
                 ));
             }
-            if profile.agent == AgentKind::Command
-                && profile.command.as_deref().is_none_or(str::is_empty)
+            if profile.agent.needs_command() && profile.command.as_deref().is_none_or(str::is_empty)
             {
                 errors.push(err(
                     format!("agentProfiles.{name}.command"),
-                    "a `command` profile needs its executable".into(),
+                    format!(
+                        "a `{}` profile needs its executable",
+                        profile.agent.as_str()
+                    ),
                 ));
             }
         }

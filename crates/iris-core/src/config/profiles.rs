@@ -152,10 +152,10 @@ impl AgentProfile {
         if let Some(v) = team.prompt_via {
             p.prompt_via = v;
         }
-        if p.agent == AgentKind::Command && p.command.as_deref().is_none_or(str::is_empty) {
+        if p.agent.needs_command() && p.command.as_deref().is_none_or(str::is_empty) {
             return Err((
                 "command".into(),
-                "a `command` team needs its executable".into(),
+                format!("a `{}` team needs its executable", p.agent.as_str()),
             ));
         }
         Ok(p)

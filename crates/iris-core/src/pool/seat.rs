@@ -23,6 +23,7 @@ pub(crate) struct Seat {
     auth: Arc<Auth>,
     token: String,
     config: String,
+    url: String,
 }
 
 impl Seat {
@@ -53,7 +54,16 @@ impl Seat {
             auth: auth.clone(),
             token,
             config,
+            url: url.to_owned(),
         })
+    }
+
+    /// The `iris` server as ACP's `McpServer` (http) for `session/new`: the
+    /// credential in its header (an ACP agent gets no `--mcp-config` that
+    /// could name a variable).
+    pub fn acp_server(&self) -> serde_json::Value {
+        json!({"type": "http", "name": "iris", "url": self.url,
+               "headers": [{"name": "Authorization", "value": format!("Bearer {}", self.token)}]})
     }
 
     /// The `--mcp-config` JSON of the `iris` server.

@@ -21,7 +21,10 @@ impl Actor {
 
     /// A claude process's way back to this Iris, when the API serves MCP.
     pub(super) fn seat(&self) -> Option<crate::pool::seat::Seat> {
-        if self.team.agent() != iris_agent::AgentKind::Claude {
+        if !matches!(
+            self.team.agent(),
+            iris_agent::AgentKind::Claude | iris_agent::AgentKind::Acp
+        ) {
             return None;
         }
         let url = self.pool.mcp_url.get()?;
@@ -83,11 +86,14 @@ impl Actor {
         }
         let seat = self.seat();
         let mode = self.spawn_mode();
-        let mut spec = self.team.launch_session(
-            &mode,
-            &self.pool.echo_program,
-            seat.as_ref().map(|s| (s.config(), s.token())),
-        );
+        let mut spec = self
+            .team
+            .launch_session(&mode, &self.pool.echo_program, seat.as_ref());
+        if let (Some(acp), SessionMode::Resume(id)) = (spec.acp.as_mut(), &mode) {
+            // The agent's own id of this conversation, as it said when it
+            // opened it (recorded with the turn's events).
+            acp.resume = self.pool.store.agent_session(id).await.ok().flatten();
+        }
         if let Some(dir) = &self.session.worktree {
             spec.cwd = dir.clone();
         }

@@ -10,6 +10,7 @@
 //! | `[[delay=MS]]` | wait MS milliseconds before each chunk |
 //! | `[[chunks=N]]` | split the reply into N partial deltas (default: one per word) |
 //! | `[[tool=NAME]]` | make a tool use of NAME (and get its result) before answering |
+//! | `[[ask=NAME]]` | ask permission for a tool use of NAME first (`can_use_tool`; in ACP mode `session/request_permission`) and wait for the answer; allowed, it runs (`NAME done`), denied, its result is the error `denied: <reason>` |
 //! | `[[error]]`, `[[error=TEXT]]` | end the turn with an error result |
 //! | `[[crash]]` | exit with status 3 after the first chunk |
 //! | `[[hang]]` | write the first chunk, then never answer again (not even interrupts) |
@@ -19,6 +20,11 @@
 //! | `[[stamps=N]]` | reply with N chunks, each the Unix time in µs when it was written (latency benchmarks) |
 //!
 //! A slow start is set with the environment variable `IRIS_ECHO_START_DELAY_MS`.
+//!
+//! With `--acp` it speaks the Agent Client Protocol instead (see
+//! [`run_acp`]), with the same directives; `IRIS_ECHO_ACP_SILENT_INIT=1`
+//! makes it never answer `initialize`, and `[[badrpc]]` makes it write a
+//! JSON line that is not JSON-RPC.
 
 use std::io::{BufRead, Write};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -28,12 +34,16 @@ use serde_json::{Value, json};
 
 use crate::protocol::user_message_text;
 
+mod acp;
+
 /// Parsed directives of one message.
 #[derive(Debug, Default, PartialEq)]
 struct Directives {
     delay_ms: u64,
     chunks: Option<usize>,
     tools: Vec<String>,
+    ask: Vec<String>,
+    badrpc: bool,
     error: Option<String>,
     crash: bool,
     hang: bool,
@@ -65,6 +75,8 @@ fn parse_directives(text: &str) -> (Directives, String) {
             "delay" => d.delay_ms = num().unwrap_or(0),
             "chunks" => d.chunks = num().map(|n| n.max(1) as usize),
             "tool" => d.tools.push(value.unwrap_or("Bash").to_owned()),
+            "ask" => d.ask.push(value.unwrap_or("Bash").to_owned()),
+            "badrpc" => d.badrpc = true,
             "error" => d.error = Some(value.unwrap_or("echo agent was asked to fail").to_owned()),
             "crash" => d.crash = true,
             "hang" => d.hang = true,
@@ -186,6 +198,53 @@ impl<W: Write> Agent<W> {
         false
     }
 
+    /// Ask whether tool use `id` may run and wait for the answer: allowed,
+    /// denied with its reason, or `None` when interrupted meanwhile.
+    fn ask(&mut self, tool: &str, id: &str) -> Option<Result<(), String>> {
+        let request_id = format!("ask_{id}");
+        self.emit(json!({"type":"control_request","request_id":request_id,"request":{
+            "subtype":"can_use_tool","tool_name":tool,"input":{"command":"echo"},"tool_use_id":id}}));
+        loop {
+            let v = self.inbox.recv().ok()?;
+            let kind = v.get("type").and_then(Value::as_str).map(str::to_owned);
+            if kind.as_deref() == Some("control_response")
+                && v.pointer("/response/request_id").and_then(Value::as_str) == Some(&request_id)
+            {
+                let answer = v.pointer("/response/response").unwrap_or(&Value::Null);
+                return Some(match answer.get("behavior").and_then(Value::as_str) {
+                    Some("allow") => Ok(()),
+                    _ => Err(answer
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no reason")
+                        .to_owned()),
+                });
+            }
+            match kind.as_deref() {
+                Some("control_request") => {
+                    let interrupted = self.absorb(v);
+                    if interrupted {
+                        return None;
+                    }
+                }
+                Some("user") => self.pending.push_back(v),
+                _ => {}
+            }
+        }
+    }
+
+    /// The turn ends: an interrupt came.
+    fn interrupted(&mut self, started: Instant, words: usize) -> Flow {
+        self.result(
+            "interrupted",
+            true,
+            "error_during_execution",
+            started,
+            words,
+        );
+        Flow::Continue
+    }
+
     fn result(
         &mut self,
         text: &str,
@@ -233,6 +292,9 @@ impl<W: Write> Agent<W> {
         if d.garbage {
             let _ = writeln!(self.out, "this line is not JSON");
         }
+        if d.badrpc {
+            self.emit(json!({"type":"stream_event","event":{"type":"not_rpc"}}));
+        }
         if let Some(n) = d.big {
             let pad = "x".repeat(n);
             self.emit(json!({"type":"stream_event","event":{"type":"padding","data":pad}}));
@@ -250,13 +312,22 @@ impl<W: Write> Agent<W> {
         } else {
             rest
         };
-        for (i, tool) in d.tools.iter().enumerate() {
+        let asked = d.ask.iter().map(|t| (t, true));
+        for (i, (tool, ask)) in asked.chain(d.tools.iter().map(|t| (t, false))).enumerate() {
             let id = format!("toolu_echo_{}_{i}", self.turns);
             self.emit(json!({"type":"assistant","session_id":session_id,"message":{"role":"assistant","content":[
                 {"type":"tool_use","id":id,"name":tool,"input":{"command":"echo"}}]}}));
+            let (output, failed) = match ask {
+                true => match self.ask(tool, &id) {
+                    Some(Ok(())) => (format!("{tool} done"), false),
+                    Some(Err(reason)) => (format!("denied: {reason}"), true),
+                    None => return self.interrupted(started, words),
+                },
+                false => (format!("{tool} done"), false),
+            };
             self.emit(
                 json!({"type":"user","session_id":session_id,"message":{"role":"user","content":[
-                {"type":"tool_result","tool_use_id":id,"content":format!("{tool} done"),"is_error":false}]}}),
+                {"type":"tool_result","tool_use_id":id,"content":output,"is_error":failed}]}}),
             );
         }
         let chunks = match d.stamps {
@@ -266,14 +337,7 @@ impl<W: Write> Agent<W> {
         let mut stamped = String::new();
         for (i, chunk) in chunks.iter().enumerate() {
             if d.delay_ms > 0 && self.pause(d.delay_ms) {
-                self.result(
-                    "interrupted",
-                    true,
-                    "error_during_execution",
-                    started,
-                    words,
-                );
-                return Flow::Continue;
+                return self.interrupted(started, words);
             }
             let stamp;
             let chunk = if d.stamps.is_some() {
@@ -315,6 +379,9 @@ impl<W: Write> Agent<W> {
 /// Run the echo agent with the given arguments (those after the subcommand);
 /// returns the process exit code.
 pub fn run(args: Vec<String>) -> i32 {
+    if args.iter().any(|a| a == "--acp") {
+        return acp::run(args);
+    }
     let value_of = |flag: &str| {
         args.iter()
             .position(|a| a == flag)
@@ -356,29 +423,37 @@ pub fn run(args: Vec<String>) -> i32 {
         turns: 0,
         started: false,
     };
-    loop {
-        let next = match agent.pending.pop_front() {
-            Some(v) => v,
-            None => match agent.inbox.recv() {
-                Ok(v) => v,
-                Err(_) => return 0,
-            },
-        };
-        match next.get("type").and_then(Value::as_str) {
-            Some("user") => {
-                if let Flow::Exit(code) = agent.turn(next) {
-                    return code;
+    agent.serve()
+}
+
+impl<W: Write> Agent<W> {
+    /// Take messages until stdin closes; the exit code.
+    fn serve(&mut self) -> i32 {
+        let agent = self;
+        loop {
+            let next = match agent.pending.pop_front() {
+                Some(v) => v,
+                None => match agent.inbox.recv() {
+                    Ok(v) => v,
+                    Err(_) => return 0,
+                },
+            };
+            match next.get("type").and_then(Value::as_str) {
+                Some("user") => {
+                    if let Flow::Exit(code) = agent.turn(next) {
+                        return code;
+                    }
                 }
+                Some("control_request") => {
+                    let id = next
+                        .get("request_id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    agent.control_ok(&id);
+                }
+                _ => eprintln!("echo agent: ignoring an unknown message"),
             }
-            Some("control_request") => {
-                let id = next
-                    .get("request_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                agent.control_ok(&id);
-            }
-            _ => eprintln!("echo agent: ignoring an unknown message"),
         }
     }
 }

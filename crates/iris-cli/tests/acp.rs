@@ -1,0 +1,241 @@
+//! The `acp` driver with the echo agent's ACP mode (`agent-echo --acp`, a
+//! real child process speaking the Agent Client Protocol): multi-turn on
+//! one process, streamed chunks, tool calls with their results, approvals
+//! allowed and denied, cancel, a killed agent, and an agent that breaks the
+//! protocol, hangs in `initialize`, or dies mid-turn.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use iris_core::ErrorKind;
+use iris_core::bus::EventKind;
+use serde_json::{Value, json};
+
+/// Teams on the echo agent's ACP mode: `acp` (`grantPermission: ask`),
+/// `mute` (never answers `initialize`).
+fn config(settings: &str) -> String {
+    let bin = iris_bin();
+    format!(
+        "settings:\n{settings}\nagentProfiles:\n  echo-acp:\n    agent: acp\n    command: {bin}\n    args: [agent-echo, --acp]\n    grantPermission: ask\n  \
+         mute-acp:\n    agent: acp\n    command: {bin}\n    args: [agent-echo, --acp]\n    env:\n      IRIS_ECHO_ACP_SILENT_INIT: '1'\n\
+         teams:\n  acp:\n    path: .\n    profile: echo-acp\n  mute:\n    path: .\n    profile: mute-acp\n",
+        bin = bin.display()
+    )
+}
+
+#[tokio::test]
+async fn an_acp_agent_answers_streams_and_keeps_one_process() {
+    let h = start(&config("  maxProcesses: 4")).await;
+    let mut team = h.iris.watch("team:acp");
+    let first = h.tell("acp", "hello over acp").await.unwrap();
+    assert_eq!(first["response"], "hello over acp", "{first}");
+    assert_eq!(first["status"], "completed");
+    assert!(
+        first["costUsd"].is_number(),
+        "usage and cost reported: {first}"
+    );
+    assert!(first["usage"]["input_tokens"].is_u64(), "{first}");
+    let pid = pids(&h, "acp");
+    let second = h.tell("acp", "one two three [[delay=20]]").await.unwrap();
+    assert_eq!(second["response"], "one two three");
+    assert_eq!(second["sessionId"], first["sessionId"]);
+    assert_eq!(pids(&h, "acp"), pid, "multi-turn on one process");
+    // Its chunks were streamed, each word one.
+    let mut chunks = 0;
+    while chunks < 3 {
+        let e = next_event(&mut team).await;
+        if e.kind == EventKind::Chunk && e.turn_id.as_deref() == second["messageId"].as_str() {
+            chunks += 1;
+        }
+    }
+    // A tool call and its result, in the turn's record and stream.
+    let r = h.tell("acp", "look [[tool=Read]]").await.unwrap();
+    let tool = &r["toolUses"][0];
+    assert_eq!(
+        (&tool["name"], &tool["output"], &tool["isError"]),
+        (&json!("Read"), &json!("Read done"), &json!(false)),
+        "{r}"
+    );
+    // The agent's own session id is what Iris resumes with: recorded.
+    let sid = r["sessionId"].as_str().unwrap().to_owned();
+    h.call("get_message", json!({"messageId": r["messageId"]}))
+        .await
+        .unwrap();
+    let agent_session = h.iris.store().agent_session(&sid).await.unwrap();
+    assert!(
+        agent_session.as_deref().is_some_and(|s| s != sid),
+        "the agent named its session"
+    );
+    // After a restart the conversation goes on in the agent's session
+    // (`session/load`, which this agent offers), not a new one.
+    let home = h.stop().await;
+    let h = start_in(home, &config("  maxProcesses: 4")).await;
+    let again = h.tell("acp", "still there").await.unwrap();
+    assert_eq!(again["sessionId"], sid.as_str());
+    assert_eq!(again["response"], "still there");
+    // (Reading the message waits for what the recorder holds.)
+    h.call("get_message", json!({"messageId": again["messageId"]}))
+        .await
+        .unwrap();
+    let events = h
+        .iris
+        .store()
+        .turn_events_of_kind(again["messageId"].as_str().unwrap(), "system")
+        .await
+        .unwrap();
+    assert_eq!(
+        events[0].data["session_id"],
+        json!(agent_session),
+        "{events:?}"
+    );
+    assert_eq!(events[0].data["resumed"], true, "{events:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn permission_requests_become_approvals_allowed_or_denied() {
+    let h = start(&config("  maxProcesses: 4")).await;
+    // (ACP's answer to a permission request is an option, without a
+    // reason: the agent hears only that it was rejected.)
+    for (verdict, output) in [
+        ("allow", "Bash done"),
+        ("deny", "denied: the client rejected it"),
+    ] {
+        let asked = h
+            .call(
+                "quick_message",
+                json!({"toTeam": "acp", "message": "run [[ask=Bash]]"}),
+            )
+            .await
+            .unwrap();
+        let id = asked["messageId"].as_str().unwrap().to_owned();
+        let approval = until(|| async {
+            let l = h
+                .call("approval_list", json!({"status": "pending"}))
+                .await
+                .unwrap();
+            l["approvals"].as_array().and_then(|a| a.first().cloned())
+        })
+        .await;
+        assert_eq!(approval["toolName"], "Bash", "{approval}");
+        h.call(
+            "approval_decide",
+            json!({"approvalId": approval["id"], "decision": verdict, "reason": "not today"}),
+        )
+        .await
+        .unwrap();
+        let done = until(|| async {
+            let m = h.call("get_message", json!({"messageId": id})).await.ok()?;
+            (m["status"] != "running" && m["status"] != "queued").then_some(m)
+        })
+        .await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["toolUses"][0]["output"], output, "{verdict}: {done}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_kill_and_broken_agents_end_the_turn_and_the_next_message_works() {
+    let h = start(&config(
+        "  maxProcesses: 4\n  responseTimeout: 1500\n  spawnTimeout: 2000",
+    ))
+    .await;
+    // Cancel mid-stream: the prompt is cancelled over the protocol.
+    let slow = h
+        .call(
+            "quick_message",
+            json!({"toTeam": "acp", "message": "a b c d e f g h [[delay=300]]"}),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.call("session_cancel", json!({"toTeam": "acp"}))
+        .await
+        .unwrap();
+    let id = slow["messageId"].as_str().unwrap().to_owned();
+    let ended = until(|| async {
+        let m = h.call("get_message", json!({"messageId": id})).await.ok()?;
+        (m["status"] != "running").then_some(m)
+    })
+    .await;
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    let pid = pids(&h, "acp");
+    assert_eq!(
+        h.tell("acp", "after cancel").await.unwrap()["response"],
+        "after cancel"
+    );
+    assert_eq!(pids(&h, "acp"), pid, "a cancel keeps the process");
+
+    // SIGKILL: the next message gets a new process.
+    for p in &pid {
+        unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+    }
+    let e = h.tell("acp", "into the void [[delay=50]]").await;
+    if let Ok(r) = &e {
+        // The kill was seen before the message was sent: a new process.
+        assert_eq!(r["response"], "into the void");
+    }
+    assert_eq!(
+        h.tell("acp", "alive again").await.unwrap()["response"],
+        "alive again"
+    );
+    assert_ne!(pids(&h, "acp"), pid);
+
+    // Dies mid-turn; breaks the protocol; writes garbage: each turn fails
+    // with a reason, the process is replaced, the next message works.
+    for (msg, says) in [
+        ("x [[crash]]", "exit"),
+        ("x [[badrpc]]", "JSON-RPC"),
+        ("x [[garbage]]", "not JSON"),
+    ] {
+        let e = h.tell("acp", msg).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Process, "{msg}: {e:?}");
+        assert!(e.message.contains(says), "{msg}: {e:?}");
+        assert_eq!(
+            h.tell("acp", "fine").await.unwrap()["response"],
+            "fine",
+            "after {msg}"
+        );
+    }
+
+    // Hangs mid-turn: the silence timeout ends it, the next message works.
+    let e = h.tell("acp", "x [[hang]]").await.unwrap_err();
+    assert_eq!(e.details.as_ref().unwrap()["status"], "timed_out", "{e:?}");
+    assert_eq!(
+        h.tell("acp", "fine").await.unwrap()["response"],
+        "fine",
+        "after a hang"
+    );
+
+    // Never answers `initialize`: the turn fails when the start times
+    // out, and its process is gone.
+    let e = h.tell("mute", "hello?").await.unwrap_err();
+    assert!(
+        matches!(e.kind, ErrorKind::Timeout | ErrorKind::Process),
+        "{e:?}"
+    );
+    assert!(
+        e.message.contains("start") || e.message.contains("respond"),
+        "{e:?}"
+    );
+    assert!(pids(&h, "mute").is_empty(), "the silent agent was stopped");
+    h.stop().await;
+}
+
+/// Poll `f` until it gives a value (10 s at most).
+async fn until<F, Fut>(f: F) -> Value
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<Value>>,
+{
+    for _ in 0..200 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing came in 10 s");
+}
