@@ -96,6 +96,10 @@ pub enum AgentEvent {
     },
     /// A `user` message from the agent loop: the results of its tools.
     ToolResults(Vec<ToolResult>),
+    /// The agent's plan, whole each time it changes: `[{content, status,
+    /// priority}]` (an ACP agent's `plan` update; Iris's own line type,
+    /// which Claude Code does not write).
+    Plan(Value),
     /// End of the turn.
     Result(TurnResult),
     /// The agent asks whether it may use a tool (a `control_request` of
@@ -201,6 +205,7 @@ fn interpret(raw: &Value) -> Result<AgentEvent, ParseError> {
                 AgentEvent::ToolResults(results)
             }
         }
+        "plan" => AgentEvent::Plan(raw.get("entries").cloned().unwrap_or_else(|| json!([]))),
         "result" => AgentEvent::Result(TurnResult {
             is_error: raw
                 .get("is_error")

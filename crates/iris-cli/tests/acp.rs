@@ -239,3 +239,93 @@ where
     }
     panic!("nothing came in 10 s");
 }
+
+/// Over SSE and the `/api/v1/stream` WebSocket, an ACP turn is shown as a
+/// Claude turn is: its plan, its tool's use and result, its text, its end.
+#[tokio::test]
+async fn an_acp_turn_streams_its_plan_and_tools_over_sse_and_websocket() {
+    let h = start(&format!(
+        "api:\n  port: 0\n  requireAuth: false\n{}",
+        config("  maxProcesses: 4")
+    ))
+    .await;
+    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
+    let message = "two words [[plan=read|answer]] [[tool=Read]]";
+    let body = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/teams/acp/stream", server.addr))
+        .json(&json!({"message": message}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    let mut data = Vec::new();
+    for line in body.lines() {
+        if let Some(name) = line.strip_prefix("event: ") {
+            events.push(name.to_owned());
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            data.push(serde_json::from_str::<Value>(d).unwrap());
+        }
+    }
+    events.dedup();
+    assert_eq!(
+        events,
+        [
+            "start",
+            "plan",
+            "tool_use",
+            "tool_result",
+            "chunk",
+            "plan",
+            "complete"
+        ],
+        "{body}"
+    );
+    let plan = &data[1];
+    assert_eq!(
+        (
+            &plan["entries"][0]["content"],
+            &plan["entries"][0]["status"]
+        ),
+        (&json!("read"), &json!("pending")),
+        "{plan}"
+    );
+    assert_eq!(data.last().unwrap()["response"], "two words");
+
+    let mut ws = ws_connect(&format!("ws://{}/api/v1/stream", server.addr), None).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "team": "acp", "message": message}),
+    )
+    .await;
+    let mut kinds = Vec::new();
+    loop {
+        let v = recv(&mut ws).await;
+        let kind = v["type"].as_str().unwrap().to_owned();
+        if kind == "plan" {
+            assert_eq!(v["entries"].as_array().unwrap().len(), 2, "{v}");
+        }
+        if kinds.last() != Some(&kind) {
+            kinds.push(kind.clone());
+        }
+        if kind == "complete" || kind == "error" {
+            break;
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            "start",
+            "plan",
+            "tool_use",
+            "tool_result",
+            "chunk",
+            "plan",
+            "complete"
+        ]
+    );
+    server.stop().await;
+    h.stop().await;
+}

@@ -22,6 +22,8 @@ pub enum EventKind {
     Chunk,
     ToolUse,
     ToolResult,
+    /// The agent's plan changed (ACP agents): the whole plan.
+    Plan,
     TurnCompleted,
     ProcessSpawned,
     ProcessTerminated,
@@ -70,6 +72,7 @@ impl EventKind {
             EventKind::Chunk
             | EventKind::ToolUse
             | EventKind::ToolResult
+            | EventKind::Plan
             | EventKind::ProcessState
             | EventKind::JobQueued
             | EventKind::JobFinished => return None,
@@ -83,7 +86,7 @@ impl EventKind {
     pub fn is_stream(self) -> bool {
         matches!(
             self,
-            EventKind::Chunk | EventKind::ToolUse | EventKind::ToolResult
+            EventKind::Chunk | EventKind::ToolUse | EventKind::ToolResult | EventKind::Plan
         )
     }
 

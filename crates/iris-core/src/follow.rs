@@ -59,6 +59,8 @@ pub enum TurnEvent {
     ToolUse { seq: u64, data: Value },
     /// What a tool gave back: `{id, isError, output, truncated?, durationMs?}`.
     ToolResult { seq: u64, data: Value },
+    /// The agent's plan, whole: `{entries}`.
+    Plan { seq: u64, data: Value },
     /// The end of a turn that completed or was cancelled.
     Complete {
         message_id: String,
@@ -86,6 +88,7 @@ impl TurnEvent {
             TurnEvent::Chunk { .. } => "chunk",
             TurnEvent::ToolUse { .. } => "tool_use",
             TurnEvent::ToolResult { .. } => "tool_result",
+            TurnEvent::Plan { .. } => "plan",
             TurnEvent::Complete { .. } => "complete",
             TurnEvent::Error { .. } => "error",
         }
@@ -98,7 +101,8 @@ impl TurnEvent {
             TurnEvent::Start { .. } => Some(0),
             TurnEvent::Chunk { seq, .. }
             | TurnEvent::ToolUse { seq, .. }
-            | TurnEvent::ToolResult { seq, .. } => Some(*seq),
+            | TurnEvent::ToolResult { seq, .. }
+            | TurnEvent::Plan { seq, .. } => Some(*seq),
             _ => None,
         }
     }
@@ -118,7 +122,8 @@ impl TurnEvent {
             } => json!({"messageId": message_id, "team": team, "sessionId": session_id}),
             TurnEvent::Chunk { data, .. }
             | TurnEvent::ToolUse { data, .. }
-            | TurnEvent::ToolResult { data, .. } => data.clone(),
+            | TurnEvent::ToolResult { data, .. }
+            | TurnEvent::Plan { data, .. } => data.clone(),
             TurnEvent::Complete {
                 message_id,
                 status,
@@ -149,6 +154,7 @@ impl TurnEvent {
             StreamKind::Chunk => TurnEvent::Chunk { seq, data },
             StreamKind::ToolUse => TurnEvent::ToolUse { seq, data },
             StreamKind::ToolResult => TurnEvent::ToolResult { seq, data },
+            StreamKind::Plan => TurnEvent::Plan { seq, data },
         }
     }
 

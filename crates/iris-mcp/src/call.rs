@@ -179,6 +179,7 @@ impl Report {
             }
             TurnEvent::ToolUse { data, .. } => self.log(INFO, json!({"toolUse": data})).await,
             TurnEvent::ToolResult { data, .. } => self.log(INFO, json!({"toolResult": data})).await,
+            TurnEvent::Plan { data, .. } => self.log(INFO, json!({"plan": data})).await,
             TurnEvent::Error { .. } => self.log(ERROR, event.data()).await,
             TurnEvent::Start { .. } | TurnEvent::Complete { .. } => {}
         }

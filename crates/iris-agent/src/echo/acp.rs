@@ -254,6 +254,10 @@ impl Translator {
                     );
                 }
             }
+            Some("plan") => self.update(
+                &session,
+                json!({"sessionUpdate": "plan", "entries": v.get("entries")}),
+            ),
             Some("control_request") => {
                 let req = v.get("request").unwrap_or(&Value::Null);
                 s.next += 1;

@@ -12,6 +12,7 @@
 //! | `[[tool=NAME]]` | make a tool use of NAME (and get its result) before answering |
 //! | `[[ask=NAME]]` | ask permission for a tool use of NAME first (`can_use_tool`; in ACP mode `session/request_permission`) and wait for the answer; allowed, it runs (`NAME done`), denied, its result is the error `denied: <reason>` |
 //! | `[[error]]`, `[[error=TEXT]]` | end the turn with an error result |
+//! | `[[plan=A\|B]]` | write a plan of those steps (all pending) first, and the same plan completed before the answer ends (stream-json: Iris's own `plan` line; ACP: a `plan` update) |
 //! | `[[crash]]` | exit with status 3 after the first chunk |
 //! | `[[hang]]` | write the first chunk, then never answer again (not even interrupts) |
 //! | `[[big=BYTES]]` | write one stdout line of that many bytes first |
@@ -43,6 +44,7 @@ struct Directives {
     chunks: Option<usize>,
     tools: Vec<String>,
     ask: Vec<String>,
+    plan: Vec<String>,
     badrpc: bool,
     error: Option<String>,
     crash: bool,
@@ -77,6 +79,13 @@ fn parse_directives(text: &str) -> (Directives, String) {
             "tool" => d.tools.push(value.unwrap_or("Bash").to_owned()),
             "ask" => d.ask.push(value.unwrap_or("Bash").to_owned()),
             "badrpc" => d.badrpc = true,
+            "plan" => {
+                d.plan = value
+                    .unwrap_or_default()
+                    .split('|')
+                    .map(|s| s.trim().to_owned())
+                    .collect()
+            }
             "error" => d.error = Some(value.unwrap_or("echo agent was asked to fail").to_owned()),
             "crash" => d.crash = true,
             "hang" => d.hang = true,
@@ -233,6 +242,18 @@ impl<W: Write> Agent<W> {
         }
     }
 
+    /// Write the plan `steps`, each with `status`.
+    fn plan(&mut self, steps: &[String], status: &str) {
+        if steps.is_empty() {
+            return;
+        }
+        let entries: Vec<Value> = steps
+            .iter()
+            .map(|s| json!({"content": s, "status": status, "priority": "medium"}))
+            .collect();
+        self.emit(json!({"type": "plan", "entries": entries}));
+    }
+
     /// The turn ends: an interrupt came.
     fn interrupted(&mut self, started: Instant, words: usize) -> Flow {
         self.result(
@@ -292,6 +313,7 @@ impl<W: Write> Agent<W> {
         if d.garbage {
             let _ = writeln!(self.out, "this line is not JSON");
         }
+        self.plan(&d.plan, "pending");
         if d.badrpc {
             self.emit(json!({"type":"stream_event","event":{"type":"not_rpc"}}));
         }
@@ -362,6 +384,7 @@ impl<W: Write> Agent<W> {
                 }
             }
         }
+        self.plan(&d.plan, "completed");
         if let Some(err) = d.error {
             self.result(&err, true, "error_during_execution", started, words);
             return Flow::Continue;

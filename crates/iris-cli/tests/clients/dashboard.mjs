@@ -106,6 +106,13 @@ try {
   const full = await page.textContent('#chat-answer');
   check(full === 'the answer arrives word by word', `the answer: ${full}`);
   check(partial.length < full.length, `it grew while streaming (first seen: "${partial}")`);
+  // An agent's plan, shown above the answer and updated in place.
+  await page.fill('#chat-form textarea', 'planned [[plan=look around|answer]]');
+  await page.click('#chat-form button[type=submit]');
+  await page.waitForFunction(() => /completed/.test(document.getElementById('chat-status').textContent)
+    && document.getElementById('chat-answer').textContent === 'planned');
+  const plan = await page.$$eval('#chat-plan li', (l) => l.map((i) => `${i.className}:${i.textContent}`));
+  check(plan.join(',') === 'plan-completed:look around (completed),plan-completed:answer (completed)', `the plan is shown: ${plan}`);
   await page.waitForSelector('#chat-history li');
   // An answer in markdown is rendered; HTML in it stays text.
   const md = [

@@ -111,6 +111,8 @@ pub enum StreamKind {
     ToolUse,
     /// What a tool gave back: `{id, isError, output, truncated?, durationMs?}`.
     ToolResult,
+    /// The agent's plan, whole: `{entries: [{content, status, priority}]}`.
+    Plan,
 }
 
 impl StreamKind {
@@ -121,6 +123,7 @@ impl StreamKind {
             StreamKind::Chunk => EventKind::Chunk,
             StreamKind::ToolUse => EventKind::ToolUse,
             StreamKind::ToolResult => EventKind::ToolResult,
+            StreamKind::Plan => EventKind::Plan,
         }
     }
 
@@ -130,6 +133,7 @@ impl StreamKind {
             StreamKind::Chunk,
             StreamKind::ToolUse,
             StreamKind::ToolResult,
+            StreamKind::Plan,
         ]
         .into_iter()
         .find(|k| k.event_kind() == kind)
@@ -172,6 +176,11 @@ pub fn stream_items(seq: u64, event: &iris_agent::AgentEvent) -> Vec<StreamItem>
                 data: tool_result_data(r, None),
             })
             .collect(),
+        AgentEvent::Plan(entries) => vec![StreamItem {
+            seq,
+            kind: StreamKind::Plan,
+            data: serde_json::json!({"entries": entries}),
+        }],
         _ => Vec::new(),
     }
 }
@@ -207,7 +216,7 @@ pub fn stored_stream(events: &[iris_storage::EventRow]) -> Vec<StreamItem> {
                         item.data["durationMs"] = (e.at - at).max(0).into();
                     }
                 }
-                StreamKind::Chunk => {}
+                StreamKind::Chunk | StreamKind::Plan => {}
             }
             out.push(item);
         }

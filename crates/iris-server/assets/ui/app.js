@@ -433,6 +433,8 @@ $('chat-form').addEventListener('submit', async (ev) => {
   const f = new FormData(ev.target);
   const team = f.get('team');
   $('chat-answer').replaceChildren();
+  $('chat-plan').replaceChildren();
+  $('chat-plan').hidden = true;
   liveText = null;
   $('chat-approvals').replaceChildren();
   $('chat-status').textContent = 'sending…';
@@ -454,6 +456,10 @@ $('chat-form').addEventListener('submit', async (ev) => {
       // The card goes where the agent used the tool; its text goes on after it.
       $('chat-answer').append(toolCard(v));
       liveText = null;
+    } else if (v.type === 'plan') {
+      // The whole plan each time: shown in place of the last one.
+      $('chat-plan').replaceChildren(...(v.entries || []).map((e) => el('li', `${e.content} (${e.status})`, { class: `plan-${e.status}` })));
+      $('chat-plan').hidden = false;
     } else if (v.type === 'tool_result') {
       const card = [...$('chat-answer').querySelectorAll('details.tool')].find((d) => d.dataset.toolId === v.id);
       if (card) toolResult(card, v);

@@ -260,7 +260,7 @@ impl Actor {
         };
         self.stream(items);
         match event {
-            AgentEvent::TextDelta(_) | AgentEvent::ToolResults(_) => {}
+            AgentEvent::TextDelta(_) | AgentEvent::ToolResults(_) | AgentEvent::Plan(_) => {}
             AgentEvent::Assistant { text, tool_uses } => {
                 if let Some(r) = self.current.as_mut() {
                     let now = Instant::now();

@@ -400,6 +400,10 @@ async fn tell(sio: Arc<Sio>, s: SocketRef, data: Option<Value>, ack: AckSender) 
                     "tell:tool_result",
                     json!({"messageId": id, "toolResult": data, "seq": seq}),
                 ),
+                TurnEvent::Plan { data, seq } => (
+                    "tell:plan",
+                    json!({"messageId": id, "plan": data["entries"], "seq": seq}),
+                ),
                 TurnEvent::Complete { .. } => ("tell:complete", event.data()),
                 TurnEvent::Error { error, .. } => {
                     let mut body = event.data();

@@ -149,6 +149,7 @@ fn translate(room: &str, e: &Event) -> Option<(&'static str, Value)> {
         EventKind::Chunk
         | EventKind::ToolUse
         | EventKind::ToolResult
+        | EventKind::Plan
         | EventKind::ProcessState
         | EventKind::ConfigReloaded
         | EventKind::ConfigRejected => {

@@ -76,6 +76,7 @@ fn event_message(proto: Protocol, topic: &str, e: &Event) -> Value {
         EventKind::Chunk => "chunk",
         EventKind::ToolUse => "tool_use",
         EventKind::ToolResult => "tool_result",
+        EventKind::Plan => "plan",
         EventKind::TurnStarted => "start",
         EventKind::TurnCompleted => "complete",
         _ => "event",
