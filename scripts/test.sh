@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CLAUDE_CODE_VERSION=2.1.330
+CLAUDE_AGENT_ACP_VERSION=0.23.1
+QWEN_CODE_VERSION=0.24.4
 SCHEMATHESIS_VERSION=4.32.5
 
 step() { printf '\n== %s\n' "$*"; }
@@ -46,6 +48,16 @@ if [ ! -x "$bin" ] || [ "$installed" != "$CLAUDE_CODE_VERSION" ]; then
     "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION" >/dev/null
 fi
 "$bin" --version
+
+step "ACP agents (for the acp driver's real-CLI tests): Zed's Claude Agent adapter, Qwen Code"
+# Pinned; both run against the suite's local model API stubs only.
+acp_pkgs=("@zed-industries/claude-agent-acp@$CLAUDE_AGENT_ACP_VERSION" "@qwen-code/qwen-code@$QWEN_CODE_VERSION")
+acp_have=$(node -p "try{[require('./.tools/acp/node_modules/@zed-industries/claude-agent-acp/package.json').version,require('./.tools/acp/node_modules/@qwen-code/qwen-code/package.json').version].join(' ')}catch{''}" 2>/dev/null || true)
+if [ "$acp_have" != "$CLAUDE_AGENT_ACP_VERSION $QWEN_CODE_VERSION" ]; then
+  mkdir -p .tools/acp
+  [ -f .tools/acp/package.json ] || echo '{"private":true}' > .tools/acp/package.json
+  npm install --prefix .tools/acp --no-audit --no-fund --loglevel=error "${acp_pkgs[@]}" >/dev/null
+fi
 
 step "Protocol clients: the MCP SDKs and conformance suite, socket.io-client, python-socketio, playwright-core (pinned)"
 clients=crates/iris-cli/tests/clients

@@ -111,14 +111,7 @@ async fn permission_requests_become_approvals_allowed_or_denied() {
             .await
             .unwrap();
         let id = asked["messageId"].as_str().unwrap().to_owned();
-        let approval = until(|| async {
-            let l = h
-                .call("approval_list", json!({"status": "pending"}))
-                .await
-                .unwrap();
-            l["approvals"].as_array().and_then(|a| a.first().cloned())
-        })
-        .await;
+        let approval = pending_approval(&h, 10).await;
         assert_eq!(approval["toolName"], "Bash", "{approval}");
         h.call(
             "approval_decide",
@@ -126,7 +119,7 @@ async fn permission_requests_become_approvals_allowed_or_denied() {
         )
         .await
         .unwrap();
-        let done = until(|| async {
+        let done = until_some(10, || async {
             let m = h.call("get_message", json!({"messageId": id})).await.ok()?;
             (m["status"] != "running" && m["status"] != "queued").then_some(m)
         })
@@ -156,7 +149,7 @@ async fn cancel_kill_and_broken_agents_end_the_turn_and_the_next_message_works()
         .await
         .unwrap();
     let id = slow["messageId"].as_str().unwrap().to_owned();
-    let ended = until(|| async {
+    let ended = until_some(10, || async {
         let m = h.call("get_message", json!({"messageId": id})).await.ok()?;
         (m["status"] != "running").then_some(m)
     })
@@ -223,21 +216,6 @@ async fn cancel_kill_and_broken_agents_end_the_turn_and_the_next_message_works()
     );
     assert!(pids(&h, "mute").is_empty(), "the silent agent was stopped");
     h.stop().await;
-}
-
-/// Poll `f` until it gives a value (10 s at most).
-async fn until<F, Fut>(f: F) -> Value
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<Value>>,
-{
-    for _ in 0..200 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nothing came in 10 s");
 }
 
 /// Over SSE and the `/api/v1/stream` WebSocket, an ACP turn is shown as a

@@ -26,8 +26,14 @@ pub struct Stub {
 }
 
 pub fn start() -> Stub {
+    listen("", serve)
+}
+
+/// A stub on a port of its own: each connection answered by `serve` on a
+/// thread of its own; `url` is its address followed by `base`.
+pub fn listen(base: &str, serve: fn(TcpStream, &AtomicUsize) -> std::io::Result<()>) -> Stub {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind stub");
-    let url = format!("http://{}", listener.local_addr().expect("stub addr"));
+    let url = format!("http://{}{base}", listener.local_addr().expect("stub addr"));
     let requests = Arc::new(AtomicUsize::new(0));
     let count = requests.clone();
     std::thread::spawn(move || {
@@ -41,7 +47,8 @@ pub fn start() -> Stub {
     Stub { url, requests }
 }
 
-fn markers(body: &str) -> Vec<String> {
+/// The `MSG<…>` markers in `body`, in order.
+pub fn markers(body: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = body;
     while let Some(i) = rest.find("MSG<") {
@@ -66,7 +73,17 @@ fn tool_result_in(blocks: &[Value], id: &str) -> Option<String> {
     })
 }
 
-fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
+/// Answer with a JSON body and `status` (`200 OK`, `400 Bad Request`…).
+pub fn json_reply(out: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// One HTTP/1.1 request from `conn`: its request line and body.
+pub fn read_request(conn: &TcpStream) -> std::io::Result<(String, Vec<u8>)> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
@@ -84,6 +101,11 @@ fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
     }
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
+    Ok((request_line, body))
+}
+
+fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
+    let (request_line, body) = read_request(&conn)?;
     let mut out = conn;
     if !request_line.starts_with("POST /v1/messages") || request_line.contains("count_tokens") {
         let resp = if request_line.contains("count_tokens") {
@@ -91,11 +113,7 @@ fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
         } else {
             "{}"
         };
-        return write!(
-            out,
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{resp}",
-            resp.len()
-        );
+        return json_reply(&mut out, "200 OK", resp);
     }
     let n = count.fetch_add(1, Ordering::SeqCst);
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -104,11 +122,7 @@ fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
     let last = found.last().cloned().unwrap_or_default();
     if last.starts_with("api-error") {
         let err = json!({"type":"error","error":{"type":"invalid_request_error","message":"stub refuses: api-error requested"}}).to_string();
-        return write!(
-            out,
-            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{err}",
-            err.len()
-        );
+        return json_reply(&mut out, "400 Bad Request", &err);
     }
     // Tool markers are the user's prompts that start with one; each gets
     // one tool use. While fewer tool uses than such prompts are in the
@@ -149,7 +163,19 @@ fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
                 .and_then(|b| markers(&b["text"].to_string()).pop())
         })
         .flatten();
-    let tool_result = if marker.is_none() {
+    // A newer prompt that asks no tool (in the last user message) is
+    // answered, not the last tool's result (a conversation that goes on
+    // after a tool use).
+    let newer_prompt = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .is_some_and(|m| {
+            markers(&m["content"].to_string())
+                .iter()
+                .any(|k| !k.starts_with("tool "))
+        });
+    let tool_result = if marker.is_none() && !newer_prompt {
         uses.last().and_then(|id| tool_result_in(&user, id))
     } else {
         None
@@ -189,11 +215,7 @@ fn serve(conn: TcpStream, count: &AtomicUsize) -> std::io::Result<()> {
             "content":[{"type":"text","text":words.concat()}],"stop_reason":"end_turn","stop_sequence":null,
             "usage":{"input_tokens":5,"output_tokens":words.len()}})
         .to_string();
-        return write!(
-            out,
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{msg}",
-            msg.len()
-        );
+        return json_reply(&mut out, "200 OK", &msg);
     }
     write!(
         out,

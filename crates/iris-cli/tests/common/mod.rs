@@ -226,6 +226,33 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
+/// Poll `f` until it gives a value (`secs` at most).
+pub async fn until_some<F, Fut>(secs: u64, f: F) -> Value
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<Value>>,
+{
+    for _ in 0..secs * 20 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nothing came in {secs} s");
+}
+
+/// The first pending approval, once there is one (`secs` at most).
+pub async fn pending_approval(h: &Harness, secs: u64) -> Value {
+    until_some(secs, || async {
+        let l = h
+            .call("approval_list", serde_json::json!({"status": "pending"}))
+            .await
+            .ok()?;
+        l["approvals"].as_array().and_then(|a| a.first().cloned())
+    })
+    .await
+}
+
 pub fn pids(h: &Harness, team: &str) -> Vec<u32> {
     h.iris
         .team_processes(team)

@@ -276,14 +276,20 @@ impl Actor {
             let (status, msg) = if r.interrupt_sent.is_some() {
                 (TurnStatus::Cancelled, "cancelled".to_owned())
             } else {
-                (
-                    TurnStatus::Failed,
-                    format!(
-                        "team `{}`: agent process exited with status {} during the turn",
-                        self.team.name,
-                        describe(code)
-                    ),
-                )
+                let mut msg = format!(
+                    "team `{}`: agent process exited with status {} during the turn",
+                    self.team.name,
+                    describe(code)
+                );
+                // What it said last on stderr, briefly: often the reason.
+                let tail = p.stderr_tail();
+                let last: Vec<&str> = tail.lines().rev().take(3).collect();
+                if !last.is_empty() {
+                    let said: String = last.into_iter().rev().collect::<Vec<_>>().join(" / ");
+                    let said: String = said.chars().take(400).collect();
+                    msg.push_str(&format!(" (stderr: {said})"));
+                }
+                (TurnStatus::Failed, msg)
             };
             self.end_turn(status, Some(msg), None).await;
         }
