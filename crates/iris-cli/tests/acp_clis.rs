@@ -56,7 +56,7 @@ fn claude_acp(home: &std::path::Path, stub: &str) -> String {
     std::fs::create_dir_all(home.join("work")).unwrap();
     format!(
         "{SETTINGS}agentProfiles:\n  claude-acp:\n    agent: acp\n    command: node\n    args: [{script}]\n    grantPermission: ask\n    sandbox:\n      allowRead: [{modules}]\n\
-         teams:\n  agent:\n    path: ./work\n    profile: claude-acp\n    env:\n      HOME: {home}\n      TMPDIR: {home}/tmp\n      CLAUDE_CODE_TMPDIR: {home}/tmp\n      ANTHROPIC_BASE_URL: {stub}\n      \
+         teams:\n  e:\n    path: ./work\n    agent: echo\n  agent:\n    path: ./work\n    profile: claude-acp\n    env:\n      HOME: {home}\n      TMPDIR: {home}/tmp\n      CLAUDE_CODE_TMPDIR: {home}/tmp\n      ANTHROPIC_BASE_URL: {stub}\n      \
          ANTHROPIC_API_KEY: sk-ant-test-not-a-real-key\n      IS_SANDBOX: '1'\n      CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1'\n      \
          DISABLE_AUTOUPDATER: '1'\n      DISABLE_TELEMETRY: '1'\n      DISABLE_ERROR_REPORTING: '1'\n",
         script = installed("@zed-industries/claude-agent-acp/dist/index.js").display(),
@@ -135,7 +135,7 @@ fn qwen_acp(home: &std::path::Path, stub: &str) -> String {
     std::fs::create_dir_all(home.join("work")).unwrap();
     format!(
         "{SETTINGS}agentProfiles:\n  qwen-acp:\n    agent: acp\n    command: node\n    args: [{script}, --acp]\n    grantPermission: ask\n    sandbox:\n      allowRead: [{modules}]\n\
-         teams:\n  agent:\n    path: ./work\n    profile: qwen-acp\n    env:\n      HOME: {home}\n      TMPDIR: {home}/tmp\n      OPENAI_BASE_URL: {stub}\n      \
+         teams:\n  e:\n    path: ./work\n    agent: echo\n  agent:\n    path: ./work\n    profile: qwen-acp\n    env:\n      HOME: {home}\n      TMPDIR: {home}/tmp\n      OPENAI_BASE_URL: {stub}\n      \
          OPENAI_API_KEY: sk-test-not-a-real-key\n      OPENAI_MODEL: stub-model\n      QWEN_USAGE_STATISTICS_ENABLED: 'false'\n",
         script = installed("@qwen-code/qwen-code/cli-entry.js").display(),
         modules = installed("").display(),
@@ -143,14 +143,16 @@ fn qwen_acp(home: &std::path::Path, stub: &str) -> String {
     )
 }
 
-const SETTINGS: &str = "settings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  approvalTimeout: 60000\n  shutdownGrace: 2000\n";
+/// An API (so the agent gets Iris's `/mcp`), timeouts for real agents,
+/// and an echo team `e` to be asked by the agent (teams listed after it).
+const SETTINGS: &str = "api:\n  port: 0\n  requireAuth: false\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  approvalTimeout: 60000\n  shutdownGrace: 2000\n";
 
 #[tokio::test]
 async fn claude_agent_over_acp_remembers_uses_tools_asks_cancels_and_resumes() {
     let stub = anthropic_stub::start();
     let home = tempfile::tempdir().unwrap();
     let yaml = claude_acp(home.path(), &stub.url);
-    scenario(home, &yaml, BASH).await;
+    scenario(home, &yaml, BASH, Some("mcp__iris__send_message")).await;
     assert!(stub.requests.load(std::sync::atomic::Ordering::SeqCst) > 0);
 }
 
@@ -160,13 +162,15 @@ async fn qwen_code_over_acp_remembers_uses_tools_asks_cancels_and_resumes() {
     let home = tempfile::tempdir().unwrap();
     let yaml = qwen_acp(home.path(), &stub.url);
     let bash = r#"MSG<tool run_shell_command {"command":"mkdir -p made-by-agent && echo approved-output","description":"Make a folder","is_background":false}>"#;
-    scenario(home, &yaml, bash).await;
+    scenario(home, &yaml, bash, None).await;
     assert!(stub.requests.load(std::sync::atomic::Ordering::SeqCst) > 0);
 }
 
-/// The same steps for each agent, as team `agent`.
-async fn scenario(home: tempfile::TempDir, yaml: &str, bash: &str) {
+/// The same steps for each agent, as team `agent`; `relay`: the name the
+/// agent gives Iris's `send_message` tool, to ask team `e` through `/mcp`.
+async fn scenario(home: tempfile::TempDir, yaml: &str, bash: &str, relay: Option<&str>) {
     let h = start_in(home, yaml).await;
+    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
 
     // Multi-turn with memory, streamed.
     let mut team = h.iris.watch("team:agent");
@@ -182,6 +186,63 @@ async fn scenario(home: tempfile::TempDir, yaml: &str, bash: &str) {
     assert_eq!(second["sessionId"], first["sessionId"]);
     let pid = pids(&h, "agent");
     assert_eq!(pid.len(), 1);
+
+    // Streamed over SSE and the WebSocket, as any team's answer.
+    let body = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/teams/agent/stream", server.addr))
+        .json(&json!({"message": "MSG<over sse>"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("event: chunk"), "{body}");
+    assert!(body.contains(": over sse\""), "{body}");
+    let mut ws = ws_connect(&format!("ws://{}/api/v1/stream", server.addr), None).await;
+    send(
+        &mut ws,
+        json!({"type": "message", "team": "agent", "message": "MSG<over ws>"}),
+    )
+    .await;
+    let mut chunks = String::new();
+    let complete = loop {
+        let v = recv(&mut ws).await;
+        match v["type"].as_str() {
+            Some("chunk") => chunks.push_str(v["text"].as_str().unwrap_or_default()),
+            Some("complete" | "error") => break v,
+            _ => {}
+        }
+    };
+    assert_eq!(complete["response"], chunks.as_str(), "{complete}");
+    assert!(chunks.ends_with(": over ws"), "{chunks}");
+
+    // Team-to-team: the agent asks team `e` through Iris's `/mcp`, which
+    // Iris handed it in `session/new`; the call is a tool it asks to use.
+    if let Some(tool) = relay {
+        let ask = format!(
+            "MSG<tool {tool} {}>",
+            json!({"toTeam": "e", "message": "hello from the acp agent"})
+        );
+        let id = queue(&h, "agent", &ask).await;
+        decide(&h, "allow").await;
+        let done = ended(&h, &id).await;
+        assert!(
+            done["response"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("hello from the acp agent"),
+            "e's answer reached the agent: {done}"
+        );
+        let e = h
+            .call(
+                "session_report",
+                json!({"toTeam": "e", "fromTeam": "agent", "limit": 5}),
+            )
+            .await
+            .unwrap();
+        assert!(e.to_string().contains("hello from the acp agent"), "{e}");
+    }
 
     // A tool use the agent asks for: allowed, it runs and its output is
     // shown; denied, it does not run.
@@ -239,10 +300,16 @@ async fn scenario(home: tempfile::TempDir, yaml: &str, bash: &str) {
     let done = ended(&h, &id).await;
     assert_eq!(done["status"], "cancelled", "{done}");
 
-    // SIGKILL: the next message gets a new process, which loads the
-    // conversation.
-    let killed = kill_first_process(&h, "agent").await;
-    eventually("the killed agent is gone", || !alive(killed)).await;
+    // SIGKILL of the conversation's process (the SSE and WebSocket
+    // callers have conversations of their own): the next message gets a
+    // new process, which loads the conversation.
+    let killed = pid[0];
+    // SAFETY: signalling a child process this test started.
+    unsafe { libc::kill(killed as i32, libc::SIGKILL) };
+    eventually("the killed agent is gone", || {
+        !alive(killed) && !pids(&h, "agent").contains(&killed)
+    })
+    .await;
     let after = h.tell("agent", "MSG<after the kill>").await;
     let after = match after {
         Ok(r) => r,
@@ -268,6 +335,7 @@ async fn scenario(home: tempfile::TempDir, yaml: &str, bash: &str) {
         .unwrap()
         .parse()
         .unwrap();
+    server.stop().await;
     let home = h.stop().await;
     let h = start_in(home, yaml).await;
     let resumed = h.tell("agent", "MSG<after the restart>").await.unwrap();
