@@ -20,7 +20,8 @@ fn config(settings: &str) -> String {
     format!(
         "settings:\n{settings}\nagentProfiles:\n  echo-acp:\n    agent: acp\n    command: {bin}\n    args: [agent-echo, --acp]\n    grantPermission: ask\n  \
          mute-acp:\n    agent: acp\n    command: {bin}\n    args: [agent-echo, --acp]\n    env:\n      IRIS_ECHO_ACP_SILENT_INIT: '1'\n\
-         teams:\n  acp:\n    path: .\n    profile: echo-acp\n  mute:\n    path: .\n    profile: mute-acp\n",
+         teams:\n  acp:\n    path: .\n    profile: echo-acp\n  mute:\n    path: .\n    profile: mute-acp\n  \
+         trusting:\n    path: .\n    profile: echo-acp\n    grantPermission: 'yes'\n  careful:\n    path: .\n    profile: echo-acp\n    grantPermission: 'no'\n",
         bin = bin.display()
     )
 }
@@ -127,6 +128,24 @@ async fn permission_requests_become_approvals_allowed_or_denied() {
         assert_eq!(done["status"], "completed", "{done}");
         assert_eq!(done["toolUses"][0]["output"], output, "{verdict}: {done}");
     }
+    // `grantPermission: yes` and `no` answer at once, recorded alike.
+    for (team, output) in [
+        ("trusting", "Bash done"),
+        ("careful", "denied: the client rejected it"),
+    ] {
+        let done = h.tell(team, "run [[ask=Bash]]").await.unwrap();
+        assert_eq!(done["toolUses"][0]["output"], output, "{team}: {done}");
+        let m = h
+            .call("get_message", json!({"messageId": done["messageId"]}))
+            .await
+            .unwrap();
+        assert_eq!(m["permissions"][0]["toolName"], "Bash", "{team}: {m}");
+    }
+    let left = h
+        .call("approval_list", json!({"status": "pending"}))
+        .await
+        .unwrap();
+    assert_eq!(left["approvals"], json!([]), "nothing left waiting");
     h.stop().await;
 }
 
