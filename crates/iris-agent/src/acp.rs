@@ -67,6 +67,9 @@ pub struct AcpStart {
     /// MCP servers handed to the agent in `session/new` (ACP's `McpServer`
     /// shapes); http ones only when the agent says it takes them.
     pub mcp_servers: Vec<Value>,
+    /// The conversation had begun (a resume or a fork): a new session
+    /// loses what was said, which the `init` line says (`lost`).
+    pub continues: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,6 +87,9 @@ enum Phase {
 struct Asked {
     id: Value,
     options: Vec<Value>,
+    /// The tool's input as the agent asked (an approver's edit cannot be
+    /// sent back over ACP).
+    input: Value,
 }
 
 /// One ACP agent's side of the conversation (see the module docs).
@@ -104,8 +110,16 @@ pub struct AcpClient {
     /// The cost the agent last reported (`usage_update`), in USD.
     cost_usd: Option<f64>,
     model: Option<String>,
-    /// The `init` line for Iris, not yet said.
+    /// The `init` line, said to Iris with every prompt (so each turn
+    /// records the agent's session id, as Claude Code's do).
     init: Option<Value>,
+    /// `session/cancel` sent; the prompt not yet answered.
+    cancelling: bool,
+    /// A conversation that had begun was opened as a new session: said
+    /// once, with the next `init`.
+    lost: bool,
+    /// Tool calls of the running prompt that have their result.
+    finished: std::collections::HashSet<String>,
 }
 
 /// Why the agent's output cannot be taken: the process is replaced.
@@ -128,6 +142,9 @@ impl AcpClient {
             cost_usd: None,
             model: None,
             init: None,
+            cancelling: false,
+            lost: false,
+            finished: Default::default(),
         }
     }
 
@@ -188,9 +205,13 @@ impl AcpClient {
     }
 
     fn prompt(&mut self, out: &mut Translated, text: &str) {
-        if let Some(init) = self.init.take() {
+        if let Some(mut init) = self.init.clone() {
+            if std::mem::take(&mut self.lost) {
+                init["lost"] = true.into();
+            }
             out.iris(init);
         }
+        self.finished.clear();
         let params = json!({
             "sessionId": self.session_id,
             "prompt": [{"type": "text", "text": text}],
@@ -215,6 +236,7 @@ impl AcpClient {
         }
         out.agent(json!({"jsonrpc": "2.0", "method": "session/cancel",
             "params": {"sessionId": self.session_id}}));
+        self.cancelling = true;
     }
 
     fn answer_permission(&mut self, out: &mut Translated, v: &Value) {
@@ -225,12 +247,22 @@ impl AcpClient {
         let Some(asked) = self.asked.remove(request_id) else {
             return;
         };
-        let allow = response
+        let mut allow = response
             .pointer("/response/behavior")
             .and_then(Value::as_str)
             == Some("allow");
+        let edited = response
+            .pointer("/response/updatedInput")
+            .is_some_and(|i| !i.is_null() && *i != asked.input);
+        if allow && edited {
+            // ACP cannot carry a changed input: rather than run the
+            // original, refuse.
+            tracing::warn!("an approval changed the tool's input, which ACP cannot send: refused");
+            allow = false;
+        }
+        // Once only: an "always" would silence Iris's later questions.
         let kinds: &[&str] = if allow {
-            &["allow_once", "allow_always"]
+            &["allow_once"]
         } else {
             &["reject_once", "reject_always"]
         };
@@ -269,6 +301,11 @@ impl AcpClient {
             (Some(m), Some(id)) => self.agent_request(&mut out, m, id.clone(), &v),
             (Some(m), None) => self.notification(&mut out, m, &v),
             (None, Some(id)) => self.response(&mut out, id, &v)?,
+            // An error about a message it could not read: nothing to
+            // answer.
+            (None, None) if v.get("error").is_some() => {
+                tracing::debug!(error = %v["error"], "an ACP agent reported an error without an id");
+            }
             (None, None) => {
                 return Err(ProtocolError(
                     "the agent wrote a JSON-RPC message with neither a method nor an id".into(),
@@ -318,8 +355,14 @@ impl AcpClient {
             match error {
                 // The agent no longer has it: a new session, said so to Iris
                 // as Claude Code says it (the actor starts it afresh).
-                Some(e) if loading => {
-                    tracing::warn!(error = %e, "the ACP agent could not load its session; opening a new one");
+                Some(_) if loading => {
+                    // (Only the message: its data may echo the request,
+                    // which carries Iris's MCP credential.)
+                    let message = v
+                        .pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    tracing::warn!(error = %message, "the ACP agent could not load its session; opening a new one");
                     self.start.resume = None;
                     self.open(out, false);
                     return Ok(());
@@ -357,6 +400,7 @@ impl AcpClient {
                 json!({"type": "system", "subtype": "init", "session_id": session,
                 "model": self.model, "resumed": loading}),
             );
+            self.lost = self.start.continues && !loading;
             while let Some(text) = self.waiting.pop_front() {
                 self.prompt(out, &text);
             }
@@ -365,6 +409,7 @@ impl AcpClient {
         if id.is_some() && id == self.prompt_id {
             self.prompt_id = None;
             self.asked.clear();
+            self.cancelling = false;
             if let Some(e) = error {
                 out.iris(result_line(
                     true,
@@ -419,6 +464,16 @@ impl AcpClient {
     }
 
     fn agent_request(&mut self, out: &mut Translated, method: &str, id: Value, v: &Value) {
+        let request_id = format!("acp-{id}");
+        if method == "session/request_permission"
+            && (self.cancelling || self.asked.contains_key(&request_id))
+        {
+            // Asked while its prompt is being cancelled (or under an id
+            // already waiting): withdrawn, never an Iris approval.
+            out.agent(json!({"jsonrpc": "2.0", "id": id,
+                "result": {"outcome": {"outcome": "cancelled"}}}));
+            return;
+        }
         if method != "session/request_permission" || self.prompt_id.is_none() {
             let (code, message) = if method == "session/request_permission" {
                 (-32602, "no prompt is running".to_owned())
@@ -431,23 +486,23 @@ impl AcpClient {
         }
         let params = v.get("params").unwrap_or(&Value::Null);
         let call = params.get("toolCall").unwrap_or(&Value::Null);
-        let request_id = format!("acp-{id}");
         let options = params
             .get("options")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
+        let input = call.get("rawInput").cloned().unwrap_or_else(|| json!({}));
         out.iris(json!({
             "type": "control_request",
             "request_id": request_id,
             "request": {
                 "subtype": "can_use_tool",
                 "tool_name": tool_name(call),
-                "input": call.get("rawInput").cloned().unwrap_or_else(|| json!({})),
+                "input": input,
                 "tool_use_id": call.get("toolCallId"),
             },
         }));
-        self.asked.insert(request_id, Asked { id, options });
+        self.asked.insert(request_id, Asked { id, options, input });
     }
 
     fn notification(&mut self, out: &mut Translated, method: &str, v: &Value) {
@@ -479,8 +534,12 @@ impl AcpClient {
             }
             Some("tool_call_update") => self.tool_done(out, update),
             Some("plan") => {
-                out.iris(json!({"type": "plan", "session_id": session,
-                    "entries": update.get("entries").cloned().unwrap_or_else(|| json!([]))}));
+                let entries = update
+                    .get("entries")
+                    .filter(|e| e.is_array())
+                    .cloned()
+                    .unwrap_or_else(|| json!([]));
+                out.iris(json!({"type": "plan", "session_id": session, "entries": entries}));
             }
             Some("usage_update") => {
                 if let Some(amount) = update.pointer("/cost/amount").and_then(Value::as_f64) {
@@ -495,6 +554,14 @@ impl AcpClient {
     fn tool_done(&mut self, out: &mut Translated, update: &Value) {
         let status = update.get("status").and_then(Value::as_str);
         if !matches!(status, Some("completed" | "failed")) {
+            return;
+        }
+        // One result per call, however often the agent repeats its end.
+        let call = update
+            .get("toolCallId")
+            .map(Value::to_string)
+            .unwrap_or_default();
+        if !self.finished.insert(call) {
             return;
         }
         out.iris(json!({"type": "user", "session_id": self.session_id,
@@ -598,6 +665,7 @@ mod tests {
             std::path::Path::new("/work"),
             AcpStart {
                 resume: resume.map(str::to_owned),
+                continues: resume.is_some(),
                 mcp_servers: vec![
                     json!({"type": "http", "name": "iris", "url": "http://x", "headers": []}),
                 ],
@@ -754,6 +822,70 @@ mod tests {
         // Not offered: a new session.
         let (_, t) = open(Some("old"), false);
         assert_eq!(parse(&t.to_agent)[0]["method"], "session/new");
+    }
+
+    #[test]
+    fn a_session_that_cannot_be_loaded_is_new_and_said_lost_once() {
+        let (mut c, _) = open(Some("old"), true);
+        let t = c
+            .incoming(r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32002,"message":"no such session","data":"Bearer secret"}}"#)
+            .unwrap();
+        assert_eq!(parse(&t.to_agent)[0]["method"], "session/new");
+        let t = answer(&mut c, 3, json!({"sessionId": "fresh"}));
+        let iris = parse(&t.to_iris);
+        assert_eq!(
+            (iris[0]["session_id"].as_str(), iris[0]["lost"].as_bool()),
+            (Some("fresh"), Some(true))
+        );
+        let (e, _) = crate::protocol::parse_line(&t.to_iris[0]).unwrap();
+        assert!(matches!(e, crate::AgentEvent::Init { lost: true, .. }));
+        // The next prompt says the session again, not `lost`.
+        answer(&mut c, 4, json!({"stopReason": "end_turn"}));
+        let t = c.outgoing(&crate::protocol::user_message_line("again"));
+        let iris = parse(&t.to_iris);
+        assert_eq!(
+            (iris[0]["session_id"].as_str(), iris[0].get("lost")),
+            (Some("fresh"), None)
+        );
+    }
+
+    #[test]
+    fn an_edited_input_is_refused_and_asking_while_cancelling_is_withdrawn() {
+        let (mut c, _) = open(None, false);
+        answer(&mut c, 2, json!({"sessionId": "s1"}));
+        let ask = |id: u64| {
+            json!({"jsonrpc": "2.0", "id": id, "method": "session/request_permission",
+            "params": {"toolCall": {"toolCallId": "c1", "rawInput": {"command": "ls"}},
+              "options": [{"optionId": "always", "kind": "allow_always"}, {"optionId": "once", "kind": "allow_once"},
+                          {"optionId": "no", "kind": "reject_once"}]}}).to_string()
+        };
+        c.incoming(&ask(7)).unwrap();
+        let t = c.outgoing(&crate::protocol::permission_line(
+            "acp-7",
+            true,
+            &json!({"command": "rm -rf /"}),
+            "",
+        ));
+        assert_eq!(parse(&t.to_agent)[0]["result"]["outcome"]["optionId"], "no");
+        c.incoming(&ask(8)).unwrap();
+        let t = c.outgoing(&crate::protocol::permission_line(
+            "acp-8",
+            true,
+            &json!({"command": "ls"}),
+            "",
+        ));
+        assert_eq!(
+            parse(&t.to_agent)[0]["result"]["outcome"]["optionId"],
+            "once",
+            "never `always`"
+        );
+        c.outgoing(&crate::protocol::interrupt_line("i"));
+        let t = c.incoming(&ask(9)).unwrap();
+        assert!(t.to_iris.is_empty(), "no approval while cancelling");
+        assert_eq!(
+            parse(&t.to_agent)[0]["result"]["outcome"]["outcome"],
+            "cancelled"
+        );
     }
 
     #[test]

@@ -248,8 +248,12 @@ impl AgentProcess {
             match acp.incoming(&line) {
                 Ok(t) => {
                     self.translated.extend(t.to_iris);
-                    if self.write_acp(t.to_agent).is_err() {
-                        tracing::debug!(pid = self.pid, "an ACP agent's stdin is closed");
+                    if let Err(e) = self.write_acp(t.to_agent) {
+                        // It may be waiting for that answer: say so now
+                        // rather than at the silence timeout.
+                        return Some(Err(LineError::Io(format!(
+                            "answering the agent failed: {e}"
+                        ))));
                     }
                 }
                 Err(e) => return Some(Err(LineError::Protocol(e.0))),

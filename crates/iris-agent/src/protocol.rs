@@ -86,6 +86,9 @@ pub enum AgentEvent {
     Init {
         session_id: Option<String>,
         model: Option<String>,
+        /// The agent could not continue the conversation it was asked to
+        /// (an ACP agent that could not load it): it starts afresh.
+        lost: bool,
     },
     /// A partial text delta (`stream_event` → `content_block_delta`).
     TextDelta(String),
@@ -166,6 +169,7 @@ fn interpret(raw: &Value) -> Result<AgentEvent, ParseError> {
         "system" if str_at(raw, "subtype") == Some("init") => AgentEvent::Init {
             session_id: str_at(raw, "session_id").map(str::to_owned),
             model: str_at(raw, "model").map(str::to_owned),
+            lost: raw.get("lost").and_then(Value::as_bool) == Some(true),
         },
         "stream_event" => {
             let delta = raw
@@ -379,7 +383,8 @@ mod tests {
             e,
             AgentEvent::Init {
                 session_id: Some("s1".into()),
-                model: Some("m".into())
+                model: Some("m".into()),
+                lost: false,
             }
         );
         let (e, _) = parse_line(

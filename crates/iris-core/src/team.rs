@@ -131,6 +131,13 @@ impl Team {
         }
     }
 
+    /// `text` with the values the team's configuration gives its agent
+    /// (API keys, tokens…; 8 characters or more) and bearer tokens blanked:
+    /// for what the agent printed, shown to callers.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        redact(text, self.profile.env.values().map(String::as_str))
+    }
+
     /// The agent's whole environment: the allowlist of Iris's own
     /// ([`iris_agent::inherited_env`]), then `driver`'s variables, then the
     /// profile's and the team's.
@@ -159,6 +166,7 @@ impl Team {
             // resumes, the actor sets); Iris's `/mcp` goes with it.
             let start = iris_agent::AcpStart {
                 resume: None,
+                continues: false,
                 mcp_servers: seat.map(|s| s.acp_server()).into_iter().collect(),
             };
             return LaunchSpec::acp(
@@ -219,5 +227,40 @@ impl Team {
             prompt,
             self.profile.prompt_via,
         )
+    }
+}
+
+/// `text` with each of `secrets` of 8 characters or more, and what follows
+/// `Bearer `, blanked.
+fn redact<'a>(text: &str, secrets: impl Iterator<Item = &'a str>) -> String {
+    let mut out = text.to_owned();
+    for v in secrets.filter(|v| v.len() >= 8) {
+        out = out.replace(v, "[redacted]");
+    }
+    let mut rest = out.as_str();
+    let mut done = String::with_capacity(out.len());
+    while let Some(i) = rest.find("Bearer ") {
+        let (head, tail) = rest.split_at(i + "Bearer ".len());
+        done.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        done.push_str("[redacted]");
+        rest = &tail[end..];
+    }
+    done.push_str(rest);
+    done
+}
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn secrets_and_bearer_tokens_are_blanked() {
+        let text = "key sk-ant-12345678 failed; headers: {Authorization: 'Bearer abc.def'} short x";
+        let out = super::redact(text, ["sk-ant-12345678", "x"].into_iter());
+        assert_eq!(
+            out,
+            "key [redacted] failed; headers: {Authorization: 'Bearer [redacted]'} short x"
+        );
     }
 }

@@ -319,7 +319,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT e.data FROM turn_events e JOIN turns t ON t.id = e.turn_id \
              WHERE t.session_id = $1 AND e.kind = 'system' \
-             ORDER BY t.created_at DESC, e.seq DESC LIMIT 1",
+             ORDER BY t.created_at DESC, t.id DESC, e.seq DESC LIMIT 1",
         )
         .bind(session)
         .fetch_optional(&self.pool)

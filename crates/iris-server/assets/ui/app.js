@@ -458,7 +458,7 @@ $('chat-form').addEventListener('submit', async (ev) => {
       liveText = null;
     } else if (v.type === 'plan') {
       // The whole plan each time: shown in place of the last one.
-      $('chat-plan').replaceChildren(...(v.entries || []).map((e) => el('li', `${e.content} (${e.status})`, { class: `plan-${e.status}` })));
+      $('chat-plan').replaceChildren(...(Array.isArray(v.entries) ? v.entries : []).map((e) => el('li', `${e.content} (${e.status})`, { class: `plan-${e.status}` })));
       $('chat-plan').hidden = false;
     } else if (v.type === 'tool_result') {
       const card = [...$('chat-answer').querySelectorAll('details.tool')].find((d) => d.dataset.toolId === v.id);

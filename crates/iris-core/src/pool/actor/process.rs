@@ -89,10 +89,15 @@ impl Actor {
         let mut spec = self
             .team
             .launch_session(&mode, &self.pool.echo_program, seat.as_ref());
-        if let (Some(acp), SessionMode::Resume(id)) = (spec.acp.as_mut(), &mode) {
-            // The agent's own id of this conversation, as it said when it
-            // opened it (recorded with the turn's events).
-            acp.resume = self.pool.store.agent_session(id).await.ok().flatten();
+        if let Some(acp) = spec.acp.as_mut() {
+            acp.continues = !matches!(mode, SessionMode::New(_));
+            if let SessionMode::Resume(id) = &mode {
+                // The agent's own id of this conversation, as it said when
+                // it opened it (recorded with the turn's events: written
+                // first, should a turn have just ended).
+                self.pool.recorder.flush().await;
+                acp.resume = self.pool.store.agent_session(id).await.ok().flatten();
+            }
         }
         if let Some(dir) = &self.session.worktree {
             spec.cwd = dir.clone();
@@ -232,6 +237,25 @@ impl Actor {
         true
     }
 
+    /// The agent could not continue this conversation (an ACP agent that
+    /// could not load its session, or none to load): it started afresh.
+    /// Recorded on the conversation and told to the caller, as a Claude
+    /// conversation started afresh is.
+    pub(super) fn note_lost(&mut self) {
+        let Some(r) = self.current.as_ref() else {
+            return;
+        };
+        tracing::warn!(team = %self.team.name, session = %self.session.id, "the agent could not continue this conversation; it started afresh");
+        r.tracker.set_notice(
+            "the agent could not continue this conversation, so it started afresh: \
+             it does not remember the earlier messages",
+        );
+        self.pool.recorder.write(StoreWrite::SessionRestarted {
+            id: self.session.id.clone(),
+            at: now_ms(),
+        });
+    }
+
     /// stdout closed: the process ended (a crash, or a command agent finishing).
     pub(super) async fn on_exit(&mut self) {
         let Some(mut p) = self.process.take() else {
@@ -282,7 +306,7 @@ impl Actor {
                     describe(code)
                 );
                 // What it said last on stderr, briefly: often the reason.
-                let tail = p.stderr_tail();
+                let tail = self.team.redact(&p.stderr_tail());
                 let last: Vec<&str> = tail.lines().rev().take(3).collect();
                 if !last.is_empty() {
                     let said: String = last.into_iter().rev().collect::<Vec<_>>().join(" / ");

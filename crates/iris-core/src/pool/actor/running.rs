@@ -301,6 +301,7 @@ impl Actor {
                     tracing::warn!(team = %self.team.name, error = ?error, "agent refused a control request");
                 }
             }
+            AgentEvent::Init { lost: true, .. } => self.note_lost(),
             AgentEvent::Init { .. } | AgentEvent::Other { .. } => {}
         }
     }
