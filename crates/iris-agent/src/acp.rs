@@ -23,11 +23,11 @@
 //! | `session/request_permission` | `control_request` `can_use_tool` |
 //! | `session/prompt` answered | `result` (stop reason; usage and cost when reported) |
 //!
-//! The serde types of the `agent-client-protocol-schema` crate are not used:
-//! that crate turns on serde_json's `preserve_order` for the whole binary,
-//! which would change the order of keys in every JSON Iris writes (its
-//! audit chain hashes serialized records). The messages here are the few of
-//! protocol version 1 a client needs, read leniently.
+//! The `agent-client-protocol` crates are not used (docs/agents.md says
+//! why: a `!Send` connection that would own the process's stdio beside
+//! the actor, and a schema crate that turns on serde_json's
+//! `preserve_order` for the whole binary). The messages here are the few
+//! of protocol version 1 a client needs, read leniently.
 
 use std::collections::{HashMap, VecDeque};
 

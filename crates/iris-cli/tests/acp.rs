@@ -326,3 +326,27 @@ async fn an_acp_turn_streams_its_plan_and_tools_over_sse_and_websocket() {
     server.stop().await;
     h.stop().await;
 }
+
+/// A permission nobody answers: the approval expires, the agent hears it
+/// rejected, the turn ends and the next message works.
+#[tokio::test]
+async fn a_permission_nobody_answers_expires_and_the_turn_ends() {
+    let h = start(&config("  maxProcesses: 4\n  approvalTimeout: 400")).await;
+    let done = h.tell("acp", "run [[ask=Bash]]").await.unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        done["toolUses"][0]["output"], "denied: the client rejected it",
+        "{done}"
+    );
+    let expired = h
+        .call("approval_list", json!({"status": "expired"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        expired["approvals"].as_array().map(Vec::len),
+        Some(1),
+        "{expired}"
+    );
+    assert_eq!(h.tell("acp", "next").await.unwrap()["response"], "next");
+    h.stop().await;
+}

@@ -1394,6 +1394,23 @@ mod tests {
     }
 
     #[test]
+    fn an_acp_profile_needs_its_command_named_by_its_key_path() {
+        let e = parse("agentProfiles:\n  gem:\n    agent: acp\n    args: [--acp]\n").unwrap_err();
+        assert_eq!(e.key_path, "agentProfiles.gem.command", "{e:?}");
+        assert!(
+            e.message.contains("`acp` profile needs its executable"),
+            "{e:?}"
+        );
+        let e = parse("agentProfiles:\n  gem:\n    agent: acpx\n").unwrap_err();
+        assert!(e.message.contains("`acp`"), "the drivers are listed: {e:?}");
+        let ok = parse(
+            "agentProfiles:\n  gem:\n    agent: acp\n    command: gemini\n    args: [--acp]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.agent_profiles["gem"].agent, AgentKind::Acp);
+    }
+
+    #[test]
     fn every_problem_of_a_file_is_reported_at_once() {
         let lookup = |_: &str| None;
         let text = "api:\n  port: nope\n  bogus: 1\nsettings:\n  maxProcesses: 0\n  colour: red\n\
