@@ -69,8 +69,12 @@ pub struct AgentProcess {
     /// cancelled read.
     acp: Option<AcpClient>,
     translated: VecDeque<String>,
-    writer: Option<mpsc::UnboundedSender<String>>,
+    writer: Option<mpsc::Sender<String>>,
 }
+
+/// Lines to an ACP agent not yet written: an agent that sends requests but
+/// never reads our answers is broken past this, not a memory sink.
+const ACP_WRITE_QUEUE: usize = 1024;
 
 /// How long one read of the output left in the pipe may wait after the
 /// agent exited.
@@ -167,9 +171,9 @@ impl AgentProcess {
             && let Some(mut s) = stdin.take()
         {
             let mut client = AcpClient::new(&spec.cwd, start.clone());
-            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            let (tx, mut rx) = mpsc::channel::<String>(ACP_WRITE_QUEUE);
             for line in client.start() {
-                let _ = tx.send(line);
+                let _ = tx.try_send(line);
             }
             tokio::spawn(async move {
                 while let Some(line) = rx.recv().await {
@@ -266,8 +270,15 @@ impl AgentProcess {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "stdin is closed"));
         };
         for line in lines {
-            w.send(line)
-                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "stdin is closed"))?;
+            w.try_send(line).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "the agent does not read its input",
+                ),
+                mpsc::error::TrySendError::Closed(_) => {
+                    io::Error::new(io::ErrorKind::BrokenPipe, "stdin is closed")
+                }
+            })?;
         }
         Ok(())
     }
