@@ -56,4 +56,5 @@ pub use error::{ErrorKind, IrisError, Result};
 pub use follow::{Follower, TurnEvent, TurnStream};
 pub use iris::{Health, Iris, StartOptions};
 pub use messaging::Outgoing;
+pub use ops::system::iso8601;
 pub use ops::{dispatch, registry};

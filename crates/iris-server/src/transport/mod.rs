@@ -3,6 +3,7 @@
 //! comes back. They read the caller the gate left ([`crate::gate::caller::Caller`]) and
 //! hold no business logic.
 
+pub mod a2a;
 pub mod auth;
 pub mod internal;
 pub mod mcp;
@@ -31,6 +32,7 @@ use crate::state::AppState;
 pub fn routes(state: &AppState) -> anyhow::Result<Router<AppState>> {
     let mut router = Router::new()
         .merge(system::routes())
+        .merge(a2a::routes())
         .merge(mcp::routes(state))
         .merge(rpc::routes())
         .merge(internal::routes())

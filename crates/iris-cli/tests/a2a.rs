@@ -1,0 +1,129 @@
+//! A2A 1.0 with the official Python SDK (`a2a-sdk`, pinned in
+//! tests/clients/requirements.txt): agent cards behind the gate, blocking
+//! sends, a conversation continued in its context, get, list, cancel,
+//! failed turns as failed tasks, and a key limited to one team
+//! (tests/clients/a2a_client.py). Plus the protocol's errors for bad input,
+//! over raw HTTP.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::{Value, json};
+
+const YAML: &str = "api:\n  port: 0\nteams:\n  demo:\n    path: .\n    agent: echo\n    description: Echoes what it is told.\n  other:\n    path: .\n    agent: echo\n";
+
+fn python() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.tools/venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test.sh, which installs the test clients",
+        p.display()
+    );
+    p
+}
+
+#[tokio::test]
+async fn the_python_sdk_sends_gets_lists_and_cancels_tasks() {
+    let s = served(YAML).await;
+    let (key, _) = s.h.key("admin", None, None).await;
+    let (limited, _) = s.h.key("operator", Some(&["demo"]), None).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/a2a_client.py");
+    let base = s.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python())
+            .arg(script)
+            .args([&base, &key, &limited])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["tasks"], 2, "{seen}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_a2a_calls_get_the_protocols_errors() {
+    let s = served(YAML).await;
+    let (key, _) = s.h.key("admin", None, None).await;
+    let call = |team: &str, body: Value| {
+        let url = format!("{}/a2a/{team}", s.base);
+        let (http, key) = (s.http.clone(), key.clone());
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .header("A2A-Version", "1.0")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let rpc = |method: &str, params: Value| json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
+    let code = |v: &Value| v["error"]["code"].as_i64();
+    // The card: 401 without a key, 404 for an unknown team.
+    let r = s
+        .http
+        .get(format!("{}/a2a/demo/.well-known/agent-card.json", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s
+        .http
+        .get(format!("{}/a2a/ghost/.well-known/agent-card.json", s.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v = call("ghost", rpc("GetTask", json!({"id": "x"}))).await;
+    assert_eq!(code(&v), Some(-32602), "{v}");
+    assert_eq!(v["error"]["data"][0]["reason"], "TEAM_NOT_FOUND", "{v}");
+    let v = call("demo", rpc("NoSuchMethod", json!({}))).await;
+    assert_eq!((code(&v), v["id"].as_i64()), (Some(-32601), Some(7)), "{v}");
+    let v = call(
+        "demo",
+        rpc(
+            "SendMessage",
+            json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"url": "http://x"}]}}),
+        ),
+    )
+    .await;
+    assert_eq!(code(&v), Some(-32005), "a part that is not text: {v}");
+    let v = call("demo", json!({"id": 1, "method": "GetTask"})).await;
+    assert_eq!(code(&v), Some(-32600), "{v}");
+    let v = call("demo", rpc("GetTask", json!({"id": "msg_nope"}))).await;
+    assert_eq!(code(&v), Some(-32001), "{v}");
+    let v = call("demo", rpc("SendStreamingMessage", json!({}))).await;
+    assert_eq!(code(&v), Some(-32004), "{v}");
+    // Nothing was half-written: no turn for the refused send.
+    let h =
+        s.h.call("message_history", json!({"team": "demo"}))
+            .await
+            .unwrap();
+    assert_eq!(h["messages"], json!([]), "{h}");
+    let r = s
+        .http
+        .post(format!("{}/a2a/demo", s.base))
+        .bearer_auth(&key)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(code(&v), Some(-32700), "{v}");
+    s.stop().await;
+}

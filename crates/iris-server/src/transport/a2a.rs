@@ -1,0 +1,366 @@
+//! A2A 1.0 (Agent2Agent, JSON-RPC binding): each team an A2A agent at
+//! `/a2a/<team>`, its card at `/a2a/<team>/.well-known/agent-card.json`.
+//! Behind the gate like every route: a caller sees and uses only the teams
+//! its credential may see (an unknown or hidden team is 404 for the card,
+//! an error for a call). A message is a turn (`send_message`), the A2A
+//! context is Iris's conversation, the task is the turn, its answer the
+//! task's artifact. See docs/a2a.md.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use iris_core::{Ctx, IrisError};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::gate::caller::Caller;
+use crate::state::AppState;
+
+/// The protocol version served.
+const VERSION: &str = "1.0";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/a2a/{team}/.well-known/agent-card.json", get(card))
+        .route("/a2a/{team}", post(rpc))
+}
+
+/// The base URL the caller reached us by (for the card's interface).
+fn base(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    format!("{scheme}://{host}")
+}
+
+async fn card(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(team): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let ctx = who.ctx()?;
+    let t = state
+        .iris
+        .dispatch(ctx, "team_get", json!({"team": team}))
+        .await
+        .map_err(|e| who.fail(e))?;
+    Ok(Json(card_of(&team, &t, &base(&headers))))
+}
+
+/// A team's agent card: what the team is, where to call it, the bearer
+/// credential it needs. (Behind the gate, so only a caller that may see the
+/// team reads it; the extended card is the same.)
+fn card_of(team: &str, t: &Value, base: &str) -> Value {
+    let description = t["description"]
+        .as_str()
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("The Iris team `{team}`: a coding agent in its project."));
+    json!({
+        "name": team,
+        "description": description,
+        "version": env!("CARGO_PKG_VERSION"),
+        "supportedInterfaces": [{
+            "url": format!("{base}/a2a/{team}"),
+            "protocolBinding": "JSONRPC",
+            "protocolVersion": VERSION,
+        }],
+        "provider": {"organization": "Iris", "url": base},
+        "capabilities": {"streaming": false, "pushNotifications": false, "extendedAgentCard": true},
+        "defaultInputModes": ["text/plain"],
+        "defaultOutputModes": ["text/plain"],
+        "skills": [{
+            "id": "work",
+            "name": format!("Work in {team}"),
+            "description": description,
+            "tags": ["coding", "agent", team],
+        }],
+        "securitySchemes": {"bearer": {"httpAuthSecurityScheme": {"scheme": "Bearer"}}},
+        "securityRequirements": [{"schemes": {"bearer": {"list": []}}}],
+    })
+}
+
+/// A JSON-RPC error: `code`, the message, Iris's error code as the
+/// `ErrorInfo` reason.
+fn rpc_error(id: &Value, code: i64, e: &IrisError) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {
+        "code": code,
+        "message": e.message,
+        "data": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                  "reason": e.kind.code(), "domain": "iris",
+                  "metadata": {"details": e.details.as_ref().map(Value::to_string).unwrap_or_default()}}],
+    }})
+}
+
+/// The JSON-RPC code for an Iris error.
+fn code_of(e: &IrisError) -> i64 {
+    use iris_core::ErrorKind as K;
+    match e.kind {
+        K::Validation => -32602,
+        K::SessionNotFound => -32001,
+        _ => -32603,
+    }
+}
+
+async fn rpc(
+    State(state): State<AppState>,
+    who: Caller,
+    Path(team): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let ctx = who.ctx()?;
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return Ok(Json(json!({"jsonrpc": "2.0", "id": null,
+            "error": {"code": -32700, "message": "the body is not JSON"}})));
+    };
+    let id = req.get("id").cloned().unwrap_or(Value::Null);
+    let (Some(method), true) = (
+        req.get("method").and_then(Value::as_str),
+        req.get("jsonrpc") == Some(&json!("2.0")),
+    ) else {
+        return Ok(Json(json!({"jsonrpc": "2.0", "id": id,
+            "error": {"code": -32600, "message": "not a JSON-RPC 2.0 request"}})));
+    };
+    if let Some(v) = headers.get("a2a-version").and_then(|v| v.to_str().ok())
+        && !v.starts_with("1.")
+    {
+        return Ok(Json(json!({"jsonrpc": "2.0", "id": id,
+            "error": {"code": -32009, "message": format!("A2A version {v} is not served: Iris speaks {VERSION}")}})));
+    }
+    let params = req.get("params").cloned().unwrap_or_else(|| json!({}));
+    // The team first: unknown or hidden, nothing else is looked at.
+    let t = match state
+        .iris
+        .dispatch(ctx.clone(), "team_get", json!({"team": team}))
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return Ok(Json(rpc_error(&id, -32602, &e))),
+    };
+    let calls = Calls {
+        state: &state,
+        ctx,
+        team: &team,
+    };
+    let result = match method {
+        "SendMessage" => calls.send(&params).await,
+        "GetTask" => calls.get(&params).await,
+        "ListTasks" => calls.list(&params).await,
+        "CancelTask" => calls.cancel(&params).await,
+        "GetExtendedAgentCard" => Ok(card_of(&team, &t, &base(&headers))),
+        "SendStreamingMessage" | "SubscribeToTask" => Err((
+            -32004,
+            IrisError::validation("method", "streaming is not served yet"),
+        )),
+        m if m.contains("PushNotificationConfig") => Err((
+            -32003,
+            IrisError::validation("method", "push notifications are not served yet"),
+        )),
+        other => Err((
+            -32601,
+            IrisError::validation("method", format!("no method `{other}`")),
+        )),
+    };
+    Ok(Json(match result {
+        Ok(v) => json!({"jsonrpc": "2.0", "id": id, "result": v}),
+        Err((code, e)) => rpc_error(&id, code, &e),
+    }))
+}
+
+type Outcome = Result<Value, (i64, IrisError)>;
+
+struct Calls<'a> {
+    state: &'a AppState,
+    ctx: Ctx,
+    team: &'a str,
+}
+
+impl Calls<'_> {
+    async fn op(&self, name: &str, params: Value) -> Outcome {
+        self.state
+            .iris
+            .dispatch(self.ctx.clone(), name, params)
+            .await
+            .map_err(|e| (code_of(&e), e))
+    }
+
+    /// `SendMessage`: the turn, run to its end (`returnImmediately`: queued
+    /// and returned at once).
+    async fn send(&self, params: &Value) -> Outcome {
+        let message = &params["message"];
+        let parts = message["parts"].as_array().cloned().unwrap_or_default();
+        let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+        if text.is_empty() || parts.len() != text.len() {
+            return Err((
+                -32005,
+                IrisError::validation(
+                    "message.parts",
+                    "text parts only: each part must be {\"text\": …}",
+                ),
+            ));
+        }
+        let mut call = json!({"toTeam": self.team, "message": text.join("\n")});
+        if let Some(c) = message["contextId"].as_str() {
+            call["sessionId"] = c.into();
+        }
+        let immediately = params.pointer("/configuration/returnImmediately") == Some(&json!(true));
+        let op = if immediately {
+            "quick_message"
+        } else {
+            // Until the turn ends, however long.
+            call["timeout"] = 0.into();
+            "send_message"
+        };
+        let sent = match self.op(op, call).await {
+            Ok(v) => v,
+            // A turn that failed is a failed task, not a call error.
+            Err((_, e))
+                if e.details
+                    .as_ref()
+                    .is_some_and(|d| d["messageId"].is_string()) =>
+            {
+                let d = e.details.clone().unwrap_or_default();
+                let id = d["messageId"].as_str().unwrap_or_default();
+                let mut task = self.task_of_id(id).await?;
+                if task["status"]["message"].is_null() {
+                    task["status"]["message"] = json!({"messageId": format!("{id}-error"),
+                        "contextId": task["contextId"], "taskId": id, "role": "ROLE_AGENT",
+                        "parts": [{"text": e.message}]});
+                }
+                return Ok(json!({"task": task}));
+            }
+            Err(e) => return Err(e),
+        };
+        let id = sent["messageId"].as_str().unwrap_or_default().to_owned();
+        Ok(json!({"task": self.task_of_id(&id).await?}))
+    }
+
+    async fn get(&self, params: &Value) -> Outcome {
+        let id = params["id"].as_str().unwrap_or_default();
+        self.task_of_id(id).await
+    }
+
+    async fn cancel(&self, params: &Value) -> Outcome {
+        let id = params["id"].as_str().unwrap_or_default();
+        let task = self.task_of_id(id).await?;
+        let state = task["status"]["state"].as_str().unwrap_or_default();
+        if !matches!(state, "TASK_STATE_SUBMITTED" | "TASK_STATE_WORKING") {
+            return Err((
+                -32002,
+                IrisError::conflict(format!("task `{id}` has ended ({state})")),
+            ));
+        }
+        self.op(
+            "session_cancel",
+            json!({"toTeam": self.team, "sessionId": task["contextId"], "messageId": id}),
+        )
+        .await?;
+        // Its end is written as the turn stops.
+        for _ in 0..50 {
+            let t = self.task_of_id(id).await?;
+            if t["status"]["state"] != "TASK_STATE_WORKING" {
+                return Ok(t);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.task_of_id(id).await
+    }
+
+    async fn list(&self, params: &Value) -> Outcome {
+        let size = params["pageSize"].as_u64().unwrap_or(50).clamp(1, 100);
+        let page = params["pageToken"]
+            .as_str()
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(1)
+            .max(1);
+        let mut query = json!({"team": self.team, "limit": size, "page": page});
+        if let Some(c) = params["contextId"].as_str() {
+            query["sessionId"] = c.into();
+        }
+        let h = self.op("message_history", query).await?;
+        let tasks: Vec<Value> = h["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(task_of)
+            .collect();
+        let next = if h["pagination"]["hasNext"] == true {
+            (page + 1).to_string()
+        } else {
+            String::new()
+        };
+        Ok(
+            json!({"tasks": tasks, "nextPageToken": next, "pageSize": size,
+                  "totalSize": h["pagination"]["total"]}),
+        )
+    }
+
+    /// Turn `id` of this team as a task; another team's (or none) is
+    /// TaskNotFound.
+    async fn task_of_id(&self, id: &str) -> Outcome {
+        let not_found = || {
+            (
+                -32001,
+                IrisError::not_found(format!("no task `{id}` of team `{}`", self.team)),
+            )
+        };
+        let m = self
+            .op("get_message", json!({"messageId": id}))
+            .await
+            .map_err(|_| not_found())?;
+        if m["toTeam"] != self.team {
+            return Err(not_found());
+        }
+        Ok(task_of(&m))
+    }
+}
+
+/// A turn record as an A2A task: its id, its conversation as the context,
+/// its state, the answer as the artifact, the two messages as history.
+fn task_of(m: &Value) -> Value {
+    let state = match m["status"].as_str().unwrap_or_default() {
+        "queued" => "TASK_STATE_SUBMITTED",
+        "running" => "TASK_STATE_WORKING",
+        "completed" => "TASK_STATE_COMPLETED",
+        "cancelled" => "TASK_STATE_CANCELED",
+        _ => "TASK_STATE_FAILED",
+    };
+    let id = m["id"].as_str().unwrap_or_default();
+    let context = m["sessionId"].clone();
+    let at = m["completedAt"]
+        .as_i64()
+        .or_else(|| m["createdAt"].as_i64())
+        .unwrap_or_default();
+    let user = json!({"messageId": format!("{id}-request"), "contextId": context, "taskId": id,
+                      "role": "ROLE_USER", "parts": [{"text": m["request"]}]});
+    let mut status = json!({"state": state, "timestamp": iris_core::iso8601(at)});
+    let mut history = vec![user];
+    let mut artifacts = Vec::new();
+    // The answer (for a turn that failed, what it had written) is the
+    // artifact; a failure's reason is the status message.
+    if let Some(answer) = m["response"].as_str().filter(|a| !a.is_empty()) {
+        let agent = json!({"messageId": format!("{id}-answer"), "contextId": context, "taskId": id,
+                           "role": "ROLE_AGENT", "parts": [{"text": answer}]});
+        status["message"] = agent.clone();
+        history.push(agent);
+        artifacts.push(
+            json!({"artifactId": format!("{id}-answer"), "name": "answer",
+                              "parts": [{"text": answer}]}),
+        );
+    }
+    if let Some(error) = m["error"].as_str().filter(|e| !e.is_empty()) {
+        status["message"] = json!({"messageId": format!("{id}-error"), "contextId": context,
+            "taskId": id, "role": "ROLE_AGENT", "parts": [{"text": error}]});
+    }
+    json!({"id": id, "contextId": context, "status": status, "artifacts": artifacts,
+           "history": history, "metadata": {"team": m["toTeam"], "caller": m["fromTeam"]}})
+}
