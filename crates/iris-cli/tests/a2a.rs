@@ -1,5 +1,5 @@
-//! A2A 1.0 with the official Python SDK (`a2a-sdk`, pinned in
-//! tests/clients/requirements.txt): agent cards behind the gate, blocking
+//! A2A 1.0 with the official SDKs (`a2a-sdk` and `@a2a-js/sdk`, pinned in
+//! tests/clients): agent cards behind the gate, blocking and streamed
 //! sends, a conversation continued in its context, get, list, cancel,
 //! failed turns as failed tasks, and a key limited to one team
 //! (tests/clients/a2a_client.py). Plus the protocol's errors for bad input,
@@ -48,6 +48,32 @@ async fn the_python_sdk_sends_gets_lists_and_cancels_tasks() {
     );
     let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(seen["tasks"], 2, "{seen}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_javascript_sdk_sends_streams_gets_and_cancels() {
+    let s = served(YAML).await;
+    let (key, _) = s.h.key("admin", None, None).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/a2a_client.mjs");
+    let base = s.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(script)
+            .args([&base, &key])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(seen["streamed"].as_u64() >= Some(3), "{seen}");
     s.stop().await;
 }
 
@@ -108,7 +134,11 @@ async fn bad_a2a_calls_get_the_protocols_errors() {
     let v = call("demo", rpc("GetTask", json!({"id": "msg_nope"}))).await;
     assert_eq!(code(&v), Some(-32001), "{v}");
     let v = call("demo", rpc("SendStreamingMessage", json!({}))).await;
-    assert_eq!(code(&v), Some(-32004), "{v}");
+    assert_eq!(code(&v), Some(-32005), "no text to send: {v}");
+    let v = call("demo", rpc("SubscribeToTask", json!({"id": "msg_nope"}))).await;
+    assert_eq!(code(&v), Some(-32001), "{v}");
+    let v = call("demo", rpc("CreateTaskPushNotificationConfig", json!({}))).await;
+    assert_eq!(code(&v), Some(-32003), "{v}");
     // Nothing was half-written: no turn for the refused send.
     let h =
         s.h.call("message_history", json!({"team": "demo"}))

@@ -76,6 +76,23 @@ async def main():
     assert cancelled.status.state == TaskState.TASK_STATE_CANCELED, cancelled
     seen["cancelled"] = True
 
+    # Streaming: the task, the answer in pieces, a tool use as a working
+    # status, the end.
+    streaming = ClientFactory(ClientConfig(httpx_client=http)).create(card)
+    kinds, text, final = [], "", None
+    async for ev in streaming.send_message(SendMessageRequest(message=msg("one two three [[tool=Read]]"))):
+        kind = ev.WhichOneof("payload")
+        kinds.append(kind)
+        if kind == "artifact_update":
+            text += "".join(p.text for p in ev.artifact_update.artifact.parts)
+        if kind == "status_update":
+            final = ev.status_update.status
+    assert kinds[0] == "task" and "artifact_update" in kinds, kinds
+    assert text == "one two three", text
+    assert final.state == TaskState.TASK_STATE_COMPLETED, final
+    assert any(k == "status_update" for k in kinds[1:-1]), f"the tool use as a working status: {kinds}"
+    seen["streamed"] = len(kinds)
+
     # Unknown task; a failed turn is a failed task.
     try:
         await client.get_task(GetTaskRequest(id="msg_nope"))

@@ -58,6 +58,9 @@ pub const STREAMS: &[&str] = &[
     "/mcp",
     // A forwarded `send_message` waits for the team like the caller does.
     "/internal/v1/dispatch",
+    // A2A: a streamed send lasts as long as the turn, a blocking one waits
+    // for it.
+    "/a2a/{team}",
 ];
 
 /// Who may call a route without a credential.

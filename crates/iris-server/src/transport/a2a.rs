@@ -6,11 +6,17 @@
 //! context is Iris's conversation, the task is the turn, its answer the
 //! task's artifact. See docs/a2a.md.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use iris_core::{Ctx, IrisError};
+use futures_util::StreamExt;
+use iris_core::{Ctx, Follower, IrisError, TurnEvent};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -74,7 +80,7 @@ fn card_of(team: &str, t: &Value, base: &str) -> Value {
             "protocolVersion": VERSION,
         }],
         "provider": {"organization": "Iris", "url": base},
-        "capabilities": {"streaming": false, "pushNotifications": false, "extendedAgentCard": true},
+        "capabilities": {"streaming": true, "pushNotifications": false, "extendedAgentCard": true},
         "defaultInputModes": ["text/plain"],
         "defaultOutputModes": ["text/plain"],
         "skills": [{
@@ -116,11 +122,12 @@ async fn rpc(
     Path(team): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let ctx = who.ctx()?;
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
         return Ok(Json(json!({"jsonrpc": "2.0", "id": null,
-            "error": {"code": -32700, "message": "the body is not JSON"}})));
+            "error": {"code": -32700, "message": "the body is not JSON"}}))
+        .into_response());
     };
     let id = req.get("id").cloned().unwrap_or(Value::Null);
     let (Some(method), true) = (
@@ -128,13 +135,15 @@ async fn rpc(
         req.get("jsonrpc") == Some(&json!("2.0")),
     ) else {
         return Ok(Json(json!({"jsonrpc": "2.0", "id": id,
-            "error": {"code": -32600, "message": "not a JSON-RPC 2.0 request"}})));
+            "error": {"code": -32600, "message": "not a JSON-RPC 2.0 request"}}))
+        .into_response());
     };
     if let Some(v) = headers.get("a2a-version").and_then(|v| v.to_str().ok())
         && !v.starts_with("1.")
     {
         return Ok(Json(json!({"jsonrpc": "2.0", "id": id,
-            "error": {"code": -32009, "message": format!("A2A version {v} is not served: Iris speaks {VERSION}")}})));
+            "error": {"code": -32009, "message": format!("A2A version {v} is not served: Iris speaks {VERSION}")}}))
+        .into_response());
     }
     let params = req.get("params").cloned().unwrap_or_else(|| json!({}));
     // The team first: unknown or hidden, nothing else is looked at.
@@ -144,23 +153,30 @@ async fn rpc(
         .await
     {
         Ok(t) => t,
-        Err(e) => return Ok(Json(rpc_error(&id, -32602, &e))),
+        Err(e) => return Ok(Json(rpc_error(&id, -32602, &e)).into_response()),
     };
     let calls = Calls {
         state: &state,
         ctx,
         team: &team,
     };
+    let streamed = match method {
+        "SendStreamingMessage" => Some(calls.send_streaming(&params).await),
+        "SubscribeToTask" => Some(calls.subscribe(&params).await),
+        _ => None,
+    };
+    if let Some(streamed) = streamed {
+        return Ok(match streamed {
+            Ok(follower) => stream_of(id, follower).into_response(),
+            Err((code, e)) => Json(rpc_error(&id, code, &e)).into_response(),
+        });
+    }
     let result = match method {
         "SendMessage" => calls.send(&params).await,
         "GetTask" => calls.get(&params).await,
         "ListTasks" => calls.list(&params).await,
         "CancelTask" => calls.cancel(&params).await,
         "GetExtendedAgentCard" => Ok(card_of(&team, &t, &base(&headers))),
-        "SendStreamingMessage" | "SubscribeToTask" => Err((
-            -32004,
-            IrisError::validation("method", "streaming is not served yet"),
-        )),
         m if m.contains("PushNotificationConfig") => Err((
             -32003,
             IrisError::validation("method", "push notifications are not served yet"),
@@ -173,7 +189,104 @@ async fn rpc(
     Ok(Json(match result {
         Ok(v) => json!({"jsonrpc": "2.0", "id": id, "result": v}),
         Err((code, e)) => rpc_error(&id, code, &e),
-    }))
+    })
+    .into_response())
+}
+
+/// A followed turn as A2A stream responses over SSE, each a JSON-RPC
+/// answer to `id`: the task first, then an artifact update per chunk of
+/// the answer, a working status per tool use, result or plan, and the
+/// final status — after which the stream ends.
+fn stream_of(id: Value, follower: Follower) -> Response {
+    struct Seen {
+        task: String,
+        context: Value,
+        chunks: u64,
+    }
+    let seen = Seen {
+        task: follower.message_id().to_owned(),
+        context: Value::Null,
+        chunks: 0,
+    };
+    let events = follower
+        .into_stream()
+        .scan(seen, move |seen, e| {
+            let result = stream_response(seen_task(seen, &e), &e);
+            let out = result.map(|r| {
+                Ok::<_, Infallible>(
+                    Event::default()
+                        .data(json!({"jsonrpc": "2.0", "id": id, "result": r}).to_string()),
+                )
+            });
+            std::future::ready(Some(out))
+        })
+        .filter_map(std::future::ready);
+    fn seen_task<'a>(seen: &'a mut Seen, e: &TurnEvent) -> (&'a str, &'a Value, bool) {
+        if let TurnEvent::Start { session_id, .. } = e {
+            seen.context = json!(session_id);
+        }
+        let first = matches!(e, TurnEvent::Chunk { .. }) && {
+            seen.chunks += 1;
+            seen.chunks == 1
+        };
+        (&seen.task, &seen.context, first)
+    }
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// One turn event as an A2A `StreamResponse` (none for what A2A has no
+/// place for).
+fn stream_response((task, context, first): (&str, &Value, bool), e: &TurnEvent) -> Option<Value> {
+    let agent = |text: &str, metadata: Value| {
+        json!({"messageId": format!("{task}-{}", ulid::Ulid::new()), "contextId": context,
+               "taskId": task, "role": "ROLE_AGENT", "parts": [{"text": text}], "metadata": metadata})
+    };
+    let working = |message: Value| {
+        json!({"statusUpdate": {"taskId": task, "contextId": context,
+               "status": {"state": "TASK_STATE_WORKING", "message": message,
+                          "timestamp": iris_core::iso8601(now_ms())}}})
+    };
+    Some(match e {
+        TurnEvent::Start { .. } => json!({"task": {"id": task, "contextId": context,
+            "status": {"state": "TASK_STATE_WORKING", "timestamp": iris_core::iso8601(now_ms())}}}),
+        TurnEvent::Chunk { data, .. } => {
+            json!({"artifactUpdate": {"taskId": task, "contextId": context,
+            "artifact": {"artifactId": format!("{task}-answer"), "name": "answer",
+                         "parts": [{"text": data["text"]}]},
+            "append": !first, "lastChunk": false}})
+        }
+        TurnEvent::ToolUse { data, .. } => working(agent(
+            &format!("using {}", data["tool"].as_str().unwrap_or("a tool")),
+            json!({"toolUse": data}),
+        )),
+        TurnEvent::ToolResult { data, .. } => working(agent(
+            data["output"].as_str().unwrap_or_default(),
+            json!({"toolResult": data}),
+        )),
+        TurnEvent::Plan { data, .. } => working(agent("plan", json!({"plan": data}))),
+        TurnEvent::Complete {
+            status, response, ..
+        } => {
+            let state = state_of(json!(status).as_str().unwrap_or_default());
+            json!({"statusUpdate": {"taskId": task, "contextId": context,
+                "status": {"state": state, "message": agent(response, Value::Null),
+                           "timestamp": iris_core::iso8601(now_ms())}}})
+        }
+        TurnEvent::Error { error, .. } => {
+            json!({"statusUpdate": {"taskId": task, "contextId": context,
+            "status": {"state": "TASK_STATE_FAILED", "message": agent(&error.message, Value::Null),
+                       "timestamp": iris_core::iso8601(now_ms())}}})
+        }
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 type Outcome = Result<Value, (i64, IrisError)>;
@@ -193,11 +306,12 @@ impl Calls<'_> {
             .map_err(|e| (code_of(&e), e))
     }
 
-    /// `SendMessage`: the turn, run to its end (`returnImmediately`: queued
-    /// and returned at once).
-    async fn send(&self, params: &Value) -> Outcome {
-        let message = &params["message"];
-        let parts = message["parts"].as_array().cloned().unwrap_or_default();
+    /// The text of a message's parts (text parts only).
+    fn text_of(params: &Value) -> Result<String, (i64, IrisError)> {
+        let parts = params["message"]["parts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
         if text.is_empty() || parts.len() != text.len() {
             return Err((
@@ -208,7 +322,40 @@ impl Calls<'_> {
                 ),
             ));
         }
-        let mut call = json!({"toTeam": self.team, "message": text.join("\n")});
+        Ok(text.join("\n"))
+    }
+
+    /// `SendStreamingMessage`: the turn, followed.
+    async fn send_streaming(&self, params: &Value) -> Result<Follower, (i64, IrisError)> {
+        let text = Self::text_of(params)?;
+        let mut call = json!({"toTeam": self.team, "message": text});
+        if let Some(c) = params["message"]["contextId"].as_str() {
+            call["sessionId"] = c.into();
+        }
+        self.state
+            .iris
+            .send_and_follow(&self.ctx, call)
+            .await
+            .map_err(|e| (code_of(&e), e))
+    }
+
+    /// `SubscribeToTask`: one of this team's turns, followed from its start.
+    async fn subscribe(&self, params: &Value) -> Result<Follower, (i64, IrisError)> {
+        let id = params["id"].as_str().unwrap_or_default();
+        self.task_of_id(id).await?;
+        self.state
+            .iris
+            .follow(&self.ctx, id, None)
+            .await
+            .map_err(|e| (code_of(&e), e))
+    }
+
+    /// `SendMessage`: the turn, run to its end (`returnImmediately`: queued
+    /// and returned at once).
+    async fn send(&self, params: &Value) -> Outcome {
+        let message = &params["message"];
+        let text = Self::text_of(params)?;
+        let mut call = json!({"toTeam": self.team, "message": text});
         if let Some(c) = message["contextId"].as_str() {
             call["sessionId"] = c.into();
         }
@@ -324,16 +471,21 @@ impl Calls<'_> {
     }
 }
 
-/// A turn record as an A2A task: its id, its conversation as the context,
-/// its state, the answer as the artifact, the two messages as history.
-fn task_of(m: &Value) -> Value {
-    let state = match m["status"].as_str().unwrap_or_default() {
+/// A turn's status as an A2A task state.
+fn state_of(status: &str) -> &'static str {
+    match status {
         "queued" => "TASK_STATE_SUBMITTED",
         "running" => "TASK_STATE_WORKING",
         "completed" => "TASK_STATE_COMPLETED",
         "cancelled" => "TASK_STATE_CANCELED",
         _ => "TASK_STATE_FAILED",
-    };
+    }
+}
+
+/// A turn record as an A2A task: its id, its conversation as the context,
+/// its state, the answer as the artifact, the two messages as history.
+fn task_of(m: &Value) -> Value {
+    let state = state_of(m["status"].as_str().unwrap_or_default());
     let id = m["id"].as_str().unwrap_or_default();
     let context = m["sessionId"].clone();
     let at = m["completedAt"]
