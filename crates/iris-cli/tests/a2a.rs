@@ -30,23 +30,8 @@ async fn the_python_sdk_sends_gets_lists_and_cancels_tasks() {
     let (key, _) = s.h.key("admin", None, None).await;
     let (limited, _) = s.h.key("operator", Some(&["demo"]), None).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/a2a_client.py");
-    let base = s.base.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(python())
-            .arg(script)
-            .args([&base, &key, &limited])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let script = script.display().to_string();
+    let seen = client_report(python(), &[&script, &s.base, &key, &limited]).await;
     assert_eq!(seen["tasks"], 2, "{seen}");
     s.stop().await;
 }
@@ -56,23 +41,8 @@ async fn the_javascript_sdk_sends_streams_gets_and_cancels() {
     let s = served(YAML).await;
     let (key, _) = s.h.key("admin", None, None).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/a2a_client.mjs");
-    let base = s.base.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg(script)
-            .args([&base, &key])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let script = script.display().to_string();
+    let seen = client_report("node", &[&script, &s.base, &key]).await;
     assert!(seen["streamed"].as_u64() >= Some(3), "{seen}");
     s.stop().await;
 }

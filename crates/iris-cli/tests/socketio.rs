@@ -41,18 +41,8 @@ async fn the_official_clients_speak_to_iris() {
     let home = tempfile::tempdir().unwrap();
     let (_server, base) = serve_in(home.path(), &config(0));
     let key = key_of(home.path());
-    let out = tokio::process::Command::new("node")
-        .arg(clients().join("socketio_client.mjs"))
-        .args(["all", &base, &key])
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let script = clients().join("socketio_client.mjs").display().to_string();
+    let stdout = client_output("node", &[&script, "all", &base, &key]).await;
     for check in [
         "a wrong token is refused",
         "cache:message carries the chunks",

@@ -241,6 +241,30 @@ where
     panic!("nothing came in {secs} s");
 }
 
+/// Run a client script (`program` with `args`) to its end; it must
+/// succeed: its stdout.
+pub async fn client_output(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// [`client_output`] whose last line is its JSON report.
+pub async fn client_report(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Value {
+    let stdout = client_output(program, args).await;
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
 /// The first pending approval, once there is one (`secs` at most).
 pub async fn pending_approval(h: &Harness, secs: u64) -> Value {
     until_some(secs, || async {
