@@ -5,6 +5,9 @@
 //! (tests/clients/a2a_client.py). Plus the protocol's errors for bad input,
 //! over raw HTTP.
 
+#[path = "common/anthropic_stub.rs"]
+#[allow(dead_code)]
+mod anthropic_stub;
 mod common;
 
 use std::path::PathBuf;
@@ -45,6 +48,58 @@ async fn the_javascript_sdk_sends_streams_gets_and_cancels() {
     let seen = client_report("node", &[&script, &s.base, &key]).await;
     assert!(seen["streamed"].as_u64() >= Some(3), "{seen}");
     s.stop().await;
+}
+
+/// A permission the agent asks puts the task in input-required with the
+/// request; the caller's next message on the task allows or denies it —
+/// the real Claude Code CLI on the Messages API stub.
+#[tokio::test]
+async fn input_required_is_answered_on_the_task_with_the_real_claude_cli() {
+    let stub = anthropic_stub::start();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("work")).unwrap();
+    let claude_home = home.path().join("claude-home");
+    std::fs::create_dir_all(&claude_home).unwrap();
+    let yaml = format!(
+        "api:\n  port: 0\nsettings:\n  responseTimeout: 60000\n  spawnTimeout: 60000\n  approvalTimeout: 60000\nteams:\n{}",
+        claude_team(
+            "guarded",
+            &claude_home,
+            &stub.url,
+            "    grantPermission: ask\n"
+        )
+    );
+    let h = start_in(home, &yaml).await;
+    let server = iris_server::start(h.iris.clone(), None).await.unwrap();
+    let (key, _) = h.key("admin", None, None).await;
+    let base = format!("http://{}", server.addr);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients/a2a_input.py")
+        .display()
+        .to_string();
+    let prompt = r#"MSG<tool Bash {"command":"mkdir -p made-by-agent && echo approved-output","description":"Make a folder"}>"#;
+    let seen = client_report(python(), &[&script, &base, &key, prompt]).await;
+    assert!(
+        seen["allow"].as_str().unwrap().contains("approved-output"),
+        "{seen}"
+    );
+    // Both decisions are Iris approvals, decided by the A2A caller.
+    let decided = h
+        .call("approval_list", json!({"team": "guarded"}))
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = decided["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses.contains(&"allowed") && statuses.contains(&"denied"),
+        "{decided}"
+    );
+    server.stop().await;
+    h.stop().await;
 }
 
 #[tokio::test]
@@ -105,16 +160,36 @@ async fn bad_a2a_calls_get_the_protocols_errors() {
     assert_eq!(code(&v), Some(-32001), "{v}");
     let v = call("demo", rpc("SendStreamingMessage", json!({}))).await;
     assert_eq!(code(&v), Some(-32005), "no text to send: {v}");
+    // An answer on a task that waits for nothing; a decision that is not one.
+    let done = s.h.tell("demo", "finished").await.unwrap();
+    let answer = |decision: &str| {
+        rpc(
+            "SendMessage",
+            json!({"message": {"messageId": "m2", "role": "ROLE_USER", "taskId": done["messageId"],
+                   "parts": [{"data": {"decision": decision}}]}}),
+        )
+    };
+    let v = call("demo", answer("allow")).await;
+    assert_eq!(code(&v), Some(-32602), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not waiting for input"),
+        "{v}"
+    );
+    let v = call("demo", answer("maybe")).await;
+    assert_eq!(code(&v), Some(-32602), "{v}");
     let v = call("demo", rpc("SubscribeToTask", json!({"id": "msg_nope"}))).await;
     assert_eq!(code(&v), Some(-32001), "{v}");
     let v = call("demo", rpc("CreateTaskPushNotificationConfig", json!({}))).await;
     assert_eq!(code(&v), Some(-32003), "{v}");
-    // Nothing was half-written: no turn for the refused send.
+    // Nothing was half-written: no turn for the refused sends.
     let h =
         s.h.call("message_history", json!({"team": "demo"}))
             .await
             .unwrap();
-    assert_eq!(h["messages"], json!([]), "{h}");
+    assert_eq!(h["pagination"]["total"], 1, "only the one told: {h}");
     let r = s
         .http
         .post(format!("{}/a2a/demo", s.base))

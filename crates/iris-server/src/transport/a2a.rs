@@ -354,41 +354,119 @@ impl Calls<'_> {
     /// and returned at once).
     async fn send(&self, params: &Value) -> Outcome {
         let message = &params["message"];
+        if let Some(task) = message["taskId"].as_str() {
+            return self.answer(task, message).await.map(|t| json!({"task": t}));
+        }
         let text = Self::text_of(params)?;
         let mut call = json!({"toTeam": self.team, "message": text});
         if let Some(c) = message["contextId"].as_str() {
             call["sessionId"] = c.into();
         }
-        let immediately = params.pointer("/configuration/returnImmediately") == Some(&json!(true));
-        let op = if immediately {
-            "quick_message"
-        } else {
-            // Until the turn ends, however long.
-            call["timeout"] = 0.into();
-            "send_message"
-        };
-        let sent = match self.op(op, call).await {
-            Ok(v) => v,
-            // A turn that failed is a failed task, not a call error.
-            Err((_, e))
-                if e.details
-                    .as_ref()
-                    .is_some_and(|d| d["messageId"].is_string()) =>
-            {
-                let d = e.details.clone().unwrap_or_default();
-                let id = d["messageId"].as_str().unwrap_or_default();
-                let mut task = self.task_of_id(id).await?;
-                if task["status"]["message"].is_null() {
-                    task["status"]["message"] = json!({"messageId": format!("{id}-error"),
-                        "contextId": task["contextId"], "taskId": id, "role": "ROLE_AGENT",
-                        "parts": [{"text": e.message}]});
-                }
-                return Ok(json!({"task": task}));
-            }
-            Err(e) => return Err(e),
-        };
+        // Watching before sending: nothing of the turn goes unseen.
+        let watch = self.state.iris.watch(&format!("team:{}", self.team));
+        let sent = self.op("quick_message", call).await?;
         let id = sent["messageId"].as_str().unwrap_or_default().to_owned();
-        Ok(json!({"task": self.task_of_id(&id).await?}))
+        let task = if params.pointer("/configuration/returnImmediately") == Some(&json!(true)) {
+            self.task_of_id(&id).await?
+        } else {
+            self.settle(&id, watch).await?
+        };
+        Ok(json!({"task": task}))
+    }
+
+    /// The caller's next message on a task that waits for input: its data
+    /// part `{"decision": "allow" | "deny", "reason"?}` decides the
+    /// permission the agent asked; then the task as it settles again.
+    async fn answer(&self, task: &str, message: &Value) -> Outcome {
+        let decision = message["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|p| p.get("data").filter(|d| d.is_object()))
+            .cloned();
+        let Some(decision) = decision else {
+            return Err((
+                -32602,
+                IrisError::validation(
+                    "message.parts",
+                    "a message on a task waiting for input carries a data part {\"decision\": \"allow\" | \"deny\", \"reason\"?}",
+                ),
+            ));
+        };
+        let Some(verdict) = decision["decision"]
+            .as_str()
+            .filter(|d| matches!(*d, "allow" | "deny"))
+        else {
+            return Err((
+                -32602,
+                IrisError::validation("message.parts.data.decision", "\"allow\" or \"deny\""),
+            ));
+        };
+        let Some(approval) = self.waiting_approval(task).await else {
+            // Unknown, another team's, or not waiting.
+            self.task_of_id(task).await?;
+            return Err((
+                -32602,
+                IrisError::validation(
+                    "message.taskId",
+                    format!("task `{task}` is not waiting for input"),
+                ),
+            ));
+        };
+        let watch = self.state.iris.watch(&format!("team:{}", self.team));
+        let mut decide = json!({"approvalId": approval["id"], "decision": verdict});
+        if let Some(r) = decision["reason"].as_str() {
+            decide["reason"] = r.into();
+        }
+        self.op("approval_decide", decide).await?;
+        self.settle(task, watch).await
+    }
+
+    /// The pending approval turn `id` waits on, if any.
+    async fn waiting_approval(&self, id: &str) -> Option<Value> {
+        let l = self
+            .op(
+                "approval_list",
+                json!({"team": self.team, "status": "pending"}),
+            )
+            .await
+            .ok()?;
+        l["approvals"]
+            .as_array()?
+            .iter()
+            .find(|a| a["turnId"] == id)
+            .cloned()
+    }
+
+    /// Turn `id` once it has ended or waits for input (an event of the turn
+    /// on `watch`, or a look every second).
+    async fn settle(&self, id: &str, mut watch: iris_core::bus::Subscription) -> Outcome {
+        use iris_core::bus::{Delivery, EventKind};
+        loop {
+            let task = self.task_of_id(id).await?;
+            let state = task["status"]["state"].as_str().unwrap_or_default();
+            if !matches!(state, "TASK_STATE_SUBMITTED" | "TASK_STATE_WORKING") {
+                return Ok(task);
+            }
+            let event = async {
+                loop {
+                    match watch.recv().await {
+                        Some(Delivery::Event(e))
+                            if e.turn_id.as_deref() == Some(id)
+                                && matches!(
+                                    e.kind,
+                                    EventKind::ApprovalRequested | EventKind::TurnCompleted
+                                ) =>
+                        {
+                            return;
+                        }
+                        Some(_) => {}
+                        None => std::future::pending::<()>().await,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), event).await;
+        }
     }
 
     async fn get(&self, params: &Value) -> Outcome {
@@ -400,7 +478,10 @@ impl Calls<'_> {
         let id = params["id"].as_str().unwrap_or_default();
         let task = self.task_of_id(id).await?;
         let state = task["status"]["state"].as_str().unwrap_or_default();
-        if !matches!(state, "TASK_STATE_SUBMITTED" | "TASK_STATE_WORKING") {
+        if !matches!(
+            state,
+            "TASK_STATE_SUBMITTED" | "TASK_STATE_WORKING" | "TASK_STATE_INPUT_REQUIRED"
+        ) {
             return Err((
                 -32002,
                 IrisError::conflict(format!("task `{id}` has ended ({state})")),
@@ -414,7 +495,10 @@ impl Calls<'_> {
         // Its end is written as the turn stops.
         for _ in 0..50 {
             let t = self.task_of_id(id).await?;
-            if t["status"]["state"] != "TASK_STATE_WORKING" {
+            if !matches!(
+                t["status"]["state"].as_str(),
+                Some("TASK_STATE_WORKING" | "TASK_STATE_INPUT_REQUIRED")
+            ) {
                 return Ok(t);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -467,7 +551,21 @@ impl Calls<'_> {
         if m["toTeam"] != self.team {
             return Err(not_found());
         }
-        Ok(task_of(&m))
+        let mut task = task_of(&m);
+        if task["status"]["state"] == "TASK_STATE_WORKING"
+            && let Some(a) = self.waiting_approval(id).await
+        {
+            // The agent asks: the caller answers with a data part.
+            task["status"]["state"] = "TASK_STATE_INPUT_REQUIRED".into();
+            task["status"]["message"] = json!({"messageId": format!("{id}-{}", a["id"].as_str().unwrap_or_default()),
+            "contextId": task["contextId"], "taskId": id, "role": "ROLE_AGENT",
+            "parts": [
+                {"text": format!("The agent asks to use {}. Answer on this task with a data part {{\"decision\": \"allow\" | \"deny\", \"reason\": …}}.",
+                                 a["toolName"].as_str().unwrap_or("a tool"))},
+                {"data": {"approvalId": a["id"], "toolName": a["toolName"], "input": a["input"]}},
+            ]});
+        }
+        Ok(task)
     }
 }
 
