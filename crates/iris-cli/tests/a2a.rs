@@ -159,7 +159,22 @@ async fn bad_a2a_calls_get_the_protocols_errors() {
     let v = call("demo", rpc("GetTask", json!({"id": "msg_nope"}))).await;
     assert_eq!(code(&v), Some(-32001), "{v}");
     let v = call("demo", rpc("SendStreamingMessage", json!({}))).await;
-    assert_eq!(code(&v), Some(-32005), "no text to send: {v}");
+    assert_eq!(code(&v), Some(-32602), "no message: {v}");
+    let v = call("demo", rpc("GetTask", json!({"id": 42}))).await;
+    assert_eq!(code(&v), Some(-32602), "an id that is not a string: {v}");
+    let v = call(
+        "demo",
+        rpc(
+            "SendMessage",
+            json!({"message": {"messageId": "m", "role": "ROLE_USER", "contextId": 5, "parts": [{"text": "x"}]}}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        code(&v),
+        Some(-32602),
+        "a context that is not a string: {v}"
+    );
     // An answer on a task that waits for nothing; a decision that is not one.
     let done = s.h.tell("demo", "finished").await.unwrap();
     let answer = |decision: &str| {

@@ -265,7 +265,7 @@ async fn a_turn_through_one_node_streams_to_every_client_of_the_other() {
         .unwrap();
     let mut sio_lines = BufReader::new(sio.stdout.take().unwrap()).lines();
     loop {
-        let line = tokio::time::timeout(Duration::from_secs(20), sio_lines.next_line())
+        let line = tokio::time::timeout(Duration::from_secs(60), sio_lines.next_line())
             .await
             .expect("the Socket.IO client subscribes")
             .unwrap()

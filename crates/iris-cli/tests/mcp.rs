@@ -560,7 +560,7 @@ async fn iris_mcp_writes_nothing_but_protocol_on_stdout() {
     }
     let mut replies = std::collections::BTreeMap::new();
     while replies.len() < 3 {
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
             .await
             .unwrap()
             .unwrap()

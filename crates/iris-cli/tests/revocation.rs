@@ -112,7 +112,7 @@ impl Served {
                 .spawn()
                 .unwrap();
             let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-            let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
                 .await
                 .expect("Socket.IO connects in time")
                 .unwrap()

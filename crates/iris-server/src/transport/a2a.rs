@@ -26,6 +26,10 @@ use crate::state::AppState;
 /// The protocol version served.
 const VERSION: &str = "1.0";
 
+/// Longest a blocking `SendMessage` waits for its task to end or ask: then
+/// the task as it is (the caller follows it with `GetTask`).
+const SETTLE_LIMIT: Duration = Duration::from_secs(3600);
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/a2a/{team}/.well-known/agent-card.json", get(card))
@@ -110,8 +114,12 @@ fn rpc_error(id: &Value, code: i64, e: &IrisError) -> Value {
 fn code_of(e: &IrisError) -> i64 {
     use iris_core::ErrorKind as K;
     match e.kind {
-        K::Validation => -32602,
-        K::SessionNotFound => -32001,
+        K::Validation | K::TeamNotFound => -32602,
+        K::SessionNotFound | K::NotFound => -32001,
+        K::MethodNotFound => -32601,
+        // The protocol has no code of its own for these: its generic
+        // request error, with Iris's code as the reason.
+        K::Forbidden | K::Unauthorized | K::RateLimited | K::Conflict | K::QueueFull => -32600,
         _ => -32603,
     }
 }
@@ -308,10 +316,24 @@ impl Calls<'_> {
 
     /// The text of a message's parts (text parts only).
     fn text_of(params: &Value) -> Result<String, (i64, IrisError)> {
-        let parts = params["message"]["parts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let Some(parts) = params["message"]["parts"].as_array().cloned() else {
+            return Err((
+                -32602,
+                IrisError::validation(
+                    "message.parts",
+                    "a message with a list of parts is required",
+                ),
+            ));
+        };
+        if let Some(c) = params["message"]
+            .get("contextId")
+            .filter(|c| !c.is_string() && !c.is_null())
+        {
+            return Err((
+                -32602,
+                IrisError::validation("message.contextId", format!("must be a string, not {c}")),
+            ));
+        }
         let text: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
         if text.is_empty() || parts.len() != text.len() {
             return Err((
@@ -327,6 +349,15 @@ impl Calls<'_> {
 
     /// `SendStreamingMessage`: the turn, followed.
     async fn send_streaming(&self, params: &Value) -> Result<Follower, (i64, IrisError)> {
+        if params["message"]["taskId"].is_string() {
+            return Err((
+                -32602,
+                IrisError::validation(
+                    "message.taskId",
+                    "answer a task waiting for input with SendMessage",
+                ),
+            ));
+        }
         let text = Self::text_of(params)?;
         let mut call = json!({"toTeam": self.team, "message": text});
         if let Some(c) = params["message"]["contextId"].as_str() {
@@ -362,10 +393,10 @@ impl Calls<'_> {
         if let Some(c) = message["contextId"].as_str() {
             call["sessionId"] = c.into();
         }
-        // Watching before sending: nothing of the turn goes unseen.
-        let watch = self.state.iris.watch(&format!("team:{}", self.team));
         let sent = self.op("quick_message", call).await?;
         let id = sent["messageId"].as_str().unwrap_or_default().to_owned();
+        // (`settle` looks at the task after subscribing: nothing is missed.)
+        let watch = self.watch(&sent["sessionId"]);
         let task = if params.pointer("/configuration/returnImmediately") == Some(&json!(true)) {
             self.task_of_id(&id).await?
         } else {
@@ -402,9 +433,9 @@ impl Calls<'_> {
                 IrisError::validation("message.parts.data.decision", "\"allow\" or \"deny\""),
             ));
         };
-        let Some(approval) = self.waiting_approval(task).await else {
-            // Unknown, another team's, or not waiting.
-            self.task_of_id(task).await?;
+        // Unknown or another team's: nothing is decided.
+        let current = self.task_of_id(task).await?;
+        let Some(approval) = self.waiting_approval(task).await? else {
             return Err((
                 -32602,
                 IrisError::validation(
@@ -413,7 +444,7 @@ impl Calls<'_> {
                 ),
             ));
         };
-        let watch = self.state.iris.watch(&format!("team:{}", self.team));
+        let watch = self.watch(&current["contextId"]);
         let mut decide = json!({"approvalId": approval["id"], "decision": verdict});
         if let Some(r) = decision["reason"].as_str() {
             decide["reason"] = r.into();
@@ -423,29 +454,39 @@ impl Calls<'_> {
     }
 
     /// The pending approval turn `id` waits on, if any.
-    async fn waiting_approval(&self, id: &str) -> Option<Value> {
+    async fn waiting_approval(&self, id: &str) -> Result<Option<Value>, (i64, IrisError)> {
         let l = self
             .op(
                 "approval_list",
-                json!({"team": self.team, "status": "pending"}),
+                json!({"team": self.team, "status": "pending", "limit": 1000}),
             )
-            .await
-            .ok()?;
-        l["approvals"]
-            .as_array()?
-            .iter()
+            .await?;
+        Ok(l["approvals"]
+            .as_array()
+            .into_iter()
+            .flatten()
             .find(|a| a["turnId"] == id)
-            .cloned()
+            .cloned())
+    }
+
+    /// The conversation's events, to wake [`Self::settle`].
+    fn watch(&self, context: &Value) -> iris_core::bus::Subscription {
+        self.state
+            .iris
+            .watch(&format!("session:{}", context.as_str().unwrap_or_default()))
     }
 
     /// Turn `id` once it has ended or waits for input (an event of the turn
     /// on `watch`, or a look every second).
     async fn settle(&self, id: &str, mut watch: iris_core::bus::Subscription) -> Outcome {
         use iris_core::bus::{Delivery, EventKind};
+        let until = tokio::time::Instant::now() + SETTLE_LIMIT;
         loop {
             let task = self.task_of_id(id).await?;
             let state = task["status"]["state"].as_str().unwrap_or_default();
-            if !matches!(state, "TASK_STATE_SUBMITTED" | "TASK_STATE_WORKING") {
+            if !matches!(state, "TASK_STATE_SUBMITTED" | "TASK_STATE_WORKING")
+                || tokio::time::Instant::now() >= until
+            {
                 return Ok(task);
             }
             let event = async {
@@ -487,11 +528,18 @@ impl Calls<'_> {
                 IrisError::conflict(format!("task `{id}` has ended ({state})")),
             ));
         }
-        self.op(
-            "session_cancel",
-            json!({"toTeam": self.team, "sessionId": task["contextId"], "messageId": id}),
-        )
-        .await?;
+        let done = self
+            .op(
+                "session_cancel",
+                json!({"toTeam": self.team, "sessionId": task["contextId"], "messageId": id}),
+            )
+            .await?;
+        if done["cancelled"] == false {
+            return Err((
+                -32002,
+                IrisError::conflict(format!("task `{id}` could not be cancelled")),
+            ));
+        }
         // Its end is written as the turn stops.
         for _ in 0..50 {
             let t = self.task_of_id(id).await?;
@@ -544,16 +592,27 @@ impl Calls<'_> {
                 IrisError::not_found(format!("no task `{id}` of team `{}`", self.team)),
             )
         };
+        if id.is_empty() {
+            return Err((
+                -32602,
+                IrisError::validation("id", "a task id (string) is required"),
+            ));
+        }
         let m = self
             .op("get_message", json!({"messageId": id}))
             .await
-            .map_err(|_| not_found())?;
+            .map_err(|(code, e)| match e.kind {
+                iris_core::ErrorKind::NotFound | iris_core::ErrorKind::SessionNotFound => {
+                    not_found()
+                }
+                _ => (code, e),
+            })?;
         if m["toTeam"] != self.team {
             return Err(not_found());
         }
         let mut task = task_of(&m);
         if task["status"]["state"] == "TASK_STATE_WORKING"
-            && let Some(a) = self.waiting_approval(id).await
+            && let Some(a) = self.waiting_approval(id).await.ok().flatten()
         {
             // The agent asks: the caller answers with a data part.
             task["status"]["state"] = "TASK_STATE_INPUT_REQUIRED".into();
