@@ -160,6 +160,14 @@ async fn bad_a2a_calls_get_the_protocols_errors() {
     assert_eq!(code(&v), Some(-32001), "{v}");
     let v = call("demo", rpc("SendStreamingMessage", json!({}))).await;
     assert_eq!(code(&v), Some(-32602), "no message: {v}");
+    for bad in [
+        json!({"pageSize": 0}),
+        json!({"pageSize": "ten"}),
+        json!({"pageToken": "x"}),
+    ] {
+        let v = call("demo", rpc("ListTasks", bad.clone())).await;
+        assert_eq!(code(&v), Some(-32602), "{bad}: {v}");
+    }
     let v = call("demo", rpc("GetTask", json!({"id": 42}))).await;
     assert_eq!(code(&v), Some(-32602), "an id that is not a string: {v}");
     let v = call(

@@ -14,7 +14,7 @@ import uuid
 import httpx
 from google.protobuf import json_format, struct_pb2
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
-from a2a.types import Message, Part, Role, SendMessageRequest, TaskState
+from a2a.types import ListTasksRequest, Message, Part, Role, SendMessageRequest, TaskState
 
 BASE, KEY, PROMPT = sys.argv[1:4]
 
@@ -44,6 +44,9 @@ async def main():
         parts = task.status.message.parts
         request = json_format.MessageToDict(next(p for p in parts if p.HasField("data")).data)
         assert request["toolName"] == "Bash" and "approved-output" in json.dumps(request["input"]), request
+        listed = await client.list_tasks(ListTasksRequest(context_id=task.context_id))
+        mine = next(t for t in listed.tasks if t.id == task.id)
+        assert mine.status.state == TaskState.TASK_STATE_INPUT_REQUIRED, mine
         answer = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), task_id=task.id,
                          context_id=task.context_id,
                          parts=[data_part({"decision": verdict, "reason": "checked over A2A"})])

@@ -555,23 +555,48 @@ impl Calls<'_> {
     }
 
     async fn list(&self, params: &Value) -> Outcome {
-        let size = params["pageSize"].as_u64().unwrap_or(50).clamp(1, 100);
-        let page = params["pageToken"]
-            .as_str()
-            .and_then(|p| p.parse::<u64>().ok())
-            .unwrap_or(1)
-            .max(1);
+        let bad = |field: &str, what: &str| Err((-32602, IrisError::validation(field, what)));
+        let size = match params.get("pageSize").filter(|v| !v.is_null()) {
+            None => 50,
+            Some(v) => match v.as_u64().filter(|n| (1..=100).contains(n)) {
+                Some(n) => n,
+                None => return bad("pageSize", "1 to 100"),
+            },
+        };
+        let page = match params["pageToken"].as_str().filter(|t| !t.is_empty()) {
+            None => 1,
+            Some(t) => match t.parse::<u64>().ok().filter(|p| *p >= 1) {
+                Some(p) => p,
+                None => return bad("pageToken", "a token this endpoint gave"),
+            },
+        };
         let mut query = json!({"team": self.team, "limit": size, "page": page});
         if let Some(c) = params["contextId"].as_str() {
             query["sessionId"] = c.into();
         }
         let h = self.op("message_history", query).await?;
-        let tasks: Vec<Value> = h["messages"]
+        let mut tasks: Vec<Value> = h["messages"]
             .as_array()
             .into_iter()
             .flatten()
             .map(task_of)
             .collect();
+        if tasks
+            .iter()
+            .any(|t| t["status"]["state"] == "TASK_STATE_WORKING")
+            && let Ok(l) = self
+                .op(
+                    "approval_list",
+                    json!({"team": self.team, "status": "pending", "limit": 1000}),
+                )
+                .await
+        {
+            for a in l["approvals"].as_array().into_iter().flatten() {
+                if let Some(t) = tasks.iter_mut().find(|t| t["id"] == a["turnId"]) {
+                    waiting_for(t, a);
+                }
+            }
+        }
         let next = if h["pagination"]["hasNext"] == true {
             (page + 1).to_string()
         } else {
@@ -614,18 +639,25 @@ impl Calls<'_> {
         if task["status"]["state"] == "TASK_STATE_WORKING"
             && let Some(a) = self.waiting_approval(id).await.ok().flatten()
         {
-            // The agent asks: the caller answers with a data part.
-            task["status"]["state"] = "TASK_STATE_INPUT_REQUIRED".into();
-            task["status"]["message"] = json!({"messageId": format!("{id}-{}", a["id"].as_str().unwrap_or_default()),
-            "contextId": task["contextId"], "taskId": id, "role": "ROLE_AGENT",
-            "parts": [
-                {"text": format!("The agent asks to use {}. Answer on this task with a data part {{\"decision\": \"allow\" | \"deny\", \"reason\": …}}.",
-                                 a["toolName"].as_str().unwrap_or("a tool"))},
-                {"data": {"approvalId": a["id"], "toolName": a["toolName"], "input": a["input"]}},
-            ]});
+            waiting_for(&mut task, &a);
         }
         Ok(task)
     }
+}
+
+/// Mark `task` as waiting for the caller's answer to approval `a`: the
+/// request in text and as a data part.
+fn waiting_for(task: &mut Value, a: &Value) {
+    let id = task["id"].clone();
+    task["status"]["state"] = "TASK_STATE_INPUT_REQUIRED".into();
+    task["status"]["message"] = json!({
+    "messageId": format!("{}-{}", id.as_str().unwrap_or_default(), a["id"].as_str().unwrap_or_default()),
+    "contextId": task["contextId"], "taskId": id, "role": "ROLE_AGENT",
+    "parts": [
+        {"text": format!("The agent asks to use {}. Answer on this task with a data part {{\"decision\": \"allow\" | \"deny\", \"reason\": …}}.",
+                         a["toolName"].as_str().unwrap_or("a tool"))},
+        {"data": {"approvalId": a["id"], "toolName": a["toolName"], "input": a["input"]}},
+    ]});
 }
 
 /// A turn's status as an A2A task state.
