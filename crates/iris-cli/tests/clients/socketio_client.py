@@ -36,7 +36,7 @@ def on_error(data):
 
 
 sio.connect(url, auth={"token": key}, transports=["websocket"], wait_timeout=10)
-ack = sio.call("tell:start", {"toTeam": "demo", "message": "from python [[delay=20]]", "fromTeam": "py"}, timeout=15)
+ack = sio.call("tell:start", {"toTeam": "demo", "message": "from python [[delay=150]]", "fromTeam": "py"}, timeout=15)
 if not done.wait(15):
     sys.exit("no tell:complete within 15 s")
 sio.disconnect()
