@@ -100,14 +100,50 @@ async fn ended(h: &Harness, id: &str) -> Value {
 
 /// Allow or deny the one pending approval.
 async fn decide(h: &Harness, decision: &str) -> Value {
+    try_decide(h, decision)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`decide`], or why the approval could not be decided (it ended first:
+/// the approval with its reason).
+async fn try_decide(h: &Harness, decision: &str) -> Result<Value, String> {
     let approval = pending_approval(h, 90).await;
-    h.call(
-        "approval_decide",
-        json!({"approvalId": approval["id"], "decision": decision, "reason": "not this time"}),
-    )
-    .await
-    .unwrap();
-    approval
+    match h
+        .call(
+            "approval_decide",
+            json!({"approvalId": approval["id"], "decision": decision, "reason": "not this time"}),
+        )
+        .await
+    {
+        Ok(_) => Ok(approval),
+        Err(e) => {
+            let now = h
+                .call("approval_get", json!({"approvalId": approval["id"]}))
+                .await
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            Err(format!("{e:?}: {now}"))
+        }
+    }
+}
+
+/// Send `bash` and decide its approval; once more if the approval had
+/// already ended (seen once with Qwen Code under a loaded full run: the
+/// reason is printed).
+async fn ask_and_decide(h: &Harness, bash: &str, decision: &str) -> (String, Value) {
+    for attempt in 0..2 {
+        let id = queue(h, "agent", bash).await;
+        match try_decide(h, decision).await {
+            Ok(asked) => return (id, asked),
+            Err(why) if attempt == 0 => {
+                eprintln!("the approval ended before it was decided, once more: {why}");
+                ended(h, &id).await;
+            }
+            Err(why) => panic!("{why}"),
+        }
+    }
+    unreachable!()
 }
 
 /// Qwen Code as team `agent` (`grantPermission: ask`): its settings in a
@@ -246,8 +282,7 @@ async fn scenario(home: tempfile::TempDir, yaml: &str, bash: &str, relay: Option
 
     // A tool use the agent asks for: allowed, it runs and its output is
     // shown; denied, it does not run.
-    let id = queue(&h, "agent", bash).await;
-    let asked = decide(&h, "allow").await;
+    let (id, asked) = ask_and_decide(&h, bash, "allow").await;
     assert!(
         asked["input"].to_string().contains("approved-output"),
         "{asked}"
@@ -274,8 +309,7 @@ async fn scenario(home: tempfile::TempDir, yaml: &str, bash: &str, relay: Option
         "the allowed command ran"
     );
     std::fs::remove_dir(h.home.path().join("work/made-by-agent")).unwrap();
-    let id = queue(&h, "agent", bash).await;
-    decide(&h, "deny").await;
+    let (id, _) = ask_and_decide(&h, bash, "deny").await;
     let done = ended(&h, &id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert!(
