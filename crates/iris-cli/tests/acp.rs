@@ -104,14 +104,7 @@ async fn permission_requests_become_approvals_allowed_or_denied() {
         ("allow", "Bash done"),
         ("deny", "denied: the client rejected it"),
     ] {
-        let asked = h
-            .call(
-                "quick_message",
-                json!({"toTeam": "acp", "message": "run [[ask=Bash]]"}),
-            )
-            .await
-            .unwrap();
-        let id = asked["messageId"].as_str().unwrap().to_owned();
+        let id = queue(&h, "acp", "run [[ask=Bash]]").await;
         let approval = pending_approval(&h, 10).await;
         assert_eq!(approval["toolName"], "Bash", "{approval}");
         h.call(
@@ -120,11 +113,7 @@ async fn permission_requests_become_approvals_allowed_or_denied() {
         )
         .await
         .unwrap();
-        let done = until_some(10, || async {
-            let m = h.call("get_message", json!({"messageId": id})).await.ok()?;
-            (m["status"] != "running" && m["status"] != "queued").then_some(m)
-        })
-        .await;
+        let done = ended(&h, &id).await;
         assert_eq!(done["status"], "completed", "{done}");
         assert_eq!(done["toolUses"][0]["output"], output, "{verdict}: {done}");
     }
@@ -156,24 +145,13 @@ async fn cancel_kill_and_broken_agents_end_the_turn_and_the_next_message_works()
     ))
     .await;
     // Cancel mid-stream: the prompt is cancelled over the protocol.
-    let slow = h
-        .call(
-            "quick_message",
-            json!({"toTeam": "acp", "message": "a b c d e f g h [[delay=300]]"}),
-        )
-        .await
-        .unwrap();
+    let id = queue(&h, "acp", "a b c d e f g h [[delay=300]]").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     h.call("session_cancel", json!({"toTeam": "acp"}))
         .await
         .unwrap();
-    let id = slow["messageId"].as_str().unwrap().to_owned();
-    let ended = until_some(10, || async {
-        let m = h.call("get_message", json!({"messageId": id})).await.ok()?;
-        (m["status"] != "running").then_some(m)
-    })
-    .await;
-    assert_eq!(ended["status"], "cancelled", "{ended}");
+    let done = ended(&h, &id).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
     let pid = pids(&h, "acp");
     assert_eq!(
         h.tell("acp", "after cancel").await.unwrap()["response"],

@@ -74,30 +74,6 @@ fn chrono_now() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-async fn status_of(h: &Harness, id: &str) -> Value {
-    h.call("get_message", json!({"messageId": id}))
-        .await
-        .unwrap()
-}
-
-/// Send `message` without waiting; its id.
-async fn queue(h: &Harness, team: &str, message: &str) -> String {
-    let r = h
-        .call("quick_message", json!({"toTeam": team, "message": message}))
-        .await
-        .unwrap();
-    r["messageId"].as_str().unwrap().to_owned()
-}
-
-/// The turn `id` once it has ended.
-async fn ended(h: &Harness, id: &str) -> Value {
-    until_some(90, || async {
-        let m = status_of(h, id).await;
-        (m["status"] != "running" && m["status"] != "queued").then_some(m)
-    })
-    .await
-}
-
 /// Allow or deny the one pending approval.
 async fn decide(h: &Harness, decision: &str) -> Value {
     try_decide(h, decision)

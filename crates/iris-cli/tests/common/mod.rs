@@ -265,6 +265,36 @@ pub async fn client_report(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) 
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
+impl Harness {
+    /// Message `id` as `get_message` gives it.
+    pub async fn get_message(&self, id: &str) -> Value {
+        self.call("get_message", serde_json::json!({"messageId": id}))
+            .await
+            .unwrap()
+    }
+}
+
+/// Send `message` to `team` without waiting; its message id.
+pub async fn queue(h: &Harness, team: &str, message: &str) -> String {
+    let r = h
+        .call(
+            "quick_message",
+            serde_json::json!({"toTeam": team, "message": message}),
+        )
+        .await
+        .unwrap();
+    r["messageId"].as_str().unwrap().to_owned()
+}
+
+/// Message `id` once its turn has ended (90 s at most).
+pub async fn ended(h: &Harness, id: &str) -> Value {
+    until_some(90, || async {
+        let m = h.get_message(id).await;
+        (m["status"] != "running" && m["status"] != "queued").then_some(m)
+    })
+    .await
+}
+
 /// The first pending approval, once there is one (`secs` at most).
 pub async fn pending_approval(h: &Harness, secs: u64) -> Value {
     until_some(secs, || async {
