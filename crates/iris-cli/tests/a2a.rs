@@ -39,6 +39,25 @@ async fn the_python_sdk_sends_gets_lists_and_cancels_tasks() {
     s.stop().await;
 }
 
+/// Push notifications: configs inline and set later, each notification
+/// with the client's token and credential and Iris's signature, the body a
+/// `StreamResponse` (tests/clients/a2a_push.py verifies them as
+/// docs/a2a.md says); a destination the SSRF guard refuses writes nothing.
+#[tokio::test]
+async fn push_notifications_carry_the_token_and_iriss_signature() {
+    let secret = "push-signing-secret-0123456789";
+    let yaml = format!(
+        "webhooks:\n  signingSecret: {secret}\n  allowHosts: ['127.0.0.1']\n  retryBase: 50\n  retryMax: 200\n{YAML}"
+    );
+    let s = served(&yaml).await;
+    let (key, _) = s.h.key("admin", None, None).await;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/a2a_push.py");
+    let script = script.display().to_string();
+    let seen = client_report(python(), &[&script, &s.base, &key, secret]).await;
+    assert!(seen["inline"].as_u64() >= Some(2), "{seen}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn the_javascript_sdk_sends_streams_gets_and_cancels() {
     let s = served(YAML).await;

@@ -22,6 +22,7 @@
 //! 6. `registry` (what an operation is; how a call is checked, run and
 //!    audited) and `ops` (the operations, [`registry()`], [`dispatch`]).
 
+pub mod a2a;
 pub mod access;
 pub mod accounts;
 pub mod auth;

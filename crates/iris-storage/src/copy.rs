@@ -26,6 +26,7 @@ pub(crate) const TABLES: &[&str] = &[
     "turn_events",
     "approvals",
     "transcripts",
+    "push_configs",
     "jobs",
     "webhooks",
     "webhook_deliveries",

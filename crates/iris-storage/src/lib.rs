@@ -15,6 +15,7 @@ mod jobs;
 mod keys;
 mod leases;
 mod nodes;
+mod pushes;
 mod sessions;
 mod sql;
 mod store;
@@ -34,6 +35,7 @@ pub use jobs::{Callback, JOB_BATCH, JobFilter, JobRecord, JobRow, JobWriter, cal
 pub use keys::KeyRow;
 pub use leases::LeaseRow;
 pub use nodes::NodeRow;
+pub use pushes::PushConfigRow;
 pub use sessions::{ConversationFilter, ConversationRow, SessionRow};
 pub use teams::SavedTeam;
 pub use transcripts::TranscriptRow;

@@ -46,6 +46,9 @@ pub struct Jobs {
     deliverer: Option<iris_webhooks::Deliverer>,
     /// Active webhook subscriptions.
     subscriptions: Subscriptions,
+    /// Some task has an A2A push config (refreshed with the subscriptions):
+    /// while none does, turn events need no look at the table.
+    pushes: AtomicBool,
     /// Iris is stopping: nothing more is dispatched, and the ends the
     /// shutdown causes are not jobs' ends (see [`Jobs::stop`]).
     stopping: AtomicBool,
@@ -79,6 +82,7 @@ impl Jobs {
             wake: Arc::new(Notify::new()),
             deliverer,
             subscriptions: Subscriptions::default(),
+            pushes: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             config,
             max_attempts: max_attempts.max(1),

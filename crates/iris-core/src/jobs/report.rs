@@ -9,7 +9,9 @@
 
 use std::sync::{Arc, RwLock};
 
-use iris_storage::{DeliveryRow, JobRecord, TurnFinish, WebhookRow};
+use std::sync::atomic::Ordering;
+
+use iris_storage::{DeliveryRow, JobRecord, PushConfigRow, TurnFinish, WebhookRow};
 use serde_json::{Value, json};
 
 use super::Jobs;
@@ -106,6 +108,27 @@ fn subscription_delivery(
     delivery(to, event, body, max_attempts)
 }
 
+/// An A2A push notification: `body` (a `StreamResponse`) POSTed to the
+/// config's URL with `X-A2A-Notification-Token` and `Authorization` as the
+/// client asked.
+pub(crate) fn push_delivery(c: &PushConfigRow, body: &Value, max_attempts: i64) -> DeliveryRow {
+    let mut headers = Vec::new();
+    if let Some(t) = &c.token {
+        headers.push(("X-A2A-Notification-Token".to_owned(), t.clone()));
+    }
+    if let (Some(scheme), Some(cred)) = (&c.auth_scheme, &c.auth_credentials) {
+        headers.push(("Authorization".to_owned(), format!("{scheme} {cred}")));
+    }
+    let to = Target {
+        webhook_id: None,
+        job_id: None,
+        url: &c.url,
+        method: "POST",
+        headers,
+    };
+    delivery(to, "a2a.task", body.to_string(), max_attempts)
+}
+
 impl Jobs {
     /// The deliveries reporting a job's end: its callback's, and each
     /// subscription's that wants `job.<status>`.
@@ -138,11 +161,54 @@ impl Jobs {
         out
     }
 
-    /// Read the subscriptions again (after one changed).
+    /// Read the subscriptions again (after one, or an A2A push config,
+    /// changed).
     pub(crate) async fn reload_webhooks(&self) -> crate::error::Result<()> {
         let all = self.store.webhooks().await?;
         self.subscriptions.set(all);
+        self.pushes
+            .store(self.store.any_push_config().await?, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The A2A push notifications of a task's state change: one delivery
+    /// per config of the task, with the client's token and credential,
+    /// signed like every delivery.
+    pub(crate) async fn push_deliveries(&self, event: &crate::bus::Event) -> Vec<DeliveryRow> {
+        let (Some(task), Some(body)) = (event.turn_id.as_deref(), crate::a2a::push_of(event))
+        else {
+            return Vec::new();
+        };
+        let configs = match self.store.push_configs(task).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(task, error = %e, "reading push configs");
+                return Vec::new();
+            }
+        };
+        configs
+            .iter()
+            .map(|c| push_delivery(c, &body, self.max_attempts))
+            .collect()
+    }
+
+    /// Send `body` to one config now (a task that ended before the config
+    /// was written).
+    pub(crate) async fn push_now(
+        &self,
+        c: &PushConfigRow,
+        body: &Value,
+    ) -> crate::error::Result<()> {
+        self.store
+            .insert_deliveries(&[push_delivery(c, body, self.max_attempts)])
+            .await?;
+        self.poke();
+        Ok(())
+    }
+
+    /// Whether any A2A push config exists (see [`Jobs::push_deliveries`]).
+    pub(crate) fn has_pushes(&self) -> bool {
+        self.pushes.load(Ordering::Relaxed)
     }
 }
 
@@ -168,7 +234,19 @@ pub(super) fn spawn_event_forwarder(jobs: Arc<Jobs>) {
                 };
                 // Another node's event is delivered by that node: once
                 // per cluster.
-                if event.remote || jobs.subscriptions.is_empty() {
+                if event.remote {
+                    continue;
+                }
+                if jobs.has_pushes() {
+                    let rows = jobs.push_deliveries(&event).await;
+                    if !rows.is_empty() {
+                        match jobs.store.insert_deliveries(&rows).await {
+                            Ok(()) => jobs.poke(),
+                            Err(e) => tracing::warn!(error = %e, "writing push notifications"),
+                        }
+                    }
+                }
+                if jobs.subscriptions.is_empty() {
                     continue;
                 }
                 let Some(name) = event.kind.webhook_name(&event.data) else {

@@ -9,6 +9,7 @@ mod admin;
 mod approvals;
 mod jobs;
 mod messages;
+mod pushes;
 mod sessions;
 pub(crate) mod system;
 mod team_config;
@@ -97,6 +98,7 @@ pub(crate) fn all() -> Vec<Operation> {
     ops.extend(approvals::operations());
     ops.extend(jobs::operations());
     ops.extend(webhooks::operations());
+    ops.extend(pushes::operations());
     ops.extend(account::operations());
     ops.extend(admin::operations());
     ops

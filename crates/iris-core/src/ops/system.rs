@@ -330,40 +330,7 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_READ),
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: MessageParams| async move {
-                iris.recorder().flush().await;
-                let mut turn = iris
-                    .store()
-                    .turn(&p.message_id)
-                    .await?
-                    .filter(|t| ctx.principal.can_see_team(&t.to_team))
-                    .filter(|t| {
-                        ctx.principal
-                            .agent_team()
-                            .is_none_or(|own| t.from_team == own || t.to_team == own)
-                    })
-                    .ok_or_else(|| {
-                        IrisError::not_found(format!("no message `{}`", p.message_id))
-                    })?;
-                if let Some(live) = iris.pool().live_turn(&p.message_id) {
-                    // Running, or ended but not yet written: memory is ahead of the database.
-                    match live.outcome() {
-                        // Ended: the whole end, as its write will leave the record.
-                        Some(o) => turn.finish(o.finish(turn.events_dropped)),
-                        None => {
-                            turn.status = live.status().as_str().to_owned();
-                            turn.response = Some(live.partial());
-                        }
-                    }
-                }
-                let mut record = MessageRecord::from(turn);
-                record.permissions = iris
-                    .store()
-                    .turn_events_of_kind(&p.message_id, "permission")
-                    .await?
-                    .into_iter()
-                    .map(|e| e.data)
-                    .collect();
-                Ok(record)
+                message_record(&iris, &ctx, &p.message_id).await
             },
         ),
         Operation::new(
@@ -435,4 +402,46 @@ mod tests {
         assert_eq!(iso8601(1_697_567_890_123), "2023-10-17T18:38:10.123Z");
         assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
+}
+
+/// Message `message_id` as the caller may see it (memory ahead of the
+/// database for a running turn): another team's, or for an agent one its
+/// team neither asked nor answered, is `NOT_FOUND`.
+pub(crate) async fn message_record(
+    iris: &Iris,
+    ctx: &Ctx,
+    message_id: &str,
+) -> crate::error::Result<MessageRecord> {
+    iris.recorder().flush().await;
+    let mut turn = iris
+        .store()
+        .turn(message_id)
+        .await?
+        .filter(|t| ctx.principal.can_see_team(&t.to_team))
+        .filter(|t| {
+            ctx.principal
+                .agent_team()
+                .is_none_or(|own| t.from_team == own || t.to_team == own)
+        })
+        .ok_or_else(|| IrisError::not_found(format!("no message `{}`", message_id)))?;
+    if let Some(live) = iris.pool().live_turn(message_id) {
+        // Running, or ended but not yet written: memory is ahead of the database.
+        match live.outcome() {
+            // Ended: the whole end, as its write will leave the record.
+            Some(o) => turn.finish(o.finish(turn.events_dropped)),
+            None => {
+                turn.status = live.status().as_str().to_owned();
+                turn.response = Some(live.partial());
+            }
+        }
+    }
+    let mut record = MessageRecord::from(turn);
+    record.permissions = iris
+        .store()
+        .turn_events_of_kind(message_id, "permission")
+        .await?
+        .into_iter()
+        .map(|e| e.data)
+        .collect();
+    Ok(record)
 }

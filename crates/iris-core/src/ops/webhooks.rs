@@ -144,12 +144,21 @@ fn check_events(events: &[String]) -> Result<()> {
     }
 }
 
-async fn check_url(iris: &Iris, url: &str) -> Result<()> {
+pub(super) async fn check_url(iris: &Iris, url: &str) -> Result<()> {
     let allow = iris_webhooks::AllowHosts::new(&iris.config().webhooks.allow_hosts);
     iris_webhooks::guard::check_url(url, &allow)
         .await
         .map(|_| ())
         .map_err(|e| IrisError::validation("url", e))
+}
+
+impl Iris {
+    /// Whether Iris would send a webhook to `url` (the SSRF guard, with
+    /// `webhooks.allowHosts`): for a transport that checks a destination
+    /// before it sends anything.
+    pub async fn check_webhook_url(&self, url: &str) -> Result<()> {
+        check_url(self, url).await
+    }
 }
 
 async fn get(iris: &Iris, id: &str) -> Result<WebhookRow> {

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use iris_core::a2a::{state_of, task_of, waiting_for};
 use iris_core::{Ctx, Follower, IrisError, TurnEvent};
 use serde_json::{Value, json};
 
@@ -84,7 +85,7 @@ fn card_of(team: &str, t: &Value, base: &str) -> Value {
             "protocolVersion": VERSION,
         }],
         "provider": {"organization": "Iris", "url": base},
-        "capabilities": {"streaming": true, "pushNotifications": false, "extendedAgentCard": true},
+        "capabilities": {"streaming": true, "pushNotifications": true, "extendedAgentCard": true},
         "defaultInputModes": ["text/plain"],
         "defaultOutputModes": ["text/plain"],
         "skills": [{
@@ -185,10 +186,10 @@ async fn rpc(
         "ListTasks" => calls.list(&params).await,
         "CancelTask" => calls.cancel(&params).await,
         "GetExtendedAgentCard" => Ok(card_of(&team, &t, &base(&headers))),
-        m if m.contains("PushNotificationConfig") => Err((
-            -32003,
-            IrisError::validation("method", "push notifications are not served yet"),
-        )),
+        "CreateTaskPushNotificationConfig" => calls.push_create(&params).await,
+        "GetTaskPushNotificationConfig" => calls.push_get(&params).await,
+        "ListTaskPushNotificationConfigs" => calls.push_list(&params).await,
+        "DeleteTaskPushNotificationConfig" => calls.push_delete(&params).await,
         other => Err((
             -32601,
             IrisError::validation("method", format!("no method `{other}`")),
@@ -359,15 +360,126 @@ impl Calls<'_> {
             ));
         }
         let text = Self::text_of(params)?;
+        let push = self.inline_push(params).await?;
         let mut call = json!({"toTeam": self.team, "message": text});
         if let Some(c) = params["message"]["contextId"].as_str() {
             call["sessionId"] = c.into();
         }
-        self.state
+        let follower = self
+            .state
             .iris
             .send_and_follow(&self.ctx, call)
             .await
-            .map_err(|e| (code_of(&e), e))
+            .map_err(|e| (code_of(&e), e))?;
+        if let Some(push) = push {
+            self.push_set(follower.message_id(), &push).await?;
+        }
+        Ok(follower)
+    }
+
+    /// A send's `configuration.taskPushNotificationConfig`, checked before
+    /// anything is sent.
+    async fn inline_push(&self, params: &Value) -> Result<Option<Value>, (i64, IrisError)> {
+        match params.pointer("/configuration/taskPushNotificationConfig") {
+            None | Some(Value::Null) => Ok(None),
+            Some(c) if c["url"].is_string() => {
+                let url = c["url"].as_str().unwrap_or_default();
+                self.state
+                    .iris
+                    .check_webhook_url(url)
+                    .await
+                    .map_err(|e| (-32602, e))?;
+                Ok(Some(c.clone()))
+            }
+            Some(_) => Err((
+                -32602,
+                IrisError::validation(
+                    "configuration.taskPushNotificationConfig.url",
+                    "a push notification config needs a url",
+                ),
+            )),
+        }
+    }
+
+    /// Write push config `c` (A2A's `TaskPushNotificationConfig`) for task
+    /// `task`; the config as A2A shows it.
+    async fn push_set(&self, task: &str, c: &Value) -> Outcome {
+        let mut set = json!({"messageId": task, "url": c["url"]});
+        if let Some(id) = c["id"].as_str().filter(|i| !i.is_empty()) {
+            set["configId"] = id.into();
+        }
+        if let Some(t) = c["token"].as_str().filter(|t| !t.is_empty()) {
+            set["token"] = t.into();
+        }
+        if let Some(scheme) = c["authentication"]["scheme"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+        {
+            set["authentication"] = json!({"scheme": scheme});
+            if let Some(cred) = c["authentication"]["credentials"].as_str() {
+                set["authentication"]["credentials"] = cred.into();
+            }
+        }
+        let row = self.op("task_push_set", set).await?;
+        Ok(push_config_of(&row))
+    }
+
+    /// `CreateTaskPushNotificationConfig`: a config for one of this team's
+    /// tasks.
+    async fn push_create(&self, params: &Value) -> Outcome {
+        let task = Self::task_param(params, "taskId")?;
+        self.task_of_id(task).await?;
+        self.push_set(task, params).await
+    }
+
+    async fn push_get(&self, params: &Value) -> Outcome {
+        let task = Self::task_param(params, "taskId")?;
+        self.task_of_id(task).await?;
+        let id = Self::task_param(params, "id")?;
+        let row = self
+            .op("task_push_get", json!({"messageId": task, "configId": id}))
+            .await?;
+        Ok(push_config_of(&row))
+    }
+
+    async fn push_list(&self, params: &Value) -> Outcome {
+        let task = Self::task_param(params, "taskId")?;
+        self.task_of_id(task).await?;
+        let l = self
+            .op("task_push_list", json!({"messageId": task}))
+            .await?;
+        let configs: Vec<Value> = l["configs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(push_config_of)
+            .collect();
+        Ok(json!({"configs": configs, "nextPageToken": ""}))
+    }
+
+    async fn push_delete(&self, params: &Value) -> Outcome {
+        let task = Self::task_param(params, "taskId")?;
+        self.task_of_id(task).await?;
+        let id = Self::task_param(params, "id")?;
+        self.op(
+            "task_push_delete",
+            json!({"messageId": task, "configId": id}),
+        )
+        .await?;
+        Ok(json!({}))
+    }
+
+    /// A required string parameter.
+    fn task_param<'p>(params: &'p Value, name: &str) -> Result<&'p str, (i64, IrisError)> {
+        params[name]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                (
+                    -32602,
+                    IrisError::validation(name, format!("`{name}` (a string) is required")),
+                )
+            })
     }
 
     /// `SubscribeToTask`: one of this team's turns, followed from its start.
@@ -393,8 +505,12 @@ impl Calls<'_> {
         if let Some(c) = message["contextId"].as_str() {
             call["sessionId"] = c.into();
         }
+        let push = self.inline_push(params).await?;
         let sent = self.op("quick_message", call).await?;
         let id = sent["messageId"].as_str().unwrap_or_default().to_owned();
+        if let Some(push) = push {
+            self.push_set(&id, &push).await?;
+        }
         // (`settle` looks at the task after subscribing: nothing is missed.)
         let watch = self.watch(&sent["sessionId"]);
         let task = if params.pointer("/configuration/returnImmediately") == Some(&json!(true)) {
@@ -645,63 +761,15 @@ impl Calls<'_> {
     }
 }
 
-/// Mark `task` as waiting for the caller's answer to approval `a`: the
-/// request in text and as a data part.
-fn waiting_for(task: &mut Value, a: &Value) {
-    let id = task["id"].clone();
-    task["status"]["state"] = "TASK_STATE_INPUT_REQUIRED".into();
-    task["status"]["message"] = json!({
-    "messageId": format!("{}-{}", id.as_str().unwrap_or_default(), a["id"].as_str().unwrap_or_default()),
-    "contextId": task["contextId"], "taskId": id, "role": "ROLE_AGENT",
-    "parts": [
-        {"text": format!("The agent asks to use {}. Answer on this task with a data part {{\"decision\": \"allow\" | \"deny\", \"reason\": …}}.",
-                         a["toolName"].as_str().unwrap_or("a tool"))},
-        {"data": {"approvalId": a["id"], "toolName": a["toolName"], "input": a["input"]}},
-    ]});
-}
-
-/// A turn's status as an A2A task state.
-fn state_of(status: &str) -> &'static str {
-    match status {
-        "queued" => "TASK_STATE_SUBMITTED",
-        "running" => "TASK_STATE_WORKING",
-        "completed" => "TASK_STATE_COMPLETED",
-        "cancelled" => "TASK_STATE_CANCELED",
-        _ => "TASK_STATE_FAILED",
+/// An Iris push config as A2A's `TaskPushNotificationConfig` (the
+/// credential is never shown back).
+fn push_config_of(row: &Value) -> Value {
+    let mut c = json!({"id": row["id"], "taskId": row["taskId"], "url": row["url"]});
+    if let Some(t) = row["token"].as_str() {
+        c["token"] = t.into();
     }
-}
-
-/// A turn record as an A2A task: its id, its conversation as the context,
-/// its state, the answer as the artifact, the two messages as history.
-fn task_of(m: &Value) -> Value {
-    let state = state_of(m["status"].as_str().unwrap_or_default());
-    let id = m["id"].as_str().unwrap_or_default();
-    let context = m["sessionId"].clone();
-    let at = m["completedAt"]
-        .as_i64()
-        .or_else(|| m["createdAt"].as_i64())
-        .unwrap_or_default();
-    let user = json!({"messageId": format!("{id}-request"), "contextId": context, "taskId": id,
-                      "role": "ROLE_USER", "parts": [{"text": m["request"]}]});
-    let mut status = json!({"state": state, "timestamp": iris_core::iso8601(at)});
-    let mut history = vec![user];
-    let mut artifacts = Vec::new();
-    // The answer (for a turn that failed, what it had written) is the
-    // artifact; a failure's reason is the status message.
-    if let Some(answer) = m["response"].as_str().filter(|a| !a.is_empty()) {
-        let agent = json!({"messageId": format!("{id}-answer"), "contextId": context, "taskId": id,
-                           "role": "ROLE_AGENT", "parts": [{"text": answer}]});
-        status["message"] = agent.clone();
-        history.push(agent);
-        artifacts.push(
-            json!({"artifactId": format!("{id}-answer"), "name": "answer",
-                              "parts": [{"text": answer}]}),
-        );
+    if let Some(s) = row["authScheme"].as_str() {
+        c["authentication"] = json!({"scheme": s});
     }
-    if let Some(error) = m["error"].as_str().filter(|e| !e.is_empty()) {
-        status["message"] = json!({"messageId": format!("{id}-error"), "contextId": context,
-            "taskId": id, "role": "ROLE_AGENT", "parts": [{"text": error}]});
-    }
-    json!({"id": id, "contextId": context, "status": status, "artifacts": artifacts,
-           "history": history, "metadata": {"team": m["toTeam"], "caller": m["fromTeam"]}})
+    c
 }
