@@ -4,6 +4,14 @@ use std::path::PathBuf;
 
 /// The hidden `iris` subcommand that runs the built-in echo agent.
 pub const ECHO_SUBCOMMAND: &str = "agent-echo";
+/// The hidden subcommand of the `iris` binary that bridges to a remote A2A agent.
+pub const A2A_SUBCOMMAND: &str = "agent-a2a";
+/// The bridge's credential for the remote agent (its environment, never
+/// its command line).
+pub const A2A_CREDENTIAL_VAR: &str = "IRIS_A2A_CREDENTIAL";
+/// Hosts the bridge may reach although they resolve to internal addresses
+/// (`webhooks.allowHosts`, comma-separated).
+pub const A2A_ALLOW_HOSTS_VAR: &str = "IRIS_A2A_ALLOW_HOSTS";
 
 /// The variables of Iris's own environment an agent process gets: what a
 /// program needs to run in a user's session, nothing that says where
@@ -31,6 +39,10 @@ pub enum AgentKind {
     /// An Agent Client Protocol agent: one persistent process per session,
     /// JSON-RPC on stdio (see [`crate::acp`]).
     Acp,
+    /// A remote A2A agent: one persistent bridge process per session (the
+    /// `iris` binary's [`A2A_SUBCOMMAND`]) speaking stream-json to Iris and
+    /// A2A over HTTP to the agent its card names.
+    A2a,
 }
 
 impl AgentKind {
@@ -51,6 +63,7 @@ impl AgentKind {
             AgentKind::Echo => "echo",
             AgentKind::Command => "command",
             AgentKind::Acp => "acp",
+            AgentKind::A2a => "a2a",
         }
     }
 }
@@ -132,8 +145,10 @@ impl LaunchSpec {
         cwd: PathBuf,
     ) -> Self {
         let mut args = Vec::new();
-        if kind == AgentKind::Echo {
-            args.push(ECHO_SUBCOMMAND.to_owned());
+        match kind {
+            AgentKind::Echo => args.push(ECHO_SUBCOMMAND.to_owned()),
+            AgentKind::A2a => args.push(A2A_SUBCOMMAND.to_owned()),
+            _ => {}
         }
         args.extend(STREAM_JSON_ARGS.iter().map(|s| (*s).to_owned()));
         args.extend(session.args());

@@ -1,5 +1,6 @@
 //! `iris`: the single binary of Iris.
 
+mod a2a_agent;
 mod admin;
 mod cluster;
 mod commands;
@@ -189,9 +190,17 @@ fn main() -> ExitCode {
     // The echo agent is spawned by the pool as `iris agent-echo …`; it takes
     // the path before clap so it starts fast and accepts Claude's flags as is.
     let mut args = std::env::args();
-    if args.nth(1).as_deref() == Some(iris_agent::launch::ECHO_SUBCOMMAND) {
-        let code = iris_agent::echo::run(args.collect());
-        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    match args.nth(1).as_deref() {
+        Some(iris_agent::launch::ECHO_SUBCOMMAND) => {
+            let code = iris_agent::echo::run(args.collect());
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        // The `a2a` driver's bridge to a remote agent (a2a_agent.rs).
+        Some(iris_agent::launch::A2A_SUBCOMMAND) => {
+            let code = a2a_agent::run(args.collect());
+            return ExitCode::from(u8::try_from(code).unwrap_or(1));
+        }
+        _ => {}
     }
     let cli = Cli::parse();
     let mut source = iris_core::config::ConfigSource {

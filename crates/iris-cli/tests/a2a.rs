@@ -225,7 +225,25 @@ async fn bad_a2a_calls_get_the_protocols_errors() {
     let v = call("demo", rpc("SubscribeToTask", json!({"id": "msg_nope"}))).await;
     assert_eq!(code(&v), Some(-32001), "{v}");
     let v = call("demo", rpc("CreateTaskPushNotificationConfig", json!({}))).await;
-    assert_eq!(code(&v), Some(-32003), "{v}");
+    assert_eq!(code(&v), Some(-32602), "{v}");
+    let v = call(
+        "demo",
+        rpc(
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": "msg_nope", "url": "https://example.com/hook"}),
+        ),
+    )
+    .await;
+    assert_eq!(code(&v), Some(-32001), "{v}");
+    let v = call(
+        "demo",
+        rpc(
+            "GetTaskPushNotificationConfig",
+            json!({"taskId": "msg_nope", "id": "x"}),
+        ),
+    )
+    .await;
+    assert_eq!(code(&v), Some(-32001), "{v}");
     // Nothing was half-written: no turn for the refused sends.
     let h =
         s.h.call("message_history", json!({"team": "demo"}))

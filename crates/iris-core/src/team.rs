@@ -121,7 +121,7 @@ impl Team {
     /// The executable this team runs; `echo_program` is the `iris` binary.
     pub fn program(&self, echo_program: &Path) -> PathBuf {
         match self.profile.agent {
-            AgentKind::Echo => echo_program.to_path_buf(),
+            AgentKind::Echo | AgentKind::A2a => echo_program.to_path_buf(),
             AgentKind::Claude => {
                 PathBuf::from(self.profile.claude_path.as_deref().unwrap_or("claude"))
             }
@@ -202,10 +202,21 @@ impl Team {
             }
         }
         extra.extend(self.profile.args.iter().cloned());
-        let driver: Vec<(&str, &str)> = iris_mcp
+        let mut driver: Vec<(&str, &str)> = iris_mcp
             .map(|(_, token)| (TOKEN_VAR, token))
             .into_iter()
             .collect();
+        if self.profile.agent == AgentKind::A2a {
+            // The bridge's remote: the card's URL as an argument, the
+            // credential in its environment (never on a command line).
+            extra.extend([
+                "--card".to_owned(),
+                self.profile.url.clone().unwrap_or_default(),
+            ]);
+            if let Some(c) = &self.profile.credential {
+                driver.push((iris_agent::launch::A2A_CREDENTIAL_VAR, c));
+            }
+        }
         let env = self.env(&driver);
         LaunchSpec::persistent(
             self.profile.agent,

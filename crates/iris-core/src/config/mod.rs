@@ -823,11 +823,34 @@ impl Config {
             }
             team.path = resolve(base, &team.path).display().to_string();
         }
+        // The a2a bridge reaches its remote through the SSRF guard, with
+        // the hosts webhooks may reach.
+        let allow = cfg.webhooks.allow_hosts.join(",");
+        for profile in cfg.agent_profiles.values_mut() {
+            if profile.agent == AgentKind::A2a && !allow.is_empty() {
+                profile.env.insert(
+                    iris_agent::launch::A2A_ALLOW_HOSTS_VAR.to_owned(),
+                    allow.clone(),
+                );
+            }
+        }
         for (name, profile) in &cfg.agent_profiles {
             if !valid_team_name(name) {
                 errors.push(err(
                     format!("agentProfiles.{name}"),
                     "a profile name is 1-64 letters, digits, `-` or `_`".into(),
+                ));
+            }
+            if profile.agent == AgentKind::A2a
+                && !profile
+                    .url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("http://") || u.starts_with("https://"))
+            {
+                errors.push(err(
+                    format!("agentProfiles.{name}.url"),
+                    "an `a2a` profile needs the remote agent's card URL (http:// or https://)"
+                        .into(),
                 ));
             }
             if profile.agent.needs_command() && profile.command.as_deref().is_none_or(str::is_empty)

@@ -40,6 +40,16 @@ pub struct AgentProfile {
     pub disallowed_tools: Vec<String>,
     #[serde(default)]
     pub prompt_via: PromptVia,
+    /// The remote agent's card (`a2a` profiles): its URL, or the agent's
+    /// base URL (`/.well-known/agent-card.json` is added). Checked by the
+    /// SSRF guard like webhooks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Sent as `Authorization: Bearer <credential>` to the remote agent
+    /// (`a2a` profiles; `${VAR}` reads it from the environment). Never
+    /// shown back.
+    #[serde(default, skip_serializing)]
+    pub credential: Option<String>,
     /// How its teams' agents are confined (a team's own settings over
     /// these, these over the top level's).
     #[serde(default, skip_serializing_if = "super::SandboxConfig::is_default")]
@@ -76,6 +86,8 @@ pub fn builtin_profiles() -> BTreeMap<String, AgentProfile> {
             allowed_tools: Vec::new(),
             disallowed_tools: Vec::new(),
             prompt_via: PromptVia::Arg,
+            url: None,
+            credential: None,
             sandbox: Default::default(),
         },
     )])
@@ -123,6 +135,13 @@ impl AgentProfile {
                     .extend(team.disallowed_tools.iter().cloned());
                 p
             }
+            None if team.agent == Some(AgentKind::A2a) => {
+                return Err((
+                    "profile".into(),
+                    "an `a2a` team names a profile (agentProfiles) with the remote card's `url`"
+                        .into(),
+                ));
+            }
             None => AgentProfile {
                 agent: team.agent.unwrap_or(AgentKind::Claude),
                 description: None,
@@ -134,6 +153,8 @@ impl AgentProfile {
                 allowed_tools: team.allowed_tools.clone(),
                 disallowed_tools: team.disallowed_tools.clone(),
                 prompt_via: PromptVia::Arg,
+                url: None,
+                credential: None,
                 sandbox: Default::default(),
             },
         };

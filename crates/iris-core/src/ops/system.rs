@@ -373,37 +373,6 @@ pub(super) fn operations() -> Vec<Operation> {
     ]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_far_past_the_end_are_empty_not_an_overflow() {
-        assert_eq!(Pagination::offset(1, 50), 0);
-        assert_eq!(Pagination::offset(3, 50), 100);
-        assert_eq!(Pagination::offset(i64::MAX - 1, 50), i64::MAX);
-        assert!(!Pagination::of(i64::MAX - 1, 50, 10).has_next);
-        assert!(Pagination::of(1, 50, 51).has_next);
-    }
-
-    #[test]
-    fn iso_dates() {
-        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
-        for ms in [0, 1_697_567_890_123, 951_782_400_000, -86_400_000] {
-            assert_eq!(parse_time(&iso8601(ms)), Some(ms));
-        }
-        assert_eq!(parse_time("2023-10-17"), Some(1_697_500_800_000));
-        assert_eq!(
-            parse_time("2023-10-17T20:38:10+02:00"),
-            Some(1_697_567_890_000)
-        );
-        assert_eq!(parse_time("2023-13-01"), None);
-        assert_eq!(parse_time("yesterday"), None);
-        assert_eq!(iso8601(1_697_567_890_123), "2023-10-17T18:38:10.123Z");
-        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
-}
-
 /// Message `message_id` as the caller may see it (memory ahead of the
 /// database for a running turn): another team's, or for an agent one its
 /// team neither asked nor answered, is `NOT_FOUND`.
@@ -444,4 +413,35 @@ pub(crate) async fn message_record(
         .map(|e| e.data)
         .collect();
     Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_far_past_the_end_are_empty_not_an_overflow() {
+        assert_eq!(Pagination::offset(1, 50), 0);
+        assert_eq!(Pagination::offset(3, 50), 100);
+        assert_eq!(Pagination::offset(i64::MAX - 1, 50), i64::MAX);
+        assert!(!Pagination::of(i64::MAX - 1, 50, 10).has_next);
+        assert!(Pagination::of(1, 50, 51).has_next);
+    }
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        for ms in [0, 1_697_567_890_123, 951_782_400_000, -86_400_000] {
+            assert_eq!(parse_time(&iso8601(ms)), Some(ms));
+        }
+        assert_eq!(parse_time("2023-10-17"), Some(1_697_500_800_000));
+        assert_eq!(
+            parse_time("2023-10-17T20:38:10+02:00"),
+            Some(1_697_567_890_000)
+        );
+        assert_eq!(parse_time("2023-13-01"), None);
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(iso8601(1_697_567_890_123), "2023-10-17T18:38:10.123Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
 }

@@ -99,6 +99,15 @@ impl Actor {
                 acp.resume = self.pool.store.agent_session(id).await.ok().flatten();
             }
         }
+        if self.team.agent() == iris_agent::AgentKind::A2a
+            && let SessionMode::Resume(id) = &mode
+        {
+            // The remote's context of this conversation, as the bridge said.
+            self.pool.recorder.flush().await;
+            if let Some(context) = self.pool.store.agent_session(id).await.ok().flatten() {
+                spec.args.extend(["--context".to_owned(), context]);
+            }
+        }
         if let Some(dir) = &self.session.worktree {
             spec.cwd = dir.clone();
         }
