@@ -36,6 +36,7 @@ async fn the_python_sdk_sends_gets_lists_and_cancels_tasks() {
     let script = script.display().to_string();
     let seen = client_report(python(), &[&script, &s.base, &key, &limited]).await;
     assert_eq!(seen["tasks"], 2, "{seen}");
+    assert_eq!(seen["streamedInput"], true, "{seen}");
     s.stop().await;
 }
 

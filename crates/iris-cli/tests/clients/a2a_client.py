@@ -11,6 +11,7 @@ import sys
 import uuid
 
 import httpx
+from google.protobuf.struct_pb2 import Struct, Value
 from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.types import (CancelTaskRequest, GetTaskRequest, ListTasksRequest, Message, Part, Role,
                        SendMessageConfiguration, SendMessageRequest, TaskState)
@@ -92,6 +93,26 @@ async def main():
     assert final.state == TaskState.TASK_STATE_COMPLETED, final
     assert any(k == "status_update" for k in kinds[1:-1]), f"the tool use as a working status: {kinds}"
     seen["streamed"] = len(kinds)
+
+    # A streamed send pauses at input-required (the echo agent asks to use
+    # Bash); the answer on the task, streamed too, follows it to its end.
+    last = None
+    async for ev in streaming.send_message(SendMessageRequest(message=msg("asked [[ask=Bash]]"))):
+        if ev.WhichOneof("payload") == "status_update":
+            last = ev.status_update
+    assert last.status.state == TaskState.TASK_STATE_INPUT_REQUIRED, last
+    asked = [p for p in last.status.message.parts if p.HasField("data")]
+    assert asked and asked[0].data.struct_value["toolName"] == "Bash", last
+    answer = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), task_id=last.task_id,
+                     context_id=last.context_id,
+                     parts=[Part(text="yes"), Part(data=Value(struct_value=Struct()))])
+    answer.parts[1].data.struct_value.update({"decision": "allow"})
+    final = None
+    async for ev in streaming.send_message(SendMessageRequest(message=answer)):
+        if ev.WhichOneof("payload") == "status_update":
+            final = ev.status_update.status
+    assert final.state == TaskState.TASK_STATE_COMPLETED, final
+    seen["streamedInput"] = True
 
     # Unknown task; a failed turn is a failed task.
     try:

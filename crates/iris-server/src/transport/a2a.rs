@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use iris_core::a2a::{state_of, task_of, waiting_for};
+use iris_core::bus::{Delivery, EventKind, Subscription};
 use iris_core::{Ctx, Follower, IrisError, TurnEvent};
 use serde_json::{Value, json};
 
@@ -176,7 +177,13 @@ async fn rpc(
     };
     if let Some(streamed) = streamed {
         return Ok(match streamed {
-            Ok(follower) => stream_of(id, follower).into_response(),
+            Ok(Streamed::Follow(follower, asked)) => stream_of(id, follower, asked).into_response(),
+            Ok(Streamed::Snapshot(task)) => {
+                let event = Event::default().data(
+                    json!({"jsonrpc": "2.0", "id": id, "result": {"task": task}}).to_string(),
+                );
+                Sse::new(futures_util::stream::iter([Ok::<_, Infallible>(event)])).into_response()
+            }
             Err((code, e)) => Json(rpc_error(&id, code, &e)).into_response(),
         });
     }
@@ -202,47 +209,106 @@ async fn rpc(
     .into_response())
 }
 
+/// What a streamed call answers: a turn followed (with the team's events,
+/// to see it ask for input), or a task as it is (one waiting for input).
+enum Streamed {
+    Follow(Follower, Subscription),
+    Snapshot(Value),
+}
+
 /// A followed turn as A2A stream responses over SSE, each a JSON-RPC
 /// answer to `id`: the task first, then an artifact update per chunk of
 /// the answer, a working status per tool use, result or plan, and the
-/// final status — after which the stream ends.
-fn stream_of(id: Value, follower: Follower) -> Response {
-    struct Seen {
-        task: String,
-        context: Value,
-        chunks: u64,
+/// final status — after which the stream ends. A permission the agent asks
+/// (an approval of this turn on `asked`, the team's events) is the status
+/// input-required with the request, and the stream ends there too: the
+/// caller answers on the task.
+fn stream_of(id: Value, follower: Follower, asked: Subscription) -> Response {
+    struct Follow {
+        follower: Follower,
+        asked: Option<Subscription>,
+        seen: Seen,
+        done: bool,
     }
-    let seen = Seen {
-        task: follower.message_id().to_owned(),
-        context: Value::Null,
-        chunks: 0,
+    let start = Follow {
+        seen: Seen {
+            task: follower.message_id().to_owned(),
+            context: Value::Null,
+            chunks: 0,
+        },
+        follower,
+        asked: Some(asked),
+        done: false,
     };
-    let events = follower
-        .into_stream()
-        .scan(seen, move |seen, e| {
-            let result = stream_response(seen_task(seen, &e), &e);
-            let out = result.map(|r| {
-                Ok::<_, Infallible>(
-                    Event::default()
-                        .data(json!({"jsonrpc": "2.0", "id": id, "result": r}).to_string()),
-                )
-            });
-            std::future::ready(Some(out))
-        })
-        .filter_map(std::future::ready);
-    fn seen_task<'a>(seen: &'a mut Seen, e: &TurnEvent) -> (&'a str, &'a Value, bool) {
-        if let TurnEvent::Start { session_id, .. } = e {
-            seen.context = json!(session_id);
+    let events = futures_util::stream::unfold(start, |mut st| async move {
+        if st.done {
+            return None;
         }
-        let first = matches!(e, TurnEvent::Chunk { .. }) && {
-            seen.chunks += 1;
-            seen.chunks == 1
-        };
-        (&seen.task, &seen.context, first)
-    }
+        loop {
+            let approval = async {
+                match st.asked.as_mut() {
+                    Some(sub) => sub.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            // (Both are cancel-safe: a turn event not taken stays queued.)
+            tokio::select! {
+                e = st.follower.next() => {
+                    let e = e?;
+                    if let Some(r) = stream_response(st.seen.of(&e), &e) {
+                        return Some((r, st));
+                    }
+                }
+                d = approval => match d {
+                    Some(Delivery::Event(ev))
+                        if ev.kind == EventKind::ApprovalRequested
+                            && ev.turn_id.as_deref() == Some(st.seen.task.as_str()) =>
+                    {
+                        st.done = true;
+                        let mut task = json!({"id": st.seen.task, "contextId": st.seen.context,
+                            "status": {"state": "TASK_STATE_WORKING",
+                                       "timestamp": iris_core::iso8601(now_ms())}});
+                        waiting_for(&mut task, &ev.data);
+                        let update = json!({"statusUpdate": {"taskId": st.seen.task,
+                            "contextId": st.seen.context, "status": task["status"]}});
+                        return Some((update, st));
+                    }
+                    Some(_) => {}
+                    None => st.asked = None,
+                }
+            }
+        }
+    })
+    .map(move |r| {
+        Ok::<_, Infallible>(
+            Event::default().data(json!({"jsonrpc": "2.0", "id": id, "result": r}).to_string()),
+        )
+    });
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// What a stream has seen of its task.
+struct Seen {
+    task: String,
+    context: Value,
+    chunks: u64,
+}
+
+impl Seen {
+    /// Note `e`: the task, its context, whether it is the answer's first
+    /// piece.
+    fn of(&mut self, e: &TurnEvent) -> (&str, &Value, bool) {
+        if let TurnEvent::Start { session_id, .. } = e {
+            self.context = json!(session_id);
+        }
+        let first = matches!(e, TurnEvent::Chunk { .. }) && {
+            self.chunks += 1;
+            self.chunks == 1
+        };
+        (&self.task, &self.context, first)
+    }
 }
 
 /// One turn event as an A2A `StreamResponse` (none for what A2A has no
@@ -348,16 +414,21 @@ impl Calls<'_> {
         Ok(text.join("\n"))
     }
 
-    /// `SendStreamingMessage`: the turn, followed.
-    async fn send_streaming(&self, params: &Value) -> Result<Follower, (i64, IrisError)> {
-        if params["message"]["taskId"].is_string() {
-            return Err((
-                -32602,
-                IrisError::validation(
-                    "message.taskId",
-                    "answer a task waiting for input with SendMessage",
-                ),
-            ));
+    /// `SendStreamingMessage`: the turn, followed — or, for a message on a
+    /// task waiting for input, the answer decided and the task followed
+    /// again.
+    async fn send_streaming(&self, params: &Value) -> Result<Streamed, (i64, IrisError)> {
+        // Subscribed first: an approval asked at once is not missed.
+        let asked = self.state.iris.watch(&format!("team:{}", self.team));
+        if let Some(task) = params["message"]["taskId"].as_str() {
+            self.decide(task, &params["message"]).await?;
+            let follower = self
+                .state
+                .iris
+                .follow(&self.ctx, task, None)
+                .await
+                .map_err(|e| (code_of(&e), e))?;
+            return Ok(Streamed::Follow(follower, asked));
         }
         let text = Self::text_of(params)?;
         let push = self.inline_push(params).await?;
@@ -374,7 +445,7 @@ impl Calls<'_> {
         if let Some(push) = push {
             self.push_set(follower.message_id(), &push).await?;
         }
-        Ok(follower)
+        Ok(Streamed::Follow(follower, asked))
     }
 
     /// A send's `configuration.taskPushNotificationConfig`, checked before
@@ -482,15 +553,22 @@ impl Calls<'_> {
             })
     }
 
-    /// `SubscribeToTask`: one of this team's turns, followed from its start.
-    async fn subscribe(&self, params: &Value) -> Result<Follower, (i64, IrisError)> {
+    /// `SubscribeToTask`: one of this team's turns, followed from its start
+    /// (one waiting for input: as it is).
+    async fn subscribe(&self, params: &Value) -> Result<Streamed, (i64, IrisError)> {
         let id = params["id"].as_str().unwrap_or_default();
-        self.task_of_id(id).await?;
-        self.state
+        let asked = self.state.iris.watch(&format!("team:{}", self.team));
+        let task = self.task_of_id(id).await?;
+        if task["status"]["state"] == "TASK_STATE_INPUT_REQUIRED" {
+            return Ok(Streamed::Snapshot(task));
+        }
+        let follower = self
+            .state
             .iris
             .follow(&self.ctx, id, None)
             .await
-            .map_err(|e| (code_of(&e), e))
+            .map_err(|e| (code_of(&e), e))?;
+        Ok(Streamed::Follow(follower, asked))
     }
 
     /// `SendMessage`: the turn, run to its end (`returnImmediately`: queued
@@ -525,6 +603,15 @@ impl Calls<'_> {
     /// part `{"decision": "allow" | "deny", "reason"?}` decides the
     /// permission the agent asked; then the task as it settles again.
     async fn answer(&self, task: &str, message: &Value) -> Outcome {
+        let current = self.task_of_id(task).await?;
+        let watch = self.watch(&current["contextId"]);
+        self.decide(task, message).await?;
+        self.settle(task, watch).await
+    }
+
+    /// Decide the permission task `task` waits on, as the data part of
+    /// `message` says.
+    async fn decide(&self, task: &str, message: &Value) -> Result<(), (i64, IrisError)> {
         let decision = message["parts"]
             .as_array()
             .into_iter()
@@ -550,7 +637,7 @@ impl Calls<'_> {
             ));
         };
         // Unknown or another team's: nothing is decided.
-        let current = self.task_of_id(task).await?;
+        self.task_of_id(task).await?;
         let Some(approval) = self.waiting_approval(task).await? else {
             return Err((
                 -32602,
@@ -560,13 +647,12 @@ impl Calls<'_> {
                 ),
             ));
         };
-        let watch = self.watch(&current["contextId"]);
         let mut decide = json!({"approvalId": approval["id"], "decision": verdict});
         if let Some(r) = decision["reason"].as_str() {
             decide["reason"] = r.into();
         }
         self.op("approval_decide", decide).await?;
-        self.settle(task, watch).await
+        Ok(())
     }
 
     /// The pending approval turn `id` waits on, if any.
@@ -595,7 +681,6 @@ impl Calls<'_> {
     /// Turn `id` once it has ended or waits for input (an event of the turn
     /// on `watch`, or a look every second).
     async fn settle(&self, id: &str, mut watch: iris_core::bus::Subscription) -> Outcome {
-        use iris_core::bus::{Delivery, EventKind};
         let until = tokio::time::Instant::now() + SETTLE_LIMIT;
         loop {
             let task = self.task_of_id(id).await?;
