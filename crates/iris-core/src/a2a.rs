@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::bus::{Event, EventKind};
-use crate::ops::system::iso8601;
+use crate::clock::iso8601;
 
 /// A turn's status as an A2A task state.
 pub fn state_of(status: &str) -> &'static str {

@@ -6,7 +6,7 @@
 //!    `session_id`, `auth` (iris-auth's types), `config`, `logs`,
 //!    `recorder` (ordered writes), `bus` (the [`bus::Events`] service),
 //!    `cluster` (this node, its link to the others, the cluster's
-//!    events), `worktree`;
+//!    events), `worktree`, `a2a` (a turn as an A2A task);
 //! 2. a team — `team` (its configuration and how its agent starts);
 //! 3. services holding state, one interface each — [`pool::Pool`] (agent
 //!    processes and their turns), [`teams::Teams`] (teams and what they may
@@ -51,11 +51,10 @@ pub mod team;
 pub mod teams;
 pub mod worktree;
 
-pub use clock::now_ms;
+pub use clock::{iso8601, now_ms};
 pub use ctx::{Ctx, TurnWatch};
 pub use error::{ErrorKind, IrisError, Result};
 pub use follow::{Follower, TurnEvent, TurnStream};
 pub use iris::{Health, Iris, StartOptions};
 pub use messaging::Outgoing;
-pub use ops::system::iso8601;
 pub use ops::{dispatch, registry};

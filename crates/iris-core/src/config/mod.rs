@@ -1417,6 +1417,30 @@ mod tests {
     }
 
     #[test]
+    fn an_a2a_profile_needs_its_card_url_and_gets_the_webhook_hosts() {
+        let e = parse("agentProfiles:\n  far:\n    agent: a2a\n").unwrap_err();
+        assert_eq!(e.key_path, "agentProfiles.far.url", "{e:?}");
+        let e = parse("agentProfiles:\n  far:\n    agent: a2a\n    url: ftp://x/\n").unwrap_err();
+        assert_eq!(e.key_path, "agentProfiles.far.url", "{e:?}");
+        let ok = parse(
+            "webhooks:\n  allowHosts: [agents.internal]\nagentProfiles:\n  far:\n    agent: a2a\n    url: https://agents.internal/r/\n    credential: s3cret-token\nteams:\n  review:\n    path: .\n    profile: far\n",
+        )
+        .unwrap();
+        let far = &ok.agent_profiles["far"];
+        assert_eq!(far.agent, AgentKind::A2a);
+        assert_eq!(
+            far.env[iris_agent::launch::A2A_ALLOW_HOSTS_VAR],
+            "agents.internal"
+        );
+        // The credential is never written back out.
+        let shown = serde_json::to_string(far).unwrap();
+        assert!(!shown.contains("s3cret-token"), "{shown}");
+        // A team of the a2a driver without a profile has no card to call.
+        let e = parse("teams:\n  r:\n    path: .\n    agent: a2a\n").unwrap_err();
+        assert!(e.message.contains("names a profile"), "{e:?}");
+    }
+
+    #[test]
     fn an_acp_profile_needs_its_command_named_by_its_key_path() {
         let e = parse("agentProfiles:\n  gem:\n    agent: acp\n    args: [--acp]\n").unwrap_err();
         assert_eq!(e.key_path, "agentProfiles.gem.command", "{e:?}");
