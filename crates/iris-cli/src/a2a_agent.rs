@@ -31,6 +31,8 @@ type Input = Lines<BufReader<Stdin>>;
 
 /// Longest a remote answer may stay silent between two events.
 const SILENCE: Duration = Duration::from_secs(3600);
+/// Longest one call answered at once may take (a task's get, a cancel).
+const CALL_LIMIT: Duration = Duration::from_secs(60);
 
 pub fn run(args: Vec<String>) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -46,9 +48,10 @@ pub fn run(args: Vec<String>) -> i32 {
     rt.block_on(serve(args))
 }
 
+/// The value after the last `flag` (Iris puts its own last).
 fn value_of(args: &[String], flag: &str) -> Option<String> {
     args.iter()
-        .position(|a| a == flag)
+        .rposition(|a| a == flag)
         .and_then(|i| args.get(i + 1))
         .cloned()
 }
@@ -107,6 +110,7 @@ async fn serve(args: Vec<String>) -> i32 {
         open_task: None,
         asked: 0,
         next_id: 0,
+        seen: Default::default(),
     };
     let mut input = BufReader::new(tokio::io::stdin()).lines();
     loop {
@@ -158,15 +162,23 @@ fn result(is_error: bool, text: &str) {
     );
 }
 
-/// The text parts of a message (or an artifact), joined.
+/// The text parts of a message, a line each.
 fn texts(parts: &Value) -> String {
+    text_parts(parts).collect::<Vec<_>>().join("\n")
+}
+
+/// The text of an artifact: its parts in a row (appended pieces of one
+/// answer).
+fn artifact_text(parts: &Value) -> String {
+    text_parts(parts).collect()
+}
+
+fn text_parts(parts: &Value) -> impl Iterator<Item = &str> {
     parts
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|p| p["text"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// What one exchange with the remote ended in.
@@ -197,6 +209,9 @@ struct Bridge {
     open_task: Option<String>,
     asked: u64,
     next_id: u64,
+    /// The artifact text seen of each task (so a snapshot's repeat is not
+    /// said again).
+    seen: std::collections::HashMap<String, String>,
 }
 
 impl Bridge {
@@ -362,11 +377,22 @@ impl Bridge {
         json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
     }
 
-    async fn post(&self, endpoint: &str, body: &Value) -> Result<reqwest::Response, String> {
-        let r = self
+    /// POST a JSON-RPC call; `limited`: one answered at once (a stream is
+    /// not limited).
+    async fn post(
+        &self,
+        endpoint: &str,
+        body: &Value,
+        limited: bool,
+    ) -> Result<reqwest::Response, String> {
+        let mut request = self
             .authorized(self.http.post(endpoint))
             .header("A2A-Version", "1.0")
-            .json(body)
+            .json(body);
+        if limited {
+            request = request.timeout(CALL_LIMIT);
+        }
+        let r = request
             .send()
             .await
             .map_err(|e| format!("calling the remote agent at {endpoint}: {e}"))?;
@@ -383,10 +409,10 @@ impl Bridge {
     /// A JSON-RPC call answered with one JSON body: its result.
     async fn call(&mut self, endpoint: &str, method: &str, params: Value) -> Result<Value, String> {
         let body = self.rpc(method, params);
-        let r = self.post(endpoint, &body).await?;
-        let v: Value = tokio::time::timeout(SILENCE, r.json())
+        let r = self.post(endpoint, &body, true).await?;
+        let v: Value = r
+            .json()
             .await
-            .map_err(|_| "the remote agent did not answer".to_owned())?
             .map_err(|e| format!("the remote agent's answer is not JSON: {e}"))?;
         rpc_result(v)
     }
@@ -396,7 +422,8 @@ impl Bridge {
     }
 
     /// Send `message` and follow the answer to an end, a question or a
-    /// permission asked; an interrupt on stdin cancels the remote task.
+    /// permission asked; an interrupt on stdin (or Iris going away)
+    /// cancels the remote task.
     async fn exchange(
         &mut self,
         endpoint: &str,
@@ -404,39 +431,57 @@ impl Bridge {
         answer: &mut String,
         input: &mut Input,
     ) -> Result<Step, String> {
-        let method = if self.streaming {
-            "SendStreamingMessage"
+        let (method, params) = if self.streaming {
+            ("SendStreamingMessage", json!({"message": message}))
         } else {
-            "SendMessage"
+            // Answered at once with the task, then followed with GetTask:
+            // an interrupt is heard meanwhile.
+            (
+                "SendMessage",
+                json!({"message": message, "configuration": {"returnImmediately": true}}),
+            )
         };
-        let body = self.rpc(method, json!({"message": message}));
-        let response = self.post(endpoint, &body).await?;
-        let mut events = Events::new(response, self.streaming);
+        let body = self.rpc(method, params);
+        let response = self.post(endpoint, &body, !self.streaming).await?;
+        let mut events = Events::new(response, self.streaming).await?;
         let mut task: Option<String> = None;
         let mut cancelled = false;
+        // Interrupted before the remote named its task: cancel it once named.
+        let mut cancel_when_named = false;
         loop {
             tokio::select! {
                 ev = tokio::time::timeout(SILENCE, events.next()) => {
                     let ev = ev.map_err(|_| "the remote agent fell silent".to_owned())??;
                     let Some(ev) = ev else {
-                        if cancelled {
-                            return Ok(Step::Ended { ok: false, text: "cancelled".into() });
-                        }
-                        // A blocking answer that is not an end yet: look again.
-                        if let (false, Some(t)) = (self.streaming, &task) {
+                        // Not an end yet (a blocking answer, or a stream
+                        // cut short): follow the task.
+                        if let Some(t) = &task {
                             tokio::time::sleep(Duration::from_millis(500)).await;
                             let got = self.call(endpoint, "GetTask", json!({"id": t})).await?;
                             events = Events::Once(Some(json!({"task": got})));
                             continue;
+                        }
+                        if cancelled {
+                            return Ok(Step::Ended { ok: false, text: "cancelled".into() });
                         }
                         return Err("the remote agent's answer ended before its task did".into());
                     };
                     if let Some(step) = self.on_response(&ev, answer, &mut task) {
                         return Ok(step);
                     }
+                    if cancel_when_named && let Some(t) = task.clone() {
+                        cancel_when_named = false;
+                        if let Err(e) = self.cancel(endpoint, &t).await {
+                            eprintln!("agent-a2a: cancelling task {t}: {e}");
+                            return Ok(Step::Ended { ok: false, text: "cancelled".into() });
+                        }
+                    }
                 }
                 line = input.next_line(), if !cancelled => {
                     let Some(line) = line.ok().flatten() else {
+                        if let Some(t) = task.clone() {
+                            let _ = self.cancel(endpoint, &t).await;
+                        }
                         return Err("Iris closed the bridge's input".into());
                     };
                     let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
@@ -444,15 +489,14 @@ impl Bridge {
                         answer_control(&v);
                         if v["request"]["subtype"] == "interrupt" {
                             cancelled = true;
-                            match &task {
+                            match task.clone() {
                                 Some(t) => {
-                                    let t = t.clone();
                                     if let Err(e) = self.cancel(endpoint, &t).await {
                                         eprintln!("agent-a2a: cancelling task {t}: {e}");
                                         return Ok(Step::Ended { ok: false, text: "cancelled".into() });
                                     }
                                 }
-                                None => return Ok(Step::Ended { ok: false, text: "cancelled".into() }),
+                                None => cancel_when_named = true,
                             }
                         }
                     }
@@ -482,14 +526,23 @@ impl Bridge {
         if let Some(t) = r.get("task") {
             self.note_context(&t["contextId"]);
             *task = t["id"].as_str().map(str::to_owned);
-            if answer.is_empty() {
-                for a in t["artifacts"].as_array().into_iter().flatten() {
-                    let text = texts(&a["parts"]);
-                    delta(&text);
-                    answer.push_str(&text);
-                }
+            let id = task.clone().unwrap_or_default();
+            // The task's whole text: what this bridge has not yet seen of
+            // it is new (a snapshot repeats what came before).
+            let full: String = t["artifacts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| artifact_text(&a["parts"]))
+                .collect();
+            let seen = self.seen.entry(id.clone()).or_default();
+            if full.len() > seen.len() && full.starts_with(seen.as_str()) {
+                let new = full[seen.len()..].to_owned();
+                delta(&new);
+                answer.push_str(&new);
+                *seen = full;
             }
-            return self.on_status(&t["status"], task.as_deref().unwrap_or_default(), answer);
+            return self.on_status(&t["status"], &id, answer);
         }
         if let Some(m) = r.get("message") {
             self.note_context(&m["contextId"]);
@@ -504,9 +557,13 @@ impl Bridge {
         if let Some(a) = r.get("artifactUpdate") {
             self.note_context(&a["contextId"]);
             *task = a["taskId"].as_str().map(str::to_owned).or(task.take());
-            let text = texts(&a["artifact"]["parts"]);
+            let text = artifact_text(&a["artifact"]["parts"]);
             delta(&text);
             answer.push_str(&text);
+            self.seen
+                .entry(task.clone().unwrap_or_default())
+                .or_default()
+                .push_str(&text);
             return None;
         }
         if let Some(s) = r.get("statusUpdate") {
@@ -567,7 +624,18 @@ impl Bridge {
                     },
                     None => Step::Question {
                         task: task.to_owned(),
-                        text,
+                        text: if text.is_empty() {
+                            // A question in data only: shown as it is.
+                            status["message"]["parts"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|p| p.get("data").map(Value::to_string))
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        } else {
+                            text
+                        },
                     },
                 }
             }
@@ -605,53 +673,50 @@ fn rpc_result(v: Value) -> Result<Value, String> {
 enum Events {
     Stream {
         response: reqwest::Response,
-        buf: String,
+        buf: Vec<u8>,
         done: bool,
     },
     Once(Option<Value>),
-    Pending(Option<reqwest::Response>),
 }
 
 impl Events {
-    fn new(response: reqwest::Response, streaming: bool) -> Self {
+    /// A stream, or the one answer read now (before anything waits on
+    /// Iris's input beside it).
+    async fn new(response: reqwest::Response, streaming: bool) -> Result<Self, String> {
         let sse = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|t| t.starts_with("text/event-stream"));
         if streaming && sse {
-            Events::Stream {
+            return Ok(Events::Stream {
                 response,
-                buf: String::new(),
+                buf: Vec::new(),
                 done: false,
-            }
-        } else {
-            // A blocking answer, or a streamed send refused with one JSON
-            // body.
-            Events::Pending(Some(response))
+            });
         }
+        // A blocking answer, or a streamed send refused with one JSON body.
+        let v: Value = tokio::time::timeout(CALL_LIMIT, response.json())
+            .await
+            .map_err(|_| "the remote agent did not answer".to_owned())?
+            .map_err(|e| format!("the remote agent's answer is not JSON: {e}"))?;
+        Ok(Events::Once(Some(rpc_result(v)?)))
     }
 
     /// The next result; `None` at the end.
     async fn next(&mut self) -> Result<Option<Value>, String> {
         match self {
             Events::Once(v) => Ok(v.take()),
-            Events::Pending(r) => {
-                let Some(r) = r.take() else { return Ok(None) };
-                let v: Value = r
-                    .json()
-                    .await
-                    .map_err(|e| format!("the remote agent's answer is not JSON: {e}"))?;
-                *self = Events::Once(None);
-                rpc_result(v).map(Some)
-            }
             Events::Stream {
                 response,
                 buf,
                 done,
             } => loop {
-                if let Some(end) = buf.find("\n\n") {
-                    let block: String = buf.drain(..end + 2).collect();
+                if let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+                    // A whole event, decoded at once (a character split
+                    // across two reads stays whole).
+                    let block: Vec<u8> = buf.drain(..end + 2).collect();
+                    let block = String::from_utf8_lossy(&block);
                     let data: Vec<&str> = block
                         .lines()
                         .filter_map(|l| l.strip_prefix("data:"))
@@ -669,9 +734,7 @@ impl Events {
                     return Ok(None);
                 }
                 match response.chunk().await {
-                    Ok(Some(bytes)) => {
-                        buf.push_str(&String::from_utf8_lossy(&bytes).replace('\r', ""))
-                    }
+                    Ok(Some(bytes)) => buf.extend(bytes.iter().filter(|b| **b != b'\r')),
                     Ok(None) => *done = true,
                     Err(e) => return Err(format!("reading the remote agent's stream: {e}")),
                 }
@@ -703,9 +766,8 @@ mod tests {
         assert!(e.contains("-32001") && e.contains("no task"), "{e}");
     }
 
-    #[test]
-    fn states_become_steps() {
-        let b = Bridge {
+    fn bridge() -> Bridge {
+        Bridge {
             http: reqwest::Client::new(),
             guard: std::sync::Arc::new(AllowHosts::new(&[])),
             card_url: String::new(),
@@ -716,7 +778,48 @@ mod tests {
             open_task: None,
             asked: 0,
             next_id: 0,
+            seen: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_says_only_what_is_new_of_its_task() {
+        let mut b = bridge();
+        let (mut answer, mut task) = (String::new(), None);
+        let snap = |text: &str, state: &str| {
+            json!({"task": {"id": "t1", "contextId": "c1", "status": {"state": state},
+                            "artifacts": [{"parts": [{"text": text}]}]}})
         };
+        assert!(
+            b.on_response(
+                &snap("remote 1:", "TASK_STATE_WORKING"),
+                &mut answer,
+                &mut task
+            )
+            .is_none()
+        );
+        let end = b.on_response(
+            &snap("remote 1: hi", "TASK_STATE_COMPLETED"),
+            &mut answer,
+            &mut task,
+        );
+        assert_eq!(answer, "remote 1: hi");
+        assert!(matches!(end, Some(Step::Ended { ok: true, text }) if text == "remote 1: hi"));
+        assert_eq!(b.context.as_deref(), Some("c1"));
+        // The same task continued in a later turn: its earlier text is not
+        // this turn's answer.
+        let mut later = String::new();
+        b.on_response(
+            &snap("remote 1: hi", "TASK_STATE_COMPLETED"),
+            &mut later,
+            &mut task,
+        );
+        assert_eq!(later, "");
+    }
+
+    #[test]
+    fn states_become_steps() {
+        let b = bridge();
         let step = |s: Value| b.on_status(&s, "t1", "");
         assert!(step(json!({"state": "TASK_STATE_WORKING"})).is_none());
         assert!(matches!(

@@ -56,6 +56,52 @@ async fn push_notifications_carry_the_token_and_iriss_signature() {
     let script = script.display().to_string();
     let seen = client_report(python(), &[&script, &s.base, &key, secret]).await;
     assert!(seen["inline"].as_u64() >= Some(2), "{seen}");
+    // Another caller who may see the team sees the config, not its token,
+    // and may not delete or replace it.
+    let (operator, _) = s.h.key("operator", None, None).await;
+    let rpc = |method: &str, params: Value| {
+        let (http, url, key) = (s.http.clone(), format!("{}/rpc", s.base), operator.clone());
+        let body = json!({"method": method, "params": params});
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let task = seen["task"].as_str().unwrap();
+    let listed: Value = rpc("task_push_list", json!({"team": "demo", "messageId": task}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let config = &listed["configs"][0];
+    assert!(
+        config["url"].is_string() && config.get("token").is_none_or(Value::is_null),
+        "{listed}"
+    );
+    let id = config["id"].as_str().unwrap();
+    let refused = rpc(
+        "task_push_delete",
+        json!({"team": "demo", "messageId": task, "configId": id}),
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    let refused = rpc(
+        "task_push_set",
+        json!({"team": "demo", "messageId": task, "configId": id, "url": "http://127.0.0.1:9/mine"}),
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    // Another team's name with this task: not found.
+    let other = rpc(
+        "task_push_list",
+        json!({"team": "other", "messageId": task}),
+    )
+    .await;
+    assert_eq!(other.status(), 404);
     s.stop().await;
 }
 
@@ -245,6 +291,15 @@ async fn bad_a2a_calls_get_the_protocols_errors() {
     )
     .await;
     assert_eq!(code(&v), Some(-32001), "{v}");
+    // An inline push config Iris could not send: refused before the send.
+    let mut bad = rpc(
+        "SendMessage",
+        json!({"message": {"messageId": "m-bad", "role": "ROLE_USER", "parts": [{"text": "never sent"}]}}),
+    );
+    bad["params"]["configuration"] = json!({"taskPushNotificationConfig":
+        {"url": "http://127.0.0.1:9/hook", "token": "two\nlines"}});
+    let v = call("demo", bad).await;
+    assert_eq!(code(&v), Some(-32602), "{v}");
     // Nothing was half-written: no turn for the refused sends.
     let h =
         s.h.call("message_history", json!({"team": "demo"}))

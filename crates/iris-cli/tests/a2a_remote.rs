@@ -54,7 +54,8 @@ fn config(remote: &str) -> String {
          agentProfiles:\n  remote:\n    agent: a2a\n    url: {remote}/\n    credential: {SECRET}\n    grantPermission: ask\n\
          \x20 wrongkey:\n    agent: a2a\n    url: {remote}/.well-known/agent-card.json\n    credential: not-the-secret\n\
          \x20 inside:\n    agent: a2a\n    url: http://169.254.169.254/latest\n\
-         teams:\n  far:\n    path: .\n    profile: remote\n  locked:\n    path: .\n    profile: wrongkey\n  metadata:\n    path: .\n    profile: inside\n"
+         \x20 blocking:\n    agent: a2a\n    url: {remote}/blocking/\n    credential: {SECRET}\n\
+         teams:\n  far:\n    path: .\n    profile: remote\n  locked:\n    path: .\n    profile: wrongkey\n  metadata:\n    path: .\n    profile: inside\n  still:\n    path: .\n    profile: blocking\n"
     )
 }
 
@@ -213,6 +214,26 @@ async fn a_remote_a2a_agent_answers_as_a_team_through_rest_and_mcp() {
     .await;
     assert_eq!(code, 200, "{cancelled}");
     let end = ended(&s.h, &slow).await;
+    assert_eq!(end["status"], "cancelled", "{end}");
+
+    // A remote that does not stream: SendMessage, the task followed with
+    // GetTask — and cancelled while followed.
+    let (_, plain) = tell(&s, &key, json!({"toTeam": "still", "message": "hello"})).await;
+    assert_eq!(plain["response"], "remote 1: hello", "{plain}");
+    let id = queue(&s.h, "still", "slow").await;
+    until_some(30, || async {
+        let m = s.h.get_message(&id).await;
+        (m["response"] == "working...").then_some(m)
+    })
+    .await;
+    let m = s.h.get_message(&id).await;
+    s.h.call(
+        "session_cancel",
+        json!({"toTeam": "still", "sessionId": m["sessionId"], "messageId": id}),
+    )
+    .await
+    .unwrap();
+    let end = ended(&s.h, &id).await;
     assert_eq!(end["status"], "cancelled", "{end}");
 
     // A restart of Iris: the conversation goes on in the same remote context.

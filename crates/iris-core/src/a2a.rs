@@ -83,17 +83,20 @@ pub fn waiting_for(task: &mut Value, a: &Value) {
 
 /// The push notification (an A2A `StreamResponse` holding the task) for a
 /// bus event that changes a task's state: started (working), waiting on an
-/// approval (input-required), ended (with the answer as the artifact).
+/// approval (input-required), going on once it is decided or expired
+/// (working), ended (with the answer as the artifact).
 /// `None` for every other event.
 pub fn push_of(e: &Event) -> Option<Value> {
     let id = e.turn_id.as_deref()?;
     let context = json!(e.session_id);
-    let now = iso8601(crate::clock::now_ms());
+    // When it happened (deliveries may arrive out of order).
+    let now = iso8601(e.at);
     let mut task = json!({"id": id, "contextId": context, "artifacts": [],
                           "status": {"state": "TASK_STATE_WORKING", "timestamp": now},
                           "metadata": {"team": e.team}});
     match e.kind {
-        EventKind::TurnStarted => {}
+        // Started, or going on after a permission was decided or expired.
+        EventKind::TurnStarted | EventKind::ApprovalResolved | EventKind::ApprovalExpired => {}
         EventKind::ApprovalRequested => waiting_for(&mut task, &e.data),
         EventKind::TurnCompleted => {
             let d = &e.data;

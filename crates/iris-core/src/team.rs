@@ -135,7 +135,14 @@ impl Team {
     /// (API keys, tokens…; 8 characters or more) and bearer tokens blanked:
     /// for what the agent printed, shown to callers.
     pub(crate) fn redact(&self, text: &str) -> String {
-        redact(text, self.profile.env.values().map(String::as_str))
+        redact(
+            text,
+            self.profile
+                .env
+                .values()
+                .chain(self.profile.credential.iter())
+                .map(String::as_str),
+        )
     }
 
     /// The agent's whole environment: the allowlist of Iris's own
@@ -202,22 +209,28 @@ impl Team {
             }
         }
         extra.extend(self.profile.args.iter().cloned());
-        let mut driver: Vec<(&str, &str)> = iris_mcp
+        let driver: Vec<(&str, &str)> = iris_mcp
             .map(|(_, token)| (TOKEN_VAR, token))
             .into_iter()
             .collect();
+        let allow = self.profile.a2a_allow_hosts.join(",");
+        let mut last: Vec<(&str, &str)> = Vec::new();
         if self.profile.agent == AgentKind::A2a {
-            // The bridge's remote: the card's URL as an argument, the
-            // credential in its environment (never on a command line).
+            // The bridge's remote: the card's URL as its last argument
+            // (the one it reads), the credential and the hosts it may
+            // reach in its environment, over anything a team sets.
             extra.extend([
                 "--card".to_owned(),
                 self.profile.url.clone().unwrap_or_default(),
             ]);
+            last.push((iris_agent::launch::A2A_ALLOW_HOSTS_VAR, &allow));
             if let Some(c) = &self.profile.credential {
-                driver.push((iris_agent::launch::A2A_CREDENTIAL_VAR, c));
+                last.push((iris_agent::launch::A2A_CREDENTIAL_VAR, c));
             }
         }
-        let env = self.env(&driver);
+        let mut env = self.env(&driver);
+        env.retain(|(k, _)| !last.iter().any(|(l, _)| l == k));
+        env.extend(last.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         LaunchSpec::persistent(
             self.profile.agent,
             self.program(echo_program),

@@ -415,6 +415,12 @@ impl Store {
             .execute(&self.pool)
             .await
             .ctx("pruning old deliveries")?;
+        // A2A push configs go with their tasks' history.
+        sqlx::query("DELETE FROM push_configs WHERE created_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .ctx("pruning old push configs")?;
         Ok(turns.rows_affected())
     }
 }

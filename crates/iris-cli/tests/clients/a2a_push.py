@@ -128,6 +128,7 @@ async def main():
         ListTaskPushNotificationConfigsRequest(task_id=task.id))
     assert [c.id for c in listed.configs] != ids and len(listed.configs) == 1, listed
     seen["configs"] = ids
+    seen["task"] = task.id
 
     # A destination the SSRF guard refuses: an error, and no task is made.
     before = (await client.list_tasks(ListTasksRequest())).total_size

@@ -3,7 +3,8 @@ Starlette + uvicorn), started by tests/a2a_remote.rs: the agent an Iris
 team of the `a2a` driver talks to. Prints `PORT <n>` once it listens.
 
     python a2a_remote.py SECRET
-      Every call needs `Authorization: Bearer SECRET` (else 401).
+      Every call needs `Authorization: Bearer SECRET` (else 401). The card
+      at /blocking/.well-known/agent-card.json says it does not stream.
 
 What it answers (streamed as two artifact chunks):
   anything        -> "remote <n>: <text>", n counting the messages of the context
@@ -106,7 +107,14 @@ def main():
         skills=[AgentSkill(id="talk", name="talk", description="talks", tags=["test"])])
     handler = DefaultRequestHandler(agent_executor=Remote(), task_store=InMemoryTaskStore(),
                                     agent_card=card)
-    app = Starlette(routes=create_agent_card_routes(card) + create_jsonrpc_routes(handler, "/"))
+    # The same agent, its card saying it does not stream (the bridge then
+    # sends SendMessage and follows the task with GetTask).
+    blocking = AgentCard()
+    blocking.CopyFrom(card)
+    blocking.capabilities.streaming = False
+    app = Starlette(routes=create_agent_card_routes(card)
+                    + create_agent_card_routes(blocking, card_url="/blocking/.well-known/agent-card.json")
+                    + create_jsonrpc_routes(handler, "/"))
     app.add_middleware(Bearer)
     print(f"PORT {port}", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

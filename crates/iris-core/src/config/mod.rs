@@ -825,13 +825,9 @@ impl Config {
         }
         // The a2a bridge reaches its remote through the SSRF guard, with
         // the hosts webhooks may reach.
-        let allow = cfg.webhooks.allow_hosts.join(",");
         for profile in cfg.agent_profiles.values_mut() {
-            if profile.agent == AgentKind::A2a && !allow.is_empty() {
-                profile.env.insert(
-                    iris_agent::launch::A2A_ALLOW_HOSTS_VAR.to_owned(),
-                    allow.clone(),
-                );
+            if profile.agent == AgentKind::A2a {
+                profile.a2a_allow_hosts = cfg.webhooks.allow_hosts.clone();
             }
         }
         for (name, profile) in &cfg.agent_profiles {
@@ -1428,10 +1424,7 @@ mod tests {
         .unwrap();
         let far = &ok.agent_profiles["far"];
         assert_eq!(far.agent, AgentKind::A2a);
-        assert_eq!(
-            far.env[iris_agent::launch::A2A_ALLOW_HOSTS_VAR],
-            "agents.internal"
-        );
+        assert_eq!(far.a2a_allow_hosts, ["agents.internal"]);
         // The credential is never written back out.
         let shown = serde_json::to_string(far).unwrap();
         assert!(!shown.contains("s3cret-token"), "{shown}");

@@ -50,6 +50,10 @@ pub struct AgentProfile {
     /// shown back.
     #[serde(default, skip_serializing)]
     pub credential: Option<String>,
+    /// Hosts the `a2a` bridge may reach on internal addresses: the
+    /// config's `webhooks.allowHosts`, set when the file is read.
+    #[serde(skip)]
+    pub a2a_allow_hosts: Vec<String>,
     /// How its teams' agents are confined (a team's own settings over
     /// these, these over the top level's).
     #[serde(default, skip_serializing_if = "super::SandboxConfig::is_default")]
@@ -88,6 +92,7 @@ pub fn builtin_profiles() -> BTreeMap<String, AgentProfile> {
             prompt_via: PromptVia::Arg,
             url: None,
             credential: None,
+            a2a_allow_hosts: Vec::new(),
             sandbox: Default::default(),
         },
     )])
@@ -155,6 +160,7 @@ impl AgentProfile {
                 prompt_via: PromptVia::Arg,
                 url: None,
                 credential: None,
+                a2a_allow_hosts: Vec::new(),
                 sandbox: Default::default(),
             },
         };

@@ -12,13 +12,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::system::message_record;
+use super::system::{MessageRecord, message_record};
 use crate::auth::scope;
 use crate::clock::now_ms;
 use crate::ctx::Ctx;
 use crate::error::{IrisError, Result};
 use crate::iris::Iris;
-use crate::registry::Operation;
+use crate::registry::{Operation, Runs};
 
 /// How each notification authenticates to the client's endpoint.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -38,6 +38,9 @@ pub struct Authentication {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SetParams {
+    /// The task's team (its owner runs the call).
+    #[schemars(length(min = 1, max = 64))]
+    pub team: String,
     /// The task (message) reported on.
     #[schemars(length(min = 1, max = 64))]
     pub message_id: String,
@@ -60,6 +63,8 @@ pub struct SetParams {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigParams {
     #[schemars(length(min = 1, max = 64))]
+    pub team: String,
+    #[schemars(length(min = 1, max = 64))]
     pub message_id: String,
     #[schemars(length(min = 1, max = 128))]
     pub config_id: String,
@@ -68,6 +73,8 @@ pub struct ConfigParams {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListParams {
+    #[schemars(length(min = 1, max = 64))]
+    pub team: String,
     #[schemars(length(min = 1, max = 64))]
     pub message_id: String,
 }
@@ -83,6 +90,9 @@ pub struct Deleted {
     pub config_id: String,
     pub deleted: bool,
 }
+
+/// Configs one task may have.
+const MAX_PER_TASK: usize = 10;
 
 /// The task's config `id`, or `NOT_FOUND`.
 async fn config(iris: &Iris, task: &str, id: &str) -> Result<PushConfigRow> {
@@ -102,6 +112,104 @@ async fn changed(iris: &Iris) -> Result<()> {
     Ok(())
 }
 
+/// Message `id` of `team` as the caller may see it.
+async fn task(iris: &Iris, ctx: &Ctx, team: &str, id: &str) -> Result<MessageRecord> {
+    let m = message_record(iris, ctx, id).await?;
+    if m.turn.to_team != team {
+        return Err(IrisError::not_found(format!(
+            "no message `{id}` of team `{team}`"
+        )));
+    }
+    Ok(m)
+}
+
+/// Who may change a config, and read its token: whoever made it, or an
+/// administrator.
+fn owns(ctx: &Ctx, c: &PushConfigRow) -> bool {
+    c.created_by == ctx.principal.actor() || ctx.principal.allows(scope::ADMIN)
+}
+
+/// A config as `ctx` may see it: another caller's token is not shown.
+fn shown(ctx: &Ctx, mut c: PushConfigRow) -> PushConfigRow {
+    if !owns(ctx, &c) {
+        c.token = None;
+    }
+    c
+}
+
+/// Everything a config is checked for, before anything is written (the
+/// A2A transport checks an inline config with it before it sends): the
+/// destination through the SSRF guard, and token and credential as header
+/// values the deliverer can send.
+pub(crate) async fn check_config(
+    iris: &Iris,
+    url: &str,
+    token: Option<&str>,
+    authentication: Option<(&str, Option<&str>)>,
+) -> Result<()> {
+    let long =
+        |field: &str, max: usize| IrisError::validation(field, format!("at most {max} characters"));
+    if url.len() > 2048 {
+        return Err(long("url", 2048));
+    }
+    if token.is_some_and(|t| t.len() > 512) {
+        return Err(long("token", 512));
+    }
+    let mut headers = BTreeMap::new();
+    if let Some(t) = token {
+        headers.insert("X-A2A-Notification-Token".to_owned(), t.to_owned());
+    }
+    if let Some((scheme, credentials)) = authentication {
+        let token68 = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+.^_`|~-".contains(c);
+        if scheme.is_empty() || scheme.len() > 64 || !scheme.chars().all(token68) {
+            return Err(IrisError::validation(
+                "authentication.scheme",
+                "an HTTP authentication scheme (`Bearer`, `Basic`, …)",
+            ));
+        }
+        if credentials.is_some_and(|c| c.len() > 4096) {
+            return Err(long("authentication.credentials", 4096));
+        }
+        if let Some(c) = credentials {
+            headers.insert("Authorization".to_owned(), format!("{scheme} {c}"));
+        }
+    }
+    iris_webhooks::deliver::check_headers(&headers)
+        .map_err(|e| IrisError::validation("token", e))?;
+    super::webhooks::check_url(iris, url).await
+}
+
+impl Iris {
+    /// [`check_config`], for a transport that checks a push config before
+    /// it sends the message the config is for.
+    pub async fn check_push_config(
+        &self,
+        url: &str,
+        token: Option<&str>,
+        authentication: Option<(&str, Option<&str>)>,
+    ) -> Result<()> {
+        check_config(self, url, token, authentication).await
+    }
+}
+
+/// The task's state now as a push (with the request it waits on, if any).
+async fn current(iris: &Iris, m: &MessageRecord) -> Result<serde_json::Value> {
+    let mut task = crate::a2a::task_of(&json!(m));
+    if m.turn.status == "running" {
+        let (pending, _) = iris
+            .store()
+            .approvals(None, Some(&m.turn.to_team), Some("pending"), 1000, 0)
+            .await?;
+        if let Some(a) = pending
+            .iter()
+            .find(|a| a.turn_id.as_deref() == Some(m.turn.id.as_str()))
+        {
+            crate::a2a::waiting_for(&mut task, &json!(a));
+        }
+    }
+    Ok(json!({"task": task}))
+}
+
 pub(super) fn operations() -> Vec<Operation> {
     vec![
         Operation::new(
@@ -110,28 +218,41 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_WRITE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: SetParams| async move {
-                let m = message_record(&iris, &ctx, &p.message_id).await?;
-                super::webhooks::check_url(&iris, &p.url).await?;
+                task(&iris, &ctx, &p.team, &p.message_id).await?;
                 let (scheme, credentials) = match p.authentication {
                     Some(a) => (Some(a.scheme), a.credentials),
                     None => (None, None),
                 };
-                // Header values the deliverer can send.
-                let mut headers = BTreeMap::new();
-                if let Some(t) = &p.token {
-                    headers.insert("X-A2A-Notification-Token".to_owned(), t.clone());
+                let id = p
+                    .config_id
+                    .unwrap_or_else(|| format!("push_{}", ulid::Ulid::new()));
+                let existing = iris.store().push_configs(&p.message_id).await?;
+                match existing.iter().find(|c| c.id == id) {
+                    Some(c) if !owns(&ctx, c) => {
+                        return Err(IrisError::new(crate::error::ErrorKind::Forbidden, format!(
+                            "push config `{id}` was set by another caller"
+                        )));
+                    }
+                    Some(_) => {}
+                    None if existing.len() >= MAX_PER_TASK => {
+                        return Err(IrisError::validation(
+                            "configId",
+                            format!("a task has at most {MAX_PER_TASK} push configs"),
+                        ));
+                    }
+                    None => {}
                 }
-                if let (Some(s), Some(c)) = (&scheme, &credentials) {
-                    headers.insert("Authorization".to_owned(), format!("{s} {c}"));
-                }
-                iris_webhooks::deliver::check_headers(&headers)
-                    .map_err(|e| IrisError::validation("token", e))?;
+                check_config(
+                    &iris,
+                    &p.url,
+                    p.token.as_deref(),
+                    scheme.as_deref().map(|s| (s, credentials.as_deref())),
+                )
+                .await?;
                 let row = PushConfigRow {
-                    id: p
-                        .config_id
-                        .unwrap_or_else(|| format!("push_{}", ulid::Ulid::new())),
+                    id,
                     task_id: p.message_id,
-                    team: m.turn.to_team.clone(),
+                    team: p.team,
                     url: p.url,
                     token: p.token,
                     auth_scheme: scheme,
@@ -143,23 +264,25 @@ pub(super) fn operations() -> Vec<Operation> {
                 changed(&iris).await?;
                 // The task's state now, for a task that started (or ended)
                 // before its config was written: a change racing this one
-                // may be sent twice, never not at all.
+                // may be sent twice, never not at all (this runs on the
+                // team's owner, whose memory and writes it reads).
                 let now = message_record(&iris, &ctx, &row.task_id).await?;
                 if now.turn.status != "queued" {
-                    let task = crate::a2a::task_of(&json!(now));
-                    iris.jobs().push_now(&row, &json!({"task": task})).await?;
+                    iris.jobs().push_now(&row, &current(&iris, &now).await?).await?;
                 }
                 Ok(row)
             },
-        ),
+        )
+        .sends_messages()
+        .on_owner(Runs::OnTeamsOwner),
         Operation::new(
             "task_push_get",
             "One push notification config of a task (never its credential).",
             Some(scope::MESSAGES_READ),
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: ConfigParams| async move {
-                message_record(&iris, &ctx, &p.message_id).await?;
-                config(&iris, &p.message_id, &p.config_id).await
+                task(&iris, &ctx, &p.team, &p.message_id).await?;
+                Ok(shown(&ctx, config(&iris, &p.message_id, &p.config_id).await?))
             },
         ),
         Operation::new(
@@ -168,9 +291,10 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_READ),
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: ListParams| async move {
-                message_record(&iris, &ctx, &p.message_id).await?;
+                task(&iris, &ctx, &p.team, &p.message_id).await?;
+                let configs = iris.store().push_configs(&p.message_id).await?;
                 Ok(ConfigList {
-                    configs: iris.store().push_configs(&p.message_id).await?,
+                    configs: configs.into_iter().map(|c| shown(&ctx, c)).collect(),
                 })
             },
         ),
@@ -180,8 +304,14 @@ pub(super) fn operations() -> Vec<Operation> {
             Some(scope::MESSAGES_WRITE),
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: ConfigParams| async move {
-                message_record(&iris, &ctx, &p.message_id).await?;
-                config(&iris, &p.message_id, &p.config_id).await?;
+                task(&iris, &ctx, &p.team, &p.message_id).await?;
+                let c = config(&iris, &p.message_id, &p.config_id).await?;
+                if !owns(&ctx, &c) {
+                    return Err(IrisError::new(crate::error::ErrorKind::Forbidden, format!(
+                        "push config `{}` was set by another caller",
+                        p.config_id
+                    )));
+                }
                 let deleted = iris
                     .store()
                     .delete_push_config(&p.message_id, &p.config_id)

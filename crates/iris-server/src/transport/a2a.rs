@@ -235,6 +235,7 @@ fn stream_of(id: Value, follower: Follower, asked: Subscription) -> Response {
             task: follower.message_id().to_owned(),
             context: Value::Null,
             chunks: 0,
+            started: false,
         },
         follower,
         asked: Some(asked),
@@ -252,7 +253,10 @@ fn stream_of(id: Value, follower: Follower, asked: Subscription) -> Response {
                 }
             };
             // (Both are cancel-safe: a turn event not taken stays queued.)
+            // The turn's own events first: an approval is said after what
+            // came before it.
             tokio::select! {
+                biased;
                 e = st.follower.next() => {
                     let e = e?;
                     if let Some(r) = stream_response(st.seen.of(&e), &e) {
@@ -265,12 +269,21 @@ fn stream_of(id: Value, follower: Follower, asked: Subscription) -> Response {
                             && ev.turn_id.as_deref() == Some(st.seen.task.as_str()) =>
                     {
                         st.done = true;
+                        if st.seen.context.is_null() {
+                            st.seen.context = json!(ev.session_id);
+                        }
                         let mut task = json!({"id": st.seen.task, "contextId": st.seen.context,
                             "status": {"state": "TASK_STATE_WORKING",
-                                       "timestamp": iris_core::iso8601(now_ms())}});
+                                       "timestamp": iris_core::iso8601(ev.at)}});
                         waiting_for(&mut task, &ev.data);
-                        let update = json!({"statusUpdate": {"taskId": st.seen.task,
-                            "contextId": st.seen.context, "status": task["status"]}});
+                        // A stream that had not yet said its task says it
+                        // now, waiting; else the status changes.
+                        let update = if st.seen.started {
+                            json!({"statusUpdate": {"taskId": st.seen.task,
+                                "contextId": st.seen.context, "status": task["status"]}})
+                        } else {
+                            json!({"task": task})
+                        };
                         return Some((update, st));
                     }
                     Some(_) => {}
@@ -294,6 +307,8 @@ struct Seen {
     task: String,
     context: Value,
     chunks: u64,
+    /// Its start (the `task` event) was sent.
+    started: bool,
 }
 
 impl Seen {
@@ -302,6 +317,7 @@ impl Seen {
     fn of(&mut self, e: &TurnEvent) -> (&str, &Value, bool) {
         if let TurnEvent::Start { session_id, .. } = e {
             self.context = json!(session_id);
+            self.started = true;
         }
         let first = matches!(e, TurnEvent::Chunk { .. }) && {
             self.chunks += 1;
@@ -419,8 +435,12 @@ impl Calls<'_> {
     /// again.
     async fn send_streaming(&self, params: &Value) -> Result<Streamed, (i64, IrisError)> {
         // Subscribed first: an approval asked at once is not missed.
-        let asked = self.state.iris.watch(&format!("team:{}", self.team));
+        let asked = self.state.iris.watch("system");
         if let Some(task) = params["message"]["taskId"].as_str() {
+            if let Some(push) = self.inline_push(params).await? {
+                self.task_of_id(task).await?;
+                self.push_set(task, &push).await?;
+            }
             self.decide(task, &params["message"]).await?;
             let follower = self
                 .state
@@ -454,10 +474,10 @@ impl Calls<'_> {
         match params.pointer("/configuration/taskPushNotificationConfig") {
             None | Some(Value::Null) => Ok(None),
             Some(c) if c["url"].is_string() => {
-                let url = c["url"].as_str().unwrap_or_default();
+                let (_, token, auth) = push_parts(c);
                 self.state
                     .iris
-                    .check_webhook_url(url)
+                    .check_push_config(c["url"].as_str().unwrap_or_default(), token, auth)
                     .await
                     .map_err(|e| (-32602, e))?;
                 Ok(Some(c.clone()))
@@ -475,19 +495,17 @@ impl Calls<'_> {
     /// Write push config `c` (A2A's `TaskPushNotificationConfig`) for task
     /// `task`; the config as A2A shows it.
     async fn push_set(&self, task: &str, c: &Value) -> Outcome {
-        let mut set = json!({"messageId": task, "url": c["url"]});
-        if let Some(id) = c["id"].as_str().filter(|i| !i.is_empty()) {
+        let (id, token, auth) = push_parts(c);
+        let mut set = json!({"team": self.team, "messageId": task, "url": c["url"]});
+        if let Some(id) = id {
             set["configId"] = id.into();
         }
-        if let Some(t) = c["token"].as_str().filter(|t| !t.is_empty()) {
+        if let Some(t) = token {
             set["token"] = t.into();
         }
-        if let Some(scheme) = c["authentication"]["scheme"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-        {
+        if let Some((scheme, credentials)) = auth {
             set["authentication"] = json!({"scheme": scheme});
-            if let Some(cred) = c["authentication"]["credentials"].as_str() {
+            if let Some(cred) = credentials {
                 set["authentication"]["credentials"] = cred.into();
             }
         }
@@ -508,7 +526,10 @@ impl Calls<'_> {
         self.task_of_id(task).await?;
         let id = Self::task_param(params, "id")?;
         let row = self
-            .op("task_push_get", json!({"messageId": task, "configId": id}))
+            .op(
+                "task_push_get",
+                json!({"team": self.team, "messageId": task, "configId": id}),
+            )
             .await?;
         Ok(push_config_of(&row))
     }
@@ -517,7 +538,10 @@ impl Calls<'_> {
         let task = Self::task_param(params, "taskId")?;
         self.task_of_id(task).await?;
         let l = self
-            .op("task_push_list", json!({"messageId": task}))
+            .op(
+                "task_push_list",
+                json!({"team": self.team, "messageId": task}),
+            )
             .await?;
         let configs: Vec<Value> = l["configs"]
             .as_array()
@@ -534,7 +558,7 @@ impl Calls<'_> {
         let id = Self::task_param(params, "id")?;
         self.op(
             "task_push_delete",
-            json!({"messageId": task, "configId": id}),
+            json!({"team": self.team, "messageId": task, "configId": id}),
         )
         .await?;
         Ok(json!({}))
@@ -557,7 +581,7 @@ impl Calls<'_> {
     /// (one waiting for input: as it is).
     async fn subscribe(&self, params: &Value) -> Result<Streamed, (i64, IrisError)> {
         let id = params["id"].as_str().unwrap_or_default();
-        let asked = self.state.iris.watch(&format!("team:{}", self.team));
+        let asked = self.state.iris.watch("system");
         let task = self.task_of_id(id).await?;
         if task["status"]["state"] == "TASK_STATE_INPUT_REQUIRED" {
             return Ok(Streamed::Snapshot(task));
@@ -576,6 +600,10 @@ impl Calls<'_> {
     async fn send(&self, params: &Value) -> Outcome {
         let message = &params["message"];
         if let Some(task) = message["taskId"].as_str() {
+            if let Some(push) = self.inline_push(params).await? {
+                self.task_of_id(task).await?;
+                self.push_set(task, &push).await?;
+            }
             return self.answer(task, message).await.map(|t| json!({"task": t}));
         }
         let text = Self::text_of(params)?;
@@ -857,4 +885,18 @@ fn push_config_of(row: &Value) -> Value {
         c["authentication"] = json!({"scheme": s});
     }
     c
+}
+
+/// A push config's authentication: scheme and credentials.
+type Authentication<'a> = (&'a str, Option<&'a str>);
+
+/// A2A's `TaskPushNotificationConfig` read: its id, token and
+/// authentication (scheme, credentials), each only when given.
+fn push_parts(c: &Value) -> (Option<&str>, Option<&str>, Option<Authentication<'_>>) {
+    fn given(v: &Value) -> Option<&str> {
+        v.as_str().filter(|s| !s.is_empty())
+    }
+    let auth = given(&c["authentication"]["scheme"])
+        .map(|scheme| (scheme, given(&c["authentication"]["credentials"])));
+    (given(&c["id"]), given(&c["token"]), auth)
 }
