@@ -535,6 +535,7 @@ mod tests {
                 "session_diff",
                 "session_fork",
                 "session_reboot",
+                "task_push_set",
                 "team_launch",
                 "team_sleep",
                 "team_wake"
