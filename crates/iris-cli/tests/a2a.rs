@@ -15,6 +15,9 @@ use std::path::PathBuf;
 use common::*;
 use serde_json::{Value, json};
 
+/// Signs the push notifications the SDK clients verify.
+const SIGNING_SECRET: &str = "push-signing-secret-0123456789";
+
 const YAML: &str = "api:\n  port: 0\nteams:\n  demo:\n    path: .\n    agent: echo\n    description: Echoes what it is told.\n  other:\n    path: .\n    agent: echo\n";
 
 fn python() -> PathBuf {
@@ -46,7 +49,7 @@ async fn the_python_sdk_sends_gets_lists_and_cancels_tasks() {
 /// docs/a2a.md says); a destination the SSRF guard refuses writes nothing.
 #[tokio::test]
 async fn push_notifications_carry_the_token_and_iriss_signature() {
-    let secret = "push-signing-secret-0123456789";
+    let secret = SIGNING_SECRET;
     let yaml = format!(
         "webhooks:\n  signingSecret: {secret}\n  allowHosts: ['127.0.0.1']\n  retryBase: 50\n  retryMax: 200\n{YAML}"
     );
@@ -107,12 +110,19 @@ async fn push_notifications_carry_the_token_and_iriss_signature() {
 
 #[tokio::test]
 async fn the_javascript_sdk_sends_streams_gets_and_cancels() {
-    let s = served(YAML).await;
+    let secret = SIGNING_SECRET;
+    let yaml = format!("webhooks:\n  signingSecret: {secret}\n  allowHosts: ['127.0.0.1']\n{YAML}");
+    let s = served(&yaml).await;
     let (key, _) = s.h.key("admin", None, None).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/a2a_client.mjs");
     let script = script.display().to_string();
-    let seen = client_report("node", &[&script, &s.base, &key]).await;
+    let seen = client_report("node", &[&script, &s.base, &key, secret]).await;
     assert!(seen["streamed"].as_u64() >= Some(3), "{seen}");
+    assert_eq!(
+        (&seen["cancelledMidStream"], &seen["pushed"]),
+        (&json!(true), &json!(true)),
+        "{seen}"
+    );
     s.stop().await;
 }
 

@@ -2,14 +2,15 @@
 // /a2a/<team>, run by tests/a2a.rs. Prints one JSON line of what it saw; a
 // failed check throws (non-zero exit).
 //
-//   node a2a_client.mjs BASE KEY
+//   node a2a_client.mjs BASE KEY SIGNING_SECRET
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID, timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
 import { Role, TaskState } from '@a2a-js/sdk';
 import { ClientFactory, ClientFactoryOptions, DefaultAgentCardResolver, JsonRpcTransportFactory } from '@a2a-js/sdk/client';
 import { TaskNotCancelableError, TaskNotFoundError } from '@a2a-js/sdk/errors';
 
-const [base, key] = process.argv.slice(2);
+const [base, key, secret] = process.argv.slice(2);
 // The bearer credential on every request, the card's included.
 const fetchImpl = (url, init = {}) => fetch(url, { ...init, headers: { ...(init.headers ?? {}), Authorization: `Bearer ${key}` } });
 const factory = new ClientFactory(ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
@@ -43,4 +44,42 @@ for await (const ev of client.sendMessageStream(msg('streamed in pieces'))) {
 assert.equal(kinds[0], 'task', kinds.join());
 assert.equal(streamed, 'streamed in pieces');
 assert.equal(last, TaskState.TASK_STATE_COMPLETED);
-console.log(JSON.stringify({ task: task.id, streamed: kinds.length }));
+// Cancel mid-stream: the stream ends with the task canceled.
+let cancelledState;
+let cancelSent = false;
+for await (const ev of client.sendMessageStream(msg('a b c d e f g h i j [[delay=300]]'))) {
+  const p = ev.payload;
+  if (p.$case === 'artifactUpdate' && !cancelSent) {
+    cancelSent = true;
+    const c = await client.cancelTask({ id: p.value.taskId });
+    assert.equal(c.status.state, TaskState.TASK_STATE_CANCELED, JSON.stringify(c));
+  }
+  if (p.$case === 'statusUpdate') cancelledState = p.value.status.state;
+}
+assert.ok(cancelSent, 'an artifact update came before the end');
+assert.equal(cancelledState, TaskState.TASK_STATE_CANCELED);
+
+// A push notification: a config on a task that has ended gets its end at
+// once; checked as docs/a2a.md says (token, Iris's signature, the body).
+const received = [];
+const receiver = http.createServer((req, res) => {
+  let body = '';
+  req.on('data', (c) => { body += c; });
+  req.on('end', () => { received.push({ headers: req.headers, body }); res.end(); });
+});
+await new Promise((ok) => receiver.listen(0, '127.0.0.1', ok));
+const hook = `http://127.0.0.1:${receiver.address().port}/js`;
+const config = await client.createTaskPushNotificationConfig({ taskId: task.id, id: 'js', url: hook, token: 'tok-js' });
+assert.equal(config.url, hook);
+for (let i = 0; i < 300 && received.length === 0; i++) await new Promise((ok) => setTimeout(ok, 100));
+assert.ok(received.length > 0, 'a push notification came');
+const { headers, body } = received[0];
+assert.equal(headers['x-a2a-notification-token'], 'tok-js');
+const sig = Object.fromEntries(headers['x-iris-signature'].split(',').map((p) => p.split('=')));
+const mac = createHmac('sha256', secret).update(`${sig.t}.${body}`).digest('hex');
+assert.ok(timingSafeEqual(Buffer.from(mac), Buffer.from(sig.v1)), 'the signature holds');
+const pushed = JSON.parse(body);
+assert.equal(pushed.task.id, task.id);
+assert.equal(pushed.task.status.state, 'TASK_STATE_COMPLETED');
+receiver.close();
+console.log(JSON.stringify({ task: task.id, streamed: kinds.length, cancelledMidStream: true, pushed: true }));
