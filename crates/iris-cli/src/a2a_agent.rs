@@ -107,7 +107,7 @@ async fn serve(args: Vec<String>) -> i32 {
         endpoint: None,
         streaming: false,
         context: value_of(&args, "--context"),
-        open_task: None,
+        open_task: value_of(&args, "--task"),
         asked: 0,
         next_id: 0,
         seen: Default::default(),
@@ -285,6 +285,8 @@ impl Bridge {
         }
         if let Some(t) = self.open_task.take() {
             message["taskId"] = t.into();
+            // Answered now: a restarted bridge must not answer it again.
+            self.say_state();
         }
         let mut answer = String::new();
         loop {
@@ -307,6 +309,7 @@ impl Bridge {
                     delta(&text);
                     answer.push_str(&text);
                     self.open_task = Some(task);
+                    self.say_state();
                     return result(false, &answer);
                 }
                 Step::Approval {
@@ -512,8 +515,18 @@ impl Bridge {
             && self.context.as_deref() != Some(c)
         {
             self.context = Some(c.to_owned());
-            emit(json!({"type": "system", "subtype": "init", "session_id": c}));
+            self.say_state();
         }
+    }
+
+    /// Tell Iris the remote's context and the task waiting for the
+    /// caller's words, if any (recorded with the turn; given back as
+    /// `--context` and `--task` when the conversation's bridge restarts).
+    fn say_state(&self) {
+        emit(
+            json!({"type": "system", "subtype": "init", "session_id": self.context,
+                    "open_task": self.open_task}),
+        );
     }
 
     /// One `StreamResponse` (or a blocking send's result).

@@ -113,6 +113,9 @@ async fn a_remote_a2a_agent_answers_as_a_team_through_rest_and_mcp() {
     )
     .await;
     assert_eq!(asked["response"], "Which colour?", "{asked}");
+    // The bridge is replaced before the answer (an idle stop, a crash): the
+    // question is still the one answered.
+    kill_first_process(&s.h, "far").await;
     let (_, answered) = tell(
         &s,
         &key,

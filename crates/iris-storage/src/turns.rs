@@ -316,6 +316,16 @@ impl Store {
     /// The agent's own id of conversation `session`, as its last `init`
     /// said (an ACP agent names its sessions itself; Iris resumes with it).
     pub async fn agent_session(&self, session: &str) -> Result<Option<String>> {
+        Ok(self.agent_init(session).await?.and_then(|v| {
+            v.get("session_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        }))
+    }
+
+    /// The last `init` line the agent of conversation `session` wrote (what
+    /// it says of its own state, given back when its process restarts).
+    pub async fn agent_init(&self, session: &str) -> Result<Option<Value>> {
         let row = sqlx::query(
             "SELECT e.data FROM turn_events e JOIN turns t ON t.id = e.turn_id \
              WHERE t.session_id = $1 AND e.kind = 'system' \
@@ -331,11 +341,7 @@ impl Store {
         let data: String = row
             .try_get("data")
             .ctx("reading a conversation's agent session")?;
-        Ok(serde_json::from_str::<Value>(&data).ok().and_then(|v| {
-            v.get("session_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        }))
+        Ok(serde_json::from_str::<Value>(&data).ok())
     }
 
     /// The events of turn `id` of one `kind`, in order.

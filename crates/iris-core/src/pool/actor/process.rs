@@ -102,10 +102,14 @@ impl Actor {
         if self.team.agent() == iris_agent::AgentKind::A2a
             && let SessionMode::Resume(id) = &mode
         {
-            // The remote's context of this conversation, as the bridge said.
+            // The remote's context of this conversation, and a task of it
+            // that asked the caller a question, as the bridge said.
             self.pool.recorder.flush().await;
-            if let Some(context) = self.pool.store.agent_session(id).await.ok().flatten() {
-                spec.args.extend(["--context".to_owned(), context]);
+            let init = self.pool.store.agent_init(id).await.ok().flatten();
+            for (key, flag) in [("session_id", "--context"), ("open_task", "--task")] {
+                if let Some(v) = init.as_ref().and_then(|i| i[key].as_str()) {
+                    spec.args.extend([flag.to_owned(), v.to_owned()]);
+                }
             }
         }
         if let Some(dir) = &self.session.worktree {
