@@ -108,6 +108,57 @@ async fn push_notifications_carry_the_token_and_iriss_signature() {
     s.stop().await;
 }
 
+/// A task whose Iris dies mid-turn: the next start marks it failed and its
+/// push config hears of that end (written before the deliverer starts).
+#[tokio::test]
+async fn a_task_failed_by_a_restart_is_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, hits) = receiver(0);
+    let config = "api:\n  port: 0\nwebhooks:\n  allowHosts: ['127.0.0.1']\n  retryBase: 50\nteams:\n  demo:\n    path: .\n    agent: echo\n";
+    let (mut server, base) = serve_in(dir.path(), config);
+    let key = key_in(dir.path());
+    let sent: Value = reqwest::Client::new()
+        .post(format!("{base}/a2a/demo"))
+        .bearer_auth(&key)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+            "message": {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "never ends [[hang]]"}]},
+            "configuration": {"returnImmediately": true,
+                              "taskPushNotificationConfig": {"url": format!("{hook}/task"), "token": "t"}}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = sent["result"]["task"]["id"].as_str().unwrap().to_owned();
+    let state_seen = |state: &'static str| {
+        let hits = hits.clone();
+        move || {
+            hits.lock()
+                .unwrap()
+                .iter()
+                .any(|(_, b)| b["task"]["status"]["state"] == state)
+        }
+    };
+    eventually("the working notification", state_seen("TASK_STATE_WORKING")).await;
+    // SAFETY: signalling the server this test started.
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGKILL) };
+    let _ = server.0.wait();
+    let (_again, _) = serve_with(dir.path(), &[]);
+    eventually("the failed notification", state_seen("TASK_STATE_FAILED")).await;
+    let hits = hits.lock().unwrap();
+    let failed = hits
+        .iter()
+        .find(|(_, b)| b["task"]["status"]["state"] == "TASK_STATE_FAILED")
+        .unwrap();
+    assert_eq!(failed.1["task"]["id"], task.as_str(), "{:?}", failed.1);
+    assert!(
+        failed.1.to_string().contains("Iris restarted"),
+        "{:?}",
+        failed.1
+    );
+}
+
 #[tokio::test]
 async fn the_javascript_sdk_sends_streams_gets_and_cancels() {
     let secret = SIGNING_SECRET;

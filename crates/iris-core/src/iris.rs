@@ -123,7 +123,7 @@ impl Iris {
             store
         };
         if options.recover {
-            recover(&store).await?;
+            recover(&store, config.webhooks.max_attempts).await?;
         }
         crate::logs::ring().set_capacity(config.settings.log_buffer);
         let bus = Arc::new(Bus::new(options.bus_capacity));
@@ -587,19 +587,37 @@ impl Iris {
 
 /// What a previous run left: pending approvals expire (no process waits
 /// for them any more), unfinished turns fail.
-async fn recover(store: &Store) -> Result<()> {
+async fn recover(store: &Store, max_attempts: i64) -> Result<()> {
     let expired = store
         .expire_pending_approvals("Iris restarted; the agent's process is gone", now_ms())
         .await?;
     if !expired.is_empty() {
         tracing::warn!(approvals = ?expired, "pending approvals of a previous run expired");
     }
-    let failed = store.recover(now_ms()).await?;
-    if failed > 0 {
+    let failed = store.recover_turns(now_ms()).await?;
+    if !failed.is_empty() {
         tracing::warn!(
-            failed,
+            failed = failed.len(),
             "turns left unfinished by a previous run were marked failed"
         );
+    }
+    // Their A2A push configs hear of the end (the deliverer, started
+    // after, sends what is written here).
+    for id in &failed {
+        let configs = store.push_configs(id).await?;
+        let Some(turn) = (if configs.is_empty() {
+            None
+        } else {
+            store.turn(id).await?
+        }) else {
+            continue;
+        };
+        let body = serde_json::json!({"task": crate::a2a::task_of(&serde_json::json!(turn))});
+        let rows: Vec<_> = configs
+            .iter()
+            .map(|c| crate::jobs::push_delivery(c, &body, max_attempts))
+            .collect();
+        store.insert_deliveries(&rows).await?;
     }
     Ok(())
 }

@@ -224,6 +224,19 @@ impl Store {
     /// Work of other nodes sharing the database is not touched; work
     /// written before nodes had ids counts as anyone's.
     pub async fn recover(&self, now: i64) -> Result<u64> {
+        Ok(self.recover_turns(now).await?.len() as u64)
+    }
+
+    /// [`Store::recover`], naming the turns it failed.
+    pub async fn recover_turns(&self, now: i64) -> Result<Vec<String>> {
+        let unfinished: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM turns WHERE status IN ('queued', 'running') AND kind <> 'job'
+             AND (node_id IS NULL OR node_id = $1)",
+        )
+        .bind(self.node())
+        .fetch_all(&self.pool)
+        .await
+        .ctx("reading unfinished turns")?;
         sqlx::query(
             "UPDATE sessions SET process_state = 'stopped'
              WHERE process_state <> 'stopped' AND (node_id IS NULL OR node_id = $1)",
@@ -232,7 +245,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .ctx("resetting process states")?;
-        let done = sqlx::query(
+        sqlx::query(
             "UPDATE turns SET status = 'failed', error = 'Iris restarted before the turn ended', completed_at = $1
              WHERE status IN ('queued', 'running') AND kind <> 'job' AND (node_id IS NULL OR node_id = $2)",
         )
@@ -241,7 +254,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .ctx("failing unfinished turns")?;
-        Ok(done.rows_affected())
+        Ok(unfinished)
     }
 
     pub async fn close(&self) {

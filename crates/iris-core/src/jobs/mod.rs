@@ -34,6 +34,7 @@ use crate::services::Services;
 use crate::teams::Teams;
 
 pub use queue::{JobQueue, LocalQueue, Place, Waiting};
+pub(crate) use report::push_delivery;
 use report::spawn_event_forwarder;
 pub use report::{Subscriptions, job_payload};
 
