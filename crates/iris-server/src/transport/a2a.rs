@@ -177,7 +177,14 @@ async fn rpc(
     };
     if let Some(streamed) = streamed {
         return Ok(match streamed {
-            Ok(Streamed::Follow(follower, asked)) => stream_of(id, follower, asked).into_response(),
+            Ok(Streamed::Follow(follower, asked)) => {
+                let lookup = Lookup {
+                    iris: state.iris.clone(),
+                    ctx: calls.ctx.clone(),
+                    team: team.clone(),
+                };
+                stream_of(id, follower, asked, lookup).into_response()
+            }
             Ok(Streamed::Snapshot(task)) => {
                 let event = Event::default().data(
                     json!({"jsonrpc": "2.0", "id": id, "result": {"task": task}}).to_string(),
@@ -223,10 +230,11 @@ enum Streamed {
 /// (an approval of this turn on `asked`, the team's events) is the status
 /// input-required with the request, and the stream ends there too: the
 /// caller answers on the task.
-fn stream_of(id: Value, follower: Follower, asked: Subscription) -> Response {
+fn stream_of(id: Value, follower: Follower, asked: Subscription, lookup: Lookup) -> Response {
     struct Follow {
         follower: Follower,
         asked: Option<Subscription>,
+        lookup: Lookup,
         seen: Seen,
         done: bool,
     }
@@ -239,6 +247,7 @@ fn stream_of(id: Value, follower: Follower, asked: Subscription) -> Response {
         },
         follower,
         asked: Some(asked),
+        lookup,
         done: false,
     };
     let events = futures_util::stream::unfold(start, |mut st| async move {
@@ -263,19 +272,35 @@ fn stream_of(id: Value, follower: Follower, asked: Subscription) -> Response {
                         return Some((r, st));
                     }
                 }
-                d = approval => match d {
-                    Some(Delivery::Event(ev))
-                        if ev.kind == EventKind::ApprovalRequested
-                            && ev.turn_id.as_deref() == Some(st.seen.task.as_str()) =>
-                    {
+                d = approval => {
+                    let asked = match d {
+                        Some(Delivery::Event(ev))
+                            if ev.kind == EventKind::ApprovalRequested
+                                && ev.turn_id.as_deref() == Some(st.seen.task.as_str()) =>
+                        {
+                            Some((ev.data.clone(), ev.session_id.clone(), ev.at))
+                        }
+                        // Events were missed: listen again, and look for
+                        // what may have been among them.
+                        Some(Delivery::Dropped { .. }) => {
+                            st.asked = Some(st.lookup.iris.watch("system"));
+                            st.lookup.pending(&st.seen.task).await
+                        }
+                        Some(_) => None,
+                        None => {
+                            st.asked = None;
+                            None
+                        }
+                    };
+                    if let Some((approval, session, at)) = asked {
                         st.done = true;
                         if st.seen.context.is_null() {
-                            st.seen.context = json!(ev.session_id);
+                            st.seen.context = json!(session);
                         }
                         let mut task = json!({"id": st.seen.task, "contextId": st.seen.context,
                             "status": {"state": "TASK_STATE_WORKING",
-                                       "timestamp": iris_core::iso8601(ev.at)}});
-                        waiting_for(&mut task, &ev.data);
+                                       "timestamp": iris_core::iso8601(at)}});
+                        waiting_for(&mut task, &approval);
                         // A stream that had not yet said its task says it
                         // now, waiting; else the status changes.
                         let update = if st.seen.started {
@@ -286,8 +311,6 @@ fn stream_of(id: Value, follower: Follower, asked: Subscription) -> Response {
                         };
                         return Some((update, st));
                     }
-                    Some(_) => {}
-                    None => st.asked = None,
                 }
             }
         }
@@ -300,6 +323,37 @@ fn stream_of(id: Value, follower: Follower, asked: Subscription) -> Response {
     Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// Where a stream looks for the approval its task waits on, when it may
+/// have missed the event.
+struct Lookup {
+    iris: std::sync::Arc<iris_core::Iris>,
+    ctx: Ctx,
+    team: String,
+}
+
+impl Lookup {
+    /// The pending approval of task `id`: its row, its conversation, when.
+    async fn pending(&self, id: &str) -> Option<(Value, Option<String>, i64)> {
+        let l = self
+            .iris
+            .dispatch(
+                self.ctx.clone(),
+                "approval_list",
+                json!({"team": self.team, "status": "pending", "limit": 1000}),
+            )
+            .await
+            .ok()?;
+        let a = l["approvals"]
+            .as_array()?
+            .iter()
+            .find(|a| a["turnId"] == id)?
+            .clone();
+        let session = a["sessionId"].as_str().map(str::to_owned);
+        let at = a["createdAt"].as_i64().unwrap_or_else(now_ms);
+        Some((a, session, at))
+    }
 }
 
 /// What a stream has seen of its task.
