@@ -12,6 +12,10 @@ pub const A2A_CREDENTIAL_VAR: &str = "IRIS_A2A_CREDENTIAL";
 /// Hosts the bridge may reach although they resolve to internal addresses
 /// (`webhooks.allowHosts`, comma-separated).
 pub const A2A_ALLOW_HOSTS_VAR: &str = "IRIS_A2A_ALLOW_HOSTS";
+/// The remote's context a restarted bridge continues, and the task of it
+/// that asked the caller a question (as the bridge's last `init` said).
+pub const A2A_CONTEXT_VAR: &str = "IRIS_A2A_CONTEXT";
+pub const A2A_TASK_VAR: &str = "IRIS_A2A_TASK";
 
 /// The variables of Iris's own environment an agent process gets: what a
 /// program needs to run in a user's session, nothing that says where

@@ -12,7 +12,7 @@
 //! | the answer is the question   | input-required in words: the next message continues that task |
 //! | an error `result`            | auth-required, a refused credential, a broken protocol |
 //! | `interrupt`                  | `CancelTask`                                       |
-//! | `system` `init` (`session_id`) | the remote's context id (given back as `--context` to resume) |
+//! | `system` `init` (`session_id`, `open_task`) | the remote's context id and a task waiting for the caller's words (given back in `IRIS_A2A_CONTEXT`, `IRIS_A2A_TASK` when the bridge starts again) |
 //!
 //! The card and the endpoint are reached through the webhooks' SSRF guard
 //! (hosts in `IRIS_A2A_ALLOW_HOSTS` may be internal); the credential comes
@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use iris_agent::launch::{A2A_ALLOW_HOSTS_VAR, A2A_CREDENTIAL_VAR};
+use iris_agent::launch::{A2A_ALLOW_HOSTS_VAR, A2A_CONTEXT_VAR, A2A_CREDENTIAL_VAR, A2A_TASK_VAR};
 use iris_agent::protocol;
 use iris_webhooks::AllowHosts;
 use iris_webhooks::guard::{GuardedResolver, check_url, redirect_policy};
@@ -33,6 +33,9 @@ type Input = Lines<BufReader<Stdin>>;
 const SILENCE: Duration = Duration::from_secs(3600);
 /// Longest one call answered at once may take (a task's get, a cancel).
 const CALL_LIMIT: Duration = Duration::from_secs(60);
+/// How long a cancelled task is followed to its end before the turn ends
+/// anyway.
+const CANCEL_GRACE: Duration = Duration::from_secs(10);
 
 pub fn run(args: Vec<String>) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -54,6 +57,11 @@ fn value_of(args: &[String], flag: &str) -> Option<String> {
         .rposition(|a| a == flag)
         .and_then(|i| args.get(i + 1))
         .cloned()
+}
+
+/// A variable of the bridge's environment, when set and not empty.
+fn given(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
 }
 
 /// The card's URL: as given when it names a JSON file, else the agent's
@@ -101,13 +109,12 @@ async fn serve(args: Vec<String>) -> i32 {
         http,
         guard,
         card_url: card_url(&card),
-        credential: std::env::var(A2A_CREDENTIAL_VAR)
-            .ok()
-            .filter(|c| !c.is_empty()),
+        credential: given(A2A_CREDENTIAL_VAR),
         endpoint: None,
         streaming: false,
-        context: value_of(&args, "--context"),
-        open_task: value_of(&args, "--task"),
+        context: given(A2A_CONTEXT_VAR),
+        open_task: given(A2A_TASK_VAR),
+        task: None,
         asked: 0,
         next_id: 0,
         seen: Default::default(),
@@ -207,6 +214,9 @@ struct Bridge {
     context: Option<String>,
     /// A task of the remote that asked the caller a question.
     open_task: Option<String>,
+    /// The remote task of the exchange under way, once named (cancelled
+    /// when the exchange fails).
+    task: Option<String>,
     asked: u64,
     next_id: u64,
     /// The artifact text seen of each task (so a snapshot's repeat is not
@@ -290,9 +300,18 @@ impl Bridge {
         }
         let mut answer = String::new();
         loop {
+            self.task = None;
             let step = match self.exchange(&endpoint, &message, &mut answer, input).await {
                 Ok(s) => s,
-                Err(e) => return result(true, &e),
+                Err(e) => {
+                    // Nobody follows the remote task any more: stop it.
+                    if let Some(t) = self.task.take()
+                        && let Err(c) = self.cancel(&endpoint, &t).await
+                    {
+                        eprintln!("agent-a2a: cancelling task {t} after an error: {c}");
+                    }
+                    return result(true, &e);
+                }
             };
             match step {
                 Step::Ended { ok, text } => {
@@ -448,14 +467,25 @@ impl Bridge {
         let response = self.post(endpoint, &body, !self.streaming).await?;
         let mut events = Events::new(response, self.streaming).await?;
         let mut task: Option<String> = None;
-        let mut cancelled = false;
+        // Interrupted (and when): the remote task is cancelled, then
+        // followed a little longer to its end.
+        let mut cancelled: Option<tokio::time::Instant> = None;
         // Interrupted before the remote named its task: cancel it once named.
         let mut cancel_when_named = false;
+        let gone = || {
+            Ok(Step::Ended {
+                ok: false,
+                text: "cancelled".into(),
+            })
+        };
         loop {
             tokio::select! {
                 ev = tokio::time::timeout(SILENCE, events.next()) => {
                     let ev = ev.map_err(|_| "the remote agent fell silent".to_owned())??;
                     let Some(ev) = ev else {
+                        if cancelled.is_some_and(|at| at.elapsed() > CANCEL_GRACE) {
+                            return gone();
+                        }
                         // Not an end yet (a blocking answer, or a stream
                         // cut short): follow the task.
                         if let Some(t) = &task {
@@ -464,23 +494,30 @@ impl Bridge {
                             events = Events::Once(Some(json!({"task": got})));
                             continue;
                         }
-                        if cancelled {
-                            return Ok(Step::Ended { ok: false, text: "cancelled".into() });
+                        if cancelled.is_some() {
+                            return gone();
                         }
                         return Err("the remote agent's answer ended before its task did".into());
                     };
-                    if let Some(step) = self.on_response(&ev, answer, &mut task) {
-                        return Ok(step);
-                    }
+                    let step = self.on_response(&ev, answer, &mut task);
+                    self.task.clone_from(&task);
                     if cancel_when_named && let Some(t) = task.clone() {
                         cancel_when_named = false;
                         if let Err(e) = self.cancel(endpoint, &t).await {
                             eprintln!("agent-a2a: cancelling task {t}: {e}");
-                            return Ok(Step::Ended { ok: false, text: "cancelled".into() });
+                            return gone();
                         }
                     }
+                    match step {
+                        // Interrupted: whatever it says now (a question, a
+                        // permission) is not asked of anyone.
+                        Some(Step::Ended { ok: true, .. } | Step::Question { .. } | Step::Approval { .. })
+                            if cancelled.is_some() => return gone(),
+                        Some(step) => return Ok(step),
+                        None => {}
+                    }
                 }
-                line = input.next_line(), if !cancelled => {
+                line = input.next_line() => {
                     let Some(line) = line.ok().flatten() else {
                         if let Some(t) = task.clone() {
                             let _ = self.cancel(endpoint, &t).await;
@@ -490,13 +527,13 @@ impl Bridge {
                     let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
                     if v["type"] == "control_request" {
                         answer_control(&v);
-                        if v["request"]["subtype"] == "interrupt" {
-                            cancelled = true;
+                        if v["request"]["subtype"] == "interrupt" && cancelled.is_none() {
+                            cancelled = Some(tokio::time::Instant::now());
                             match task.clone() {
                                 Some(t) => {
                                     if let Err(e) = self.cancel(endpoint, &t).await {
                                         eprintln!("agent-a2a: cancelling task {t}: {e}");
-                                        return Ok(Step::Ended { ok: false, text: "cancelled".into() });
+                                        return gone();
                                     }
                                 }
                                 None => cancel_when_named = true,
@@ -509,7 +546,7 @@ impl Bridge {
     }
 
     /// Note the remote's context; a new one is said to Iris (it is given
-    /// back as `--context` when the conversation resumes).
+    /// back when the conversation's bridge starts again).
     fn note_context(&mut self, c: &Value) {
         if let Some(c) = c.as_str().filter(|c| !c.is_empty())
             && self.context.as_deref() != Some(c)
@@ -521,7 +558,7 @@ impl Bridge {
 
     /// Tell Iris the remote's context and the task waiting for the
     /// caller's words, if any (recorded with the turn; given back as
-    /// `--context` and `--task` when the conversation's bridge restarts).
+    /// `IRIS_A2A_CONTEXT` and `IRIS_A2A_TASK` when the bridge starts again).
     fn say_state(&self) {
         emit(
             json!({"type": "system", "subtype": "init", "session_id": self.context,
@@ -553,6 +590,12 @@ impl Bridge {
                 let new = full[seen.len()..].to_owned();
                 delta(&new);
                 answer.push_str(&new);
+                *seen = full;
+            } else if !full.is_empty() && full != *seen {
+                // Replaced, not extended: the answer is the new text (what
+                // was streamed of the old cannot be taken back; the turn's
+                // answer is this).
+                *answer = full.clone();
                 *seen = full;
             }
             return self.on_status(&t["status"], &id, answer);
@@ -789,6 +832,7 @@ mod tests {
             streaming: true,
             context: None,
             open_task: None,
+            task: None,
             asked: 0,
             next_id: 0,
             seen: Default::default(),
@@ -828,6 +872,19 @@ mod tests {
             &mut task,
         );
         assert_eq!(later, "");
+        // An artifact replaced, not extended: the answer is the new text.
+        let mut replaced = String::new();
+        b.on_response(
+            &snap("working...", "TASK_STATE_WORKING"),
+            &mut replaced,
+            &mut task,
+        );
+        let end = b.on_response(
+            &snap("done", "TASK_STATE_COMPLETED"),
+            &mut replaced,
+            &mut task,
+        );
+        assert!(matches!(end, Some(Step::Ended { ok: true, text }) if text == "done"));
     }
 
     #[test]

@@ -83,8 +83,8 @@ pub fn waiting_for(task: &mut Value, a: &Value) {
 
 /// The push notification (an A2A `StreamResponse` holding the task) for a
 /// bus event that changes a task's state: started (working), waiting on an
-/// approval (input-required), going on once it is decided or expired
-/// (working), ended (with the answer as the artifact).
+/// approval (input-required), going on once it is decided (working),
+/// ended (with the answer as the artifact).
 /// `None` for every other event.
 pub fn push_of(e: &Event) -> Option<Value> {
     let id = e.turn_id.as_deref()?;
@@ -95,8 +95,9 @@ pub fn push_of(e: &Event) -> Option<Value> {
                           "status": {"state": "TASK_STATE_WORKING", "timestamp": now},
                           "metadata": {"team": e.team}});
     match e.kind {
-        // Started, or going on after a permission was decided or expired.
-        EventKind::TurnStarted | EventKind::ApprovalResolved | EventKind::ApprovalExpired => {}
+        // Started, or going on after a permission was decided. (An expiry
+        // is not said: most come with the turn's end, which follows.)
+        EventKind::TurnStarted | EventKind::ApprovalResolved => {}
         EventKind::ApprovalRequested => waiting_for(&mut task, &e.data),
         EventKind::TurnCompleted => {
             let d = &e.data;

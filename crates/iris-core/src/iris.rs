@@ -594,30 +594,34 @@ async fn recover(store: &Store, max_attempts: i64) -> Result<()> {
     if !expired.is_empty() {
         tracing::warn!(approvals = ?expired, "pending approvals of a previous run expired");
     }
-    let failed = store.recover_turns(now_ms()).await?;
-    if !failed.is_empty() {
-        tracing::warn!(
-            failed = failed.len(),
-            "turns left unfinished by a previous run were marked failed"
-        );
-    }
-    // Their A2A push configs hear of the end (the deliverer, started
-    // after, sends what is written here).
-    for id in &failed {
-        let configs = store.push_configs(id).await?;
-        let Some(turn) = (if configs.is_empty() {
-            None
-        } else {
-            store.turn(id).await?
-        }) else {
+    // Their A2A push configs hear of the end: written first (the deliverer,
+    // started after, sends them), so a failure here leaves the turns to
+    // the next start, which writes them again.
+    let now = now_ms();
+    for id in store.unfinished_turns().await? {
+        let configs = store.push_configs(&id).await?;
+        if configs.is_empty() {
+            continue;
+        }
+        let Some(mut turn) = store.turn(&id).await? else {
             continue;
         };
+        turn.status = "failed".into();
+        turn.error = Some(iris_storage::RESTARTED.into());
+        turn.completed_at = Some(now);
         let body = serde_json::json!({"task": crate::a2a::task_of(&serde_json::json!(turn))});
         let rows: Vec<_> = configs
             .iter()
             .map(|c| crate::jobs::push_delivery(c, &body, max_attempts))
             .collect();
         store.insert_deliveries(&rows).await?;
+    }
+    let failed = store.recover(now).await?;
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            "turns left unfinished by a previous run were marked failed"
+        );
     }
     Ok(())
 }

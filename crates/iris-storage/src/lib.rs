@@ -47,4 +47,4 @@ pub use writes::StoreWrite;
 pub use backend::{Backend, DbSettings, postgres_place, sqlite_file, sqlite_url};
 /// A storage failure, with what was being done.
 pub use error::{Fenced, Patience, Result, StoreError};
-pub use store::{PoolState, Store};
+pub use store::{PoolState, RESTARTED, Store};

@@ -84,6 +84,9 @@ pub struct PoolState {
     pub max: u32,
 }
 
+/// The error of a turn failed by [`Store::recover`].
+pub const RESTARTED: &str = "Iris restarted before the turn ended";
+
 impl Store {
     /// One page of a list: the rows of `l` that `filter` (which pushes a
     /// ` WHERE …`) keeps, in order, `limit` from `offset`, each made by
@@ -224,19 +227,6 @@ impl Store {
     /// Work of other nodes sharing the database is not touched; work
     /// written before nodes had ids counts as anyone's.
     pub async fn recover(&self, now: i64) -> Result<u64> {
-        Ok(self.recover_turns(now).await?.len() as u64)
-    }
-
-    /// [`Store::recover`], naming the turns it failed.
-    pub async fn recover_turns(&self, now: i64) -> Result<Vec<String>> {
-        let unfinished: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM turns WHERE status IN ('queued', 'running') AND kind <> 'job'
-             AND (node_id IS NULL OR node_id = $1)",
-        )
-        .bind(self.node())
-        .fetch_all(&self.pool)
-        .await
-        .ctx("reading unfinished turns")?;
         sqlx::query(
             "UPDATE sessions SET process_state = 'stopped'
              WHERE process_state <> 'stopped' AND (node_id IS NULL OR node_id = $1)",
@@ -245,16 +235,30 @@ impl Store {
         .execute(&self.pool)
         .await
         .ctx("resetting process states")?;
-        sqlx::query(
-            "UPDATE turns SET status = 'failed', error = 'Iris restarted before the turn ended', completed_at = $1
+        let done = sqlx::query(
+            "UPDATE turns SET status = 'failed', error = $3, completed_at = $1
              WHERE status IN ('queued', 'running') AND kind <> 'job' AND (node_id IS NULL OR node_id = $2)",
         )
         .bind(now)
         .bind(self.node())
+        .bind(RESTARTED)
         .execute(&self.pool)
         .await
         .ctx("failing unfinished turns")?;
-        Ok(unfinished)
+        Ok(done.rows_affected())
+    }
+
+    /// The turns [`Store::recover`] would fail (read before it, to report
+    /// their end).
+    pub async fn unfinished_turns(&self) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT id FROM turns WHERE status IN ('queued', 'running') AND kind <> 'job'
+             AND (node_id IS NULL OR node_id = $1)",
+        )
+        .bind(self.node())
+        .fetch_all(&self.pool)
+        .await
+        .ctx("reading unfinished turns")
     }
 
     pub async fn close(&self) {

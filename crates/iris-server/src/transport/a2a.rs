@@ -491,11 +491,11 @@ impl Calls<'_> {
         // Subscribed first: an approval asked at once is not missed.
         let asked = self.state.iris.watch("system");
         if let Some(task) = params["message"]["taskId"].as_str() {
-            if let Some(push) = self.inline_push(params).await? {
-                self.task_of_id(task).await?;
+            let push = self.inline_push(params).await?;
+            self.decide(task, &params["message"]).await?;
+            if let Some(push) = push {
                 self.push_set(task, &push).await?;
             }
-            self.decide(task, &params["message"]).await?;
             let follower = self
                 .state
                 .iris
@@ -517,7 +517,9 @@ impl Calls<'_> {
             .await
             .map_err(|e| (code_of(&e), e))?;
         if let Some(push) = push {
-            self.push_set(follower.message_id(), &push).await?;
+            let id = follower.message_id().to_owned();
+            self.push_set_or_stop(&id, &push, &params["message"]["contextId"])
+                .await?;
         }
         Ok(Streamed::Follow(follower, asked))
     }
@@ -565,6 +567,24 @@ impl Calls<'_> {
         }
         let row = self.op("task_push_set", set).await?;
         Ok(push_config_of(&row))
+    }
+
+    /// A new task's inline config; if it cannot be written (checked
+    /// before the send, it can still be rate limited or meet a database
+    /// error), the task is cancelled: the caller gets the error and no task
+    /// runs that it cannot hear of.
+    async fn push_set_or_stop(&self, task: &str, c: &Value, context: &Value) -> Outcome {
+        match self.push_set(task, c).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let mut cancel = json!({"toTeam": self.team, "messageId": task});
+                if context.is_string() {
+                    cancel["sessionId"] = context.clone();
+                }
+                let _ = self.op("session_cancel", cancel).await;
+                Err(e)
+            }
+        }
     }
 
     /// `CreateTaskPushNotificationConfig`: a config for one of this team's
@@ -654,11 +674,11 @@ impl Calls<'_> {
     async fn send(&self, params: &Value) -> Outcome {
         let message = &params["message"];
         if let Some(task) = message["taskId"].as_str() {
-            if let Some(push) = self.inline_push(params).await? {
-                self.task_of_id(task).await?;
-                self.push_set(task, &push).await?;
-            }
-            return self.answer(task, message).await.map(|t| json!({"task": t}));
+            let push = self.inline_push(params).await?;
+            return self
+                .answer(task, message, push.as_ref())
+                .await
+                .map(|t| json!({"task": t}));
         }
         let text = Self::text_of(params)?;
         let mut call = json!({"toTeam": self.team, "message": text});
@@ -669,7 +689,8 @@ impl Calls<'_> {
         let sent = self.op("quick_message", call).await?;
         let id = sent["messageId"].as_str().unwrap_or_default().to_owned();
         if let Some(push) = push {
-            self.push_set(&id, &push).await?;
+            self.push_set_or_stop(&id, &push, &sent["sessionId"])
+                .await?;
         }
         // (`settle` looks at the task after subscribing: nothing is missed.)
         let watch = self.watch(&sent["sessionId"]);
@@ -684,10 +705,15 @@ impl Calls<'_> {
     /// The caller's next message on a task that waits for input: its data
     /// part `{"decision": "allow" | "deny", "reason"?}` decides the
     /// permission the agent asked; then the task as it settles again.
-    async fn answer(&self, task: &str, message: &Value) -> Outcome {
+    async fn answer(&self, task: &str, message: &Value, push: Option<&Value>) -> Outcome {
         let current = self.task_of_id(task).await?;
         let watch = self.watch(&current["contextId"]);
         self.decide(task, message).await?;
+        // Its push config, once the answer is taken (a refused answer
+        // writes nothing).
+        if let Some(push) = push {
+            self.push_set(task, push).await?;
+        }
         self.settle(task, watch).await
     }
 

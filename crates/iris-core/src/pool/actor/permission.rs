@@ -112,6 +112,8 @@ impl Actor {
             deadline: Instant::now() + Duration::from_millis(timeout),
         });
         let turn = row.turn_id.clone();
+        // What the agent wrote before it asked reaches followers first.
+        self.flush_stream();
         self.publish(EventKind::ApprovalRequested, turn.as_deref(), json!(row));
     }
 

@@ -106,9 +106,14 @@ impl Actor {
             // that asked the caller a question, as the bridge said.
             self.pool.recorder.flush().await;
             let init = self.pool.store.agent_init(id).await.ok().flatten();
-            for (key, flag) in [("session_id", "--context"), ("open_task", "--task")] {
+            // (In its environment: the remote chose them, they are no
+            // arguments of anyone's.)
+            for (key, var) in [
+                ("session_id", iris_agent::launch::A2A_CONTEXT_VAR),
+                ("open_task", iris_agent::launch::A2A_TASK_VAR),
+            ] {
                 if let Some(v) = init.as_ref().and_then(|i| i[key].as_str()) {
-                    spec.args.extend([flag.to_owned(), v.to_owned()]);
+                    spec.env.push((var.to_owned(), v.to_owned()));
                 }
             }
         }

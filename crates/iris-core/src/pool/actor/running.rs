@@ -284,7 +284,9 @@ impl Actor {
                         .filter(|t| !t.is_empty())
                         .or_else(|| result.subtype.clone())
                         .unwrap_or_else(|| "the agent reported an error".into());
-                    (TurnStatus::Failed, Some(reason))
+                    // (It may quote what it was given: the team's secrets
+                    // are blanked, as in its stderr.)
+                    (TurnStatus::Failed, Some(self.team.redact(&reason)))
                 } else {
                     (TurnStatus::Completed, None)
                 };
