@@ -226,15 +226,7 @@ async fn an_acp_turn_streams_its_plan_and_tools_over_sse_and_websocket() {
     .await;
     let server = iris_server::start(h.iris.clone(), None).await.unwrap();
     let message = "two words [[plan=read|answer]] [[tool=Read]]";
-    let body = reqwest::Client::new()
-        .post(format!("http://{}/api/v1/teams/acp/stream", server.addr))
-        .json(&json!({"message": message}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = stream_text(server.addr, "acp", message).await;
     let mut events = Vec::new();
     let mut data = Vec::new();
     for line in body.lines() {

@@ -200,15 +200,7 @@ async fn scenario(home: tempfile::TempDir, yaml: &str, bash: &str, relay: Option
     assert_eq!(pid.len(), 1);
 
     // Streamed over SSE and the WebSocket, as any team's answer.
-    let body = reqwest::Client::new()
-        .post(format!("http://{}/api/v1/teams/agent/stream", server.addr))
-        .json(&json!({"message": "MSG<over sse>"}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = stream_text(server.addr, "agent", "MSG<over sse>").await;
     assert!(body.contains("event: chunk"), "{body}");
     assert!(body.contains(": over sse\""), "{body}");
     let mut ws = ws_connect(&format!("ws://{}/api/v1/stream", server.addr), None).await;

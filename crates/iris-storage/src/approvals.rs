@@ -113,12 +113,14 @@ impl Store {
         Ok(row.as_ref().map(from_row))
     }
 
-    /// Approvals, newest first, of `teams` (all when `None`) and `status`,
-    /// `limit` from `offset`; with the total.
+    /// Approvals, newest first, of `teams` (all when `None`), `team`,
+    /// `turn` and `status`, `limit` from `offset`; with the total.
+    #[allow(clippy::too_many_arguments)]
     pub async fn approvals(
         &self,
         teams: Option<&[String]>,
         team: Option<&str>,
+        turn: Option<&str>,
         status: Option<&str>,
         limit: i64,
         offset: i64,
@@ -127,6 +129,9 @@ impl Store {
             q.push(" WHERE 1 = 1");
             if let Some(t) = team {
                 q.push(" AND team = ").bind(t);
+            }
+            if let Some(t) = turn {
+                q.push(" AND turn_id = ").bind(t);
             }
             if let Some(s) = status {
                 q.push(" AND status = ").bind(s);

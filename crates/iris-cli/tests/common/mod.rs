@@ -485,6 +485,20 @@ pub async fn http(
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// `message` to `team` over `POST /api/v1/teams/<team>/stream` (no
+/// credential) at `addr`: the whole SSE text, once the turn has ended.
+pub async fn stream_text(addr: impl std::fmt::Display, team: &str, message: &str) -> String {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/teams/{team}/stream"))
+        .json(&serde_json::json!({"message": message}))
+        .send()
+        .await
+        .expect("the request is sent")
+        .text()
+        .await
+        .expect("the stream is read")
+}
+
 /// One MCP `tools/call` over Streamable HTTP (revision 2026-07-28, no
 /// session) as `key`: the JSON-RPC answer.
 pub async fn mcp_tool_call(

@@ -23,6 +23,10 @@ pub struct ListParams {
     /// Only this team's.
     #[serde(default)]
     pub team: Option<String>,
+    /// Only those one message's turn asked.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 64))]
+    pub message_id: Option<String>,
     /// pending, allowed, denied or expired.
     #[serde(default)]
     #[schemars(regex(pattern = r"^(pending|allowed|denied|expired)$"))]
@@ -148,7 +152,7 @@ pub(super) fn operations() -> Vec<Operation> {
     vec![
         Operation::new(
             "approval_list",
-            "Permission approvals, newest first: what agents asked to use, and what was decided (filter by team and status).",
+            "Permission approvals, newest first: what agents asked to use, and what was decided (filter by team, message and status).",
             Some(scope::APPROVALS_MANAGE),
             false,
             |iris: Arc<Iris>, ctx: Ctx, p: ListParams| async move {
@@ -158,6 +162,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     .approvals(
                         ctx.principal.teams.as_deref(),
                         p.team.as_deref(),
+                        p.message_id.as_deref(),
                         p.status.as_deref(),
                         p.limit,
                         Pagination::offset(p.page, p.limit),

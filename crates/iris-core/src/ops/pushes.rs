@@ -129,6 +129,17 @@ fn owns(ctx: &Ctx, c: &PushConfigRow) -> bool {
     c.created_by == ctx.principal.actor() || ctx.principal.allows(scope::ADMIN)
 }
 
+/// `FORBIDDEN` unless `ctx` [`owns`] config `c`.
+fn must_own(ctx: &Ctx, c: &PushConfigRow) -> Result<()> {
+    if owns(ctx, c) {
+        return Ok(());
+    }
+    Err(IrisError::new(
+        crate::error::ErrorKind::Forbidden,
+        format!("push config `{}` was set by another caller", c.id),
+    ))
+}
+
 /// A config as `ctx` may see it: another caller's token is not shown.
 fn shown(ctx: &Ctx, mut c: PushConfigRow) -> PushConfigRow {
     if !owns(ctx, &c) {
@@ -198,12 +209,16 @@ async fn current(iris: &Iris, m: &MessageRecord) -> Result<serde_json::Value> {
     if m.turn.status == "running" {
         let (pending, _) = iris
             .store()
-            .approvals(None, Some(&m.turn.to_team), Some("pending"), 1000, 0)
+            .approvals(
+                None,
+                Some(&m.turn.to_team),
+                Some(&m.turn.id),
+                Some("pending"),
+                1,
+                0,
+            )
             .await?;
-        if let Some(a) = pending
-            .iter()
-            .find(|a| a.turn_id.as_deref() == Some(m.turn.id.as_str()))
-        {
+        if let Some(a) = pending.first() {
             crate::a2a::waiting_for(&mut task, &json!(a));
         }
     }
@@ -228,12 +243,7 @@ pub(super) fn operations() -> Vec<Operation> {
                     .unwrap_or_else(|| format!("push_{}", ulid::Ulid::new()));
                 let existing = iris.store().push_configs(&p.message_id).await?;
                 match existing.iter().find(|c| c.id == id) {
-                    Some(c) if !owns(&ctx, c) => {
-                        return Err(IrisError::new(crate::error::ErrorKind::Forbidden, format!(
-                            "push config `{id}` was set by another caller"
-                        )));
-                    }
-                    Some(_) => {}
+                    Some(c) => must_own(&ctx, c)?,
                     None if existing.len() >= MAX_PER_TASK => {
                         return Err(IrisError::validation(
                             "configId",
@@ -305,13 +315,7 @@ pub(super) fn operations() -> Vec<Operation> {
             true,
             |iris: Arc<Iris>, ctx: Ctx, p: ConfigParams| async move {
                 task(&iris, &ctx, &p.team, &p.message_id).await?;
-                let c = config(&iris, &p.message_id, &p.config_id).await?;
-                if !owns(&ctx, &c) {
-                    return Err(IrisError::new(crate::error::ErrorKind::Forbidden, format!(
-                        "push config `{}` was set by another caller",
-                        p.config_id
-                    )));
-                }
+                must_own(&ctx, &config(&iris, &p.message_id, &p.config_id).await?)?;
                 let deleted = iris
                     .store()
                     .delete_push_config(&p.message_id, &p.config_id)

@@ -336,24 +336,31 @@ struct Lookup {
 impl Lookup {
     /// The pending approval of task `id`: its row, its conversation, when.
     async fn pending(&self, id: &str) -> Option<(Value, Option<String>, i64)> {
-        let l = self
-            .iris
-            .dispatch(
-                self.ctx.clone(),
-                "approval_list",
-                json!({"team": self.team, "status": "pending", "limit": 1000}),
-            )
+        let a = pending_approval(&self.iris, &self.ctx, &self.team, id)
             .await
-            .ok()?;
-        let a = l["approvals"]
-            .as_array()?
-            .iter()
-            .find(|a| a["turnId"] == id)?
-            .clone();
+            .ok()
+            .flatten()?;
         let session = a["sessionId"].as_str().map(str::to_owned);
-        let at = a["createdAt"].as_i64().unwrap_or_else(now_ms);
+        let at = a["createdAt"].as_i64().unwrap_or_else(iris_core::now_ms);
         Some((a, session, at))
     }
+}
+
+/// The pending approval turn `id` of `team` waits on, if any.
+async fn pending_approval(
+    iris: &std::sync::Arc<iris_core::Iris>,
+    ctx: &Ctx,
+    team: &str,
+    id: &str,
+) -> Result<Option<Value>, IrisError> {
+    let l = iris
+        .dispatch(
+            ctx.clone(),
+            "approval_list",
+            json!({"team": team, "messageId": id, "status": "pending", "limit": 1}),
+        )
+        .await?;
+    Ok(l["approvals"].get(0).cloned())
 }
 
 /// What a stream has seen of its task.
@@ -391,11 +398,11 @@ fn stream_response((task, context, first): (&str, &Value, bool), e: &TurnEvent) 
     let working = |message: Value| {
         json!({"statusUpdate": {"taskId": task, "contextId": context,
                "status": {"state": "TASK_STATE_WORKING", "message": message,
-                          "timestamp": iris_core::iso8601(now_ms())}}})
+                          "timestamp": iris_core::iso8601(iris_core::now_ms())}}})
     };
     Some(match e {
         TurnEvent::Start { .. } => json!({"task": {"id": task, "contextId": context,
-            "status": {"state": "TASK_STATE_WORKING", "timestamp": iris_core::iso8601(now_ms())}}}),
+            "status": {"state": "TASK_STATE_WORKING", "timestamp": iris_core::iso8601(iris_core::now_ms())}}}),
         TurnEvent::Chunk { data, .. } => {
             json!({"artifactUpdate": {"taskId": task, "contextId": context,
             "artifact": {"artifactId": format!("{task}-answer"), "name": "answer",
@@ -417,21 +424,14 @@ fn stream_response((task, context, first): (&str, &Value, bool), e: &TurnEvent) 
             let state = state_of(json!(status).as_str().unwrap_or_default());
             json!({"statusUpdate": {"taskId": task, "contextId": context,
                 "status": {"state": state, "message": agent(response, Value::Null),
-                           "timestamp": iris_core::iso8601(now_ms())}}})
+                           "timestamp": iris_core::iso8601(iris_core::now_ms())}}})
         }
         TurnEvent::Error { error, .. } => {
             json!({"statusUpdate": {"taskId": task, "contextId": context,
             "status": {"state": "TASK_STATE_FAILED", "message": agent(&error.message, Value::Null),
-                       "timestamp": iris_core::iso8601(now_ms())}}})
+                       "timestamp": iris_core::iso8601(iris_core::now_ms())}}})
         }
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 type Outcome = Result<Value, (i64, IrisError)>;
@@ -765,18 +765,9 @@ impl Calls<'_> {
 
     /// The pending approval turn `id` waits on, if any.
     async fn waiting_approval(&self, id: &str) -> Result<Option<Value>, (i64, IrisError)> {
-        let l = self
-            .op(
-                "approval_list",
-                json!({"team": self.team, "status": "pending", "limit": 1000}),
-            )
-            .await?;
-        Ok(l["approvals"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|a| a["turnId"] == id)
-            .cloned())
+        pending_approval(&self.state.iris, &self.ctx, self.team, id)
+            .await
+            .map_err(|e| (code_of(&e), e))
     }
 
     /// The conversation's events, to wake [`Self::settle`].
