@@ -275,13 +275,16 @@ impl Jobs {
                 if self.queue.running_turn(&job.job.id).is_some() {
                     break;
                 }
-                if self
-                    .store
-                    .job(&job.job.id)
-                    .await?
-                    .is_some_and(|j| j.job.notified)
+                // Ended: by this cancel, or — if the dispatcher had looked
+                // for a cancel just before this one came — on its own, so
+                // quickly that it was never seen running.
+                if let Some(now) = self.store.job(&job.job.id).await?
+                    && now.job.notified
                 {
-                    return Ok(TurnStatus::Queued);
+                    return match now.turn.status.as_str() {
+                        "cancelled" => Ok(TurnStatus::Queued),
+                        other => Err(ended(other)),
+                    };
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -214,6 +214,9 @@ impl JobQueue for LocalQueue {
     fn started(&self, team: &str, tracker: Arc<TurnTracker>) {
         if let Ok(mut s) = self.state.lock() {
             s.dispatching.remove(&tracker.id);
+            // A cancel that came too late for the dispatcher to see is
+            // the running turn's to take (`Jobs::cancel` interrupts it).
+            s.cancelled.remove(&tracker.id);
             s.teams
                 .entry(team.to_owned())
                 .or_default()
