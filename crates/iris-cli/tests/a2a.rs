@@ -11,6 +11,7 @@ mod anthropic_stub;
 mod common;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -330,6 +331,23 @@ async fn bad_a2a_calls_get_the_protocols_errors() {
     );
     let v = call("demo", answer("maybe")).await;
     assert_eq!(code(&v), Some(-32602), "{v}");
+    // A caller who may not cancel is refused before the task's state is
+    // looked at (an ended task is -32002 only to one who may).
+    let (viewer, _) = s.h.key("viewer", None, None).await;
+    let v: Value = s
+        .http
+        .post(format!("{}/a2a/demo", s.base))
+        .bearer_auth(&viewer)
+        .json(&rpc("CancelTask", json!({"id": done["messageId"]})))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["error"]["data"][0]["reason"], "FORBIDDEN", "{v}");
+    let v = call("demo", rpc("CancelTask", json!({"id": done["messageId"]}))).await;
+    assert_eq!(code(&v), Some(-32002), "{v}");
     let v = call("demo", rpc("SubscribeToTask", json!({"id": "msg_nope"}))).await;
     assert_eq!(code(&v), Some(-32001), "{v}");
     let v = call("demo", rpc("CreateTaskPushNotificationConfig", json!({}))).await;
@@ -361,6 +379,110 @@ async fn bad_a2a_calls_get_the_protocols_errors() {
         {"url": "http://127.0.0.1:9/hook", "token": "two\nlines"}});
     let v = call("demo", bad).await;
     assert_eq!(code(&v), Some(-32602), "{v}");
+    // Types checked before anything runs: each of these is -32602 and
+    // sends nothing.
+    let send = |message: Value| rpc("SendMessage", json!({"message": message}));
+    let refused = [
+        send(
+            json!({"messageId": "m", "role": "ROLE_USER", "taskId": 12345, "parts": [{"text": "x"}]}),
+        ),
+        send(json!({"role": "ROLE_USER", "parts": [{"text": "no message id"}]})),
+        send(json!({"messageId": "m", "role": "ROLE_AGENT", "parts": [{"text": "x"}]})),
+        send(json!({"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x", "data": {}}]})),
+        rpc(
+            "SendMessage",
+            json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]},
+                                  "configuration": {"returnImmediately": "yes"}}),
+        ),
+        rpc(
+            "SendMessage",
+            json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]},
+                                  "configuration": {"historyLength": -1}}),
+        ),
+        rpc(
+            "SendMessage",
+            json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]},
+                                  "configuration": {"taskPushNotificationConfig":
+                                      {"url": "https://example.com/h", "id": "x".repeat(129)}}}),
+        ),
+        rpc(
+            "SendMessage",
+            json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]},
+                                  "configuration": {"taskPushNotificationConfig":
+                                      {"url": "https://example.com/h", "token": 12345}}}),
+        ),
+        rpc(
+            "SendMessage",
+            json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]},
+                                  "configuration": {"taskPushNotificationConfig":
+                                      {"url": "https://example.com/h", "authentication": {"credentials": "c"}}}}),
+        ),
+        rpc(
+            "SendMessage",
+            json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]},
+                                  "configuration": {"taskPushNotificationConfig":
+                                      {"url": "https://example.com/h", "extra": 1}}}),
+        ),
+        rpc("ListTasks", json!({"contextId": 5})),
+        rpc("ListTasks", json!({"status": "TASK_STATE_WORKING"})),
+        rpc("GetTask", json!({"id": "msg_nope", "historyLength": -1})),
+        json!({"jsonrpc": "2.0", "id": 7, "method": "GetTask", "params": [1]}),
+    ];
+    for body in refused {
+        let v = call("demo", body.clone()).await;
+        assert_eq!(code(&v), Some(-32602), "{body}: {v}");
+    }
+    // Envelopes that cannot be answered as JSON-RPC asks: nothing runs.
+    for body in [
+        json!({"jsonrpc": "2.0", "method": "SendMessage", "params": {"message":
+            {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "a notification"}]}}}),
+        json!({"jsonrpc": "2.0", "id": {"a": 1}, "method": "GetTask", "params": {"id": "x"}}),
+        json!({"jsonrpc": "2.0", "id": true, "method": "GetTask", "params": {"id": "x"}}),
+        json!({"jsonrpc": "2.0", "id": 1.5, "method": "GetTask", "params": {"id": "x"}}),
+        json!([{"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "x"}}]),
+    ] {
+        let v = call("demo", body.clone()).await;
+        assert_eq!(
+            (code(&v), &v["id"]),
+            (Some(-32600), &Value::Null),
+            "{body}: {v}"
+        );
+        assert_eq!(v["error"]["data"][0]["reason"], "VALIDATION_ERROR", "{v}");
+    }
+    // A long value named in an error is cut, as in every error body.
+    let v = call("demo", rpc("GetTask", json!({"id": "x".repeat(100_000)}))).await;
+    assert_eq!(code(&v), Some(-32602), "{}", &v.to_string()[..200]);
+    assert!(v.to_string().len() < 4_000, "{}", v.to_string().len());
+    // Versions: 1 and 1.<n> are served, anything else is -32009.
+    for (version, served) in [
+        ("1", true),
+        ("1.1", true),
+        ("1.999-evil", false),
+        ("1.", false),
+        ("0.3", false),
+    ] {
+        let r = s
+            .http
+            .post(format!("{}/a2a/demo", s.base))
+            .bearer_auth(&key)
+            .header("A2A-Version", version)
+            .json(&rpc("GetTask", json!({"id": "msg_nope"})))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        let want = if served { -32001 } else { -32009 };
+        assert_eq!(code(&v), Some(want), "{version}: {v}");
+    }
+    // A body over axum's default 2 MiB but within api.maxBodyBytes is
+    // read (and its text, over the message limit, refused as such).
+    let v = call(
+        "demo",
+        send(json!({"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "y".repeat(3 << 20)}]})),
+    )
+    .await;
+    assert_eq!(code(&v), Some(-32602), "{}", &v.to_string()[..300]);
+    assert!(v.to_string().len() < 4_000, "cut: {}", v.to_string().len());
     // Nothing was half-written: no turn for the refused sends.
     let h =
         s.h.call("message_history", json!({"team": "demo"}))
@@ -377,5 +499,138 @@ async fn bad_a2a_calls_get_the_protocols_errors() {
         .unwrap();
     let v: Value = r.json().await.unwrap();
     assert_eq!(code(&v), Some(-32700), "{v}");
+    s.stop().await;
+}
+
+/// Input-required is for callers who may decide approvals: to an operator
+/// (no `approvals:manage`) a wait stays working — on its stream, in
+/// `GetTask` and in the pushes of a config it set — while an
+/// administrator's config hears of it; once decided, the operator's stream
+/// goes on to the end.
+#[tokio::test]
+async fn a_caller_who_may_not_decide_sees_the_wait_as_working() {
+    let yaml = "webhooks:\n  allowHosts: ['127.0.0.1']\n  retryBase: 50\napi:\n  port: 0\nteams:\n  gated:\n    path: .\n    agent: echo\n    grantPermission: ask\n";
+    let s = served(yaml).await;
+    let (admin, _) = s.h.key("admin", None, None).await;
+    let (operator, _) = s.h.key("operator", None, None).await;
+    let (hook, hits) = receiver(0);
+    let post = |key: &str, body: Value| {
+        s.http
+            .post(format!("{}/a2a/gated", s.base))
+            .bearer_auth(key)
+            .header("A2A-Version", "1.0")
+            .json(&body)
+            .send()
+    };
+    let stream = post(
+        &operator,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage", "params": {
+            "message": {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "[[ask=Bash]] after"}]},
+            "configuration": {"taskPushNotificationConfig": {"url": format!("{hook}/operator")}}}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stream.status(), 200);
+    // The task, waiting, as the administrator sees it.
+    let pending = loop {
+        let l =
+            s.h.call(
+                "approval_list",
+                json!({"team": "gated", "status": "pending"}),
+            )
+            .await
+            .unwrap();
+        if let Some(a) = l["approvals"].get(0) {
+            break a.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let task = pending["turnId"].as_str().unwrap().to_owned();
+    let get = |key: String| {
+        let body = json!({"jsonrpc": "2.0", "id": 2, "method": "GetTask", "params": {"id": task}});
+        let req = post(&key, body);
+        async move { req.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let state = |v: &Value| v["result"]["status"]["state"].as_str().map(str::to_owned);
+    assert_eq!(
+        state(&get(operator.clone()).await).as_deref(),
+        Some("TASK_STATE_WORKING")
+    );
+    assert_eq!(
+        state(&get(admin.clone()).await).as_deref(),
+        Some("TASK_STATE_INPUT_REQUIRED")
+    );
+    let v: Value = post(
+        &admin,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "CreateTaskPushNotificationConfig",
+               "params": {"taskId": task, "url": format!("{hook}/admin")}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(v["result"]["id"].is_string(), "{v}");
+    // Decided by the administrator: the operator's stream goes on.
+    let v: Value = post(
+        &admin,
+        json!({"jsonrpc": "2.0", "id": 4, "method": "SendMessage", "params": {
+            "message": {"messageId": "m2", "role": "ROLE_USER", "taskId": task,
+                        "parts": [{"data": {"decision": "allow"}}]}}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        state(&json!({"result": v["result"]["task"]})).as_deref(),
+        Some("TASK_STATE_COMPLETED"),
+        "{v}"
+    );
+    let text = tokio::time::timeout(Duration::from_secs(20), stream.text())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(text.contains("TASK_STATE_COMPLETED"), "{text}");
+    assert!(!text.contains("INPUT_REQUIRED"), "{text}");
+    // Pushes: the administrator's config heard of the wait (set while the
+    // task waited), the operator's never did; both heard of the end.
+    let states = |path: &str| -> Vec<String> {
+        hits.lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, b)| {
+                b["task"]["status"]["state"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(states("/admin").iter().any(|s| s == "TASK_STATE_COMPLETED")
+        && states("/operator")
+            .iter()
+            .any(|s| s == "TASK_STATE_COMPLETED"))
+    {
+        assert!(Instant::now() < deadline, "{:?}", hits.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        states("/admin")
+            .iter()
+            .any(|s| s == "TASK_STATE_INPUT_REQUIRED"),
+        "{:?}",
+        states("/admin")
+    );
+    assert!(
+        !states("/operator")
+            .iter()
+            .any(|s| s == "TASK_STATE_INPUT_REQUIRED"),
+        "{:?}",
+        states("/operator")
+    );
     s.stop().await;
 }

@@ -84,6 +84,8 @@ pub(crate) enum WriteLock {
     Jobs,
     /// A one-time rewrite of rows at start-up.
     Rewrite,
+    /// A task's push configs: counted against their cap, then written.
+    PushConfigs,
 }
 
 impl WriteLock {
@@ -95,6 +97,7 @@ impl WriteLock {
             WriteLock::Audit => 1,
             WriteLock::Jobs => 2,
             WriteLock::Rewrite => 3,
+            WriteLock::PushConfigs => 4,
         }
     }
 }

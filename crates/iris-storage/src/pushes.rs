@@ -6,6 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::backend::WriteLock;
 use crate::error::{Context, Result};
 use crate::store::Store;
 
@@ -25,6 +26,10 @@ pub struct PushConfigRow {
     pub auth_credentials: Option<String>,
     pub created_by: String,
     pub created_at: i64,
+    /// Its creator may decide approvals: a wait on one is pushed as
+    /// input-required (else the task stays working to it).
+    #[serde(skip)]
+    pub sees_approvals: bool,
 }
 
 fn from_row(r: &AnyRow) -> PushConfigRow {
@@ -38,31 +43,50 @@ fn from_row(r: &AnyRow) -> PushConfigRow {
         auth_credentials: r.get("auth_credentials"),
         created_by: r.get("created_by"),
         created_at: r.get("created_at"),
+        sees_approvals: r.get::<i64, _>("sees_approvals") != 0,
     }
 }
 
 macro_rules! select_pushes {
     ($rest:literal) => {
         concat!(
-            "SELECT id, task_id, team, url, token, auth_scheme, auth_credentials, created_by, created_at FROM push_configs",
+            "SELECT id, task_id, team, url, token, auth_scheme, auth_credentials, created_by, created_at, sees_approvals FROM push_configs",
             $rest
         )
     };
 }
 
 impl Store {
-    /// Write a config, replacing one of the same task and id.
-    pub async fn put_push_config(&self, c: &PushConfigRow) -> Result<()> {
-        let mut tx = self.pool.begin().await.ctx("starting a transaction")?;
-        sqlx::query("DELETE FROM push_configs WHERE task_id = $1 AND id = $2")
+    /// Write a config, replacing one of the same task and id; a new one
+    /// only while the task has fewer than `max` (counted and written under
+    /// one lock, so callers at once cannot pass the cap together). Whether
+    /// it was written.
+    pub async fn put_push_config(&self, c: &PushConfigRow, max: usize) -> Result<bool> {
+        let mut tx = self
+            .backend
+            .begin_locked(&self.pool, WriteLock::PushConfigs)
+            .await?;
+        let replaced = sqlx::query("DELETE FROM push_configs WHERE task_id = $1 AND id = $2")
             .bind(&c.task_id)
             .bind(&c.id)
             .execute(&mut *tx)
             .await
-            .ctx("replacing a push config")?;
+            .ctx("replacing a push config")?
+            .rows_affected();
+        if replaced == 0 {
+            let count: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM push_configs WHERE task_id = $1")
+                    .bind(&c.task_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .ctx("counting push configs")?;
+            if count >= max as i64 {
+                return Ok(false);
+            }
+        }
         sqlx::query(
-            "INSERT INTO push_configs (id, task_id, team, url, token, auth_scheme, auth_credentials, created_by, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO push_configs (id, task_id, team, url, token, auth_scheme, auth_credentials, created_by, created_at, sees_approvals)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&c.id)
         .bind(&c.task_id)
@@ -73,10 +97,12 @@ impl Store {
         .bind(&c.auth_credentials)
         .bind(&c.created_by)
         .bind(c.created_at)
+        .bind(i64::from(c.sees_approvals))
         .execute(&mut *tx)
         .await
         .ctx("writing a push config")?;
-        tx.commit().await.ctx("committing a push config")
+        tx.commit().await.ctx("committing a push config")?;
+        Ok(true)
     }
 
     /// A task's configs, oldest first.
@@ -132,15 +158,46 @@ mod tests {
             auth_credentials: Some("secret".into()),
             created_by: "admin".into(),
             created_at: 1,
+            sees_approvals: true,
         };
-        store.put_push_config(&c).await.unwrap();
+        assert!(store.put_push_config(&c, 10).await.unwrap());
         c.url = "https://example.com/b".into();
-        store.put_push_config(&c).await.unwrap();
+        assert!(
+            store.put_push_config(&c, 1).await.unwrap(),
+            "a replacement at the cap"
+        );
         assert_eq!(store.push_configs("msg_1").await.unwrap(), vec![c.clone()]);
         assert!(store.any_push_config().await.unwrap());
         assert!(store.push_configs("msg_2").await.unwrap().is_empty());
         assert!(store.delete_push_config("msg_1", "p1").await.unwrap());
         assert!(!store.delete_push_config("msg_1", "p1").await.unwrap());
         assert!(!store.any_push_config().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn callers_at_once_cannot_pass_the_cap() {
+        let (store, _d) = store().await;
+        let puts = (0..30).map(|i| {
+            let store = store.clone();
+            let c = PushConfigRow {
+                id: format!("p{i}"),
+                task_id: "msg_1".into(),
+                team: "t".into(),
+                url: "https://example.com/a".into(),
+                token: None,
+                auth_scheme: None,
+                auth_credentials: None,
+                created_by: "admin".into(),
+                created_at: i,
+                sees_approvals: false,
+            };
+            tokio::spawn(async move { store.put_push_config(&c, 10).await.unwrap() })
+        });
+        let mut written = 0;
+        for p in puts {
+            written += usize::from(p.await.unwrap());
+        }
+        assert_eq!(written, 10);
+        assert_eq!(store.push_configs("msg_1").await.unwrap().len(), 10);
     }
 }

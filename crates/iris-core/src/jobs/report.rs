@@ -15,7 +15,7 @@ use iris_storage::{DeliveryRow, JobRecord, PushConfigRow, TurnFinish, WebhookRow
 use serde_json::{Value, json};
 
 use super::Jobs;
-use crate::bus::Delivery;
+use crate::bus::{Delivery, EventKind};
 use crate::clock::now_ms;
 
 /// The active subscriptions, kept in memory: every bus event is matched
@@ -186,8 +186,16 @@ impl Jobs {
                 return Vec::new();
             }
         };
+        // A config whose creator may not decide approvals is not told of
+        // waits on one (nor of their end): the task stays working to it,
+        // as it does through A2A's calls.
+        let approval = matches!(
+            event.kind,
+            EventKind::ApprovalRequested | EventKind::ApprovalResolved
+        );
         configs
             .iter()
+            .filter(|c| c.sees_approvals || !approval)
             .map(|c| push_delivery(c, &body, self.max_attempts))
             .collect()
     }

@@ -94,6 +94,14 @@ pub struct Deleted {
 /// Configs one task may have.
 const MAX_PER_TASK: usize = 10;
 
+/// A new config on a task that has [`MAX_PER_TASK`].
+fn full() -> IrisError {
+    IrisError::validation(
+        "configId",
+        format!("a task has at most {MAX_PER_TASK} push configs"),
+    )
+}
+
 /// The task's config `id`, or `NOT_FOUND`.
 async fn config(iris: &Iris, task: &str, id: &str) -> Result<PushConfigRow> {
     iris.store()
@@ -154,12 +162,16 @@ fn shown(ctx: &Ctx, mut c: PushConfigRow) -> PushConfigRow {
 /// values the deliverer can send.
 pub(crate) async fn check_config(
     iris: &Iris,
+    id: Option<&str>,
     url: &str,
     token: Option<&str>,
     authentication: Option<(&str, Option<&str>)>,
 ) -> Result<()> {
     let long =
         |field: &str, max: usize| IrisError::validation(field, format!("at most {max} characters"));
+    if id.is_some_and(|i| i.is_empty() || i.chars().count() > 128) {
+        return Err(IrisError::validation("configId", "1 to 128 characters"));
+    }
     if url.len() > 2048 {
         return Err(long("url", 2048));
     }
@@ -195,18 +207,20 @@ impl Iris {
     /// it sends the message the config is for.
     pub async fn check_push_config(
         &self,
+        id: Option<&str>,
         url: &str,
         token: Option<&str>,
         authentication: Option<(&str, Option<&str>)>,
     ) -> Result<()> {
-        check_config(self, url, token, authentication).await
+        check_config(self, id, url, token, authentication).await
     }
 }
 
-/// The task's state now as a push (with the request it waits on, if any).
-async fn current(iris: &Iris, m: &MessageRecord) -> Result<serde_json::Value> {
+/// The task's state now as config `c` is pushed it (with the request it
+/// waits on, if any and `c` sees approvals).
+async fn current(iris: &Iris, m: &MessageRecord, c: &PushConfigRow) -> Result<serde_json::Value> {
     let mut task = crate::a2a::task_of(&json!(m));
-    if m.turn.status == "running" {
+    if m.turn.status == "running" && c.sees_approvals {
         let (pending, _) = iris
             .store()
             .approvals(
@@ -244,16 +258,13 @@ pub(super) fn operations() -> Vec<Operation> {
                 let existing = iris.store().push_configs(&p.message_id).await?;
                 match existing.iter().find(|c| c.id == id) {
                     Some(c) => must_own(&ctx, c)?,
-                    None if existing.len() >= MAX_PER_TASK => {
-                        return Err(IrisError::validation(
-                            "configId",
-                            format!("a task has at most {MAX_PER_TASK} push configs"),
-                        ));
-                    }
+                    // (Checked again as it is written: see below.)
+                    None if existing.len() >= MAX_PER_TASK => return Err(full()),
                     None => {}
                 }
                 check_config(
                     &iris,
+                    Some(&id),
                     &p.url,
                     p.token.as_deref(),
                     scheme.as_deref().map(|s| (s, credentials.as_deref())),
@@ -269,8 +280,11 @@ pub(super) fn operations() -> Vec<Operation> {
                     auth_credentials: credentials,
                     created_by: ctx.principal.actor(),
                     created_at: now_ms(),
+                    sees_approvals: ctx.principal.allows(scope::APPROVALS_MANAGE),
                 };
-                iris.store().put_push_config(&row).await?;
+                if !iris.store().put_push_config(&row, MAX_PER_TASK).await? {
+                    return Err(full());
+                }
                 changed(&iris).await?;
                 // The task's state now, for a task that started (or ended)
                 // before its config was written: a change racing this one
@@ -278,7 +292,7 @@ pub(super) fn operations() -> Vec<Operation> {
                 // team's owner, whose memory and writes it reads).
                 let now = message_record(&iris, &ctx, &row.task_id).await?;
                 if now.turn.status != "queued" {
-                    iris.jobs().push_now(&row, &current(&iris, &now).await?).await?;
+                    iris.jobs().push_now(&row, &current(&iris, &now, &row).await?).await?;
                 }
                 Ok(row)
             },

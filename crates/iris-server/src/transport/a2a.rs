@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::gate::caller::Caller;
+use crate::params::{Body, read_body};
 use crate::state::AppState;
 
 /// The protocol version served.
@@ -102,14 +103,86 @@ fn card_of(team: &str, t: &Value, base: &str) -> Value {
 
 /// A JSON-RPC error: `code`, the message, Iris's error code as the
 /// `ErrorInfo` reason.
+/// Message and details are cut as in every error body (a caller's 1 MB
+/// id is not sent back twice).
 fn rpc_error(id: &Value, code: i64, e: &IrisError) -> Value {
+    let body = e.body(None, iris_core::now_ms());
+    let details = body.get("details").map(Value::to_string);
     json!({"jsonrpc": "2.0", "id": id, "error": {
         "code": code,
-        "message": e.message,
+        "message": body["message"],
         "data": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
                   "reason": e.kind.code(), "domain": "iris",
-                  "metadata": {"details": e.details.as_ref().map(Value::to_string).unwrap_or_default()}}],
+                  "metadata": {"details": details.unwrap_or_default()}}],
     }})
+}
+
+/// A request's envelope: its id, method and params — or the JSON-RPC
+/// error that answers it (nothing runs for a request that cannot be
+/// answered: a notification, an id that is not a string or an integer).
+fn envelope(req: &Value) -> Result<(Value, &str, Value), Value> {
+    let invalid = |id: &Value, why: &str| {
+        rpc_error(
+            id,
+            -32600,
+            &IrisError::validation("request", why.to_owned()),
+        )
+    };
+    let Some(m) = req.as_object() else {
+        return Err(invalid(
+            &Value::Null,
+            "a JSON-RPC 2.0 request object (batches are not served)",
+        ));
+    };
+    let id = match m.get("id") {
+        Some(id @ Value::String(_)) => id.clone(),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Value::Number(n.clone()),
+        None => {
+            return Err(invalid(
+                &Value::Null,
+                "an id is required (notifications are not served)",
+            ));
+        }
+        Some(_) => {
+            return Err(invalid(
+                &Value::Null,
+                "the id must be a string or an integer",
+            ));
+        }
+    };
+    let (Some(method), true) = (
+        m.get("method").and_then(Value::as_str),
+        m.get("jsonrpc") == Some(&json!("2.0")),
+    ) else {
+        return Err(invalid(
+            &id,
+            "not a JSON-RPC 2.0 request (jsonrpc \"2.0\" and a method)",
+        ));
+    };
+    let params = match m.get("params") {
+        None | Some(Value::Null) => json!({}),
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(_) => {
+            return Err(rpc_error(
+                &id,
+                -32602,
+                &IrisError::validation("params", "must be an object"),
+            ));
+        }
+    };
+    Ok((id, method, params))
+}
+
+/// Whether an `A2A-Version` header names a version served: `1` or `1.<n>`.
+fn served(version: &[u8]) -> bool {
+    let v = std::str::from_utf8(version).unwrap_or_default();
+    match v.strip_prefix('1') {
+        Some("") => true,
+        Some(minor) => minor.strip_prefix('.').is_some_and(|n| {
+            !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit())
+        }),
+        None => false,
+    }
 }
 
 /// The JSON-RPC code for an Iris error.
@@ -131,31 +204,33 @@ async fn rpc(
     who: Caller,
     Path(team): Path<String>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
     let ctx = who.ctx()?;
+    let Body(body) = read_body(body, &state, Some(&who.request_id)).await?;
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return Ok(Json(json!({"jsonrpc": "2.0", "id": null,
-            "error": {"code": -32700, "message": "the body is not JSON"}}))
-        .into_response());
+        let e = IrisError::new(iris_core::ErrorKind::MalformedJson, "the body is not JSON");
+        return Ok(Json(rpc_error(&Value::Null, -32700, &e)).into_response());
     };
-    let id = req.get("id").cloned().unwrap_or(Value::Null);
-    let (Some(method), true) = (
-        req.get("method").and_then(Value::as_str),
-        req.get("jsonrpc") == Some(&json!("2.0")),
-    ) else {
-        return Ok(Json(json!({"jsonrpc": "2.0", "id": id,
-            "error": {"code": -32600, "message": "not a JSON-RPC 2.0 request"}}))
-        .into_response());
+    let (id, method, params) = match envelope(&req) {
+        Ok(e) => e,
+        Err(answer) => return Ok(Json(answer).into_response()),
     };
-    if let Some(v) = headers.get("a2a-version").and_then(|v| v.to_str().ok())
-        && !v.starts_with("1.")
+    if let Some(v) = headers.get("a2a-version")
+        && !served(v.as_bytes())
     {
-        return Ok(Json(json!({"jsonrpc": "2.0", "id": id,
-            "error": {"code": -32009, "message": format!("A2A version {v} is not served: Iris speaks {VERSION}")}}))
-        .into_response());
+        let e = IrisError::validation(
+            "A2A-Version",
+            format!(
+                "version {} is not served: Iris speaks {VERSION}",
+                String::from_utf8_lossy(v.as_bytes())
+            ),
+        );
+        return Ok(Json(rpc_error(&id, -32009, &e)).into_response());
     }
-    let params = req.get("params").cloned().unwrap_or_else(|| json!({}));
+    if let Err((code, e)) = shape_of(method, &params) {
+        return Ok(Json(rpc_error(&id, code, &e)).into_response());
+    }
     // The team first: unknown or hidden, nothing else is looked at.
     let t = match state
         .iris
@@ -216,6 +291,260 @@ async fn rpc(
     .into_response())
 }
 
+/// A field's type in A2A's protobuf JSON.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Count,
+    Flag,
+    Object,
+    List,
+    /// Any JSON (a `data` part, metadata values).
+    Json,
+}
+
+impl Kind {
+    fn fits(self, v: &Value) -> bool {
+        match self {
+            Kind::Text => v.is_string(),
+            Kind::Count => v.as_u64().is_some(),
+            Kind::Flag => v.is_boolean(),
+            Kind::Object => v.is_object(),
+            Kind::List => v.is_array(),
+            Kind::Json => true,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Kind::Text => "must be a string",
+            Kind::Count => "must be a whole number, 0 or more",
+            Kind::Flag => "must be true or false",
+            Kind::Object => "must be an object",
+            Kind::List => "must be a list",
+            Kind::Json => "",
+        }
+    }
+}
+
+type Checked = Result<(), (i64, IrisError)>;
+
+fn bad(field: &str, problem: impl Into<String>) -> (i64, IrisError) {
+    (-32602, IrisError::validation(field, problem))
+}
+
+/// `-32602` unless each field of object `v` present (not null) is of its
+/// kind; with `closed`, a field not named is refused too (push configs,
+/// whose every field Iris keeps).
+fn fields(v: &Value, at: &str, kinds: &[(&str, Kind)], closed: bool) -> Checked {
+    let Some(m) = v.as_object() else {
+        return Err(bad(at.trim_end_matches('.'), "must be an object"));
+    };
+    for (name, x) in m {
+        match kinds.iter().find(|(n, _)| n == name) {
+            Some((_, kind)) if !x.is_null() && !kind.fits(x) => {
+                return Err(bad(&format!("{at}{name}"), kind.what()));
+            }
+            None if closed => return Err(bad(&format!("{at}{name}"), "is not a field of it")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The types of a call's parameters, checked before anything runs: a
+/// field Iris would read wrongly (a numeric `taskId`, a `historyLength` of
+/// -1) is `-32602`, not ignored. Which fields are required each call says.
+fn shape_of(method: &str, params: &Value) -> Checked {
+    use Kind::*;
+    let tenant = ("tenant", Text);
+    match method {
+        "SendMessage" | "SendStreamingMessage" => {
+            fields(
+                params,
+                "",
+                &[
+                    tenant,
+                    ("message", Object),
+                    ("configuration", Object),
+                    ("metadata", Object),
+                ],
+                false,
+            )?;
+            let message = &params["message"];
+            if message.is_null() {
+                return Err(bad("message", "a message is required"));
+            }
+            fields(
+                message,
+                "message.",
+                &[
+                    ("messageId", Text),
+                    ("contextId", Text),
+                    ("taskId", Text),
+                    ("role", Text),
+                    ("parts", List),
+                    ("metadata", Object),
+                    ("extensions", List),
+                    ("referenceTaskIds", List),
+                ],
+                false,
+            )?;
+            if message["messageId"].as_str().is_none_or(str::is_empty) {
+                return Err(bad("message.messageId", "a message id is required"));
+            }
+            if let Some(role) = message["role"].as_str().filter(|r| *r != "ROLE_USER") {
+                return Err(bad(
+                    "message.role",
+                    format!("a message to an agent is ROLE_USER, not {role}"),
+                ));
+            }
+            for (i, part) in message["parts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let at = format!("message.parts[{i}].");
+                fields(
+                    part,
+                    &at,
+                    &[
+                        ("text", Text),
+                        ("raw", Text),
+                        ("url", Text),
+                        ("data", Json),
+                        ("metadata", Object),
+                        ("filename", Text),
+                        ("mediaType", Text),
+                    ],
+                    false,
+                )?;
+                let kinds = ["text", "raw", "url", "data"]
+                    .iter()
+                    .filter(|k| !part[**k].is_null())
+                    .count();
+                if kinds != 1 {
+                    return Err(bad(
+                        at.trim_end_matches('.'),
+                        "one of text, raw, url or data",
+                    ));
+                }
+            }
+            let c = &params["configuration"];
+            if !c.is_null() {
+                fields(
+                    c,
+                    "configuration.",
+                    &[
+                        ("acceptedOutputModes", List),
+                        ("taskPushNotificationConfig", Object),
+                        ("historyLength", Count),
+                        ("returnImmediately", Flag),
+                    ],
+                    false,
+                )?;
+                let push = &c["taskPushNotificationConfig"];
+                if !push.is_null() {
+                    push_shape(push, "configuration.taskPushNotificationConfig.")?;
+                }
+            }
+            Ok(())
+        }
+        "GetTask" => fields(
+            params,
+            "",
+            &[tenant, ("id", Text), ("historyLength", Count)],
+            false,
+        ),
+        "CancelTask" => fields(
+            params,
+            "",
+            &[tenant, ("id", Text), ("metadata", Object)],
+            false,
+        ),
+        "SubscribeToTask" => fields(params, "", &[tenant, ("id", Text)], false),
+        "ListTasks" => {
+            fields(
+                params,
+                "",
+                &[
+                    tenant,
+                    ("contextId", Text),
+                    ("status", Text),
+                    ("pageSize", Json),
+                    ("pageToken", Text),
+                    ("historyLength", Count),
+                    ("statusTimestampAfter", Text),
+                    ("includeArtifacts", Flag),
+                ],
+                false,
+            )?;
+            // (Iris's history filters by status and creation time, which
+            // are not A2A's states and status times: refused, not ignored.)
+            for unserved in ["status", "statusTimestampAfter"] {
+                if params[unserved]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty() && s != "TASK_STATE_UNSPECIFIED")
+                {
+                    return Err(bad(
+                        unserved,
+                        "not a filter Iris serves (filter by contextId)",
+                    ));
+                }
+            }
+            Ok(())
+        }
+        "CreateTaskPushNotificationConfig" => push_shape(params, ""),
+        "GetTaskPushNotificationConfig" | "DeleteTaskPushNotificationConfig" => {
+            fields(params, "", &[tenant, ("taskId", Text), ("id", Text)], false)
+        }
+        "ListTaskPushNotificationConfigs" => fields(
+            params,
+            "",
+            &[
+                tenant,
+                ("taskId", Text),
+                ("pageSize", Count),
+                ("pageToken", Text),
+            ],
+            false,
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// A `TaskPushNotificationConfig`: each field Iris keeps, of its type,
+/// and no other.
+fn push_shape(c: &Value, at: &str) -> Checked {
+    use Kind::*;
+    fields(
+        c,
+        at,
+        &[
+            ("tenant", Text),
+            ("id", Text),
+            ("taskId", Text),
+            ("url", Text),
+            ("token", Text),
+            ("authentication", Object),
+        ],
+        true,
+    )?;
+    let auth = &c["authentication"];
+    if !auth.is_null() {
+        let at = format!("{at}authentication.");
+        fields(auth, &at, &[("scheme", Text), ("credentials", Text)], true)?;
+        if auth["scheme"].as_str().is_none_or(str::is_empty) {
+            return Err(bad(
+                &format!("{at}scheme"),
+                "a scheme is required with authentication",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What a streamed call answers: a turn followed (with the team's events,
 /// to see it ask for input), or a task as it is (one waiting for input).
 enum Streamed {
@@ -274,11 +603,13 @@ fn stream_of(id: Value, follower: Follower, asked: Subscription, lookup: Lookup)
                 }
                 d = approval => {
                     let asked = match d {
+                        // Looked up as the caller: one who may not decide
+                        // approvals sees none, the task stays working.
                         Some(Delivery::Event(ev))
                             if ev.kind == EventKind::ApprovalRequested
                                 && ev.turn_id.as_deref() == Some(st.seen.task.as_str()) =>
                         {
-                            Some((ev.data.clone(), ev.session_id.clone(), ev.at))
+                            st.lookup.pending(&st.seen.task).await
                         }
                         // Events were missed: listen again, and look for
                         // what may have been among them.
@@ -353,6 +684,14 @@ async fn pending_approval(
     team: &str,
     id: &str,
 ) -> Result<Option<Value>, IrisError> {
+    // A caller who may not decide approvals is not shown them (and not
+    // audited as refused for a look it did not ask for).
+    let scope = iris_core::registry()
+        .get("approval_list")
+        .and_then(|o| o.scope);
+    if scope.is_some_and(|s| !ctx.principal.allows(s)) {
+        return Ok(None);
+    }
     let l = iris
         .dispatch(
             ctx.clone(),
@@ -530,10 +869,10 @@ impl Calls<'_> {
         match params.pointer("/configuration/taskPushNotificationConfig") {
             None | Some(Value::Null) => Ok(None),
             Some(c) if c["url"].is_string() => {
-                let (_, token, auth) = push_parts(c);
+                let (id, token, auth) = push_parts(c);
                 self.state
                     .iris
-                    .check_push_config(c["url"].as_str().unwrap_or_default(), token, auth)
+                    .check_push_config(id, c["url"].as_str().unwrap_or_default(), token, auth)
                     .await
                     .map_err(|e| (-32602, e))?;
                 Ok(Some(c.clone()))
@@ -636,6 +975,19 @@ impl Calls<'_> {
         )
         .await?;
         Ok(json!({}))
+    }
+
+    /// `FORBIDDEN` unless the caller may call operation `op`.
+    fn may(&self, op: &str) -> Checked {
+        let scope = iris_core::registry().get(op).and_then(|o| o.scope);
+        match scope {
+            Some(scope) => self
+                .state
+                .iris
+                .permit(&self.ctx, scope, false, op, Some(self.team))
+                .map_err(|e| (code_of(&e), e)),
+            None => Ok(()),
+        }
     }
 
     /// A required string parameter.
@@ -756,8 +1108,10 @@ impl Calls<'_> {
             ));
         };
         let mut decide = json!({"approvalId": approval["id"], "decision": verdict});
-        if let Some(r) = decision["reason"].as_str() {
-            decide["reason"] = r.into();
+        match &decision["reason"] {
+            Value::Null => {}
+            Value::String(r) => decide["reason"] = r.as_str().into(),
+            _ => return Err(bad("message.parts.data.reason", "must be a string")),
         }
         self.op("approval_decide", decide).await?;
         Ok(())
@@ -817,6 +1171,8 @@ impl Calls<'_> {
 
     async fn cancel(&self, params: &Value) -> Outcome {
         let id = params["id"].as_str().unwrap_or_default();
+        // A caller who may not cancel learns nothing of the task's state.
+        self.may("session_cancel")?;
         let task = self.task_of_id(id).await?;
         let state = task["status"]["state"].as_str().unwrap_or_default();
         if !matches!(
