@@ -1043,3 +1043,95 @@ async fn cancelling_a_job_that_just_ended_is_a_conflict() {
     assert!(!seen.contains(&(200, "completed".to_owned())), "{seen:?}");
     s.h.stop().await;
 }
+
+/// Jobs accepted while their conversation is being deleted: each one
+/// answered 202 is heard of (its callback, `cancelled` or `completed`),
+/// none vanishes with the history; an execute that loses the race gets a
+/// clear refusal, never a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_accepted_as_their_conversation_is_deleted_are_all_heard_of() {
+    let (receiver, url) = Receiver::start(0).await;
+    let s = setup("").await;
+    let mut accepted = Vec::new();
+    // (8 × 6 sends: within the 60 a minute a caller may send.)
+    for round in 0..8 {
+        let sid = uuid();
+        let (status, v) = s
+            .execute(json!({"task": "first [[delay=50]]", "sessionId": sid,
+                            "callback": {"url": format!("{url}/r{round}-first")}}))
+            .await;
+        assert_eq!(status, 202, "{v}");
+        accepted.push(format!("/r{round}-first"));
+        let executes = (0..5).map(|i| {
+            let body = json!({"task": format!("job {i}"), "sessionId": sid,
+                              "callback": {"url": format!("{url}/r{round}-{i}")}});
+            let s = &s;
+            async move {
+                tokio::time::sleep(Duration::from_millis(i * 3)).await;
+                (format!("/r{round}-{i}"), s.execute(body).await)
+            }
+        });
+        let delete = async {
+            tokio::time::sleep(Duration::from_millis(round % 4 * 4)).await;
+            s.call(Method::DELETE, &format!("/cache/{sid}"), Value::Null)
+                .await
+        };
+        let (answers, (status, v)) = tokio::join!(futures_util::future::join_all(executes), delete);
+        assert_eq!(status, 200, "{v}");
+        for (path, (status, v)) in answers {
+            match status {
+                202 => accepted.push(path),
+                // Lost the race: the conversation went first.
+                404 | 409 => {}
+                other => panic!("{other}: {v}"),
+            }
+        }
+    }
+    for path in &accepted {
+        let hits = receiver.wait_for(path, 1).await;
+        let body = hits[0].json();
+        assert!(
+            matches!(body["status"].as_str(), Some("cancelled" | "completed")),
+            "{path}: {body}"
+        );
+    }
+    s.h.stop().await;
+}
+
+/// Cancels at once of one job, running or waiting: one ends it (200,
+/// `cancelled` in its body), the others are told its end (409 with
+/// `cancelled`, never `queued` or `running`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_at_once_end_a_job_once() {
+    let s = setup("").await;
+    // A running job, and one waiting behind it (one job of a team at a time).
+    let mut ids = Vec::new();
+    for task in ["[[delay=3000]] a b c d e f g h i j", "waits"] {
+        let (status, v) = s.execute(json!({"task": task})).await;
+        assert_eq!(status, 202, "{v}");
+        ids.push(v["jobId"].as_str().unwrap().to_owned());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s
+        .call(Method::GET, &format!("/jobs/{}", ids[0]), Value::Null)
+        .await
+        .1["status"]
+        != "running"
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in ids.iter().rev() {
+        let path = format!("/jobs/{id}/cancel");
+        let cancel = || s.call(Method::POST, &path, Value::Null);
+        let answers = futures_util::future::join_all([cancel(), cancel(), cancel()]).await;
+        let won: Vec<_> = answers.iter().filter(|(st, _)| *st == 200).collect();
+        assert_eq!(won.len(), 1, "{answers:?}");
+        assert_eq!(won[0].1["status"], "cancelled", "{answers:?}");
+        for (status, v) in answers.iter().filter(|(st, _)| *st != 200) {
+            assert_eq!(*status, 409, "{v}");
+            assert_eq!(v["details"]["status"], "cancelled", "{answers:?}");
+        }
+    }
+    s.h.stop().await;
+}

@@ -199,15 +199,18 @@ impl Conversations {
         self.count.load(Ordering::Relaxed)
     }
 
-    /// Delete a session with its history, and forget it.
-    pub async fn delete(&self, id: &str) -> Result<bool> {
+    /// Delete a session with its history, and forget it — unless a job of
+    /// it has not ended (`None`: end its jobs, then call again).
+    pub async fn delete(&self, id: &str) -> Result<Option<bool>> {
         self.recorder.flush().await;
-        let deleted = self.store.delete_session(id).await?;
+        let Some(deleted) = self.store.delete_session_without_open_jobs(id).await? else {
+            return Ok(None);
+        };
         if deleted {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
         self.forget(id).await;
-        Ok(deleted)
+        Ok(Some(deleted))
     }
 
     /// Forget a cached session (after reboot or delete changed it).

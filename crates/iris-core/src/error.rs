@@ -329,6 +329,14 @@ impl IrisError {
                 format!("{f}; try again (the call goes to the new owner)"),
             );
         }
+        if e.is_missing_reference() {
+            return IrisError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "{context}: what it belongs to (its conversation) was deleted meanwhile; try again"
+                ),
+            );
+        }
         if e.is_unavailable() {
             tracing::warn!(error = %e, "{context}: the database is not reachable");
             return IrisError::new(

@@ -154,6 +154,16 @@ impl Backend {
         }
     }
 
+    /// Appended to a `SELECT` of rows about to be deleted: rows written
+    /// meanwhile that refer to them wait for the transaction (SQLite's
+    /// write lock holds the whole database already).
+    pub(crate) fn update_lock(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
     /// The backend a URL names.
     pub fn of(url: &str) -> Result<Backend> {
         let scheme = url.split(':').next().unwrap_or_default();

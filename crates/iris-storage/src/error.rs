@@ -36,6 +36,19 @@ impl StoreError {
         }
     }
 
+    /// A row refers to one that is gone (deleted meanwhile: a job written
+    /// for a conversation being deleted).
+    pub fn is_missing_reference(&self) -> bool {
+        match &self.source {
+            // Postgres: foreign_key_violation. SQLite: SQLITE_CONSTRAINT_FOREIGNKEY.
+            sqlx::Error::Database(e) => {
+                e.code().is_some_and(|c| c == "23503" || c == "787")
+                    || e.message().contains("FOREIGN KEY constraint failed")
+            }
+            _ => false,
+        }
+    }
+
     /// The database could not be reached, or refused service for now (not
     /// a problem with the data): the request may succeed if tried again.
     pub fn is_unavailable(&self) -> bool {

@@ -347,6 +347,42 @@ impl Store {
         Ok(())
     }
 
+    /// Delete session `id` with its history, unless it has a job whose
+    /// end is not written (`None`: end those first, then call again). The
+    /// session is locked as it is looked at, so a job being written for it
+    /// meanwhile is either seen here or refused for its reference once the
+    /// session is gone — never deleted unheard of with it.
+    pub async fn delete_session_without_open_jobs(&self, id: &str) -> Result<Option<bool>> {
+        let mut tx = self.backend.begin_write(&self.pool).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM sessions WHERE id = $1{}",
+            self.backend.update_lock()
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .ctx("locking a session to delete it")?;
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs j JOIN turns t ON t.id = j.id
+             WHERE t.session_id = $1 AND j.notified = 0",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .ctx("counting a session's open jobs")?;
+        if open > 0 {
+            return Ok(None);
+        }
+        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .ctx("deleting a session")?;
+        tx.commit().await.ctx("committing a session's deletion")?;
+        self.delete_transcript(id).await?;
+        Ok(Some(done.rows_affected() > 0))
+    }
+
     pub async fn delete_session(&self, id: &str) -> Result<bool> {
         self.delete_transcript(id).await?;
         let done = sqlx::query("DELETE FROM sessions WHERE id = $1")

@@ -15,6 +15,7 @@
 mod queue;
 mod report;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -68,6 +69,28 @@ pub struct Jobs {
     claimer: String,
     /// Which node runs each team (a job runs on its team's owner).
     ownership: Arc<crate::ownership::Ownership>,
+    /// Jobs a cancel is ending now: a second cancel at once waits for the
+    /// end and is told it (only one cancel ends a job).
+    cancelling: std::sync::Mutex<HashSet<String>>,
+}
+
+/// A job's status as read `now` (as it was, if its record is gone).
+fn status_of<'a>(now: Option<&'a JobRecord>, was: &'a JobRecord) -> &'a str {
+    now.unwrap_or(was).turn.status.as_str()
+}
+
+/// A job's cancel under way, in [`Jobs::cancelling`] until dropped.
+struct Cancelling<'a> {
+    jobs: &'a Jobs,
+    id: String,
+}
+
+impl Drop for Cancelling<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.jobs.cancelling.lock() {
+            c.remove(&self.id);
+        }
+    }
 }
 
 impl Jobs {
@@ -94,6 +117,7 @@ impl Jobs {
             pool: deps.pool,
             events: deps.events,
             ownership: deps.ownership,
+            cancelling: Default::default(),
             // The node's id: its claims survive its restart and are
             // released by it.
             claimer: deps
@@ -262,23 +286,33 @@ impl Jobs {
 
     /// [`Jobs::cancel`] with `reason` as the job's error.
     async fn end_job(&self, job: &JobRecord, reason: &str) -> Result<TurnStatus> {
+        let id = &job.job.id;
         let ended = |status: &str| {
-            IrisError::conflict(format!("job `{}` has already ended ({status})", job.job.id))
-                .with_details(serde_json::json!({"jobId": job.job.id, "status": status}))
+            IrisError::conflict(format!("job `{id}` has already ended ({status})"))
+                .with_details(serde_json::json!({"jobId": id, "status": status}))
+        };
+        // One cancel at a time ends a job; another at once is told the end.
+        let Some(_mine) = self.start_cancelling(id) else {
+            let now = self.written(id, Duration::from_secs(15)).await?;
+            return Err(ended(status_of(now.as_ref(), job)));
         };
         if self.end_if_waiting(job, reason).await {
             return Ok(TurnStatus::Queued);
         }
-        if self.queue.cancel_dispatching(&job.job.id) {
-            // On its way to the pool: it ends before it gets there.
+        if self.queue.cancel_dispatching(id, reason) {
+            // On its way to the pool: it ends before it gets there — or,
+            // put back (the pool was full), waits again and ends here.
             for _ in 0..50 {
-                if self.queue.running_turn(&job.job.id).is_some() {
+                if self.queue.running_turn(id).is_some() {
                     break;
+                }
+                if self.end_if_waiting(job, reason).await {
+                    return Ok(TurnStatus::Queued);
                 }
                 // Ended: by this cancel, or — if the dispatcher had looked
                 // for a cancel just before this one came — on its own, so
                 // quickly that it was never seen running.
-                if let Some(now) = self.store.job(&job.job.id).await?
+                if let Some(now) = self.store.job(id).await?
                     && now.job.notified
                 {
                     return match now.turn.status.as_str() {
@@ -289,7 +323,7 @@ impl Jobs {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        if let Some(t) = self.queue.running_turn(&job.job.id) {
+        if let Some(t) = self.queue.running_turn(id) {
             let status = t.status();
             if status.is_final() {
                 return Err(ended(status.as_str()));
@@ -303,17 +337,43 @@ impl Jobs {
             return match after {
                 // It finished on its own before the cancel reached it.
                 Some(end) if end != TurnStatus::Cancelled => Err(ended(end.as_str())),
-                _ => Ok(status),
+                _ => {
+                    // Its end as the caller will read it next.
+                    self.written(id, Duration::from_secs(5)).await?;
+                    Ok(status)
+                }
             };
         }
-        // Neither waiting nor running: ended, unless the scheduler holds
-        // it between the two (then its record says queued or running).
-        let now = self.store.job(&job.job.id).await?;
-        Err(ended(
-            now.as_ref()
-                .map(|j| j.turn.status.as_str())
-                .unwrap_or(job.turn.status.as_str()),
-        ))
+        // Neither waiting nor running: ended — or being ended by a
+        // deletion, or held by the scheduler between the two: its end once
+        // written (else its record as it is).
+        let now = self.written(id, Duration::from_secs(5)).await?;
+        Err(ended(status_of(now.as_ref(), job)))
+    }
+
+    /// Mark job `id` as being cancelled by this call; `None` if another
+    /// call is at it.
+    fn start_cancelling(&self, id: &str) -> Option<Cancelling<'_>> {
+        let mut c = self.cancelling.lock().ok()?;
+        c.insert(id.to_owned()).then(|| Cancelling {
+            jobs: self,
+            id: id.to_owned(),
+        })
+    }
+
+    /// Job `id`'s record once its end is written, or as it is after
+    /// `limit`.
+    async fn written(&self, id: &str, limit: Duration) -> Result<Option<JobRecord>> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let now = self.store.job(id).await?;
+            match &now {
+                Some(j) if !j.job.notified && tokio::time::Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => return Ok(now),
+            }
+        }
     }
 
     /// End job `job` `cancelled` with `reason` if it waits in the queue
@@ -386,14 +446,7 @@ impl Jobs {
         }
         // Running ones are written by their watcher: wait for it.
         for job in &open {
-            for _ in 0..250 {
-                match self.store.job(&job.job.id).await? {
-                    Some(j) if !j.job.notified => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    _ => break,
-                }
-            }
+            self.written(&job.job.id, Duration::from_secs(5)).await?;
         }
         Ok(())
     }
@@ -502,7 +555,9 @@ impl Jobs {
         }
         let Some(team) = self.teams.named(team_name) else {
             self.queue.dispatched(&w.id);
-            let (job, finish) = end("failed", format!("team `{team_name}` no longer exists"));
+            // Deleted or removed meanwhile: its jobs end cancelled, as
+            // the waiting ones of a deleted team do.
+            let (job, finish) = end("cancelled", format!("team `{team_name}` no longer exists"));
             self.write_job_end(&job, finish).await;
             return;
         };
@@ -537,8 +592,8 @@ impl Jobs {
                     .map(|ms| Duration::from_millis(ms as u64)),
             ),
         );
-        if self.queue.dispatched_if_cancelled(&w.id) {
-            let (job, finish) = end("cancelled", "cancelled".into());
+        if let Some(reason) = self.queue.dispatched_if_cancelled(&w.id) {
+            let (job, finish) = end("cancelled", reason);
             self.write_job_end(&job, finish).await;
             return;
         }

@@ -36,7 +36,8 @@ struct State {
     /// Taken from the queue, not yet in the pool.
     dispatching: HashSet<String>,
     /// Cancelled while being dispatched: ended instead of submitted.
-    cancelled: HashSet<String>,
+    /// Jobs cancelled while being dispatched, with the cancel's reason.
+    cancelled: HashMap<String, String>,
     arrivals: u64,
 }
 
@@ -76,10 +77,12 @@ pub trait JobQueue: Send + Sync {
     /// Dispatching of job `id` is over (it failed or was cancelled);
     /// whether it had been cancelled meanwhile.
     fn dispatched(&self, id: &str) -> bool;
-    /// Dispatching of job `id` ends here if it was cancelled meanwhile.
-    fn dispatched_if_cancelled(&self, id: &str) -> bool;
-    /// Cancel job `id` if it is being dispatched; whether it was.
-    fn cancel_dispatching(&self, id: &str) -> bool;
+    /// Dispatching of job `id` ends here if it was cancelled meanwhile:
+    /// the cancel's reason.
+    fn dispatched_if_cancelled(&self, id: &str) -> Option<String>;
+    /// Cancel job `id` for `reason` if it is being dispatched (and not yet
+    /// cancelled); whether it was.
+    fn cancel_dispatching(&self, id: &str, reason: &str) -> bool;
     /// The jobs handed to the pool and not ended.
     fn running_ids(&self) -> Vec<String>;
     /// The running turn of job `id`, if it runs.
@@ -160,7 +163,8 @@ impl JobQueue for LocalQueue {
     fn estimate_running(&self, team: &str, started_at: Option<i64>) -> Option<i64> {
         let s = self.state.lock().ok()?;
         let avg = s.teams.get(team)?.average_ms?;
-        Some(started_at.unwrap_or_else(now_ms) + avg as i64)
+        // One running longer than the average ends "now", not in the past.
+        Some((started_at.unwrap_or_else(now_ms) + avg as i64).max(now_ms()))
     }
 
     /// Take job `id` out of the queue; false when it was not waiting.
@@ -202,6 +206,8 @@ impl JobQueue for LocalQueue {
     fn put_back(&self, team: &str, key: (Priority, u64), w: Waiting) {
         if let Ok(mut s) = self.state.lock() {
             s.dispatching.remove(&w.id);
+            // A cancel meanwhile finds it waiting again and ends it there.
+            s.cancelled.remove(&w.id);
             s.index.insert(w.id.clone(), (team.to_owned(), key));
             s.teams
                 .entry(team.to_owned())
@@ -245,26 +251,27 @@ impl JobQueue for LocalQueue {
     fn dispatched(&self, id: &str) -> bool {
         self.state.lock().is_ok_and(|mut s| {
             s.dispatching.remove(id);
-            s.cancelled.remove(id)
+            s.cancelled.remove(id).is_some()
         })
     }
 
-    /// Dispatching of job `id` ends here if it was cancelled meanwhile.
-    fn dispatched_if_cancelled(&self, id: &str) -> bool {
-        self.state.lock().is_ok_and(|mut s| {
-            let cancelled = s.cancelled.remove(id);
-            if cancelled {
-                s.dispatching.remove(id);
-            }
-            cancelled
-        })
+    /// Dispatching of job `id` ends here if it was cancelled meanwhile:
+    /// the cancel's reason.
+    fn dispatched_if_cancelled(&self, id: &str) -> Option<String> {
+        let mut s = self.state.lock().ok()?;
+        let reason = s.cancelled.remove(id)?;
+        s.dispatching.remove(id);
+        Some(reason)
     }
 
     /// Cancel job `id` if it is being dispatched; whether it was.
-    fn cancel_dispatching(&self, id: &str) -> bool {
-        self.state
-            .lock()
-            .is_ok_and(|mut s| s.dispatching.contains(id) && s.cancelled.insert(id.to_owned()))
+    fn cancel_dispatching(&self, id: &str, reason: &str) -> bool {
+        self.state.lock().is_ok_and(|mut s| {
+            s.dispatching.contains(id)
+                && s.cancelled
+                    .insert(id.to_owned(), reason.to_owned())
+                    .is_none()
+        })
     }
 
     /// The jobs handed to the pool and not ended.

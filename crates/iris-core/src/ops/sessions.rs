@@ -522,7 +522,23 @@ pub(super) fn operations() -> Vec<Operation> {
                     ),
                     None => None,
                 };
-                let deleted = iris.conversations().delete(&s.id).await?;
+                // A job written while its jobs were ended (the caller had
+                // it accepted just then) ends too, before the history goes.
+                let mut tries = 0;
+                let deleted = loop {
+                    if let Some(deleted) = iris.conversations().delete(&s.id).await? {
+                        break deleted;
+                    }
+                    tries += 1;
+                    if tries == 10 {
+                        return Err(IrisError::conflict(
+                            "jobs keep arriving for this conversation; try again",
+                        ));
+                    }
+                    iris.jobs()
+                        .end_jobs_of_session(&id, "its conversation was deleted")
+                        .await?;
+                };
                 Ok(DeleteResult {
                     team: team.name.clone(),
                     session_id: s.id,
