@@ -530,6 +530,12 @@ pub(super) fn operations() -> Vec<Operation> {
                         break deleted;
                     }
                     tries += 1;
+                    if !iris.jobs().running() {
+                        // A one-shot command: no scheduler here ends jobs.
+                        return Err(IrisError::conflict(
+                            "the conversation has jobs that have not ended; delete it through the running server (`iris serve`), which ends them first",
+                        ));
+                    }
                     if tries == 10 {
                         return Err(IrisError::conflict(
                             "jobs keep arriving for this conversation; try again",
