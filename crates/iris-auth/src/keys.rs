@@ -120,7 +120,11 @@ impl Auth {
                 .map(|t| serde_json::to_string(t).unwrap_or_else(|_| "[]".into())),
             rate_limit: k.rate_limit.map(|r| r.to_string()),
             created_at: now,
-            expires_at: k.expires_in.map(|d| now + d.as_millis() as i64),
+            // (Saturating: a duration is parsed to at most 100 years, and
+            // one given in code must not wrap into the past either.)
+            expires_at: k
+                .expires_in
+                .map(|d| now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
             revoked_at: None,
             last_used_at: None,
             usage_count: 0,
@@ -281,7 +285,8 @@ impl Auth {
             rate_limit: old.rate_limit.as_deref().and_then(|r| r.parse().ok()),
         };
         let (key, row) = self.new_row(&old.name, &scopes, &spec, now)?;
-        let until = now + grace.unwrap_or(self.settings.rotation_grace).as_millis() as i64;
+        let grace = grace.unwrap_or(self.settings.rotation_grace).as_millis();
+        let until = now.saturating_add(i64::try_from(grace).unwrap_or(i64::MAX));
         self.store.rotate_key(&old.id, until, &row).await?;
         self.changed().await?;
         self.audit.record(

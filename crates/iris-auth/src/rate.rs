@@ -63,7 +63,11 @@ impl FromStr for Rate {
     }
 }
 
-/// `30d`, `12h`, `15m`/`15min`, `90s`, or plain seconds.
+/// Longest duration taken (100 years): a key's expiry or a rotation's
+/// grace beyond it would overflow a timestamp, and means "never" anyway.
+const LONGEST_SECS: u64 = 100 * 365 * 86_400;
+
+/// `30d`, `12h`, `15m`/`15min`, `90s`, or plain seconds; at most 100 years.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("`{s}` is not a duration like `30d`, `12h`, `15min` or `90s`");
     let s = s.trim();
@@ -79,7 +83,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if n == 0 {
         return Err(bad());
     }
-    n.checked_mul(unit).map(Duration::from_secs).ok_or_else(bad)
+    match n.checked_mul(unit) {
+        Some(secs) if secs <= LONGEST_SECS => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "`{s}` is longer than 100 years ({}d)",
+            LONGEST_SECS / 86_400
+        )),
+    }
 }
 
 impl fmt::Display for Rate {
@@ -250,6 +260,11 @@ mod tests {
         );
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("soon").is_err() && parse_duration("0h").is_err());
+        // Longer than 100 years (or than u64 seconds): refused, not wrapped.
+        assert!(parse_duration("36500d").is_ok());
+        assert!(parse_duration("36501d").is_err());
+        assert!(parse_duration("106751991167d").is_err());
+        assert!(parse_duration("999999999999d").is_err());
         for bad in ["", "100", "0/min", "x/min", "10/fortnight", "10/0m"] {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }

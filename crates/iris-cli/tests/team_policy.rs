@@ -817,3 +817,112 @@ async fn the_consoles_reads_keep_a_keys_team_limit_on_every_transport() {
     }
     a.stop().await;
 }
+
+/// An agent's own credential works only in its team's conversations: a
+/// conversation someone else has with its team, named by id, can be
+/// neither cancelled nor rebooted (on every transport), and it may watch
+/// neither `system` nor a team's topic — which carry others' answers. A
+/// key with `teams:read` alone may not watch `system` either.
+#[tokio::test]
+async fn an_agent_cannot_cancel_or_watch_others_conversations() {
+    let a = api(tempfile::tempdir().unwrap(), false).await;
+    let agent =
+        a.h.iris
+            .auth()
+            .agents
+            .issue(
+                "demo",
+                "00000000-0000-4000-8000-000000000000",
+                std::time::Duration::from_secs(60),
+                None,
+                None,
+            )
+            .unwrap();
+    // The administrator's conversation with demo, a turn running in it.
+    let sent = a
+        .call(
+            Via::Rpc,
+            &a.admin,
+            "quick_message",
+            json!({"toTeam": "demo", "message": "[[delay=4000]] a b c d e f g h"}),
+        )
+        .await
+        .unwrap();
+    let session = sent["sessionId"].as_str().unwrap().to_owned();
+    let cancel = json!({"toTeam": "demo", "sessionId": session});
+    for via in [Via::Rpc, Via::Ws, Via::Mcp] {
+        let e = a
+            .call(via, &agent, "session_cancel", cancel.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(e["code"], "SESSION_NOT_FOUND", "{via:?}: {e}");
+    }
+    // A reboot that names a conversation reboots that one, or none.
+    let e = a
+        .call(
+            Via::Rpc,
+            &a.admin,
+            "session_reboot",
+            json!({"toTeam": "demo", "sessionId": "00000000-0000-4000-8000-00000000beef"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "SESSION_NOT_FOUND", "{e}");
+    let (status, e) = a
+        .rest(
+            Method::POST,
+            "/api/v1/teams/demo/cancel",
+            &agent,
+            json!({"sessionId": session}),
+        )
+        .await;
+    assert_eq!(
+        (status, e["code"].as_str()),
+        (404, Some("SESSION_NOT_FOUND")),
+        "{e}"
+    );
+    let running = a
+        .call(
+            Via::Rpc,
+            &a.admin,
+            "get_message",
+            json!({"messageId": sent["messageId"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(running["status"], "running", "untouched: {running}");
+    // Topics: refused to the agent, and `system` to a teams:read-only key.
+    let reader = a
+        .call(
+            Via::Rpc,
+            &a.admin,
+            "key_create",
+            json!({"name": "reader", "scopes": ["teams:read"]}),
+        )
+        .await
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (key, topic) in [
+        (&agent, "system"),
+        (&agent, "team:demo"),
+        (&reader, "system"),
+    ] {
+        let mut ws = ws_connect(&format!("ws://{}/ws", a.server.addr), Some(key)).await;
+        send(
+            &mut ws,
+            json!({"jsonrpc": "2.0", "id": 1, "method": "subscribe", "params": {"events": [topic]}}),
+        )
+        .await;
+        let v = recv(&mut ws).await;
+        assert_eq!(v["error"]["data"]["code"], "FORBIDDEN", "{topic}: {v}");
+    }
+    // The administrator's own cancel still works.
+    let done = a
+        .call(Via::Rpc, &a.admin, "session_cancel", cancel)
+        .await
+        .unwrap();
+    assert_eq!(done["cancelled"], true, "{done}");
+    a.stop().await;
+}

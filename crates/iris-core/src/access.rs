@@ -60,19 +60,35 @@ impl Access {
     pub async fn topic(&self, ctx: &Ctx, topic: &str) -> Result<String> {
         let topic = crate::bus::canonical_topic(topic)?;
         let what = format!("subscribe {topic}");
+        // An agent's credential sees only its own team's conversations:
+        // of the topics, those alone (`system` and `team:` carry others').
+        let agent = |ctx: &Ctx| {
+            ctx.principal.agent_team().map(|team| {
+                IrisError::new(
+                    ErrorKind::Forbidden,
+                    format!("the agent of team `{team}` may watch only its own conversations (session:<id>)"),
+                )
+            })
+        };
         if topic == "system" {
+            // Its events carry every team's answers and approval inputs:
+            // reading messages as well as teams (a viewer does both).
             self.permit(ctx, scope::TEAMS_READ, true, &what, None)?;
-            return Ok(topic);
+            self.permit(ctx, scope::MESSAGES_READ, true, &what, None)?;
+            return agent(ctx).map_or(Ok(topic), Err);
         }
         if let Some(team) = topic.strip_prefix("team:") {
             self.permit(ctx, scope::MESSAGES_STREAM, false, &what, Some(team))?;
             self.teams.get(ctx, team)?;
-            return Ok(topic);
+            return agent(ctx).map_or(Ok(topic), Err);
         }
         if let Some(id) = topic.strip_prefix("session:") {
             self.permit(ctx, scope::MESSAGES_STREAM, false, &what, None)?;
             return match self.store.session(id).await? {
-                Some(s) if ctx.principal.can_see_team(&s.to_team) => Ok(topic),
+                Some(s) if ctx.principal.can_see_team(&s.to_team) => {
+                    self.own_session(ctx, &s)?;
+                    Ok(topic)
+                }
                 _ => Err(IrisError::session_not_found(format!("`{id}`"))),
             };
         }

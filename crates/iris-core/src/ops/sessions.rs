@@ -460,6 +460,9 @@ pub(super) fn operations() -> Vec<Operation> {
                     .conversations()
                     .existing(&from, &team.name, p.session_id.as_deref())
                     .await?;
+                // An agent's credential cancels only its own team's
+                // conversations, like every other session operation.
+                iris.access().own_session(&ctx, &s)?;
                 let cancelled = iris.pool().cancel(&s.id, p.message_id).await;
                 Ok(CancelResult {
                     team: team.name.clone(),
@@ -478,8 +481,20 @@ pub(super) fn operations() -> Vec<Operation> {
                     .to_team
                     .ok_or_else(|| IrisError::validation("toTeam", "is required"))?;
                 let team = iris.teams().get(&ctx, &to)?;
-                let from = iris.access().speaker(&ctx, p.from_team)?;
-                let old = iris.store().default_session(&from, &team.name).await?;
+                // The conversation named (checked like every session
+                // operation's), or the caller's default one with the team.
+                let (old, from) = match p.session_id.as_deref() {
+                    Some(id) => {
+                        let (_, s) =
+                            conversation(&iris, &ctx, Some(&team.name), p.from_team, Some(id)).await?;
+                        let from = s.from_team.clone();
+                        (Some(s), from)
+                    }
+                    None => {
+                        let from = iris.access().speaker(&ctx, p.from_team)?;
+                        (iris.store().default_session(&from, &team.name).await?, from)
+                    }
+                };
                 if let Some(old) = &old {
                     let id = old.id.clone();
                     iris.pool()

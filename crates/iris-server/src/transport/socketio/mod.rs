@@ -419,9 +419,15 @@ async fn tell(sio: Arc<Sio>, s: SocketRef, data: Option<Value>, ack: AckSender) 
     });
 }
 
-/// `health:check` from the client: the same report the `system` room gets.
+/// `health:check` from the client: the same report the `system` room gets,
+/// to a caller who may be in that room (server-wide figures).
 async fn health(sio: Arc<Sio>, s: SocketRef, ack: AckSender) {
-    if let Some((_, ack)) = admit(&s, ack, sio.state.iris.auth()) {
-        let _ = ack.send(&rooms::health_report(&sio.state));
+    if let Some((ctx, ack)) = admit(&s, ack, sio.state.iris.auth()) {
+        match sio.state.iris.may_watch(&ctx, "system").await {
+            Ok(_) => {
+                let _ = ack.send(&rooms::health_report(&sio.state));
+            }
+            Err(e) => fail(&s, ack, e),
+        }
     }
 }
