@@ -423,6 +423,14 @@ async fn bad_a2a_calls_get_the_protocols_errors() {
                                   "configuration": {"taskPushNotificationConfig":
                                       {"url": "https://example.com/h", "extra": 1}}}),
         ),
+        send(json!({"messageId": "m", "role": "ROLE_USER", "parts": []})),
+        rpc(
+            "SendMessage",
+            json!({"message": {"messageId": "m", "role": "ROLE_USER", "parts": [{"text": "x"}]},
+                                  "configuration": {"taskPushNotificationConfig":
+                                      {"url": "https://example.com/h", "id": "a\r\nX: y"}}}),
+        ),
+        rpc("ListTasks", json!({"pageToken": "18446744073709551615"})),
         rpc("ListTasks", json!({"contextId": 5})),
         rpc("ListTasks", json!({"status": "TASK_STATE_WORKING"})),
         rpc("GetTask", json!({"id": "msg_nope", "historyLength": -1})),

@@ -1135,3 +1135,82 @@ async fn cancels_at_once_end_a_job_once() {
     }
     s.h.stop().await;
 }
+
+/// Jobs accepted while their team is being deleted (a team that had been
+/// deleted and made again under its name): each one answered 202 ends and
+/// is heard of promptly — none waits queued for a team of that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_accepted_as_their_team_is_deleted_are_all_heard_of() {
+    let (receiver, url) = Receiver::start(0).await;
+    let s = setup("teamRoots: [./rt]\n").await;
+    let accepted = std::sync::Mutex::new(Vec::new());
+    // Four teams at once, two rounds each (4 × 2 × 7 sends: within the 60
+    // a minute a caller may send).
+    let team = |t: u64| {
+        let (s, url, accepted) = (&s, &url, &accepted);
+        async move {
+            let name = format!("temp{t}");
+            std::fs::create_dir_all(s.h.home.path().join(format!("rt/{name}"))).unwrap();
+            let create = || {
+                s.call(
+                    Method::POST,
+                    "/teams",
+                    json!({"name": name, "path": format!("./rt/{name}"), "profile": "echo"}),
+                )
+            };
+            let (gone, run) = (
+                format!("/teams/{name}?force=true"),
+                format!("/teams/{name}/execute"),
+            );
+            let delete = || s.call(Method::DELETE, &gone, Value::Null);
+            let execute = |body: Value| s.call(Method::POST, &run, body);
+            for round in 0..2u64 {
+                assert_eq!(create().await.0, 200);
+                let (status, v) = execute(json!({"task": "before [[delay=30]]"})).await;
+                assert_eq!(status, 202, "{v}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                assert_eq!(delete().await.0, 200);
+                assert_eq!(create().await.0, 200);
+                let executes = (0..6u64).map(|i| {
+                    let path = format!("/{name}-{round}-{i}");
+                    let body = json!({"task": format!("job {i} [[delay=30]]"),
+                                      "callback": {"url": format!("{url}{path}")}});
+                    let execute = &execute;
+                    async move {
+                        tokio::time::sleep(Duration::from_millis((i * 7 + t * 3) % 40)).await;
+                        (path, execute(body).await)
+                    }
+                });
+                let deleting = async {
+                    tokio::time::sleep(Duration::from_millis((round * 11 + t * 5) % 30)).await;
+                    delete().await
+                };
+                let (answers, (status, v)) =
+                    tokio::join!(futures_util::future::join_all(executes), deleting);
+                assert_eq!(status, 200, "{v}");
+                for (path, (status, v)) in answers {
+                    match status {
+                        202 => accepted.lock().unwrap().push(path),
+                        404 | 409 => {}
+                        other => panic!("{other}: {v}"),
+                    }
+                }
+            }
+        }
+    };
+    futures_util::future::join_all((0..4).map(team)).await;
+    // Promptly: well before a stranded job would be noticed (the response
+    // timeout of the turn it waited behind).
+    let accepted = accepted.into_inner().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    for path in &accepted {
+        while receiver.hits(path).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{path} not heard of; accepted: {accepted:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    s.h.stop().await;
+}

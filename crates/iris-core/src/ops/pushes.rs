@@ -169,8 +169,13 @@ pub(crate) async fn check_config(
 ) -> Result<()> {
     let long =
         |field: &str, max: usize| IrisError::validation(field, format!("at most {max} characters"));
-    if id.is_some_and(|i| i.is_empty() || i.chars().count() > 128) {
-        return Err(IrisError::validation("configId", "1 to 128 characters"));
+    if id
+        .is_some_and(|i| i.is_empty() || i.chars().count() > 128 || i.chars().any(char::is_control))
+    {
+        return Err(IrisError::validation(
+            "configId",
+            "1 to 128 characters, none of them control characters",
+        ));
     }
     if url.len() > 2048 {
         return Err(long("url", 2048));

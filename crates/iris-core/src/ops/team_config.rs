@@ -564,6 +564,12 @@ pub(super) fn operations() -> Vec<Operation> {
                     iris.teams().put(team.clone());
                     return Err(e.into());
                 }
+                // A job accepted while the first pass ran (its execute had
+                // found the team) ends too, now that none can be accepted:
+                // it must not wait for a team of the same name to run it.
+                iris.jobs()
+                    .end_jobs_of_team(&name, &format!("team `{name}` was deleted"), true)
+                    .await?;
                 iris.node().tell(crate::cluster::Notice::Teams).await;
                 audit_change(&iris, &ctx, "deleted", &name, Some(&team.config), None);
                 Ok(DeleteResult {

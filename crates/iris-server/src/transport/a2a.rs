@@ -792,12 +792,16 @@ impl Calls<'_> {
 
     /// The text of a message's parts (text parts only).
     fn text_of(params: &Value) -> Result<String, (i64, IrisError)> {
-        let Some(parts) = params["message"]["parts"].as_array().cloned() else {
+        let Some(parts) = params["message"]["parts"]
+            .as_array()
+            .filter(|p| !p.is_empty())
+            .cloned()
+        else {
             return Err((
                 -32602,
                 IrisError::validation(
                     "message.parts",
-                    "a message with a list of parts is required",
+                    "a message with a list of parts (at least one) is required",
                 ),
             ));
         };
@@ -1221,7 +1225,7 @@ impl Calls<'_> {
         };
         let page = match params["pageToken"].as_str().filter(|t| !t.is_empty()) {
             None => 1,
-            Some(t) => match t.parse::<u64>().ok().filter(|p| *p >= 1) {
+            Some(t) => match t.parse::<i64>().ok().filter(|p| *p >= 1) {
                 Some(p) => p,
                 None => return bad("pageToken", "a token this endpoint gave"),
             },
