@@ -924,5 +924,19 @@ async fn an_agent_cannot_cancel_or_watch_others_conversations() {
         .await
         .unwrap();
     assert_eq!(done["cancelled"], true, "{done}");
+    // Rebooting it (the current one) starts a new one; naming it again,
+    // no longer current, starts nothing.
+    let named = json!({"toTeam": "demo", "sessionId": session});
+    let r = a
+        .call(Via::Rpc, &a.admin, "session_reboot", named.clone())
+        .await
+        .unwrap();
+    assert_eq!(r["oldSessionId"], session.as_str(), "{r}");
+    assert_ne!(r["newSessionId"], session.as_str(), "{r}");
+    let e = a
+        .call(Via::Rpc, &a.admin, "session_reboot", named)
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "CONFLICT", "{e}");
     a.stop().await;
 }

@@ -55,8 +55,10 @@ impl Access {
 
     /// Whether `ctx`'s caller may watch a bus topic: team and session topics
     /// carry messages' text (`messages:stream`, and a team it may see);
-    /// `system` spans every team (`teams:read`, no team limit). Returns the
-    /// topic as the bus names it (a session's id canonical).
+    /// `system` spans every team and carries answers too (`teams:read` and
+    /// `messages:read`, no team limit); an agent's credential watches only
+    /// its own conversations. Returns the topic as the bus names it (a
+    /// session's id canonical).
     pub async fn topic(&self, ctx: &Ctx, topic: &str) -> Result<String> {
         let topic = crate::bus::canonical_topic(topic)?;
         let what = format!("subscribe {topic}");
@@ -64,6 +66,14 @@ impl Access {
         // of the topics, those alone (`system` and `team:` carry others').
         let agent = |ctx: &Ctx| {
             ctx.principal.agent_team().map(|team| {
+                // Audited like every refusal.
+                self.audit(
+                    ctx,
+                    AuditEvent::new("permission.denied", Outcome::Denied)
+                        .resource(&what)
+                        .team(Some(team.to_owned()))
+                        .details(json!({"operation": what, "agent": team})),
+                );
                 IrisError::new(
                     ErrorKind::Forbidden,
                     format!("the agent of team `{team}` may watch only its own conversations (session:<id>)"),

@@ -330,10 +330,13 @@ impl IrisError {
             );
         }
         if e.is_missing_reference() {
+            // Expected when a conversation is deleted as a message or job
+            // is written for it; logged, since any other case is a bug.
+            tracing::warn!(error = %e, "{context}: a row refers to one that is gone");
             return IrisError::new(
                 ErrorKind::Conflict,
                 format!(
-                    "{context}: what it belongs to (its conversation) was deleted meanwhile; try again"
+                    "{context}: what it belongs to (e.g. its conversation) was deleted meanwhile; try again"
                 ),
             );
         }

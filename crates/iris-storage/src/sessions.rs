@@ -373,13 +373,17 @@ impl Store {
         if open > 0 {
             return Ok(None);
         }
+        sqlx::query("DELETE FROM transcripts WHERE session_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .ctx("deleting a transcript")?;
         let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await
             .ctx("deleting a session")?;
         tx.commit().await.ctx("committing a session's deletion")?;
-        self.delete_transcript(id).await?;
         Ok(Some(done.rows_affected() > 0))
     }
 

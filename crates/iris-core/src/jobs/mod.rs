@@ -345,9 +345,14 @@ impl Jobs {
             };
         }
         // Neither waiting nor running: ended — or being ended by a
-        // deletion, or held by the scheduler between the two: its end once
-        // written (else its record as it is).
-        let now = self.written(id, Duration::from_secs(5)).await?;
+        // deletion, or held by the scheduler between the two (put back
+        // meanwhile: ended here): its end once written (else its record as
+        // it is; at once where no scheduler runs).
+        if self.end_if_waiting(job, reason).await {
+            return Ok(TurnStatus::Queued);
+        }
+        let limit = if self.running() { 5 } else { 0 };
+        let now = self.written(id, Duration::from_secs(limit)).await?;
         Err(ended(status_of(now.as_ref(), job)))
     }
 

@@ -487,6 +487,14 @@ pub(super) fn operations() -> Vec<Operation> {
                     Some(id) => {
                         let (_, s) =
                             conversation(&iris, &ctx, Some(&team.name), p.from_team, Some(id)).await?;
+                        // Only the pair's current conversation is rebooted
+                        // (an older one was already: nothing to start).
+                        if !s.is_default {
+                            return Err(IrisError::conflict(format!(
+                                "conversation `{id}` is not the current one of `{}` with `{}`; reboot that one (no sessionId)",
+                                s.from_team, team.name
+                            )));
+                        }
                         let from = s.from_team.clone();
                         (Some(s), from)
                     }

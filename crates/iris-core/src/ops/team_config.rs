@@ -567,9 +567,14 @@ pub(super) fn operations() -> Vec<Operation> {
                 // A job accepted while the first pass ran (its execute had
                 // found the team) ends too, now that none can be accepted:
                 // it must not wait for a team of the same name to run it.
-                iris.jobs()
+                // (The team is gone whatever this says: the rest goes on.)
+                if let Err(e) = iris
+                    .jobs()
                     .end_jobs_of_team(&name, &format!("team `{name}` was deleted"), true)
-                    .await?;
+                    .await
+                {
+                    tracing::warn!(team = %name, error = %e.message, "ending a deleted team's late jobs");
+                }
                 iris.node().tell(crate::cluster::Notice::Teams).await;
                 audit_change(&iris, &ctx, "deleted", &name, Some(&team.config), None);
                 Ok(DeleteResult {

@@ -677,6 +677,15 @@ impl Lookup {
     }
 }
 
+/// Whether `ctx`'s caller may list approvals: one who may not is not
+/// shown them (and not audited as refused for a look it did not ask for).
+fn may_see_approvals(ctx: &Ctx) -> bool {
+    let scope = iris_core::registry()
+        .get("approval_list")
+        .and_then(|o| o.scope);
+    scope.is_none_or(|s| ctx.principal.allows(s))
+}
+
 /// The pending approval turn `id` of `team` waits on, if any.
 async fn pending_approval(
     iris: &std::sync::Arc<iris_core::Iris>,
@@ -684,12 +693,7 @@ async fn pending_approval(
     team: &str,
     id: &str,
 ) -> Result<Option<Value>, IrisError> {
-    // A caller who may not decide approvals is not shown them (and not
-    // audited as refused for a look it did not ask for).
-    let scope = iris_core::registry()
-        .get("approval_list")
-        .and_then(|o| o.scope);
-    if scope.is_some_and(|s| !ctx.principal.allows(s)) {
+    if !may_see_approvals(ctx) {
         return Ok(None);
     }
     let l = iris
@@ -1244,6 +1248,7 @@ impl Calls<'_> {
         if tasks
             .iter()
             .any(|t| t["status"]["state"] == "TASK_STATE_WORKING")
+            && may_see_approvals(&self.ctx)
             && let Ok(l) = self
                 .op(
                     "approval_list",

@@ -15,7 +15,8 @@ impl Connection {
         }
         if !self.subscriptions.contains_key(topic) {
             // The one rule of every transport (docs/security.md): `system`
-            // needs `teams:read`, team and session topics `messages:stream`.
+            // needs `teams:read` and `messages:read`, team and session
+            // topics `messages:stream`; an agent only its own sessions.
             let (_, mut sub) = self.state.iris.subscribe(&self.ctx, topic).await?;
             let (out, proto, followed, name) = (
                 self.out.clone(),
