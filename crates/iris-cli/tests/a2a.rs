@@ -230,25 +230,29 @@ async fn input_required_is_answered_on_the_task_with_the_real_claude_cli() {
     h.stop().await;
 }
 
+/// One A2A call to `team` as `key` (`A2A-Version: 1.0`): its JSON-RPC
+/// answer (always HTTP 200).
+async fn a2a_call(s: &Served, team: &str, key: &str, body: &Value) -> Value {
+    let r = s
+        .http
+        .post(format!("{}/a2a/{team}", s.base))
+        .bearer_auth(key)
+        .header("A2A-Version", "1.0")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn bad_a2a_calls_get_the_protocols_errors() {
     let s = served(YAML).await;
     let (key, _) = s.h.key("admin", None, None).await;
     let call = |team: &str, body: Value| {
-        let url = format!("{}/a2a/{team}", s.base);
-        let (http, key) = (s.http.clone(), key.clone());
-        async move {
-            let r = http
-                .post(url)
-                .bearer_auth(key)
-                .header("A2A-Version", "1.0")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.json::<Value>().await.unwrap()
-        }
+        let (s, team, key) = (&s, team.to_owned(), key.clone());
+        async move { a2a_call(s, &team, &key, &body).await }
     };
     let rpc = |method: &str, params: Value| json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params});
     let code = |v: &Value| v["error"]["code"].as_i64();
@@ -334,17 +338,13 @@ async fn bad_a2a_calls_get_the_protocols_errors() {
     // A caller who may not cancel is refused before the task's state is
     // looked at (an ended task is -32002 only to one who may).
     let (viewer, _) = s.h.key("viewer", None, None).await;
-    let v: Value = s
-        .http
-        .post(format!("{}/a2a/demo", s.base))
-        .bearer_auth(&viewer)
-        .json(&rpc("CancelTask", json!({"id": done["messageId"]})))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = a2a_call(
+        &s,
+        "demo",
+        &viewer,
+        &rpc("CancelTask", json!({"id": done["messageId"]})),
+    )
+    .await;
     assert_eq!(v["error"]["data"][0]["reason"], "FORBIDDEN", "{v}");
     let v = call("demo", rpc("CancelTask", json!({"id": done["messageId"]}))).await;
     assert_eq!(code(&v), Some(-32002), "{v}");
@@ -522,22 +522,17 @@ async fn a_caller_who_may_not_decide_sees_the_wait_as_working() {
     let (admin, _) = s.h.key("admin", None, None).await;
     let (operator, _) = s.h.key("operator", None, None).await;
     let (hook, hits) = receiver(0);
-    let post = |key: &str, body: Value| {
-        s.http
-            .post(format!("{}/a2a/gated", s.base))
-            .bearer_auth(key)
-            .header("A2A-Version", "1.0")
-            .json(&body)
-            .send()
-    };
-    let stream = post(
-        &operator,
-        json!({"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage", "params": {
+    let stream = s
+        .http
+        .post(format!("{}/a2a/gated", s.base))
+        .bearer_auth(&operator)
+        .header("A2A-Version", "1.0")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage", "params": {
             "message": {"messageId": "m1", "role": "ROLE_USER", "parts": [{"text": "[[ask=Bash]] after"}]},
-            "configuration": {"taskPushNotificationConfig": {"url": format!("{hook}/operator")}}}}),
-    )
-    .await
-    .unwrap();
+            "configuration": {"taskPushNotificationConfig": {"url": format!("{hook}/operator")}}}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stream.status(), 200);
     // The task, waiting, as the administrator sees it.
     let pending = loop {
@@ -556,8 +551,8 @@ async fn a_caller_who_may_not_decide_sees_the_wait_as_working() {
     let task = pending["turnId"].as_str().unwrap().to_owned();
     let get = |key: String| {
         let body = json!({"jsonrpc": "2.0", "id": 2, "method": "GetTask", "params": {"id": task}});
-        let req = post(&key, body);
-        async move { req.await.unwrap().json::<Value>().await.unwrap() }
+        let s = &s;
+        async move { a2a_call(s, "gated", &key, &body).await }
     };
     let state = |v: &Value| v["result"]["status"]["state"].as_str().map(str::to_owned);
     assert_eq!(
@@ -568,29 +563,25 @@ async fn a_caller_who_may_not_decide_sees_the_wait_as_working() {
         state(&get(admin.clone()).await).as_deref(),
         Some("TASK_STATE_INPUT_REQUIRED")
     );
-    let v: Value = post(
+    let v = a2a_call(
+        &s,
+        "gated",
         &admin,
-        json!({"jsonrpc": "2.0", "id": 3, "method": "CreateTaskPushNotificationConfig",
+        &json!({"jsonrpc": "2.0", "id": 3, "method": "CreateTaskPushNotificationConfig",
                "params": {"taskId": task, "url": format!("{hook}/admin")}}),
     )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert!(v["result"]["id"].is_string(), "{v}");
     // Decided by the administrator: the operator's stream goes on.
-    let v: Value = post(
+    let v = a2a_call(
+        &s,
+        "gated",
         &admin,
-        json!({"jsonrpc": "2.0", "id": 4, "method": "SendMessage", "params": {
+        &json!({"jsonrpc": "2.0", "id": 4, "method": "SendMessage", "params": {
             "message": {"messageId": "m2", "role": "ROLE_USER", "taskId": task,
                         "parts": [{"data": {"decision": "allow"}}]}}}),
     )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         state(&json!({"result": v["result"]["task"]})).as_deref(),
         Some("TASK_STATE_COMPLETED"),

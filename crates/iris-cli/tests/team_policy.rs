@@ -60,6 +60,22 @@ impl Api {
         self.h.key(role, teams, None).await.0
     }
 
+    /// The credential a process of `team`'s agent gets.
+    fn agent(&self, team: &str) -> String {
+        self.h
+            .iris
+            .auth()
+            .agents
+            .issue(
+                team,
+                "00000000-0000-4000-8000-000000000000",
+                std::time::Duration::from_secs(60),
+                None,
+                None,
+            )
+            .unwrap()
+    }
+
     async fn rest(&self, method: Method, path: &str, key: &str, body: Value) -> (u16, Value) {
         http(
             &self.http,
@@ -615,18 +631,7 @@ async fn admins_set_custom_agents_only_when_allowed_and_agents_get_only_the_allo
 async fn secrets_are_write_only_for_viewers_and_agents() {
     let a = api(tempfile::tempdir().unwrap(), false).await;
     let viewer = a.key("viewer", None).await;
-    let agent =
-        a.h.iris
-            .auth()
-            .agents
-            .issue(
-                "demo",
-                "00000000-0000-4000-8000-000000000000",
-                std::time::Duration::from_secs(60),
-                None,
-                None,
-            )
-            .unwrap();
+    let agent = a.agent("demo");
     for key in [&viewer, &agent, &a.admin] {
         for via in EVERY {
             let got = a.call(via, key, "team_get", json!({"team": "demo"})).await;
@@ -826,18 +831,7 @@ async fn the_consoles_reads_keep_a_keys_team_limit_on_every_transport() {
 #[tokio::test]
 async fn an_agent_cannot_cancel_or_watch_others_conversations() {
     let a = api(tempfile::tempdir().unwrap(), false).await;
-    let agent =
-        a.h.iris
-            .auth()
-            .agents
-            .issue(
-                "demo",
-                "00000000-0000-4000-8000-000000000000",
-                std::time::Duration::from_secs(60),
-                None,
-                None,
-            )
-            .unwrap();
+    let agent = a.agent("demo");
     // The administrator's conversation with demo, a turn running in it.
     let sent = a
         .call(

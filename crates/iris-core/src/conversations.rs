@@ -203,7 +203,7 @@ impl Conversations {
     /// it has not ended (`None`: end its jobs, then call again).
     pub async fn delete(&self, id: &str) -> Result<Option<bool>> {
         self.recorder.flush().await;
-        let Some(deleted) = self.store.delete_session_without_open_jobs(id).await? else {
+        let Some(deleted) = self.store.delete_session(id).await? else {
             return Ok(None);
         };
         if deleted {

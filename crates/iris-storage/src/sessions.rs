@@ -352,7 +352,7 @@ impl Store {
     /// session is locked as it is looked at, so a job being written for it
     /// meanwhile is either seen here or refused for its reference once the
     /// session is gone — never deleted unheard of with it.
-    pub async fn delete_session_without_open_jobs(&self, id: &str) -> Result<Option<bool>> {
+    pub async fn delete_session(&self, id: &str) -> Result<Option<bool>> {
         let mut tx = self.backend.begin_write(&self.pool).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id FROM sessions WHERE id = $1{}",
@@ -385,16 +385,6 @@ impl Store {
             .ctx("deleting a session")?;
         tx.commit().await.ctx("committing a session's deletion")?;
         Ok(Some(done.rows_affected() > 0))
-    }
-
-    pub async fn delete_session(&self, id: &str) -> Result<bool> {
-        self.delete_transcript(id).await?;
-        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .ctx("deleting a session")?;
-        Ok(done.rows_affected() > 0)
     }
 }
 
@@ -474,7 +464,7 @@ mod tests {
         let s3 = s.session("s3").await.unwrap().unwrap();
         assert!(s3.started && s3.message_count == 1 && s3.last_used_at == 9);
         assert_eq!(s.sessions(Some("b")).await.unwrap()[0].id, "s3");
-        assert!(s.delete_session("s3").await.unwrap());
-        assert!(!s.delete_session("s3").await.unwrap());
+        assert_eq!(s.delete_session("s3").await.unwrap(), Some(true));
+        assert_eq!(s.delete_session("s3").await.unwrap(), Some(false));
     }
 }

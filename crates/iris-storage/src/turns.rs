@@ -456,7 +456,7 @@ mod tests {
             "queued turns fail at start-up"
         );
         assert_eq!(s.turn("m2").await.unwrap().unwrap().status, "failed");
-        assert!(s.delete_session("s").await.unwrap());
+        assert_eq!(s.delete_session("s").await.unwrap(), Some(true));
         assert!(
             s.turn("m1").await.unwrap().is_none(),
             "turns go with their session"

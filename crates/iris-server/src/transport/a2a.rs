@@ -680,10 +680,12 @@ impl Lookup {
 /// Whether `ctx`'s caller may list approvals: one who may not is not
 /// shown them (and not audited as refused for a look it did not ask for).
 fn may_see_approvals(ctx: &Ctx) -> bool {
-    let scope = iris_core::registry()
-        .get("approval_list")
-        .and_then(|o| o.scope);
-    scope.is_none_or(|s| ctx.principal.allows(s))
+    scope_of("approval_list").is_none_or(|s| ctx.principal.allows(s))
+}
+
+/// The scope operation `op` declares in the registry.
+fn scope_of(op: &str) -> Option<&'static str> {
+    iris_core::registry().get(op).and_then(|o| o.scope)
 }
 
 /// The pending approval turn `id` of `team` waits on, if any.
@@ -987,8 +989,7 @@ impl Calls<'_> {
 
     /// `FORBIDDEN` unless the caller may call operation `op`.
     fn may(&self, op: &str) -> Checked {
-        let scope = iris_core::registry().get(op).and_then(|o| o.scope);
-        match scope {
+        match scope_of(op) {
             Some(scope) => self
                 .state
                 .iris
