@@ -383,7 +383,7 @@ impl Jobs {
 
     /// End job `job` `cancelled` with `reason` if it waits in the queue
     /// (taken out of it first); whether it did.
-    async fn end_if_waiting(&self, job: &JobRecord, reason: &str) -> bool {
+    pub(crate) async fn end_if_waiting(&self, job: &JobRecord, reason: &str) -> bool {
         let Some((_, w)) = self.queue.take_waiting(&job.job.id) else {
             return false;
         };

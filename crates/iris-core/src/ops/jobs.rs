@@ -400,6 +400,12 @@ async fn execute(iris: Arc<Iris>, ctx: Ctx, p: ExecuteParams) -> Result<Accepted
         Some(&id),
         json!({"jobId": id, "priority": priority_name(p.priority), "position": place.position}),
     );
+    // Its team deleted while this was written (the deletion's last look
+    // at the team's jobs may have come first): it ends here, heard of.
+    if iris.teams().named(&team.name).is_none() {
+        let reason = format!("team `{}` was deleted", team.name);
+        iris.jobs().end_if_waiting(&record, &reason).await;
+    }
     Ok(Accepted {
         job_id: id,
         team: team.name.clone(),
